@@ -1,0 +1,58 @@
+"""Volumes keep their geometry exactly through SimpleITK, and user files are written atomically."""
+import numpy as np
+import pytest
+
+from synthfm.io import Volume, atomic_write_text, read_volume, write_volume
+
+
+def _oblique_volume() -> Volume:
+    rng = np.random.default_rng(0)
+    theta = 0.3
+    direction = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1.0]])
+    return Volume(rng.normal(size=(5, 6, 7)).astype(np.float32), (0.7, 0.8, 2.5), (-10.0, 20.0, 5.0), direction)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nrrd", ".mha"])
+def test_geometry_round_trip(tmp_path, ext):
+    vol = _oblique_volume()
+    path = write_volume(tmp_path / f"v{ext}", vol)
+    back = read_volume(path)
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.spacing, vol.spacing, rtol=1e-6)
+    np.testing.assert_allclose(back.origin, vol.origin, atol=1e-5)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-6)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary file left behind"
+
+
+def test_index_ras_round_trip_and_matrix():
+    vol = _oblique_volume()
+    ijk = np.array([3.0, 2.0, 4.0])
+    ras = vol.index_to_ras(ijk)
+    np.testing.assert_allclose(vol.ras_to_index(ras), ijk, atol=1e-9)
+    m = vol.ijk_to_ras_matrix()
+    np.testing.assert_allclose((m @ np.r_[ijk, 1])[:3], ras, atol=1e-9)
+    rebuilt = Volume.from_ijk_to_ras(vol.array, m)
+    np.testing.assert_allclose(rebuilt.spacing, vol.spacing)
+    np.testing.assert_allclose(rebuilt.direction, vol.direction, atol=1e-12)
+    np.testing.assert_allclose(rebuilt.origin, vol.origin)
+
+
+def test_bad_inputs_have_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no image at"):
+        read_volume(tmp_path / "missing.nii.gz")
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="could not read"):
+        read_volume(junk)
+    with pytest.raises(ValueError, match="spacing"):
+        Volume(np.zeros((2, 2, 2)), spacing=(1, 0, 1))
+
+
+def test_atomic_write_refuses_to_overwrite_when_asked(tmp_path):
+    target = tmp_path / "keep.txt"
+    atomic_write_text(target, "first")
+    with pytest.raises(FileExistsError):
+        atomic_write_text(target, "second", overwrite=False)
+    assert target.read_text() == "first"
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second"

