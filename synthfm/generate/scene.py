@@ -108,8 +108,9 @@ def draw_scene(rng: np.random.Generator, cfg: GeneratorConfig, size: int) -> Sce
         tube.half_length = size * rng.uniform(0.3, 0.6)
         structures.append(Structure(label, tube, "crossing"))
         label += 1
+    touching = [st.label for st in structures if st.role == "touching"]
     return Scene(structures, target_label, modality, {"modality": modality, "target_kind": kind,
-                                                      "n_touching": n_touching})
+                                                      "touching_labels": touching})
 
 
 def paint(scene: Scene, xx: np.ndarray, yy: np.ndarray, scales: Optional[Dict[int, float]] = None,
