@@ -71,9 +71,15 @@ def _load_published(model: PromptableModel, spec: ModelSpec, weights: Path, deco
 
 
 def _freeze_encoder(model: PromptableModel) -> PromptableModel:
+    """Frozen, inference-optimised encoder: batch norms folded into convolutions, channels-last layout."""
     model.image_encoder.eval()
     for p in model.image_encoder.parameters():
         p.requires_grad_(False)
+    if model.encoder_name == "tinyvit":
+        from synthfm.models.tiny_vit import fuse_conv_bn
+
+        fuse_conv_bn(model.image_encoder)
+        model.image_encoder.to(memory_format=torch.channels_last)  # ~25% faster in bf16 on CPU (bench_models)
     return model
 
 

@@ -1,0 +1,138 @@
+"""Slice preprocessing round trips, prompt validation, the embedding cache and propagation."""
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from synthfm.models import load_model
+from synthfm.segment import Prediction, PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
+from synthfm.segment.preprocess import SliceTransform, intensity_range, prepare_slice
+
+
+@pytest.mark.parametrize("h, w, size", [(256, 256, 256), (300, 200, 256), (77, 513, 1024), (512, 64, 256), (5, 7, 128)])
+def test_coordinates_survive_resize_pad_round_trip(h, w, size):
+    t = SliceTransform(h, w, size)
+    rh, rw = t.resized
+    assert max(rh, rw) == size
+    pts = np.random.default_rng(0).uniform([0, 0], [w - 1, h - 1], (50, 2))
+    np.testing.assert_allclose(t.to_pixel(t.to_input(pts)), pts, rtol=0, atol=1e-9)
+    corner = t.to_input(np.array([[w, h]]))[0]  # the slice's far corner maps to the resized size
+    np.testing.assert_allclose(corner, [rw, rh])
+
+
+@pytest.mark.parametrize("h, w", [(200, 300), (256, 256), (90, 40)])
+def test_masks_survive_lowres_round_trip(h, w):
+    mask = np.zeros((h, w), bool)
+    mask[h // 4: h // 2, w // 3: 2 * w // 3] = True
+    t = SliceTransform(h, w, 256)
+    back = t.logits_to_slice((t.mask_to_lowres(mask) - 0.5)[None])[0].numpy() > 0
+    assert (back == mask).mean() > 0.99
+
+
+def test_ct_window_and_percentiles():
+    ct = np.full((32, 32), -1000.0)
+    ct[8:24, 8:24] = 300
+    assert intensity_range(ct, "auto") == (-160.0, 240.0)  # soft-tissue window W400/L40
+    mr = np.random.default_rng(0).uniform(0, 500, (32, 32))
+    lo, hi = intensity_range(mr, "auto")
+    assert 0 < lo < 10 and 490 < hi < 500
+    x, _ = prepare_slice(ct, 64)
+    assert x.shape == (3, 64, 64) and float(x.max()) == 1.0
+    with pytest.raises(ValueError, match="unknown window"):
+        intensity_range(ct, "ct-kidney")
+
+
+def test_prompt_validation_messages():
+    with pytest.raises(ValueError, match="no prompts"):
+        Prompts.make().validate(10, 10)
+    with pytest.raises(ValueError, match=r"positive point \(12, 3\) lies outside the 10x8 slice"):
+        Prompts.make(positive=[(12, 3)]).validate(8, 10)
+    with pytest.raises(ValueError, match="only negative"):
+        Prompts.make(negative=[(1, 1)]).validate(8, 10)
+    with pytest.raises(ValueError, match="box"):
+        Prompts.make(box=(5, 5, 2, 8)).validate(10, 10)
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny():
+    return load_model("tiny-test")
+
+
+def test_embeddings_are_computed_once_per_slice():
+    pred = SlicePredictor(_tiny())
+    image = np.random.default_rng(0).normal(size=(40, 50)).astype(np.float32)
+    for x in range(5):
+        out = pred.predict(image, Prompts.make(positive=[(10 + x, 20)]))
+        assert out.mask.shape == (40, 50) and len(out.all_scores) == 3  # one point: ambiguous -> 3 masks
+    pred.predict(image, Prompts.make(positive=[(10, 20)], box=(2, 2, 30, 30)))
+    assert pred.encoder_calls == 1
+    pred.predict(image + 1, Prompts.make(positive=[(10, 20)]))
+    assert pred.encoder_calls == 2
+
+
+class TruthPredictor(SlicePredictor):
+    """Returns the true mask of the slice (model-free), to test propagation logic alone."""
+
+    def __init__(self, truth, axis):
+        super().__init__(_tiny())
+        self.truth, self.axis_ = truth, axis
+        self.prompts_seen = []
+
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+        prompts.validate(*image.shape)
+        self.prompts_seen.append(prompts)
+        mask = np.take(self.truth, key[2], axis=self.axis_)
+        return Prediction(mask, 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_propagation_fills_the_structure_and_stops_at_its_end(axis):
+    zz, yy, xx = np.mgrid[:20, :30, :40]
+    truth = ((xx - 20) / 12.0) ** 2 + ((yy - 15) / 9.0) ** 2 + ((zz - 10) / 6.0) ** 2 < 1
+    volume = truth * 100.0
+    seg = VolumeSegmenter(TruthPredictor(truth, axis), volume, axis=axis)
+    start = truth.shape[axis] // 2
+    ys, xs = np.nonzero(np.take(truth, start, axis=axis))
+    result = seg.propagate(start, Prompts.make(box=(xs.min(), ys.min(), xs.max(), ys.max())))
+    present = np.nonzero(truth.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+    assert result.slices == list(present)
+    assert np.array_equal(result.mask, truth)
+    stops = [r for r in result.records if r.stop]
+    assert [r.stop for r in stops] == ["empty", "empty"] or len(stops) < 2  # ends inside the volume stop as empty
+    assert all(p.box is not None for p in seg.predictor.prompts_seen[1:])  # neighbours prompted from the mask
+
+
+def test_propagation_stops_on_low_score_and_area_jump():
+    truth = np.zeros((10, 20, 20), bool)
+    truth[:, 5:10, 5:10] = True
+    truth[7:, :, :] = True  # the structure 'leaks' into everything from slice 7
+    seg = VolumeSegmenter(TruthPredictor(truth, 0), truth * 1.0)
+    result = seg.propagate(4, Prompts.make(positive=[(7, 7)]), direction="up")
+    assert result.slices == [4, 5, 6] and result.records[-1].stop == "area jump"
+    with pytest.raises(ValueError, match="direction"):
+        seg.propagate(4, Prompts.make(positive=[(7, 7)]), direction="sideways")
+
+
+def test_volume_errors():
+    with pytest.raises(ValueError, match="3D volume"):
+        VolumeSegmenter(SlicePredictor(_tiny()), np.zeros((5, 5)))
+    seg = VolumeSegmenter(SlicePredictor(_tiny()), np.zeros((3, 5, 5)))
+    with pytest.raises(ValueError, match="outside the volume"):
+        seg.slice(3)
+
+
+def test_litemedsam_propagates_a_bright_ellipsoid_with_boxes():
+    zz, yy, xx = np.mgrid[:12, :64, :64]
+    truth = ((xx - 32) / 16.0) ** 2 + ((yy - 30) / 12.0) ** 2 + ((zz - 6) / 4.5) ** 2 < 1
+    rng = np.random.default_rng(0)
+    volume = (100 + 80 * truth + rng.normal(0, 8, truth.shape)).astype(np.float32)
+    seg = VolumeSegmenter(SlicePredictor(load_model("medsam-lite")), volume)
+    ys, xs = np.nonzero(truth[6])
+    result = seg.propagate(6, Prompts.make(box=(xs.min(), ys.min(), xs.max(), ys.max())),
+                           options=PropagationOptions(use_points=False))
+    dice = 2 * (result.mask & truth).sum() / (result.mask.sum() + truth.sum())
+    assert dice > 0.75, dice
+    present = set(np.nonzero(truth.any((1, 2)))[0])
+    assert set(result.slices) <= present | {min(present) - 1, max(present) + 1}  # stops near the structure's end
+    assert seg.predictor.encoder_calls == len(result.records)

@@ -1,0 +1,147 @@
+"""Whole-volume segmentation: pre-encode slices, then propagate a prompted mask slice by slice.
+
+From the prompted slice the structure is followed in both directions; each next slice is prompted
+with the previous mask's box (plus a margin), its most interior point, and its low-res logits.
+Propagation stops where the structure ends: an empty mask, a low predicted IoU, or an implausible
+jump in area (the usual sign of leaking into a neighbour).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable, List, Optional
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from synthfm.segment.predictor import Prediction, SlicePredictor
+from synthfm.segment.preprocess import intensity_range
+from synthfm.segment.prompts import Prompts
+from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
+
+DIRECTIONS = ("both", "up", "down")
+
+
+@dataclass
+class PropagationOptions:
+    """Thresholds of slice-to-slice propagation."""
+
+    box_margin: float = 0.1  # fraction of the box size added on each side (plus 2 px)
+    use_points: bool = True  # add the previous mask's most interior point (off for box-only models)
+    use_mask_prompt: bool = True  # give the previous low-res logits as mask prompt
+    min_area_px: int = 6  # smaller masks mean the structure ended
+    min_score: float = 0.7  # predicted IoU below this stops propagation (LiteMedSAM: ~0.6 past the end)
+    max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
+    max_slices: Optional[int] = None  # per direction
+
+
+@dataclass
+class SliceRecord:
+    index: int
+    area: int
+    score: float
+    stop: Optional[str] = None  # why propagation stopped at this slice (the slice itself is not kept)
+
+
+@dataclass
+class PropagationResult:
+    mask: np.ndarray  # bool, same shape as the volume
+    records: List[SliceRecord] = field(default_factory=list)
+
+    @property
+    def slices(self) -> List[int]:
+        return sorted(r.index for r in self.records if r.stop is None)
+
+
+def prompts_from_mask(pred: Prediction, options: PropagationOptions) -> Prompts:
+    """Box (with margin), interior point and logits of a mask, to prompt the neighbouring slice."""
+    ys, xs = np.nonzero(pred.mask)
+    h, w = pred.mask.shape
+    mx = (xs.max() - xs.min() + 1) * options.box_margin + 2
+    my = (ys.max() - ys.min() + 1) * options.box_margin + 2
+    box = np.array([max(0, xs.min() - mx), max(0, ys.min() - my), min(w - 1, xs.max() + mx), min(h - 1, ys.max() + my)])
+    points, labels = np.zeros((0, 2)), np.zeros(0, np.int64)
+    if options.use_points:
+        dist = ndi.distance_transform_edt(pred.mask)
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        points, labels = np.array([[x, y]], float), np.array([1])
+    return Prompts(points, labels, box, pred.logits if options.use_mask_prompt else None)
+
+
+class VolumeSegmenter:
+    """Segment a ``(Z, Y, X)`` volume slice by slice along ``axis`` (0: axial k, 1: coronal j, 2: sagittal i)."""
+
+    def __init__(self, predictor: SlicePredictor, volume: np.ndarray, axis: int = 0,
+                 volume_id: Optional[Hashable] = None) -> None:
+        volume = np.asarray(volume)
+        if volume.ndim != 3:
+            raise ValueError(f"propagation needs a 3D volume (Z, Y, X); got shape {volume.shape}. "
+                             "For a single 2D image use SlicePredictor.predict")
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+        self.predictor, self.volume, self.axis = predictor, volume, axis
+        self.volume_id = id(volume) if volume_id is None else volume_id
+        self.value_range = intensity_range(volume, predictor.window)
+
+    @property
+    def n_slices(self) -> int:
+        return self.volume.shape[self.axis]
+
+    def slice(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.n_slices:
+            raise ValueError(f"slice {index} is outside the volume (0..{self.n_slices - 1} along axis {self.axis})")
+        return np.take(self.volume, index, axis=self.axis)
+
+    def key(self, index: int) -> Hashable:
+        return (self.volume_id, self.axis, index)
+
+    def encode_all(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+                   order: Optional[List[int]] = None) -> None:
+        """Pre-encode slices (by default outward from the middle), skipping cached ones; cancellable."""
+        mid = self.n_slices // 2
+        order = order or sorted(range(self.n_slices), key=lambda i: abs(i - mid))
+        for done, i in enumerate(order, 1):
+            check_cancel(cancel)
+            if not self.predictor.is_cached(self.key(i)):
+                self.predictor.embed(self.slice(i), self.key(i), self.value_range)
+            report(progress, done, len(order), "encoding slices")
+
+    def segment_slice(self, index: int, prompts: Prompts) -> Prediction:
+        return self.predictor.predict(self.slice(index), prompts, key=self.key(index), value_range=self.value_range)
+
+    def _put(self, mask: np.ndarray, index: int, slice_mask: np.ndarray) -> None:
+        view = np.moveaxis(mask, self.axis, 0)
+        view[index] = slice_mask
+
+    def propagate(self, index: int, prompts: Prompts, direction: str = "both",
+                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+                  options: Optional[PropagationOptions] = None) -> PropagationResult:
+        """Segment slice ``index`` from ``prompts`` and follow the structure ``up``/``down``/``both``."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got '{direction}'")
+        options = options or PropagationOptions()
+        first = self.segment_slice(index, prompts)
+        if first.mask.sum() < options.min_area_px:
+            raise ValueError(f"the prompts give an empty mask on slice {index}; move or add prompts first")
+        result = PropagationResult(np.zeros(self.volume.shape, bool), [SliceRecord(index, int(first.mask.sum()), first.score)])
+        self._put(result.mask, index, first.mask)
+        steps = [s for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both")]
+        total = sum(self.n_slices - 1 - index if s > 0 else index for s in steps)
+        done = 0
+        for step in steps:
+            prev, i, count = first, index + step, 0
+            while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
+                check_cancel(cancel)
+                pred = self.segment_slice(i, prompts_from_mask(prev, options))
+                area = int(pred.mask.sum())
+                stop = ("empty" if area < options.min_area_px else
+                        "low score" if pred.score < options.min_score else
+                        "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else None)
+                result.records.append(SliceRecord(i, area, pred.score, stop))
+                done += 1
+                report(progress, done, total, f"slice {i}")
+                if stop:
+                    break
+                self._put(result.mask, i, pred.mask)
+                prev, i, count = pred, i + step, count + 1
+        report(progress, total, total, "done")
+        return result

@@ -1,0 +1,64 @@
+"""Turn cached label maps into training batches: pick a target, simulate prompts, build tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from synthfm.segment.preprocess import SliceTransform
+from synthfm.train.prompt_sim import SimPrompt, simulate
+
+MIN_TARGET_PIXELS = 12
+BOX_MODES = ("box", "box_point")
+POINT_MODES = ("point1", "points", "pos_neg")
+
+
+@dataclass
+class Batch:
+    """Decoder inputs for ``B`` samples in the encoder frame, plus targets and the prompts used."""
+
+    index: np.ndarray
+    masks: List[np.ndarray]  # pixel-frame target masks
+    prompts: List[SimPrompt]
+    targets: torch.Tensor  # (B, 1, 256, 256) float
+    point_coords: Optional[torch.Tensor]
+    point_labels: Optional[torch.Tensor]
+    boxes: Optional[torch.Tensor]
+    multimask: bool
+
+
+def pick_target(rng: np.random.Generator, labels: np.ndarray, default: int, other_prob: float = 0.4) -> np.ndarray:
+    """The generator's target, or with ``other_prob`` another visible structure (any structure can be a target)."""
+    if rng.random() < other_prob:
+        values, counts = np.unique(labels[labels > 1], return_counts=True)
+        values = values[counts >= MIN_TARGET_PIXELS]
+        if len(values):
+            return labels == values[int(rng.integers(len(values)))]
+    return labels == default
+
+
+def prompt_tensors(prompts: List[SimPrompt], transform: SliceTransform):
+    """Pad points with label -1 and map everything to the encoder frame."""
+    n = max(len(p.labels) for p in prompts)
+    coords = labels = boxes = None
+    if n:
+        coords = torch.zeros(len(prompts), n, 2)
+        labels = -torch.ones(len(prompts), n, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            k = len(p.labels)
+            coords[i, :k] = torch.from_numpy(transform.to_input(p.points)).float()
+            labels[i, :k] = torch.from_numpy(p.labels)
+    if prompts[0].box is not None:
+        boxes = torch.from_numpy(np.stack([transform.box_to_input(p.box) for p in prompts])).float()
+    return coords, labels, boxes
+
+
+def make_batch(rng: np.random.Generator, labels: np.ndarray, targets: np.ndarray, index: np.ndarray,
+               transform: SliceTransform, mode: str) -> Batch:
+    masks = [pick_target(rng, labels[k], int(targets[k])) for k in range(len(index))]
+    prompts = [simulate(rng, m, labels[k], mode) for k, m in enumerate(masks)]
+    tgt = torch.stack([transform.mask_to_lowres(m) for m in masks])[:, None].gt(0.5).float()
+    coords, plabels, boxes = prompt_tensors(prompts, transform)
+    return Batch(index, masks, prompts, tgt, coords, plabels, boxes, multimask=mode == "point1")

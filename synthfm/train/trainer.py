@@ -1,0 +1,286 @@
+"""Fit the prompt encoder + mask decoder from scratch on cached synthetic embeddings (Dice loss).
+
+The encoder is frozen; every random choice of step ``s`` comes from ``default_rng([seed, s])``, so a
+resumed run reproduces an uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+
+from synthfm.generate import GeneratorConfig
+from synthfm.io.atomic import atomic_path, atomic_write_text
+from synthfm.models import build_model, save_decoder_checkpoint
+from synthfm.models.sam import PromptableModel
+from synthfm.segment.preprocess import SliceTransform
+from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, prompt_tensors
+from synthfm.train.embed_cache import EmbeddingCache
+from synthfm.train.losses import hard_iou, mask_loss
+from synthfm.train.prompt_sim import correction_click
+from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
+
+VAL_OFFSET = 10_000_000  # validation images come from a disjoint index range of the same generator
+MetricsCallback = Callable[[int, Dict[str, float]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in the checkpoint's metadata)."""
+
+    model: str = "synthfm-lite"
+    preset: str = "mixed"
+    generator: Dict[str, object] = field(default_factory=dict)  # GeneratorConfig overrides
+    samples: int = 1000  # synthetic training images (each has several structures to target)
+    val_samples: int = 48
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 5e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    correction_prob: float = 0.5  # chance of a second, corrective round per step
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = True
+    val_every: int = 200
+    ckpt_every: int = 100
+    time_budget_min: Optional[float] = None
+    out: str = "outputs/train"
+    cache: Optional[str] = None  # defaults to <out>/cache
+
+    def validate(self) -> None:
+        for name in ("samples", "val_samples", "steps", "batch_size", "val_every", "ckpt_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        from synthfm.models.registry import get_spec
+
+        get_spec(self.model)
+        self.generator_config()
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig.from_preset(self.preset, **self.generator)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up then cosine decay to 5% of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _decode(model: PromptableModel, emb: torch.Tensor, batch: Batch, bf16: bool, mask_inputs=None, multimask=None):
+    with torch.autocast(emb.device.type, torch.bfloat16, enabled=bf16):
+        return model.decode(emb, batch.point_coords, batch.point_labels, batch.boxes, mask_inputs,
+                            batch.multimask if multimask is None else multimask)
+
+
+def _correct(rng, model, emb, batch, out, transform, bf16):
+    """Second round: a correction click on each sample's error + the previous logits as mask prompt."""
+    best = out.iou.detach().argmax(1) if batch.multimask else torch.zeros(len(emb), dtype=torch.long)
+    prev = out.logits.detach()[torch.arange(len(emb)), best][:, None].float()
+    preds = (transform.logits_to_slice(prev[:, 0]) > 0).numpy()
+    prompts = [correction_click(rng, p, pr, m) for p, pr, m in zip(batch.prompts, preds, batch.masks)]
+    coords, labels, boxes = prompt_tensors(prompts, transform)
+    batch2 = dataclasses.replace(batch, prompts=prompts, point_coords=coords, point_labels=labels, boxes=boxes,
+                                 multimask=False)
+    return _decode(model, emb, batch2, bf16, mask_inputs=prev)
+
+
+class Trainer:
+    """One training run; :meth:`run` can be cancelled and resumed."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        config.validate()
+        self.config = config
+        self.out = Path(config.out)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise PermissionError(f"cannot write to output folder {self.out} ({exc}); choose a writable --out") from exc
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.model).to(config.device)
+        self.params = self.model.decoder_parameters()
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
+        self.step = 0
+        self.history: Dict[str, list] = {"step": [], "loss": [], "dice": [], "val_step": [], "val_point": [], "val_box": []}
+
+    # ---- data -----------------------------------------------------------------------------
+    def prepare_data(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
+        cfg, gen_cfg = self.config, self.config.generator_config()
+        root = Path(cfg.cache) if cfg.cache else self.out / "cache"
+        self.train_cache = EmbeddingCache.create_or_open(root / "train", self.model, gen_cfg, cfg.seed, 0, cfg.samples)
+        self.val_cache = EmbeddingCache.create_or_open(root / "val", self.model, gen_cfg, cfg.seed, VAL_OFFSET,
+                                                       cfg.val_samples)
+        for cache in (self.val_cache, self.train_cache):
+            if not cache.complete:
+                cache.fill(self.model, bf16=cfg.bf16, progress=progress, cancel=cancel)
+        self.transform = SliceTransform(gen_cfg.size, gen_cfg.size, self.model.image_size)
+
+    # ---- steps ----------------------------------------------------------------------------
+    def train_step(self) -> Dict[str, float]:
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, self.step, 1])
+        idx = np.sort(rng.choice(len(self.train_cache), cfg.batch_size, replace=False))
+        mode = str(rng.choice(POINT_MODES + BOX_MODES))
+        batch = make_batch(rng, self.train_cache.labels[idx], self.train_cache.targets[idx], idx, self.transform, mode)
+        emb = torch.from_numpy(self.train_cache.embeddings[idx].astype(np.float32)).to(cfg.device)
+        self.model.train()
+        self.model.image_encoder.eval()
+        out = _decode(self.model, emb, batch, cfg.bf16)
+        loss, dice_l = mask_loss(out.logits, out.iou, batch.targets)
+        if rng.random() < cfg.correction_prob:
+            out2 = _correct(rng, self.model, emb, batch, out, self.transform, cfg.bf16)
+            loss2, dice_l = mask_loss(out2.logits, out2.iou, batch.targets)
+            loss = 0.5 * (loss + loss2)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"loss": loss.item(), "dice": 1 - dice_l.mean().item(), "lr": self.scheduler.get_last_lr()[0]}
+
+    @torch.inference_mode()
+    def validate(self) -> Dict[str, float]:
+        """Mean hard Dice on the fixed validation images with one interior point and with a tight box."""
+        self.model.eval()
+        result = {}
+        for name, mode in (("val_point", "point1"), ("val_box", "box")):
+            rng = np.random.default_rng([self.config.seed, 7])
+            dices = []
+            for start in range(0, len(self.val_cache), 16):
+                idx = np.arange(start, min(len(self.val_cache), start + 16))
+                batch = make_batch(rng, self.val_cache.labels[idx], self.val_cache.targets[idx], idx, self.transform, mode)
+                emb = torch.from_numpy(self.val_cache.embeddings[idx].astype(np.float32)).to(self.config.device)
+                out = _decode(self.model, emb, batch, self.config.bf16)
+                best = out.iou.float().argmax(1)
+                logits = out.logits.float()[torch.arange(len(idx)), best][:, None]
+                pred = (logits > 0).float()
+                inter = (pred * batch.targets).sum((-1, -2))
+                dices.append((2 * inter / (pred.sum((-1, -2)) + batch.targets.sum((-1, -2))).clamp(min=1)).flatten())
+            result[name] = float(torch.cat(dices).mean())
+        return result
+
+    # ---- persistence ----------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / f"{self.config.model}.pt"
+
+    def save(self) -> Path:
+        meta = {"model": self.config.model, "step": self.step, "train_config": dataclasses.asdict(self.config),
+                "generator": self.config.generator_config().to_dict(),
+                "val": {k: v[-1] for k, v in self.history.items() if k.startswith("val_") and k != "val_step" and v}}
+        save_decoder_checkpoint(self.checkpoint_path, self.model, meta)
+        with atomic_path(self.out / "resume.pt") as tmp:
+            torch.save({"step": self.step, "decoder": self.model.decoder_state_dict(),
+                        "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "history": self.history, "config": dataclasses.asdict(self.config)}, tmp)
+        atomic_write_text(self.out / "history.json", json.dumps(self.history))
+        self.plot()
+        return self.checkpoint_path
+
+    def resume(self) -> bool:
+        """Load ``resume.pt`` from the output folder if present; True when a run was resumed."""
+        path = self.out / "resume.pt"
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location=self.config.device, weights_only=False)
+        saved = {k: v for k, v in state["config"].items() if k not in ("steps", "time_budget_min", "device", "out", "cache")}
+        now = {k: v for k, v in dataclasses.asdict(self.config).items() if k in saved}
+        if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
+            diff = sorted(k for k in saved if json.dumps(saved[k]) != json.dumps(now[k]))
+            raise ValueError(f"cannot resume {path}: settings differ ({', '.join(diff)}); use the same settings "
+                             "or a new --out")
+        self.model.load_state_dict(state["decoder"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.history = state["step"], state["history"]
+        return True
+
+    def plot(self) -> Optional[Path]:
+        """Loss and Dice curves next to the checkpoint."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        h = self.history
+        if not h["step"]:
+            return None
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+        a.plot(h["step"], h["loss"], lw=0.6, alpha=0.6, label="train loss")
+        a.set_xlabel("step"), a.set_ylabel("loss"), a.legend()
+        b.plot(h["step"], _smooth(h["dice"]), label="train Dice (smoothed)")
+        b.plot(h["val_step"], h["val_point"], "o-", label="val Dice, 1 point")
+        b.plot(h["val_step"], h["val_box"], "s-", label="val Dice, box")
+        b.set_xlabel("step"), b.set_ylim(0, 1), b.legend()
+        fig.suptitle(f"{self.config.model}: decoder trained from scratch on synthetic data")
+        fig.tight_layout()
+        path = self.out / "curve.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+        plt.close(fig)
+        return path
+
+    def run(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+            on_metrics: Optional[MetricsCallback] = None) -> Path:
+        cfg = self.config
+        start = time.monotonic()
+        try:
+            while self.step < cfg.steps:
+                check_cancel(cancel)
+                metrics = self.train_step()
+                for key in ("loss", "dice"):
+                    self.history[key].append(metrics[key])
+                self.history["step"].append(self.step)
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    val = self.validate()
+                    self.history["val_step"].append(self.step)
+                    for k, v in val.items():
+                        self.history[k].append(v)
+                    metrics.update(val)
+                if on_metrics:
+                    on_metrics(self.step, metrics)
+                report(progress, self.step, cfg.steps, f"loss {metrics['loss']:.3f}")
+                if self.step % cfg.ckpt_every == 0:
+                    self.save()
+                if cfg.time_budget_min and time.monotonic() - start > 60 * cfg.time_budget_min:
+                    break
+        except Cancelled:
+            self.save()  # keep what was learned; resume continues from here
+            raise
+        return self.save()
+
+
+def train(config: TrainConfig, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+          on_metrics: Optional[MetricsCallback] = None, resume: bool = True,
+          data_progress: Optional[ProgressCallback] = None) -> Path:
+    """Build data (cached embeddings), resume if possible, train, and return the decoder checkpoint path."""
+    trainer = Trainer(config)
+    if resume:
+        trainer.resume()
+    trainer.prepare_data(data_progress, cancel)
+    return trainer.run(progress, cancel, on_metrics)
+
+
+def _smooth(values, k: int = 25):
+    if len(values) < k:
+        return values
+    kernel = np.ones(k) / k
+    return np.convolve(np.pad(values, (k // 2, k - 1 - k // 2), mode="edge"), kernel, mode="valid")
