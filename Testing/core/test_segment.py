@@ -130,7 +130,7 @@ def test_litemedsam_propagates_a_bright_ellipsoid_with_boxes():
     seg = VolumeSegmenter(SlicePredictor(load_model("medsam-lite")), volume)
     ys, xs = np.nonzero(truth[6])
     result = seg.propagate(6, Prompts.make(box=(xs.min(), ys.min(), xs.max(), ys.max())),
-                           options=PropagationOptions(use_points=False))
+                           options=PropagationOptions.for_model(seg.predictor.model))
     dice = 2 * (result.mask & truth).sum() / (result.mask.sum() + truth.sum())
     assert dice > 0.75, dice
     present = set(np.nonzero(truth.any((1, 2)))[0])

@@ -6,23 +6,9 @@ from typing import List, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage as ndi
 
 from synthfm.io.atomic import PathLike, atomic_path
-
-OUTLINE = np.array([255, 200, 0], np.uint8)
-
-
-def outline(mask: np.ndarray) -> np.ndarray:
-    """One-pixel inner boundary of a boolean mask."""
-    return mask & ~ndi.binary_erosion(mask)
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, colour: np.ndarray = OUTLINE) -> np.ndarray:
-    """Grey image in [0, 1] -> RGB uint8 with the mask's outline drawn in ``colour``."""
-    rgb = np.repeat((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
-    rgb[outline(mask)] = colour
-    return rgb
+from synthfm.io.png import YELLOW, overlay
 
 
 def tile(panels: Sequence[np.ndarray], captions: Sequence[str], columns: int = 6, cell: int = 160) -> Image.Image:
@@ -45,7 +31,7 @@ def write_gallery(samples: List, path: PathLike, columns: int = 6) -> Path:
         if image.ndim == 3:
             z = image.shape[0] // 2
             image, mask = image[z], mask[z]
-        panels.append(overlay(image, mask))
+        panels.append(overlay(image, [(mask, YELLOW)]))
         meta = s.meta
         captions.append(f"{meta.get('modality', '?')} {meta.get('target_kind', '')} c={meta.get('contrast', 0):.2f}")
     with atomic_path(path) as tmp:

@@ -133,4 +133,5 @@ def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] 
             raise ValueError(f"decoder checkpoint {decoder_path} does not fit model '{spec.name}': {bad[:5]}")
         model.checkpoint_meta = meta
     model = _freeze_encoder(model).to(device)
+    model.name, model.trained_points = spec.name, spec.trained_points
     return model.eval()

@@ -51,6 +51,7 @@ class ModelSpec:
     pixel_std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     description: str = ""
     license: str = ""
+    trained_points: bool = True  # False: the decoder never learned point prompts (LiteMedSAM: boxes only)
 
 
 MODEL_REGISTRY: Dict[str, ModelSpec] = {
@@ -62,7 +63,7 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   license="Apache-2.0"),
         ModelSpec("medsam-lite", "tinyvit", 256, LITEMEDSAM, "published",
                   description="LiteMedSAM as published (trained on real medical images; box prompts only).",
-                  license="Apache-2.0"),
+                  license="Apache-2.0", trained_points=False),
         *[ModelSpec(f"sam-{v.replace('_', '-')}", v, 1024, SAM_WEIGHTS[v], "published", pixel_mean=SAM_MEAN,
                     pixel_std=SAM_STD, description=f"Segment Anything {v} as published (zero-shot baseline).",
                     license="Apache-2.0") for v in ("vit_b", "vit_l", "vit_h")],

@@ -100,6 +100,9 @@ class PromptableModel(nn.Module):
         self.mask_decoder = mask_decoder or build_mask_decoder()
         self.image_size = int(image_size)
         self.encoder_name = encoder_name
+        self.name = encoder_name  # registry name once loaded by synthfm.models.load_model
+        self.trained_points = True  # False for decoders that only learned boxes (LiteMedSAM)
+        self.checkpoint_meta: Optional[dict] = None
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1), False)
 

@@ -33,6 +33,12 @@ class PropagationOptions:
     max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
     max_slices: Optional[int] = None  # per direction
 
+    @classmethod
+    def for_model(cls, model, **overrides) -> "PropagationOptions":
+        """Defaults suited to ``model``: box-only decoders (LiteMedSAM) get neither points nor mask prompts."""
+        trained = getattr(model, "trained_points", True)
+        return cls(**{"use_points": trained, "use_mask_prompt": trained, **overrides})
+
 
 @dataclass
 class SliceRecord:

@@ -1,0 +1,93 @@
+"""Training: prompts simulated as specified, loss decreases, exact resume, frozen encoder, bad configs."""
+import numpy as np
+import pytest
+import torch
+
+from synthfm.models import load_model
+from synthfm.train import TrainConfig, Trainer, train
+from synthfm.utils.progress import CancelToken, Cancelled
+from synthfm.train.prompt_sim import correction_click, jittered_box, simulate
+
+
+def _config(tmp_path, **kw):
+    base = dict(model="tiny-test", samples=12, val_samples=4, steps=4, batch_size=4, val_every=2, ckpt_every=2,
+                generator={"size": 64}, out=str(tmp_path / "run"), cache=str(tmp_path / "cache"), warmup=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_simulated_prompts_are_where_they_should_be():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((50, 60), bool)
+    mask[10:30, 20:45] = True
+    labels = mask.astype(np.int16) + 1
+    labels[10:30, 46:55] = 5  # a neighbour right of the target
+    for mode in ("point1", "points", "pos_neg", "box", "box_point"):
+        for _ in range(10):
+            p = simulate(rng, mask, labels, mode)
+            for (x, y), lab in zip(p.points.astype(int), p.labels):
+                assert mask[y, x] == bool(lab), (mode, x, y, lab)
+            if mode.startswith("box"):
+                x0, y0, x1, y1 = p.box
+                assert x0 <= 20 + 3 + 3 and x1 >= 44 - 6 and y0 <= 10 + 5 and y1 >= 29 - 5
+    box = jittered_box(np.random.default_rng(1), mask, max_jitter=0)
+    assert np.allclose(box, [20, 10, 44, 29], atol=3)
+    missed = mask.copy()
+    missed[10:30, 35:45] = False  # prediction misses the right part -> positive click there
+    p = correction_click(rng, simulate(rng, mask, labels, "point1"), missed, mask)
+    assert p.labels[-1] == 1 and p.points[-1][0] >= 35
+
+
+def test_training_lowers_loss_on_a_fixed_batch(tmp_path):
+    trainer = Trainer(_config(tmp_path, lr=3e-3, correction_prob=0.0))
+    trainer.prepare_data()
+    original = trainer.train_step
+
+    def fixed_step():  # always the same random draw -> the same batch
+        step = trainer.step
+        trainer.step = 0
+        out = original()
+        trainer.step = step + 1
+        return out
+
+    losses = [fixed_step()["loss"] for _ in range(25)]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_resume_reproduces_uninterrupted_run_and_encoder_is_frozen(tmp_path):
+    full = _config(tmp_path / "a", steps=6)
+    ref_encoder = {k: v.clone() for k, v in load_model("tiny-test").image_encoder.state_dict().items()}
+    path_full = train(full)
+    interrupted = _config(tmp_path / "b", steps=6)
+    cancel = CancelToken()
+    with pytest.raises(Cancelled):
+        train(interrupted, cancel=cancel, on_metrics=lambda step, m: cancel.cancel() if step == 3 else None)
+    assert Trainer(interrupted).resume() and load_model(tmp_path / "b" / "run" / "tiny-test.pt").checkpoint_meta["step"] == 3
+    path_resumed = train(interrupted)
+    a, b = load_model(path_full), load_model(path_resumed)
+    for k, v in a.decoder_state_dict().items():
+        assert torch.equal(v, b.decoder_state_dict()[k]), k
+    trainer = Trainer(full)
+    trainer.resume()
+    for k, v in trainer.model.image_encoder.state_dict().items():
+        assert torch.equal(v, ref_encoder[k]), k
+    assert (tmp_path / "a" / "run" / "curve.png").stat().st_size > 1000
+    assert a.checkpoint_meta["step"] == 6 and a.checkpoint_meta["train_config"]["model"] == "tiny-test"
+
+
+def test_bad_configs_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be a positive"):
+        Trainer(_config(tmp_path, batch_size=0))
+    with pytest.raises(ValueError, match="unknown model 'sam-vit-q'"):
+        Trainer(_config(tmp_path, model="sam-vit-q"))
+    with pytest.raises(ValueError, match="unknown preset"):
+        Trainer(_config(tmp_path, preset="xray"))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises((PermissionError, FileExistsError, NotADirectoryError), match="file"):
+        Trainer(_config(tmp_path, out=str(blocker / "sub")))
+
+
+def test_resume_refuses_different_settings(tmp_path):
+    train(_config(tmp_path, steps=2))
+    with pytest.raises(ValueError, match="settings differ.*lr"):
+        train(_config(tmp_path, steps=4, lr=1e-2))

@@ -1,0 +1,53 @@
+"""``synthfm train``: fit a SynthFM decoder from scratch on synthetic images."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a decoder from scratch on synthetic data (resumable)",
+                              description="Freeze the model's pretrained image encoder, re-initialise the prompt "
+                                          "encoder and mask decoder, and fit them with Dice(+BCE) loss on synthetic "
+                                          "images. Re-running with the same --out resumes.")
+    p.add_argument("--model", default="synthfm-lite", help="synthfm-lite (CPU-friendly) or synthfm-vit-b (GPU)")
+    p.add_argument("--preset", default="mixed", help="generator preset: ct, mr, us or mixed")
+    p.add_argument("--generator", default="{}", help='JSON of generator overrides, e.g. \'{"touch_prob": 0.8}\'')
+    p.add_argument("--samples", type=int, default=600, help="synthetic training images (encoded once, cached)")
+    p.add_argument("--val-samples", type=int, default=64)
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-budget", type=float, help="stop after this many minutes (checkpoint kept; rerun resumes)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    p.add_argument("--cache", help="folder for cached embeddings (default: OUT/cache)")
+    p.add_argument("--out", default="outputs/train", help="output folder (checkpoint, resume state, curve.png)")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT has a resume state")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from synthfm.segment.predictor import pick_device
+    from synthfm.train import TrainConfig, train
+    from synthfm.utils.progress import tqdm_progress
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        overrides = json.loads(args.generator)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--generator must be a JSON object ({exc})") from exc
+    config = TrainConfig(model=args.model, preset=args.preset, generator=overrides, samples=args.samples,
+                         val_samples=args.val_samples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         seed=args.seed, device=str(pick_device(args.device)), bf16=not args.no_bf16,
+                         time_budget_min=args.time_budget, out=args.out, cache=args.cache)
+    path = train(config, progress=tqdm_progress("train", "step"), resume=not args.no_resume,
+                 data_progress=tqdm_progress("encode synthetic images", "img"))
+    print(f"wrote decoder checkpoint {path} (curve: {path.parent / 'curve.png'})")
+    print(f"use it: synthfm segment --model {path} ...  or copy it into the user models folder")
+    return 0
