@@ -23,29 +23,42 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
     p.add_argument("--cache", help="folder for cached embeddings (default: OUT/cache)")
+    p.add_argument("--data", default="cache", choices=("cache", "on-the-fly"),
+                   help="cache: encode each image once, memory-mapped (CPU); on-the-fly: generate + encode every "
+                        "step (GPU, no disk)")
+    p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
+    p.add_argument("--ckpt-every", type=int, default=100, help="write checkpoint + resume state every N steps")
     p.add_argument("--out", default="outputs/train", help="output folder (checkpoint, resume state, curve.png)")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT has a resume state")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
+def config_from_args(args: argparse.Namespace):
+    """The :class:`TrainConfig` described by parsed ``train`` options."""
     from synthfm.segment.predictor import pick_device
-    from synthfm.train import TrainConfig, train
-    from synthfm.utils.progress import tqdm_progress
+    from synthfm.train import TrainConfig
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         overrides = json.loads(args.generator)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--generator must be a JSON object ({exc})") from exc
-    config = TrainConfig(model=args.model, preset=args.preset, generator=overrides, samples=args.samples,
-                         val_samples=args.val_samples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, device=str(pick_device(args.device)), bf16=not args.no_bf16,
-                         time_budget_min=args.time_budget, out=args.out, cache=args.cache)
+    return TrainConfig(model=args.model, preset=args.preset, generator=overrides, samples=args.samples,
+                       val_samples=args.val_samples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, device=str(pick_device(args.device)), bf16=not args.no_bf16,
+                       time_budget_min=args.time_budget, out=args.out, cache=args.cache, data=args.data,
+                       val_every=args.val_every, ckpt_every=args.ckpt_every)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from synthfm.train import train
+    from synthfm.utils.progress import tqdm_progress
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = config_from_args(args)
     path = train(config, progress=tqdm_progress("train", "step"), resume=not args.no_resume,
                  data_progress=tqdm_progress("encode synthetic images", "img"))
     print(f"wrote decoder checkpoint {path} (curve: {path.parent / 'curve.png'})")

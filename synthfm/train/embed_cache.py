@@ -1,4 +1,7 @@
-"""Embedding cache for CPU training: each synthetic image is encoded once by the frozen encoder.
+"""Training data sources: a memory-mapped embedding cache (CPU) and on-the-fly generation (GPU).
+
+The cache encodes each synthetic image once with the frozen encoder, so decoder epochs cost only
+decoder time.  Both sources answer ``get(idx) -> (embeddings, label maps, target labels)``.
 
 Layout of a cache folder (filled in any order, resumable, reusable across runs)::
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +25,39 @@ from synthfm.io.atomic import PathLike, atomic_write_text
 from synthfm.models.sam import EMBED_DIM, EMBED_SIZE, PromptableModel
 from synthfm.segment.preprocess import intensity_range, normalize, to_model_input
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
+
+
+class DataSource(Protocol):
+    """What the trainer draws from: ``len`` items, each an embedding + label map + target label."""
+
+    def __len__(self) -> int: ...
+
+    def get(self, idx: np.ndarray, device: str = "cpu") -> Tuple[torch.Tensor, np.ndarray, np.ndarray]: ...
+
+
+def encode_samples(model: PromptableModel, samples: Sequence, bf16: bool = True) -> torch.Tensor:
+    """Encode synthetic ``Sample2D`` images (percentile-normalised like user slices) -> ``(B, 256, 64, 64)``."""
+    images = torch.stack([to_model_input(normalize(s.image, *intensity_range(s.image, "percentile")),
+                                         model.image_size)[0] for s in samples]).to(model.device)
+    with torch.inference_mode(), torch.autocast(model.device.type, torch.bfloat16, enabled=bf16):
+        return model.encode(images).float()
+
+
+class OnTheFlySource:
+    """Generate and encode items ``first .. first+count-1`` at every draw (no disk; for GPU training)."""
+
+    def __init__(self, model: PromptableModel, config: GeneratorConfig, seed: int, first: int, count: int,
+                 bf16: bool = True) -> None:
+        self.model, self.first, self.count, self.bf16 = model, first, count, bf16
+        self.generator = SyntheticGenerator(config, seed)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def get(self, idx: np.ndarray, device: str = "cpu") -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        samples = [self.generator.sample_2d(self.first + int(i)) for i in idx]
+        emb = encode_samples(self.model, samples, self.bf16).to(device)
+        return emb, np.stack([s.labels for s in samples]), np.array([s.target_label for s in samples], np.int16)
 
 
 class EmbeddingCache:
@@ -41,6 +77,10 @@ class EmbeddingCache:
 
     def __len__(self) -> int:
         return int(self.manifest["count"])
+
+    def get(self, idx: np.ndarray, device: str = "cpu") -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        emb = torch.from_numpy(self.embeddings[idx].astype(np.float32)).to(device)
+        return emb, self.labels[idx], self.targets[idx]
 
     @property
     def complete(self) -> bool:
@@ -81,11 +121,8 @@ class EmbeddingCache:
             check_cancel(cancel)
             idx = todo[start:start + batch_size]
             samples = [gen.sample_2d(m["first"] + int(i)) for i in idx]
-            images = torch.stack([to_model_input(normalize(s.image, *intensity_range(s.image, "percentile")),
-                                                 model.image_size)[0] for s in samples]).to(model.device)
-            with torch.inference_mode(), torch.autocast(model.device.type, torch.bfloat16, enabled=bf16):
-                emb = model.encode(images)
-            self.embeddings[idx] = emb.float().cpu().numpy().astype(np.float16)
+            emb = encode_samples(model, samples, bf16)
+            self.embeddings[idx] = emb.cpu().numpy().astype(np.float16)
             self.labels[idx] = np.stack([s.labels for s in samples])
             self.targets[idx] = [s.target_label for s in samples]
             for arr in (self.embeddings, self.labels, self.targets):

@@ -22,13 +22,14 @@ from synthfm.models import build_model, save_decoder_checkpoint
 from synthfm.models.sam import PromptableModel
 from synthfm.segment.preprocess import SliceTransform
 from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, prompt_tensors
-from synthfm.train.embed_cache import EmbeddingCache
+from synthfm.train.embed_cache import DataSource, EmbeddingCache, OnTheFlySource
 from synthfm.train.losses import hard_iou, mask_loss
 from synthfm.train.prompt_sim import correction_click
 from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
 
 VAL_OFFSET = 10_000_000  # validation images come from a disjoint index range of the same generator
 MetricsCallback = Callable[[int, Dict[str, float]], None]
+DATA_PATHS = ("cache", "on-the-fly")
 
 
 @dataclass
@@ -55,6 +56,7 @@ class TrainConfig:
     time_budget_min: Optional[float] = None
     out: str = "outputs/train"
     cache: Optional[str] = None  # defaults to <out>/cache
+    data: str = "cache"  # "cache": encode once, memory-mapped (CPU); "on-the-fly": generate + encode per step (GPU)
 
     def validate(self) -> None:
         for name in ("samples", "val_samples", "steps", "batch_size", "val_every", "ckpt_every"):
@@ -62,6 +64,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.data not in DATA_PATHS:
+            raise ValueError(f"data must be one of {', '.join(DATA_PATHS)}, got '{self.data}'")
         from synthfm.models.registry import get_spec
 
         get_spec(self.model)
@@ -97,12 +101,34 @@ def _correct(rng, model, emb, batch, out, transform, bf16):
     return _decode(model, emb, batch2, bf16, mask_inputs=prev)
 
 
-class Trainer:
-    """One training run; :meth:`run` can be cancelled and resumed."""
+class StepLoss(torch.nn.Module):
+    """One step's loss (first round + optional correction round) as a module, so DDP can wrap it."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, model: PromptableModel, config: "TrainConfig") -> None:
+        super().__init__()
+        self.model, self.config = model, config
+
+    def forward(self, rng: np.random.Generator, emb: torch.Tensor, batch: Batch, transform: SliceTransform):
+        cfg = self.config
+        out = _decode(self.model, emb, batch, cfg.bf16)
+        loss, dice_l = mask_loss(out.logits, out.iou, batch.targets)
+        if rng.random() < cfg.correction_prob:
+            out2 = _correct(rng, self.model, emb, batch, out, transform, cfg.bf16)
+            loss2, dice_l = mask_loss(out2.logits, out2.iou, batch.targets)
+            loss = 0.5 * (loss + loss2)
+        return loss, dice_l
+
+
+class Trainer:
+    """One training run; :meth:`run` can be cancelled and resumed.
+
+    With ``world_size > 1`` (see :mod:`synthfm.train.ddp`) each rank draws different samples, the
+    step loss is wrapped in DistributedDataParallel, and only rank 0 validates and writes files.
+    """
+
+    def __init__(self, config: TrainConfig, rank: int = 0, world_size: int = 1) -> None:
         config.validate()
-        self.config = config
+        self.config, self.rank, self.world_size = config, rank, world_size
         self.out = Path(config.out)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -114,6 +140,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = build_model(config.model).to(config.device)
         self.params = self.model.decoder_parameters()
+        self.step_loss: torch.nn.Module = StepLoss(self.model, config)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
@@ -124,30 +151,33 @@ class Trainer:
     def prepare_data(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
         cfg, gen_cfg = self.config, self.config.generator_config()
         root = Path(cfg.cache) if cfg.cache else self.out / "cache"
-        self.train_cache = EmbeddingCache.create_or_open(root / "train", self.model, gen_cfg, cfg.seed, 0, cfg.samples)
-        self.val_cache = EmbeddingCache.create_or_open(root / "val", self.model, gen_cfg, cfg.seed, VAL_OFFSET,
-                                                       cfg.val_samples)
-        for cache in (self.val_cache, self.train_cache):
-            if not cache.complete:
-                cache.fill(self.model, bf16=cfg.bf16, progress=progress, cancel=cancel)
+        self.val_cache = self._cache(root / "val", VAL_OFFSET, cfg.val_samples, progress, cancel)
+        self.train_source: DataSource
+        if cfg.data == "cache":
+            self.train_source = self._cache(root / "train", 0, cfg.samples, progress, cancel)
+        else:
+            self.train_source = OnTheFlySource(self.model, gen_cfg, cfg.seed, 0, cfg.samples, cfg.bf16)
         self.transform = SliceTransform(gen_cfg.size, gen_cfg.size, self.model.image_size)
+
+    def _cache(self, folder: Path, first: int, count: int, progress, cancel) -> EmbeddingCache:
+        cfg = self.config
+        cache = EmbeddingCache.create_or_open(folder, self.model, cfg.generator_config(), cfg.seed, first, count)
+        if not cache.complete:
+            cache.fill(self.model, bf16=cfg.bf16, progress=progress, cancel=cancel)
+        return cache
 
     # ---- steps ----------------------------------------------------------------------------
     def train_step(self) -> Dict[str, float]:
         cfg = self.config
-        rng = np.random.default_rng([cfg.seed, self.step, 1])
-        idx = np.sort(rng.choice(len(self.train_cache), cfg.batch_size, replace=False))
+        key = [cfg.seed, self.step, 1] if self.world_size == 1 else [cfg.seed, self.step, 1, self.rank]
+        rng = np.random.default_rng(key)  # each rank draws its own samples and prompts
+        idx = np.sort(rng.choice(len(self.train_source), cfg.batch_size, replace=False))
         mode = str(rng.choice(POINT_MODES + BOX_MODES))
-        batch = make_batch(rng, self.train_cache.labels[idx], self.train_cache.targets[idx], idx, self.transform, mode)
-        emb = torch.from_numpy(self.train_cache.embeddings[idx].astype(np.float32)).to(cfg.device)
+        emb, labels, targets = self.train_source.get(idx, cfg.device)
+        batch = make_batch(rng, labels, targets, idx, self.transform, mode)
         self.model.train()
         self.model.image_encoder.eval()
-        out = _decode(self.model, emb, batch, cfg.bf16)
-        loss, dice_l = mask_loss(out.logits, out.iou, batch.targets)
-        if rng.random() < cfg.correction_prob:
-            out2 = _correct(rng, self.model, emb, batch, out, self.transform, cfg.bf16)
-            loss2, dice_l = mask_loss(out2.logits, out2.iou, batch.targets)
-            loss = 0.5 * (loss + loss2)
+        loss, dice_l = self.step_loss(rng, emb, batch, self.transform)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
@@ -156,26 +186,10 @@ class Trainer:
         self.step += 1
         return {"loss": loss.item(), "dice": 1 - dice_l.mean().item(), "lr": self.scheduler.get_last_lr()[0]}
 
-    @torch.inference_mode()
     def validate(self) -> Dict[str, float]:
         """Mean hard Dice on the fixed validation images with one interior point and with a tight box."""
-        self.model.eval()
-        result = {}
-        for name, mode in (("val_point", "point1"), ("val_box", "box")):
-            rng = np.random.default_rng([self.config.seed, 7])
-            dices = []
-            for start in range(0, len(self.val_cache), 16):
-                idx = np.arange(start, min(len(self.val_cache), start + 16))
-                batch = make_batch(rng, self.val_cache.labels[idx], self.val_cache.targets[idx], idx, self.transform, mode)
-                emb = torch.from_numpy(self.val_cache.embeddings[idx].astype(np.float32)).to(self.config.device)
-                out = _decode(self.model, emb, batch, self.config.bf16)
-                best = out.iou.float().argmax(1)
-                logits = out.logits.float()[torch.arange(len(idx)), best][:, None]
-                pred = (logits > 0).float()
-                inter = (pred * batch.targets).sum((-1, -2))
-                dices.append((2 * inter / (pred.sum((-1, -2)) + batch.targets.sum((-1, -2))).clamp(min=1)).flatten())
-            result[name] = float(torch.cat(dices).mean())
-        return result
+        return validation_dice(self.model, self.val_cache, self.transform, self.config.seed, self.config.bf16,
+                               self.config.device)
 
     # ---- persistence ----------------------------------------------------------------------
     @property
@@ -240,7 +254,7 @@ class Trainer:
 
     def run(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
             on_metrics: Optional[MetricsCallback] = None) -> Path:
-        cfg = self.config
+        cfg, main = self.config, self.rank == 0
         start = time.monotonic()
         try:
             while self.step < cfg.steps:
@@ -249,23 +263,57 @@ class Trainer:
                 for key in ("loss", "dice"):
                     self.history[key].append(metrics[key])
                 self.history["step"].append(self.step)
-                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                if main and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                     val = self.validate()
                     self.history["val_step"].append(self.step)
                     for k, v in val.items():
                         self.history[k].append(v)
                     metrics.update(val)
-                if on_metrics:
+                if on_metrics and main:
                     on_metrics(self.step, metrics)
                 report(progress, self.step, cfg.steps, f"loss {metrics['loss']:.3f}")
-                if self.step % cfg.ckpt_every == 0:
+                if main and self.step % cfg.ckpt_every == 0:
                     self.save()
-                if cfg.time_budget_min and time.monotonic() - start > 60 * cfg.time_budget_min:
+                out_of_time = bool(cfg.time_budget_min) and time.monotonic() - start > 60 * cfg.time_budget_min
+                if self._agree(out_of_time):
                     break
         except Cancelled:
-            self.save()  # keep what was learned; resume continues from here
+            if main:
+                self.save()  # keep what was learned; resume continues from here
             raise
-        return self.save()
+        return self.save() if main else self.checkpoint_path
+
+    def _agree(self, flag: bool) -> bool:
+        """True if any rank says so (all ranks stop at the same step, or DDP would hang)."""
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([float(flag)])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
+
+@torch.inference_mode()
+def validation_dice(model: PromptableModel, source: DataSource, transform: SliceTransform, seed: int = 0,
+                    bf16: bool = True, device: str = "cpu", batch_size: int = 16) -> Dict[str, float]:
+    """Mean hard Dice of ``model`` on ``source`` with one interior point (best-IoU of 3 masks) and with a
+    jittered box; the prompts depend only on ``seed``, so different models see the same prompts."""
+    model.eval()
+    result = {}
+    for name, mode in (("val_point", "point1"), ("val_box", "box")):
+        rng = np.random.default_rng([seed, 7])
+        dices = []
+        for start in range(0, len(source), batch_size):
+            idx = np.arange(start, min(len(source), start + batch_size))
+            emb, labels, targets = source.get(idx, device)
+            batch = make_batch(rng, labels, targets, idx, transform, mode)
+            out = _decode(model, emb, batch, bf16)
+            best = out.iou.float().argmax(1)
+            logits = out.logits.float()[torch.arange(len(idx)), best][:, None]
+            pred = (logits > 0).float()
+            inter = (pred * batch.targets).sum((-1, -2))
+            dices.append((2 * inter / (pred.sum((-1, -2)) + batch.targets.sum((-1, -2))).clamp(min=1)).flatten())
+        result[name] = float(torch.cat(dices).mean())
+    return result
 
 
 def train(config: TrainConfig, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,

@@ -50,7 +50,7 @@ def report(progress: Optional[ProgressCallback], done: int, total: int, message:
         progress(done, total, message)
 
 
-def tqdm_progress(desc: str = "", unit: str = "it", disable: Optional[bool] = None) -> ProgressCallback:
+def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> ProgressCallback:
     """A :data:`ProgressCallback` that drives a tqdm bar on stderr (created on first call)."""
     from tqdm.auto import tqdm
 
