@@ -29,6 +29,12 @@ def default_backend() -> str:
 def train_ddp(config: TrainConfig, resume: bool = True, progress: Optional[ProgressCallback] = None,
               cancel: Optional[CancelToken] = None) -> Path:
     """Train on this rank of an already initialised process group; returns the checkpoint path."""
+    return ddp_trainer(config, resume, progress, cancel).checkpoint_path
+
+
+def ddp_trainer(config: TrainConfig, resume: bool = True, progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancelToken] = None) -> Trainer:
+    """Like :func:`train_ddp` but returns this rank's finished :class:`Trainer`."""
     if not dist.is_initialized():
         raise RuntimeError("train_ddp needs an initialised process group; launch with torchrun "
                            "(python -m torch.distributed.run ... -m synthfm.train.ddp) or call init_distributed()")
@@ -43,9 +49,9 @@ def train_ddp(config: TrainConfig, resume: bool = True, progress: Optional[Progr
         trainer.prepare_data(None, cancel)
     trainer.step_loss = torch.nn.parallel.DistributedDataParallel(
         trainer.step_loss, find_unused_parameters=True)  # box-only steps leave point embeddings unused
-    path = trainer.run(progress if rank == 0 else None, cancel)
+    trainer.run(progress if rank == 0 else None, cancel)
     dist.barrier()
-    return path
+    return trainer
 
 
 def init_distributed(backend: Optional[str] = None) -> None:
@@ -54,6 +60,38 @@ def init_distributed(backend: Optional[str] = None) -> None:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _local_worker(rank: int, world: int, port: int, config: TrainConfig, weights_dir: Optional[str]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        trainer = ddp_trainer(config)
+        if weights_dir:
+            torch.save(trainer.model.decoder_state_dict(), Path(weights_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_local(config: TrainConfig, world_size: int = 2, weights_dir: Optional[str] = None) -> Path:
+    """Run DDP with ``world_size`` CPU processes (gloo) on this machine, without torchrun.
+
+    With ``weights_dir`` each rank also saves its final decoder weights as ``rank<N>.pt`` there, so
+    one can check that the ranks agree.
+    """
+    import torch.multiprocessing as mp
+
+    mp.spawn(_local_worker, args=(world_size, _free_port(), config, weights_dir), nprocs=world_size, join=True)
+    return Path(config.out) / f"{config.model}.pt"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
