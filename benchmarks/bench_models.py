@@ -1,0 +1,92 @@
+"""Speed of encoders, decoder and propagation on this CPU, beside FLOP counts and GEMM throughput.
+
+Run: .venv/bin/python benchmarks/bench_models.py [--quick]
+Targets (issue 3): decoder < 30 ms/prompt, light encoder < 150 ms per 256x256 slice,
+100-slice 256x256 volume propagated end to end < 30 s.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from synthfm.models import build_model, load_model
+from synthfm.segment import Prompts, SlicePredictor, VolumeSegmenter
+
+
+def timed(fn, repeat: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def flops(fn) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def gemm_gflops(dtype: torch.dtype, n: int = 2048) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n ** 3 / timed(lambda: a @ b, 5) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="skip ViT-B and use 20 slices for propagation")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    peak = {torch.float32: gemm_gflops(torch.float32), torch.bfloat16: gemm_gflops(torch.bfloat16)}
+    rows = []
+
+    def row(name, seconds, fl, dtype):
+        rows.append((name, seconds * 1e3, fl / 1e9, fl / seconds / 1e9, 100 * fl / seconds / 1e9 / peak[dtype]))
+
+    lite = load_model("medsam-lite").requires_grad_(False)
+    x = torch.rand(1, 3, 256, 256)
+    f = flops(lambda: lite.encode(x))
+    for dtype in (torch.float32, torch.bfloat16):
+        with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
+            row(f"TinyViT encoder 256 {str(dtype)[6:]}", timed(lambda: lite.encode(x), 3), f, dtype)
+    emb = lite.encode(x)
+    pts, lab = torch.tensor([[[100.0, 120.0]]]), torch.tensor([[1]])
+    f = flops(lambda: lite.decode(emb, pts, lab, multimask=True))
+    for dtype in (torch.float32, torch.bfloat16):
+        with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
+            row(f"decoder per prompt {str(dtype)[6:]}", timed(lambda: lite.decode(emb, pts, lab, multimask=True), 10),
+                f, dtype)
+    if not args.quick:
+        vitb = build_model("sam-vit-b", pretrained=False).requires_grad_(False)  # random weights: timing only
+        xb = torch.rand(1, 3, 1024, 1024)
+        f = flops(lambda: vitb.encode(xb))
+        for dtype in (torch.float32, torch.bfloat16):
+            with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
+                row(f"ViT-B encoder 1024 {str(dtype)[6:]}", timed(lambda: vitb.encode(xb), 1), f, dtype)
+
+    n = 20 if args.quick else 100
+    zz, yy, xx = np.mgrid[:n, :256, :256]
+    truth = ((xx - 128) / 50.0) ** 2 + ((yy - 120) / 40.0) ** 2 + ((zz - n / 2) / (0.45 * n)) ** 2 < 1
+    volume = (100 + 80 * truth + np.random.default_rng(0).normal(0, 8, truth.shape)).astype(np.float32)
+    ys, xs = np.nonzero(truth[n // 2])
+    start = time.perf_counter()
+    seg = VolumeSegmenter(SlicePredictor(lite), volume)
+    result = seg.propagate(n // 2, Prompts.make(box=(xs.min(), ys.min(), xs.max(), ys.max())))
+    total = time.perf_counter() - start
+
+    print(f"GEMM 2048^3 on this CPU: fp32 {peak[torch.float32]:.0f} GFLOP/s, bf16 {peak[torch.bfloat16]:.0f} GFLOP/s "
+          f"({torch.get_num_threads()} threads)\n")
+    print(f"{'what':<28}{'ms':>10}{'GFLOP':>9}{'GFLOP/s':>10}{'% of GEMM':>11}")
+    for name, ms, gf, rate, pct in rows:
+        print(f"{name:<28}{ms:>10.1f}{gf:>9.2f}{rate:>10.1f}{pct:>10.0f}%")
+    print(f"\npropagation, {n} slices of 256x256 (medsam-lite, bf16, box prompt): {total:.1f} s end to end, "
+          f"{len(result.records)} slices decoded, {seg.predictor.encoder_calls} encoded")
+
+
+if __name__ == "__main__":
+    main()
