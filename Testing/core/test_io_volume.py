@@ -56,3 +56,25 @@ def test_atomic_write_refuses_to_overwrite_when_asked(tmp_path):
     assert target.read_text() == "first"
     atomic_write_text(target, "second")
     assert target.read_text() == "second"
+
+
+def test_dicom_series_folder_is_read_with_geometry(tmp_path):
+    import SimpleITK as sitk
+
+    vol = Volume(np.arange(3 * 8 * 9, dtype=np.int16).reshape(3, 8, 9), (0.7, 0.8, 2.5), (-10.0, 20.0, 5.0))
+    for k in range(3):  # one file per slice, as scanners write them
+        image = sitk.GetImageFromArray(vol.array[k : k + 1])
+        image.SetSpacing(vol.spacing)
+        image.SetOrigin(tuple(vol.index_to_lps([0, 0, k])))
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        for key, value in (("0020|000e", "1.2.3.4"), ("0020|0013", str(k + 1)), ("0008|0060", "CT"),
+                           ("0020|0032", "\\".join(f"{v:g}" for v in vol.index_to_lps([0, 0, k]))),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0018|0050", "2.5")):
+            image.SetMetaData(key, value)
+        writer.SetFileName(str(tmp_path / f"s{k}.dcm"))
+        writer.Execute(image)
+    back = read_volume(tmp_path)
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.spacing, vol.spacing, rtol=1e-4)
+    np.testing.assert_allclose(back.origin, vol.origin, atol=1e-4)

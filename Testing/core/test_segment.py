@@ -136,3 +136,43 @@ def test_litemedsam_propagates_a_bright_ellipsoid_with_boxes():
     present = set(np.nonzero(truth.any((1, 2)))[0])
     assert set(result.slices) <= present | {min(present) - 1, max(present) + 1}  # stops near the structure's end
     assert seg.predictor.encoder_calls == len(result.records)
+
+
+def test_pre_encoding_is_cancellable_and_resumes_from_cache():
+    from synthfm.utils.progress import CancelToken, Cancelled
+
+    volume = np.random.default_rng(0).normal(size=(6, 32, 32)).astype(np.float32)
+    seg = VolumeSegmenter(SlicePredictor(_tiny()), volume)
+    cancel = CancelToken()
+    seen = []
+
+    def progress(done, total, message):
+        seen.append(done)
+        if done == 2:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        seg.encode_all(progress, cancel)
+    assert seg.predictor.encoder_calls == 2
+    seg.encode_all()
+    assert seg.predictor.encoder_calls == 6  # the two cached slices were not encoded again
+
+
+def test_prompt_json_in_physical_coordinates(tmp_path):
+    import json
+
+    from synthfm.io import Volume
+    from synthfm.segment.prompts import load_prompt_file, to_index
+    from synthfm.segment.volume_prompts import slice_prompts
+
+    vol = Volume(np.zeros((10, 20, 30)), (0.5, 0.5, 2.0), (100.0, 50.0, -30.0))
+    ras = [vol.index_to_ras([12, 7, 3]).tolist()]
+    (tmp_path / "p.json").write_text(json.dumps({"coords": "ras", "points": ras}))
+    data = load_prompt_file(tmp_path / "p.json")
+    index, prompts = slice_prompts(to_index(vol, data["points"], data["coords"]), axis=0)
+    assert index == 3 and np.allclose(prompts.points, [[12, 7]])
+    index, prompts = slice_prompts([[12, 7, 3]], axis=2)  # sagittal: slice i, x = j, y = k
+    assert index == 12 and np.allclose(prompts.points, [[7, 3]])
+    (tmp_path / "bad.json").write_text(json.dumps({"pointz": []}))
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_prompt_file(tmp_path / "bad.json")

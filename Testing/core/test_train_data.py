@@ -1,0 +1,47 @@
+"""Training data paths: the on-the-fly source equals the cache; decoders compared with identical prompts."""
+import numpy as np
+import pytest
+import torch
+
+from synthfm.train import TrainConfig, Trainer, train
+from synthfm.train.compare import compare_on_validation
+from synthfm.train.embed_cache import EmbeddingCache, OnTheFlySource
+
+
+def _config(tmp_path, **kw):
+    base = dict(model="tiny-test", samples=8, val_samples=4, steps=2, batch_size=4, val_every=2, ckpt_every=2,
+                warmup=1, generator={"size": 64}, out=str(tmp_path / "run"), cache=str(tmp_path / "cache"))
+    return TrainConfig(**{**base, **kw})
+
+
+def test_on_the_fly_source_matches_cache_and_trains(tmp_path):
+    trainer = Trainer(_config(tmp_path))
+    trainer.prepare_data()
+    cfg = trainer.config
+    live = OnTheFlySource(trainer.model, cfg.generator_config(), cfg.seed, 0, cfg.samples, cfg.bf16)
+    idx = np.array([1, 5, 6])
+    (e1, l1, t1), (e2, l2, t2) = trainer.train_source.get(idx), live.get(idx)
+    assert np.array_equal(l1, l2) and np.array_equal(t1, t2)
+    assert torch.allclose(e1, e2, atol=1e-2 * float(e2.abs().max()))
+    assert (l1 == t1[:, None, None]).any(axis=(1, 2)).all()  # each target label is present in its map
+    path = train(_config(tmp_path / "fly", data="on-the-fly"))
+    assert path.is_file() and not (tmp_path / "fly" / "cache" / "train").exists()
+    with pytest.raises(ValueError, match="data must be one of"):
+        Trainer(_config(tmp_path, data="disk"))
+
+
+def test_cache_refuses_other_settings(tmp_path):
+    trainer = Trainer(_config(tmp_path))
+    trainer.prepare_data()
+    with pytest.raises(ValueError, match="different settings.*generator"):
+        EmbeddingCache.create_or_open(tmp_path / "cache" / "train", trainer.model,
+                                      _config(tmp_path, preset="us").generator_config(), 0, 0, 8)
+
+
+def test_compare_gives_same_prompts_to_every_model(tmp_path):
+    path = train(_config(tmp_path))
+    results = compare_on_validation([str(path)], tmp_path / "cache" / "val")
+    again = compare_on_validation([str(path)], tmp_path / "cache" / "val")
+    assert again == results
+    r = results[str(path)]
+    assert 0.0 <= r["val_point"] <= 1.0 and 0.0 <= r["val_box"] <= 1.0
