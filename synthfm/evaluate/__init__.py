@@ -1,1 +1,1 @@
-"""Pipeline stage: evaluate."""
+"""Stage 4, evaluate: metrics, prompt protocols, floors, real-data cases and reports."""

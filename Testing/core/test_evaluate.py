@@ -1,0 +1,104 @@
+"""Evaluation: metrics on hand-computed cases, prompt protocols, cases checks, report contents."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from synthfm.cli import main
+from synthfm.evaluate.cases import Case, load_case, read_cases_csv, read_msd_folder
+from synthfm.evaluate.metrics import all_metrics
+from synthfm.evaluate.protocols import make_prompts, next_click
+from synthfm.io import Volume, write_volume
+
+
+def test_metrics_on_hand_computed_cases():
+    truth = np.zeros((20, 20), bool)
+    truth[5:15, 5:15] = True  # 100 px
+    pred = np.zeros_like(truth)
+    pred[7:17, 5:15] = True  # shifted 2 rows: overlap 80
+    m = all_metrics(pred, truth, spacing=(1.0, 1.0), tolerance_mm=1.0)
+    assert m["dice"] == pytest.approx(0.8) and m["iou"] == pytest.approx(80 / 120)
+    assert m["hd95"] == pytest.approx(2.0)
+    anis = all_metrics(pred, truth, spacing=(0.5, 3.0), tolerance_mm=1.0)  # rows are 0.5 mm apart
+    assert anis["hd95"] == pytest.approx(1.0) and anis["nsd"] == pytest.approx(1.0)
+    assert all_metrics(np.zeros_like(truth), np.zeros_like(truth), (1, 1)) == {"dice": 1.0, "iou": 1.0, "hd95": 0.0,
+                                                                               "nsd": 1.0}
+    empty = all_metrics(np.zeros_like(truth), truth, (1, 1))
+    assert empty["dice"] == 0 and math.isinf(empty["hd95"]) and empty["nsd"] == 0
+
+
+def test_protocols_place_points_as_specified():
+    mask = np.zeros((60, 80), bool)
+    mask[20:40, 30:60] = True
+    rng = np.random.default_rng(0)
+    p1 = make_prompts("point1", mask, rng)
+    assert p1.labels.tolist() == [1] and 29 <= p1.points[0][1] <= 30 and 39 <= p1.points[0][0] <= 50  # on the ridge
+    p3 = make_prompts("point3", mask, rng)
+    assert p3.labels.tolist() == [1, 1, 1] and all(mask[int(y), int(x)] for x, y in p3.points)
+    pn = make_prompts("point1neg2", mask, rng)
+    negs = pn.points[pn.labels == 0]
+    assert len(negs) == 2 and not any(mask[int(y), int(x)] for x, y in negs)
+    assert np.hypot(*(negs[0] - negs[1])) > 30  # far from each other
+    assert make_prompts("box", mask, rng).box.tolist() == [30, 20, 59, 39]
+    assert make_prompts("box-jitter", mask, rng).box.tolist() != [30, 20, 59, 39]
+    assert make_prompts("point3", mask, np.random.default_rng(5)).points.tolist() == \
+        make_prompts("point3", mask, np.random.default_rng(5)).points.tolist()
+    half = mask.copy()
+    half[:, 45:] = False
+    click = next_click(p1, half, mask)
+    assert click.labels[-1] == 1 and click.points[-1][0] >= 45
+    with pytest.raises(ValueError, match="unknown prompt protocol"):
+        make_prompts("scribble", mask, rng)
+
+
+def _write_case(root, name, shape=(4, 30, 30), spacing=(1, 1, 2), label_value=3):
+    img = np.random.default_rng(0).normal(100, 5, shape).astype(np.float32)
+    lab = np.zeros(shape, np.uint8)
+    lab[1:3, 10:20, 8:22] = label_value
+    img[lab > 0] += 60
+    write_volume(root / f"{name}_img.nii.gz", Volume(img, spacing))
+    write_volume(root / f"{name}_lab.nii.gz", Volume(lab, spacing))
+
+
+def test_case_checks_name_the_problem(tmp_path):
+    _write_case(tmp_path, "a")
+    write_volume(tmp_path / "b_lab.nii.gz", Volume(np.zeros((4, 30, 30), np.uint8), (1, 1, 3)))
+    with pytest.raises(ValueError, match="spacing differ"):
+        load_case(Case("bad", tmp_path / "a_img.nii.gz", tmp_path / "b_lab.nii.gz"))
+    with pytest.raises(ValueError, match="label 7 is not in"):
+        load_case(Case("a", tmp_path / "a_img.nii.gz", tmp_path / "a_lab.nii.gz", 7))
+    (tmp_path / "broken.nii.gz").write_bytes(b"xx")
+    with pytest.raises(ValueError, match="could not read"):
+        load_case(Case("c", tmp_path / "broken.nii.gz", tmp_path / "a_lab.nii.gz"))
+    (tmp_path / "cases.csv").write_text("picture,mask\nx,y\n")
+    with pytest.raises(ValueError, match="'image' and 'label'"):
+        read_cases_csv(tmp_path / "cases.csv")
+
+
+def test_msd_layout_is_read(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    _write_case(tmp_path, "tmp")
+    (tmp_path / "tmp_img.nii.gz").rename(tmp_path / "imagesTr" / "liver_001_0000.nii.gz")
+    (tmp_path / "tmp_lab.nii.gz").rename(tmp_path / "labelsTr" / "liver_001.nii.gz")
+    cases = read_msd_folder(tmp_path)
+    assert [c.name for c in cases] == ["liver_001"] and cases[0].image.name == "liver_001_0000.nii.gz"
+
+
+def test_evaluate_command_reports_every_case(tmp_path):
+    for n in ("one", "two"):
+        _write_case(tmp_path, n)
+    (tmp_path / "cases.csv").write_text("image,label,name\none_img.nii.gz,one_lab.nii.gz,one\n"
+                                        "two_img.nii.gz,two_lab.nii.gz,two\n")
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "floor-ellipse", "--model",
+                 "floor-region-growing", "--prompt", "box", "--prompt", "point1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.5 < summary["mean_dice"] <= 1
+    assert {k.split(" | ")[2] for k in summary["by_case"]} == {"one", "two"}
+    assert {"floor-ellipse | box", "floor-region-growing | point1"} == set(summary["by_model_protocol"])
+    assert len(summary["skipped"]) == 2 and all(s["reason"] for s in summary["skipped"])
+    html = (out / "report.html").read_text()
+    assert "one label 3" in html and "two label 3" in html and "data:image/png;base64" in html
+    assert len((out / "slices.csv").read_text().splitlines()) == 1 + 2 * 2 * 2  # 2 cases x 2 slices x 2 runs

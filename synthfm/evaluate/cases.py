@@ -1,0 +1,82 @@
+"""Evaluation cases: a CSV of image/label pairs or an MSD / nnU-Net folder, checked before use."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from synthfm.io import Volume, read_volume
+
+
+@dataclass
+class Case:
+    name: str
+    image: Path
+    label: Path
+    label_value: Optional[int] = None  # None: every non-zero label in turn
+
+
+@dataclass
+class LoadedCase:
+    case: Case
+    image: Volume
+    label: Volume
+    values: List[int]
+
+
+def read_cases_csv(path: Path) -> List[Case]:
+    """``image,label[,label_value][,name]`` rows; paths are relative to the CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cases file {path} does not exist")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"image", "label"} <= set(rows[0]):
+        raise ValueError(f"{path} needs a header with at least 'image' and 'label' columns")
+    cases = []
+    for i, row in enumerate(rows, start=2):
+        value = (row.get("label_value") or "").strip()
+        cases.append(Case(row.get("name") or Path(row["image"]).name.split(".")[0], path.parent / row["image"],
+                          path.parent / row["label"], int(value) if value else None))
+    return cases
+
+
+def read_msd_folder(root: Path) -> List[Case]:
+    """Medical Segmentation Decathlon / nnU-Net layout: ``imagesTr/X(_0000).nii.gz`` + ``labelsTr/X.nii.gz``."""
+    root = Path(root)
+    images, labels = root / "imagesTr", root / "labelsTr"
+    if not images.is_dir() or not labels.is_dir():
+        raise FileNotFoundError(f"{root} has no imagesTr/ and labelsTr/ folders")
+    cases = []
+    for label in sorted(labels.glob("*.nii*")):
+        stem = label.name.split(".")[0]
+        candidates = [images / label.name, images / label.name.replace(stem, stem + "_0000")]
+        image = next((c for c in candidates if c.exists()), None)
+        if image is None:
+            raise FileNotFoundError(f"no image for {label} in {images} (looked for {[c.name for c in candidates]})")
+        cases.append(Case(stem, image, label))
+    if not cases:
+        raise ValueError(f"{labels} holds no .nii/.nii.gz labels")
+    return cases
+
+
+def load_case(case: Case, tolerance: float = 1e-3) -> LoadedCase:
+    """Read and check a case: same grid for image and label, and the requested label present."""
+    image, label = read_volume(case.image), read_volume(case.label)
+    if image.shape != label.shape:
+        raise ValueError(f"case {case.name}: image {image.shape} and label {label.shape} have different sizes")
+    for what, a, b in (("spacing", image.spacing, label.spacing), ("origin", image.origin, label.origin),
+                       ("direction", image.direction.ravel(), label.direction.ravel())):
+        if not np.allclose(a, b, atol=tolerance, rtol=tolerance):
+            raise ValueError(f"case {case.name}: image and label {what} differ ({a} vs {b}); resample the label")
+    present = sorted(int(v) for v in np.unique(label.array) if v != 0)
+    if case.label_value is not None:
+        if case.label_value not in present:
+            raise ValueError(f"case {case.name}: label {case.label_value} is not in {case.label} (has {present})")
+        present = [case.label_value]
+    if not present:
+        raise ValueError(f"case {case.name}: {case.label} has no non-zero label")
+    return LoadedCase(case, image, label, present)

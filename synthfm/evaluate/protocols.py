@@ -1,0 +1,73 @@
+"""Prompt protocols for evaluation, deterministic given a seed (pixel coordinates of one slice)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from synthfm.segment.prompts import Prompts
+
+PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter", "clicks")
+
+
+def interior_point(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
+    """The most interior pixel ``(x, y)`` (maximum of the spacing-aware distance to the boundary)."""
+    dist = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return np.array([x, y], float)
+
+
+def tight_box(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
+
+
+def make_prompts(protocol: str, mask: np.ndarray, rng: np.random.Generator,
+                 spacing: Sequence[float] = (1.0, 1.0)) -> Prompts:
+    """First prompts of ``protocol`` for the structure ``mask`` (``clicks`` starts like ``point1``)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown prompt protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+    if not mask.any():
+        raise ValueError("cannot place prompts on an empty structure")
+    centre = interior_point(mask, spacing)
+    if protocol in ("point1", "clicks"):
+        return Prompts.make([centre])
+    if protocol == "point3":
+        ys, xs = np.nonzero(mask)
+        pick = rng.choice(len(xs), size=min(2, len(xs)), replace=False)
+        return Prompts.make([centre] + [(xs[i], ys[i]) for i in pick])
+    if protocol == "point1neg2":
+        return Prompts.make([centre], _far_negatives(mask, rng))
+    box = tight_box(mask)
+    if protocol == "box-jitter":
+        h, w = mask.shape
+        size = np.array([box[2] - box[0] + 1, box[3] - box[1] + 1] * 2)
+        box = box + rng.uniform(-0.1, 0.1, 4) * size
+        box = np.clip(np.array([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])]),
+                      0, [w - 1, h - 1, w - 1, h - 1])
+    return Prompts.make(box=box)
+
+
+def _far_negatives(mask: np.ndarray, rng: np.random.Generator, n: int = 2) -> list:
+    """``n`` background points far from the structure and from each other (greedy farthest-point)."""
+    dist = ndi.distance_transform_edt(~mask)
+    ys, xs = np.nonzero(dist >= 0.5 * dist.max())
+    points = [int(rng.integers(len(xs)))]
+    for _ in range(n - 1):
+        d = np.min([np.hypot(xs - xs[p], ys - ys[p]) for p in points], axis=0)
+        points.append(int(np.argmax(d)))
+    return [(xs[p], ys[p]) for p in points]
+
+
+def next_click(prompts: Prompts, pred: np.ndarray, truth: np.ndarray) -> Optional[Prompts]:
+    """Correction click at the most interior point of the largest error region (None when perfect)."""
+    missed, extra = truth & ~pred, pred & ~truth
+    error = missed if missed.sum() >= extra.sum() else extra
+    if not error.any():
+        return None
+    comps, n = ndi.label(error)
+    largest = comps == 1 + int(np.argmax(ndi.sum(error, comps, range(1, n + 1))))
+    xy = interior_point(largest)
+    return Prompts(np.vstack([prompts.points, xy[None]]), np.append(prompts.labels, int(error is missed)),
+                   prompts.box, None)
