@@ -32,6 +32,15 @@ def register(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT has a resume state")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.set_defaults(func=run)
+    c = subparsers.add_parser("train-compare", help="validation Dice of several models on one synthetic validation set",
+                              description="Point (1 interior click) and box Dice of each model on the images of a "
+                                          "training run's validation cache, with identical prompts for all models.")
+    c.add_argument("--models", nargs="+", required=True, help="registry names or decoder checkpoint paths")
+    c.add_argument("--val-cache", required=True, help="a run's validation cache folder, e.g. OUT/cache/val")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--threads", type=int, help="CPU threads for torch")
+    c.add_argument("--json", help="also write the results to this JSON file")
+    c.set_defaults(func=run_compare)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -63,4 +72,22 @@ def run(args: argparse.Namespace) -> int:
                  data_progress=tqdm_progress("encode synthetic images", "img"))
     print(f"wrote decoder checkpoint {path} (curve: {path.parent / 'curve.png'})")
     print(f"use it: synthfm segment --model {path} ...  or copy it into the user models folder")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    import torch
+
+    from synthfm.io.atomic import atomic_write_text
+    from synthfm.segment.predictor import pick_device
+    from synthfm.train.compare import compare_on_validation
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = compare_on_validation(args.models, args.val_cache, str(pick_device(args.device)))
+    print(f"{'model':<40}{'Dice 1 point':>14}{'Dice box':>10}")
+    for name, r in results.items():
+        print(f"{name:<40}{r['val_point']:>14.3f}{r['val_box']:>10.3f}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(results, indent=1))
     return 0
