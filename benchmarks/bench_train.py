@@ -1,75 +1,61 @@
-"""Decoder training speed on this CPU with cached embeddings (fp32 vs bf16), and where the time goes.
+"""Training throughput on this CPU: decoder samples/s from cached embeddings (fp32 vs bf16) and the
+share of time per sample spent generating, encoding and stepping the decoder.
 
-Run: .venv/bin/python benchmarks/bench_train.py [--model synthfm-lite] [--threads 1] [--steps 10]
-
-Prints per-sample times of the three costs of training (generate an image, encode it with the
-frozen encoder, one decoder step) and their shares for the cached path (generation + encoding
-paid once per image, reused every epoch) and the on-the-fly path (paid at every step).
+Run: .venv/bin/python benchmarks/bench_train.py
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
+import numpy as np
 import torch
 
-from synthfm.generate import SyntheticGenerator
+from synthfm.generate import GeneratorConfig, SyntheticGenerator
+from synthfm.models import build_model
+from synthfm.segment.preprocess import intensity_range, normalize, to_model_input
 from synthfm.train import TrainConfig, Trainer
-from synthfm.train.embed_cache import encode_samples
-
-
-def per_item(fn, n: int) -> float:
-    """Seconds per call of ``fn`` (one warm-up call first)."""
-    fn()
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="synthfm-lite")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    gen = SyntheticGenerator(GeneratorConfig.from_preset("mixed"), 0)
+    start = time.perf_counter()
+    samples = [gen.sample_2d(i) for i in range(20)]
+    t_gen = (time.perf_counter() - start) / 20
+
+    model = build_model("synthfm-lite")
+    x = torch.stack([to_model_input(normalize(s.image, *intensity_range(s.image, "percentile")), 256)[0]
+                     for s in samples[:3]])
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        model.encode(x[:1])
+        start = time.perf_counter()
+        for i in range(3):
+            model.encode(x[i:i + 1])
+    t_enc = (time.perf_counter() - start) / 3
+
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(model=args.model, samples=2 * args.batch_size, val_samples=1, steps=10 ** 6,
-                          batch_size=args.batch_size, correction_prob=0.5, out=tmp)
-        trainer = Trainer(cfg)
-        trainer.prepare_data()
-        gen = SyntheticGenerator(cfg.generator_config(), 0)
-        counter = iter(range(10 ** 6))
-        t_gen = per_item(lambda: gen.sample_2d(next(counter)), 10)
-        samples = [gen.sample_2d(i) for i in range(4)]
-        t_enc = {bf16: per_item(lambda: encode_samples(trainer.model, samples, bf16), 2) / 4 for bf16 in (False, True)}
-        t_dec = {}
         for bf16 in (False, True):
-            cfg.bf16 = bf16
-            t_dec[bf16] = per_item(trainer.train_step, args.steps) / args.batch_size
-    print(f"model {args.model}, {args.threads} thread(s), batch {args.batch_size}, "
-          f"{cfg.generator_config().size}px mixed preset, correction round in 50% of steps\n")
-    print(f"{'cost per sample':<34}{'fp32 ms':>10}{'bf16 ms':>10}")
-    print(f"{'generate one image':<34}{1e3 * t_gen:>10.1f}{1e3 * t_gen:>10.1f}")
-    print(f"{'encode one image (frozen encoder)':<34}{1e3 * t_enc[False]:>10.1f}{1e3 * t_enc[True]:>10.1f}")
-    print(f"{'decoder step (fwd+bwd+AdamW)':<34}{1e3 * t_dec[False]:>10.1f}{1e3 * t_dec[True]:>10.1f}")
-    print(f"\n{'decoder training, cached embeddings':<40}{'samples/s':>10}")
-    for bf16 in (False, True):
-        print(f"{'  ' + ('bf16 autocast' if bf16 else 'fp32'):<40}{1 / t_dec[bf16]:>10.2f}")
-    print(f"  bf16 speed-up: {t_dec[False] / t_dec[True]:.2f}x")
-    for bf16 in (True,):
-        total = t_gen + t_enc[bf16] + t_dec[bf16]
-        print(f"\non-the-fly path (bf16), share of time per sample: generation {100 * t_gen / total:.0f}%, "
-              f"encoding {100 * t_enc[bf16] / total:.0f}%, decoder {100 * t_dec[bf16] / total:.0f}%")
-        for epochs in (10, 50):
-            once = t_gen + t_enc[bf16]
-            total = once + epochs * t_dec[bf16]
-            print(f"cached path, {epochs} epochs: generation {100 * t_gen / total:.0f}%, encoding "
-                  f"{100 * t_enc[bf16] / total:.0f}%, decoder {100 * epochs * t_dec[bf16] / total:.0f}%")
+            cfg = TrainConfig(model="synthfm-lite", samples=16, val_samples=4, steps=10_000, batch_size=8, bf16=bf16,
+                              out=f"{tmp}/run{int(bf16)}", cache=f"{tmp}/cache", correction_prob=0.5)
+            trainer = Trainer(cfg)
+            trainer.prepare_data()
+            trainer.train_step()
+            start = time.perf_counter()
+            for _ in range(4):
+                trainer.train_step()
+            rows.append(("bf16" if bf16 else "fp32", (time.perf_counter() - start) / (4 * cfg.batch_size)))
+    t_dec = rows[-1][1]
+    print(f"{'decoder training (cached embeddings)':<40}{'samples/s':>10}")
+    for name, per_sample in rows:
+        print(f"  {name:<38}{1 / per_sample:>10.2f}")
+    total = t_gen + t_enc + t_dec
+    print(f"\nper synthetic image seen once (generate + encode + one bf16 decoder step): {total * 1e3:.0f} ms")
+    for name, t in (("generation", t_gen), ("encoding (TinyViT, bf16)", t_enc), ("decoder step (bf16)", t_dec)):
+        print(f"  {name:<30}{t * 1e3:>9.1f} ms {100 * t / total:>5.1f}%")
+    print("with the embedding cache, later epochs cost only the decoder step")
 
 
 if __name__ == "__main__":
+    np.set_printoptions(precision=3)
     main()
