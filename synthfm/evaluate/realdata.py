@@ -4,6 +4,9 @@
 subcortical structures of FSL's probabilistic Harvard-Oxford atlas (same wheel, MNI152 space),
 each voxel labelled with the most probable of the chosen structures where that probability is at
 least 50 %, resampled (nearest neighbour, physical coordinates) onto the template's grid.
+
+``mni152-2009``: nilearn's MNI152 2009 symmetric T1 with grey/white matter from its tissue
+probability maps (see :func:`nilearn_tissue_case`).
 """
 from __future__ import annotations
 
@@ -53,8 +56,31 @@ def harvard_oxford_labels(template) -> np.ndarray:
     return sitk.GetArrayFromImage(resampled)
 
 
+def nilearn_tissue_case(out: Path) -> list:
+    """MNI152 2009 T1 (nilearn wheel) with white matter (1) and grey matter (2): the more probable tissue
+    where its probability map is at least 0.5."""
+    from synthfm.io import read_volume
+
+    def asset(name: str) -> Path:
+        path = package_file("nilearn", f"nilearn/datasets/data/{name}")
+        if path is None:
+            raise FileNotFoundError(f"nilearn/datasets/data/{name} not found: pip install --no-deps nilearn==0.14.1")
+        return path
+
+    t1 = read_volume(asset("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
+    gm = read_volume(asset("mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")).array.astype(np.float32)
+    wm = read_volume(asset("mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")).array.astype(np.float32)
+    scale = max(float(gm.max()), float(wm.max()), 1e-6)
+    gm, wm = gm / scale, wm / scale
+    labels = np.where((wm >= 0.5) & (wm >= gm), 1, np.where((gm >= 0.5) & (gm > wm), 2, 0)).astype(np.uint8)
+    write_volume(out / "mni152_2009_t1.nii.gz", t1)
+    write_volume(out / "mni152_2009_tissue.nii.gz", t1.with_array(labels))
+    return [["mni152_2009_t1.nii.gz", "mni152_2009_tissue.nii.gz", 1, "mni152-2009 white matter"],
+            ["mni152_2009_t1.nii.gz", "mni152_2009_tissue.nii.gz", 2, "mni152-2009 grey matter"]]
+
+
 def build_brain_cases(out: PathLike) -> Path:
-    """Write the MNI152 T1 + Harvard-Oxford case and a ``cases.csv`` for ``synthfm evaluate``."""
+    """Write the MNI152 T1 + Harvard-Oxford case, the nilearn tissue case and a ``cases.csv``."""
     import SimpleITK as sitk
 
     from synthfm.io.volume import from_sitk
@@ -70,5 +96,6 @@ def build_brain_cases(out: PathLike) -> Path:
     writer.writerow(["image", "label", "label_value", "name"])
     for _, (value, name) in STRUCTURES.items():
         writer.writerow(["mni152_t1.nii.gz", "mni152_harvard_oxford.nii.gz", value, f"mni152 {name}"])
+    writer.writerows(nilearn_tissue_case(out))
     atomic_write_text(out / "cases.csv", text.getvalue())
     return out / "cases.csv"
