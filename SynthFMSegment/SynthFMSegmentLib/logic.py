@@ -1,0 +1,70 @@
+"""SynthFMSegmentLogic: segment a volume node from prompts in RAS, usable from Slicer's Python console.
+
+    logic = SynthFMSegmentLogic()                       # default model synthfm-lite, CPU or GPU
+    logic.segment(volumeNode, segmentationNode, segmentId, positive_ras=[[12.5, -30.0, 41.0]])
+
+All model work goes through the ``synthfm`` core; this class only converts between MRML nodes and
+the core's arrays (``geometry``) and keeps one predictor per volume so embeddings are reused.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from SynthFMSegmentLib.geometry import ras_to_ijk
+
+
+class SynthFMSegmentLogic:
+    """Non-GUI work of the SynthFM effect: prompts in RAS -> masks written into a segment."""
+
+    def __init__(self, model: str = "synthfm-lite", device: str = "auto", window: str = "auto") -> None:
+        self.model_name, self.device, self.window = model, device, window
+        self._predictor = None
+        self._segmenters: Dict[tuple, object] = {}
+
+    @property
+    def predictor(self):
+        """The core's SlicePredictor, created (and the model loaded) on first use."""
+        if self._predictor is None:
+            from synthfm.models import load_model
+            from synthfm.segment import SlicePredictor
+
+            self._predictor = SlicePredictor(load_model(self.model_name), self.device, self.window)
+        return self._predictor
+
+    def segmenter(self, volume_node, axis: int = 0):
+        """A VolumeSegmenter over the node's voxels, cached per node, axis and modification time."""
+        import slicer
+        from synthfm.segment import VolumeSegmenter
+
+        key = (volume_node.GetID(), axis, volume_node.GetMTime())
+        if key not in self._segmenters:
+            array = slicer.util.arrayFromVolume(volume_node)  # (k, j, i) == the core's (z, y, x)
+            self._segmenters[key] = VolumeSegmenter(self.predictor, array, axis, volume_id=key)
+        return self._segmenters[key]
+
+    def segment(self, volume_node, segmentation_node, segment_id: str, positive_ras: Sequence = (),
+                negative_ras: Sequence = (), box_ras: Optional[Sequence] = None, axis: int = 0,
+                propagate: bool = True, direction: str = "both", progress=None, cancel=None) -> np.ndarray:
+        """Segment from prompts (RAS mm; a box as two opposite corners) and write the mask into the segment.
+
+        Returns the mask ``(k, j, i)``.  ``axis`` is the array axis normal to the prompted slice.
+        """
+        import slicer
+        from synthfm.segment import PropagationOptions
+        from synthfm.segment.volume_prompts import slice_prompts
+
+        to_ijk = lambda pts: [ras_to_ijk(volume_node, p) for p in pts]  # noqa: E731
+        index, prompts = slice_prompts(to_ijk(positive_ras), to_ijk(negative_ras),
+                                       to_ijk(box_ras) if box_ras is not None else None, axis)
+        seg = self.segmenter(volume_node, axis)
+        if propagate:
+            mask = seg.propagate(index, prompts, direction, progress, cancel,
+                                 PropagationOptions.for_model(self.predictor.model)).mask
+        else:
+            mask = np.zeros(seg.volume.shape, bool)
+            np.moveaxis(mask, axis, 0)[index] = seg.segment_slice(index, prompts).mask
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node, segment_id,
+                                                         volume_node)
+        return mask

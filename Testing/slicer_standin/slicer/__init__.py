@@ -1,0 +1,9 @@
+"""A small, faithful stand-in for the part of 3D Slicer's Python API that SynthFM's modules use.
+
+Nodes hold real VTK objects (``vtkImageData``, ``vtkMatrix4x4``) and follow Slicer's conventions:
+``arrayFromVolume`` is a (k, j, i) view, IJK-to-RAS matrices include spacing, direction and origin,
+and slice nodes compute ``XYToRAS = SliceToRAS * XYToSlice`` (vtkMRMLSliceNode::UpdateMatrices).
+Sources: Slicer/Base/Python/slicer/util.py, Libs/MRML/Core/vtkMRMLSliceNode.cxx, vtkMRMLVolumeNode.cxx.
+"""
+from slicer import util  # noqa: F401
+from slicer.nodes import SegmentationNode, ScalarVolumeNode, SliceNode  # noqa: F401

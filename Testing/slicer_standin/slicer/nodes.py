@@ -1,0 +1,105 @@
+"""MRML node stand-ins backed by VTK objects."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import vtk
+
+_ids = itertools.count(1)
+
+#: vtkMRMLSliceNode::SetOrientationToAxial/Sagittal/Coronal: columns are the view's x, y and normal in RAS.
+ORIENTATIONS = {
+    "Axial": [[-1, 0, 0], [0, 1, 0], [0, 0, 1]],
+    "Sagittal": [[0, 0, 1], [-1, 0, 0], [0, 1, 0]],
+    "Coronal": [[-1, 0, 0], [0, 0, 1], [0, 1, 0]],
+}
+
+
+def _vtk_matrix(m: np.ndarray) -> vtk.vtkMatrix4x4:
+    out = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            out.SetElement(r, c, float(m[r, c]))
+    return out
+
+
+class Node:
+    def __init__(self, name: str) -> None:
+        self._name, self._id = name, f"vtkMRMLNode{next(_ids)}"
+        self._mtime = 1
+
+    def GetName(self) -> str:
+        return self._name
+
+    def GetID(self) -> str:
+        return self._id
+
+    def GetMTime(self) -> int:
+        return self._mtime
+
+    def Modified(self) -> None:
+        self._mtime += 1
+
+
+class ScalarVolumeNode(Node):
+    """vtkMRMLScalarVolumeNode: voxels in a vtkImageData (origin 0, spacing 1) + an IJK-to-RAS matrix."""
+
+    def __init__(self, name: str = "Volume") -> None:
+        super().__init__(name)
+        self._image = vtk.vtkImageData()
+        self._ijk_to_ras = vtk.vtkMatrix4x4()
+
+    def SetAndObserveImageData(self, image: vtk.vtkImageData) -> None:
+        self._image = image
+        self.Modified()
+
+    def GetImageData(self) -> vtk.vtkImageData:
+        return self._image
+
+    def SetIJKToRASMatrix(self, m: vtk.vtkMatrix4x4) -> None:
+        self._ijk_to_ras.DeepCopy(m)
+        self.Modified()
+
+    def GetIJKToRASMatrix(self, m: vtk.vtkMatrix4x4) -> None:
+        m.DeepCopy(self._ijk_to_ras)
+
+
+class SegmentationNode(Node):
+    """vtkMRMLSegmentationNode reduced to binary labelmaps per segment on a reference volume's grid."""
+
+    def __init__(self, name: str = "Segmentation") -> None:
+        super().__init__(name)
+        self.segments: dict = {}
+
+    def AddEmptySegment(self, segment_id: str) -> str:
+        self.segments[segment_id] = None
+        return segment_id
+
+
+class SliceNode(Node):
+    """vtkMRMLSliceNode: SliceToRAS (orientation + offset) and XYToRAS for a view of ``dims`` pixels."""
+
+    def __init__(self, name: str, orientation: str, fov=(250.0, 250.0), dims=(500, 500)) -> None:
+        super().__init__(name)
+        self.fov, self.dims = np.asarray(fov, float), np.asarray(dims, float)
+        self.slice_to_ras = np.eye(4)
+        self.slice_to_ras[:3, :3] = ORIENTATIONS[orientation]
+
+    def SetSliceToRAS(self, m: np.ndarray) -> None:
+        self.slice_to_ras = np.asarray(m, float)
+
+    def JumpSliceByCentering(self, r: float, a: float, s: float) -> None:
+        """Centre the view on a RAS point (the slice plane passes through it)."""
+        self.slice_to_ras[:3, 3] = [r, a, s]
+
+    def GetSliceToRAS(self) -> vtk.vtkMatrix4x4:
+        return _vtk_matrix(self.slice_to_ras)
+
+    def GetXYToRAS(self) -> vtk.vtkMatrix4x4:
+        # vtkMRMLSliceNode::UpdateMatrices: XYToSlice scales pixels to mm and centres the view
+        spacing = self.fov / self.dims
+        xy_to_slice = np.eye(4)
+        xy_to_slice[0, 0], xy_to_slice[1, 1] = spacing
+        xy_to_slice[0, 3], xy_to_slice[1, 3] = -self.fov / 2
+        return _vtk_matrix(self.slice_to_ras @ xy_to_slice)
