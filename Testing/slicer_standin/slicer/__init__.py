@@ -7,3 +7,6 @@ Sources: Slicer/Base/Python/slicer/util.py, Libs/MRML/Core/vtkMRMLSliceNode.cxx,
 """
 from slicer import util  # noqa: F401
 from slicer.nodes import SegmentationNode, ScalarVolumeNode, SliceNode  # noqa: F401
+from slicer.scene import addVolumeFromArray, mrmlScene  # noqa: F401,E402  (scene/plot nodes, added for SynthFMTrain)
+
+util.addVolumeFromArray = addVolumeFromArray

@@ -1,0 +1,85 @@
+"""SynthFMTrain logic through the Slicer stand-in: preview geometry, a short real training in the
+worker thread with live chart rows, cancel + resume, and registration the effect can load."""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "SynthFMTrain"))
+
+import slicer  # noqa: E402
+from SynthFMTrainLib.logic import SynthFMTrainLogic  # noqa: E402
+from synthfm.models import available_models, load_model  # noqa: E402
+
+
+def _wait(logic, job, table=None, timeout=240):
+    deadline = time.monotonic() + timeout
+    while job.running and time.monotonic() < deadline:
+        job.poll()
+        if table is not None:
+            logic.update_chart(table, job.history)
+        time.sleep(0.05)
+    job.poll()
+    assert not job.running, "training did not finish in time"
+
+
+def test_preview_puts_volume_and_mask_with_spacing():
+    vol, seg = SynthFMTrainLogic().preview("ct", seed=3, overrides={"size": 64})
+    m = np.zeros((4, 4))
+    import vtk
+    mat = vtk.vtkMatrix4x4()
+    vol.GetIJKToRASMatrix(mat)
+    m = np.array([[mat.GetElement(r, c) for c in range(4)] for r in range(4)])
+    arr = slicer.util.arrayFromVolume(vol)
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, "target")
+    assert arr.shape == mask.shape and mask.any() and 0 < mask.mean() < 1
+    spacing = np.linalg.norm(m[:3, :3], axis=0)
+    from synthfm.generate import GeneratorConfig, SyntheticGenerator
+    ref = SyntheticGenerator(GeneratorConfig.from_preset("ct", size=64), 3).sample_3d(0)
+    np.testing.assert_allclose(spacing, ref.spacing, rtol=1e-6)
+    np.testing.assert_allclose(arr, ref.image)
+    assert m[0, 0] < 0 and m[1, 1] < 0  # LPS volume seen in RAS
+
+
+def test_train_cancel_resume_register(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHFM_MODELS", str(tmp_path / "models"))
+    logic = SynthFMTrainLogic()
+    table, chart = logic.create_chart()
+    cfg = logic.train_config(tmp_path / "run", model="tiny-test", samples=8, steps=6, batch_size=4,
+                             val_samples=4, val_every=3, ckpt_every=1, overrides={"size": 64})
+    job = logic.start(cfg)
+    while job.running and len(job.history["step"]) < 2:
+        job.poll()
+        time.sleep(0.01)
+    job.cancel.cancel()
+    _wait(logic, job, table)
+    assert job.cancelled and job.checkpoint is None and job.error is None
+    done = len(job.history["step"])
+    assert 1 <= done < 6
+
+    job = logic.start(logic.train_config(tmp_path / "run", model="tiny-test", samples=8, steps=6, batch_size=4,
+                                         val_samples=4, val_every=3, ckpt_every=1, overrides={"size": 64}))
+    _wait(logic, job)
+    assert job.error is None and job.checkpoint is not None, job.error
+    assert job.history["step"][0] > 1  # resumed, not restarted
+    assert load_model(job.checkpoint).checkpoint_meta["step"] == 6
+
+    logic.update_chart(table, job.history)
+    assert table.GetTable().GetNumberOfColumns() == 3 and table.GetTable().GetNumberOfRows() >= 2
+    assert len(chart.series_ids) == 2
+
+    target = logic.register(job.checkpoint, "my-ct-decoder")
+    assert "my-ct-decoder" in available_models()
+    assert (target.parent / "my-ct-decoder.md").read_text().startswith("# my-ct-decoder")
+    model = load_model("my-ct-decoder")
+    assert model.checkpoint_meta["step"] == 6
+    with pytest.raises(ValueError, match="plain file name"):
+        logic.register(job.checkpoint, "../evil")
+
+
+def test_bad_setting_is_named(tmp_path):
+    with pytest.raises(ValueError, match="steps"):
+        SynthFMTrainLogic().train_config(tmp_path, model="tiny-test", steps=0)
