@@ -35,9 +35,12 @@ class PropagationOptions:
 
     @classmethod
     def for_model(cls, model, **overrides) -> "PropagationOptions":
-        """Defaults suited to ``model``: box-only decoders (LiteMedSAM) get neither points nor mask prompts."""
-        trained = getattr(model, "trained_points", True)
-        return cls(**{"use_points": trained, "use_mask_prompt": trained, **overrides})
+        """Defaults suited to ``model``: box-only decoders (LiteMedSAM) get no point prompts.
+
+        The previous logits stay on as mask prompt even for LiteMedSAM: on a bright ellipsoid it then
+        stops one slice past the structure, without it it runs to the volume's ends (see tests).
+        """
+        return cls(**{"use_points": getattr(model, "trained_points", True), **overrides})
 
 
 @dataclass
