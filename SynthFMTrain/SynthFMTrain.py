@@ -1,0 +1,152 @@
+"""SynthFMTrain: train a SynthFM decoder on synthetic images inside 3D Slicer.
+
+Module, widget (code-built with qt/ctk) and self-test. The work is in SynthFMTrainLib.logic, which calls
+synthfm.train; training runs in a worker thread and a QTimer on the GUI thread drains its events, so
+Slicer stays responsive (MRML nodes are only touched on the GUI thread).
+"""
+import qt
+import ctk
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+
+from SynthFMTrainLib.logic import SynthFMTrainLogic as _Logic
+
+PRESETS = ("mixed", "ct", "mr", "us")
+
+
+class SynthFMTrain(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        parent.title = "SynthFM Train"
+        parent.categories = ["Segmentation"]
+        parent.contributors = ["SynthFM contributors"]
+        parent.helpText = ("Train a SynthFM prompt encoder + mask decoder on synthetic images for your modality; "
+                           "the trained model appears in the SynthFM Segment Editor effect.")
+        parent.acknowledgementText = "Based on Sengupta et al., SynthFM, ISBI 2025."
+
+
+class SynthFMTrainLogic(ScriptedLoadableModuleLogic, _Logic):
+    pass
+
+
+class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        self.logic, self.job, self.table = SynthFMTrainLogic(), None, None
+        self.timer = qt.QTimer()
+        self.timer.setInterval(250)
+        self.timer.connect("timeout()", self.onPoll)
+
+        gen = ctk.ctkCollapsibleButton()
+        gen.text = "Synthetic data"
+        self.layout.addWidget(gen)
+        form = qt.QFormLayout(gen)
+        self.preset = qt.QComboBox()
+        self.preset.addItems(list(PRESETS))
+        self.samples = self._spin(10, 100000, 200)
+        self.seed = self._spin(0, 2**31 - 1, 0)
+        self.size = self._spin(64, 1024, 256)
+        preview = qt.QPushButton("Preview")
+        preview.connect("clicked()", self.onPreview)
+        for label, w in (("Preset:", self.preset), ("Samples:", self.samples), ("Seed:", self.seed),
+                         ("Image size:", self.size), ("", preview)):
+            form.addRow(label, w)
+
+        tr = ctk.ctkCollapsibleButton()
+        tr.text = "Train"
+        self.layout.addWidget(tr)
+        form = qt.QFormLayout(tr)
+        self.model = qt.QComboBox()
+        from synthfm.models import MODEL_REGISTRY
+
+        self.model.addItems([n for n in MODEL_REGISTRY if n.startswith("synthfm")])  # trainable decoders
+        self.device = qt.QComboBox()
+        self.device.addItems(["cpu", "cuda"])
+        self.steps = self._spin(1, 10**7, 500)
+        self.budget = qt.QDoubleSpinBox()
+        self.budget.setRange(0, 10000)
+        self.budget.setSuffix(" min (0 = none)")
+        self.out = ctk.ctkPathLineEdit()
+        self.out.filters = ctk.ctkPathLineEdit.Dirs
+        self.name = qt.QLineEdit("my-decoder")
+        self.startButton = qt.QPushButton("Train / Resume")
+        self.cancelButton = qt.QPushButton("Cancel")
+        self.cancelButton.enabled = False
+        self.progress = qt.QProgressBar()
+        self.status = qt.QLabel("")
+        self.startButton.connect("clicked()", self.onStart)
+        self.cancelButton.connect("clicked()", self.onCancel)
+        for label, w in (("Model:", self.model), ("Device:", self.device), ("Steps:", self.steps),
+                         ("Time budget:", self.budget), ("Output folder:", self.out), ("Register as:", self.name),
+                         ("", self.startButton), ("", self.cancelButton), ("", self.progress), ("", self.status)):
+            form.addRow(label, w)
+        self.layout.addStretch(1)
+
+    @staticmethod
+    def _spin(lo, hi, value):
+        s = qt.QSpinBox()
+        s.setRange(lo, hi)
+        s.value = value
+        return s
+
+    def _overrides(self):
+        return {"size": self.size.value}
+
+    def onPreview(self):
+        with slicer.util.tryWithErrorDisplay("Preview failed.", waitCursor=True):
+            vol, seg = self.logic.preview(self.preset.currentText, self.seed.value, overrides=self._overrides())
+            slicer.util.setSliceViewerLayers(background=vol, fit=True)
+
+    def onStart(self):
+        with slicer.util.tryWithErrorDisplay("Cannot start training.", waitCursor=True):
+            config = self.logic.train_config(
+                self.out.currentPath, model=self.model.currentText, preset=self.preset.currentText,
+                samples=self.samples.value, steps=self.steps.value, seed=self.seed.value,
+                device=self.device.currentText, time_budget_min=self.budget.value or None,
+                overrides=self._overrides())
+            if self.table is None:
+                self.table, chart = self.logic.create_chart()
+                slicer.modules.plots.logic().ShowChartInLayout(chart)
+            self.job = self.logic.start(config)
+            self.startButton.enabled, self.cancelButton.enabled = False, True
+            self.timer.start()
+
+    def onCancel(self):
+        if self.job:
+            self.job.cancel.cancel()
+            self.status.text = "Cancelling (the last checkpoint is kept; Train / Resume continues)..."
+
+    def onPoll(self):
+        job = self.job
+        job.poll()
+        self.logic.update_chart(self.table, job.history)
+        self.progress.maximum, self.progress.value = max(job.total, 1), job.step
+        eta = job.eta_seconds()
+        self.status.text = job.message + (f" - about {eta / 60:.1f} min left" if eta is not None else "")
+        if job.running:
+            return
+        self.timer.stop()
+        self.startButton.enabled, self.cancelButton.enabled = True, False
+        if job.error is not None:
+            slicer.util.errorDisplay(f"Training failed: {job.error}")
+        elif job.cancelled:
+            self.status.text = "Cancelled; press Train / Resume to continue from the last checkpoint."
+        elif job.checkpoint is not None:
+            path = self.logic.register(job.checkpoint, self.name.text)
+            self.status.text = f"Saved {path}; choose '{self.name.text}' in the SynthFM effect."
+
+    def cleanup(self):
+        if self.job:
+            self.job.cancel.cancel()
+        self.timer.stop()
+
+
+class SynthFMTrainTest(ScriptedLoadableModuleTest):
+    def runTest(self):
+        slicer.mrmlScene.Clear(0)
+        self.test_preview()
+
+    def test_preview(self):
+        vol, seg = SynthFMTrainLogic().preview("ct", seed=1, overrides={"size": 64})
+        self.assertEqual(slicer.util.arrayFromVolume(vol).shape[1:], (64, 64))
