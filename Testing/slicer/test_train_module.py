@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import vtk
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "SynthFMTrain"))
@@ -28,8 +29,6 @@ def _wait(logic, job, table=None, timeout=240):
 
 def test_preview_puts_volume_and_mask_with_spacing():
     vol, seg = SynthFMTrainLogic().preview("ct", seed=3, overrides={"size": 64})
-    m = np.zeros((4, 4))
-    import vtk
     mat = vtk.vtkMatrix4x4()
     vol.GetIJKToRASMatrix(mat)
     m = np.array([[mat.GetElement(r, c) for c in range(4)] for r in range(4)])
@@ -76,6 +75,18 @@ def test_train_cancel_resume_register(tmp_path, monkeypatch):
     assert (target.parent / "my-ct-decoder.md").read_text().startswith("# my-ct-decoder")
     model = load_model("my-ct-decoder")
     assert model.checkpoint_meta["step"] == 6
+    # the effect's logic picks it by name and segments a previewed volume with it
+    from SynthFMSegmentLib.logic import SynthFMSegmentLogic
+    effect = SynthFMSegmentLogic(model="my-ct-decoder", device="cpu")
+    vol, seg = logic.preview("ct", seed=2, overrides={"size": 64})
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, "target")
+    k, j, i = np.argwhere(mask)[len(np.argwhere(mask)) // 2]
+    mat = vtk.vtkMatrix4x4()
+    vol.GetIJKToRASMatrix(mat)
+    ras = np.array([[mat.GetElement(r, c) for c in range(4)] for r in range(4)]) @ [i, j, k, 1]
+    pred, score = effect.predict(vol, positive_ras=[ras[:3]])
+    assert effect.predictor.model.checkpoint_meta["step"] == 6
+    assert pred.shape == mask.shape and np.isfinite(score)
     with pytest.raises(ValueError, match="plain file name"):
         logic.register(job.checkpoint, "../evil")
 
