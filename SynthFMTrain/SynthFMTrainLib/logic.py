@@ -20,16 +20,7 @@ import slicer
 from synthfm.io.atomic import atomic_path, atomic_write_text
 from synthfm.utils.progress import CancelToken, Cancelled
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 CURVES = ("loss", "dice")
-
-
-def ijk_to_ras(volume) -> np.ndarray:
-    """4x4 IJK-to-RAS of a :class:`synthfm.io.Volume` (spacing, direction, origin; LPS -> RAS)."""
-    m = np.eye(4)
-    m[:3, :3] = np.asarray(volume.direction, float).reshape(3, 3) @ np.diag(volume.spacing)
-    m[:3, 3] = volume.origin
-    return LPS_TO_RAS @ m
 
 
 @dataclass
@@ -115,7 +106,7 @@ class SynthFMTrainLogic:
         sample = SyntheticGenerator(GeneratorConfig.from_preset(preset, **(overrides or {})), seed).sample_3d(index)
         volume = sample.to_volume()
         name = f"SynthFM {preset} seed {seed} #{index}"
-        volume_node = slicer.util.addVolumeFromArray(sample.image.astype(np.float32), ijk_to_ras(volume), name)
+        volume_node = slicer.util.addVolumeFromArray(sample.image.astype(np.float32), volume.ijk_to_ras_matrix(), name)
         seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name + " target")
         segment_id = seg.AddEmptySegment("target")
         slicer.util.updateSegmentBinaryLabelmapFromArray(sample.mask.astype(np.uint8), seg, segment_id, volume_node)
