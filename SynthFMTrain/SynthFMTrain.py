@@ -93,12 +93,23 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
     def _overrides(self):
         return {"size": self.size.value}
 
+    @staticmethod
+    def _ready():
+        """torch and the core installed (asks the user first; shared with the SynthFM effect)."""
+        from SynthFMSegmentLib.dependencies import ensure_dependencies
+
+        return ensure_dependencies()
+
     def onPreview(self):
+        if not self._ready():
+            return
         with slicer.util.tryWithErrorDisplay("Preview failed.", waitCursor=True):
             vol, seg = self.logic.preview(self.preset.currentText, self.seed.value, overrides=self._overrides())
             slicer.util.setSliceViewerLayers(background=vol, fit=True)
 
     def onStart(self):
+        if not self._ready():
+            return
         with slicer.util.tryWithErrorDisplay("Cannot start training.", waitCursor=True):
             config = self.logic.train_config(
                 self.out.currentPath, model=self.model.currentText, preset=self.preset.currentText,
