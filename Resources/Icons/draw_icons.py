@@ -1,4 +1,6 @@
 """Draw the SynthFM extension icon (128x128) and module icon, and a screenshot of the preview."""
+import sys
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -14,10 +16,25 @@ def icon(size=128):
     d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(255, 210, 40, 255), outline=(0, 0, 0, 255), width=6)
     return im.resize((size, size), Image.LANCZOS)
 
+def effect_icon(size=21):
+    """Segment Editor effect button: a structure with a box prompt and a positive click."""
+    s = 8 * size
+    im = Image.new("RGBA", (s, s), (0, 0, 0, 0))
+    d = ImageDraw.Draw(im)
+    d.ellipse([s * .18, s * .22, s * .78, s * .80], fill=(70, 200, 120, 255))
+    d.rectangle([s * .08, s * .10, s * .90, s * .90], outline=(255, 210, 40, 255), width=s // 12)
+    cx, cy, r = s * .48, s * .50, s * .12
+    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(255, 255, 255, 255), outline=(0, 0, 0, 255), width=s // 24)
+    return im.resize((size, size), Image.LANCZOS)
+
 icon(128).save("Resources/Icons/SynthFM.png")
 icon(128).save("SynthFMTrain/Resources/Icons/SynthFMTrain.png")
+icon(128).save("SynthFMSegment/Resources/Icons/SynthFMSegment.png")
+effect_icon(21).save("SynthFMSegment/Resources/Icons/SynthFMEffect.png")
+if "--icons-only" in sys.argv:
+    raise SystemExit
 
-import sys; sys.path[:0] = ["Testing/slicer_standin", "SynthFMTrain"]
+sys.path[:0] = ["Testing/slicer_standin", "SynthFMTrain"]
 import slicer
 from SynthFMTrainLib.logic import SynthFMTrainLogic
 vol, seg = SynthFMTrainLogic().preview("ct", seed=1, overrides={"size": 256})

@@ -8,7 +8,7 @@ the core's arrays (``geometry``) and keeps one predictor per volume so embedding
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,6 +44,44 @@ class SynthFMSegmentLogic:
             self._segmenters[key] = VolumeSegmenter(self.predictor, array, axis, volume_id=key)
         return self._segmenters[key]
 
+    def encode_slices(self, volume_node, axis: int, indices: Sequence[int]) -> int:
+        """Encode a few slices (one chunk of the background pre-encoding); returns how many were new."""
+        seg = self.segmenter(volume_node, axis)
+        todo = [i for i in indices if not seg.predictor.is_cached(seg.key(i))]
+        if todo:
+            seg.encode_all(order=todo)
+        return len(todo)
+
+    def slice_prompts(self, volume_node, positive_ras: Sequence = (), negative_ras: Sequence = (),
+                      box_ras: Optional[Sequence] = None, axis: int = 0):
+        """RAS prompts (a box as two opposite corners) -> ``(slice index, Prompts)`` on ``axis``."""
+        from synthfm.segment.volume_prompts import slice_prompts
+
+        to_ijk = lambda pts: [ras_to_ijk(volume_node, p) for p in pts]  # noqa: E731
+        return slice_prompts(to_ijk(positive_ras), to_ijk(negative_ras),
+                             to_ijk(box_ras) if box_ras is not None else None, axis)
+
+    def predict(self, volume_node, positive_ras: Sequence = (), negative_ras: Sequence = (),
+                box_ras: Optional[Sequence] = None, axis: int = 0) -> Tuple[np.ndarray, float]:
+        """The prompted slice's mask as a ``(k, j, i)`` volume mask, and its predicted quality (IoU)."""
+        index, prompts = self.slice_prompts(volume_node, positive_ras, negative_ras, box_ras, axis)
+        seg = self.segmenter(volume_node, axis)
+        pred = seg.segment_slice(index, prompts)
+        mask = np.zeros(seg.volume.shape, bool)
+        np.moveaxis(mask, axis, 0)[index] = pred.mask
+        return mask, float(pred.score)
+
+    def propagate(self, volume_node, positive_ras: Sequence = (), negative_ras: Sequence = (),
+                  box_ras: Optional[Sequence] = None, axis: int = 0, direction: str = "both",
+                  progress=None, cancel=None):
+        """Segment the prompted slice and follow the structure; the core's PropagationResult."""
+        from synthfm.segment import PropagationOptions
+
+        index, prompts = self.slice_prompts(volume_node, positive_ras, negative_ras, box_ras, axis)
+        seg = self.segmenter(volume_node, axis)
+        options = PropagationOptions.for_model(getattr(self.predictor, "model", None))
+        return seg.propagate(index, prompts, direction, progress, cancel, options)
+
     def segment(self, volume_node, segmentation_node, segment_id: str, positive_ras: Sequence = (),
                 negative_ras: Sequence = (), box_ras: Optional[Sequence] = None, axis: int = 0,
                 propagate: bool = True, direction: str = "both", progress=None, cancel=None) -> np.ndarray:
@@ -52,19 +90,27 @@ class SynthFMSegmentLogic:
         Returns the mask ``(k, j, i)``.  ``axis`` is the array axis normal to the prompted slice.
         """
         import slicer
-        from synthfm.segment import PropagationOptions
-        from synthfm.segment.volume_prompts import slice_prompts
 
-        to_ijk = lambda pts: [ras_to_ijk(volume_node, p) for p in pts]  # noqa: E731
-        index, prompts = slice_prompts(to_ijk(positive_ras), to_ijk(negative_ras),
-                                       to_ijk(box_ras) if box_ras is not None else None, axis)
-        seg = self.segmenter(volume_node, axis)
         if propagate:
-            mask = seg.propagate(index, prompts, direction, progress, cancel,
-                                 PropagationOptions.for_model(self.predictor.model)).mask
+            mask = self.propagate(volume_node, positive_ras, negative_ras, box_ras, axis, direction,
+                                  progress, cancel).mask
         else:
-            mask = np.zeros(seg.volume.shape, bool)
-            np.moveaxis(mask, axis, 0)[index] = seg.segment_slice(index, prompts).mask
+            mask = self.predict(volume_node, positive_ras, negative_ras, box_ras, axis)[0]
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node, segment_id,
                                                          volume_node)
         return mask
+
+
+def labelmap_from_mask(mask: np.ndarray, volume_node):
+    """A ``(k, j, i)`` mask as a vtkOrientedImageData on the volume's grid (for modifySelectedSegmentByLabelmap)."""
+    import slicer
+    import vtk
+    from vtk.util import numpy_support
+
+    labelmap = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
+    labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    dims = labelmap.GetDimensions()
+    voxels = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
+    voxels[:] = mask
+    labelmap.Modified()
+    return labelmap

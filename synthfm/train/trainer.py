@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +133,8 @@ class Trainer:
         self.out = Path(config.out)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            probe = self.out / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            with tempfile.TemporaryFile(dir=self.out):  # unique name: DDP ranks probe at once
+                pass
         except OSError as exc:
             raise PermissionError(f"cannot write to output folder {self.out} ({exc}); choose a writable --out") from exc
         torch.manual_seed(config.seed)

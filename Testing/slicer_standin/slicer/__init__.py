@@ -10,3 +10,6 @@ from slicer.nodes import SegmentationNode, ScalarVolumeNode, SliceNode  # noqa: 
 from slicer.scene import addVolumeFromArray, mrmlScene  # noqa: F401,E402  (scene/plot nodes, added for SynthFMTrain)
 
 util.addVolumeFromArray = addVolumeFromArray
+from slicer import editor  # noqa: E402  (Segment Editor effect API, added for SynthFMSegment)
+
+editor.install()

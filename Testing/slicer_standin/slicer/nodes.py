@@ -103,3 +103,35 @@ class SliceNode(Node):
         xy_to_slice[0, 0], xy_to_slice[1, 1] = spacing
         xy_to_slice[0, 3], xy_to_slice[1, 3] = -self.fov / 2
         return _vtk_matrix(self.slice_to_ras @ xy_to_slice)
+
+
+class _Segmentation:
+    """vtkSegmentation: AddEmptySegment(segmentId, name, color) -> id."""
+
+    def __init__(self, node: SegmentationNode) -> None:
+        self.node = node
+
+    def AddEmptySegment(self, segment_id: str = "", name: str = "", color=None) -> str:
+        return self.node.AddEmptySegment(segment_id or name or f"Segment_{len(self.node.segments) + 1}")
+
+    def GetNumberOfSegments(self) -> int:
+        return len(self.node.segments)
+
+
+class _SegmentationDisplayNode:
+    def SetOpacity2DFill(self, opacity: float) -> None:
+        self.opacity2d_fill = opacity
+
+
+def _segmentation(self) -> _Segmentation:
+    return _Segmentation(self)
+
+
+def _create_display_nodes(self) -> None:
+    self._display = _SegmentationDisplayNode()
+
+
+SegmentationNode.GetSegmentation = _segmentation
+SegmentationNode.CreateDefaultDisplayNodes = _create_display_nodes
+SegmentationNode.GetDisplayNode = lambda self: self._display
+SegmentationNode.SetReferenceImageGeometryParameterFromVolumeNode = lambda self, volume: None

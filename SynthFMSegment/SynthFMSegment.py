@@ -1,0 +1,79 @@
+"""SynthFMSegment: the scripted module that registers the "SynthFM" Segment Editor effect.
+
+Registration follows Slicer's scripted-effect extensions (SegmentEditorExtraEffects, SlicerSegmentWithSAM):
+after ``slicer.app.startupCompleted`` a ``qSlicerSegmentEditorScriptedEffect`` whose python source is
+``SynthFMSegmentLib/effect.py`` is handed to ``qSlicerSegmentEditorEffectFactory.instance().registerEffect``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+
+sys.path.insert(0, os.path.dirname(__file__)) if os.path.dirname(__file__) not in sys.path else None
+from SynthFMSegmentLib.logic import SynthFMSegmentLogic  # noqa: E402
+
+EFFECT_SOURCE = os.path.join(os.path.dirname(__file__), "SynthFMSegmentLib", "effect.py").replace("\\", "/")
+
+
+def registerEffect() -> None:
+    """Register the SynthFM effect with the Segment Editor (idempotent)."""
+    factory = slicer.qSlicerSegmentEditorEffectFactory.instance()
+    effect = slicer.qSlicerSegmentEditorScriptedEffect(None)
+    effect.setPythonSource(EFFECT_SOURCE)
+    effect.self().register()  # AbstractScriptedSegmentEditorEffect.register -> factory.registerEffect
+    return factory
+
+
+class SynthFMSegment(ScriptedLoadableModule):
+    def __init__(self, parent) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        parent.title = "SynthFM Segment"
+        parent.categories = ["Segmentation"]
+        parent.contributors = ["SynthFM developers"]
+        parent.helpText = ("Adds the 'SynthFM' effect to the Segment Editor: click or box prompts, live preview, "
+                           "propagation through slices. Model: a SAM-style decoder trained on synthetic images only.")
+        parent.acknowledgementText = "Sengupta et al., SynthFM, ISBI 2025."
+        slicer.app.connect("startupCompleted()", registerEffect)
+
+
+class SynthFMSegmentWidget(ScriptedLoadableModuleWidget):
+    """The module panel only points to the Segment Editor, where the effect lives."""
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        import qt
+
+        label = qt.QLabel("Use the 'SynthFM' effect in the Segment Editor module.")
+        self.layout.addWidget(label)
+
+
+class SynthFMSegmentTest(ScriptedLoadableModuleTest):
+    """Runs inside real Slicer (Reload&Test): the same scenario as Testing/slicer/test_segment_effect.py."""
+
+    def runTest(self) -> None:
+        slicer.mrmlScene.Clear(0)
+        self.test_logic_segments_and_propagates()
+
+    def test_logic_segments_and_propagates(self) -> None:
+        import numpy as np
+
+        zz, yy, xx = np.mgrid[:12, :48, :56]
+        truth = ((xx - 28) / 14.0) ** 2 + ((yy - 24) / 10.0) ** 2 + ((zz - 6) / 4.0) ** 2 < 1
+        image = (100 + 80 * truth).astype(np.float32)
+        ijk_to_ras = np.diag([-0.8, -0.9, 2.5, 1.0])
+        volume = slicer.util.addVolumeFromArray(image, ijk_to_ras, name="SynthFM test")
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        segment_id = segmentation.GetSegmentation().AddEmptySegment("ellipsoid")
+        ys, xs = np.nonzero(truth[6])
+        box = [(ijk_to_ras @ [xs.min(), ys.min(), 6, 1])[:3], (ijk_to_ras @ [xs.max(), ys.max(), 6, 1])[:3]]
+        mask = SynthFMSegmentLogic(device="cpu").segment(volume, segmentation, segment_id, box_ras=box)
+        written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume)
+        self.assertTrue(np.array_equal(written > 0, mask))
+        dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+        self.assertGreater(dice, 0.7)
+        self.delayDisplay(f"SynthFM self-test passed (Dice {dice:.2f})")

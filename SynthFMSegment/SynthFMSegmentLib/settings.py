@@ -1,0 +1,20 @@
+"""SynthFM effect settings kept between Slicer sessions in ``qt.QSettings`` (Slicer's settings file)."""
+from __future__ import annotations
+
+import qt
+
+PREFIX = "SynthFM/"
+
+
+class Settings:
+    """``model`` (default synthfm-lite) and ``device`` (auto/cpu/cuda), read and written through QSettings."""
+
+    defaults = {"model": "synthfm-lite", "device": "auto"}
+
+    def __getattr__(self, name: str) -> str:
+        if name not in Settings.defaults:
+            raise AttributeError(name)
+        return str(qt.QSettings().value(PREFIX + name, Settings.defaults[name]))
+
+    def __setattr__(self, name: str, value: str) -> None:
+        qt.QSettings().setValue(PREFIX + name, value)
