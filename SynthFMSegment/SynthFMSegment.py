@@ -1,31 +1,29 @@
 """SynthFMSegment: the scripted module that registers the "SynthFM" Segment Editor effect.
 
-Registration follows Slicer's scripted-effect extensions (SegmentEditorExtraEffects, SlicerSegmentWithSAM):
-after ``slicer.app.startupCompleted`` a ``qSlicerSegmentEditorScriptedEffect`` whose python source is
-``SynthFMSegmentLib/effect.py`` is handed to ``qSlicerSegmentEditorEffectFactory.instance().registerEffect``.
+Registration follows Slicer's scripted segment editor effect template
+(Extensions/Testing/ScriptedSegmentEditorEffectExtensionTemplate in Slicer's source): after
+``slicer.app.startupCompleted`` a ``qSlicerSegmentEditorScriptedEffect`` gets the python source
+``SynthFMSegmentLib/SegmentEditorEffect.py`` (class ``SegmentEditorEffect``, which the Lib package exports)
+and ``effect.self().register()`` hands it to ``qSlicerSegmentEditorEffectFactory``.
 """
 from __future__ import annotations
 
 import os
-import sys
 
 import slicer
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 
-sys.path.insert(0, os.path.dirname(__file__)) if os.path.dirname(__file__) not in sys.path else None
-from SynthFMSegmentLib.logic import SynthFMSegmentLogic  # noqa: E402
-
-EFFECT_SOURCE = os.path.join(os.path.dirname(__file__), "SynthFMSegmentLib", "effect.py").replace("\\", "/")
+EFFECT_SOURCE = os.path.join(os.path.dirname(__file__), "SynthFMSegmentLib", "SegmentEditorEffect.py").replace("\\", "/")
 
 
-def registerEffect() -> None:
-    """Register the SynthFM effect with the Segment Editor (idempotent)."""
-    factory = slicer.qSlicerSegmentEditorEffectFactory.instance()
-    effect = slicer.qSlicerSegmentEditorScriptedEffect(None)
-    effect.setPythonSource(EFFECT_SOURCE)
-    effect.self().register()  # AbstractScriptedSegmentEditorEffect.register -> factory.registerEffect
-    return factory
+def registerEffect():
+    """Register the SynthFM effect with the Segment Editor (the factory ignores a second registration)."""
+    import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+    instance = effects.qSlicerSegmentEditorScriptedEffect(None)
+    instance.setPythonSource(EFFECT_SOURCE)
+    instance.self().register()
+    return instance
 
 
 class SynthFMSegment(ScriptedLoadableModule):
@@ -33,6 +31,7 @@ class SynthFMSegment(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         parent.title = "SynthFM Segment"
         parent.categories = ["Segmentation"]
+        parent.dependencies = ["Segmentations"]
         parent.contributors = ["SynthFM developers"]
         parent.helpText = ("Adds the 'SynthFM' effect to the Segment Editor: click or box prompts, live preview, "
                            "propagation through slices. Model: a SAM-style decoder trained on synthetic images only.")
@@ -60,6 +59,7 @@ class SynthFMSegmentTest(ScriptedLoadableModuleTest):
 
     def test_logic_segments_and_propagates(self) -> None:
         import numpy as np
+        from SynthFMSegmentLib.logic import SynthFMSegmentLogic
 
         zz, yy, xx = np.mgrid[:12, :48, :56]
         truth = ((xx - 28) / 14.0) ** 2 + ((yy - 24) / 10.0) ** 2 + ((zz - 6) / 4.0) ** 2 < 1

@@ -1,7 +1,8 @@
 """SynthFMSegmentLogic: segment a volume node from prompts in RAS, usable from Slicer's Python console.
 
+    from SynthFMSegmentLib.logic import SynthFMSegmentLogic
     logic = SynthFMSegmentLogic()                       # default model synthfm-lite, CPU or GPU
-    logic.segment(volumeNode, segmentationNode, segmentId, positive_ras=[[12.5, -30.0, 41.0]])
+    mask = logic.segment(volumeNode, segmentationNode, segmentId, positive_ras=[[12.5, -30.0, 41.0]])
 
 All model work goes through the ``synthfm`` core; this class only converts between MRML nodes and
 the core's arrays (``geometry``) and keeps one predictor per volume so embeddings are reused.
@@ -51,6 +52,17 @@ class SynthFMSegmentLogic:
         if todo:
             seg.encode_all(order=todo)
         return len(todo)
+
+    def slice_index(self, volume_node, ras: Sequence[float], axis: int) -> int:
+        """The slice (along array ``axis``) through a RAS point; ValueError when the point is outside the volume."""
+        import slicer
+
+        ijk = np.round(ras_to_ijk(volume_node, ras)).astype(int)
+        shape = slicer.util.arrayFromVolume(volume_node).shape  # (k, j, i)
+        if np.any(ijk < 0) or np.any(ijk >= np.array(shape[::-1])):
+            raise ValueError(f"the prompt at RAS {np.round(ras, 1).tolist()} is outside the volume "
+                             f"'{volume_node.GetName()}': click inside it")
+        return int(ijk[2 - axis])
 
     def slice_prompts(self, volume_node, positive_ras: Sequence = (), negative_ras: Sequence = (),
                       box_ras: Optional[Sequence] = None, axis: int = 0):
@@ -102,15 +114,22 @@ class SynthFMSegmentLogic:
 
 
 def labelmap_from_mask(mask: np.ndarray, volume_node):
-    """A ``(k, j, i)`` mask as a vtkOrientedImageData on the volume's grid (for modifySelectedSegmentByLabelmap)."""
+    """A ``(k, j, i)`` mask as a vtkOrientedImageData on the volume's grid (for modifySelectedSegmentByLabelmap).
+
+    Built as Slicer's own effects build modifier labelmaps (SegmentEditorIslandsEffect.py):
+    ``slicer.vtkOrientedImageData()`` + ``SetImageToWorldMatrix`` (here the volume's IJK-to-RAS matrix).
+    """
     import slicer
     import vtk
     from vtk.util import numpy_support
 
-    labelmap = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
+    labelmap = slicer.vtkOrientedImageData()
+    labelmap.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(ijk_to_ras)
+    labelmap.SetImageToWorldMatrix(ijk_to_ras)
     labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    dims = labelmap.GetDimensions()
-    voxels = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
+    voxels = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(mask.shape)
     voxels[:] = mask
     labelmap.Modified()
     return labelmap

@@ -60,11 +60,13 @@ class SliceWidget:
 
 
 class Interactor:
+    """vtkRenderWindowInteractor: GetEventPosition() is two ints (display pixels)."""
+
     def __init__(self) -> None:
         self.xy, self.shift = (0, 0), False
 
     def GetEventPosition(self):
-        return self.xy
+        return tuple(int(round(v)) for v in self.xy)
 
     def GetShiftKey(self) -> bool:
         return self.shift
@@ -73,12 +75,15 @@ class Interactor:
         return False
 
 
-def click(effect, view, xy, negative=False, drag_to=None, button="Left") -> None:
+def click(effect, view, xy, negative=False, drag_to=None, button="Left", consumed=True) -> None:
+    """Press + release through the C++ wrapper (which insists on a bool result), as the Segment Editor calls it."""
+    wrapper = effect.scriptedEffect
     interactor = Interactor()
     interactor.xy, interactor.shift = tuple(xy), negative
-    assert effect.processInteractionEvents(interactor, getattr(vtk.vtkCommand, f"{button}ButtonPressEvent"), view)
+    assert wrapper.processInteractionEvents(interactor, getattr(vtk.vtkCommand, f"{button}ButtonPressEvent"), view) is consumed
     interactor.xy = tuple(drag_to if drag_to is not None else xy)
-    assert effect.processInteractionEvents(interactor, getattr(vtk.vtkCommand, f"{button}ButtonReleaseEvent"), view)
+    assert wrapper.processInteractionEvents(interactor, getattr(vtk.vtkCommand, f"{button}ButtonReleaseEvent"), view) is consumed
+    assert not wrapper.warnings
 
 
 def display_xy(slice_node, ras, centre=True) -> np.ndarray:
@@ -96,8 +101,8 @@ def scene():
     zz, yy, xx = np.mgrid[:12, :40, :48]
     truth = ((xx - 24) / 9.0) ** 2 + ((yy - 20) / 7.0) ** 2 + ((zz - 5.5) / 3.0) ** 2 < 1
     node, geometry = volume_node((100 + 80 * truth).astype(np.float32), angle=0.3)
-    segmentation = slicer.SegmentationNode()
-    segmentation.AddEmptySegment("organ")
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.GetSegmentation().AddEmptySegment("organ")
     existing = np.zeros(truth.shape, np.uint8)
     existing[0, :3, :3] = 1  # something already drawn, for undo
     slicer.util.updateSegmentBinaryLabelmapFromArray(existing, segmentation, "organ", node)
@@ -111,7 +116,9 @@ def scene():
     effect.setupOptionsFrame()
     effect.logic._predictor = FakePredictor()
     editor.messages.clear()
-    return effect, wrapper, node, geometry, segmentation, truth, existing
+    yield effect, wrapper, node, geometry, segmentation, truth, existing
+    effect.deactivate()
+    effect.cleanup()
 
 
 def test_module_registers_the_effect_after_startup():
@@ -140,7 +147,8 @@ def test_click_adds_a_point_on_the_voxel_and_previews_that_slice(scene, negative
     sent = effect.logic.predictor.prompts[-1]
     assert np.allclose(sent.points[0], [25, 19], atol=0.5) and list(sent.labels) == [0 if negative else 1]
     assert effect.preview[6].any() and not np.delete(effect.preview, 6, axis=0).any()
-    assert "0.93" in effect.qualityLabel.text and effect._preview_node is not None
+    assert "0.93" in effect.qualityLabel.text and effect.previewNode is not None
+    assert len(effect.logic.predictor.prompts) == 1  # one prediction per click (markups events are muted)
 
 
 def test_drag_draws_a_box_and_moving_a_point_re_predicts(scene):
@@ -152,8 +160,12 @@ def test_drag_draws_a_box_and_moving_a_point_re_predicts(scene):
     assert np.allclose(effect.logic.predictor.prompts[-1].box, [18, 15, 30, 25], atol=0.5)
     click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5]), centre=False), button="Right")
     assert len(effect.prompts()[1]) == 1  # right click: negative
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([30, 16, 5]), centre=False))
+    # a press on a prompt point is left to the markups widget (the user drags the point), not a new prompt
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([30, 16, 5]), centre=False) + 2, consumed=False)
+    assert [len(p) for p in effect.prompts()[:2]] == [1, 1]
     calls = len(effect.logic.predictor.prompts)
-    effect.points.SetNthControlPointPositionWorld(0, *geometry.index_to_ras([22, 20, 5]))
+    effect.promptNodes[True].SetNthControlPointPositionWorld(0, *geometry.index_to_ras([22, 20, 5]))
     assert len(effect.logic.predictor.prompts) == calls + 1
     assert np.allclose(effect.logic.predictor.prompts[-1].points[0], [22, 20], atol=1e-6)
 
@@ -166,7 +178,7 @@ def test_apply_writes_exactly_the_preview_and_undo_restores(scene):
     effect.onApply()
     written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node)
     assert np.array_equal(written, preview.astype(np.uint8))  # Set mode: the old drawing is replaced
-    assert effect.preview is None and effect._preview_node is None and effect.prompts() == ([], [], None)
+    assert effect.preview is None and effect.previewNode is None and effect.prompts() == ([], [], None)
     wrapper.undo()
     assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node), existing)
 
@@ -221,16 +233,155 @@ def test_oblique_view_gives_a_clear_message(scene):
     assert effect.prompts() == ([], [], None) and "Rotate to volume plane" in editor.messages[-1]
 
 
-def test_background_encoding_runs_in_timer_chunks_and_settings_persist(scene):
-    effect, wrapper, node, *_ = scene
-    effect._start_encoding()
-    ticks = 0
+def run_timer(effect) -> list:
+    """Fire the encoding timer until it stops (what Qt's event loop does); the (axis, slice) keys encoded."""
+    encoded = []
     while effect._encode_timer.isActive():
+        before = set(effect.logic.predictor.cache)
         effect._encode_timer.fire()
-        ticks += 1
-    assert len(effect.logic.predictor.cache) == 12 and ticks == 12 // 2 + 1
+        encoded += sorted(set(effect.logic.predictor.cache) - before, key=str)
+    return encoded
+
+
+def test_background_encoding_follows_the_prompted_axis_and_stops(scene, monkeypatch):
+    effect, wrapper, node, geometry, *_ = scene
+    monkeypatch.setattr("SynthFMSegmentLib.dependencies.missing_packages", lambda: [])
+    node, geometry = volume_node(slicer.util.arrayFromVolume(node).copy(), angle=0.0)  # coronal views aligned
+    wrapper.parameter_node.volume = node
+    effect.sourceVolumeNodeChanged()
+    effect.activate()
+    assert effect._encode_timer.isActive() and effect._encode_axis == 0
+    for _ in range(3):
+        effect._encode_timer.fire()
+    assert len(effect.logic.predictor.cache) == 3
+    view = SliceWidget(slicer.SliceNode("Green", "Coronal"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 17, 5])))
+    assert effect._encode_axis == 1 and effect._encode_queue[:3] in ([17, 16, 18], [17, 18, 16])  # from slice 17 out
+    rest = run_timer(effect)
+    assert len(effect.logic.predictor.cache) == 3 + 40  # every coronal slice (j = 0..39) once
+    assert len(rest) == 40 - 1  # slice 17 was encoded by the preview
+    effect.activate()
+    effect.deactivate()
+    assert not effect._encode_timer.isActive()
+    effect.activate()
+    wrapper.parameter_node.volume, _ = volume_node(np.zeros((5, 8, 8), np.float32))
+    effect.sourceVolumeNodeChanged()  # a new source volume: restart on it (5 axial slices)
+    assert effect._encode_axis == 0 and len(effect._encode_queue) == 5
+    wrapper.parameter_node.volume = None
+    effect.sourceVolumeNodeChanged()
+    assert not effect._encode_timer.isActive()
+
+
+def test_settings_persist_in_qsettings(scene):
+    effect = scene[0]
     effect.deviceBox.setCurrentText("cpu")
     from SynthFMSegmentLib.settings import Settings
 
     assert Settings().device == "cpu" and qt.QSettings().value("SynthFM/device") == "cpu"
     assert effect.logic.device == "cpu"
+
+
+def test_prompts_on_another_slice_or_view_start_a_new_set(scene):
+    effect, wrapper, node, geometry, *_ = scene
+    node, geometry = volume_node(slicer.util.arrayFromVolume(node).copy(), angle=0.0)
+    wrapper.parameter_node.volume = node
+    red, green = SliceWidget(slicer.SliceNode("Red", "Axial")), SliceWidget(slicer.SliceNode("Green", "Coronal"))
+    click(effect, red, display_xy(red.node, geometry.index_to_ras([24, 20, 5])))
+    click(effect, red, display_xy(red.node, geometry.index_to_ras([30, 14, 5]), centre=False), negative=True)
+    assert [len(p) for p in effect.prompts()[:2]] == [1, 1] and effect.plane[1:] == (0, 5)
+    click(effect, red, display_xy(red.node, geometry.index_to_ras([24, 20, 6])))  # next axial slice
+    assert [len(p) for p in effect.prompts()[:2]] == [1, 0] and effect.plane[1:] == (0, 6)
+    assert effect.preview[6].any() and not effect.preview[5].any()
+    click(effect, green, display_xy(green.node, geometry.index_to_ras([27, 20, 7])))  # coronal view
+    assert [len(p) for p in effect.prompts()[:2]] == [1, 0] and effect.plane[1:] == (1, 20)
+
+
+@pytest.mark.parametrize("missing", ["volume", "segment", "segmentation"])
+def test_missing_selection_gives_a_clear_message(scene, missing):
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    xy = display_xy(view.node, geometry.index_to_ras([24, 20, 5]))
+    setattr(wrapper.parameter_node, {"volume": "volume", "segment": "segment_id", "segmentation": "segmentation"}[missing], None)
+    click(effect, view, xy)
+    assert effect.prompts() == ([], [], None) and effect.preview is None
+    assert f"Select a {'source volume' if missing == 'volume' else missing}" in editor.messages[-1]
+    effect.onApply()
+    effect.onPropagate()
+    assert len(editor.messages) == 3 and all(m.startswith("SynthFM: ") for m in editor.messages)
+
+
+def test_click_outside_the_volume_gives_a_clear_message(scene):
+    effect, wrapper, node, geometry, *_ = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([60, 20, 5])))
+    assert effect.prompts() == ([], [], None) and "outside the volume" in editor.messages[-1]
+
+
+def test_older_slicer_without_source_volume_api_uses_the_master_volume(scene):
+    effect, wrapper, node, geometry, *_ = scene
+
+    class OldSegmentEditorNode(editor.SegmentEditorNode):  # Slicer < 5.4
+        GetSourceVolumeNode = property(lambda self: (_ for _ in ()).throw(AttributeError("GetSourceVolumeNode")))
+
+    p = wrapper.parameter_node
+    wrapper.parameter_node = OldSegmentEditorNode(p.volume, p.segmentation, p.segment_id)
+    assert not hasattr(wrapper.parameter_node, "GetSourceVolumeNode")
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
+    assert effect.preview is not None and not editor.messages
+
+
+def test_cancel_discards_and_deactivate_leaves_only_the_users_nodes(scene):
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    before = set(slicer.mrmlScene.nodes)
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([30, 14, 5]), centre=False), negative=True)
+    added = [slicer.mrmlScene.nodes[i] for i in set(slicer.mrmlScene.nodes) - before]
+    assert sorted(n.GetName() for n in added) == ["SynthFM negative prompts", "SynthFM positive prompts", "SynthFM preview"]
+    assert all(not n.save_with_scene for n in added) and effect.previewNode.GetHideFromEditors()
+    effect.onCancel()
+    assert effect.preview is None and effect.prompts() == ([], [], None) and effect.previewNode is None
+    assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node), existing)
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
+    effect.deactivate()
+    assert set(slicer.mrmlScene.nodes) == before  # nothing left behind
+    assert slicer.mrmlScene.GetNodeByID(segmentation.GetID()) is segmentation
+    assert list(segmentation.segments) == ["organ"] and np.array_equal(segmentation.segments["organ"], existing)
+    assert not wrapper.undo_stack
+
+
+def test_options_frame_does_not_need_synthfm_installed(scene, monkeypatch):
+    """setupOptionsFrame runs for every registered effect when a Segment Editor is created, before any install."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_synthfm(name, *args, **kwargs):
+        if name.startswith("synthfm"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    wrapper = scene[1]
+    monkeypatch.setattr(builtins, "__import__", no_synthfm)
+    clone = wrapper.self().clone()
+    clone.self().setupOptionsFrame()
+    assert clone.self().modelBox.items == [clone.self().settings.model]
+
+
+def test_standin_rejects_what_slicer_rejects(tmp_path):
+    """The stand-in is only useful if it fails where Slicer fails."""
+    lib = tmp_path / "SomeEffectLib"
+    lib.mkdir()
+    (lib / "effect.py").write_text("class SegmentEditorEffect:\n    def __init__(self, scriptedEffect):\n        pass\n")
+    with pytest.raises(RuntimeError, match="class effectEffect was not found"):  # class name comes from the file name
+        slicer.qSlicerSegmentEditorScriptedEffect(None).setPythonSource(str(lib / "effect.py"))
+    with pytest.raises(TypeError):
+        qt.QPoint(10.5, 3)  # VTK event positions are ints; PythonQt's QPoint takes ints
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    assert not hasattr(segmentation, "AddEmptySegment")  # it is vtkSegmentation's: GetSegmentation().AddEmptySegment
+    with pytest.raises(TypeError):
+        slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode").AddControlPointWorld(1.0, 2.0)
+    wrapper = slicer.qSlicerSegmentEditorScriptedEffect(None)
+    wrapper._self = type("E", (), {"processInteractionEvents": lambda self, *a: None})()
+    assert wrapper.processInteractionEvents(None, 0, None) is False and wrapper.warnings  # must return a bool

@@ -19,7 +19,7 @@ def volume_node(array: np.ndarray, spacing=(0.8, 0.9, 2.5), angle=0.0, origin=(1
     image = vtk.vtkImageData()
     image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
-    node = slicer.ScalarVolumeNode()
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     node.SetAndObserveImageData(image)
     m = vtk.vtkMatrix4x4()
     for r, row in enumerate(geometry.ijk_to_ras_matrix()):
@@ -60,8 +60,8 @@ def test_logic_segments_from_ras_prompts_into_the_segment():
     truth = ((xx - 28) / 14.0) ** 2 + ((yy - 24) / 10.0) ** 2 + ((zz - 4) / 3.2) ** 2 < 1
     image = (100 + 80 * truth + np.random.default_rng(0).normal(0, 6, truth.shape)).astype(np.float32)
     node, geometry = volume_node(image, angle=0.3)
-    segmentation = slicer.SegmentationNode()
-    segmentation.AddEmptySegment("tumour")
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.GetSegmentation().AddEmptySegment("tumour")
     ys, xs = np.nonzero(truth[4])
     box = [geometry.index_to_ras([xs.min(), ys.min(), 4]), geometry.index_to_ras([xs.max(), ys.max(), 4])]
     logic = SynthFMSegmentLogic(model="medsam-lite", device="cpu")

@@ -1,4 +1,4 @@
-"""Minimal ``qt`` (PythonQt) stand-in: the widgets, QTimer and QSettings the SynthFM modules touch.
+"""Minimal ``qt`` (PythonQt) stand-in: the widgets, QTimer, QSettings, QPoint and QVector3D the SynthFM modules touch.
 
 Signals are plain callback lists; ``QTimer`` does not run by itself: tests call ``fire()`` as the event
 loop would.  QSettings is one in-memory store shared by all instances, like Slicer's settings file.
@@ -13,6 +13,9 @@ class Signal:
     def connect(self, slot) -> None:
         self._slots.append(slot)
 
+    def disconnect(self, slot) -> None:
+        self._slots.remove(slot)
+
     def emit(self, *args) -> None:
         for slot in list(self._slots):
             slot(*args)
@@ -21,6 +24,13 @@ class Signal:
 class QObject:
     def __init__(self, *args) -> None:
         pass
+
+    def blockSignals(self, block: bool) -> bool:
+        was, self._blocked = getattr(self, "_blocked", False), bool(block)
+        return was
+
+    def signalsBlocked(self) -> bool:
+        return getattr(self, "_blocked", False)
 
 
 class QTimer(QObject):
@@ -63,6 +73,9 @@ class QWidget(QObject):
     def addWidget(self, widget) -> None:
         self.children.append(widget)
 
+    def setToolTip(self, text: str) -> None:
+        self.toolTip = text
+
 
 class QLabel(QWidget):
     pass
@@ -81,14 +94,47 @@ class QComboBox(QWidget):
         self.currentText = ""
         self.currentTextChanged = Signal()
 
+    def clear(self) -> None:
+        self.items, self.currentText = [], ""
+
     def addItems(self, items) -> None:
         self.items.extend(items)
         self.currentText = self.currentText or (self.items[0] if self.items else "")
 
     def setCurrentText(self, text: str) -> None:
-        if text in self.items:
+        if text in self.items and text != self.currentText:
             self.currentText = text
-            self.currentTextChanged.emit(text)
+            if not self.signalsBlocked():
+                self.currentTextChanged.emit(text)
+
+
+class QPoint:
+    """PythonQt QPoint: integer coordinates only (VTK event positions are ints)."""
+
+    def __init__(self, x: int = 0, y: int = 0) -> None:
+        if not all(isinstance(v, int) for v in (x, y)):
+            raise TypeError(f"QPoint({x!r}, {y!r}): arguments must be int")
+        self._x, self._y = x, y
+
+    def x(self) -> int:
+        return self._x
+
+    def y(self) -> int:
+        return self._y
+
+
+class QVector3D:
+    def __init__(self, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> None:
+        self._v = (float(x), float(y), float(z))
+
+    def x(self) -> float:
+        return self._v[0]
+
+    def y(self) -> float:
+        return self._v[1]
+
+    def z(self) -> float:
+        return self._v[2]
 
 
 class QIcon:

@@ -1,13 +1,11 @@
 """Stand-in for Slicer's ``SegmentEditorEffects`` package: AbstractScriptedSegmentEditorEffect.
 
 Source: Slicer/Modules/Loadable/Segmentations/EditorEffects/Python/SegmentEditorEffects/
-AbstractScriptedSegmentEditorEffect.py (``register`` hands the scripted effect to
-``qSlicerSegmentEditorEffectFactory.instance().registerEffect``; ``xyToRas`` maps view pixels through
-the slice node's XYToRAS matrix).
+AbstractScriptedSegmentEditorEffect.py: ``register`` hands the scripted effect to
+``qSlicerSegmentEditorEffectFactory.instance().registerEffect``; ``xyToRas`` wraps the event position in a
+``qt.QPoint`` (integers) and returns a list; ``rasToXy`` returns ``[x, y]``; ``cleanup`` does nothing.
 """
-from __future__ import annotations
-
-import numpy as np
+import qt
 
 import slicer
 
@@ -17,10 +15,16 @@ class AbstractScriptedSegmentEditorEffect:
         self.scriptedEffect = scriptedEffect
 
     def register(self) -> None:
-        slicer.qSlicerSegmentEditorEffectFactory.instance().registerEffect(self.scriptedEffect)
+        effectFactorySingleton = slicer.qSlicerSegmentEditorEffectFactory.instance()
+        effectFactorySingleton.registerEffect(self.scriptedEffect)
 
-    def xyToRas(self, xy, viewWidget) -> np.ndarray:
-        """qSlicerSegmentEditorAbstractEffect::xyToRas: XYToRAS * (x, y, 0, 1)."""
-        m = viewWidget.sliceLogic().GetSliceNode().GetXYToRAS()
-        return np.array([sum(m.GetElement(r, c) * v for c, v in enumerate((xy[0], xy[1], 0.0, 1.0)))
-                         for r in range(3)])
+    def cleanup(self) -> None:
+        pass
+
+    def rasToXy(self, ras, viewWidget):
+        xyPoint = self.scriptedEffect.rasToXy(qt.QVector3D(ras[0], ras[1], ras[2]), viewWidget)
+        return [xyPoint.x(), xyPoint.y()]
+
+    def xyToRas(self, xy, viewWidget):
+        rasVector = self.scriptedEffect.xyToRas(qt.QPoint(xy[0], xy[1]), viewWidget)
+        return [rasVector.x(), rasVector.y(), rasVector.z()]

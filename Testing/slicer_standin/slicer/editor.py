@@ -1,64 +1,80 @@
 """Segment Editor stand-ins: scripted effect wrapper, effect factory, parameter set node, undo, markups.
 
-Sources (Slicer 5.x): Modules/Loadable/Segmentations/EditorEffects/qSlicerSegmentEditorScriptedEffect.cxx
-(setPythonSource instantiates the file's ``SegmentEditorEffect`` class with the C++ wrapper; ``self()``
-returns it), qSlicerSegmentEditorAbstractEffect.cxx (``modifySelectedSegmentByLabelmap`` with
-ModificationModeSet replaces the selected segment inside the editable area; masking is handled there),
-qMRMLSegmentEditorWidget.cxx (``saveStateForUndo`` snapshots the segmentation; ``undo`` restores it),
-vtkMRMLSegmentEditorNode (GetSourceVolumeNode, GetSegmentationNode, GetSelectedSegmentID),
-vtkSlicerSegmentationsModuleLogic::CreateOrientedImageDataFromVolumeNode, vtkMRMLMarkupsFiducialNode.
+Sources (Slicer 5.x, github.com/Slicer/Slicer):
+- Modules/Loadable/Segmentations/EditorEffects/qSlicerSegmentEditorScriptedEffect.cxx: ``setPythonSource``
+  takes the module name from the file's parent folder and the class name from the file name (``+ "Effect"``
+  unless it already ends so), looks the class up in ``sys.modules[module]`` and otherwise loads the file as
+  that module (qSlicerScriptedUtils::loadSourceAsModule); ``processInteractionEvents`` must return a bool.
+- qSlicerSegmentEditorAbstractEffect.h/.cxx: ``xyToRas(QPoint, sliceWidget)`` (XYToRAS * (x, y, 0, 1)),
+  ``rasToXy``, ``modifySelectedSegmentByLabelmap(labelmap, mode, bypassMasking=False)`` resamples the
+  modifier labelmap (a vtkOrientedImageData, geometry from its image-to-world matrix) and applies masking,
+  ``confirmCurrentSegmentVisible``, ``saveStateForUndo`` (qMRMLSegmentEditorWidget keeps the undo stack).
+- vtkMRMLSegmentEditorNode.h: GetSourceVolumeNode (Slicer >= 5.4; GetMasterVolumeNode before, kept deprecated),
+  GetSegmentationNode, GetSelectedSegmentID.
+- Libs/vtkSegmentationCore/vtkOrientedImageData.h: vtkImageData + directions; SetImageToWorldMatrix sets
+  origin, spacing and directions.
+- Libs/MRML/Core/vtkMRMLMarkupsNode.h/.cxx: AddControlPointWorld(vtkVector3d | double[3] | x, y, z [, label]) fires
+  PointAddedEvent + PointModifiedEvent; SetNthControlPointLabel/Description fire PointModifiedEvent when the
+  value changes; RemoveAllControlPoints fires PointRemovedEvent once (if there were points);
+  GetNthControlPointPositionWorld(n) returns a vtkVector3d.
 Masking in this stand-in: the editable area can be limited by ``parameter_node.mask`` (a (k, j, i) bool array).
 """
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from typing import List, Optional
 
 import numpy as np
 import vtk
 from vtk.util import numpy_support
 
+import qt
 import slicer
-from slicer.nodes import Node
+from slicer.nodes import Node, _vtk_matrix
 from slicer.util import arrayFromVolume
 
 
 class vtkOrientedImageData(vtk.vtkImageData):
-    """vtkImageData plus an image-to-world (IJK-to-RAS) matrix."""
+    """vtkImageData (origin, spacing, extent) plus axis directions: image-to-world = D * diag(spacing) + origin."""
 
     def __init__(self) -> None:
-        self.image_to_world = vtk.vtkMatrix4x4()
+        self.directions = np.eye(3)
 
     def SetImageToWorldMatrix(self, m) -> None:
-        self.image_to_world.DeepCopy(m)
+        a = np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+        spacing = np.linalg.norm(a[:3, :3], axis=0)
+        self.directions = a[:3, :3] / spacing
+        self.SetSpacing(*spacing)
+        self.SetOrigin(*a[:3, 3])
 
     def GetImageToWorldMatrix(self, m) -> None:
-        m.DeepCopy(self.image_to_world)
-
-
-class vtkSlicerSegmentationsModuleLogic:
-    @staticmethod
-    def CreateOrientedImageDataFromVolumeNode(volumeNode) -> vtkOrientedImageData:
-        image = vtkOrientedImageData()
-        image.DeepCopy(volumeNode.GetImageData())
-        m = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(m)
-        image.SetImageToWorldMatrix(m)
-        return image
+        a = np.eye(4)
+        a[:3, :3] = self.directions * np.array(self.GetSpacing())
+        a[:3, 3] = self.GetOrigin()
+        m.DeepCopy(_vtk_matrix(a))
 
 
 class qSlicerSegmentEditorAbstractEffect:
-    ModificationModeSet, ModificationModeAdd, ModificationModeRemove = 0, 1, 2
+    ModificationModeSet, ModificationModeAdd, ModificationModeRemove, ModificationModeRemoveAll = 0, 1, 2, 3
+    NotConfirmed, ConfirmedWithoutDialog, ConfirmedWithDialog = 0, 1, 2
 
 
 class SegmentEditorNode(Node):
     """vtkMRMLSegmentEditorNode: what the editor has selected."""
+
+    class_name = "vtkMRMLSegmentEditorNode"
 
     def __init__(self, volume=None, segmentation=None, segment_id: Optional[str] = None) -> None:
         super().__init__("SegmentEditor")
         self.volume, self.segmentation, self.segment_id, self.mask = volume, segmentation, segment_id, None
 
     def GetSourceVolumeNode(self):
+        return self.volume
+
+    def GetMasterVolumeNode(self):
+        """Deprecated alias kept by Slicer >= 5.4; the only name before 5.4."""
         return self.volume
 
     def GetSegmentationNode(self):
@@ -68,20 +84,39 @@ class SegmentEditorNode(Node):
         return self.segment_id
 
 
-class qSlicerSegmentEditorScriptedEffect:
+def _image_to_numpy(image) -> np.ndarray:
+    dims = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
+
+
+class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
     """The C++ wrapper of a python effect; also plays qMRMLSegmentEditorWidget's undo stack."""
 
     def __init__(self, parent=None) -> None:
-        self.name, self.perSegment, self._self = "", False, None
+        self.name, self.perSegment, self._self = "", True, None
         self.parameter_node: Optional[SegmentEditorNode] = None
         self.undo_stack: List[dict] = []
         self.options: list = []
+        self.warnings: list = []
 
-    def setPythonSource(self, path: str) -> None:
-        spec = importlib.util.spec_from_file_location(f"_effect_{abs(hash(path))}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        self._self = module.SegmentEditorEffect(self)
+    def setPythonSource(self, path: str) -> bool:
+        if not path.endswith((".py", ".pyc")):
+            return False
+        module_name = os.path.basename(os.path.dirname(path))
+        class_name = os.path.splitext(os.path.basename(path))[0]
+        class_name = class_name if class_name.endswith("Effect") else class_name + "Effect"
+        module = sys.modules.get(module_name)
+        if module is None or not hasattr(module, class_name):
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        if not hasattr(module, class_name):
+            raise RuntimeError(f"Failed to load segment editor scripted effect: class {class_name} was not found "
+                               f"in {path}")
+        self._self = getattr(module, class_name)(self)
+        setattr(slicer, module_name, self._self)
+        return True
 
     def self(self):
         return self._self
@@ -92,8 +127,36 @@ class qSlicerSegmentEditorScriptedEffect:
     def addOptionsWidget(self, widget) -> None:
         self.options.append(widget)
 
-    def addLabeledOptionsWidget(self, label: str, widget) -> None:
+    def addLabeledOptionsWidget(self, label: str, widget):
         self.options.append((label, widget))
+        return widget
+
+    def processInteractionEvents(self, callerInteractor, eid: int, viewWidget) -> bool:
+        """What the editor calls: the python method's result must be a bool (else a warning and False)."""
+        result = self._self.processInteractionEvents(callerInteractor, eid, viewWidget)
+        if not isinstance(result, bool):
+            self.warnings.append("function 'processInteractionEvents' is expected to return a boolean")
+            return False
+        return result
+
+    @staticmethod
+    def xyToRas(xy: "qt.QPoint", sliceWidget) -> "qt.QVector3D":
+        if not isinstance(xy, qt.QPoint):
+            raise TypeError("xyToRas(QPoint, qMRMLSliceWidget)")
+        m = sliceWidget.sliceLogic().GetSliceNode().GetXYToRAS()
+        ras = [sum(m.GetElement(r, c) * v for c, v in enumerate((xy.x(), xy.y(), 0.0, 1.0))) for r in range(3)]
+        return qt.QVector3D(*ras)
+
+    @staticmethod
+    def rasToXy(ras: "qt.QVector3D", sliceWidget) -> "qt.QPoint":
+        m = vtk.vtkMatrix4x4()
+        m.DeepCopy(sliceWidget.sliceLogic().GetSliceNode().GetXYToRAS())
+        m.Invert()
+        xy = m.MultiplyPoint((ras.x(), ras.y(), ras.z(), 1.0))
+        return qt.QPoint(int(round(xy[0])), int(round(xy[1])))
+
+    def confirmCurrentSegmentVisible(self) -> int:
+        return self.ConfirmedWithoutDialog
 
     def saveStateForUndo(self) -> None:
         seg = self.parameter_node.GetSegmentationNode()
@@ -104,14 +167,31 @@ class qSlicerSegmentEditorScriptedEffect:
         seg.segments = self.undo_stack.pop()
         seg.Modified()
 
-    def modifySelectedSegmentByLabelmap(self, labelmap: vtkOrientedImageData, mode: int) -> None:
+    def modifySelectedSegmentByLabelmap(self, labelmap, mode: int, bypassMasking: bool = False) -> None:
+        """Resample the modifier labelmap (nearest voxel, by its image-to-world geometry) onto the segment's
+        grid (the source volume's here), then Set/Add/Remove inside the editable area."""
+        if not isinstance(labelmap, vtkOrientedImageData):
+            raise TypeError("modifySelectedSegmentByLabelmap expects a vtkOrientedImageData")
         p = self.parameter_node
         volume, seg, sid = p.GetSourceVolumeNode(), p.GetSegmentationNode(), p.GetSelectedSegmentID()
-        dims = labelmap.GetDimensions()
-        new = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0]) > 0
+        shape = arrayFromVolume(volume).shape
+        target = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(target)
+        source = vtk.vtkMatrix4x4()
+        labelmap.GetImageToWorldMatrix(source)
+        to_np = lambda m: np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])  # noqa: E731
+        k, j, i = np.indices(shape).reshape(3, -1)
+        ijk = np.linalg.inv(to_np(source)) @ to_np(target) @ np.vstack([i, j, k, np.ones_like(i)])
+        x0, _, y0, _, z0, _ = labelmap.GetExtent()
+        src = _image_to_numpy(labelmap) > 0
+        idx = np.round(ijk[:3]).astype(int) - np.array([[x0], [y0], [z0]])
+        inside = np.all((idx >= 0) & (idx < np.array(src.shape[::-1])[:, None]), axis=0)
+        new = np.zeros(len(i), bool)
+        new[inside] = src[idx[2, inside], idx[1, inside], idx[0, inside]]
+        new = new.reshape(shape)
         old = seg.segments[sid]
-        old = np.zeros(arrayFromVolume(volume).shape, bool) if old is None else old > 0
-        editable = np.ones_like(new) if p.mask is None else p.mask
+        old = np.zeros(shape, bool) if old is None else old > 0
+        editable = np.ones_like(new) if (p.mask is None or bypassMasking) else p.mask
         if mode == qSlicerSegmentEditorAbstractEffect.ModificationModeSet:
             result = np.where(editable, new, old)
         elif mode == qSlicerSegmentEditorAbstractEffect.ModificationModeAdd:
@@ -141,45 +221,90 @@ class qSlicerSegmentEditorEffectFactory:
 
 
 class vtkMRMLMarkupsNode:
-    PointModifiedEvent, PointRemovedEvent, PointAddedEvent = 19001, 19002, 19003
+    PointAddedEvent, PointRemovedEvent, PointModifiedEvent = 19001, 19002, 19003
+
+
+class _MarkupsDisplayNode:
+    def __init__(self) -> None:
+        self.color = self.selected_color = (1.0, 0.5, 0.5)
+        self.point_labels_visible = True
+
+    def SetColor(self, r: float, g: float, b: float) -> None:
+        self.color = (r, g, b)
+
+    def SetSelectedColor(self, r: float, g: float, b: float) -> None:
+        self.selected_color = (r, g, b)
+
+    def SetPointLabelsVisibility(self, visible: bool) -> None:
+        self.point_labels_visible = bool(visible)
 
 
 class MarkupsFiducialNode(Node):
-    """vtkMRMLMarkupsFiducialNode: control points with position, label and description; observers fire."""
+    """vtkMRMLMarkupsFiducialNode: control points with position, label and description; events as in Slicer."""
+
+    class_name = "vtkMRMLMarkupsFiducialNode"
 
     def __init__(self, name: str = "F") -> None:
         super().__init__(name)
         self.points: list = []
-        self.observers: list = []
+        self.observers: dict = {}
+        self._display = None
+
+    def CreateDefaultDisplayNodes(self) -> None:
+        self._display = self._display or _MarkupsDisplayNode()
+
+    def GetDisplayNode(self):
+        return self._display
 
     def AddObserver(self, event, callback) -> int:
-        self.observers.append((event, callback))
-        return len(self.observers)
+        tag = len(self.observers) + 1
+        self.observers[tag] = (event, callback)
+        return tag
+
+    def RemoveObserver(self, tag: int) -> None:
+        self.observers.pop(tag, None)
 
     def _invoke(self, event) -> None:
-        for e, cb in self.observers:
+        for e, cb in list(self.observers.values()):
             if e == event:
                 cb(self, event)
 
-    def AddControlPointWorld(self, position) -> int:
-        self.points.append({"pos": [position[0], position[1], position[2]], "label": "", "desc": ""})
+    def AddControlPointWorld(self, *args) -> int:
+        if len(args) in (1, 2) and (isinstance(args[0], vtk.vtkVector3d) or len(args[0]) == 3):  # vtkVector3d, double[3]
+            position, label = [float(v) for v in args[0]], (args[1] if len(args) == 2 else "")
+        elif len(args) in (3, 4) and all(isinstance(v, (int, float)) for v in args[:3]):
+            position, label = [float(v) for v in args[:3]], (args[3] if len(args) == 4 else "")
+        else:
+            raise TypeError("AddControlPointWorld(vtkVector3d | double[3] [, label]) or (x, y, z[, label])")
+        self.points.append({"pos": position, "label": label or f"{self.GetName()}-{len(self.points) + 1}",
+                            "desc": ""})
+        self._invoke(vtkMRMLMarkupsNode.PointAddedEvent)
+        self._invoke(vtkMRMLMarkupsNode.PointModifiedEvent)
         return len(self.points) - 1
 
     def GetNumberOfControlPoints(self) -> int:
         return len(self.points)
 
-    def GetNthControlPointPositionWorld(self, n: int):
-        return tuple(self.points[n]["pos"])
+    def GetNthControlPointPositionWorld(self, n: int) -> vtk.vtkVector3d:
+        return vtk.vtkVector3d(*self.points[n]["pos"])
 
     def SetNthControlPointPositionWorld(self, n: int, r: float, a: float, s: float) -> None:
         self.points[n]["pos"] = [r, a, s]
         self._invoke(vtkMRMLMarkupsNode.PointModifiedEvent)
 
+    def _set(self, n: int, key: str, value: str) -> None:
+        if self.points[n][key] != value:
+            self.points[n][key] = value
+            self._invoke(vtkMRMLMarkupsNode.PointModifiedEvent)
+
     def SetNthControlPointLabel(self, n: int, label: str) -> None:
-        self.points[n]["label"] = label
+        self._set(n, "label", label)
+
+    def GetNthControlPointLabel(self, n: int) -> str:
+        return self.points[n]["label"]
 
     def SetNthControlPointDescription(self, n: int, desc: str) -> None:
-        self.points[n]["desc"] = desc
+        self._set(n, "desc", desc)
 
     def GetNthControlPointDescription(self, n: int) -> str:
         return self.points[n]["desc"]
@@ -189,7 +314,9 @@ class MarkupsFiducialNode(Node):
         self._invoke(vtkMRMLMarkupsNode.PointRemovedEvent)
 
     def RemoveAllControlPoints(self) -> None:
-        self.points = []
+        if self.points:
+            self.points = []
+            self._invoke(vtkMRMLMarkupsNode.PointRemovedEvent)
 
 
 class _App:
@@ -206,11 +333,15 @@ class _App:
 
 
 class _ProgressDialog:
+    """QProgressDialog as slicer.util.createProgressDialog returns it (``wasCanceled`` is a property)."""
+
     def __init__(self, maximum: int = 100, cancel_at: Optional[int] = None) -> None:
         self.values: list = []
         self.wasCanceled, self.cancel_at, self.closed = False, cancel_at, False
 
     def setValue(self, value: int) -> None:
+        if not isinstance(value, int):
+            raise TypeError("QProgressDialog.setValue(int)")
         self.values.append(value)
         if self.cancel_at is not None and value >= self.cancel_at:
             self.wasCanceled = True
@@ -227,20 +358,25 @@ app, modules, messages = _App(), _Modules(), []
 progress_dialog_cancel_at: list = [None]  # tests set [percent] to press Cancel at that point
 
 
-def errorDisplay(text: str, **kwargs) -> None:
+def errorDisplay(text: str, windowTitle=None, parent=None, standardButtons=None, **kwargs) -> None:
     messages.append(text)
 
 
-def confirmOkCancelDisplay(text: str, **kwargs) -> bool:
+def warningDisplay(text: str, windowTitle=None, parent=None, standardButtons=None, **kwargs) -> None:
+    messages.append(text)
+
+
+def confirmOkCancelDisplay(text: str, windowTitle=None, parent=None, **kwargs) -> bool:
     messages.append(text)
     return False
 
 
-def createProgressDialog(parent=None, value: int = 0, maximum: int = 100, labelText: str = "", **kwargs):
+def createProgressDialog(parent=None, value: int = 0, maximum: int = 100, labelText: str = "",
+                         windowTitle: str = "Processing...", **kwargs):
     return _ProgressDialog(maximum, progress_dialog_cancel_at[0])
 
 
-def pip_install(requirements: str) -> None:
+def pip_install(requirements: str, **kwargs) -> None:
     raise RuntimeError("pip_install is not available in the stand-in")
 
 
@@ -248,11 +384,10 @@ def install() -> None:
     """Put these names where Slicer has them: ``slicer.X`` and ``slicer.util.X``."""
     from slicer import scene
 
-    for name in ("vtkOrientedImageData", "vtkSlicerSegmentationsModuleLogic", "qSlicerSegmentEditorAbstractEffect",
-                 "qSlicerSegmentEditorScriptedEffect", "qSlicerSegmentEditorEffectFactory", "vtkMRMLMarkupsNode",
-                 "app", "modules"):
+    for name in ("vtkOrientedImageData", "qSlicerSegmentEditorAbstractEffect", "qSlicerSegmentEditorScriptedEffect",
+                 "qSlicerSegmentEditorEffectFactory", "vtkMRMLMarkupsNode", "app", "modules"):
         setattr(slicer, name, globals()[name])
-    for name in ("errorDisplay", "confirmOkCancelDisplay", "createProgressDialog", "pip_install"):
+    for name in ("errorDisplay", "warningDisplay", "confirmOkCancelDisplay", "createProgressDialog", "pip_install"):
         setattr(slicer.util, name, globals()[name])
     scene.CLASSES["vtkMRMLMarkupsFiducialNode"] = MarkupsFiducialNode
     scene.CLASSES["vtkMRMLSegmentEditorNode"] = SegmentEditorNode

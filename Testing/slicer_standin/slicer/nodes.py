@@ -25,9 +25,28 @@ def _vtk_matrix(m: np.ndarray) -> vtk.vtkMatrix4x4:
 
 
 class Node:
+    class_name = "vtkMRMLNode"
+
     def __init__(self, name: str) -> None:
         self._name, self._id = name, f"vtkMRMLNode{next(_ids)}"
         self._mtime = 1
+        self.hide_from_editors, self.save_with_scene = False, True
+
+    def GetClassName(self) -> str:
+        return self.class_name
+
+    def SetHideFromEditors(self, hide: bool) -> None:
+        self.hide_from_editors = bool(hide)
+
+    def GetHideFromEditors(self) -> bool:
+        return self.hide_from_editors
+
+    def SetSaveWithScene(self, save: bool) -> None:
+        self.save_with_scene = bool(save)
+
+    def GetParentTransformNode(self):
+        """vtkMRMLTransformableNode: no transforms in the stand-in."""
+        return None
 
     def GetName(self) -> str:
         return self._name
@@ -44,6 +63,8 @@ class Node:
 
 class ScalarVolumeNode(Node):
     """vtkMRMLScalarVolumeNode: voxels in a vtkImageData (origin 0, spacing 1) + an IJK-to-RAS matrix."""
+
+    class_name = "vtkMRMLScalarVolumeNode"
 
     def __init__(self, name: str = "Volume") -> None:
         super().__init__(name)
@@ -66,15 +87,17 @@ class ScalarVolumeNode(Node):
 
 
 class SegmentationNode(Node):
-    """vtkMRMLSegmentationNode reduced to binary labelmaps per segment on a reference volume's grid."""
+    """vtkMRMLSegmentationNode reduced to binary labelmaps per segment on a reference volume's grid.
+
+    Segments are added through ``GetSegmentation().AddEmptySegment`` (vtkSegmentation), as in Slicer:
+    vtkMRMLSegmentationNode itself has no AddEmptySegment.
+    """
+
+    class_name = "vtkMRMLSegmentationNode"
 
     def __init__(self, name: str = "Segmentation") -> None:
         super().__init__(name)
         self.segments: dict = {}
-
-    def AddEmptySegment(self, segment_id: str) -> str:
-        self.segments[segment_id] = None
-        return segment_id
 
 
 class SliceNode(Node):
@@ -112,7 +135,13 @@ class _Segmentation:
         self.node = node
 
     def AddEmptySegment(self, segment_id: str = "", name: str = "", color=None) -> str:
-        return self.node.AddEmptySegment(segment_id or name or f"Segment_{len(self.node.segments) + 1}")
+        segment_id = segment_id or name or f"Segment_{len(self.node.segments) + 1}"
+        self.node.segments[segment_id] = None
+        self.node.Modified()
+        return segment_id
+
+    def GetSegment(self, segment_id: str):
+        return object() if segment_id in self.node.segments else None
 
     def GetNumberOfSegments(self) -> int:
         return len(self.node.segments)
@@ -133,5 +162,5 @@ def _create_display_nodes(self) -> None:
 
 SegmentationNode.GetSegmentation = _segmentation
 SegmentationNode.CreateDefaultDisplayNodes = _create_display_nodes
-SegmentationNode.GetDisplayNode = lambda self: self._display
+SegmentationNode.GetDisplayNode = lambda self: getattr(self, "_display", None)
 SegmentationNode.SetReferenceImageGeometryParameterFromVolumeNode = lambda self, volume: None

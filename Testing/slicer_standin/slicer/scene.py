@@ -70,6 +70,7 @@ class MRMLScene:
     def AddNewNodeByClass(self, class_name: str, name: str = ""):
         node = CLASSES[class_name](name or class_name[7:])
         node.class_name = class_name
+        node.scene = self
         self.nodes[node.GetID()] = node
         return node
 

@@ -1,0 +1,418 @@
+"""The SynthFM Segment Editor effect: prompts in slice views -> preview -> Apply / Propagate (undoable).
+
+Follows Slicer's scripted effects (Modules/Loadable/Segmentations/EditorEffects/Python/SegmentEditorEffects/:
+AbstractScriptedSegmentEditorEffect.py, SegmentEditorDrawEffect.py for processInteractionEvents,
+SegmentEditorThresholdEffect.py for preview + Apply) and Slicer's scripted-effect extension template: the file
+is ``<Module>Lib/SegmentEditorEffect.py`` and the class ``SegmentEditorEffect``, because
+qSlicerSegmentEditorScriptedEffect::setPythonSource derives the class name from the file name.
+No model logic here: prompts go to ``SynthFMSegmentLogic``; masks come back and are written with
+``modifySelectedSegmentByLabelmap(..., ModificationModeSet)`` after ``saveStateForUndo()``, so the editor's
+masking settings and undo apply.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+
+from SynthFMSegmentLib.geometry import matrix_to_numpy, slice_axis
+from SynthFMSegmentLib.logic import SynthFMSegmentLogic, labelmap_from_mask
+from SynthFMSegmentLib.settings import Settings
+
+DRAG_PX = 5  # a press-release farther apart than this (display pixels) is a box, not a click
+GRAB_PX = 6  # a press this close to a prompt point is left to the markups widget (drag the point)
+ENCODE_CHUNK = 1  # slices encoded per timer tick (~0.2-1 s on a laptop CPU): the GUI stays responsive
+PROMPT_NODES = {True: ("SynthFM positive prompts", (0.1, 0.9, 0.1)), False: ("SynthFM negative prompts", (0.95, 0.1, 0.1))}
+LEFT_PRESS, LEFT_RELEASE = vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent
+RIGHT_PRESS, RIGHT_RELEASE = vtk.vtkCommand.RightButtonPressEvent, vtk.vtkCommand.RightButtonReleaseEvent
+
+
+class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
+    """SynthFM: click/drag prompts, live preview on the prompted slice, Apply, Propagate."""
+
+    def __init__(self, scriptedEffect) -> None:
+        scriptedEffect.name = "SynthFM"  # not translated: modules find effects by name
+        scriptedEffect.perSegment = True
+        AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
+        self.settings = Settings()
+        self.logic = SynthFMSegmentLogic(self.settings.model, self.settings.device)
+        self.promptNodes = {True: None, False: None}  # positive / negative markups fiducial nodes
+        self.box = None  # two RAS corners
+        self.plane = None  # (volume ID, axis, slice index) of the current prompt set
+        self.preview = None  # (k, j, i) bool mask waiting for Apply
+        self.previewNode = None
+        self._active, self._volume_id, self._press, self._quiet = False, None, None, False
+        self._encode_queue: list = []
+        self._encode_axis = 0
+        self._encode_timer = qt.QTimer()
+        self._encode_timer.setInterval(0)
+        self._encode_timer.timeout.connect(self._encode_chunk)
+
+    def clone(self):
+        import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+        clonedEffect = effects.qSlicerSegmentEditorScriptedEffect(None)
+        clonedEffect.setPythonSource(__file__.replace("\\", "/"))
+        return clonedEffect
+
+    def cleanup(self) -> None:
+        """Disconnect the timer so the effect can be garbage collected (Slicer issue #7392)."""
+        self._encode_timer.stop()
+        self._encode_timer.timeout.disconnect(self._encode_chunk)
+
+    def icon(self):
+        path = os.path.join(os.path.dirname(__file__), "..", "Resources", "Icons", "SynthFMEffect.png")
+        return qt.QIcon(path) if os.path.exists(path) else qt.QIcon()
+
+    def helpText(self) -> str:
+        return ("<html>Segment with SynthFM (promptable foundation model trained on synthetic images).<p>"
+                "<b>Left click:</b> positive point (green). <b>Right click</b> or <b>Shift/Ctrl + left click:</b> "
+                "negative point (red). <b>Left drag:</b> box. Drag a point to move it, right-click it to delete it: "
+                "the preview updates. Prompts on another slice or view start a new prompt set.<br>"
+                "<b>Apply</b> writes the preview into the selected segment (undoable, masking settings apply); "
+                "<b>Propagate</b> follows the structure through the slices (Apply to keep); <b>Cancel</b> discards."
+                "</html>")
+
+    # ---- options panel -------------------------------------------------------------------------
+    def setupOptionsFrame(self) -> None:
+        """Called when any Segment Editor is set up: no synthfm import here (it may not be installed yet)."""
+        self.modelBox = qt.QComboBox()
+        self.modelBox.addItems([self.settings.model])
+        self.modelBox.setToolTip("Decoder/model used for prediction (user models from SynthFM Train are listed too).")
+        self.deviceBox = qt.QComboBox()
+        self.deviceBox.addItems(["auto", "cpu", "cuda"])
+        self.deviceBox.setCurrentText(self.settings.device)
+        self.directionBox = qt.QComboBox()
+        self.directionBox.addItems(["both", "up", "down"])
+        self.directionBox.setToolTip("Propagate from the prompted slice to both ends, or towards higher/lower slices.")
+        self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
+        self.propagateButton = qt.QPushButton("Propagate")
+        self.clearButton = qt.QPushButton("Clear prompts")
+        self.applyButton = qt.QPushButton("Apply")
+        self.applyButton.setToolTip("Write the preview into the selected segment (undoable).")
+        self.cancelButton = qt.QPushButton("Cancel")
+        self.cancelButton.setToolTip("Discard the prompts and the preview.")
+        self.scriptedEffect.addLabeledOptionsWidget("Model:", self.modelBox)
+        self.scriptedEffect.addLabeledOptionsWidget("Device:", self.deviceBox)
+        self.scriptedEffect.addLabeledOptionsWidget("Propagate:", self.directionBox)
+        for widget in (self.qualityLabel, self.propagateButton, self.clearButton, self.applyButton,
+                       self.cancelButton):
+            self.scriptedEffect.addOptionsWidget(widget)
+        self.modelBox.currentTextChanged.connect(self.onModelChanged)
+        self.deviceBox.currentTextChanged.connect(self.onModelChanged)
+        self.applyButton.clicked.connect(self.onApply)
+        self.cancelButton.clicked.connect(self.onCancel)
+        self.clearButton.clicked.connect(self.clearPrompts)
+        self.propagateButton.clicked.connect(self.onPropagate)
+
+    def _fill_models(self) -> None:
+        from synthfm.models import available_models
+
+        names = list(available_models())
+        if hasattr(self, "modelBox") and names:
+            self.modelBox.blockSignals(True)
+            self.modelBox.clear()
+            self.modelBox.addItems(names)
+            self.modelBox.setCurrentText(self.settings.model)
+            self.modelBox.blockSignals(False)
+
+    def onModelChanged(self, _text=None) -> None:
+        self.settings.model, self.settings.device = self.modelBox.currentText, self.deviceBox.currentText
+        self._encode_timer.stop()
+        self.logic = SynthFMSegmentLogic(self.settings.model, self.settings.device)
+        self.updatePreview()
+        if self._active:
+            self._start_encoding(self._encode_axis)
+
+    def activate(self) -> None:
+        self._active = True
+        from SynthFMSegmentLib.dependencies import ensure_dependencies
+
+        if not ensure_dependencies():
+            return
+        self._fill_models()
+        volume = self._source_volume()
+        self._volume_id = volume.GetID() if volume is not None else None
+        self._start_encoding(0)
+
+    def deactivate(self) -> None:
+        """Stop encoding and leave nothing behind: prompt and preview nodes leave the scene."""
+        self._active = False
+        self._encode_timer.stop()
+        self.clearPrompts()
+        for positive, node in self.promptNodes.items():
+            if node is not None and slicer.mrmlScene.GetNodeByID(node.GetID()) is not None:
+                slicer.mrmlScene.RemoveNode(node)
+            self.promptNodes[positive] = None
+
+    def sourceVolumeNodeChanged(self) -> None:
+        """Called on every registered effect (active or not) when the editor's source volume changes."""
+        volume = self._source_volume()
+        volume_id = volume.GetID() if volume is not None else None
+        if volume_id == self._volume_id:
+            return  # the deprecated masterVolumeNodeChanged follows sourceVolumeNodeChanged in Slicer >= 5.4
+        self._volume_id = volume_id
+        self._encode_timer.stop()
+        self.clearPrompts()
+        if self._active:
+            self._start_encoding(0)
+
+    masterVolumeNodeChanged = sourceVolumeNodeChanged  # Slicer < 5.4 only calls this one
+
+    # ---- prompts -------------------------------------------------------------------------------
+    def _source_volume(self):
+        node = self.scriptedEffect.parameterSetNode()
+        if node is None:
+            return None
+        if hasattr(node, "GetSourceVolumeNode"):  # Slicer >= 5.4
+            return node.GetSourceVolumeNode()
+        return node.GetMasterVolumeNode()
+
+    def _problem(self) -> str:
+        """Why the effect cannot segment now ('' when it can): shown to the user instead of a traceback."""
+        node = self.scriptedEffect.parameterSetNode()
+        if node is None or node.GetSegmentationNode() is None:
+            return "Select a segmentation in the Segment Editor first."
+        volume = self._source_volume()
+        if volume is None:
+            return "Select a source volume in the Segment Editor first."
+        if not node.GetSelectedSegmentID():
+            return "Select a segment (or click 'Add') in the Segment Editor first: SynthFM writes into it."
+        if volume.GetParentTransformNode() is not None or node.GetSegmentationNode().GetParentTransformNode() is not None:
+            return ("SynthFM works on untransformed nodes: harden the transform of the source volume and the "
+                    "segmentation (Data module, right-click > Harden transform).")
+        return ""
+
+    def _prompt_node(self, positive: bool):
+        node = self.promptNodes[positive]
+        if node is None or slicer.mrmlScene.GetNodeByID(node.GetID()) is None:
+            name, color = PROMPT_NODES[positive]
+            node = self.promptNodes[positive] = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+            node.SetSaveWithScene(False)
+            node.CreateDefaultDisplayNodes()
+            node.GetDisplayNode().SetSelectedColor(*color)
+            node.GetDisplayNode().SetColor(*color)
+            node.GetDisplayNode().SetPointLabelsVisibility(False)
+            for event in (slicer.vtkMRMLMarkupsNode.PointModifiedEvent, slicer.vtkMRMLMarkupsNode.PointRemovedEvent):
+                node.AddObserver(event, self._on_prompt_edited)
+        return node
+
+    def _on_prompt_edited(self, caller=None, event=None) -> None:
+        """The user moved or deleted a prompt point with the markups tools."""
+        if not self._quiet:
+            self.updatePreview()
+
+    def prompts(self):
+        """Positive and negative RAS points (from the markups nodes) and the box."""
+        points = {}
+        for positive, node in self.promptNodes.items():
+            count = node.GetNumberOfControlPoints() if node is not None else 0
+            points[positive] = [list(node.GetNthControlPointPositionWorld(n)) for n in range(count)]
+        return points[True], points[False], self.box
+
+    def addPoint(self, ras, positive: bool) -> None:
+        node = self._prompt_node(positive)
+        self._quiet = True  # AddControlPointWorld fires PointModifiedEvent: predict once, below
+        try:
+            node.AddControlPointWorld(vtk.vtkVector3d(*ras))
+        finally:
+            self._quiet = False
+        self.updatePreview()
+
+    def setBox(self, corner0, corner1) -> None:
+        self.box = [list(corner0), list(corner1)]
+        self.updatePreview()
+
+    def clearPrompts(self) -> None:
+        self._quiet = True
+        try:
+            for node in self.promptNodes.values():
+                if node is not None and slicer.mrmlScene.GetNodeByID(node.GetID()) is not None:
+                    node.RemoveAllControlPoints()
+        finally:
+            self._quiet = False
+        self.box, self.preview, self.plane = None, None, None
+        self._show_preview(None)
+        if hasattr(self, "qualityLabel"):
+            self.qualityLabel.text = "Click in a slice view to add prompts."
+
+    def _near_prompt(self, xy, viewWidget) -> bool:
+        """True when the press is on a prompt point shown in this view (the markups widget then drags it)."""
+        slice_node = viewWidget.sliceLogic().GetSliceNode()
+        to_xy = np.linalg.inv(matrix_to_numpy(slice_node.GetXYToRAS()))
+        for points in self.prompts()[:2]:
+            for ras in points:
+                x, y, z = (to_xy @ np.r_[ras, 1.0])[:3]
+                if abs(z) < 0.5 and np.hypot(x - xy[0], y - xy[1]) <= GRAB_PX:
+                    return True
+        return False
+
+    def processInteractionEvents(self, callerInteractor, eventId, viewWidget) -> bool:
+        """Clicks and drags in slice views become prompts; returns True to abort (consume) the event."""
+        if viewWidget.className() != "qMRMLSliceWidget":
+            return False
+        xy = tuple(callerInteractor.GetEventPosition())
+        if eventId in (LEFT_PRESS, RIGHT_PRESS):
+            if self._near_prompt(xy, viewWidget):
+                return False
+            self._press = (xy, eventId)
+            return True
+        if eventId in (LEFT_RELEASE, RIGHT_RELEASE) and self._press is not None:
+            (start, pressed), self._press = self._press, None
+            drag = pressed == LEFT_PRESS and np.hypot(xy[0] - start[0], xy[1] - start[1]) > DRAG_PX
+            negative = pressed == RIGHT_PRESS or bool(callerInteractor.GetShiftKey() or callerInteractor.GetControlKey())
+            self.promptFromView(viewWidget, start if drag else None, xy, not negative)
+            return True
+        return False
+
+    def promptFromView(self, viewWidget, start_xy, xy, positive: bool = True) -> None:
+        """A click (``start_xy`` None) or a box drag in a slice view -> prompts, with a message on any problem."""
+        problem = self._problem()
+        volume = self._source_volume()
+        ras = self.xyToRas(xy, viewWidget)
+        try:
+            if problem:
+                raise ValueError(problem)
+            axis = slice_axis(viewWidget.sliceLogic().GetSliceNode(), volume)
+            plane = (volume.GetID(), axis, self.logic.slice_index(volume, ras, axis))
+        except ValueError as exc:
+            slicer.util.errorDisplay(f"SynthFM: {exc}")
+            return
+        if plane != self.plane:  # another view, slice or volume: a new prompt set
+            self.clearPrompts()
+            self.plane = plane
+            if axis != self._encode_axis or not self._encode_timer.isActive():
+                self._start_encoding(axis, around=plane[2])
+        if start_xy is None:
+            self.addPoint(ras, positive)
+        else:
+            self.setBox(self.xyToRas(start_xy, viewWidget), ras)
+
+    # ---- preview / apply / propagate --------------------------------------------------------------
+    def updatePreview(self) -> None:
+        pos, neg, box = self.prompts()
+        if not (pos or neg or box) or self.plane is None:
+            self.preview = None
+            self._show_preview(None)
+            return
+        try:
+            self.preview, score = self.logic.predict(self._source_volume(), pos, neg, box, self.plane[1])
+        except Exception as exc:  # noqa: BLE001  every failure ends in a message
+            self._fail("could not predict a mask", exc)
+            return
+        self._show_preview(self.preview, f"Predicted quality (IoU): {score:.2f}. Apply to keep.")
+
+    def _show_preview(self, mask, text: str = "") -> None:
+        """A translucent overlay: a temporary segmentation node, hidden from node selectors, never saved."""
+        node = self.previewNode
+        if node is not None and slicer.mrmlScene.GetNodeByID(node.GetID()) is None:
+            node = self.previewNode = None  # the scene was closed
+        if mask is None:
+            if node is not None:
+                slicer.mrmlScene.RemoveNode(node)
+                self.previewNode = None
+            return
+        volume = self._source_volume()
+        if node is None:
+            node = self.previewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "SynthFM preview")
+            node.SetHideFromEditors(True)
+            node.SetSaveWithScene(False)
+            node.CreateDefaultDisplayNodes()
+            node.GetDisplayNode().SetOpacity2DFill(0.4)
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+            node.GetSegmentation().AddEmptySegment("preview", "SynthFM preview", [1.0, 0.9, 0.1])
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, "preview", volume)
+        if hasattr(self, "qualityLabel") and text:
+            self.qualityLabel.text = text
+
+    def onApply(self) -> None:
+        """Write exactly the preview into the selected segment as one undoable step (masking settings apply)."""
+        if self.preview is None:
+            slicer.util.errorDisplay("SynthFM: nothing to apply yet: add prompts in a slice view first.")
+            return
+        problem = self._problem()
+        if problem:
+            slicer.util.errorDisplay(f"SynthFM: {problem}")
+            return
+        if self.scriptedEffect.confirmCurrentSegmentVisible() == slicer.qSlicerSegmentEditorAbstractEffect.NotConfirmed:
+            return
+        labelmap = labelmap_from_mask(self.preview, self._source_volume())
+        self.scriptedEffect.saveStateForUndo()
+        self.scriptedEffect.modifySelectedSegmentByLabelmap(
+            labelmap, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet)
+        self.clearPrompts()
+
+    def onCancel(self) -> None:
+        self.clearPrompts()
+
+    def onPropagate(self) -> None:
+        """Propagate through the volume with a cancellable progress dialog; the result is previewed."""
+        from synthfm.utils.progress import CancelToken, Cancelled
+
+        pos, neg, box = self.prompts()
+        problem = self._problem() or ("" if self.plane and (pos or neg or box)
+                                      else "add prompts on a slice first, then Propagate.")
+        if problem:
+            slicer.util.errorDisplay(f"SynthFM: {problem}")
+            return
+        self._encode_timer.stop()  # propagation encodes what it needs
+        dialog = slicer.util.createProgressDialog(labelText="SynthFM: propagating", maximum=100)
+        cancel = CancelToken()
+
+        def progress(done, total, message=""):
+            dialog.setValue(int(100 * done / max(total, 1)))
+            slicer.app.processEvents()
+            if dialog.wasCanceled:
+                cancel.cancel()
+
+        direction = self.directionBox.currentText if hasattr(self, "directionBox") else "both"
+        try:
+            result = self.logic.propagate(self._source_volume(), pos, neg, box, self.plane[1], direction,
+                                          progress, cancel)
+        except Cancelled:
+            return
+        except Exception as exc:  # noqa: BLE001
+            self._fail("propagation failed", exc)
+            return
+        finally:
+            dialog.close()
+        self.preview = result.mask
+        self._show_preview(result.mask, f"Propagated over {len(result.slices)} slices; Apply to keep.")
+
+    # ---- background encoding, errors ---------------------------------------------------------------
+    def _start_encoding(self, axis: int, around=None) -> None:
+        """Queue every slice along ``axis``, nearest to ``around`` (default the middle) first."""
+        self._encode_timer.stop()
+        volume = self._source_volume()
+        if volume is None or volume.GetImageData() is None:
+            return
+        n = slicer.util.arrayFromVolume(volume).shape[axis]
+        centre = n // 2 if around is None else around
+        self._encode_axis, self._encode_queue = axis, sorted(range(n), key=lambda i: abs(i - centre))
+        self._encode_timer.start()
+
+    def _encode_chunk(self) -> None:
+        """One timer tick: encode ENCODE_CHUNK slices on the prompted axis, then give the event loop back."""
+        chunk, self._encode_queue = self._encode_queue[:ENCODE_CHUNK], self._encode_queue[ENCODE_CHUNK:]
+        volume = self._source_volume()
+        if not chunk or volume is None:
+            self._encode_timer.stop()
+            return
+        try:
+            self.logic.encode_slices(volume, self._encode_axis, chunk)
+        except Exception as exc:  # noqa: BLE001
+            self._encode_timer.stop()
+            self._fail("pre-encoding stopped", exc)
+
+    def _fail(self, what: str, exc: Exception) -> None:
+        import logging
+        import traceback
+
+        logging.error(traceback.format_exc())
+        slicer.util.errorDisplay(f"SynthFM: {what}: {exc}\n\nCheck the model and device in the SynthFM options "
+                                 "(try device 'cpu'), or see the Python console for details.")
+
