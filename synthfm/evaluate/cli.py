@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--clicks", type=int, default=5, help="clicks of the 'clicks' protocol")
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--volume", action="store_true",
+                   help="per structure: prompt its largest axial slice, propagate through the volume, score in 3D")
     p.set_defaults(func=run)
     d = subparsers.add_parser("evaluate-data", help="build real evaluation cases from data that PyPI packages ship",
                               description="Brain MRI structures from the MNI152 template and FSL's Harvard-Oxford "
@@ -41,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
 
     cases = read_cases_csv(Path(args.pairs)) if args.pairs else read_msd_folder(Path(args.msd))
     results = evaluate(cases, args.model, args.prompt, args.seed, args.max_slices or None, args.clicks,
-                       args.device, args.tolerance, progress=tqdm_progress("evaluate", "slice"))
-    summary = write_report(results, Path(args.out))
+                       args.device, args.tolerance, progress=tqdm_progress("evaluate", "structure" if args.volume else "slice"),
+                       volume=args.volume)
+    title = "SynthFM evaluation: propagation from one slice, 3D metrics" if args.volume else "SynthFM evaluation"
+    summary = write_report(results, Path(args.out), title)
     print(f"{'model | protocol':<44}{'n':>5}{'Dice':>8}{'NSD':>8}")
     for key, v in summary["by_model_protocol"].items():
         print(f"{key:<44}{v['n']:>5}{v['dice']:>8.3f}{v['nsd']:>8.3f}")

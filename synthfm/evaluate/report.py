@@ -32,7 +32,8 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
     summary = summarize(results)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     text = io.StringIO()
-    fields = ["case", "label", "slice", "model", "protocol", "dice", "iou", "hd95", "nsd", "dice_per_click"]
+    fields = ["case", "label", "slice", "model", "protocol", "dice", "iou", "hd95", "nsd", "dice_per_click",
+              "slices_truth", "slices_kept"]
     writer = csv.DictWriter(text, fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(results.rows)

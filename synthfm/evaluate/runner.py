@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from synthfm.evaluate.baselines import FLOORS
-from synthfm.evaluate.cases import Case, load_case
+from synthfm.evaluate.cases import Case, LoadedCase, load_case
 from synthfm.evaluate.metrics import all_metrics, dice
 from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, next_click
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -63,23 +63,48 @@ class _FloorRunner:
         return self.floor.predict(image, prompts)
 
 
-def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[str], seed: int = 0,
-             max_slices: Optional[int] = 20, clicks: int = 5, device: str = "cpu", tolerance_mm: float = 2.0,
-             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Results:
-    """Evaluate every (model, protocol) on the structure slices of every case (axis 0)."""
+def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volume: bool, results: Results) -> list:
+    """One runner per model; (model, protocol) pairs that cannot run are listed in ``results.skipped``."""
     for p in protocols:
         if p not in PROTOCOLS:
             raise ValueError(f"unknown prompt protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
-    from synthfm.segment.preprocess import intensity_range
-
     runners = [_FloorRunner(m) if m in FLOORS else _ModelRunner(m, device) for m in models]
-    results = Results()
     for runner in runners:
         for protocol in protocols:
             reason = runner.accepts(protocol)
+            if volume and not reason:
+                reason = ("floors segment single slices" if isinstance(runner, _FloorRunner) else
+                          "correction clicks are a per-slice protocol" if protocol == "clicks" else None)
             if reason:
                 results.skipped.append({"model": runner.name, "protocol": protocol, "reason": reason})
+    return runners
+
+
+def _keep_example(results: Results, row: dict, image, truth, pred, vrange, title: str) -> None:
+    """Keep the worst and the best (model, protocol) example for the report's thumbnails."""
+    ex = results.examples.setdefault((row["model"], row["protocol"]), [])
+    ex.append((row["dice"], (image - vrange[0]) / max(vrange[1] - vrange[0], 1e-6), truth, pred, title))
+    ex.sort(key=lambda e: e[0])
+    if len(ex) > 2:
+        del ex[1:-1]
+
+
+def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[str], seed: int = 0,
+             max_slices: Optional[int] = 20, clicks: int = 5, device: str = "cpu", tolerance_mm: float = 2.0,
+             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+             volume: bool = False) -> Results:
+    """Evaluate every (model, protocol) on the structure slices of every case (axis 0).
+
+    ``volume=True`` instead prompts each structure on its largest axial slice, propagates through
+    the volume (:class:`synthfm.segment.VolumeSegmenter`) and scores the 3D result.
+    """
+    from synthfm.segment.preprocess import intensity_range
+
+    results = Results()
+    runners = _runners(models, protocols, device, volume, results)
     loaded = [load_case(c) for c in cases]
+    if volume:
+        return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel)
     jobs = [(lc, v, s) for lc in loaded for v in lc.values for s in _slices_with(lc.label.array == v, max_slices)]
     for done, (lc, value, s) in enumerate(jobs, 1):
         check_cancel(cancel)
@@ -107,12 +132,48 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
                 if protocol == "clicks":
                     row["dice_per_click"] = curve
                 results.rows.append(row)
-                ex = results.examples.setdefault((runner.name, protocol), [])
-                ex.append((row["dice"], (image - vrange[0]) / max(vrange[1] - vrange[0], 1e-6), truth, pred,
-                           f"{lc.case.name} label {value} slice {s}"))
-                ex.sort(key=lambda e: e[0])
-                if len(ex) > 2:
-                    del ex[1:-1]  # keep worst and best
+                _keep_example(results, row, image, truth, pred, vrange, f"{lc.case.name} label {value} slice {s}")
+        report(progress, done, len(jobs), lc.case.name)
+    return results
+
+
+def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Sequence[str], seed: int,
+                      tolerance_mm: float, results: Results, progress: Optional[ProgressCallback],
+                      cancel: Optional[CancelToken]) -> Results:
+    """Per structure: prompts on its largest axial slice, propagation both ways, 3D metrics."""
+    from synthfm.segment import PropagationOptions, VolumeSegmenter
+
+    jobs = [(lc, v) for lc in loaded for v in lc.values]
+    segmenters: Dict[tuple, VolumeSegmenter] = {}
+    for done, (lc, value) in enumerate(jobs, 1):
+        truth = lc.label.array == value
+        s = int(np.argmax(truth.sum(axis=(1, 2))))
+        spacing2d, spacing3d = (lc.image.spacing[1], lc.image.spacing[0]), tuple(lc.image.spacing[::-1])
+        for runner in runners:
+            if isinstance(runner, _FloorRunner):
+                continue
+            key = (runner.name, str(lc.case.image))
+            if key not in segmenters:  # slices are encoded once per model and image, shared by its structures
+                segmenters[key] = VolumeSegmenter(runner.predictor, lc.image.array.astype(np.float32), 0,
+                                                  volume_id=str(lc.case.image))
+            seg = segmenters[key]
+            for protocol in protocols:
+                if runner.accepts(protocol) or protocol == "clicks":
+                    continue
+                check_cancel(cancel)
+                prompts = make_prompts(protocol, truth[s], np.random.default_rng([seed, done]), spacing2d)
+                try:
+                    result = seg.propagate(s, prompts, options=PropagationOptions.for_model(runner.model),
+                                           cancel=cancel)
+                    pred, kept = result.mask, len(result.slices)
+                except ValueError:  # the prompted slice itself came out empty: nothing to propagate
+                    pred, kept = np.zeros_like(truth), 0
+                row = {"case": lc.case.name, "label": value, "slice": s, "model": runner.name, "protocol": protocol,
+                       "slices_truth": int(truth.any(axis=(1, 2)).sum()), "slices_kept": kept,
+                       **all_metrics(pred, truth, spacing3d, tolerance_mm)}
+                results.rows.append(row)
+                _keep_example(results, row, seg.slice(s), truth[s], pred[s], seg.value_range,
+                              f"{lc.case.name} label {value}, prompted slice {s}")
         report(progress, done, len(jobs), lc.case.name)
     return results
 
