@@ -26,6 +26,14 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="cache", choices=("cache", "on-the-fly"),
                    help="cache: encode each image once, memory-mapped (CPU); on-the-fly: generate + encode every "
                         "step (GPU, no disk)")
+    p.add_argument("--init", help="fine-tune: start from this decoder (model name or checkpoint path) instead of "
+                                  "from scratch; it must use the same encoder as --model")
+    p.add_argument("--user-data", metavar="CASES.csv",
+                   help="fine-tune on your labelled volumes too: CSV with image,label[,label_value][,name] columns "
+                        "(paths relative to the CSV, read with SimpleITK; as for `synthfm evaluate --cases`). The "
+                        "slices containing the labels are encoded once and mixed with synthetic images")
+    p.add_argument("--user-fraction", type=float, default=0.5,
+                   help="share of each batch drawn from --user-data (0..1, default 0.5)")
     p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
     p.add_argument("--ckpt-every", type=int, default=100, help="write checkpoint + resume state every N steps")
     p.add_argument("--out", default="outputs/train", help="output folder (checkpoint, resume state, curve.png)")
@@ -46,17 +54,19 @@ def register(subparsers) -> None:
 def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` described by parsed ``train`` options."""
     from synthfm.segment.predictor import pick_device
-    from synthfm.train import TrainConfig
+    from synthfm.train import TrainConfig, cases_from_csv
 
     try:
         overrides = json.loads(args.generator)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--generator must be a JSON object ({exc})") from exc
+    user_data = cases_from_csv(args.user_data) if args.user_data else []
     return TrainConfig(model=args.model, preset=args.preset, generator=overrides, samples=args.samples,
                        val_samples=args.val_samples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        seed=args.seed, device=str(pick_device(args.device)), bf16=not args.no_bf16,
                        time_budget_min=args.time_budget, out=args.out, cache=args.cache, data=args.data,
-                       val_every=args.val_every, ckpt_every=args.ckpt_every)
+                       val_every=args.val_every, ckpt_every=args.ckpt_every, init=args.init,
+                       user_data=user_data, user_fraction=args.user_fraction)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = config_from_args(args)
     path = train(config, progress=tqdm_progress("train", "step"), resume=not args.no_resume,
-                 data_progress=tqdm_progress("encode synthetic images", "img"))
+                 data_progress=tqdm_progress("encode images", "img"))
     print(f"wrote decoder checkpoint {path} (curve: {path.parent / 'curve.png'})")
     print(f"use it: synthfm segment --model {path} ...  or copy it into the user models folder")
     return 0

@@ -1,11 +1,15 @@
 """Training data sources: a memory-mapped embedding cache (CPU) and on-the-fly generation (GPU).
 
-The cache encodes each synthetic image once with the frozen encoder, so decoder epochs cost only
-decoder time.  Both sources answer ``get(idx) -> (embeddings, label maps, target labels)``.
+The cache encodes each image once with the frozen encoder, so decoder epochs cost only decoder
+time.  Both sources answer ``get(idx) -> (embeddings, label maps, target labels)``.  A cache is
+filled from an *item source* (``items(idx) -> [(image01 (S, S), label map (S, S), target label)]``):
+:class:`SyntheticItems` for generated images, ``synthfm.train.user_data.UserSlices`` for slices of
+the user's own labelled volumes; both end up in the same :class:`EmbeddingCache` format.
 
 Layout of a cache folder (filled in any order, resumable, reusable across runs)::
 
-    manifest.json     generator config + seed + first index, encoder, count, shapes
+    manifest.json     what the items are (generator config + seed + first index, or the user
+                      cases' fingerprints), encoder, count, size
     embeddings.f16    float16 memmap (N, 256, 64, 64)
     labels.i16        int16 memmap (N, S, S): full label maps
     targets.i16       int16 (N,): the generator's target label per image
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Protocol, Sequence, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,12 +39,31 @@ class DataSource(Protocol):
     def get(self, idx: np.ndarray, device: str = "cpu") -> Tuple[torch.Tensor, np.ndarray, np.ndarray]: ...
 
 
-def encode_samples(model: PromptableModel, samples: Sequence, bf16: bool = True) -> torch.Tensor:
-    """Encode synthetic ``Sample2D`` images (percentile-normalised like user slices) -> ``(B, 256, 64, 64)``."""
-    images = torch.stack([to_model_input(normalize(s.image, *intensity_range(s.image, "percentile")),
-                                         model.image_size)[0] for s in samples]).to(model.device)
+Item = Tuple[np.ndarray, np.ndarray, int]  # image in [0, 1] (S, S), label map (S, S) int16, target label
+ItemSource = Callable[[np.ndarray], List[Item]]
+
+
+def encode_images(model: PromptableModel, images01: Sequence[np.ndarray], bf16: bool = True) -> torch.Tensor:
+    """Encode ``[0, 1]`` images ``(S, S)`` (resized + padded like user slices) -> ``(B, 256, 64, 64)``."""
+    images = torch.stack([to_model_input(im, model.image_size)[0] for im in images01]).to(model.device)
     with torch.inference_mode(), torch.autocast(model.device.type, torch.bfloat16, enabled=bf16):
         return model.encode(images).float()
+
+
+class SyntheticItems:
+    """Items ``first + i`` of a generator: percentile-normalised image, label map, the generator's target."""
+
+    def __init__(self, config: GeneratorConfig, seed: int, first: int = 0) -> None:
+        self.generator, self.first = SyntheticGenerator(config, seed), first
+
+    def __call__(self, idx: np.ndarray) -> List[Item]:
+        samples = [self.generator.sample_2d(self.first + int(i)) for i in idx]
+        return [(normalize(s.image, *intensity_range(s.image, "percentile")), s.labels, s.target_label)
+                for s in samples]
+
+
+def _stack(items: List[Item]) -> Tuple[np.ndarray, np.ndarray]:
+    return np.stack([it[1] for it in items]), np.array([it[2] for it in items], np.int16)
 
 
 class OnTheFlySource:
@@ -48,16 +71,16 @@ class OnTheFlySource:
 
     def __init__(self, model: PromptableModel, config: GeneratorConfig, seed: int, first: int, count: int,
                  bf16: bool = True) -> None:
-        self.model, self.first, self.count, self.bf16 = model, first, count, bf16
-        self.generator = SyntheticGenerator(config, seed)
+        self.model, self.count, self.bf16 = model, count, bf16
+        self.items = SyntheticItems(config, seed, first)
 
     def __len__(self) -> int:
         return self.count
 
     def get(self, idx: np.ndarray, device: str = "cpu") -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        samples = [self.generator.sample_2d(self.first + int(i)) for i in idx]
-        emb = encode_samples(self.model, samples, self.bf16).to(device)
-        return emb, np.stack([s.labels for s in samples]), np.array([s.target_label for s in samples], np.int16)
+        items = self.items(idx)
+        emb = encode_images(self.model, [it[0] for it in items], self.bf16).to(device)
+        return (emb, *_stack(items))
 
 
 class EmbeddingCache:
@@ -89,10 +112,16 @@ class EmbeddingCache:
     @classmethod
     def create_or_open(cls, folder: PathLike, model: PromptableModel, config: GeneratorConfig, seed: int,
                        first: int, count: int) -> "EmbeddingCache":
-        """Open a matching cache in ``folder`` or create an empty one; a mismatching one is an error."""
+        """Open a matching cache of synthetic images in ``folder`` or create an empty one."""
+        return cls.open_matching(folder, {"format": "synthfm-embeddings", "encoder": model.encoder_name,
+                                          "image_size": model.image_size, "generator": config.to_dict(), "seed": seed,
+                                          "first": first, "count": count, "size": config.size})
+
+    @classmethod
+    def open_matching(cls, folder: PathLike, wanted: dict) -> "EmbeddingCache":
+        """Open the cache in ``folder`` if its manifest equals ``wanted`` (which has ``count`` and ``size``),
+        or create an empty one; a cache built with other settings is an error."""
         folder = Path(folder)
-        wanted = {"format": "synthfm-embeddings", "encoder": model.encoder_name, "image_size": model.image_size,
-                  "generator": config.to_dict(), "seed": seed, "first": first, "count": count, "size": config.size}
         manifest = folder / "manifest.json"
         if manifest.is_file():
             have = json.loads(manifest.read_text())
@@ -102,7 +131,7 @@ class EmbeddingCache:
                                  "use another cache folder or delete this one")
             return cls(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        n, s = count, config.size
+        n, s = wanted["count"], wanted["size"]
         for name, dtype, shape in (("embeddings.f16", np.float16, (n, EMBED_DIM, EMBED_SIZE, EMBED_SIZE)),
                                    ("labels.i16", np.int16, (n, s, s)), ("targets.i16", np.int16, (n,)),
                                    ("filled.u8", np.uint8, (n,))):
@@ -111,23 +140,25 @@ class EmbeddingCache:
         return cls(folder)
 
     def fill(self, model: PromptableModel, batch_size: int = 1, bf16: bool = True,
-             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
-        """Generate and encode every item not yet filled (resumes where a previous fill stopped)."""
+             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+             items: Optional[ItemSource] = None, what: str = "synthetic images") -> None:
+        """Encode every item not yet filled (resumes where a previous fill stopped); ``items`` defaults to
+        the synthetic images described by the manifest."""
         m = self.manifest
-        gen = SyntheticGenerator(GeneratorConfig.from_dict(m["generator"]), m["seed"])
+        if items is None:
+            items = SyntheticItems(GeneratorConfig.from_dict(m["generator"]), m["seed"], m["first"])
         todo = np.nonzero(self.filled == 0)[0]
         done = len(self) - len(todo)
         for start in range(0, len(todo), batch_size):
             check_cancel(cancel)
             idx = todo[start:start + batch_size]
-            samples = [gen.sample_2d(m["first"] + int(i)) for i in idx]
-            emb = encode_samples(model, samples, bf16)
+            batch = items(idx)
+            emb = encode_images(model, [it[0] for it in batch], bf16)
             self.embeddings[idx] = emb.cpu().numpy().astype(np.float16)
-            self.labels[idx] = np.stack([s.labels for s in samples])
-            self.targets[idx] = [s.target_label for s in samples]
+            self.labels[idx], self.targets[idx] = _stack(batch)
             for arr in (self.embeddings, self.labels, self.targets):
                 arr.flush()
             self.filled[idx] = 1
             self.filled.flush()
             done += len(idx)
-            report(progress, done, len(self), "encoding synthetic images")
+            report(progress, done, len(self), f"encoding {what}")

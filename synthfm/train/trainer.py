@@ -1,6 +1,7 @@
 """Fit the prompt encoder + mask decoder from scratch on cached synthetic embeddings (Dice loss).
 
-The encoder is frozen; every random choice of step ``s`` comes from ``default_rng([seed, s])``, so a
+Optionally fine-tune: start from a trained decoder (``init``) and/or mix the user's own labelled
+slices (``user_data``, a ``user_fraction`` of each batch) into the synthetic data.  The encoder is frozen; every random choice of step ``s`` comes from ``default_rng([seed, s])``, so a
 resumed run reproduces an uninterrupted one exactly.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, pro
 from synthfm.train.embed_cache import DataSource, EmbeddingCache, OnTheFlySource
 from synthfm.train.losses import hard_iou, mask_loss
 from synthfm.train.prompt_sim import correction_click
+from synthfm.train.user_data import UserCase, user_cache
 from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
 
 VAL_OFFSET = 10_000_000  # validation images come from a disjoint index range of the same generator
@@ -58,6 +60,18 @@ class TrainConfig:
     out: str = "outputs/train"
     cache: Optional[str] = None  # defaults to <out>/cache
     data: str = "cache"  # "cache": encode once, memory-mapped (CPU); "on-the-fly": generate + encode per step (GPU)
+    init: Optional[str] = None  # start from this decoder (model name or checkpoint path) instead of from scratch
+    user_data: List[UserCase] = field(default_factory=list)  # the user's labelled volumes (fine-tuning)
+    user_fraction: float = 0.5  # share of each batch drawn from user_data (when given)
+
+    def __post_init__(self) -> None:
+        self.user_data = [c if isinstance(c, UserCase) else UserCase(*c) for c in self.user_data]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-able settings (user volumes as name/shape/labels/SHA-256) for metadata and resume checks."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "user_data"}
+        out["user_data"] = [c.describe() for c in self.user_data]
+        return json.loads(json.dumps(out))
 
     def validate(self) -> None:
         for name in ("samples", "val_samples", "steps", "batch_size", "val_every", "ckpt_every"):
@@ -67,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.data not in DATA_PATHS:
             raise ValueError(f"data must be one of {', '.join(DATA_PATHS)}, got '{self.data}'")
+        if not 0.0 <= self.user_fraction <= 1.0:
+            raise ValueError(f"user_fraction must be between 0 and 1, got {self.user_fraction}")
         from synthfm.models.registry import get_spec
 
         get_spec(self.model)
@@ -139,6 +155,8 @@ class Trainer:
             raise PermissionError(f"cannot write to output folder {self.out} ({exc}); choose a writable --out") from exc
         torch.manual_seed(config.seed)
         self.model = build_model(config.model).to(config.device)
+        if config.init:
+            self._start_from(config.init)
         self.params = self.model.decoder_parameters()
         self.step_loss: torch.nn.Module = StepLoss(self.model, config)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
@@ -146,6 +164,20 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
         self.step = 0
         self.history: Dict[str, list] = {"step": [], "loss": [], "dice": [], "val_step": [], "val_point": [], "val_box": []}
+        if config.user_data:
+            self.history.update(val_user_point=[], val_user_box=[])
+        self.user_source: Optional[EmbeddingCache] = None
+
+    def _start_from(self, name: str) -> None:
+        """Fine-tune: copy the prompt encoder + mask decoder of a trained model (same encoder)."""
+        from synthfm.models import load_model
+
+        start = load_model(name)
+        if (start.encoder_name, start.image_size) != (self.model.encoder_name, self.model.image_size):
+            raise ValueError(f"cannot start from '{name}': its decoder was trained for encoder {start.encoder_name} "
+                             f"({start.image_size} px), but model '{self.config.model}' uses {self.model.encoder_name} "
+                             f"({self.model.image_size} px); pick a decoder of the same model")
+        self.model.load_state_dict(start.decoder_state_dict(), strict=False)
 
     # ---- data -----------------------------------------------------------------------------
     def prepare_data(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
@@ -157,6 +189,8 @@ class Trainer:
             self.train_source = self._cache(root / "train", 0, cfg.samples, progress, cancel)
         else:
             self.train_source = OnTheFlySource(self.model, gen_cfg, cfg.seed, 0, cfg.samples, cfg.bf16)
+        if cfg.user_data:
+            self.user_source = user_cache(root, self.model, cfg.user_data, gen_cfg.size, cfg.bf16, progress, cancel)
         self.transform = SliceTransform(gen_cfg.size, gen_cfg.size, self.model.image_size)
 
     def _cache(self, folder: Path, first: int, count: int, progress, cancel) -> EmbeddingCache:
@@ -171,9 +205,11 @@ class Trainer:
         cfg = self.config
         key = [cfg.seed, self.step, 1] if self.world_size == 1 else [cfg.seed, self.step, 1, self.rank]
         rng = np.random.default_rng(key)  # each rank draws its own samples and prompts
-        idx = np.sort(rng.choice(len(self.train_source), cfg.batch_size, replace=False))
+        n_user, user_idx = self._draw_user(key)
+        idx = np.sort(rng.choice(len(self.train_source), cfg.batch_size - n_user, replace=False))
         mode = str(rng.choice(POINT_MODES + BOX_MODES))
-        emb, labels, targets = self.train_source.get(idx, cfg.device)
+        emb, labels, targets = self._get(idx, user_idx)
+        idx = np.concatenate([idx, len(self.train_source) + user_idx])
         batch = make_batch(rng, labels, targets, idx, self.transform, mode)
         self.model.train()
         self.model.image_encoder.eval()
@@ -186,10 +222,35 @@ class Trainer:
         self.step += 1
         return {"loss": loss.item(), "dice": 1 - dice_l.mean().item(), "lr": self.scheduler.get_last_lr()[0]}
 
+    def _draw_user(self, key: list):
+        """How many of this step's samples come from the user's slices, and which (their own random stream,
+        so runs without user data draw exactly as before)."""
+        if self.user_source is None:
+            return 0, np.zeros(0, np.int64)
+        urng = np.random.default_rng([key[0], key[1], 2, *key[3:]])
+        n = int(urng.binomial(self.config.batch_size, self.config.user_fraction))
+        return n, np.sort(urng.choice(len(self.user_source), n, replace=n > len(self.user_source)))
+
+    def _get(self, idx: np.ndarray, user_idx: np.ndarray):
+        """Embeddings, label maps and targets of synthetic items ``idx`` followed by user items ``user_idx``."""
+        parts = [source.get(i, self.config.device) for source, i in ((self.train_source, idx),
+                                                                      (self.user_source, user_idx)) if len(i)]
+        if len(parts) == 1:
+            return parts[0]
+        return (torch.cat([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]))
+
     def validate(self) -> Dict[str, float]:
-        """Mean hard Dice on the fixed validation images with one interior point and with a tight box."""
-        return validation_dice(self.model, self.val_cache, self.transform, self.config.seed, self.config.bf16,
-                               self.config.device)
+        """Mean hard Dice on the fixed validation images with one interior point and with a tight box (and on
+        up to 64 of the user's slices, evenly spaced, when fine-tuning on user data)."""
+        cfg = self.config
+        result = validation_dice(self.model, self.val_cache, self.transform, cfg.seed, cfg.bf16, cfg.device)
+        if self.user_source is not None:
+            pick = np.unique(np.linspace(0, len(self.user_source) - 1, min(64, len(self.user_source))).astype(int))
+            user = validation_dice(self.model, Subset(self.user_source, pick), self.transform, cfg.seed, cfg.bf16,
+                                   cfg.device)
+            result.update({k.replace("val_", "val_user_"): v for k, v in user.items()})
+        return result
 
     # ---- persistence ----------------------------------------------------------------------
     @property
@@ -197,14 +258,14 @@ class Trainer:
         return self.out / f"{self.config.model}.pt"
 
     def save(self) -> Path:
-        meta = {"model": self.config.model, "step": self.step, "train_config": dataclasses.asdict(self.config),
+        meta = {"model": self.config.model, "step": self.step, "train_config": self.config.to_dict(),
                 "generator": self.config.generator_config().to_dict(),
                 "val": {k: v[-1] for k, v in self.history.items() if k.startswith("val_") and k != "val_step" and v}}
         save_decoder_checkpoint(self.checkpoint_path, self.model, meta)
         with atomic_path(self.out / "resume.pt") as tmp:
             torch.save({"step": self.step, "decoder": self.model.decoder_state_dict(),
                         "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "history": self.history, "config": dataclasses.asdict(self.config)}, tmp)
+                        "history": self.history, "config": self.config.to_dict()}, tmp)
         atomic_write_text(self.out / "history.json", json.dumps(self.history))
         self.plot()
         return self.checkpoint_path
@@ -216,7 +277,7 @@ class Trainer:
             return False
         state = torch.load(path, map_location=self.config.device, weights_only=False)
         saved = {k: v for k, v in state["config"].items() if k not in ("steps", "time_budget_min", "device", "out", "cache")}
-        now = {k: v for k, v in dataclasses.asdict(self.config).items() if k in saved}
+        now = {k: v for k, v in self.config.to_dict().items() if k in saved}
         if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
             diff = sorted(k for k in saved if json.dumps(saved[k]) != json.dumps(now[k]))
             raise ValueError(f"cannot resume {path}: settings differ ({', '.join(diff)}); use the same settings "
@@ -243,8 +304,12 @@ class Trainer:
         b.plot(h["step"], _smooth(h["dice"]), label="train Dice (smoothed)")
         b.plot(h["val_step"], h["val_point"], "o-", label="val Dice, 1 point")
         b.plot(h["val_step"], h["val_box"], "s-", label="val Dice, box")
+        if h.get("val_user_point"):
+            b.plot(h["val_step"], h["val_user_point"], "^--", label="Dice on your slices, 1 point")
         b.set_xlabel("step"), b.set_ylim(0, 1), b.legend()
-        fig.suptitle(f"{self.config.model}: decoder trained from scratch on synthetic data")
+        start = f"fine-tuned from {self.config.init}" if self.config.init else "trained from scratch"
+        data = " + your labelled slices" if self.config.user_data else ""
+        fig.suptitle(f"{self.config.model}: decoder {start} on synthetic data{data}")
         fig.tight_layout()
         path = self.out / "curve.png"
         with atomic_path(path) as tmp:
@@ -290,6 +355,19 @@ class Trainer:
         t = torch.tensor([float(flag)])
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())
+
+
+class Subset:
+    """Items ``idx`` of a data source, as a data source."""
+
+    def __init__(self, source: DataSource, idx: np.ndarray) -> None:
+        self.source, self.idx = source, np.asarray(idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def get(self, idx: np.ndarray, device: str = "cpu"):
+        return self.source.get(self.idx[idx], device)
 
 
 @torch.inference_mode()
