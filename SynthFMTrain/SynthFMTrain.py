@@ -58,7 +58,7 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
         self.layout.addWidget(tr)
         form = qt.QFormLayout(tr)
         self.model = qt.QComboBox()
-        from synthfm.models import MODEL_REGISTRY
+        from synthfm.models import MODEL_REGISTRY, available_models
 
         self.model.addItems([n for n in MODEL_REGISTRY if n.startswith("synthfm")])  # trainable decoders
         self.device = qt.QComboBox()
@@ -81,7 +81,55 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
                          ("Time budget:", self.budget), ("Output folder:", self.out), ("Register as:", self.name),
                          ("", self.startButton), ("", self.cancelButton), ("", self.progress), ("", self.status)):
             form.addRow(label, w)
+
+        fine = ctk.ctkCollapsibleButton()
+        fine.text = "Fine-tune on my segmentations"
+        fine.collapsed = True
+        self.layout.addWidget(fine)
+        form = qt.QFormLayout(fine)
+        self.useMine = qt.QCheckBox("Mix my segmented slices into training")
+        self.volumeSelector = self._nodeSelector("vtkMRMLScalarVolumeNode")
+        self.segmentationSelector = self._nodeSelector("vtkMRMLSegmentationNode")
+        self.segmentsTable = slicer.qMRMLSegmentsTableView()
+        self.segmentsTable.setMRMLScene(slicer.mrmlScene)
+        self.segmentsTable.selectionMode = qt.QAbstractItemView.ExtendedSelection
+        self.segmentsTable.setToolTip("Segments to learn (none selected = all); each becomes a target structure")
+        self.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.segmentsTable.setSegmentationNode)
+        self.userFraction = qt.QDoubleSpinBox()
+        self.userFraction.setRange(0.0, 1.0)
+        self.userFraction.setSingleStep(0.05)
+        self.userFraction.value = 0.5
+        self.userFraction.setToolTip("Share of each training batch taken from your slices (the rest is synthetic)")
+        self.startFrom = qt.QComboBox()
+        self.startFrom.addItems(["scratch"] + list(available_models()))
+        self.startFrom.setToolTip("Decoder to start from (it must use the same encoder as Model); "
+                                  "'scratch' = a fresh decoder")
+        for label, w in (("", self.useMine), ("Volume:", self.volumeSelector),
+                         ("Segmentation:", self.segmentationSelector), ("Segments:", self.segmentsTable),
+                         ("Share of my slices:", self.userFraction), ("Start from:", self.startFrom)):
+            form.addRow(label, w)
         self.layout.addStretch(1)
+
+    @staticmethod
+    def _nodeSelector(node_type):
+        combo = slicer.qMRMLNodeComboBox()
+        combo.nodeTypes = [node_type]
+        combo.selectNodeUponCreation = True
+        combo.addEnabled = combo.removeEnabled = False
+        combo.noneEnabled = True
+        combo.setMRMLScene(slicer.mrmlScene)
+        return combo
+
+    def _fine_tune_settings(self):
+        """TrainConfig extras for the fine-tune section (converted by the logic; empty when unused)."""
+        extra = {}
+        if self.startFrom.currentText != "scratch":
+            extra["init"] = self.startFrom.currentText
+        if self.useMine.checked:
+            case = self.logic.user_case(self.volumeSelector.currentNode(), self.segmentationSelector.currentNode(),
+                                        list(self.segmentsTable.selectedSegmentIDs()) or None)
+            extra.update(user_data=[case], user_fraction=self.userFraction.value)
+        return extra
 
     @staticmethod
     def _spin(lo, hi, value):
@@ -115,7 +163,7 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
                 self.out.currentPath, model=self.model.currentText, preset=self.preset.currentText,
                 samples=self.samples.value, steps=self.steps.value, seed=self.seed.value,
                 device=self.device.currentText, time_budget_min=self.budget.value or None,
-                overrides=self._overrides())
+                overrides=self._overrides(), **self._fine_tune_settings())
             if self.table is None:
                 self.table, chart = self.logic.create_chart()
                 slicer.modules.plots.logic().ShowChartInLayout(chart)
@@ -145,6 +193,8 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
             self.status.text = "Cancelled; press Train / Resume to continue from the last checkpoint."
         elif job.checkpoint is not None:
             path = self.logic.register(job.checkpoint, self.name.text)
+            if self.startFrom.findText(self.name.text) < 0:
+                self.startFrom.addItem(self.name.text)  # the new decoder can be fine-tuned further
             self.status.text = f"Saved {path}; choose '{self.name.text}' in the SynthFM effect."
 
     def cleanup(self):

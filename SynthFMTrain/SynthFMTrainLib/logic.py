@@ -1,4 +1,5 @@
-"""SynthFMTrain logic: synthetic previews into the scene, background training, live plots, registration.
+"""SynthFMTrain logic: synthetic previews into the scene, background training, live plots, registration,
+and the user's segmentations as fine-tuning data (volume + segmentation node -> synthfm.train.UserCase).
 
 All training goes through :func:`synthfm.train.train`; this file only converts between the core and
 MRML nodes and moves progress from the worker thread to the GUI thread.
@@ -76,7 +77,7 @@ class TrainingJob:
             if kind in ("progress", "data"):
                 self.step, self.total, self.message = event[1], event[2], event[3]
                 if kind == "data":
-                    self.message = f"encoding synthetic images {event[1]}/{event[2]}"
+                    self.message = f"{event[3]} {event[1]}/{event[2]}"
             elif kind == "metrics":
                 self.history["step"].append(event[1])
                 for k in CURVES:
@@ -108,7 +109,7 @@ class SynthFMTrainLogic:
         name = f"SynthFM {preset} seed {seed} #{index}"
         volume_node = slicer.util.addVolumeFromArray(sample.image.astype(np.float32), volume.ijk_to_ras_matrix(), name)
         seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name + " target")
-        segment_id = seg.AddEmptySegment("target")
+        segment_id = seg.GetSegmentation().AddEmptySegment("target")
         slicer.util.updateSegmentBinaryLabelmapFromArray(sample.mask.astype(np.uint8), seg, segment_id, volume_node)
         return volume_node, seg
 
@@ -122,6 +123,35 @@ class SynthFMTrainLogic:
                              time_budget_min=time_budget_min, out=str(out), generator=dict(overrides or {}), **extra)
         config.validate()
         return config
+
+    @staticmethod
+    def segment_ids(segmentation_node) -> List[str]:
+        """IDs of all segments of a segmentation node, in order."""
+        segmentation = segmentation_node.GetSegmentation()
+        return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+
+    def user_case(self, volume_node, segmentation_node, segment_ids: Optional[List[str]] = None):
+        """The volume and chosen segments (default: all) as a :class:`synthfm.train.UserCase` for fine-tuning:
+        ``arrayFromVolume`` and each segment exported on the volume's grid (``arrayFromSegmentBinaryLabelmap``)
+        into one labelmap, segment ``n`` (in the given order) -> label ``n``; a later segment wins where
+        segments overlap. Pass the result in ``train_config(..., user_data=[case, ...])``."""
+        from synthfm.train import UserCase
+
+        if volume_node is None or segmentation_node is None:
+            raise ValueError("choose a volume and a segmentation to fine-tune on")
+        ids = list(segment_ids) if segment_ids else self.segment_ids(segmentation_node)
+        if not ids:
+            raise ValueError(f"segmentation '{segmentation_node.GetName()}' has no segments; draw the structures "
+                             "to learn first (Segment Editor)")
+        image = np.array(slicer.util.arrayFromVolume(volume_node), np.float32)  # a copy: training runs in a thread
+        label = np.zeros(image.shape, np.int16)
+        for value, segment_id in enumerate(ids, start=1):
+            if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+                raise ValueError(f"segment '{segment_id}' is not in segmentation '{segmentation_node.GetName()}'")
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume_node)
+            label[mask > 0] = value
+        return UserCase(image, label, labels=list(range(1, len(ids) + 1)),
+                        name=f"{volume_node.GetName()} / {segmentation_node.GetName()}")
 
     def start(self, config, resume: bool = True) -> TrainingJob:
         return TrainingJob(config, resume=resume).start()
@@ -179,8 +209,14 @@ class SynthFMTrainLogic:
 def model_card(name: str, meta: dict) -> str:
     """A short Markdown model card from checkpoint metadata."""
     cfg = meta.get("train_config", {})
-    return (f"# {name}\n\nSynthFM prompt encoder + mask decoder trained from scratch on synthetic images only "
+    user = cfg.get("user_data") or []
+    start = f"fine-tuned from `{cfg['init']}`" if cfg.get("init") else "trained from scratch"
+    data = "synthetic images only" if not user else (
+        f"synthetic images mixed with the user's labelled volumes ({cfg.get('user_fraction')} of each batch: "
+        + ", ".join(f"{c['name']} labels {c['labels']}" for c in user) + ")")
+    return (f"# {name}\n\nSynthFM prompt encoder + mask decoder {start} on {data} "
             f"(frozen encoder of `{meta.get('model')}`).\n\n- steps: {meta.get('step')}\n"
             f"- preset: {cfg.get('preset')}, samples: {cfg.get('samples')}, seed: {cfg.get('seed')}\n"
-            f"- validation Dice on synthetic data: {json.dumps(meta.get('val', {}))}\n"
+            f"- validation Dice (val_*: synthetic images, val_user_*: the user's slices): "
+            f"{json.dumps(meta.get('val', {}))}\n"
             "- intended use: research; not validated for clinical use.\n")

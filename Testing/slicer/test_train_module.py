@@ -94,3 +94,62 @@ def test_train_cancel_resume_register(tmp_path, monkeypatch):
 def test_bad_setting_is_named(tmp_path):
     with pytest.raises(ValueError, match="steps"):
         SynthFMTrainLogic().train_config(tmp_path, model="tiny-test", steps=0)
+
+
+def _phantom_scene():
+    """A volume (6 x 48 x 80, 0.8 x 0.8 x 2 mm) with a bright block drawn as segment 'organ' on slices 1-4,
+    plus an empty segment 'unused'."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 10.0, (6, 48, 80)).astype(np.float32)
+    mask = np.zeros(image.shape, np.uint8)
+    for z in range(1, 5):
+        mask[z, 10 + 2 * z:28 + 2 * z, 20 + 4 * z:46 + 4 * z] = 1
+    image[mask > 0] += 120.0
+    vol = slicer.util.addVolumeFromArray(image, np.diag([-0.8, -0.8, 2.0, 1.0]), "patient CT")
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my labels")
+    organ = seg.GetSegmentation().AddEmptySegment("organ")
+    seg.GetSegmentation().AddEmptySegment("unused")
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg, organ, vol)
+    return vol, seg, image, mask
+
+
+def test_fine_tune_on_scene_segmentation_and_use_in_effect(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHFM_MODELS", str(tmp_path / "models"))
+    logic = SynthFMTrainLogic()
+    vol, seg, image, mask = _phantom_scene()
+    assert logic.segment_ids(seg) == ["organ", "unused"]
+    case = logic.user_case(vol, seg, ["organ"])
+    assert np.array_equal(case.image, image) and np.array_equal(case.label, mask) and case.labels == [1]
+    job = logic.start(logic.train_config(tmp_path / "run", model="tiny-test", samples=8, steps=4, batch_size=4,
+                                         val_samples=4, val_every=2, ckpt_every=2, overrides={"size": 64},
+                                         user_data=[case], user_fraction=0.5))
+    _wait(logic, job)
+    assert job.error is None and job.checkpoint is not None, job.error
+    meta = load_model(job.checkpoint).checkpoint_meta
+    assert meta["train_config"]["user_data"][0]["name"] == "patient CT / my labels" and "val_user_point" in meta["val"]
+
+    target = logic.register(job.checkpoint, "my-finetuned")
+    assert "user's labelled volumes" in (target.parent / "my-finetuned.md").read_text()
+    from SynthFMSegmentLib.logic import SynthFMSegmentLogic
+    effect = SynthFMSegmentLogic(model="my-finetuned", device="cpu")
+    mat = vtk.vtkMatrix4x4()
+    vol.GetIJKToRASMatrix(mat)
+    ras = np.array([[mat.GetElement(r, c) for c in range(4)] for r in range(4)]) @ [36, 24, 2, 1]  # inside, slice 2
+    pred, score = effect.predict(vol, positive_ras=[ras[:3]])
+    assert effect.predictor.model.checkpoint_meta["train_config"]["user_data"]
+    assert pred.shape == mask.shape and np.isfinite(score)
+
+
+def test_fine_tune_inputs_are_checked():
+    logic = SynthFMTrainLogic()
+    vol, seg, _, _ = _phantom_scene()
+    with pytest.raises(ValueError, match="no slice contains"):
+        from synthfm.train.user_data import UserSlices
+        UserSlices([logic.user_case(vol, seg, ["unused"])], 64)
+    with pytest.raises(ValueError, match="segment 'liver' is not in segmentation 'my labels'"):
+        logic.user_case(vol, seg, ["liver"])
+    empty = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nothing")
+    with pytest.raises(ValueError, match="has no segments"):
+        logic.user_case(vol, empty)
+    with pytest.raises(ValueError, match="choose a volume"):
+        logic.user_case(None, seg)

@@ -146,6 +146,11 @@ class _Segmentation:
     def GetNumberOfSegments(self) -> int:
         return len(self.node.segments)
 
+    def GetNthSegmentID(self, index: int) -> str:
+        """vtkSegmentation::GetNthSegmentID: "" when there is no segment at ``index`` (added for SynthFMTrain)."""
+        ids = list(self.node.segments)
+        return ids[index] if 0 <= index < len(ids) else ""
+
 
 class _SegmentationDisplayNode:
     def SetOpacity2DFill(self, opacity: float) -> None:

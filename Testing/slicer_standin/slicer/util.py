@@ -23,4 +23,18 @@ def updateSegmentBinaryLabelmapFromArray(narray, segmentationNode, segmentId, re
 
 
 def arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolumeNode=None) -> np.ndarray:
-    return segmentationNode.segments[segmentId].copy()
+    """A copy of the segment exported on the reference volume's grid (an empty segment gives zeros); Slicer
+    raises RuntimeError when the export fails. The stand-in keeps segments on one grid and cannot resample."""
+    if segmentId not in segmentationNode.segments:
+        raise RuntimeError("Export of segment failed.")
+    narray = segmentationNode.segments[segmentId]
+    if referenceVolumeNode is not None:
+        shape = arrayFromVolume(referenceVolumeNode).shape
+        if narray is None:
+            return np.zeros(shape, np.uint8)
+        if narray.shape != shape:
+            raise NotImplementedError("stand-in: segment is not on the reference volume's grid (no resampling)")
+    if narray is None:
+        raise RuntimeError("No reference volume is found in the input segmentationNode, therefore a valid "
+                           "referenceVolumeNode input is required.")
+    return narray.copy()
