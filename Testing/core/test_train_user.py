@@ -86,7 +86,7 @@ def _user_fit(trainer):
 
 
 def test_fine_tuning_fits_the_user_volume(tmp_path):
-    trainer = Trainer(_config(tmp_path, steps=40, lr=3e-3, correction_prob=0.0, user_fraction=0.75,
+    trainer = Trainer(_config(tmp_path, steps=25, lr=3e-3, correction_prob=0.0, user_fraction=0.75,
                               val_every=1000, ckpt_every=1000))
     trainer.prepare_data()
     loss0, dice0 = _user_fit(trainer)
