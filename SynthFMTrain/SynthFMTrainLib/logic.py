@@ -6,7 +6,6 @@ MRML nodes and moves progress from the worker thread to the GUI thread.
 """
 from __future__ import annotations
 
-import json
 import queue
 import shutil
 import threading
@@ -193,6 +192,7 @@ class SynthFMTrainLogic:
         model card ``<name>.md``; the SynthFM effect lists it by ``name`` at once."""
         from synthfm.models import user_models_dir
         from synthfm.models.checkpoint import load_decoder_checkpoint
+        from synthfm.train.model_card import model_card
 
         if not name or any(c in name for c in "/\\:") or name.startswith("."):
             raise ValueError(f"model name '{name}' is not a plain file name; use letters, digits, '-' or '_'")
@@ -205,18 +205,3 @@ class SynthFMTrainLogic:
         atomic_write_text(folder / f"{name}.md", model_card(name, meta))
         return target
 
-
-def model_card(name: str, meta: dict) -> str:
-    """A short Markdown model card from checkpoint metadata."""
-    cfg = meta.get("train_config", {})
-    user = cfg.get("user_data") or []
-    start = f"fine-tuned from `{cfg['init']}`" if cfg.get("init") else "trained from scratch"
-    data = "synthetic images only" if not user else (
-        f"synthetic images mixed with the user's labelled volumes ({cfg.get('user_fraction')} of each batch: "
-        + ", ".join(f"{c['name']} labels {c['labels']}" for c in user) + ")")
-    return (f"# {name}\n\nSynthFM prompt encoder + mask decoder {start} on {data} "
-            f"(frozen encoder of `{meta.get('model')}`).\n\n- steps: {meta.get('step')}\n"
-            f"- preset: {cfg.get('preset')}, samples: {cfg.get('samples')}, seed: {cfg.get('seed')}\n"
-            f"- validation Dice (val_*: synthetic images, val_user_*: the user's slices): "
-            f"{json.dumps(meta.get('val', {}))}\n"
-            "- intended use: research; not validated for clinical use.\n")

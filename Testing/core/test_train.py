@@ -72,6 +72,11 @@ def test_resume_reproduces_uninterrupted_run_and_encoder_is_frozen(tmp_path):
         assert torch.equal(v, ref_encoder[k]), k
     assert (tmp_path / "a" / "run" / "curve.png").stat().st_size > 1000
     assert a.checkpoint_meta["step"] == 6 and a.checkpoint_meta["train_config"]["model"] == "tiny-test"
+    # time adds up over the resumed sessions; the model card next to the checkpoint says how to reproduce it
+    assert 0 < b.checkpoint_meta["train_seconds"] and b.checkpoint_meta["step"] == 6
+    card = (tmp_path / "b" / "run" / "tiny-test.md").read_text()
+    assert "step 6 of 6" in card and "synthfm train --model tiny-test --preset mixed --samples 12" in card
+    assert "synthetic images only" in card and "tests only" in card
 
 
 def test_bad_configs_are_clear(tmp_path):

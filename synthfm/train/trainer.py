@@ -26,6 +26,7 @@ from synthfm.segment.preprocess import SliceTransform
 from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, prompt_tensors
 from synthfm.train.embed_cache import DataSource, EmbeddingCache, OnTheFlySource
 from synthfm.train.losses import hard_iou, mask_loss
+from synthfm.train.model_card import model_card
 from synthfm.train.prompt_sim import correction_click
 from synthfm.train.user_data import UserCase, user_cache
 from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
@@ -162,7 +163,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
-        self.step = 0
+        self.step, self.train_seconds = 0, 0.0  # seconds summed over every session of a resumed run
         self.history: Dict[str, list] = {"step": [], "loss": [], "dice": [], "val_step": [], "val_point": [], "val_box": []}
         if config.user_data:
             self.history.update(val_user_point=[], val_user_box=[])
@@ -260,12 +261,16 @@ class Trainer:
     def save(self) -> Path:
         meta = {"model": self.config.model, "step": self.step, "train_config": self.config.to_dict(),
                 "generator": self.config.generator_config().to_dict(),
-                "val": {k: v[-1] for k, v in self.history.items() if k.startswith("val_") and k != "val_step" and v}}
+                "val": {k: v[-1] for k, v in self.history.items() if k.startswith("val_") and k != "val_step" and v},
+                "train_seconds": round(self.train_seconds, 1)}
         save_decoder_checkpoint(self.checkpoint_path, self.model, meta)
+        atomic_write_text(self.checkpoint_path.with_suffix(".md"),
+                          model_card(self.config.model, meta, self.model.encoder_name))
         with atomic_path(self.out / "resume.pt") as tmp:
             torch.save({"step": self.step, "decoder": self.model.decoder_state_dict(),
                         "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "history": self.history, "config": self.config.to_dict()}, tmp)
+                        "history": self.history, "config": self.config.to_dict(),
+                        "train_seconds": self.train_seconds}, tmp)
         atomic_write_text(self.out / "history.json", json.dumps(self.history))
         self.plot()
         return self.checkpoint_path
@@ -286,6 +291,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history = state["step"], state["history"]
+        self.train_seconds = state.get("train_seconds", 0.0)
         return True
 
     def plot(self) -> Optional[Path]:
@@ -324,6 +330,7 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 check_cancel(cancel)
+                tick = time.monotonic()
                 metrics = self.train_step()
                 for key in ("loss", "dice"):
                     self.history[key].append(metrics[key])
@@ -339,6 +346,7 @@ class Trainer:
                 report(progress, self.step, cfg.steps, f"loss {metrics['loss']:.3f}")
                 if main and self.step % cfg.ckpt_every == 0:
                     self.save()
+                self.train_seconds += time.monotonic() - tick
                 out_of_time = bool(cfg.time_budget_min) and time.monotonic() - start > 60 * cfg.time_budget_min
                 if self._agree(out_of_time):
                     break
