@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     volume = read_volume(args.image)
     if volume.shape[0] == 1 and not args.no_propagate:
         raise ValueError(f"{args.image} is a 2D image; propagation needs a 3D volume (use --no-propagate)")
-    coords, pos, neg, box = args.coords, _triples(args.point, "--point"), _triples(args.neg_point, "--neg-point"), None
+    axis, coords, pos, neg, box = args.axis, args.coords, _triples(args.point, "--point"), _triples(args.neg_point, "--neg-point"), None
     if args.box:
         corners = _triples([",".join(args.box.split(",")[:3]), ",".join(args.box.split(",")[3:])], "--box corner")
         box = corners
@@ -63,16 +63,17 @@ def run(args: argparse.Namespace) -> int:
         pos += data.get("points", [])
         neg += data.get("negative", [])
         box = data.get("box", box)
+        axis = int(data.get("axis", axis))
     to_ijk = lambda pts: to_index(volume, pts, coords) if len(pts) else np.zeros((0, 3))  # noqa: E731
-    index, prompts = slice_prompts(to_ijk(pos), to_ijk(neg), to_ijk(box) if box is not None else None, args.axis)
+    index, prompts = slice_prompts(to_ijk(pos), to_ijk(neg), to_ijk(box) if box is not None else None, axis)
     model = load_model(args.model)
-    segmenter = VolumeSegmenter(SlicePredictor(model, args.device, args.window), volume.array, axis=args.axis)
+    segmenter = VolumeSegmenter(SlicePredictor(model, args.device, args.window), volume.array, axis=axis)
     slice_ = segmenter.slice(index)
     prompts.validate(*slice_.shape)
     options = PropagationOptions.for_model(model)
     if args.no_propagate:
         mask = np.zeros(volume.shape, bool)
-        np.moveaxis(mask, args.axis, 0)[index] = segmenter.segment_slice(index, prompts).mask
+        np.moveaxis(mask, axis, 0)[index] = segmenter.segment_slice(index, prompts).mask
         kept = [index]
     else:
         result = segmenter.propagate(index, prompts, args.direction, tqdm_progress("propagate", "slice"),
@@ -83,12 +84,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"stopped before slice {record.index}: {record.stop} (area {record.area}, score {record.score:.2f})")
     write_volume(args.out, volume.with_array(mask.astype(np.uint8) * args.label), overwrite=args.overwrite)
     print(f"wrote {args.out}: {int(mask.sum())} voxels on {len(kept)} slices ({min(kept)}..{max(kept)} along axis "
-          f"{args.axis}), {volume.spacing[0] * volume.spacing[1] * volume.spacing[2] * mask.sum() / 1000:.2f} mL")
+          f"{axis}), {volume.spacing[0] * volume.spacing[1] * volume.spacing[2] * mask.sum() / 1000:.2f} mL")
     if args.overlay:
         from synthfm.io.png import YELLOW, overlay, write_png
         from synthfm.segment.preprocess import normalize
 
         shown = normalize(slice_, *segmenter.value_range)
-        write_png(args.overlay, overlay(shown, [(np.take(mask, index, axis=args.axis), YELLOW)]), scale=2)
+        write_png(args.overlay, overlay(shown, [(np.take(mask, index, axis=axis), YELLOW)]), scale=2)
         print(f"wrote {args.overlay}")
     return 0
