@@ -11,6 +11,7 @@ masking settings and undo apply.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -19,14 +20,16 @@ import slicer
 import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
-from SynthFMSegmentLib.geometry import matrix_to_numpy, slice_axis
+from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, matrix_to_numpy,
+                                        numpy_to_matrix, slice_axis)
 from SynthFMSegmentLib.logic import SynthFMSegmentLogic, labelmap_from_mask
 from SynthFMSegmentLib.settings import Settings
 
 DRAG_PX = 5  # a press-release farther apart than this (display pixels) is a box, not a click
-GRAB_PX = 6  # a press this close to a prompt point is left to the markups widget (drag the point)
+GRAB_PX = 6  # a press this close to a prompt point or the box outline is left to the markups widgets
 ENCODE_CHUNK = 1  # slices encoded per timer tick (~0.2-1 s on a laptop CPU): the GUI stays responsive
 PROMPT_NODES = {True: ("SynthFM positive prompts", (0.1, 0.9, 0.1)), False: ("SynthFM negative prompts", (0.95, 0.1, 0.1))}
+BOX_NODE = ("SynthFM box prompt", (0.95, 0.75, 0.1))
 LEFT_PRESS, LEFT_RELEASE = vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent
 RIGHT_PRESS, RIGHT_RELEASE = vtk.vtkCommand.RightButtonPressEvent, vtk.vtkCommand.RightButtonReleaseEvent
 
@@ -41,11 +44,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.settings = Settings()
         self.logic = SynthFMSegmentLogic(self.settings.model, self.settings.device)
         self.promptNodes = {True: None, False: None}  # positive / negative markups fiducial nodes
-        self.box = None  # two RAS corners
+        self.boxNode = None  # markups ROI showing the box prompt (the user drags its handles)
+        self.box = None  # two RAS corners: the box (from the ROI) that the current preview used
         self.plane = None  # (volume ID, axis, slice index) of the current prompt set
         self.preview = None  # (k, j, i) bool mask waiting for Apply
         self.previewNode = None
-        self._active, self._volume_id, self._press, self._quiet = False, None, None, False
+        self._active, self._volume_id, self._press, self._quiet, self._box_drag = False, None, None, False, False
         self._encode_queue: list = []
         self._encode_axis = 0
         self._encode_timer = qt.QTimer()
@@ -71,8 +75,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def helpText(self) -> str:
         return ("<html>Segment with SynthFM (promptable foundation model trained on synthetic images).<p>"
                 "<b>Left click:</b> positive point (green). <b>Right click</b> or <b>Shift/Ctrl + left click:</b> "
-                "negative point (red). <b>Left drag:</b> box. Drag a point to move it, right-click it to delete it: "
-                "the preview updates. Prompts on another slice or view start a new prompt set.<br>"
+                "negative point (red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point "
+                "to move it, right-click it to delete it: the preview updates. Prompts on another slice or view "
+                "start a new prompt set.<br>"
                 "<b>Apply</b> writes the preview into the selected segment (undoable, masking settings apply); "
                 "<b>Propagate</b> follows the structure through the slices (Apply to keep); <b>Cancel</b> discards."
                 "</html>")
@@ -145,9 +150,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._encode_timer.stop()
         self.clearPrompts()
         for positive, node in self.promptNodes.items():
-            if node is not None and slicer.mrmlScene.GetNodeByID(node.GetID()) is not None:
-                slicer.mrmlScene.RemoveNode(node)
-            self.promptNodes[positive] = None
+            self.promptNodes[positive] = _remove(node)
 
     def sourceVolumeNodeChanged(self) -> None:
         """Called on every registered effect (active or not) when the editor's source volume changes."""
@@ -189,17 +192,54 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _prompt_node(self, positive: bool):
         node = self.promptNodes[positive]
-        if node is None or slicer.mrmlScene.GetNodeByID(node.GetID()) is None:
-            name, color = PROMPT_NODES[positive]
-            node = self.promptNodes[positive] = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
-            node.SetSaveWithScene(False)
-            node.CreateDefaultDisplayNodes()
-            node.GetDisplayNode().SetSelectedColor(*color)
-            node.GetDisplayNode().SetColor(*color)
-            node.GetDisplayNode().SetPointLabelsVisibility(False)
+        if not _in_scene(node):
+            node = _temporary_markups("vtkMRMLMarkupsFiducialNode", *PROMPT_NODES[positive])
+            self.promptNodes[positive] = node
             for event in (slicer.vtkMRMLMarkupsNode.PointModifiedEvent, slicer.vtkMRMLMarkupsNode.PointRemovedEvent):
                 node.AddObserver(event, self._on_prompt_edited)
         return node
+
+    def _box_node(self):
+        """The ROI showing the box: ModifiedEvent fires once per change (handle drags batch theirs with a
+        MRMLNodeModifyBlocker); a drag is bracketed by Point{Start,End}InteractionEvent: predict at its end."""
+        if not _in_scene(self.boxNode):
+            node = self.boxNode = _temporary_markups("vtkMRMLMarkupsROINode", *BOX_NODE)
+            node.SetROIType(slicer.vtkMRMLMarkupsROINode.ROITypeBox)
+            node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._on_box_edited)
+            node.AddObserver(slicer.vtkMRMLMarkupsNode.PointStartInteractionEvent, self._on_box_drag_start)
+            node.AddObserver(slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self._on_box_drag_end)
+        return self.boxNode
+
+    def _on_box_drag_start(self, caller=None, event=None) -> None:
+        self._box_drag = True
+
+    def _on_box_drag_end(self, caller=None, event=None) -> None:
+        self._box_drag = False
+        self._on_box_edited()
+
+    def _on_box_edited(self, caller=None, event=None) -> None:
+        """The user changed the ROI (handles, Markups module): one prediction per change of the box it gives."""
+        if self._quiet or self._box_drag:
+            return
+        box = self._roi_box()
+        if box is not None and (self.box is None or not np.allclose(box, self.box, atol=1e-6)):
+            self.updatePreview()
+
+    def _roi_box(self):
+        """Two opposite RAS corners on the prompted slice, from the ROI: what the model sees."""
+        if not _in_scene(self.boxNode) or self.plane is None:
+            return None
+        return box_from_roi(self._source_volume(), self.boxNode.GetObjectToWorldMatrix(), self.boxNode.GetSize(),
+                            *self.plane[1:])
+
+    @contextlib.contextmanager
+    def _muted(self):
+        """The effect's own markups edits fire markups events: no prediction from those (the caller predicts once)."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
 
     def _on_prompt_edited(self, caller=None, event=None) -> None:
         """The user moved or deleted a prompt point with the markups tools."""
@@ -212,44 +252,47 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for positive, node in self.promptNodes.items():
             count = node.GetNumberOfControlPoints() if node is not None else 0
             points[positive] = [list(node.GetNthControlPointPositionWorld(n)) for n in range(count)]
-        return points[True], points[False], self.box
+        return points[True], points[False], self._roi_box()
 
     def addPoint(self, ras, positive: bool) -> None:
         node = self._prompt_node(positive)
-        self._quiet = True  # AddControlPointWorld fires PointModifiedEvent: predict once, below
-        try:
+        with self._muted():  # AddControlPointWorld fires PointModifiedEvent: predict once, below
             node.AddControlPointWorld(vtk.vtkVector3d(*ras))
-        finally:
-            self._quiet = False
         self.updatePreview()
 
     def setBox(self, corner0, corner1) -> None:
-        self.box = [list(corner0), list(corner1)]
+        """Show the box (two RAS corners on the prompted slice) as an ROI along the volume's axes, then predict."""
+        object_to_node, size = box_roi(self._source_volume(), corner0, corner1, *self.plane[1:])
+        node = self._box_node()
+        with self._muted():
+            node.SetAndObserveObjectToNodeMatrix(numpy_to_matrix(object_to_node))
+            node.SetSize(*size)
         self.updatePreview()
 
     def clearPrompts(self) -> None:
-        self._quiet = True
-        try:
+        with self._muted():
             for node in self.promptNodes.values():
-                if node is not None and slicer.mrmlScene.GetNodeByID(node.GetID()) is not None:
+                if _in_scene(node):
                     node.RemoveAllControlPoints()
-        finally:
-            self._quiet = False
+            self.boxNode = _remove(self.boxNode)
         self.box, self.preview, self.plane = None, None, None
         self._show_preview(None)
         if hasattr(self, "qualityLabel"):
             self.qualityLabel.text = "Click in a slice view to add prompts."
 
     def _near_prompt(self, xy, viewWidget) -> bool:
-        """True when the press is on a prompt point shown in this view (the markups widget then drags it)."""
+        """True when the press is on a prompt point or on the box's outline (its edge and corner handles) shown
+        in this view: the markups widgets then drag it.  A click inside the box (its centre too) adds a point."""
         slice_node = viewWidget.sliceLogic().GetSliceNode()
         to_xy = np.linalg.inv(matrix_to_numpy(slice_node.GetXYToRAS()))
-        for points in self.prompts()[:2]:
-            for ras in points:
-                x, y, z = (to_xy @ np.r_[ras, 1.0])[:3]
-                if abs(z) < 0.5 and np.hypot(x - xy[0], y - xy[1]) <= GRAB_PX:
-                    return True
-        return False
+        pos, neg, box = self.prompts()
+        if box is not None:
+            outline = np.array([to_xy @ np.r_[ras, 1.0] for ras in box_outline(self._source_volume(), box,
+                                                                                self.plane[1])])
+            if np.all(np.abs(outline[:, 2]) < 0.5) and distance_to_outline(xy, outline[:, :2]) <= GRAB_PX:
+                return True
+        shown = [to_xy @ np.r_[ras, 1.0] for ras in pos + neg]
+        return any(abs(z) < 0.5 and np.hypot(x - xy[0], y - xy[1]) <= GRAB_PX for x, y, z, _ in shown)
 
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget) -> bool:
         """Clicks and drags in slice views become prompts; returns True to abort (consume) the event."""
@@ -295,6 +338,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     # ---- preview / apply / propagate --------------------------------------------------------------
     def updatePreview(self) -> None:
         pos, neg, box = self.prompts()
+        self.box = box
         if not (pos or neg or box) or self.plane is None:
             self.preview = None
             self._show_preview(None)
@@ -308,13 +352,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _show_preview(self, mask, text: str = "") -> None:
         """A translucent overlay: a temporary segmentation node, hidden from node selectors, never saved."""
-        node = self.previewNode
-        if node is not None and slicer.mrmlScene.GetNodeByID(node.GetID()) is None:
-            node = self.previewNode = None  # the scene was closed
+        node = self.previewNode = self.previewNode if _in_scene(self.previewNode) else None  # None: scene closed
         if mask is None:
-            if node is not None:
-                slicer.mrmlScene.RemoveNode(node)
-                self.previewNode = None
+            self.previewNode = _remove(node)
             return
         volume = self._source_volume()
         if node is None:
@@ -416,3 +456,30 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         slicer.util.errorDisplay(f"SynthFM: {what}: {exc}\n\nCheck the model and device in the SynthFM options "
                                  "(try device 'cpu'), or see the Python console for details.")
 
+
+
+# ---- temporary nodes: never saved with the scene, hidden from node selectors, removed when done ------------------
+def _in_scene(node) -> bool:
+    return node is not None and slicer.mrmlScene.GetNodeByID(node.GetID()) is not None
+
+
+def _remove(node) -> None:
+    """Remove ``node`` from the scene if it is still there; returns None (to clear the attribute holding it)."""
+    if _in_scene(node):
+        slicer.mrmlScene.RemoveNode(node)
+    return None
+
+
+def _temporary_markups(class_name: str, name: str, color):
+    """A markups node for prompts (shown and draggable in the views: the markups displayable manager ignores
+    HideFromEditors), in ``color``, without labels."""
+    node = slicer.mrmlScene.AddNewNodeByClass(class_name, name)
+    node.SetHideFromEditors(True)
+    node.SetSaveWithScene(False)
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    display.SetSelectedColor(*color)
+    display.SetColor(*color)
+    display.SetPointLabelsVisibility(False)
+    display.SetPropertiesLabelVisibility(False)
+    return node

@@ -160,9 +160,9 @@ def test_drag_draws_a_box_and_moving_a_point_re_predicts(scene):
     assert np.allclose(effect.logic.predictor.prompts[-1].box, [18, 15, 30, 25], atol=0.5)
     click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5]), centre=False), button="Right")
     assert len(effect.prompts()[1]) == 1  # right click: negative
-    click(effect, view, display_xy(view.node, geometry.index_to_ras([30, 16, 5]), centre=False))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([34, 20, 5]), centre=False))
     # a press on a prompt point is left to the markups widget (the user drags the point), not a new prompt
-    click(effect, view, display_xy(view.node, geometry.index_to_ras([30, 16, 5]), centre=False) + 2, consumed=False)
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([34, 20, 5]), centre=False) + 2, consumed=False)
     assert [len(p) for p in effect.prompts()[:2]] == [1, 1]
     calls = len(effect.logic.predictor.prompts)
     effect.promptNodes[True].SetNthControlPointPositionWorld(0, *geometry.index_to_ras([22, 20, 5]))

@@ -16,7 +16,13 @@ Sources (Slicer 5.x, github.com/Slicer/Slicer):
 - Libs/MRML/Core/vtkMRMLMarkupsNode.h/.cxx: AddControlPointWorld(vtkVector3d | double[3] | x, y, z [, label]) fires
   PointAddedEvent + PointModifiedEvent; SetNthControlPointLabel/Description fire PointModifiedEvent when the
   value changes; RemoveAllControlPoints fires PointRemovedEvent once (if there were points);
-  GetNthControlPointPositionWorld(n) returns a vtkVector3d.
+  GetNthControlPointPositionWorld(n) returns a vtkVector3d. Event ids: the enum from LockModifiedEvent = 19000.
+  vtkMRMLNode.h: StartModify/EndModify hold ModifiedEvent and InvokeCustomModifiedEvent events back and fire
+  each once at EndModify (InvokePendingModifiedEvent).  VTK's Python observers get (caller, event name), and
+  custom event ids arrive as "NoEvent" (vtkCommand::GetStringFromEventId).
+- Libs/MRML/Core/vtkMRMLMarkupsROINode.h/.cxx (Modules/Loadable/Markups/MRML/ in Slicer 5.0-5.2): see MarkupsROINode;
+  Modules/Loadable/Markups/VTKWidgets/vtkSlicerMarkupsInteractionWidget.cxx (ScaleWidgetROI, Point{Start,End}
+  InteractionEvent) for what a handle drag does to the node.
 Masking in this stand-in: the editable area can be limited by ``parameter_node.mask`` (a (k, j, i) bool array).
 """
 from __future__ import annotations
@@ -221,13 +227,17 @@ class qSlicerSegmentEditorEffectFactory:
 
 
 class vtkMRMLMarkupsNode:
-    PointAddedEvent, PointRemovedEvent, PointModifiedEvent = 19001, 19002, 19003
+    """Event ids as in Libs/MRML/Core/vtkMRMLMarkupsNode.h (enum starting at LockModifiedEvent = 19000)."""
+
+    (LockModifiedEvent, LabelFormatModifiedEvent, PointAddedEvent, PointRemovedEvent, PointPositionDefinedEvent,
+     PointPositionUndefinedEvent, PointPositionMissingEvent, PointPositionNonMissingEvent, PointModifiedEvent,
+     PointStartInteractionEvent, PointEndInteractionEvent) = range(19000, 19011)
 
 
 class _MarkupsDisplayNode:
     def __init__(self) -> None:
         self.color = self.selected_color = (1.0, 0.5, 0.5)
-        self.point_labels_visible = True
+        self.point_labels_visible = self.properties_label_visible = True
 
     def SetColor(self, r: float, g: float, b: float) -> None:
         self.color = (r, g, b)
@@ -238,17 +248,22 @@ class _MarkupsDisplayNode:
     def SetPointLabelsVisibility(self, visible: bool) -> None:
         self.point_labels_visible = bool(visible)
 
+    def SetPropertiesLabelVisibility(self, visible: bool) -> None:
+        self.properties_label_visible = bool(visible)
 
-class MarkupsFiducialNode(Node):
-    """vtkMRMLMarkupsFiducialNode: control points with position, label and description; events as in Slicer."""
 
-    class_name = "vtkMRMLMarkupsFiducialNode"
+class _MarkupsNode(Node, vtk.vtkObject):
+    """vtkMRMLMarkupsNode's event plumbing on a real vtkObject, so observers are called as in Slicer's Python:
+    ``callback(node, eventName)`` where custom MRML events arrive as "NoEvent" (vtkCommand::GetStringFromEventId).
 
-    def __init__(self, name: str = "F") -> None:
-        super().__init__(name)
-        self.points: list = []
-        self.observers: dict = {}
-        self._display = None
+    vtkMRMLNode::StartModify/EndModify: while modified events are disabled, Modified() and
+    InvokeCustomModifiedEvent() are remembered and fired once each at EndModify (ModifiedEvent first, then the
+    custom events: vtkMRMLNode::InvokePendingModifiedEvent).
+    """
+
+    def __init__(self, name: str) -> None:
+        Node.__init__(self, name)
+        self._display, self._disabled, self._pending_modified, self._pending_custom = None, 0, 0, {}
 
     def CreateDefaultDisplayNodes(self) -> None:
         self._display = self._display or _MarkupsDisplayNode()
@@ -256,18 +271,47 @@ class MarkupsFiducialNode(Node):
     def GetDisplayNode(self):
         return self._display
 
-    def AddObserver(self, event, callback) -> int:
-        tag = len(self.observers) + 1
-        self.observers[tag] = (event, callback)
-        return tag
+    def StartModify(self) -> int:
+        previous, self._disabled = self._disabled, 1
+        return previous
 
-    def RemoveObserver(self, tag: int) -> None:
-        self.observers.pop(tag, None)
+    def EndModify(self, previous: int) -> int:
+        self._disabled = previous
+        if previous:
+            return self._pending_modified
+        pending, self._pending_modified = self._pending_modified, 0
+        custom, self._pending_custom = list(self._pending_custom), {}
+        if pending:
+            self.Modified()
+        for event in custom:
+            self.InvokeEvent(event)
+        return pending
+
+    def Modified(self) -> None:
+        if self._disabled:
+            self._pending_modified += 1
+            return
+        Node.Modified(self)
+        vtk.vtkObject.Modified(self)
+
+    def InvokeCustomModifiedEvent(self, event: int) -> None:
+        if self._disabled:
+            self._pending_custom[event] = self._pending_custom.get(event, 0) + 1
+        else:
+            self.InvokeEvent(event)
 
     def _invoke(self, event) -> None:
-        for e, cb in list(self.observers.values()):
-            if e == event:
-                cb(self, event)
+        self.InvokeCustomModifiedEvent(event)
+
+
+class MarkupsFiducialNode(_MarkupsNode):
+    """vtkMRMLMarkupsFiducialNode: control points with position, label and description; events as in Slicer."""
+
+    class_name = "vtkMRMLMarkupsFiducialNode"
+
+    def __init__(self, name: str = "F") -> None:
+        super().__init__(name)
+        self.points: list = []
 
     def AddControlPointWorld(self, *args) -> int:
         if len(args) in (1, 2) and (isinstance(args[0], vtk.vtkVector3d) or len(args[0]) == 3):  # vtkVector3d, double[3]
@@ -317,6 +361,126 @@ class MarkupsFiducialNode(Node):
         if self.points:
             self.points = []
             self._invoke(vtkMRMLMarkupsNode.PointRemovedEvent)
+
+
+def _orthogonal(object_to_node: vtk.vtkMatrix4x4) -> vtk.vtkMatrix4x4:
+    """vtkMRMLMarkupsROINode::GenerateOrthogonalMatrix without a transform: z = x cross y, y = z cross x,
+    x = y cross z (normalised), each scaled back to its input length; the origin is kept."""
+    a = np.array([[object_to_node.GetElement(r, c) for c in range(4)] for r in range(4)])
+    x, y, scale = a[:3, 0], a[:3, 1], np.linalg.norm(a[:3, :3], axis=0)
+    z = np.cross(x, y)
+    z /= np.linalg.norm(z)
+    y = np.cross(z, x)
+    y /= np.linalg.norm(y)
+    x = np.cross(y, z)
+    x /= np.linalg.norm(x)
+    out = np.eye(4)
+    out[:3, :3], out[:3, 3] = np.column_stack([x, y, z]) * scale, a[:3, 3]
+    return _vtk_matrix(out)
+
+
+class MarkupsROINode(_MarkupsNode):
+    """vtkMRMLMarkupsROINode (Libs/MRML/Core/vtkMRMLMarkupsROINode.h/.cxx, Slicer >= 5.0), box type, no parent
+    transform: an ObjectToNode matrix (axes + centre, a real vtkMatrix4x4 that the node observes) and a Size in
+    the object frame; ObjectToWorld is its orthogonalised copy.
+
+    Events as in Slicer: SetSize/SetCenter(World) fire one ModifiedEvent (the box's single control point, kept at
+    the centre by UpdateControlPointsFromBoxROI, adds PointAdded/PointModifiedEvent once, after it); a change
+    of the ObjectToNode matrix (SetAndObserveObjectToNodeMatrix, or DeepCopy into GetObjectToNodeMatrix())
+    runs ProcessMRMLEvents: UpdateObjectToWorldMatrix (ModifiedEvent) and UpdateControlPointsFromROI.
+    Dragging a handle (vtkSlicerMarkupsInteractionWidget::ScaleWidgetROI) is PointStartInteractionEvent, then
+    per mouse move a MRMLNodeModifyBlocker around SetCenterWorld + SetSize, then PointEndInteractionEvent.
+    """
+
+    class_name = "vtkMRMLMarkupsROINode"
+    ROITypeBox, ROITypeBoundingBox = 0, 1
+
+    def __init__(self, name: str = "R") -> None:
+        super().__init__(name)
+        self.roi_type, self.size, self.center_point = self.ROITypeBox, (0.0, 0.0, 0.0), None
+        self._object_to_world, self._object_to_node, self._tag = vtk.vtkMatrix4x4(), None, None
+        self.SetAndObserveObjectToNodeMatrix(vtk.vtkMatrix4x4())
+
+    def SetROIType(self, roi_type: int) -> None:
+        if roi_type != self.roi_type:
+            self.roi_type = roi_type
+            self.Modified()
+
+    def GetROIType(self) -> int:
+        return self.roi_type
+
+    def GetObjectToNodeMatrix(self) -> vtk.vtkMatrix4x4:
+        return self._object_to_node
+
+    def GetObjectToWorldMatrix(self) -> vtk.vtkMatrix4x4:
+        return self._object_to_world
+
+    def SetAndObserveObjectToNodeMatrix(self, matrix) -> None:
+        if matrix is self._object_to_node:
+            return
+        if self._object_to_node is not None:
+            self._object_to_node.RemoveObserver(self._tag)
+        self._object_to_node = matrix if matrix is not None else vtk.vtkMatrix4x4()
+        self._tag = self._object_to_node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._matrix_modified)
+        self._object_to_node.Modified()
+
+    def _matrix_modified(self, caller=None, event=None) -> None:
+        """ProcessMRMLEvents for the ObjectToNode matrix."""
+        self._object_to_world.DeepCopy(_orthogonal(self._object_to_node))
+        self.Modified()
+        self._update_control_point()
+
+    def GetSize(self, out=None):
+        """vtkGetVector3Macro: a tuple, or fills ``out``."""
+        if out is None:
+            return tuple(self.size)
+        out[:] = self.size
+
+    def SetSize(self, *size) -> None:
+        size = tuple(float(v) for v in (size[0] if len(size) == 1 else size))
+        if size == self.size:
+            return
+        previous = self.StartModify()
+        self.size = size
+        self._update_control_point()
+        self.Modified()
+        self.EndModify(previous)
+
+    def GetCenterWorld(self) -> vtk.vtkVector3d:
+        return vtk.vtkVector3d(*(self._object_to_world.GetElement(r, 3) for r in range(3)))
+
+    def SetCenterWorld(self, *center) -> None:
+        """No parent transform: the same as SetCenter (node coordinates)."""
+        center = [float(v) for v in (center[0] if len(center) == 1 else center)]
+        if all(self._object_to_node.GetElement(r, 3) == center[r] for r in range(3)):
+            return
+        moved = vtk.vtkMatrix4x4()
+        moved.DeepCopy(self._object_to_node)
+        for r in range(3):
+            moved.SetElement(r, 3, center[r])
+        previous = self.StartModify()
+        self._object_to_node.DeepCopy(moved)
+        self._update_control_point()
+        self.Modified()
+        self.EndModify(previous)
+
+    SetCenter = SetCenterWorld
+
+    def _update_control_point(self) -> None:
+        """UpdateControlPointsFromBoxROI: one control point at the centre once the box has a size."""
+        if not any(self.size):
+            return
+        previous = self.StartModify()
+        centre = list(self.GetCenterWorld())
+        if self.center_point is None:
+            self.InvokeCustomModifiedEvent(vtkMRMLMarkupsNode.PointAddedEvent)
+        if centre != self.center_point:
+            self.center_point = centre
+            self.InvokeCustomModifiedEvent(vtkMRMLMarkupsNode.PointModifiedEvent)
+        self.EndModify(previous)
+
+    def GetNumberOfControlPoints(self) -> int:
+        return 0 if self.center_point is None else 1
 
 
 class _App:
@@ -390,4 +554,5 @@ def install() -> None:
     for name in ("errorDisplay", "warningDisplay", "confirmOkCancelDisplay", "createProgressDialog", "pip_install"):
         setattr(slicer.util, name, globals()[name])
     scene.CLASSES["vtkMRMLMarkupsFiducialNode"] = MarkupsFiducialNode
+    scene.CLASSES["vtkMRMLMarkupsROINode"] = slicer.vtkMRMLMarkupsROINode = MarkupsROINode
     scene.CLASSES["vtkMRMLSegmentEditorNode"] = SegmentEditorNode
