@@ -40,14 +40,25 @@ class SynthFMSegment(ScriptedLoadableModule):
 
 
 class SynthFMSegmentWidget(ScriptedLoadableModuleWidget):
-    """The module panel only points to the Segment Editor, where the effect lives."""
+    """The module panel explains where the effect lives and opens it in the Segment Editor."""
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         import qt
 
-        label = qt.QLabel("Use the 'SynthFM' effect in the Segment Editor module.")
+        label = qt.QLabel("SynthFM is an effect of the Segment Editor: click (positive), right click (negative) "
+                          "or drag a box on a slice, check the preview, Apply, or Propagate through the volume.")
+        label.wordWrap = True
+        self.openButton = qt.QPushButton("Open the Segment Editor with SynthFM")
+        self.openButton.toolTip = "Switches to the Segment Editor module and selects the SynthFM effect."
+        self.openButton.clicked.connect(self.onOpenEditor)
         self.layout.addWidget(label)
+        self.layout.addWidget(self.openButton)
+
+    def onOpenEditor(self) -> None:
+        """Select the Segment Editor module and activate the SynthFM effect there."""
+        slicer.util.selectModule("SegmentEditor")
+        slicer.modules.SegmentEditorWidget.editor.setActiveEffectByName("SynthFM")
 
 
 class SynthFMSegmentTest(ScriptedLoadableModuleTest):

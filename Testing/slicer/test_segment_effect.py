@@ -136,6 +136,16 @@ def test_module_registers_the_effect_after_startup():
     assert issubclass(SynthFMSegment.SynthFMSegmentTest, __import__("unittest").TestCase)
 
 
+def test_module_panel_opens_the_effect_in_the_segment_editor():
+    import SynthFMSegment
+
+    widget = SynthFMSegment.SynthFMSegmentWidget()
+    widget.setup()
+    widget.openButton.clicked.emit()
+    assert slicer.app.selectedModule == "SegmentEditor"
+    assert slicer.modules.SegmentEditorWidget.editor.activeEffectName == "SynthFM"
+
+
 @pytest.mark.parametrize("negative", [False, True])
 def test_click_adds_a_point_on_the_voxel_and_previews_that_slice(scene, negative):
     effect, wrapper, node, geometry, segmentation, truth, _ = scene

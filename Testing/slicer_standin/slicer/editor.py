@@ -540,6 +540,25 @@ def createProgressDialog(parent=None, value: int = 0, maximum: int = 100, labelT
     return _ProgressDialog(maximum, progress_dialog_cancel_at[0])
 
 
+class _SegmentEditorModuleWidget:
+    """``slicer.modules.SegmentEditorWidget``: the Segment Editor module's widget; ``editor`` is its
+    qMRMLSegmentEditorWidget, whose ``setActiveEffectByName`` slot the stand-in records."""
+
+    def __init__(self) -> None:
+        self.editor = self
+        self.activeEffectName = ""
+
+    def setActiveEffectByName(self, name: str) -> None:
+        self.activeEffectName = name
+
+
+def selectModule(module) -> None:
+    """``slicer.util.selectModule``: shows the module; its widget is created (``slicer.modules.<Name>Widget``)."""
+    app.selectedModule = module
+    if module == "SegmentEditor" and not hasattr(modules, "SegmentEditorWidget"):
+        modules.SegmentEditorWidget = _SegmentEditorModuleWidget()
+
+
 def pip_install(requirements: str, **kwargs) -> None:
     raise RuntimeError("pip_install is not available in the stand-in")
 
@@ -551,7 +570,8 @@ def install() -> None:
     for name in ("vtkOrientedImageData", "qSlicerSegmentEditorAbstractEffect", "qSlicerSegmentEditorScriptedEffect",
                  "qSlicerSegmentEditorEffectFactory", "vtkMRMLMarkupsNode", "app", "modules"):
         setattr(slicer, name, globals()[name])
-    for name in ("errorDisplay", "warningDisplay", "confirmOkCancelDisplay", "createProgressDialog", "pip_install"):
+    for name in ("errorDisplay", "warningDisplay", "confirmOkCancelDisplay", "createProgressDialog", "pip_install",
+                 "selectModule"):
         setattr(slicer.util, name, globals()[name])
     scene.CLASSES["vtkMRMLMarkupsFiducialNode"] = MarkupsFiducialNode
     scene.CLASSES["vtkMRMLMarkupsROINode"] = slicer.vtkMRMLMarkupsROINode = MarkupsROINode
