@@ -133,3 +133,35 @@ def test_cli_writes_dataset_gallery_and_3d_cases(tmp_path, capsys):
     assert (tmp_path / "v" / "cases.csv").read_text().startswith("image,label,label_value,name")
     assert main(["generate", "--preset", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_fast_fields_are_normalised_and_windows_match_the_whole_field():
+    from synthfm.generate.fields import gaussian_noise, multiscale_field, smooth_field
+
+    for shape in [(256, 256), (12, 40, 32)]:
+        for field in (smooth_field(np.random.default_rng(1), shape, 6), multiscale_field(np.random.default_rng(2), shape)):
+            assert field.dtype == np.float32 and field.shape == shape
+            assert abs(field.mean()) < 1e-5 and abs(field.std() - 1) < 1e-4
+        lazy = smooth_field(np.random.default_rng(3), shape, 6, lazy=True)
+        whole = smooth_field(np.random.default_rng(3), shape, 6)
+        window = tuple(slice(2, n - 3) for n in shape)
+        assert np.allclose(lazy[window], whole[window], atol=1e-5) and np.allclose(np.asarray(lazy), whole, atol=1e-5)
+    noise = gaussian_noise(np.random.default_rng(0), (257, 255))
+    assert noise.dtype == np.float32 and noise.shape == (257, 255)
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 1) < 0.01 and abs((noise ** 4).mean() - 3) < 0.1
+    assert np.array_equal(noise, gaussian_noise(np.random.default_rng(0), (257, 255)))
+
+
+def test_tight_render_windows_never_clip_a_shape():
+    from synthfm.generate.config import SHAPE_KINDS
+    from synthfm.generate.scene import grid
+    from synthfm.generate.shapes import _render_window, contour_perturbation, draw_shape, render
+
+    xx, yy = grid(128)
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        shape = draw_shape(rng, SHAPE_KINDS[i % len(SHAPE_KINDS)], tuple(rng.uniform(20, 108, 2)), rng.uniform(30, 3000))
+        perturb = np.clip(np.asarray(contour_perturbation(rng, (128, 128))), -4, 4)  # the windows allow 4 std
+        scale, split = float(rng.uniform(0.3, 1.2)), float(rng.uniform(1.0, 1.8))
+        full = _render_window(shape, xx[0], yy[:, 0], scale, shape.center, perturb, split)
+        assert np.array_equal(render(shape, xx, yy, scale, perturb=perturb, split=split), full), (i, shape.kind)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from synthfm.generate.config import GeneratorConfig
-from synthfm.generate.fields import multiscale_field, smooth_field
+from synthfm.generate.fields import gaussian_noise, multiscale_field, smooth_field
 from synthfm.generate.scene import BODY, Scene
 
 
@@ -61,13 +61,15 @@ class Probe:
 def draw_probe(rng: np.random.Generator, cfg: GeneratorConfig, shape: Tuple[int, int]) -> Probe:
     """A curvilinear (fan-shaped) probe with probability ``fan_prob``, else a linear probe."""
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    x = np.arange(w, dtype=np.float32)[None, :]
+    y = np.arange(h, dtype=np.float32)[:, None]
     if rng.random() >= cfg.fan_prob:
-        return Probe(np.ones(shape, bool), yy / (h - 1), xx)
+        return Probe(np.ones(shape, bool), np.broadcast_to(y / np.float32(h - 1), shape), np.broadcast_to(x, shape))
     apex_y = -rng.uniform(0.05, 0.3) * h
     half = rng.uniform(0.45, 0.75)
-    r = np.hypot(xx - w / 2, yy - apex_y)
-    theta = np.arctan2(xx - w / 2, yy - apex_y)
+    dx, dy = x - np.float32(w / 2), y - np.float32(apex_y)
+    r = np.hypot(dx, dy)
+    theta = np.arctan2(dx, dy)
     r0 = -apex_y + rng.uniform(0.0, 0.05) * h
     r1 = r0 + h * rng.uniform(0.85, 1.0)
     fov = (np.abs(theta) < half) & (r > r0) & (r < r1)
@@ -84,17 +86,29 @@ def shadow_mask(probe: Probe, structure: np.ndarray) -> np.ndarray:
 
 def render_image(rng: np.random.Generator, cfg: GeneratorConfig, scene: Scene, labels: np.ndarray,
                  spacing: Sequence[float] = (1.0, 1.0), probe: Optional[Probe] = None) -> Tuple[np.ndarray, Dict[str, object]]:
-    """Intensity image (float32 in [0, 1]) for a painted label map, and what was drawn."""
+    """Intensity image (float32 in [0, 1]) for a painted label map, and what was drawn.
+
+    float32 throughout, updated in place where possible (each full-image pass costs about as much
+    as drawing a small structure).
+    """
     n_labels = int(labels.max()) + 1
     n_all = max([n_labels] + [s.label + 1 for s in scene.structures])
     values, texture, meta = assign_intensities(rng, cfg, scene, n_all)
     shape = labels.shape
     f1, f2 = multiscale_field(rng, shape), multiscale_field(rng, shape, scales=(6, 16, 40))
     mix = rng.uniform(-1, 1, len(values)).astype(np.float32)
-    image = values[labels] + texture[labels] * (f1 + mix[labels] * f2)
+    # values + texture * (f1 + mix * f2), per label
+    image = np.take(texture, labels)
+    image *= f1
+    f2 *= np.take(texture * mix, labels)
+    image += f2
+    image += np.take(values, labels)
     clutter = float(rng.uniform(*cfg.clutter))
     if clutter > 0:
-        image += clutter * np.where(labels == BODY, multiscale_field(rng, shape, scales=(10, 30)), 0)
+        field = multiscale_field(rng, shape, scales=(10, 30))
+        field *= np.float32(clutter)
+        field *= labels == BODY
+        image += field
     edge = float(rng.uniform(*cfg.edge_blur_px))
     blur = float(rng.uniform(*cfg.blur_px))
     image = _gaussian(image, float(np.hypot(edge, blur)), spacing)
@@ -102,57 +116,85 @@ def render_image(rng: np.random.Generator, cfg: GeneratorConfig, scene: Scene, l
     modality = scene.modality
     bias = float(rng.uniform(*cfg.bias)) * {"ct": 0.1, "mr": 1.0, "us": 0.4}[modality]
     if bias > 0:
-        image *= np.exp(bias * smooth_field(rng, shape, 3))
-    image = np.clip(image, 0, None)
+        field = smooth_field(rng, shape, 3)
+        field *= np.float32(bias)
+        image *= np.exp(field, out=field)
     gamma = float(rng.uniform(*cfg.gamma))
-    image = np.clip(image, 0, 1) ** gamma
+    np.clip(image, 0, 1, out=image)
+    np.power(image, np.float32(gamma), out=image)
     sigma = float(rng.uniform(*cfg.noise))
     noise_meta: Dict[str, object] = {"noise": sigma}
     if modality == "ct":
-        image = image + sigma * rng.standard_normal(shape, dtype=np.float32)
+        noise = gaussian_noise(rng, shape)
+        noise *= np.float32(sigma)
+        image += noise
         if rng.random() < cfg.streak_prob:
-            image = image + _streaks(rng, shape[-2:]) * rng.uniform(0.03, 0.12)
+            image += _streaks(rng, shape[-2:]) * np.float32(rng.uniform(0.03, 0.12))
             noise_meta["streaks"] = True
-    elif modality == "mr":
-        n1 = sigma * rng.standard_normal(shape, dtype=np.float32)
-        n2 = sigma * rng.standard_normal(shape, dtype=np.float32)
-        image = np.sqrt((image + n1) ** 2 + n2 ** 2)
+    elif modality == "mr":  # Rician: magnitude of a complex signal with Gaussian noise in both channels
+        n1, n2 = gaussian_noise(rng, shape), gaussian_noise(rng, shape)
+        n1 *= np.float32(sigma)
+        image += n1
+        np.square(image, out=image)
+        n2 *= np.float32(sigma)
+        np.square(n2, out=n2)
+        image += n2
+        np.sqrt(image, out=image)
     else:
         speckle = float(rng.uniform(*cfg.speckle))
-        image = image * (1 + speckle * _speckle(rng, shape))
-        image = image + 0.3 * sigma * rng.standard_normal(shape, dtype=np.float32)
+        field = _speckle(rng, shape)
+        field *= np.float32(speckle)
+        field += np.float32(1.0)
+        image *= field
+        noise = gaussian_noise(rng, shape)
+        noise *= np.float32(0.3 * sigma)
+        image += noise
         noise_meta["speckle"] = speckle
         if probe is not None:
             att = float(rng.uniform(*cfg.attenuation))
-            image = image * np.exp(-att * probe.depth)
+            image *= np.exp(np.float32(-att) * probe.depth)
             noise_meta["attenuation"] = att
             others = [s.label for s in scene.structures if s.role in ("free", "touching")]
             if others and labels.ndim == 2 and rng.random() < cfg.shadow_prob:  # a strong reflector casts an acoustic shadow
                 caster = labels == others[int(rng.integers(len(others)))]
-                image = np.where(shadow_mask(probe, caster), image * rng.uniform(0.1, 0.4), image)
+                shadow = shadow_mask(probe, caster)
+                image[shadow] *= np.float32(rng.uniform(0.1, 0.4))
                 noise_meta["shadow"] = True
     if probe is not None:
-        image = np.where(probe.fov, image, 0.0)
+        image *= probe.fov
     meta.update(noise_meta, gamma=gamma, edge_blur=edge, bias=bias)
-    return np.clip(image, 0, 1).astype(np.float32), meta
+    return np.clip(image, 0, 1, out=image), meta
 
 
 def _speckle(rng: np.random.Generator, shape: Tuple[int, ...]) -> np.ndarray:
     """Zero-mean, unit-variance speckle: magnitude of blurred complex noise (Rayleigh), elongated laterally."""
     sig = [0.0] * (len(shape) - 2) + [0.7, 1.4]
-    re = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sig)
-    im = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sig)
-    mag = np.sqrt(re * re + im * im)
-    return (mag - mag.mean()) / mag.std()
+    re = ndi.gaussian_filter(gaussian_noise(rng, shape), sig)
+    im = ndi.gaussian_filter(gaussian_noise(rng, shape), sig)
+    np.square(re, out=re)
+    re += np.square(im, out=im)
+    mag = np.sqrt(re, out=re)
+    mag -= mag.mean()
+    mag /= mag.std()
+    return mag
 
 
 def _streaks(rng: np.random.Generator, shape2d: Tuple[int, int]) -> np.ndarray:
     """Bright/dark lines radiating from a dense object (CT beam-hardening / metal streaks)."""
     h, w = shape2d
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     x0, y0 = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+    x = np.arange(w, dtype=np.float32)[None, :] - np.float32(x0)
+    y = np.arange(h, dtype=np.float32)[:, None] - np.float32(y0)
     out = np.zeros((h, w), np.float32)
     for angle in rng.uniform(0, np.pi, int(rng.integers(3, 8))):
-        d = np.abs((xx - x0) * np.sin(angle) - (yy - y0) * np.cos(angle))
-        out += rng.choice([-1.0, 1.0]) * np.exp(-0.5 * (d / rng.uniform(0.5, 2.0)) ** 2)
+        sign = rng.choice([-1.0, 1.0])
+        d = x * np.float32(np.sin(angle)) - y * np.float32(np.cos(angle))  # signed distance to the line
+        d *= np.float32(1.0 / rng.uniform(0.5, 2.0))
+        np.square(d, out=d)
+        d *= np.float32(-0.5)
+        np.exp(d, out=d)
+        if sign < 0:
+            out -= d
+        else:
+            out += d
     return out

@@ -9,7 +9,7 @@ from typing import Any, Dict, Tuple
 Range = Tuple[float, float]
 SHAPE_KINDS = ("blob", "lobulated", "tube", "rim", "holes", "multipart")
 MODALITIES = ("ct", "mr", "us")
-GENERATOR_VERSION = 1  # bump when the same seed would give different images
+GENERATOR_VERSION = 2  # bump when the same seed would give different images (2: float32 outlines, Box-Muller noise)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 
 from synthfm.generate.appearance import Probe, draw_probe, render_image
 from synthfm.generate.config import GeneratorConfig
-from synthfm.generate.scene import BODY, Scene, draw_scene, grid, paint
+from synthfm.generate.scene import BODY, Scene, bounding_box, draw_scene, grid, paint
 from synthfm.generate.shapes import contour_perturbation
 
 MIN_TARGET_PIXELS = 12
@@ -46,8 +46,12 @@ class Sample3D:
 
 def touches(labels: np.ndarray, target_label: int) -> bool:
     """True when another structure (not the body) is within one pixel of the target."""
-    near = ndi.binary_dilation(labels == target_label, np.ones((3,) * labels.ndim, bool))
-    other = labels[near]
+    target = labels == target_label
+    box = bounding_box(target, 1)  # the dilation cannot reach further
+    if box is None:
+        return False
+    near = ndi.binary_dilation(target[box], np.ones((3,) * labels.ndim, bool))
+    other = labels[box][near]
     return bool(((other != target_label) & (other > BODY)).any())
 
 

@@ -6,13 +6,14 @@ neighbour keeps an exact gap (0 = touching) to the target and a crossing tube pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from synthfm.generate.config import SHAPE_KINDS, GeneratorConfig
-from synthfm.generate.shapes import Shape, draw_shape, render
+from synthfm.generate.shapes import Shape, draw_shape, render_window
 
 BODY = 1  # label of the background tissue inside the body / field of view
 
@@ -48,9 +49,11 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
+@lru_cache(maxsize=8)
 def grid(size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinate grids ``(xx, yy)`` of a ``size x size`` image."""
+    """Pixel-centre coordinate grids ``(xx, yy)`` of a ``size x size`` image (cached, read-only)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    xx.flags.writeable = yy.flags.writeable = False
     return xx, yy
 
 
@@ -85,9 +88,11 @@ def draw_scene(rng: np.random.Generator, cfg: GeneratorConfig, size: int) -> Sce
     target_label = label
     label += 1
 
-    target_mask = render(target.shape, xx, yy)
-    if target_mask.any():
+    drawn = render_window(target.shape, xx, yy)
+    if drawn is not None and drawn[1].any():
+        window, target_mask = drawn
         ys, xs = np.nonzero(target_mask)
+        xs, ys = xs + window[1].start, ys + window[0].start
         for _ in range(n_touching):
             phi = rng.uniform(0, 2 * np.pi)
             direction = np.array([np.cos(phi), np.sin(phi)])
@@ -113,26 +118,53 @@ def draw_scene(rng: np.random.Generator, cfg: GeneratorConfig, size: int) -> Sce
                                                       "touching_labels": touching})
 
 
+def bounding_box(mask: np.ndarray, pad: int = 0) -> Optional[Tuple[slice, ...]]:
+    """Slices of the smallest box holding ``mask``'s True pixels, grown by ``pad`` (None if empty)."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(0, int(hits[0]) - pad), min(mask.shape[axis], int(hits[-1]) + pad + 1)))
+    return tuple(box)
+
+
 def paint(scene: Scene, xx: np.ndarray, yy: np.ndarray, scales: Optional[Dict[int, float]] = None,
           shifts: Optional[Dict[int, Tuple[float, float]]] = None, perturb: Optional[Dict[int, np.ndarray]] = None,
           split: float = 1.0) -> np.ndarray:
-    """Paint the scene into an ``int16`` label map (0 = outside the body / field of view)."""
+    """Paint the scene into an ``int16`` label map (0 = outside the body / field of view).
+
+    Each structure is drawn and painted on its own bounding window only; the distance to the target
+    (for the gap of touching neighbours) is computed on the target's box grown by the largest gap,
+    which gives the same answer as on the whole grid for every distance that can matter.
+    """
     scales, shifts, perturb = scales or {}, shifts or {}, perturb or {}
     labels = np.zeros(xx.shape, np.int16)
     if not scene.by_role("body"):
         labels[:] = BODY
     target_mask = None
     dist_to_target = None
+    max_gap = max([s.gap for s in scene.structures if s.role == "touching"], default=0.0)
     for s in scene.structures:
-        mask = render(s.shape, xx, yy, scales.get(s.label, 1.0), shifts.get(s.label, (0.0, 0.0)),
-                      perturb.get(s.label), split if s.role == "target" else 1.0)
+        drawn = render_window(s.shape, xx, yy, scales.get(s.label, 1.0), shifts.get(s.label, (0.0, 0.0)),
+                              perturb.get(s.label), split if s.role == "target" else 1.0)
+        if drawn is None:
+            if s.role == "target":
+                target_mask = np.zeros(xx.shape, bool)
+            continue
+        window, mask = drawn
+        painted = labels[window]  # a view: painting it paints the label map
         if s.role != "body":
-            mask &= labels > 0  # structures live inside the body
-        if s.role == "touching" and target_mask is not None and target_mask.any():
+            mask &= painted > 0  # structures live inside the body
+        if s.role == "touching" and target_mask is not None:
             if dist_to_target is None:
-                dist_to_target = ndi.distance_transform_edt(~target_mask)
-            mask &= dist_to_target > s.gap
-        labels[mask] = s.label
+                dist_to_target = np.full(xx.shape, np.inf)
+                box = bounding_box(target_mask, int(np.floor(max_gap)) + 2)
+                if box is not None:
+                    dist_to_target[box] = ndi.distance_transform_edt(~target_mask[box])
+            mask &= dist_to_target[window] > s.gap
+        painted[mask] = s.label
         if s.role == "target":
-            target_mask = mask
+            target_mask = np.zeros(xx.shape, bool)
+            target_mask[window] = mask
     return labels
