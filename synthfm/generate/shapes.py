@@ -97,16 +97,6 @@ def _radial(shape: Shape, u: np.ndarray, v: np.ndarray, radius: float, perturb: 
     return rho < r
 
 
-def extent(shape: Shape, scale: float = 1.0, split: float = 1.0) -> float:
-    """A radius around the centre that surely contains the whole shape (pixels)."""
-    reach = shape.radius * (1 + float(np.abs(shape.harmonics[:, 0]).sum()) + 4 * shape.wobble)
-    if shape.kind == "tube":
-        reach = np.hypot(shape.half_length, shape.half_length * (abs(shape.bend[0]) + abs(shape.bend[1]))) + reach
-    if shape.parts:
-        reach += max(np.hypot(px, py) for px, py, _ in shape.parts) * split
-    return float(reach * scale) + 2.0
-
-
 def _local_box(shape: Shape, scale: float, split: float) -> Tuple[float, float, float, float]:
     """``(u0, u1, v0, v1)``: a box in the shape's own rotated frame that surely contains it (pixels).
 
