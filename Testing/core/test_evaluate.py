@@ -102,6 +102,10 @@ def test_evaluate_command_reports_every_case(tmp_path):
     html = (out / "report.html").read_text()
     assert "one label 3" in html and "two label 3" in html and "data:image/png;base64" in html
     assert len((out / "slices.csv").read_text().splitlines()) == 1 + 2 * 2 * 2  # 2 cases x 2 slices x 2 runs
+    again = ["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "floor-ellipse", "--prompt", "box",
+             "--out", str(out)]
+    assert main(again) != 0 and len((out / "slices.csv").read_text().splitlines()) == 9  # earlier report kept
+    assert main(again + ["--overwrite"]) == 0 and len((out / "slices.csv").read_text().splitlines()) == 5
 
 
 def test_sdist_cases_are_written_with_their_geometry_and_labels(tmp_path):

@@ -21,6 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--clicks", type=int, default=5, help="clicks of the 'clicks' protocol")
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace the report of an earlier run in --out")
     p.add_argument("--volume", action="store_true",
                    help="per structure: prompt its largest axial slice, propagate through the volume, score in 3D")
     p.set_defaults(func=run)
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.evaluate.runner import evaluate
     from synthfm.utils.progress import tqdm_progress
 
+    if (Path(args.out) / "summary.json").exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already holds an evaluation report; choose another --out or add --overwrite")
     cases = read_cases_csv(Path(args.pairs)) if args.pairs else read_msd_folder(Path(args.msd))
     results = evaluate(cases, args.model, args.prompt, args.seed, args.max_slices or None, args.clicks,
                        args.device, args.tolerance, progress=tqdm_progress("evaluate", "structure" if args.volume else "slice"),
