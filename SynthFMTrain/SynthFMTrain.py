@@ -204,10 +204,46 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
 
 
 class SynthFMTrainTest(ScriptedLoadableModuleTest):
+    """Reload and Test: preview a synthetic volume, run a short real training in the background worker, and
+    segment with the saved decoder through the SynthFM effect's logic."""
+
     def runTest(self):
         slicer.mrmlScene.Clear(0)
         self.test_preview()
+        self.test_short_training_segments_in_the_effect()
 
     def test_preview(self):
         vol, seg = SynthFMTrainLogic().preview("ct", seed=1, overrides={"size": 64})
         self.assertEqual(slicer.util.arrayFromVolume(vol).shape[1:], (64, 64))
+
+    def test_short_training_segments_in_the_effect(self):
+        import tempfile
+        import time
+
+        import numpy as np
+        from SynthFMSegmentLib.geometry import ijk_to_ras_matrix
+        from SynthFMSegmentLib.logic import SynthFMSegmentLogic
+
+        logic = SynthFMTrainLogic()
+        with tempfile.TemporaryDirectory() as out:
+            config = logic.train_config(out, model="synthfm-lite", samples=4, steps=2, batch_size=2, val_samples=2,
+                                        val_every=2, ckpt_every=2, overrides={"size": 64})
+            job = logic.start(config)
+            deadline = time.monotonic() + 600
+            while job.running and time.monotonic() < deadline:
+                job.poll()
+                slicer.app.processEvents()
+                time.sleep(0.1)
+            job.poll()
+            self.assertIsNone(job.error)
+            self.assertIsNotNone(job.checkpoint)
+            vol, seg = logic.preview("ct", seed=2, overrides={"size": 64})
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, seg.GetSegmentation().GetNthSegmentID(0), vol)
+            k = int(np.argmax(mask.sum(axis=(1, 2))))
+            ijk_to_ras = ijk_to_ras_matrix(vol)
+            ys, xs = np.nonzero(mask[k])
+            box = [(ijk_to_ras @ [xs.min(), ys.min(), k, 1])[:3], (ijk_to_ras @ [xs.max(), ys.max(), k, 1])[:3]]
+            pred, score = SynthFMSegmentLogic(model=str(job.checkpoint), device="cpu").predict(vol, box_ras=box)
+            self.assertEqual(pred.shape, mask.shape)
+            self.assertTrue(np.isfinite(score))
+        self.delayDisplay("SynthFM Train self-test passed")
