@@ -8,6 +8,7 @@ import torch
 from synthfm.models import load_model
 from synthfm.segment import Prediction, PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
 from synthfm.segment.preprocess import SliceTransform, intensity_range, prepare_slice
+from synthfm.segment.propagate import prompts_from_mask
 
 
 @pytest.mark.parametrize("h, w, size", [(256, 256, 256), (300, 200, 256), (77, 513, 1024), (512, 64, 256), (5, 7, 128)])
@@ -176,3 +177,41 @@ def test_prompt_json_in_physical_coordinates(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"pointz": []}))
     with pytest.raises(ValueError, match="unknown keys"):
         load_prompt_file(tmp_path / "bad.json")
+
+
+def test_propagation_defaults_come_from_the_model_registry(monkeypatch):
+    import dataclasses
+
+    from synthfm.models import registry
+
+    model = _tiny()
+    assert PropagationOptions.for_model(model) == PropagationOptions()
+    spec = dataclasses.replace(registry.MODEL_REGISTRY["tiny-test"], propagation=(("min_score", 0.2),
+                                                                                   ("min_score_ratio", 0.9)))
+    monkeypatch.setitem(registry.MODEL_REGISTRY, "tiny-test", spec)
+    options = PropagationOptions.for_model(model, use_box=False)
+    assert (options.min_score, options.min_score_ratio, options.use_box) == (0.2, 0.9, False)
+
+
+def test_relative_score_floor_stops_where_the_score_falls():
+    class Fading(TruthPredictor):  # predicted IoU drops by 0.1 per slice away from slice 5
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            out = super().predict(image, prompts, key, multimask, value_range)
+            return Prediction(out.mask, 0.95 - 0.1 * abs(key[2] - 5), out.logits, out.all_scores)
+
+    truth = np.zeros((11, 20, 20), bool)
+    truth[:, 5:12, 5:12] = True
+    seg = VolumeSegmenter(Fading(truth, 0), truth * 1.0)
+    prompt = Prompts.make(positive=[(8, 8)])
+    assert seg.propagate(5, prompt, options=PropagationOptions(min_score=0.0)).slices == list(range(11))
+    result = seg.propagate(5, prompt, options=PropagationOptions(min_score=0.0, min_score_ratio=0.8))
+    assert result.slices == [4, 5, 6] and {r.stop for r in result.records if r.stop} == {"low score"}  # 0.75 < 0.76
+
+
+def test_point_only_prompts_between_slices():
+    mask = np.zeros((40, 50), bool)
+    mask[10:20, 15:35] = True
+    pred = Prediction(mask, 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+    no_box = prompts_from_mask(pred, PropagationOptions(use_box=False))
+    assert no_box.box is None and no_box.labels.tolist() == [1] and mask[int(no_box.points[0][1]), int(no_box.points[0][0])]
+    assert prompts_from_mask(pred, PropagationOptions(use_box=False, use_points=False)).box is not None  # never empty

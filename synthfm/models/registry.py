@@ -52,6 +52,8 @@ class ModelSpec:
     description: str = ""
     license: str = ""
     trained_points: bool = True  # False: the decoder never learned point prompts (LiteMedSAM: boxes only)
+    #: PropagationOptions that suit this decoder, chosen on synthetic volumes (benchmarks/bench_propagation.py)
+    propagation: Tuple[Tuple[str, object], ...] = ()
 
 
 MODEL_REGISTRY: Dict[str, ModelSpec] = {

@@ -26,21 +26,25 @@ class PropagationOptions:
     """Thresholds of slice-to-slice propagation."""
 
     box_margin: float = 0.1  # fraction of the box size added on each side (plus 2 px)
+    use_box: bool = True  # prompt the next slice with the previous mask's box (needs use_points when off)
     use_points: bool = True  # add the previous mask's most interior point (off for box-only models)
     use_mask_prompt: bool = True  # give the previous low-res logits as mask prompt
     min_area_px: int = 6  # smaller masks mean the structure ended
     min_score: float = 0.7  # predicted IoU below this stops propagation (LiteMedSAM: ~0.6 past the end)
+    min_score_ratio: float = 0.0  # ... or below this fraction of the prompted slice's predicted IoU
     max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
     max_slices: Optional[int] = None  # per direction
 
     @classmethod
     def for_model(cls, model, **overrides) -> "PropagationOptions":
-        """Defaults suited to ``model``: box-only decoders (LiteMedSAM) get no point prompts.
+        """Defaults suited to ``model``: box-only decoders (LiteMedSAM) get no point prompts, and the registry
+        entry of the model (or of the model a checkpoint was trained for) adds the settings chosen for it on
+        synthetic volumes (``ModelSpec.propagation``, see benchmarks/bench_propagation.py)."""
+        from synthfm.models.registry import MODEL_REGISTRY
 
-        The previous logits stay on as mask prompt even for LiteMedSAM: on a bright ellipsoid it then
-        stops one slice past the structure, without it it runs to the volume's ends (see tests).
-        """
-        return cls(**{"use_points": getattr(model, "trained_points", True), **overrides})
+        spec = MODEL_REGISTRY.get(getattr(model, "name", ""))
+        chosen = dict(spec.propagation) if spec is not None else {}
+        return cls(**{"use_points": getattr(model, "trained_points", True), **chosen, **overrides})
 
 
 @dataclass
@@ -73,7 +77,8 @@ def prompts_from_mask(pred: Prediction, options: PropagationOptions) -> Prompts:
         dist = ndi.distance_transform_edt(pred.mask)
         y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
         points, labels = np.array([[x, y]], float), np.array([1])
-    return Prompts(points, labels, box, pred.logits if options.use_mask_prompt else None)
+    return Prompts(points, labels, box if options.use_box or not options.use_points else None,
+                   pred.logits if options.use_mask_prompt else None)
 
 
 class VolumeSegmenter:
@@ -131,6 +136,7 @@ class VolumeSegmenter:
         first = self.segment_slice(index, prompts)
         if first.mask.sum() < options.min_area_px:
             raise ValueError(f"the prompts give an empty mask on slice {index}; move or add prompts first")
+        floor = max(options.min_score, options.min_score_ratio * first.score)
         result = PropagationResult(np.zeros(self.volume.shape, bool), [SliceRecord(index, int(first.mask.sum()), first.score)])
         self._put(result.mask, index, first.mask)
         steps = [s for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both")]
@@ -143,7 +149,7 @@ class VolumeSegmenter:
                 pred = self.segment_slice(i, prompts_from_mask(prev, options))
                 area = int(pred.mask.sum())
                 stop = ("empty" if area < options.min_area_px else
-                        "low score" if pred.score < options.min_score else
+                        "low score" if pred.score < floor else
                         "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else None)
                 result.records.append(SliceRecord(i, area, pred.score, stop))
                 done += 1
