@@ -65,7 +65,9 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   license="Apache-2.0"),
         ModelSpec("medsam-lite", "tinyvit", 256, LITEMEDSAM, "published",
                   description="LiteMedSAM as published (trained on real medical images; box prompts only).",
-                  license="Apache-2.0", trained_points=False),
+                  license="Apache-2.0", trained_points=False,
+                  # 3D Dice 0.395 vs 0.250 with the generic defaults on 12 held-out synthetic volumes
+                  propagation=(("box_margin", 0.0), ("min_score", 0.0), ("min_score_ratio", 0.8))),
         *[ModelSpec(f"sam-{v.replace('_', '-')}", v, 1024, SAM_WEIGHTS[v], "published", pixel_mean=SAM_MEAN,
                     pixel_std=SAM_STD, description=f"Segment Anything {v} as published (zero-shot baseline).",
                     license="Apache-2.0") for v in ("vit_b", "vit_l", "vit_h")],
