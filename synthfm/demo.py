@@ -1,6 +1,6 @@
 """``synthfm demo``: the whole pipeline on a synthetic volume, no downloads needed.
 
-Generate a volume with known truth, prompt its middle slice, propagate with the default model,
+Generate a volume with known truth, prompt the slice where the structure is largest, propagate with the default model,
 write the label volume and an overlay PNG, and print Dice against the synthetic truth.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     segmenter = VolumeSegmenter(SlicePredictor(model, args.device), sample.image, axis=0)
-    mid = args.depth // 2
+    mid = int(np.argmax(sample.mask.sum(axis=(1, 2))))  # prompt where the structure is largest, as a user would
     truth_mid = sample.mask[mid]
     ys, xs = np.nonzero(truth_mid)
     dist = ndi.distance_transform_edt(truth_mid)

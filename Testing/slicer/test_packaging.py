@@ -38,6 +38,17 @@ def test_core_package_is_installed_completely():
     assert resources <= set(cmake_set(top(), "SYNTHFM_CORE_PYTHON_RESOURCES"))
 
 
+def test_shipped_decoders_are_installed_where_the_registry_finds_them():
+    from synthfm.models.registry import SHIPPED_MODELS_DIR
+
+    listed = set(cmake_set(top(), "SYNTHFM_CORE_PYTHON_RESOURCES"))
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "Resources" / "models").glob("*")}
+    assert shipped and shipped <= listed, "every shipped decoder/model card must be installed with the core package"
+    assert all((ROOT / f).is_file() for f in listed), "CMakeLists lists resources that do not exist"
+    # ctkMacroCompilePythonScript keeps the relative path: synthfm/ and Resources/models/ land side by side
+    assert SHIPPED_MODELS_DIR == ROOT / "Resources" / "models"
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_module_files_are_listed(module):
     folder = ROOT / module

@@ -62,7 +62,9 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
         ModelSpec("synthfm-lite", "tinyvit", 256, LITEMEDSAM, "synthfm", "synthfm-lite.pt",
                   description="LiteMedSAM TinyViT encoder (frozen) + decoder trained from scratch on synthetic "
                               "images only. Default: fast on CPU, works offline.",
-                  license="Apache-2.0"),
+                  license="Apache-2.0",
+                  # 3D Dice 0.254 vs 0.186 with a 10% box margin on 12 held-out synthetic volumes
+                  propagation=(("box_margin", 0.0),)),
         ModelSpec("medsam-lite", "tinyvit", 256, LITEMEDSAM, "published",
                   description="LiteMedSAM as published (trained on real medical images; box prompts only).",
                   license="Apache-2.0", trained_points=False,
