@@ -20,9 +20,11 @@ from synthfm.segment import PropagationOptions, Prompts, SlicePredictor, VolumeS
 #: stop rule x prompt set; every model also runs its registry default ("default")
 STOPS = {"score>=0.7": {"min_score": 0.7}, "score>=0.5": {"min_score": 0.5},
          "score>=0.8*first": {"min_score": 0.0, "min_score_ratio": 0.8},
-         "score>=0.9*first": {"min_score": 0.0, "min_score_ratio": 0.9}}
-PROMPTS = {"box+mask": {}, "box": {"use_mask_prompt": False}, "tight box+mask": {"box_margin": 0.0},
-           "point+mask, no box": {"use_box": False}}
+         "score>=0.9*first": {"min_score": 0.0, "min_score_ratio": 0.9},
+         "score>=0.7, shift<=0.1": {"min_score": 0.7, "max_intensity_shift": 0.1},
+         "score>=0.5, shift<=0.1": {"min_score": 0.5, "max_intensity_shift": 0.1},
+         "score>=0.5, shift<=0.2": {"min_score": 0.5, "max_intensity_shift": 0.2}}
+PROMPTS = {"box+mask": {}, "box": {"use_mask_prompt": False}, "tight box+mask": {"box_margin": 0.0}}
 SETTINGS = {"default": {}, **{f"{p} | {s}": {**po, **so} for p, po in PROMPTS.items() for s, so in STOPS.items()}}
 SEED = 777  # held-out: training draws 2D images from seed 0
 

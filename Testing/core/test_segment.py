@@ -215,3 +215,18 @@ def test_point_only_prompts_between_slices():
     no_box = prompts_from_mask(pred, PropagationOptions(use_box=False))
     assert no_box.box is None and no_box.labels.tolist() == [1] and mask[int(no_box.points[0][1]), int(no_box.points[0][0])]
     assert prompts_from_mask(pred, PropagationOptions(use_box=False, use_points=False)).box is not None  # never empty
+
+
+def test_intensity_jump_stops_a_leak_past_the_structure():
+    class Sticky(TruthPredictor):  # always returns the structure's cross-section, even where it has ended
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            return Prediction(self.truth[5], 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
+
+    truth = np.zeros((11, 20, 20), bool)
+    truth[3:8, 5:12, 5:12] = True
+    volume = np.where(truth, 180.0, 100.0)
+    seg = VolumeSegmenter(Sticky(truth, 0), volume)
+    prompt = Prompts.make(positive=[(8, 8)])
+    assert seg.propagate(5, prompt, options=PropagationOptions()).slices == list(range(11))  # leaks everywhere
+    result = seg.propagate(5, prompt, options=PropagationOptions(max_intensity_shift=0.2))
+    assert result.slices == [3, 4, 5, 6, 7] and {r.stop for r in result.records if r.stop} == {"intensity jump"}

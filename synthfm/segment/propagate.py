@@ -33,6 +33,7 @@ class PropagationOptions:
     min_score: float = 0.7  # predicted IoU below this stops propagation (LiteMedSAM: ~0.6 past the end)
     min_score_ratio: float = 0.0  # ... or below this fraction of the prompted slice's predicted IoU
     max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
+    max_intensity_shift: float = 0.0  # mean intensity under the mask moved by more than this (window units): stop
     max_slices: Optional[int] = None  # per direction
 
     @classmethod
@@ -122,6 +123,11 @@ class VolumeSegmenter:
     def segment_slice(self, index: int, prompts: Prompts) -> Prediction:
         return self.predictor.predict(self.slice(index), prompts, key=self.key(index), value_range=self.value_range)
 
+    def _mean_in(self, index: int, mask: np.ndarray) -> float:
+        """Mean intensity under ``mask`` on slice ``index``, in units of the window (0..1)."""
+        lo, hi = self.value_range
+        return (float(self.slice(index)[mask].mean()) - lo) / max(hi - lo, 1e-6)
+
     def _put(self, mask: np.ndarray, index: int, slice_mask: np.ndarray) -> None:
         view = np.moveaxis(mask, self.axis, 0)
         view[index] = slice_mask
@@ -148,9 +154,12 @@ class VolumeSegmenter:
                 check_cancel(cancel)
                 pred = self.segment_slice(i, prompts_from_mask(prev, options))
                 area = int(pred.mask.sum())
+                shift = (abs(self._mean_in(i, pred.mask) - self._mean_in(i - step, prev.mask))
+                         if options.max_intensity_shift and area else 0.0)
                 stop = ("empty" if area < options.min_area_px else
                         "low score" if pred.score < floor else
-                        "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else None)
+                        "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
+                        "intensity jump" if options.max_intensity_shift and shift > options.max_intensity_shift else None)
                 result.records.append(SliceRecord(i, area, pred.score, stop))
                 done += 1
                 report(progress, done, total, f"slice {i}")
