@@ -43,8 +43,6 @@ def main() -> None:
         model = load_model(name)
         predictor = SlicePredictor(model, cache_size=40 * len(samples))  # every slice encoded once
         for setting, overrides in SETTINGS.items():
-            if not model.trained_points and "use_box" in overrides:  # box-only decoders need the box
-                continue
             options = (PropagationOptions.for_model(model) if setting == "default" else
                        PropagationOptions(use_points=model.trained_points, **overrides))
             scores, kept, truth_n, start = [], [], [], time.perf_counter()

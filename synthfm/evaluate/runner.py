@@ -64,7 +64,8 @@ class _FloorRunner:
 
 
 def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volume: bool, results: Results) -> list:
-    """One runner per model; (model, protocol) pairs that cannot run are listed in ``results.skipped``."""
+    """One runner per model; (model, protocol) pairs that cannot run are listed in ``results.skipped``
+    (the evaluation loops leave those out)."""
     for p in protocols:
         if p not in PROTOCOLS:
             raise ValueError(f"unknown prompt protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
@@ -102,9 +103,10 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
 
     results = Results()
     runners = _runners(models, protocols, device, volume, results)
+    skipped = {(s["model"], s["protocol"]) for s in results.skipped}
     loaded = [load_case(c) for c in cases]
     if volume:
-        return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel)
+        return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, skipped, progress, cancel)
     jobs = [(lc, v, s) for lc in loaded for v in lc.values for s in _slices_with(lc.label.array == v, max_slices)]
     for done, (lc, value, s) in enumerate(jobs, 1):
         check_cancel(cancel)
@@ -113,7 +115,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
         vrange = intensity_range(lc.image.array, "auto")
         for runner in runners:
             for protocol in protocols:
-                if runner.accepts(protocol):
+                if (runner.name, protocol) in skipped:
                     continue
                 rng = np.random.default_rng([seed, done])
                 prompts = make_prompts(protocol, truth, rng, spacing2d)
@@ -138,7 +140,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
 
 
 def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Sequence[str], seed: int,
-                      tolerance_mm: float, results: Results, progress: Optional[ProgressCallback],
+                      tolerance_mm: float, results: Results, skipped: set, progress: Optional[ProgressCallback],
                       cancel: Optional[CancelToken]) -> Results:
     """Per structure: prompts on its largest axial slice, propagation both ways, 3D metrics."""
     from synthfm.segment import PropagationOptions, VolumeSegmenter
@@ -150,7 +152,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
         s = int(np.argmax(truth.sum(axis=(1, 2))))
         spacing2d, spacing3d = (lc.image.spacing[1], lc.image.spacing[0]), tuple(lc.image.spacing[::-1])
         for runner in runners:
-            if isinstance(runner, _FloorRunner):
+            if all((runner.name, p) in skipped for p in protocols):
                 continue
             key = (runner.name, str(lc.case.image))
             if key not in segmenters:  # slices are encoded once per model and image, shared by its structures
@@ -158,7 +160,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                                                   volume_id=str(lc.case.image))
             seg = segmenters[key]
             for protocol in protocols:
-                if runner.accepts(protocol) or protocol == "clicks":
+                if (runner.name, protocol) in skipped:
                     continue
                 check_cancel(cancel)
                 prompts = make_prompts(protocol, truth[s], np.random.default_rng([seed, done]), spacing2d)
