@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthfm.models import build_model, load_model
+from synthfm.models import build_model, fused_cpu, load_model
 from synthfm.segment import Prompts, SlicePredictor, VolumeSegmenter
 
 
@@ -26,9 +26,11 @@ def timed(fn, repeat: int) -> float:
 
 
 def flops(fn) -> float:
-    counter = FlopCounterMode(display=False)
+    """FLOPs of ``fn`` counted on the plain layers (the counter does not see oneDNN's fused operators)."""
+    counter, previous = FlopCounterMode(display=False), fused_cpu.set_enabled(False)
     with counter:
         fn()
+    fused_cpu.set_enabled(previous)
     return counter.get_total_flops()
 
 
@@ -52,8 +54,11 @@ def main() -> None:
     x = torch.rand(1, 3, 256, 256)
     f = flops(lambda: lite.encode(x))
     for dtype in (torch.float32, torch.bfloat16):
-        with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
-            row(f"TinyViT encoder 256 {str(dtype)[6:]}", timed(lambda: lite.encode(x), 3), f, dtype)
+        for fused in (False, True):  # plain layers vs oneDNN conv/linear + GELU fusion (synthfm.models.fused_cpu)
+            fused_cpu.set_enabled(fused)
+            with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
+                row(f"TinyViT 256 {str(dtype)[6:]} {'fused' if fused else 'plain'}", timed(lambda: lite.encode(x), 5),
+                    f, dtype)
     emb = lite.encode(x)
     pts, lab = torch.tensor([[[100.0, 120.0]]]), torch.tensor([[1]])
     f = flops(lambda: lite.decode(emb, pts, lab, multimask=True))

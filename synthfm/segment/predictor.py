@@ -13,6 +13,7 @@ from typing import Hashable, Optional, Tuple, Union
 
 import numpy as np
 import torch
+from segment_anything.utils.amg import calculate_stability_score
 
 from synthfm.models.sam import PromptableModel
 from synthfm.segment.preprocess import SliceTransform, Window, prepare_slice
@@ -27,6 +28,12 @@ class Prediction:
     score: float
     logits: np.ndarray  # (256, 256)
     all_scores: np.ndarray  # predicted IoU of every candidate mask
+
+    @property
+    def stability(self) -> float:
+        """SAM's stability score: IoU of the masks at logit > +1 and > -1 (near 1: crisp, confident edges)."""
+        logits = torch.from_numpy(np.ascontiguousarray(self.logits, dtype=np.float32))
+        return float(torch.nan_to_num(calculate_stability_score(logits, 0.0, 1.0), nan=0.0))
 
 
 def pick_device(device: str = "auto") -> torch.device:

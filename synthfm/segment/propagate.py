@@ -2,8 +2,8 @@
 
 From the prompted slice the structure is followed in both directions; each next slice is prompted
 with the previous mask's box (plus a margin), its most interior point, and its low-res logits.
-Propagation stops where the structure ends: an empty mask, a low predicted IoU, or an implausible
-jump in area (the usual sign of leaking into a neighbour).
+Propagation stops where the structure ends: an empty mask, a low predicted IoU or stability score, or
+an implausible jump in area (the usual sign of leaking into a neighbour).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class PropagationOptions:
     min_area_px: int = 6  # smaller masks mean the structure ended
     min_score: float = 0.7  # predicted IoU below this stops propagation (LiteMedSAM: ~0.6 past the end)
     min_score_ratio: float = 0.0  # ... or below this fraction of the prompted slice's predicted IoU
+    min_stability: float = 0.0  # SAM's stability score (IoU of masks at logit +1 / -1) below this: stop
     max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
     max_intensity_shift: float = 0.0  # mean intensity under the mask moved by more than this (window units): stop
     max_slices: Optional[int] = None  # per direction
@@ -158,6 +159,7 @@ class VolumeSegmenter:
                          if options.max_intensity_shift and area else 0.0)
                 stop = ("empty" if area < options.min_area_px else
                         "low score" if pred.score < floor else
+                        "unstable" if options.min_stability and pred.stability < options.min_stability else
                         "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
                         "intensity jump" if options.max_intensity_shift and shift > options.max_intensity_shift else None)
                 result.records.append(SliceRecord(i, area, pred.score, stop))

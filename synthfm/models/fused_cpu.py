@@ -1,0 +1,88 @@
+"""Fused oneDNN kernels for the frozen TinyViT encoder on CPU (convolution or linear layer + GELU / + add).
+
+The light encoder's first stage works on 256 x 256 x 256 activations, so on a CPU it is bound by memory
+traffic, not arithmetic: an unfused ``gelu(conv(x))`` writes and re-reads every activation once more.
+PyTorch's oneDNN backend fuses these element-wise tails into the convolution (the kernels torch.compile's
+CPU backend emits, ``torch.ops.mkldnn._convolution_pointwise`` / ``_linear_pointwise``).  They are private
+operators, so every call here falls back to the plain modules when they are missing or refuse the inputs
+(another PyTorch build, a GPU tensor, autograd on), and ``SYNTHFM_FUSED_CPU=0`` switches them off.
+benchmarks/bench_models.py measures both paths; Testing/core/test_fused_cpu.py checks they agree.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_OPS = getattr(torch.ops, "mkldnn", None)
+_state = {"enabled": os.environ.get("SYNTHFM_FUSED_CPU", "1") != "0", "warned": False}
+
+
+def set_enabled(enabled: bool) -> bool:
+    """Switch the fused kernels on or off for this process; returns the previous setting."""
+    previous, _state["enabled"] = _state["enabled"], bool(enabled)
+    return previous
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would compute in on ``x``'s device (the private operators bypass autocast)."""
+    try:
+        on = torch.is_autocast_enabled(x.device.type)
+        return torch.get_autocast_dtype(x.device.type) if on else x.dtype
+    except (TypeError, AttributeError):  # PyTorch < 2.4
+        return torch.get_autocast_cpu_dtype() if x.device.type == "cpu" and torch.is_autocast_cpu_enabled() else x.dtype
+
+
+def _usable(x: torch.Tensor) -> bool:
+    return (_state["enabled"] and _OPS is not None and x.device.type == "cpu" and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.is_available())
+
+
+def _fallback(error: Exception) -> None:
+    if not _state["warned"]:
+        log.warning("fused CPU kernels unavailable (%s); using the plain layers", error)
+    _state.update(enabled=False, warned=True)
+
+
+def _params(module: nn.Module, dtype: torch.dtype):
+    bias = module.bias.to(dtype) if module.bias is not None else None
+    return module.weight.to(dtype), bias
+
+
+def conv(module: nn.Conv2d, x: torch.Tensor, act: Optional[str] = None, add: Optional[torch.Tensor] = None
+         ) -> torch.Tensor:
+    """``conv(x)``, then ``+ add`` or ``gelu`` (not both); fused into one oneDNN call where possible."""
+    if _usable(x) and isinstance(module, nn.Conv2d):  # a ConvBN not folded yet runs the plain way
+        dtype = compute_dtype(x)
+        try:
+            w, b = _params(module, dtype)
+            geometry = (list(module.padding), list(module.stride), list(module.dilation), module.groups)
+            x = x.to(dtype)
+            if add is not None:
+                return _OPS._convolution_pointwise.binary(x, add.to(dtype), w, b, *geometry, "add", None, None, [],
+                                                          None)
+            return _OPS._convolution_pointwise(x, w, b, *geometry, act or "none", [], "none")
+        except (RuntimeError, AttributeError, NotImplementedError) as error:
+            _fallback(error)
+    y = module(x)
+    if add is not None:
+        return y + add
+    return F.gelu(y) if act == "gelu" else y
+
+
+def linear_gelu(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``gelu(linear(x))`` fused where possible."""
+    if _usable(x):
+        dtype = compute_dtype(x)
+        try:
+            w, b = _params(module, dtype)
+            return _OPS._linear_pointwise(x.to(dtype), w, b, "gelu", [], "none")
+        except (RuntimeError, AttributeError, NotImplementedError) as error:
+            _fallback(error)
+    return F.gelu(module(x))
