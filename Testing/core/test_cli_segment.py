@@ -71,3 +71,16 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert 0 <= volume_dice <= 1 and slice_dice > 0.8  # the prompted slice is what the box pins down
     for name in ("image.nii.gz", "truth.nii.gz", "label.nii.gz", "overlay.png"):
         assert (tmp_path / name).exists(), name
+
+
+def test_propagation_settings_from_the_command_line(oblique_volume, tmp_path, capsys):
+    path, _, truth = oblique_volume
+    ys, xs = np.nonzero(truth[4])
+    box = f"{xs.min()},{ys.min()},4,{xs.max()},{ys.max()},4"
+    out = tmp_path / "one.nii.gz"
+    assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--out", str(out), "--box", box,
+                 "--propagation", "max_slices=1", "--propagation", "min_score=0"]) == 0
+    assert (read_volume(out).array > 0).any(axis=(1, 2)).nonzero()[0].tolist() == [3, 4, 5]
+    assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--out", str(tmp_path / "x.nii.gz"),
+                 "--box", box, "--propagation", "max_slice=1"]) == 2
+    assert "KEY one of" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 import functools
 
 import numpy as np
+from scipy import ndimage as ndi
 import pytest
 import torch
 
@@ -66,6 +67,8 @@ def test_embeddings_are_computed_once_per_slice():
     for x in range(5):
         out = pred.predict(image, Prompts.make(positive=[(10 + x, 20)]))
         assert out.mask.shape == (40, 50) and len(out.all_scores) == 3  # one point: ambiguous -> 3 masks
+        assert out.candidates.shape == (3, 40, 50) and out.candidate_logits.shape == (3, 256, 256)
+        assert (out.mask == out.candidates[int(np.argmax(out.all_scores))]).all()
     pred.predict(image, Prompts.make(positive=[(10, 20)], box=(2, 2, 30, 30)))
     assert pred.encoder_calls == 1
     pred.predict(image + 1, Prompts.make(positive=[(10, 20)]))
@@ -230,3 +233,89 @@ def test_intensity_jump_stops_a_leak_past_the_structure():
     assert seg.propagate(5, prompt, options=PropagationOptions()).slices == list(range(11))  # leaks everywhere
     result = seg.propagate(5, prompt, options=PropagationOptions(max_intensity_shift=0.2))
     assert result.slices == [3, 4, 5, 6, 7] and {r.stop for r in result.records if r.stop} == {"intensity jump"}
+
+
+
+def test_intensity_jump_is_relative_to_the_contrast_and_tolerates_an_overshoot():
+    class Overshoot(TruthPredictor):  # exact on the prompted slice, one pixel too wide elsewhere
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            mask = self.truth[key[2]]
+            return Prediction(ndi.binary_dilation(mask) if key[2] != 5 and mask.any() else mask, 0.95,
+                              np.zeros((256, 256), np.float32), np.array([0.95]))
+
+    class Sticky(TruthPredictor):  # past the structure's end, keeps returning its cross-section
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            return Prediction(self.truth[5], 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
+
+    truth = np.zeros((11, 40, 40), bool)
+    truth[2:9, 10:30, 10:30] = True
+    soft = np.zeros(truth.shape, bool)
+    soft[:, 10:30, 10:30] = True  # a neighbour on the slices where the structure is absent, 10 units darker
+    volume = np.where(truth, 60.0, np.where(soft, 50.0, 30.0)) + np.random.default_rng(0).normal(0, 0.5, truth.shape)
+    volume[:, 35:, 35:] = 1000.0  # bone elsewhere: the window is ~30 times wider than the structure's contrast
+    options = PropagationOptions(max_intensity_shift=0.25)
+    prompt = Prompts.make(positive=[(20, 20)])
+    assert VolumeSegmenter(Overshoot(truth, 0), volume).propagate(5, prompt, options=options).slices == list(range(2, 9))
+    result = VolumeSegmenter(Sticky(truth, 0), volume).propagate(5, prompt, options=options)
+    assert result.slices == list(range(2, 9)) and {r.stop for r in result.records if r.stop} == {"intensity jump"}
+
+
+class Candidates(TruthPredictor):
+    """Three candidates per slice: a wrong blob (highest predicted IoU), the truth, and the whole slice."""
+
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+        truth = self.truth[key[2]]
+        wrong = np.zeros_like(truth)
+        wrong[:4, :4] = True
+        masks = np.stack([wrong, truth, np.ones_like(truth)])
+        scores = np.array([0.9, 0.8, 0.7])
+        logits = np.zeros((3, 256, 256), np.float32)
+        if multimask is not True:  # asked for one mask: the model's own pick
+            return Prediction(wrong, 0.9, logits[0], scores[:1])
+        return Prediction(wrong, 0.9, logits[0], scores, masks, logits)
+
+
+def test_picking_the_candidate_closest_to_the_previous_mask_follows_the_structure():
+    truth = np.zeros((11, 30, 30), bool)
+    truth[2:9, 10:20, 10:20] = True
+
+    class Start(Candidates):  # the prompted slice is right; on the others the top-scored candidate is not
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            if key[2] == 5:
+                return Prediction(truth[5], 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+            return super().predict(image, prompts, key, multimask, value_range)
+
+    seg = VolumeSegmenter(Start(truth, 0), truth * 1.0)
+    prompt = Prompts.make(positive=[(15, 15)])
+    drifted = seg.propagate(5, prompt, options=PropagationOptions(min_score=0.0))
+    assert (drifted.mask & truth).sum() == truth[5].sum()  # follows the wrong blob from the next slice on
+    closest = seg.propagate(5, prompt, options=PropagationOptions(min_score=0.0, pick_closest=True))
+    assert closest.slices == list(range(2, 9)) and (closest.mask == truth).all()
+    assert {r.stop for r in closest.records if r.stop} == {"area jump"}  # past the end only "whole slice" overlaps
+
+
+def test_a_shape_jump_stops_propagation():
+    class Jumping(TruthPredictor):  # past the structure's end, a same-sized square somewhere else
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            mask = self.truth[key[2]] if self.truth[key[2]].any() else np.roll(self.truth[5], 12, axis=1)
+            return Prediction(mask, 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
+
+    truth = np.zeros((11, 40, 40), bool)
+    truth[3:8, 10:20, 10:20] = True
+    seg = VolumeSegmenter(Jumping(truth, 0), truth * 1.0)
+    prompt = Prompts.make(positive=[(15, 15)])
+    assert seg.propagate(5, prompt, options=PropagationOptions(min_score=0.0)).slices == list(range(11))
+    result = seg.propagate(5, prompt, options=PropagationOptions(min_score=0.0, min_overlap=0.3))
+    assert result.slices == list(range(3, 8)) and {r.stop for r in result.records if r.stop} == {"shape jump"}
+
+
+def test_propagation_overrides_from_the_command_line_are_typed_and_checked():
+    parsed = PropagationOptions.parse_overrides(["min_score=0.5", "pick-closest=true", "max_slices=3", "min_area_px=10"])
+    assert parsed == {"min_score": 0.5, "pick_closest": True, "max_slices": 3, "min_area_px": 10}
+    assert PropagationOptions(**parsed).max_slices == 3
+    with pytest.raises(ValueError, match="KEY one of .*min_score"):
+        PropagationOptions.parse_overrides(["min_scor=0.5"])
+    with pytest.raises(ValueError, match="'maybe' is not a valid bool"):
+        PropagationOptions.parse_overrides(["use_box=maybe"])
+    with pytest.raises(ValueError, match="whole number"):
+        PropagationOptions.parse_overrides(["max_slices=2.5"])

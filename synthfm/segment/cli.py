@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=0, help="slicing axis: 0 axial, 1 coronal, 2 sagittal")
     p.add_argument("--direction", choices=("both", "up", "down"), default="both")
     p.add_argument("--no-propagate", action="store_true", help="segment only the prompted slice")
+    p.add_argument("--propagation", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a propagation setting, e.g. min_score=0.5 or max_slices=20 (repeatable; "
+                        "see PropagationOptions in docs/segment.md)")
     p.add_argument("--window", default="auto", help="auto, percentile, minmax or a CT preset (ct-soft, ct-lung, ...)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--label", type=int, default=1, help="label value written for the structure (default 1)")
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = VolumeSegmenter(SlicePredictor(model, args.device, args.window), volume.array, axis=axis)
     slice_ = segmenter.slice(index)
     prompts.validate(*slice_.shape)
-    options = PropagationOptions.for_model(model)
+    options = PropagationOptions.for_model(model, **PropagationOptions.parse_overrides(args.propagation))
     if args.no_propagate:
         mask = np.zeros(volume.shape, bool)
         np.moveaxis(mask, axis, 0)[index] = segmenter.segment_slice(index, prompts).mask

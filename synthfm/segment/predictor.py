@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Hashable, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from segment_anything.utils.amg import calculate_stability_score
 
+from synthfm.evaluate.metrics import iou
 from synthfm.models.sam import PromptableModel
 from synthfm.segment.preprocess import SliceTransform, Window, prepare_slice
 from synthfm.segment.prompts import Prompts
@@ -28,12 +28,15 @@ class Prediction:
     score: float
     logits: np.ndarray  # (256, 256)
     all_scores: np.ndarray  # predicted IoU of every candidate mask
+    candidates: Optional[np.ndarray] = None  # (M, H, W) every candidate mask, when several were asked for
+    candidate_logits: Optional[np.ndarray] = None  # (M, 256, 256)
 
-    @property
-    def stability(self) -> float:
-        """SAM's stability score: IoU of the masks at logit > +1 and > -1 (near 1: crisp, confident edges)."""
-        logits = torch.from_numpy(np.ascontiguousarray(self.logits, dtype=np.float32))
-        return float(torch.nan_to_num(calculate_stability_score(logits, 0.0, 1.0), nan=0.0))
+    def closest_to(self, reference: np.ndarray) -> "Prediction":
+        """The candidate with the highest IoU against ``reference`` (e.g. the neighbouring slice's mask)."""
+        if self.candidates is None or len(self.candidates) < 2:
+            return self
+        k = int(np.argmax([iou(c, reference) for c in self.candidates]))
+        return replace(self, mask=self.candidates[k], score=float(self.all_scores[k]), logits=self.candidate_logits[k])
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -114,7 +117,9 @@ class SlicePredictor:
         with self._autocast():
             out = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi)
         scores = out.iou[0].float().cpu().numpy()
+        low = out.logits[0].float()
+        masks = np.stack([(transform.logits_to_slice(m) > 0).cpu().numpy() for m in low])
         best = int(np.argmax(scores))
-        low = out.logits[0, best].float()
-        mask = (transform.logits_to_slice(low) > 0).cpu().numpy()
-        return Prediction(mask, float(scores[best]), low.cpu().numpy(), scores)
+        low = low.cpu().numpy()
+        return Prediction(masks[best], float(scores[best]), low[best], scores,
+                          masks if multi else None, low if multi else None)

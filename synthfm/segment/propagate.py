@@ -2,17 +2,18 @@
 
 From the prompted slice the structure is followed in both directions; each next slice is prompted
 with the previous mask's box (plus a margin), its most interior point, and its low-res logits.
-Propagation stops where the structure ends: an empty mask, a low predicted IoU or stability score, or
-an implausible jump in area (the usual sign of leaking into a neighbour).
+Propagation stops where the structure ends: an empty mask, a low predicted IoU, an implausible jump in
+area (the usual sign of leaking into a neighbour) or, optionally, in the mean intensity under the mask.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Hashable, List, Optional
+from dataclasses import dataclass, field, fields
+from typing import Dict, Hashable, List, Optional, Union
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from synthfm.evaluate.metrics import iou
 from synthfm.segment.predictor import Prediction, SlicePredictor
 from synthfm.segment.preprocess import intensity_range
 from synthfm.segment.prompts import Prompts
@@ -32,10 +33,37 @@ class PropagationOptions:
     min_area_px: int = 6  # smaller masks mean the structure ended
     min_score: float = 0.7  # predicted IoU below this stops propagation (LiteMedSAM: ~0.6 past the end)
     min_score_ratio: float = 0.0  # ... or below this fraction of the prompted slice's predicted IoU
-    min_stability: float = 0.0  # SAM's stability score (IoU of masks at logit +1 / -1) below this: stop
     max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
-    max_intensity_shift: float = 0.0  # mean intensity under the mask moved by more than this (window units): stop
+    max_intensity_shift: float = 0.0  # mean under the mask moved by more than this x the object's contrast: stop
+    pick_closest: bool = False  # ask for 3 candidates and keep the one closest (IoU) to the previous mask
+    min_overlap: float = 0.0  # IoU with the previous slice's mask below this: the shape jumped, stop
     max_slices: Optional[int] = None  # per direction
+
+    @classmethod
+    def parse_overrides(cls, items: List[str]) -> Dict[str, object]:
+        """``["min_score=0.5", "pick_closest=true"]`` -> typed keyword arguments; unknown keys are an error."""
+        defaults = cls()
+        parsed: Dict[str, object] = {}
+        for item in items:
+            key, sep, text = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in {f.name for f in fields(cls)}:
+                raise ValueError(f"propagation setting '{item}' is not KEY=VALUE with KEY one of "
+                                 f"{', '.join(f.name for f in fields(cls))}")
+            current = getattr(defaults, key)
+            try:
+                if isinstance(current, bool):
+                    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError
+                    parsed[key] = text.lower() in ("true", "1", "yes")
+                elif current is None or isinstance(current, int):  # max_slices (None) and min_area_px
+                    parsed[key] = None if text.lower() == "none" else int(text)
+                else:
+                    parsed[key] = float(text)
+            except ValueError:
+                raise ValueError(f"propagation setting '{item}': '{text}' is not a valid {type(current).__name__}"
+                                 if current is not None else f"propagation setting '{item}': use a whole number")
+        return parsed
 
     @classmethod
     def for_model(cls, model, **overrides) -> "PropagationOptions":
@@ -121,13 +149,21 @@ class VolumeSegmenter:
                 self.predictor.embed(self.slice(i), self.key(i), self.value_range)
             report(progress, done, len(order), "encoding slices")
 
-    def segment_slice(self, index: int, prompts: Prompts) -> Prediction:
-        return self.predictor.predict(self.slice(index), prompts, key=self.key(index), value_range=self.value_range)
+    def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto") -> Prediction:
+        return self.predictor.predict(self.slice(index), prompts, key=self.key(index), multimask=multimask,
+                                      value_range=self.value_range)
 
     def _mean_in(self, index: int, mask: np.ndarray) -> float:
-        """Mean intensity under ``mask`` on slice ``index``, in units of the window (0..1)."""
+        """Mean intensity under ``mask`` on slice ``index``."""
+        return float(self.slice(index)[mask].mean())
+
+    def _contrast(self, index: int, mask: np.ndarray) -> float:
+        """|mean inside - mean of a 3-pixel ring outside| of ``mask``, at least 2% of the intensity window."""
+        ring = ndi.binary_dilation(mask, iterations=3) & ~mask
+        inside = self._mean_in(index, mask)
+        outside = self._mean_in(index, ring) if ring.any() else inside
         lo, hi = self.value_range
-        return (float(self.slice(index)[mask].mean()) - lo) / max(hi - lo, 1e-6)
+        return max(abs(inside - outside), 0.02 * (hi - lo), 1e-6)
 
     def _put(self, mask: np.ndarray, index: int, slice_mask: np.ndarray) -> None:
         view = np.moveaxis(mask, self.axis, 0)
@@ -144,6 +180,7 @@ class VolumeSegmenter:
         if first.mask.sum() < options.min_area_px:
             raise ValueError(f"the prompts give an empty mask on slice {index}; move or add prompts first")
         floor = max(options.min_score, options.min_score_ratio * first.score)
+        contrast = self._contrast(index, first.mask) if options.max_intensity_shift else 1.0
         result = PropagationResult(np.zeros(self.volume.shape, bool), [SliceRecord(index, int(first.mask.sum()), first.score)])
         self._put(result.mask, index, first.mask)
         steps = [s for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both")]
@@ -153,14 +190,16 @@ class VolumeSegmenter:
             prev, i, count = first, index + step, 0
             while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
                 check_cancel(cancel)
-                pred = self.segment_slice(i, prompts_from_mask(prev, options))
+                pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto")
+                if options.pick_closest:
+                    pred = pred.closest_to(prev.mask)
                 area = int(pred.mask.sum())
-                shift = (abs(self._mean_in(i, pred.mask) - self._mean_in(i - step, prev.mask))
+                shift = (abs(self._mean_in(i, pred.mask) - self._mean_in(i - step, prev.mask)) / contrast
                          if options.max_intensity_shift and area else 0.0)
                 stop = ("empty" if area < options.min_area_px else
                         "low score" if pred.score < floor else
-                        "unstable" if options.min_stability and pred.stability < options.min_stability else
                         "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
+                        "shape jump" if options.min_overlap and iou(pred.mask, prev.mask) < options.min_overlap else
                         "intensity jump" if options.max_intensity_shift and shift > options.max_intensity_shift else None)
                 result.records.append(SliceRecord(i, area, pred.score, stop))
                 done += 1
