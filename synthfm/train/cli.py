@@ -34,6 +34,12 @@ def register(subparsers) -> None:
                         "slices containing the labels are encoded once and mixed with synthetic images")
     p.add_argument("--user-fraction", type=float, default=0.5,
                    help="share of each batch drawn from --user-data (0..1, default 0.5)")
+    p.add_argument("--neighbour-volumes", type=int, default=0,
+                   help="also train on neighbouring-slice pairs of this many synthetic 3D volumes (6 encoded slices "
+                        "each): the slice prompted from the structure's mask on the next slice, empty past its end. "
+                        "Teaches propagation to follow a structure and to stop")
+    p.add_argument("--neighbour-prob", type=float, default=0.3,
+                   help="chance that a step trains on neighbouring-slice pairs (0..1, default 0.3)")
     p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
     p.add_argument("--ckpt-every", type=int, default=100, help="write checkpoint + resume state every N steps")
     p.add_argument("--out", default="outputs/train", help="output folder (checkpoint, resume state, curve.png)")
@@ -66,7 +72,8 @@ def config_from_args(args: argparse.Namespace):
                        seed=args.seed, device=str(pick_device(args.device)), bf16=not args.no_bf16,
                        time_budget_min=args.time_budget, out=args.out, cache=args.cache, data=args.data,
                        val_every=args.val_every, ckpt_every=args.ckpt_every, init=args.init,
-                       user_data=user_data, user_fraction=args.user_fraction)
+                       user_data=user_data, user_fraction=args.user_fraction,
+                       neighbour_volumes=args.neighbour_volumes, neighbour_prob=args.neighbour_prob)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,11 +17,12 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def hard_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """IoU of the thresholded masks (no gradient): the IoU head's regression target."""
+    """IoU of the thresholded masks (no gradient): the IoU head's regression target (1 when both are empty,
+    e.g. an empty answer past a structure's end)."""
     pred = (logits.detach() > 0).float()
     inter = (pred * target).sum((-1, -2))
     union = pred.sum((-1, -2)) + target.sum((-1, -2)) - inter
-    return inter / union.clamp(min=1.0)
+    return torch.where(union > 0, inter / union.clamp(min=1.0), torch.ones_like(union))
 
 
 def mask_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0,

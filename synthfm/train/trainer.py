@@ -27,11 +27,13 @@ from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, pro
 from synthfm.train.embed_cache import DataSource, EmbeddingCache, OnTheFlySource
 from synthfm.train.losses import hard_iou, mask_loss
 from synthfm.train.model_card import model_card
+from synthfm.train.neighbour_data import MODES as NEIGHBOUR_MODES, make_neighbour_batch, neighbour_cache
 from synthfm.train.prompt_sim import correction_click
 from synthfm.train.user_data import UserCase, user_cache
 from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
 
 VAL_OFFSET = 10_000_000  # validation images come from a disjoint index range of the same generator
+NEIGHBOUR_OFFSET = 20_000_000  # so do the 3D volumes of neighbouring-slice pairs
 MetricsCallback = Callable[[int, Dict[str, float]], None]
 DATA_PATHS = ("cache", "on-the-fly")
 
@@ -64,6 +66,8 @@ class TrainConfig:
     init: Optional[str] = None  # start from this decoder (model name or checkpoint path) instead of from scratch
     user_data: List[UserCase] = field(default_factory=list)  # the user's labelled volumes (fine-tuning)
     user_fraction: float = 0.5  # share of each batch drawn from user_data (when given)
+    neighbour_volumes: int = 0  # synthetic 3D volumes giving neighbouring-slice pairs (propagation training)
+    neighbour_prob: float = 0.3  # chance that a step trains on neighbouring-slice pairs (when volumes > 0)
 
     def __post_init__(self) -> None:
         self.user_data = [c if isinstance(c, UserCase) else UserCase(*c) for c in self.user_data]
@@ -84,6 +88,9 @@ class TrainConfig:
             raise ValueError(f"data must be one of {', '.join(DATA_PATHS)}, got '{self.data}'")
         if not 0.0 <= self.user_fraction <= 1.0:
             raise ValueError(f"user_fraction must be between 0 and 1, got {self.user_fraction}")
+        if not 0.0 <= self.neighbour_prob <= 1.0 or self.neighbour_volumes < 0:
+            raise ValueError(f"neighbour_prob must be between 0 and 1 and neighbour_volumes >= 0, got "
+                             f"{self.neighbour_prob} and {self.neighbour_volumes}")
         from synthfm.models.registry import get_spec
 
         get_spec(self.model)
@@ -168,6 +175,7 @@ class Trainer:
         if config.user_data:
             self.history.update(val_user_point=[], val_user_box=[])
         self.user_source: Optional[EmbeddingCache] = None
+        self.neighbour_source: Optional[EmbeddingCache] = None
 
     def _start_from(self, name: str) -> None:
         """Fine-tune: copy the prompt encoder + mask decoder of a trained model (same encoder)."""
@@ -192,6 +200,9 @@ class Trainer:
             self.train_source = OnTheFlySource(self.model, gen_cfg, cfg.seed, 0, cfg.samples, cfg.bf16)
         if cfg.user_data:
             self.user_source = user_cache(root, self.model, cfg.user_data, gen_cfg.size, cfg.bf16, progress, cancel)
+        if cfg.neighbour_volumes:
+            self.neighbour_source = neighbour_cache(root, self.model, gen_cfg, cfg.seed, cfg.neighbour_volumes,
+                                                    cfg.bf16, progress, cancel, first=NEIGHBOUR_OFFSET)
         self.transform = SliceTransform(gen_cfg.size, gen_cfg.size, self.model.image_size)
 
     def _cache(self, folder: Path, first: int, count: int, progress, cancel) -> EmbeddingCache:
@@ -206,12 +217,19 @@ class Trainer:
         cfg = self.config
         key = [cfg.seed, self.step, 1] if self.world_size == 1 else [cfg.seed, self.step, 1, self.rank]
         rng = np.random.default_rng(key)  # each rank draws its own samples and prompts
-        n_user, user_idx = self._draw_user(key)
-        idx = np.sort(rng.choice(len(self.train_source), cfg.batch_size - n_user, replace=False))
-        mode = str(rng.choice(POINT_MODES + BOX_MODES))
-        emb, labels, targets = self._get(idx, user_idx)
-        idx = np.concatenate([idx, len(self.train_source) + user_idx])
-        batch = make_batch(rng, labels, targets, idx, self.transform, mode)
+        nrng = np.random.default_rng([key[0], key[1], 3, *key[3:]])  # own stream: runs without it draw as before
+        if self.neighbour_source is not None and nrng.random() < cfg.neighbour_prob:
+            n = len(self.neighbour_source)
+            idx = np.sort(nrng.choice(n, cfg.batch_size, replace=cfg.batch_size > n))
+            emb, labels, targets = self.neighbour_source.get(idx, cfg.device)
+            batch = make_neighbour_batch(rng, labels, targets, idx, self.transform, str(nrng.choice(NEIGHBOUR_MODES)))
+        else:
+            n_user, user_idx = self._draw_user(key)
+            idx = np.sort(rng.choice(len(self.train_source), cfg.batch_size - n_user, replace=False))
+            mode = str(rng.choice(POINT_MODES + BOX_MODES))
+            emb, labels, targets = self._get(idx, user_idx)
+            idx = np.concatenate([idx, len(self.train_source) + user_idx])
+            batch = make_batch(rng, labels, targets, idx, self.transform, mode)
         self.model.train()
         self.model.image_encoder.eval()
         loss, dice_l = self.step_loss(rng, emb, batch, self.transform)

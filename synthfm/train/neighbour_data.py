@@ -1,0 +1,103 @@
+"""Neighbouring-slice pairs from synthetic 3D volumes: teach the decoder to follow a structure, and to stop.
+
+Propagation prompts slice ``k + s`` with what was found on slice ``k``.  A decoder trained only on single
+2D images never sees that situation, least of all past the structure's end, where the right answer is an
+empty mask.  Each item here is slice ``k + s`` of a generated volume (image, label map, target label) plus
+the target's mask on slice ``k`` (the prompt source), stored in bit :data:`PREVIOUS_BIT` of the label map
+so the items fit the ordinary :class:`~synthfm.train.embed_cache.EmbeddingCache`.  Per volume the items
+are: one slice past each end of the target (empty target), each end slice prompted from its inner
+neighbour, and interior pairs.  Images are windowed with the whole volume's percentiles, as
+:class:`~synthfm.segment.VolumeSegmenter` windows them at inference.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from synthfm.generate import GeneratorConfig, SyntheticGenerator
+from synthfm.generate.sample import Sample3D
+from synthfm.models.sam import PromptableModel
+from synthfm.segment.preprocess import intensity_range, normalize
+from synthfm.train.batches import Batch, prompt_tensors
+from synthfm.train.embed_cache import EmbeddingCache, Item
+from synthfm.train.prompt_sim import simulate
+from synthfm.utils.progress import CancelToken, ProgressCallback
+
+PREVIOUS_BIT = 1 << 14  # label-map bit: the target's mask on the neighbouring (prompting) slice
+PER_VOLUME = 6  # past top end, past bottom end, top end, bottom end, two interior pairs
+MODES = ("box", "box_point")  # what propagation gives the next slice
+
+
+def split_labels(labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(label map of the slice, the target's mask on the prompting neighbour) of stored item label maps."""
+    labels = np.asarray(labels)
+    return labels & ~PREVIOUS_BIT, (labels & PREVIOUS_BIT) != 0
+
+
+def pair(sample: Sample3D, role: int, rng: np.random.Generator) -> Tuple[int, int]:
+    """(slice, prompting slice) of item ``role`` for ``sample``'s target; interior pairs when an end is missing."""
+    z0, z1 = sample.meta["target_slices"]
+    depth = sample.mask.shape[0]
+    ends = {0: (z1 + 1, z1), 1: (z0 - 1, z0), 2: (z1, z1 - 1), 3: (z0, z0 + 1)}
+    cur, prev = ends.get(role, (-1, -1))
+    if 0 <= cur < depth and z0 <= prev <= z1 and sample.mask[prev].any():
+        return cur, prev
+    present = np.nonzero(sample.mask.any(axis=(1, 2)))[0]
+    prev = int(rng.choice(present))
+    cur = prev + (1 if rng.random() < 0.5 else -1)
+    return (cur, prev) if 0 <= cur < depth else (prev - (cur - prev), prev)
+
+
+class NeighbourItems:
+    """Items ``i`` = role ``i % PER_VOLUME`` of 3D volume ``first + i // PER_VOLUME`` of a generator."""
+
+    def __init__(self, config: GeneratorConfig, seed: int, first: int = 0) -> None:
+        self.generator, self.seed, self.first = SyntheticGenerator(config, seed), seed, first
+        self._last: Optional[Tuple[int, Sample3D, Tuple[float, float]]] = None
+
+    def _volume(self, v: int) -> Tuple[Sample3D, Tuple[float, float]]:
+        if self._last is None or self._last[0] != v:
+            sample = self.generator.sample_3d(self.first + v)
+            self._last = (v, sample, intensity_range(sample.image, "percentile"))
+        return self._last[1], self._last[2]
+
+    def __call__(self, idx: np.ndarray) -> List[Item]:
+        items = []
+        for i in idx:
+            v, role = divmod(int(i), PER_VOLUME)
+            sample, (lo, hi) = self._volume(v)
+            cur, prev = pair(sample, role, np.random.default_rng([self.seed, self.first + v, role]))
+            labels = sample.labels[cur].astype(np.int16) | np.where(sample.mask[prev], PREVIOUS_BIT, 0).astype(np.int16)
+            items.append((normalize(sample.image[cur], lo, hi), labels, sample.target_label))
+        return items
+
+
+def neighbour_cache(root: Path, model: PromptableModel, config: GeneratorConfig, seed: int, volumes: int,
+                    bf16: bool = True, progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None, first: int = 0) -> EmbeddingCache:
+    """Encode ``volumes x PER_VOLUME`` neighbour items once into ``root/neighbours-<fingerprint>`` and open it."""
+    wanted = {"format": "synthfm-embeddings", "kind": "neighbours", "encoder": model.encoder_name,
+              "image_size": model.image_size, "generator": config.to_dict(), "seed": seed, "first": first,
+              "per_volume": PER_VOLUME, "count": volumes * PER_VOLUME, "size": config.size}
+    key = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
+    cache = EmbeddingCache.open_matching(Path(root) / f"neighbours-{key}", wanted)
+    if not cache.complete:
+        cache.fill(model, bf16=bf16, progress=progress, cancel=cancel, items=NeighbourItems(config, seed, first),
+                   what="neighbouring slices of synthetic volumes")
+    return cache
+
+
+def make_neighbour_batch(rng: np.random.Generator, labels: np.ndarray, targets: np.ndarray, index: np.ndarray,
+                         transform, mode: str) -> Batch:
+    """Targets: the structure on each slice (empty past its end); prompts: from its mask on the neighbour."""
+    current, previous = split_labels(labels)
+    masks = [current[k] == int(targets[k]) for k in range(len(index))]
+    prompts = [simulate(rng, previous[k], current[k], mode) for k in range(len(index))]
+    tgt = torch.stack([transform.mask_to_lowres(m) for m in masks])[:, None].gt(0.5).float()
+    coords, plabels, boxes = prompt_tensors(prompts, transform)
+    return Batch(index, masks, prompts, tgt, coords, plabels, boxes, multimask=False)
