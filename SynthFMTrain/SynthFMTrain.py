@@ -47,10 +47,14 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
         self.samples = self._spin(10, 100000, 200)
         self.seed = self._spin(0, 2**31 - 1, 0)
         self.size = self._spin(64, 1024, 256)
+        self.neighbourVolumes = self._spin(0, 100000, 0)
+        self.neighbourVolumes.toolTip = ("Also train on neighbouring slices of this many synthetic 3D volumes (6 slices "
+                                         "each): teaches propagation to follow a structure and to stop at its end")
         preview = qt.QPushButton("Preview")
         preview.connect("clicked()", self.onPreview)
         for label, w in (("Preset:", self.preset), ("Samples:", self.samples), ("Seed:", self.seed),
-                         ("Image size:", self.size), ("", preview)):
+                         ("Image size:", self.size), ("3D volumes (propagation):", self.neighbourVolumes),
+                         ("", preview)):
             form.addRow(label, w)
 
         tr = ctk.ctkCollapsibleButton()
@@ -162,6 +166,7 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
             config = self.logic.train_config(
                 self.out.currentPath, model=self.model.currentText, preset=self.preset.currentText,
                 samples=self.samples.value, steps=self.steps.value, seed=self.seed.value,
+                neighbour_volumes=self.neighbourVolumes.value,
                 device=self.device.currentText, time_budget_min=self.budget.value or None,
                 overrides=self._overrides(), **self._fine_tune_settings())
             if self.table is None:

@@ -315,7 +315,7 @@ def test_propagation_overrides_from_the_command_line_are_typed_and_checked():
     assert PropagationOptions(**parsed).max_slices == 3
     with pytest.raises(ValueError, match="KEY one of .*min_score"):
         PropagationOptions.parse_overrides(["min_scor=0.5"])
-    with pytest.raises(ValueError, match="'maybe' is not a valid bool"):
+    with pytest.raises(ValueError, match="'maybe' is not a valid value for use_box"):
         PropagationOptions.parse_overrides(["use_box=maybe"])
-    with pytest.raises(ValueError, match="whole number"):
+    with pytest.raises(ValueError, match="not a valid value for max_slices"):
         PropagationOptions.parse_overrides(["max_slices=2.5"])

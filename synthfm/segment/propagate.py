@@ -42,27 +42,18 @@ class PropagationOptions:
     @classmethod
     def parse_overrides(cls, items: List[str]) -> Dict[str, object]:
         """``["min_score=0.5", "pick_closest=true"]`` -> typed keyword arguments; unknown keys are an error."""
-        defaults = cls()
+        defaults, names = cls(), [f.name for f in fields(cls)]
         parsed: Dict[str, object] = {}
         for item in items:
             key, sep, text = item.partition("=")
             key = key.strip().replace("-", "_")
-            if not sep or key not in {f.name for f in fields(cls)}:
-                raise ValueError(f"propagation setting '{item}' is not KEY=VALUE with KEY one of "
-                                 f"{', '.join(f.name for f in fields(cls))}")
-            current = getattr(defaults, key)
+            if not sep or key not in names:
+                raise ValueError(f"propagation setting '{item}' is not KEY=VALUE with KEY one of {', '.join(names)}")
             try:
-                if isinstance(current, bool):
-                    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError
-                    parsed[key] = text.lower() in ("true", "1", "yes")
-                elif current is None or isinstance(current, int):  # max_slices (None) and min_area_px
-                    parsed[key] = None if text.lower() == "none" else int(text)
-                else:
-                    parsed[key] = float(text)
+                parsed[key] = _parse_value(text.strip(), getattr(defaults, key))
             except ValueError:
-                raise ValueError(f"propagation setting '{item}': '{text}' is not a valid {type(current).__name__}"
-                                 if current is not None else f"propagation setting '{item}': use a whole number")
+                raise ValueError(f"propagation setting '{item}': '{text}' is not a valid value for {key} "
+                                 f"(default: {getattr(defaults, key)})") from None
         return parsed
 
     @classmethod
@@ -93,6 +84,17 @@ class PropagationResult:
     @property
     def slices(self) -> List[int]:
         return sorted(r.index for r in self.records if r.stop is None)
+
+
+def _parse_value(text: str, like: object) -> object:
+    """``text`` as the type of the default ``like`` (bool, whole number or None, float)."""
+    if isinstance(like, bool):
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(text)
+        return text.lower() in ("true", "1", "yes")
+    if like is None or isinstance(like, int):  # max_slices (default None) and min_area_px
+        return None if text.lower() == "none" else int(text)
+    return float(text)
 
 
 def prompts_from_mask(pred: Prediction, options: PropagationOptions) -> Prompts:
