@@ -64,8 +64,8 @@ def test_fused_kernels_are_really_used(encoder, image, monkeypatch):
     counter = _Counting()
     monkeypatch.setattr(fused_cpu, "_OPS", counter)
     _encode(encoder, image, True, True)
-    # patch embed 2 + MBConv 2x3 + 3 merges x 3 + 10 local convs + 10 MLPs
-    assert counter.calls == 2 + 6 + 9 + 10 + 10
+    # convolutions: patch embed 2 + MBConv 2x3 + 3 merges x 3 + 10 local convs; linear: 10 blocks x 4
+    assert counter.calls == 2 + 6 + 9 + 10 + 40
 
 
 def test_missing_kernels_fall_back_with_one_warning(encoder, image, monkeypatch, caplog):
@@ -89,8 +89,24 @@ def test_autograd_and_unfolded_batch_norms_take_the_plain_path(monkeypatch):
     assert x.grad is not None and counter.calls == 0
     with torch.inference_mode():
         unfolded = net(x.detach())
-    assert counter.calls == 10  # only the MLPs (linear layers) can fuse before folding
+    assert counter.calls == 40  # only the linear layers can fuse before the batch norms are folded
     fuse_conv_bn(net)
     with torch.inference_mode():
         folded = net(x.detach())
     assert torch.allclose(folded, unfolded, atol=1e-4)
+
+
+def test_cast_weights_are_refreshed_when_the_weights_change():
+    torch.manual_seed(0)
+    net = fuse_conv_bn(TinyViT(img_size=64).eval())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        before = net(x).float()
+        with torch.no_grad():
+            net.layers[1].blocks[0].mlp.fc1.weight.mul_(0.5)  # in place: same storage, new version
+        after = net(x).float()
+        previous = fused_cpu.set_enabled(False)
+        plain = net(x).float()
+        fused_cpu.set_enabled(previous)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert F.cosine_similarity(after.flatten(), plain.flatten(), 0) > 0.999

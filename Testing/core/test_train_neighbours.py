@@ -74,3 +74,12 @@ def test_trainer_mixes_neighbour_steps_and_keeps_plain_runs_unchanged(tmp_path):
     plain = Trainer(TrainConfig(**{**base, "out": str(tmp_path / "plain")}))
     plain.prepare_data()
     assert plain.neighbour_source is None
+
+
+def test_model_card_states_the_neighbour_training():
+    from synthfm.train.model_card import model_card
+
+    cfg = TrainConfig(init="synthfm-lite", neighbour_volumes=150, neighbour_prob=0.4).to_dict()
+    card = model_card("synthfm-lite", {"model": "synthfm-lite", "step": 10, "train_config": cfg}, "tinyvit")
+    assert "--init synthfm-lite --neighbour-volumes 150 --neighbour-prob 0.4" in card
+    assert "neighbouring-slice pairs of 150 synthetic 3D volumes (0.4 of the steps)" in card

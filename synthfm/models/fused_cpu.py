@@ -51,8 +51,13 @@ def _fallback(error: Exception) -> None:
 
 
 def _params(module: nn.Module, dtype: torch.dtype):
-    bias = module.bias.to(dtype) if module.bias is not None else None
-    return module.weight.to(dtype), bias
+    """The module's weight and bias in ``dtype``, cast once and kept until the weight changes."""
+    key = (dtype, module.weight.data_ptr(), module.weight._version)
+    cached = module.__dict__.get("_fused_params")
+    if cached is None or cached[0] != key:
+        bias = module.bias.to(dtype) if module.bias is not None else None
+        cached = module.__dict__["_fused_params"] = (key, module.weight.to(dtype), bias)
+    return cached[1], cached[2]
 
 
 def conv(module: nn.Conv2d, x: torch.Tensor, act: Optional[str] = None, add: Optional[torch.Tensor] = None
@@ -76,13 +81,14 @@ def conv(module: nn.Conv2d, x: torch.Tensor, act: Optional[str] = None, add: Opt
     return F.gelu(y) if act == "gelu" else y
 
 
-def linear_gelu(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``gelu(linear(x))`` fused where possible."""
+def linear(module: nn.Linear, x: torch.Tensor, act: Optional[str] = None) -> torch.Tensor:
+    """``linear(x)``, then ``gelu`` if asked; one oneDNN call with weights cast once, where possible."""
     if _usable(x):
         dtype = compute_dtype(x)
         try:
             w, b = _params(module, dtype)
-            return _OPS._linear_pointwise(x.to(dtype), w, b, "gelu", [], "none")
+            return _OPS._linear_pointwise(x.to(dtype), w, b, act or "none", [], "none")
         except (RuntimeError, AttributeError, NotImplementedError) as error:
             _fallback(error)
-    return F.gelu(module(x))
+    y = module(x)
+    return F.gelu(y) if act == "gelu" else y

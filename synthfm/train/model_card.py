@@ -22,6 +22,8 @@ def command_line(cfg: Dict[str, Any]) -> str:
         parts.append(f"--generator '{json.dumps(cfg['generator'])}'")
     if cfg.get("init"):
         parts.append(f"--init {cfg['init']}")
+    if cfg.get("neighbour_volumes"):
+        parts.append(f"--neighbour-volumes {cfg['neighbour_volumes']} --neighbour-prob {cfg.get('neighbour_prob')}")
     return " ".join(parts)
 
 
@@ -33,6 +35,9 @@ def model_card(name: str, meta: Dict[str, Any], encoder: str = "") -> str:
     data = "synthetic images only" if not user else (
         f"synthetic images mixed with the user's labelled volumes ({cfg.get('user_fraction')} of each batch: "
         + ", ".join(f"{c['name']} labels {c['labels']}" for c in user) + ")")
+    if cfg.get("neighbour_volumes"):
+        data += (f", plus neighbouring-slice pairs of {cfg['neighbour_volumes']} synthetic 3D volumes "
+                 f"({cfg.get('neighbour_prob')} of the steps)")
     encoder = encoder or meta.get("encoder", "")
     hours = meta.get("train_seconds")
     val = ", ".join(f"{k} {v:.3f}" for k, v in sorted(meta.get("val", {}).items()))

@@ -333,6 +333,7 @@ class Trainer:
         b.set_xlabel("step"), b.set_ylim(0, 1), b.legend()
         start = f"fine-tuned from {self.config.init}" if self.config.init else "trained from scratch"
         data = " + your labelled slices" if self.config.user_data else ""
+        data += " + neighbouring slices of 3D volumes" if self.config.neighbour_volumes else ""
         fig.suptitle(f"{self.config.model}: decoder {start} on synthetic data{data}")
         fig.tight_layout()
         path = self.out / "curve.png"
