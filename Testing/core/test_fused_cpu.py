@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from synthfm.models import fused_cpu, load_model
+from synthfm.models import tiny_vit
 from synthfm.models.tiny_vit import TinyViT, fuse_conv_bn
 
 
@@ -63,6 +64,7 @@ def test_fused_matches_plain_in_bf16(encoder, image):
 def test_fused_kernels_are_really_used(encoder, image, monkeypatch):
     counter = _Counting()
     monkeypatch.setattr(fused_cpu, "_OPS", counter)
+    monkeypatch.setattr(tiny_vit, "BAND_ROWS", 10**6)  # one call per layer (no row bands)
     _encode(encoder, image, True, True)
     # convolutions: patch embed 2 + MBConv 2x3 + 3 merges x 3 + 10 local convs; linear: 10 blocks x 4
     assert counter.calls == 2 + 6 + 9 + 10 + 40
@@ -110,3 +112,11 @@ def test_cast_weights_are_refreshed_when_the_weights_change():
         fused_cpu.set_enabled(previous)
     assert not torch.allclose(before, after, atol=1e-3)
     assert F.cosine_similarity(after.flatten(), plain.flatten(), 0) > 0.999
+
+
+def test_row_bands_give_exactly_the_unbanded_result(encoder, image, monkeypatch):
+    monkeypatch.setattr(tiny_vit, "BAND_ROWS", 10**6)
+    whole = _encode(encoder, image, True, False)
+    for rows in (7, 32):  # odd bands: margins and strides must line up everywhere
+        monkeypatch.setattr(tiny_vit, "BAND_ROWS", rows)
+        assert torch.equal(_encode(encoder, image, True, False), whole)

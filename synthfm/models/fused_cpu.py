@@ -6,13 +6,15 @@ PyTorch's oneDNN backend fuses these element-wise tails into the convolution (th
 CPU backend emits, ``torch.ops.mkldnn._convolution_pointwise`` / ``_linear_pointwise``).  They are private
 operators, so every call here falls back to the plain modules when they are missing or refuse the inputs
 (another PyTorch build, a GPU tensor, autograd on), and ``SYNTHFM_FUSED_CPU=0`` switches them off.
-benchmarks/bench_models.py measures both paths; Testing/core/test_fused_cpu.py checks they agree.
+The full-resolution stage also runs in bands of rows (``tiny_vit.BAND_ROWS``) so its activations stay in the
+CPU caches.  benchmarks/bench_models.py measures both paths (bf16, 2 cores: 245 -> 176 ms per 256 x 256 slice);
+Testing/core/test_fused_cpu.py checks they agree.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,11 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
         return torch.get_autocast_cpu_dtype() if x.device.type == "cpu" and torch.is_autocast_cpu_enabled() else x.dtype
 
 
+def available(x: torch.Tensor) -> bool:
+    """Whether the fused kernels will be tried on ``x`` (CPU, no autograd, switched on, present)."""
+    return _usable(x)
+
+
 def _usable(x: torch.Tensor) -> bool:
     return (_state["enabled"] and _OPS is not None and x.device.type == "cpu" and not torch.is_grad_enabled()
             and torch.backends.mkldnn.is_available())
@@ -60,14 +67,15 @@ def _params(module: nn.Module, dtype: torch.dtype):
     return cached[1], cached[2]
 
 
-def conv(module: nn.Conv2d, x: torch.Tensor, act: Optional[str] = None, add: Optional[torch.Tensor] = None
-         ) -> torch.Tensor:
-    """``conv(x)``, then ``+ add`` or ``gelu`` (not both); fused into one oneDNN call where possible."""
+def conv(module: nn.Conv2d, x: torch.Tensor, act: Optional[str] = None, add: Optional[torch.Tensor] = None,
+         padding: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """``conv(x)``, then ``+ add`` or ``gelu`` (not both); fused into one oneDNN call where possible.
+    ``padding`` overrides the module's (row bands that bring their own neighbouring rows)."""
     if _usable(x) and isinstance(module, nn.Conv2d):  # a ConvBN not folded yet runs the plain way
         dtype = compute_dtype(x)
         try:
             w, b = _params(module, dtype)
-            geometry = (list(module.padding), list(module.stride), list(module.dilation), module.groups)
+            geometry = (list(padding or module.padding), list(module.stride), list(module.dilation), module.groups)
             x = x.to(dtype)
             if add is not None:
                 return _OPS._convolution_pointwise.binary(x, add.to(dtype), w, b, *geometry, "add", None, None, [],
@@ -75,10 +83,17 @@ def conv(module: nn.Conv2d, x: torch.Tensor, act: Optional[str] = None, add: Opt
             return _OPS._convolution_pointwise(x, w, b, *geometry, act or "none", [], "none")
         except (RuntimeError, AttributeError, NotImplementedError) as error:
             _fallback(error)
-    y = module(x)
+    y = module(x) if padding is None else _conv_padded(module, x, padding)
     if add is not None:
         return y + add
     return F.gelu(y) if act == "gelu" else y
+
+
+def _conv_padded(module: nn.Module, x: torch.Tensor, padding: Tuple[int, int]) -> torch.Tensor:
+    """A convolution (or a convolution + batch norm pair ``c``/``bn``) with another padding."""
+    c = module if isinstance(module, nn.Conv2d) else module.c
+    y = F.conv2d(x, c.weight, c.bias, c.stride, padding, c.dilation, c.groups)
+    return y if c is module else module.bn(y)
 
 
 def linear(module: nn.Linear, x: torch.Tensor, act: Optional[str] = None) -> torch.Tensor:
