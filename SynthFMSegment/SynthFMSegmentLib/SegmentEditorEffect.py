@@ -421,7 +421,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         finally:
             dialog.close()
         self.preview = result.mask
-        self._show_preview(result.mask, f"Propagated over {len(result.slices)} slices; Apply to keep.")
+        self._show_preview(result.mask, f"Propagated over {result.describe()}. Apply to keep.")
 
     # ---- background encoding, errors ---------------------------------------------------------------
     def _start_encoding(self, axis: int, around=None) -> None:

@@ -206,9 +206,11 @@ def test_relative_score_floor_stops_where_the_score_falls():
     truth[:, 5:12, 5:12] = True
     seg = VolumeSegmenter(Fading(truth, 0), truth * 1.0)
     prompt = Prompts.make(positive=[(8, 8)])
-    assert seg.propagate(5, prompt, options=PropagationOptions(min_score=0.0)).slices == list(range(11))
+    whole = seg.propagate(5, prompt, options=PropagationOptions(min_score=0.0))
+    assert whole.slices == list(range(11)) and whole.describe() == "11 slices (0..10), up to the volume's ends"
     result = seg.propagate(5, prompt, options=PropagationOptions(min_score=0.0, min_score_ratio=0.8))
     assert result.slices == [4, 5, 6] and {r.stop for r in result.records if r.stop} == {"low score"}  # 0.75 < 0.76
+    assert result.describe() == "3 slices (4..6), stopped before slice 3 (low score) and before slice 7 (low score)"
 
 
 def test_point_only_prompts_between_slices():

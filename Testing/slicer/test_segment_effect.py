@@ -216,6 +216,10 @@ def test_propagate_fills_the_structure_and_stops_at_its_end(scene, orientation, 
     filled = sorted(set(np.nonzero(effect.preview)[0]))
     assert filled == sorted(set(np.nonzero(truth)[0]))  # every slice of the ellipsoid, nothing beyond
     assert (effect.preview <= truth).all()
+    along = sorted(set(np.nonzero(effect.preview)[{"Axial": 0, "Coronal": 1}[orientation]]))  # the propagation axis
+    first, last = along[0], along[-1]
+    assert effect.qualityLabel.text == (f"Propagated over {len(along)} slices ({first}..{last}), stopped before slice "
+                                        f"{first - 1} (empty) and before slice {last + 1} (empty). Apply to keep.")
     preview = effect.preview.copy()
     effect.onApply()
     assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node).astype(bool), preview)

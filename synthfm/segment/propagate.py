@@ -85,6 +85,13 @@ class PropagationResult:
     def slices(self) -> List[int]:
         return sorted(r.index for r in self.records if r.stop is None)
 
+    def describe(self) -> str:
+        """One line for people: the slices kept and why propagation stopped in each direction."""
+        kept = self.slices
+        stops = [f"before slice {r.index} ({r.stop})" for r in sorted(self.records, key=lambda r: r.index) if r.stop]
+        return (f"{len(kept)} slice{'s' * (len(kept) != 1)} ({kept[0]}..{kept[-1]})"
+                + (f", stopped {' and '.join(stops)}" if stops else ", up to the volume's ends"))
+
 
 def _parse_value(text: str, like: object) -> object:
     """``text`` as the type of the default ``like`` (bool, whole number or None, float)."""
