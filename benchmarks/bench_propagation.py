@@ -1,6 +1,8 @@
 """Propagation settings compared on held-out synthetic volumes (never on real data): 3D Dice and slices kept.
 
-Run: .venv/bin/python benchmarks/bench_propagation.py [--models synthfm-lite medsam-lite] [--volumes 12]
+Run: .venv/bin/python benchmarks/bench_propagation.py [--models synthfm-lite medsam-lite CKPT.pt] [--volumes 12]
+     [--first 12] (other held-out volumes, to check a choice) [--only "tight box+mask | closest"] (settings by name)
+The "oracle stop" rows keep only the slices where the truth is: how good propagation would be with a perfect stop.
 Each volume is prompted on the target's largest slice (interior point + tight box; box only for box-only
 models), then propagated both ways with each set of PropagationOptions.
 """
