@@ -43,10 +43,6 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 def available(x: torch.Tensor) -> bool:
     """Whether the fused kernels will be tried on ``x`` (CPU, no autograd, switched on, present)."""
-    return _usable(x)
-
-
-def _usable(x: torch.Tensor) -> bool:
     return (_state["enabled"] and _OPS is not None and x.device.type == "cpu" and not torch.is_grad_enabled()
             and torch.backends.mkldnn.is_available())
 
@@ -71,7 +67,7 @@ def conv(module: nn.Conv2d, x: torch.Tensor, act: Optional[str] = None, add: Opt
          padding: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """``conv(x)``, then ``+ add`` or ``gelu`` (not both); fused into one oneDNN call where possible.
     ``padding`` overrides the module's (row bands that bring their own neighbouring rows)."""
-    if _usable(x) and isinstance(module, nn.Conv2d):  # a ConvBN not folded yet runs the plain way
+    if available(x) and isinstance(module, nn.Conv2d):  # a ConvBN not folded yet runs the plain way
         dtype = compute_dtype(x)
         try:
             w, b = _params(module, dtype)
@@ -98,7 +94,7 @@ def _conv_padded(module: nn.Module, x: torch.Tensor, padding: Tuple[int, int]) -
 
 def linear(module: nn.Linear, x: torch.Tensor, act: Optional[str] = None) -> torch.Tensor:
     """``linear(x)``, then ``gelu`` if asked; one oneDNN call with weights cast once, where possible."""
-    if _usable(x):
+    if available(x):
         dtype = compute_dtype(x)
         try:
             w, b = _params(module, dtype)
