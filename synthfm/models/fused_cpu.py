@@ -7,7 +7,7 @@ CPU backend emits, ``torch.ops.mkldnn._convolution_pointwise`` / ``_linear_point
 operators, so every call here falls back to the plain modules when they are missing or refuse the inputs
 (another PyTorch build, a GPU tensor, autograd on), and ``SYNTHFM_FUSED_CPU=0`` switches them off.
 The full-resolution stage also runs in bands of rows (``tiny_vit.BAND_ROWS``) so its activations stay in the
-CPU caches.  benchmarks/bench_models.py measures both paths (bf16, 2 cores: 245 -> 176 ms per 256 x 256 slice);
+CPU caches.  benchmarks/bench_models.py measures both paths (bf16, 2 cores: 276 -> 180 ms per 256 x 256 slice);
 Testing/core/test_fused_cpu.py checks they agree.
 """
 from __future__ import annotations

@@ -138,15 +138,24 @@ class WindowAttention(nn.Module):
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
         self.register_buffer("bias_index", torch.tensor(index).view(len(cells), len(cells)), persistent=False)
 
+    def _bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """The ``(heads, n, n)`` relative-position bias, gathered once per dtype and weight version."""
+        if torch.is_grad_enabled():
+            return self.attention_biases[:, self.bias_index].to(dtype)
+        key = (dtype, self.attention_biases.data_ptr(), self.attention_biases._version)
+        cached = self.__dict__.get("_bias_cache")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_bias_cache"] = (key, self.attention_biases[:, self.bias_index].to(dtype))
+        return cached[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = fused_cpu.linear(self.qkv, self.norm(x)).view(b, n, self.num_heads, 3, self.head_dim).permute(3, 0, 2, 1, 4)
-        # explicit softmax(q k^T * scale + bias) v: on this CPU, scaled_dot_product_attention with a float mask
-        # took 23 ms against 3 ms for one stage-3 block's 25 x 5 windows of 196 tokens in bf16
-        bias = self.attention_biases[:, self.bias_index].to(q.dtype).expand(b, -1, -1, -1).reshape(-1, n, n)
-        q, k, v = (t.reshape(b * self.num_heads, n, self.head_dim) for t in (q, k, v))
-        attn = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=self.scale).softmax(-1)
-        out = (attn @ v).view(b, self.num_heads, n, self.head_dim)
+        # explicit softmax((q * scale) k^T + bias) v: on this CPU, scaled_dot_product_attention with a float mask
+        # took 23 ms against 3 ms for one stage-3 block's 25 x 5 windows of 196 tokens in bf16; scaling q and
+        # adding the (heads, n, n) bias in place avoids copying it to every window (1.8x on 361 windows of 49)
+        attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).add_(self._bias(q.dtype)).softmax(-1)
+        out = attn @ v
         return fused_cpu.linear(self.proj, out.transpose(1, 2).reshape(b, n, c))
 
 
