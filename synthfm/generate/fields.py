@@ -46,6 +46,21 @@ def _along(core: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(np.tensordot(matrix, np.moveaxis(core, axis, 0), axes=(1, 0)), 0, axis)
 
 
+def _transform(core: np.ndarray, matrices: Sequence[np.ndarray]) -> np.ndarray:
+    """``core`` with ``matrices[axis]`` (new, old) applied along every axis.
+
+    2D (the common case) is two matrix products in the cheaper order.
+    """
+    if len(matrices) == 2:
+        a, b = matrices
+        if a.shape[0] * b.shape[1] > b.shape[0] * a.shape[1]:
+            return a @ (core @ b.T)
+        return (a @ core) @ b.T
+    for axis, matrix in enumerate(matrices):
+        core = _along(core, matrix, axis)
+    return core
+
+
 class SmoothField:
     """A smooth field held as coefficients: ``field[window]`` expands only the requested window.
 
@@ -60,15 +75,7 @@ class SmoothField:
         self.ndim = len(self.shape)
 
     def _expand(self, bases: Sequence[np.ndarray]) -> np.ndarray:
-        if len(bases) == 2:
-            a, b = bases
-            if a.shape[0] * b.shape[1] <= b.shape[0] * a.shape[1]:
-                return (a @ self.core) @ b.T
-            return a @ (self.core @ b.T)
-        field = self.core
-        for axis, basis in enumerate(bases):
-            field = _along(field, basis, axis)
-        return field
+        return _transform(self.core, bases)
 
     def __getitem__(self, window) -> np.ndarray:
         if not isinstance(window, tuple):
@@ -88,20 +95,21 @@ def _normalised(rng: np.random.Generator, shape: Tuple[int, ...], cells: Sequenc
     keys = [(n, max(2, c)) for n, c in zip(shape, cells)]
     core = rng.standard_normal([c + 2 for _, c in keys]).astype(np.float32).astype(np.float64)
     moments = [_moments(*key) for key in keys]
-    if len(keys) == 2:  # the common case, without the generic tensor plumbing
-        (m0, g0), (m1, g1) = moments
-        core -= m0 @ core @ m1  # the bases' rows sum to one: a constant offset of the coefficients is a constant field
-        var = float((core * (g0 @ core @ g1)).sum())
+    if len(keys) == 2:
+        (m0, _), (m1, _) = moments
+        mean = m0 @ core @ m1
     else:
         mean = core
         for m, _ in moments:
             mean = np.tensordot(m, mean, axes=(0, 0))
-        core -= mean
-        gram_core = core
-        for axis, (_, g) in enumerate(moments):
-            gram_core = _along(gram_core, g, axis)
-        var = float((core * gram_core).sum())
+    core -= mean  # the bases' rows sum to one: a constant offset of the coefficients is a constant field
+    var = _mean_square(core, [g for _, g in moments])
     return (core / np.sqrt(var) if var > 0 else core), keys
+
+
+def _mean_square(core: np.ndarray, grams: Sequence[np.ndarray]) -> float:
+    """Mean square of the (zero-mean) field of ``core``, from the Gram matrices / n of its bases."""
+    return float((core * _transform(core, grams)).sum())
 
 
 def _cells(shape: Sequence[int], cells: int | Sequence[int]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
@@ -138,14 +146,7 @@ def multiscale_field(rng: np.random.Generator, shape: Sequence[int], scales: Seq
         offset += size
     # mean square of the sum, through the concatenated bases' Gram matrices (the sum is zero-mean)
     per_axis = [tuple(keys[axis][1] for _, keys in parts) for axis in range(len(shape))]
-    grams = [_stacked(n, per_axis[axis])[1] for axis, n in enumerate(shape)]
-    if len(shape) == 2:
-        gram_core = grams[0] @ core @ grams[1]
-    else:
-        gram_core = core
-        for axis, gram in enumerate(grams):
-            gram_core = _along(gram_core, gram, axis)
-    var = float((core * gram_core).sum())
+    var = _mean_square(core, [_stacked(n, per_axis[axis])[1] for axis, n in enumerate(shape)])
     if var > 0:
         core /= np.sqrt(var)
     return np.asarray(SmoothField(core, [_stacked(n, per_axis[axis])[0] for axis, n in enumerate(shape)]))

@@ -100,8 +100,7 @@ def _radial(shape: Shape, u: np.ndarray, v: np.ndarray, radius: float, perturb: 
 def _local_box(shape: Shape, scale: float, split: float) -> Tuple[float, float, float, float]:
     """``(u0, u1, v0, v1)``: a box in the shape's own rotated frame that surely contains it (pixels).
 
-    Tighter than :func:`extent` for elongated shapes and tubes (the contour perturbation is taken
-    up to 4 standard deviations, as in :func:`extent`).
+    Tight for elongated shapes and tubes; the contour perturbation is taken up to 4 standard deviations.
     """
     swell = 1 + 4 * shape.wobble
     if shape.kind == "tube":
