@@ -17,6 +17,7 @@ Layout of a cache folder (filled in any order, resumable, reusable across runs):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Callable, List, Optional, Protocol, Sequence, Tuple
@@ -138,6 +139,18 @@ class EmbeddingCache:
             np.memmap(folder / name, dtype, "w+", shape=shape).flush()
         atomic_write_text(manifest, json.dumps(wanted, indent=1))
         return cls(folder)
+
+    @classmethod
+    def fingerprinted(cls, root: PathLike, prefix: str, wanted: dict, model: PromptableModel, items: ItemSource,
+                      what: str, bf16: bool = True, progress: Optional[ProgressCallback] = None,
+                      cancel: Optional[CancelToken] = None) -> "EmbeddingCache":
+        """The cache of ``items`` in ``root/<prefix>-<hash of wanted>`` (other settings: another folder),
+        filled where it is not yet (resumable)."""
+        key = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
+        cache = cls.open_matching(Path(root) / f"{prefix}-{key}", wanted)
+        if not cache.complete:
+            cache.fill(model, bf16=bf16, progress=progress, cancel=cancel, items=items, what=what)
+        return cache
 
     def fill(self, model: PromptableModel, batch_size: int = 1, bf16: bool = True,
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,

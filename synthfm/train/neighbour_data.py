@@ -11,8 +11,6 @@ neighbour, and interior pairs.  Images are windowed with the whole volume's perc
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -84,12 +82,8 @@ def neighbour_cache(root: Path, model: PromptableModel, config: GeneratorConfig,
     wanted = {"format": "synthfm-embeddings", "kind": "neighbours", "encoder": model.encoder_name,
               "image_size": model.image_size, "generator": config.to_dict(), "seed": seed, "first": first,
               "per_volume": PER_VOLUME, "count": volumes * PER_VOLUME, "size": config.size}
-    key = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
-    cache = EmbeddingCache.open_matching(Path(root) / f"neighbours-{key}", wanted)
-    if not cache.complete:
-        cache.fill(model, bf16=bf16, progress=progress, cancel=cancel, items=NeighbourItems(config, seed, first),
-                   what="neighbouring slices of synthetic volumes")
-    return cache
+    return EmbeddingCache.fingerprinted(root, "neighbours", wanted, model, NeighbourItems(config, seed, first),
+                                        "neighbouring slices of synthetic volumes", bf16, progress, cancel)
 
 
 def make_neighbour_batch(rng: np.random.Generator, labels: np.ndarray, targets: np.ndarray, index: np.ndarray,

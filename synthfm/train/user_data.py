@@ -19,7 +19,6 @@ another folder and the same data are never encoded twice).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -144,11 +143,8 @@ def user_cache(root: PathLike, model: PromptableModel, cases: Sequence[UserCase]
     wanted = {"format": "synthfm-embeddings", "kind": "user", "encoder": model.encoder_name,
               "image_size": model.image_size, "size": size, "cases": [c.describe() for c in cases],
               "count": len(slices)}
-    key = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
-    cache = EmbeddingCache.open_matching(Path(root) / f"user-{key}", wanted)
-    if not cache.complete:
-        cache.fill(model, bf16=bf16, progress=progress, cancel=cancel, items=slices, what="your labelled slices")
-    return cache
+    return EmbeddingCache.fingerprinted(root, "user", wanted, model, slices, "your labelled slices", bf16, progress,
+                                        cancel)
 
 
 def cases_from_csv(path: PathLike) -> List[UserCase]:
