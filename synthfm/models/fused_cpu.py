@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _OPS = getattr(torch.ops, "mkldnn", None)
 _state = {"enabled": os.environ.get("SYNTHFM_FUSED_CPU", "1") != "0", "warned": False}
@@ -53,14 +54,20 @@ def _fallback(error: Exception) -> None:
     _state.update(enabled=False, warned=True)
 
 
+def cached(module: nn.Module, slot: str, source: torch.Tensor, dtype: torch.dtype, make: Callable[[], T]) -> T:
+    """``make()``, kept on ``module`` under ``slot`` until ``dtype`` or the ``source`` parameter changes
+    (in place or replaced): frozen weights are cast or gathered once, not at every call."""
+    key = (dtype, source.data_ptr(), source._version)
+    hit = module.__dict__.get(slot)
+    if hit is None or hit[0] != key:
+        hit = module.__dict__[slot] = (key, make())
+    return hit[1]
+
+
 def _params(module: nn.Module, dtype: torch.dtype):
     """The module's weight and bias in ``dtype``, cast once and kept until the weight changes."""
-    key = (dtype, module.weight.data_ptr(), module.weight._version)
-    cached = module.__dict__.get("_fused_params")
-    if cached is None or cached[0] != key:
-        bias = module.bias.to(dtype) if module.bias is not None else None
-        cached = module.__dict__["_fused_params"] = (key, module.weight.to(dtype), bias)
-    return cached[1], cached[2]
+    return cached(module, "_fused_params", module.weight, dtype, lambda: (
+        module.weight.to(dtype), module.bias.to(dtype) if module.bias is not None else None))
 
 
 def conv(module: nn.Conv2d, x: torch.Tensor, act: Optional[str] = None, add: Optional[torch.Tensor] = None,

@@ -9,7 +9,7 @@ convolutions between stages (stride 2, 2, 1), and SAM's 256-channel neck.
 from __future__ import annotations
 
 import itertools
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,27 @@ def fuse_conv_bn(module: nn.Module) -> nn.Module:
     return module
 
 
+def _in_bands(x: torch.Tensor) -> bool:
+    """Row bands pay off on large maps only, and need the fused kernels (their padding override)."""
+    return x.shape[2] > 2 * BAND_ROWS and fused_cpu.available(x)
+
+
+def _expand_in_bands(conv1: nn.Module, conv2: nn.Module, x: torch.Tensor, stride: int = 1
+                     ) -> Iterator[Tuple[slice, torch.Tensor]]:
+    """``gelu(conv2(gelu(conv1(x))))`` (pointwise, then 3x3 depthwise with padding 1 and ``stride``) band by band
+    of output rows, so the expanded activations stay in the CPU caches (on 256 x 256 maps: half the time,
+    benchmarks/bench_models.py).  Output row ``o`` reads input rows ``stride*o - 1 .. stride*o + 1``: each band
+    takes its input rows plus that margin, with zero rows only at the map's edges; the result is exact."""
+    h = x.shape[2]
+    rows, out_h = max(1, BAND_ROWS // stride), (h - 1) // stride + 1
+    for o0 in range(0, out_h, rows):
+        o1 = min(out_h, o0 + rows)
+        a, b = stride * o0 - 1, stride * (o1 - 1) + 2  # input rows [a, b) including the margins
+        y = fused_cpu.conv(conv1, x[:, :, max(0, a):min(h, b)], "gelu")
+        y = F.pad(y, (0, 0, int(a < 0), max(0, b - h))).contiguous(memory_format=torch.channels_last)
+        yield slice(o0, o1), fused_cpu.conv(conv2, y, "gelu", padding=(0, 1))
+
+
 class PatchEmbed(nn.Module):
     """Pointwise stem: 3 -> dim/2 -> dim channels at full resolution."""
 
@@ -70,22 +91,11 @@ class MBConv(nn.Module):
         self.conv3 = ConvBN(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[2] > 2 * BAND_ROWS and fused_cpu.available(x):
-            return self._forward_in_bands(x)
+        if _in_bands(x):
+            return torch.cat([F.gelu(fused_cpu.conv(self.conv3, y, add=x[:, :, rows]))
+                              for rows, y in _expand_in_bands(self.conv1, self.conv2, x)], 2)
         y = fused_cpu.conv(self.conv2, fused_cpu.conv(self.conv1, x, "gelu"), "gelu")
         return F.gelu(fused_cpu.conv(self.conv3, y, add=x))
-
-    def _forward_in_bands(self, x: torch.Tensor) -> torch.Tensor:
-        """The same result, computed in bands of rows so the 4x-expanded activations stay in the CPU caches
-        (on 256 x 256 maps: half the time, benchmarks/bench_models.py)."""
-        h, out = x.shape[2], []
-        for r0 in range(0, h, BAND_ROWS):
-            r1 = min(h, r0 + BAND_ROWS)
-            y = fused_cpu.conv(self.conv1, x[:, :, max(0, r0 - 1):min(h, r1 + 1)], "gelu")  # + 1 row each side
-            y = F.pad(y, (0, 0, int(r0 == 0), int(r1 == h))).contiguous(memory_format=torch.channels_last)
-            y = fused_cpu.conv(self.conv2, y, "gelu", padding=(0, 1))  # zero rows only at the map's edges
-            out.append(F.gelu(fused_cpu.conv(self.conv3, y, add=x[:, :, r0:r1])))
-        return torch.cat(out, 2)
 
 
 class PatchMerging(nn.Module):
@@ -93,7 +103,7 @@ class PatchMerging(nn.Module):
 
     def __init__(self, resolution: Tuple[int, int], dim: int, out_dim: int, stride: int) -> None:
         super().__init__()
-        self.resolution = resolution
+        self.resolution, self.stride = resolution, stride
         self.conv1 = ConvBN(dim, out_dim)
         self.conv2 = ConvBN(out_dim, out_dim, 3, stride=stride, groups=out_dim)
         self.conv3 = ConvBN(out_dim, out_dim)
@@ -102,23 +112,11 @@ class PatchMerging(nn.Module):
         if x.ndim == 3:  # tokens -> feature map
             h, w = self.resolution
             x = x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
-        if x.shape[2] > 2 * BAND_ROWS and fused_cpu.available(x):
-            return self._forward_in_bands(x).flatten(2).transpose(1, 2)
+        if _in_bands(x):
+            bands = _expand_in_bands(self.conv1, self.conv2, x, self.stride)
+            return torch.cat([fused_cpu.conv(self.conv3, y) for _, y in bands], 2).flatten(2).transpose(1, 2)
         x = fused_cpu.conv(self.conv2, fused_cpu.conv(self.conv1, x, "gelu"), "gelu")
         return fused_cpu.conv(self.conv3, x).flatten(2).transpose(1, 2)
-
-    def _forward_in_bands(self, x: torch.Tensor) -> torch.Tensor:
-        """As :meth:`MBConv._forward_in_bands`: output row ``o`` of the strided 3x3 conv reads input rows
-        ``s*o - 1 .. s*o + 1``, so each band of output rows takes its input rows plus that margin."""
-        h, s = x.shape[2], self.conv2.stride[0]
-        rows, out_h, out = max(1, BAND_ROWS // s), (h - 1) // s + 1, []
-        for o0 in range(0, out_h, rows):
-            o1 = min(out_h, o0 + rows)
-            a, b = s * o0 - 1, s * (o1 - 1) + 2  # input rows [a, b) including the margins
-            y = fused_cpu.conv(self.conv1, x[:, :, max(0, a):min(h, b)], "gelu")
-            y = F.pad(y, (0, 0, int(a < 0), max(0, b - h))).contiguous(memory_format=torch.channels_last)
-            out.append(fused_cpu.conv(self.conv3, fused_cpu.conv(self.conv2, y, "gelu", padding=(0, 1))))
-        return torch.cat(out, 2)
 
 
 class WindowAttention(nn.Module):
@@ -139,14 +137,13 @@ class WindowAttention(nn.Module):
         self.register_buffer("bias_index", torch.tensor(index).view(len(cells), len(cells)), persistent=False)
 
     def _bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """The ``(heads, n, n)`` relative-position bias, gathered once per dtype and weight version."""
-        if torch.is_grad_enabled():
+        """The ``(heads, n, n)`` relative-position bias (gathered once per dtype and weight version at inference)."""
+        def gather() -> torch.Tensor:
             return self.attention_biases[:, self.bias_index].to(dtype)
-        key = (dtype, self.attention_biases.data_ptr(), self.attention_biases._version)
-        cached = self.__dict__.get("_bias_cache")
-        if cached is None or cached[0] != key:
-            cached = self.__dict__["_bias_cache"] = (key, self.attention_biases[:, self.bias_index].to(dtype))
-        return cached[1]
+
+        if torch.is_grad_enabled():
+            return gather()
+        return fused_cpu.cached(self, "_bias_cache", self.attention_biases, dtype, gather)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
