@@ -20,6 +20,10 @@ class Results:
     skipped: List[Dict[str, str]] = field(default_factory=list)
     examples: Dict[tuple, list] = field(default_factory=dict)  # (model, protocol) -> [(dice, image, truth, pred)]
 
+    def skipped_pairs(self) -> set:
+        """``{(model, protocol)}`` of the pairs listed in ``skipped`` (the evaluation loops leave them out)."""
+        return {(s["model"], s["protocol"]) for s in self.skipped}
+
 
 def _slices_with(mask: np.ndarray, limit: Optional[int]) -> List[int]:
     """Slices (axis 0) holding the structure, evenly subsampled to at most ``limit``."""
@@ -103,10 +107,10 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
 
     results = Results()
     runners = _runners(models, protocols, device, volume, results)
-    skipped = {(s["model"], s["protocol"]) for s in results.skipped}
     loaded = [load_case(c) for c in cases]
     if volume:
-        return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, skipped, progress, cancel)
+        return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel)
+    skipped = results.skipped_pairs()
     jobs = [(lc, v, s) for lc in loaded for v in lc.values for s in _slices_with(lc.label.array == v, max_slices)]
     for done, (lc, value, s) in enumerate(jobs, 1):
         check_cancel(cancel)
@@ -140,11 +144,12 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
 
 
 def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Sequence[str], seed: int,
-                      tolerance_mm: float, results: Results, skipped: set, progress: Optional[ProgressCallback],
+                      tolerance_mm: float, results: Results, progress: Optional[ProgressCallback],
                       cancel: Optional[CancelToken]) -> Results:
     """Per structure: prompts on its largest axial slice, propagation both ways, 3D metrics."""
     from synthfm.segment import PropagationOptions, VolumeSegmenter
 
+    skipped = results.skipped_pairs()
     jobs = [(lc, v) for lc in loaded for v in lc.values]
     segmenters: Dict[tuple, VolumeSegmenter] = {}
     for done, (lc, value) in enumerate(jobs, 1):
