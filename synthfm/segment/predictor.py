@@ -14,10 +14,10 @@ from typing import Hashable, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from synthfm.evaluate.metrics import iou
 from synthfm.models.sam import PromptableModel
 from synthfm.segment.preprocess import SliceTransform, Window, prepare_slice
 from synthfm.segment.prompts import Prompts
+from synthfm.utils.masks import iou
 
 
 @dataclass

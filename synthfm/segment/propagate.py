@@ -13,10 +13,10 @@ from typing import Dict, Hashable, List, Optional, Union
 import numpy as np
 from scipy import ndimage as ndi
 
-from synthfm.evaluate.metrics import iou
 from synthfm.segment.predictor import Prediction, SlicePredictor
 from synthfm.segment.preprocess import intensity_range
 from synthfm.segment.prompts import Prompts
+from synthfm.utils.masks import iou
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 DIRECTIONS = ("both", "up", "down")
