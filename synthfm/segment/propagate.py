@@ -189,33 +189,35 @@ class VolumeSegmenter:
         if first.mask.sum() < options.min_area_px:
             raise ValueError(f"the prompts give an empty mask on slice {index}; move or add prompts first")
         floor = max(options.min_score, options.min_score_ratio * first.score)
-        contrast = self._contrast(index, first.mask) if options.max_intensity_shift else 1.0
+        track = bool(options.max_intensity_shift)  # the mean under the mask, slice to slice
+        contrast = self._contrast(index, first.mask) if track else 1.0
+        first_mean = self._mean_in(index, first.mask) if track else 0.0
         result = PropagationResult(np.zeros(self.volume.shape, bool), [SliceRecord(index, int(first.mask.sum()), first.score)])
         self._put(result.mask, index, first.mask)
         steps = [s for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both")]
         total = sum(self.n_slices - 1 - index if s > 0 else index for s in steps)
         done = 0
         for step in steps:
-            prev, i, count = first, index + step, 0
+            prev, prev_mean, i, count = first, first_mean, index + step, 0
             while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
                 check_cancel(cancel)
                 pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto")
                 if options.pick_closest:
                     pred = pred.closest_to(prev.mask)
                 area = int(pred.mask.sum())
-                shift = (abs(self._mean_in(i, pred.mask) - self._mean_in(i - step, prev.mask)) / contrast
-                         if options.max_intensity_shift and area else 0.0)
+                mean = self._mean_in(i, pred.mask) if track and area else prev_mean
+                shift = abs(mean - prev_mean) / contrast
                 stop = ("empty" if area < options.min_area_px else
                         "low score" if pred.score < floor else
                         "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
                         "shape jump" if options.min_overlap and iou(pred.mask, prev.mask) < options.min_overlap else
-                        "intensity jump" if options.max_intensity_shift and shift > options.max_intensity_shift else None)
+                        "intensity jump" if track and shift > options.max_intensity_shift else None)
                 result.records.append(SliceRecord(i, area, pred.score, stop))
                 done += 1
                 report(progress, done, total, f"slice {i}")
                 if stop:
                     break
                 self._put(result.mask, i, pred.mask)
-                prev, i, count = pred, i + step, count + 1
+                prev, prev_mean, i, count = pred, mean, i + step, count + 1
         report(progress, total, total, "done")
         return result
