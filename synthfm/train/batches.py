@@ -55,10 +55,16 @@ def prompt_tensors(prompts: List[SimPrompt], transform: SliceTransform):
     return coords, labels, boxes
 
 
+def assemble(index: np.ndarray, masks: List[np.ndarray], prompts: List[SimPrompt], transform: SliceTransform,
+             multimask: bool) -> Batch:
+    """A batch from pixel-frame target masks and their prompts (targets and prompts mapped to the encoder frame)."""
+    tgt = torch.stack([transform.mask_to_lowres(m) for m in masks])[:, None].gt(0.5).float()
+    coords, plabels, boxes = prompt_tensors(prompts, transform)
+    return Batch(index, masks, prompts, tgt, coords, plabels, boxes, multimask)
+
+
 def make_batch(rng: np.random.Generator, labels: np.ndarray, targets: np.ndarray, index: np.ndarray,
                transform: SliceTransform, mode: str) -> Batch:
     masks = [pick_target(rng, labels[k], int(targets[k])) for k in range(len(index))]
     prompts = [simulate(rng, m, labels[k], mode) for k, m in enumerate(masks)]
-    tgt = torch.stack([transform.mask_to_lowres(m) for m in masks])[:, None].gt(0.5).float()
-    coords, plabels, boxes = prompt_tensors(prompts, transform)
-    return Batch(index, masks, prompts, tgt, coords, plabels, boxes, multimask=mode == "point1")
+    return assemble(index, masks, prompts, transform, multimask=mode == "point1")

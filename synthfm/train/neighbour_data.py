@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.generate.sample import Sample3D
 from synthfm.models.sam import PromptableModel
 from synthfm.segment.preprocess import intensity_range, normalize
-from synthfm.train.batches import Batch, prompt_tensors
+from synthfm.train.batches import Batch, assemble
 from synthfm.train.embed_cache import EmbeddingCache, Item
 from synthfm.train.prompt_sim import simulate
 from synthfm.utils.progress import CancelToken, ProgressCallback
@@ -92,6 +91,4 @@ def make_neighbour_batch(rng: np.random.Generator, labels: np.ndarray, targets: 
     current, previous = split_labels(labels)
     masks = [current[k] == int(targets[k]) for k in range(len(index))]
     prompts = [simulate(rng, previous[k], current[k], mode) for k in range(len(index))]
-    tgt = torch.stack([transform.mask_to_lowres(m) for m in masks])[:, None].gt(0.5).float()
-    coords, plabels, boxes = prompt_tensors(prompts, transform)
-    return Batch(index, masks, prompts, tgt, coords, plabels, boxes, multimask=False)
+    return assemble(index, masks, prompts, transform, multimask=False)
