@@ -5,6 +5,7 @@ Run: .venv/bin/python benchmarks/bench_train.py
 """
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 
@@ -18,6 +19,9 @@ from synthfm.train import TrainConfig, Trainer
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per row (same seeds, so same prompts)")
+    args = parser.parse_args()
     gen = SyntheticGenerator(GeneratorConfig.from_preset("mixed"), 0)
     start = time.perf_counter()
     samples = [gen.sample_2d(i) for i in range(20)]
@@ -35,16 +39,18 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for bf16 in (False, True):
+        paths = (("fp32", False, False), ("bf16 autocast (before 0.2)", True, True), ("bf16 decoder cast (now)", True, False))
+        for name, bf16, autocast in paths:
             cfg = TrainConfig(model="synthfm-lite", samples=16, val_samples=4, steps=10_000, batch_size=8, bf16=bf16,
-                              out=f"{tmp}/run{int(bf16)}", cache=f"{tmp}/cache", correction_prob=0.5)
+                              bf16_autocast=autocast, out=f"{tmp}/run-{len(rows)}", cache=f"{tmp}/cache",
+                              correction_prob=0.5)
             trainer = Trainer(cfg)
             trainer.prepare_data()
             trainer.train_step()
             start = time.perf_counter()
-            for _ in range(4):
+            for _ in range(args.steps):
                 trainer.train_step()
-            rows.append(("bf16" if bf16 else "fp32", (time.perf_counter() - start) / (4 * cfg.batch_size)))
+            rows.append((name, (time.perf_counter() - start) / (args.steps * cfg.batch_size)))
     t_dec = rows[-1][1]
     print(f"{'decoder training (cached embeddings)':<40}{'samples/s':>10}")
     for name, per_sample in rows:

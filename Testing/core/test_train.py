@@ -96,3 +96,67 @@ def test_resume_refuses_different_settings(tmp_path):
     train(_config(tmp_path, steps=2))
     with pytest.raises(ValueError, match="settings differ.*lr"):
         train(_config(tmp_path, steps=4, lr=1e-2))
+
+
+def test_far_negatives_lie_far_outside_the_target():
+    rng = np.random.default_rng(3)
+    mask = np.zeros((80, 80), bool)
+    mask[30:45, 30:45] = True
+    labels = mask.astype(np.int16) + 1
+    from scipy import ndimage as ndi
+    far = ndi.distance_transform_edt(~mask)
+    for _ in range(20):
+        p = simulate(rng, mask, labels, "far_neg")
+        assert p.labels[0] == 1 and mask[int(p.points[0][1]), int(p.points[0][0])]
+        negatives = p.points[p.labels == 0].astype(int)
+        assert 1 <= len(negatives) <= 3
+        assert all(far[y, x] >= 0.3 * far.max() - 1 for x, y in negatives)
+
+
+def test_bf16_decoder_cast_matches_autocast_and_trains_float32_weights():
+    torch.manual_seed(0)
+    from synthfm.models import build_model
+    model = build_model("tiny-test")
+    emb = torch.randn(2, 256, 64, 64)
+    coords, labels = torch.rand(2, 2, 2) * model.image_size, torch.ones(2, 2, dtype=torch.long)
+    with torch.autocast("cpu", torch.bfloat16):
+        ref = model.decode(emb, coords, labels, multimask=True)
+    out = model.decode(emb, coords, labels, multimask=True, compute_dtype=torch.bfloat16)
+    assert out.logits.dtype == torch.bfloat16
+    assert torch.allclose(out.logits.float(), ref.logits.float(), atol=0.15, rtol=0.05)
+    out.logits.float().mean().backward()
+    grads = [p.grad for p in model.mask_decoder.parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in model.mask_decoder.parameters())
+    assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > len(grads) // 2
+
+
+def test_several_correction_rounds_and_prompt_mix(tmp_path):
+    cfg = _config(tmp_path, correction_prob=1.0, correction_rounds=3, prompt_modes=["far_neg", "box"], steps=3)
+    trainer = Trainer(cfg)
+    trainer.prepare_data()
+    for _ in range(3):
+        metrics = trainer.train_step()
+        assert np.isfinite(metrics["loss"])
+    with pytest.raises(ValueError, match="correction_rounds"):
+        _config(tmp_path, correction_rounds=0).validate()
+    with pytest.raises(ValueError, match="prompt_modes"):
+        _config(tmp_path, prompt_modes=["lasso"]).validate()
+
+
+def test_resume_from_the_light_state_continues_the_schedule(tmp_path):
+    cfg = _config(tmp_path, steps=4)
+    first = Trainer(cfg)
+    first.prepare_data()
+    first.run()
+    (tmp_path / "run" / "resume.pt").unlink()  # what a committed run keeps: checkpoint + history.json
+    again = Trainer(_config(tmp_path, steps=8))
+    assert again.resume()
+    assert again.step == 4 and again.history["step"] == first.history["step"]
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(again.scheduler.lr_lambdas[0](4) * cfg.lr)
+    for k, v in first.model.decoder_state_dict().items():
+        assert torch.allclose(again.model.decoder_state_dict()[k].float(), v.float(), atol=1e-2, rtol=1e-3), k
+    again.prepare_data()
+    again.run()
+    assert again.step == 8 and len(again.history["loss"]) == 8
+    with pytest.raises(ValueError, match="settings differ"):
+        Trainer(_config(tmp_path, steps=8, lr=1e-3)).resume()

@@ -126,12 +126,17 @@ class PromptableModel(nn.Module):
         boxes: Optional[torch.Tensor] = None,
         mask_inputs: Optional[torch.Tensor] = None,
         multimask: bool = False,
+        compute_dtype: Optional[torch.dtype] = None,
     ) -> DecoderOutput:
         """Decode masks for ``B`` prompt sets on ``B`` embeddings (or one embedding shared by all).
 
         ``point_coords`` ``(B, N, 2)`` as (x, y) in the ``S x S`` input frame, ``point_labels``
         ``(B, N)`` with 1 positive, 0 negative, -1 padding; ``boxes`` ``(B, 4)`` as x0, y0, x1, y1;
         ``mask_inputs`` ``(B, 1, 256, 256)`` logits from a previous prediction.
+
+        ``compute_dtype`` (e.g. ``torch.bfloat16``) runs the whole mask decoder in that dtype on a cast of its
+        weights (the cast is differentiable, so gradients reach the float32 weights): training's fast path,
+        with one weight cast per call instead of autocast's casts of every activation around every op.
         """
         points = None
         if point_coords is not None:
@@ -141,13 +146,16 @@ class PromptableModel(nn.Module):
         if points is None and boxes is None and mask_inputs is None:
             raise ValueError("decode needs at least one prompt: points, a box or a mask")
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
-        logits, iou = self.mask_decoder(
-            image_embeddings=embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
+        inputs = dict(image_embeddings=embeddings, image_pe=self.prompt_encoder.get_dense_pe(),
+                      sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
+        if compute_dtype is None:
+            logits, iou = self.mask_decoder(**inputs, multimask_output=multimask)
+        else:
+            weights = {name: t.to(compute_dtype) if t.is_floating_point() else t
+                       for name, t in (*self.mask_decoder.named_parameters(), *self.mask_decoder.named_buffers())}
+            logits, iou = torch.func.functional_call(
+                self.mask_decoder, weights, kwargs={**{k: v.to(compute_dtype) for k, v in inputs.items()},
+                                                    "multimask_output": multimask})
         return DecoderOutput(logits=logits, iou=iou)
 
     def decoder_parameters(self):

@@ -12,7 +12,8 @@ from synthfm.train.prompt_sim import SimPrompt, simulate
 
 MIN_TARGET_PIXELS = 12
 BOX_MODES = ("box", "box_point")
-POINT_MODES = ("point1", "points", "pos_neg")
+POINT_MODES = ("point1", "points", "pos_neg", "far_neg")
+LEGACY_MODES = ("point1", "points", "pos_neg", "box", "box_point")  # the prompt mix of runs before far negatives
 
 
 @dataclass

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, help="stop after this many minutes (checkpoint kept; rerun resumes)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16")
     p.add_argument("--cache", help="folder for cached embeddings (default: OUT/cache)")
     p.add_argument("--data", default="cache", choices=("cache", "on-the-fly"),
                    help="cache: encode each image once, memory-mapped (CPU); on-the-fly: generate + encode every "
@@ -40,6 +40,16 @@ def register(subparsers) -> None:
                         "Teaches propagation to follow a structure and to stop")
     p.add_argument("--neighbour-prob", type=float, default=0.3,
                    help="chance that a step trains on neighbouring-slice pairs (0..1, default 0.3)")
+    p.add_argument("--correction-prob", type=float, default=0.5,
+                   help="chance that a step adds interactive correction rounds (click on the error + previous "
+                        "logits as mask prompt; default 0.5)")
+    p.add_argument("--correction-rounds", type=int, default=1,
+                   help="up to this many correction clicks per sample; all but the last run without gradient, as "
+                        "in SAM's interactive training (default 1)")
+    p.add_argument("--prompt-modes", nargs="+", metavar="MODE",
+                   help="first-round prompt kinds to draw from: point1 points pos_neg far_neg box box_point "
+                        "(default: all)")
+    p.add_argument("--lr-warmup", type=int, default=100, help="linear learning-rate warm-up steps (default 100)")
     p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
     p.add_argument("--ckpt-every", type=int, default=100, help="write checkpoint + resume state every N steps")
     p.add_argument("--out", default="outputs/train", help="output folder (checkpoint, resume state, curve.png)")
@@ -73,7 +83,9 @@ def config_from_args(args: argparse.Namespace):
                        time_budget_min=args.time_budget, out=args.out, cache=args.cache, data=args.data,
                        val_every=args.val_every, ckpt_every=args.ckpt_every, init=args.init,
                        user_data=user_data, user_fraction=args.user_fraction,
-                       neighbour_volumes=args.neighbour_volumes, neighbour_prob=args.neighbour_prob)
+                       neighbour_volumes=args.neighbour_volumes, neighbour_prob=args.neighbour_prob,
+                       correction_prob=args.correction_prob, correction_rounds=args.correction_rounds,
+                       prompt_modes=args.prompt_modes, warmup=args.lr_warmup)
 
 
 def run(args: argparse.Namespace) -> int:

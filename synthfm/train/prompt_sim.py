@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import numpy as np
 from scipy import ndimage as ndi
 
-MODES = ("point1", "points", "pos_neg", "box", "box_point")
+MODES = ("point1", "points", "pos_neg", "far_neg", "box", "box_point")
 
 
 @dataclass
@@ -52,8 +52,17 @@ def jittered_box(rng: np.random.Generator, mask: np.ndarray, max_jitter: float =
     return np.array([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])], np.float32)
 
 
+def _far_point(rng: np.random.Generator, mask: np.ndarray) -> Tuple[float, float]:
+    """A background pixel in the far half of the distance to ``mask`` (where a user clicks "not this")."""
+    dist = ndi.distance_transform_edt(~mask)
+    ys, xs = np.nonzero(dist >= rng.uniform(0.3, 0.8) * dist.max())
+    i = int(rng.integers(len(xs)))
+    return float(xs[i]), float(ys[i])
+
+
 def simulate(rng: np.random.Generator, mask: np.ndarray, labels: np.ndarray, mode: str) -> SimPrompt:
-    """Prompts for target ``mask`` (negatives prefer other structures in ``labels`` near the target)."""
+    """Prompts for target ``mask`` (``pos_neg``: negatives prefer other structures in ``labels`` near the
+    target; ``far_neg``: one interior point and 1-3 negatives far outside, which must not change the answer)."""
     if mode not in MODES:
         raise ValueError(f"unknown prompt mode '{mode}'; choose one of {', '.join(MODES)}")
     prompt = SimPrompt()
@@ -71,6 +80,9 @@ def simulate(rng: np.random.Generator, mask: np.ndarray, labels: np.ndarray, mod
         for _ in range(int(rng.integers(1, 3))):
             pool = near_other if near_other.any() and rng.random() < 0.7 else (ring if ring.any() else ~mask)
             prompt = prompt.add(_random_point(rng, pool), False)
+    elif mode == "far_neg" and not mask.all():
+        for _ in range(int(rng.integers(1, 4))):
+            prompt = prompt.add(_far_point(rng, mask), False)
     return prompt
 
 

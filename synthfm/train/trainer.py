@@ -35,6 +35,7 @@ from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, che
 VAL_OFFSET = 10_000_000  # validation images come from a disjoint index range of the same generator
 NEIGHBOUR_OFFSET = 20_000_000  # so do the 3D volumes of neighbouring-slice pairs
 MetricsCallback = Callable[[int, Dict[str, float]], None]
+PROMPT_MODES = POINT_MODES + BOX_MODES
 DATA_PATHS = ("cache", "on-the-fly")
 
 
@@ -53,10 +54,13 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    correction_prob: float = 0.5  # chance of a second, corrective round per step
+    correction_prob: float = 0.5  # chance of corrective rounds in a step
+    correction_rounds: int = 1  # up to this many correction clicks (rounds before the last run without gradient)
+    prompt_modes: Optional[List[str]] = None  # first-round prompt kinds drawn per step (None: all of PROMPT_MODES)
     seed: int = 0
     device: str = "cpu"
     bf16: bool = True
+    bf16_autocast: bool = False  # bf16 through autocast (slower, pre-0.2 runs) instead of a bf16 cast of the decoder
     val_every: int = 200
     ckpt_every: int = 100
     time_budget_min: Optional[float] = None
@@ -86,6 +90,11 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.data not in DATA_PATHS:
             raise ValueError(f"data must be one of {', '.join(DATA_PATHS)}, got '{self.data}'")
+        if self.correction_rounds < 1:
+            raise ValueError(f"correction_rounds must be at least 1, got {self.correction_rounds}")
+        unknown = set(self.prompt_modes or ()) - set(PROMPT_MODES)
+        if unknown or self.prompt_modes == []:
+            raise ValueError(f"prompt_modes must be a non-empty list of {', '.join(PROMPT_MODES)}, got {self.prompt_modes}")
         if not 0.0 <= self.user_fraction <= 1.0:
             raise ValueError(f"user_fraction must be between 0 and 1, got {self.user_fraction}")
         if not 0.0 <= self.neighbour_prob <= 1.0 or self.neighbour_volumes < 0:
@@ -108,14 +117,21 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _decode(model: PromptableModel, emb: torch.Tensor, batch: Batch, bf16: bool, mask_inputs=None, multimask=None):
+def _decode(model: PromptableModel, emb: torch.Tensor, batch: Batch, bf16: bool, mask_inputs=None, multimask=None,
+            autocast: bool = True):
+    """Decode ``batch``; with ``bf16`` either under autocast (inference-like) or, with ``autocast=False``, the
+    whole mask decoder in bf16 on a differentiable cast of its weights (training's fast path)."""
+    multimask = batch.multimask if multimask is None else multimask
+    if bf16 and not autocast:
+        return model.decode(emb, batch.point_coords, batch.point_labels, batch.boxes, mask_inputs, multimask,
+                            compute_dtype=torch.bfloat16)
     with torch.autocast(emb.device.type, torch.bfloat16, enabled=bf16):
-        return model.decode(emb, batch.point_coords, batch.point_labels, batch.boxes, mask_inputs,
-                            batch.multimask if multimask is None else multimask)
+        return model.decode(emb, batch.point_coords, batch.point_labels, batch.boxes, mask_inputs, multimask)
 
 
-def _correct(rng, model, emb, batch, out, transform, bf16):
-    """Second round: a correction click on each sample's error + the previous logits as mask prompt."""
+def _correct(rng, model, emb, batch, out, transform, bf16, autocast=True):
+    """Next round: a correction click on each sample's error + the previous logits as mask prompt.
+    Returns the new output and the batch with the click added (for a further round)."""
     best = out.iou.detach().argmax(1) if batch.multimask else torch.zeros(len(emb), dtype=torch.long)
     prev = out.logits.detach()[torch.arange(len(emb)), best][:, None].float()
     preds = (transform.logits_to_slice(prev[:, 0]) > 0).numpy()
@@ -123,7 +139,7 @@ def _correct(rng, model, emb, batch, out, transform, bf16):
     coords, labels, boxes = prompt_tensors(prompts, transform)
     batch2 = dataclasses.replace(batch, prompts=prompts, point_coords=coords, point_labels=labels, boxes=boxes,
                                  multimask=False)
-    return _decode(model, emb, batch2, bf16, mask_inputs=prev)
+    return _decode(model, emb, batch2, bf16, mask_inputs=prev, autocast=autocast), batch2
 
 
 class StepLoss(torch.nn.Module):
@@ -135,10 +151,14 @@ class StepLoss(torch.nn.Module):
 
     def forward(self, rng: np.random.Generator, emb: torch.Tensor, batch: Batch, transform: SliceTransform):
         cfg = self.config
-        out = _decode(self.model, emb, batch, cfg.bf16)
+        out = _decode(self.model, emb, batch, cfg.bf16, autocast=cfg.bf16_autocast)
         loss, dice_l = mask_loss(out.logits, out.iou, batch.targets)
         if rng.random() < cfg.correction_prob:
-            out2 = _correct(rng, self.model, emb, batch, out, transform, cfg.bf16)
+            rounds = 1 if cfg.correction_rounds == 1 else int(rng.integers(1, cfg.correction_rounds + 1))
+            for _ in range(rounds - 1):  # earlier clicks: forward only, as SAM's interactive training
+                with torch.no_grad():
+                    out, batch = _correct(rng, self.model, emb, batch, out, transform, cfg.bf16, cfg.bf16_autocast)
+            out2, _ = _correct(rng, self.model, emb, batch, out, transform, cfg.bf16, cfg.bf16_autocast)
             loss2, dice_l = mask_loss(out2.logits, out2.iou, batch.targets)
             loss = 0.5 * (loss + loss2)
         return loss, dice_l
@@ -226,7 +246,7 @@ class Trainer:
         else:
             n_user, user_idx = self._draw_user(key)
             idx = np.sort(rng.choice(len(self.train_source), cfg.batch_size - n_user, replace=False))
-            mode = str(rng.choice(POINT_MODES + BOX_MODES))
+            mode = str(rng.choice(cfg.prompt_modes or PROMPT_MODES))
             emb, labels, targets = self._get(idx, user_idx)
             idx = np.concatenate([idx, len(self.train_source) + user_idx])
             batch = make_batch(rng, labels, targets, idx, self.transform, mode)
@@ -294,22 +314,47 @@ class Trainer:
         return self.checkpoint_path
 
     def resume(self) -> bool:
-        """Load ``resume.pt`` from the output folder if present; True when a run was resumed."""
+        """Load ``resume.pt`` from the output folder if present (or, without it, the light state: the decoder
+        checkpoint + ``history.json``, which is what a committed long run keeps); True when a run was resumed."""
         path = self.out / "resume.pt"
         if not path.is_file():
-            return False
+            return self._resume_light()
         state = torch.load(path, map_location=self.config.device, weights_only=False)
-        saved = {k: v for k, v in state["config"].items() if k not in ("steps", "time_budget_min", "device", "out", "cache")}
-        now = {k: v for k, v in self.config.to_dict().items() if k in saved}
-        if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
-            diff = sorted(k for k in saved if json.dumps(saved[k]) != json.dumps(now[k]))
-            raise ValueError(f"cannot resume {path}: settings differ ({', '.join(diff)}); use the same settings "
-                             "or a new --out")
+        self._check_same_run(path, state["config"])
         self.model.load_state_dict(state["decoder"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history = state["step"], state["history"]
         self.train_seconds = state.get("train_seconds", 0.0)
+        return True
+
+    def _check_same_run(self, path: Path, saved_config: dict) -> None:
+        saved = {k: v for k, v in saved_config.items() if k not in ("steps", "time_budget_min", "device", "out", "cache")}
+        now = {k: v for k, v in self.config.to_dict().items() if k in saved}
+        if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
+            diff = sorted(k for k in saved if json.dumps(saved[k]) != json.dumps(now[k]))
+            raise ValueError(f"cannot resume {path}: settings differ ({', '.join(diff)}); use the same settings "
+                             "or a new --out")
+
+    def _resume_light(self) -> bool:
+        """Continue from the decoder checkpoint (fp16 weights, step, settings) and ``history.json``: the schedule
+        goes on at the saved step; AdamW's moment estimates start afresh (they are not kept, to stay small)."""
+        from synthfm.models import load_decoder_checkpoint
+
+        history = self.out / "history.json"
+        if not (self.checkpoint_path.is_file() and history.is_file()):
+            return False
+        state, meta = load_decoder_checkpoint(self.checkpoint_path)
+        if "train_config" not in meta:
+            return False
+        self._check_same_run(self.checkpoint_path, meta["train_config"])
+        self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                                   strict=False)
+        self.step, self.history = int(meta["step"]), json.loads(history.read_text())
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.scheduler.last_epoch = self.step  # LambdaLR: lr of the next step
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * lr_factor(self.step, self.config.warmup, self.config.steps)
         return True
 
     def plot(self) -> Optional[Path]:
