@@ -142,3 +142,18 @@ def test_sdist_cases_are_written_with_their_geometry_and_labels(tmp_path):
     ct = load_case(Case("ct", tmp_path / "totalseg_ct.nii.gz", tmp_path / "totalseg_ct_labels.nii.gz"))
     assert ct.values == sorted(realdata.TOTALSEG_CT)
     assert int((ct.label.array == 5).sum()) == 366708  # liver voxels as shipped: resampling lost none
+
+
+def test_iou_calibration_summary_and_reliability_plot(tmp_path):
+    from synthfm.evaluate.report import reliability_plot
+    from synthfm.evaluate.runner import iou_calibration
+
+    true = np.linspace(0.1, 0.9, 20)
+    ranked = [{"model": "m", "iou": t, "pred_iou": t ** 2} for t in true]  # monotone: perfect ranking
+    shuffled = np.random.default_rng(0).permutation(true)
+    flat = [{"model": "m", "iou": t, "pred_iou": 0.6 + 0.01 * s} for t, s in zip(true, shuffled)]  # unrelated head
+    assert iou_calibration(ranked)["iou_spearman"] == pytest.approx(1.0)
+    assert abs(iou_calibration(flat)["iou_spearman"]) < 0.7
+    assert iou_calibration([{"model": "floor", "iou": 0.5}] * 5) == {}  # floors predict no IoU
+    assert reliability_plot(ranked, tmp_path / "r.png") and (tmp_path / "r.png").stat().st_size > 1000
+    assert not reliability_plot([{"model": "floor", "iou": 0.5}], tmp_path / "none.png")

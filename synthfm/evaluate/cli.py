@@ -50,9 +50,10 @@ def run(args: argparse.Namespace) -> int:
                        volume=args.volume)
     title = "SynthFM evaluation: propagation from one slice, 3D metrics" if args.volume else "SynthFM evaluation"
     summary = write_report(results, Path(args.out), title)
-    print(f"{'model | protocol':<44}{'n':>5}{'Dice':>8}{'NSD':>8}")
+    print(f"{'model | protocol':<44}{'n':>5}{'Dice':>8}{'NSD':>8}{'IoU rho':>9}")
     for key, v in summary["by_model_protocol"].items():
-        print(f"{key:<44}{v['n']:>5}{v['dice']:>8.3f}{v['nsd']:>8.3f}")
+        rho = f"{v['iou_spearman']:>9.2f}" if "iou_spearman" in v else f"{'':>9}"
+        print(f"{key:<44}{v['n']:>5}{v['dice']:>8.3f}{v['nsd']:>8.3f}{rho}")
     for s in summary["skipped"]:
         print(f"skipped {s['model']} | {s['protocol']}: {s['reason']}")
     print(f"wrote {args.out}/summary.json, slices.csv, report.html")

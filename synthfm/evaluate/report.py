@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from synthfm.evaluate.runner import Results, summarize
-from synthfm.io.atomic import atomic_write_text
+from synthfm.io.atomic import atomic_path, atomic_write_text
 from synthfm.io.png import GREEN, YELLOW, overlay
 
 
@@ -20,6 +20,39 @@ def _thumb(image, truth, pred) -> str:
     buffer = io.BytesIO()
     Image.fromarray(overlay(np.clip(image, 0, 1), [(truth, GREEN), (pred, YELLOW)])).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def reliability_plot(rows, path: Path, bins: int = 10) -> bool:
+    """Predicted vs true IoU per model (points, and the mean true IoU per bin of predicted IoU): a calibrated
+    head lies on the diagonal. False when no row has a predicted IoU."""
+    by_model: dict = {}
+    for r in rows:
+        if r.get("pred_iou") is not None:
+            by_model.setdefault(r["model"], []).append((r["pred_iou"], r["iou"]))
+    if not by_model:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(by_model), figsize=(4 * len(by_model), 4), squeeze=False)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, (model, pairs) in zip(axes[0], by_model.items()):
+        pred, true = np.clip(np.array(pairs, float).T, 0, 1)
+        ax.scatter(pred, true, s=6, alpha=0.3)
+        which = np.clip(np.digitize(pred, edges) - 1, 0, bins - 1)
+        centres = [(edges[b] + edges[b + 1]) / 2 for b in range(bins) if (which == b).any()]
+        means = [true[which == b].mean() for b in range(bins) if (which == b).any()]
+        ax.plot(centres, means, "o-", color="C3", label="mean true IoU per bin")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted IoU", ylabel="true IoU", title=model)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return True
 
 
 def _mm(value) -> str:
@@ -33,11 +66,13 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     text = io.StringIO()
     fields = ["case", "label", "slice", "model", "protocol", "dice", "iou", "hd95", "nsd", "dice_per_click",
-              "slices_truth", "slices_kept"]
+              "slices_truth", "slices_kept", "pred_iou"]
     writer = csv.DictWriter(text, fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(results.rows)
     atomic_write_text(out / "slices.csv", text.getvalue())
+
+    reliability = reliability_plot(results.rows, out / "reliability.png")
 
     def table(rows: dict, first: str) -> str:
         head = f"<tr><th>{first}</th><th>n</th><th>Dice</th><th>IoU</th><th>HD95 mm</th><th>NSD</th></tr>"
@@ -60,6 +95,7 @@ padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}figure{{displ
 img{{width:192px;image-rendering:pixelated}}</style>
 <h1>{html.escape(title)}</h1><p>Mean Dice over everything evaluated: {summary['mean_dice']:.3f}.
 Green: truth, yellow: prediction.</p><h2>Models x prompt protocols</h2>{table(summary['by_model_protocol'], 'model | protocol')}
+{"<h2>Predicted vs true IoU</h2><img src=reliability.png style='width:auto'>" if reliability else ""}
 <h2>Skipped (with reasons)</h2><ul>{skipped or '<li>none</li>'}</ul>
 <h2>Worst and best slices</h2>{pictures}
 <h2>Per case and structure</h2>{table(summary['by_case'], 'model | protocol | case | label')}"""

@@ -50,10 +50,14 @@ class _ModelRunner:
         return None
 
     def predict(self, image, prompts, key, value_range):
-        return self.predictor.predict(image, prompts, key=key, value_range=value_range).mask
+        prediction = self.predictor.predict(image, prompts, key=key, value_range=value_range)
+        self.last_score = prediction.score  # the decoder's predicted IoU, for the calibration summary
+        return prediction.mask
 
 
 class _FloorRunner:
+    last_score = None
+
     def __init__(self, name: str) -> None:
         self.name, self.floor = name, FLOORS[name]
 
@@ -137,6 +141,8 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
                        **all_metrics(pred, truth, spacing2d, tolerance_mm)}
                 if protocol == "clicks":
                     row["dice_per_click"] = curve
+                if runner.last_score is not None:
+                    row["pred_iou"] = runner.last_score
                 results.rows.append(row)
                 _keep_example(results, row, image, truth, pred, vrange, f"{lc.case.name} label {value} slice {s}")
         report(progress, done, len(jobs), lc.case.name)
@@ -185,6 +191,18 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
     return results
 
 
+def iou_calibration(rows: Sequence[dict]) -> Dict[str, float]:
+    """How well the decoder's predicted IoU ranks its own masks: Spearman correlation with the true IoU and
+    the mean absolute error (rows without a prediction, e.g. floors, give nothing)."""
+    pairs = np.array([(r["pred_iou"], r["iou"]) for r in rows if r.get("pred_iou") is not None], float)
+    if len(pairs) < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
+        return {}
+    from scipy.stats import spearmanr
+
+    return {"iou_spearman": float(spearmanr(pairs[:, 0], pairs[:, 1])[0]),
+            "iou_mae": float(np.mean(np.abs(pairs[:, 0] - pairs[:, 1])))}
+
+
 def summarize(results: Results) -> Dict[str, object]:
     """Means per model x protocol and per case/structure; ``mean_dice`` over everything evaluated."""
     def means(rows):
@@ -194,6 +212,7 @@ def summarize(results: Results) -> Dict[str, object]:
         finite = [r["hd95"] for r in rows if math.isfinite(r["hd95"])]
         out["hd95_mm"] = float(np.mean(finite)) if finite else None
         out["hd95_undefined"] = len(rows) - len(finite)
+        out.update(iou_calibration(rows))
         return out
 
     groups: Dict[str, list] = {}
