@@ -75,6 +75,23 @@ def test_embeddings_are_computed_once_per_slice():
     assert pred.encoder_calls == 2
 
 
+def test_models_with_the_same_encoder_share_embeddings():
+    first, second = SlicePredictor(load_model("tiny-test")), SlicePredictor(load_model("tiny-test"))
+    second.model.image_encoder.load_state_dict(first.model.image_encoder.state_dict())
+    assert second.share_embeddings(first)
+    image = np.random.default_rng(1).normal(size=(40, 50)).astype(np.float32)
+    first.predict(image, Prompts.make(positive=[(10, 20)]), key="s")
+    second.predict(image, Prompts.make(positive=[(12, 20)]), key="s")
+    assert (first.encoder_calls, second.encoder_calls) == (1, 0)
+    other_window = SlicePredictor(second.model, window=(0.0, 1.0))
+    assert not other_window.share_embeddings(first)  # another window means other encoder inputs
+    other_weights = SlicePredictor(load_model("tiny-test"))
+    other_weights.model.image_encoder.load_state_dict(first.model.image_encoder.state_dict())
+    with torch.no_grad():
+        next(other_weights.model.image_encoder.parameters()).add_(1.0)
+    assert not other_weights.share_embeddings(first)
+
+
 class TruthPredictor(SlicePredictor):
     """Returns the true mask of the slice (model-free), to test propagation logic alone."""
 

@@ -78,6 +78,11 @@ def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volum
         if p not in PROTOCOLS:
             raise ValueError(f"unknown prompt protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
     runners = [_FloorRunner(m) if m in FLOORS else _ModelRunner(m, device) for m in models]
+    models_seen: list = []
+    for runner in runners:  # models with the same frozen encoder encode each slice once between them
+        if isinstance(runner, _ModelRunner):
+            any(runner.predictor.share_embeddings(other.predictor) for other in models_seen)
+            models_seen.append(runner)
     for runner in runners:
         for protocol in protocols:
             reason = runner.accepts(protocol)

@@ -61,6 +61,19 @@ class SlicePredictor:
         self._cache: "OrderedDict[Hashable, Tuple[torch.Tensor, SliceTransform]]" = OrderedDict()
         self.encoder_calls = 0
 
+    def share_embeddings(self, other: "SlicePredictor") -> bool:
+        """Use ``other``'s embedding cache when both models run the same frozen encoder on the same device with
+        the same window (e.g. synthfm-lite and medsam-lite): each slice is then encoded once for both."""
+        a, b = self.model, other.model
+        same = (a.encoder_name == b.encoder_name and a.image_size == b.image_size and self.device == other.device
+                and self.window == other.window and self.bf16 == other.bf16
+                and torch.equal(a.pixel_mean, b.pixel_mean) and torch.equal(a.pixel_std, b.pixel_std))
+        wa, wb = a.image_encoder.state_dict(), b.image_encoder.state_dict()
+        same = same and wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        if same:
+            self._cache = other._cache
+        return same
+
     @staticmethod
     def key_of(image: np.ndarray) -> str:
         return hashlib.sha1(np.ascontiguousarray(image).view(np.uint8)).hexdigest() + str(image.shape)
