@@ -59,7 +59,8 @@ class _Builder:
         """``count`` small lesions (or cysts) inside ``host`` whose semi-axes are ``a``, ``b``."""
         rng, (cx, cy) = self.rng, host.shape.center
         for _ in range(count):
-            r = float(np.sqrt(_log_uniform(rng, 12, 0.25 * a * b) / np.pi))
+            hi = max(0.25 * a * b, 16.0)
+            r = float(np.sqrt(_log_uniform(rng, min(12.0, 0.5 * hi), hi) / np.pi))
             rho, phi = rng.uniform(0, 0.55), rng.uniform(0, 2 * np.pi)
             centre = (cx + rho * a * np.cos(phi), cy + rho * b * np.sin(phi))
             tissue = "fluid" if rng.random() < 0.25 else "lesion"

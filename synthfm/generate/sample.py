@@ -86,6 +86,8 @@ class SyntheticGenerator:
                 scene.meta["scene"] = "primitives"
         if not cfg.shape_aware:
             simplify_shapes(scene)
+        if not cfg.boundary_aware and cfg.version >= 3:
+            keep_apart(scene)
         perturb = {s.label: contour_perturbation(rng, (size, size)) for s in scene.structures}
         return scene, perturb
 
@@ -200,3 +202,13 @@ def effective_config(cfg: GeneratorConfig) -> GeneratorConfig:
         changes.update(touch_prob=0.0, crossing_prob=0.0, shared_intensity_prob=0.0, edge_blur_px=(0.0, 0.0),
                        low_contrast_prob=0.0, anatomy_prob=0.0)
     return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def keep_apart(scene: Scene, gap: float = 2.0) -> None:
+    """Boundary-aware ablation: the target is painted first and every other structure keeps ``gap`` px from it."""
+    body = [s for s in scene.structures if s.role == "body"]
+    target = [s for s in scene.structures if s.role == "target"]
+    others = [s for s in scene.structures if s.role not in ("body", "target")]
+    for s in others:
+        s.role, s.gap = "touching", gap
+    scene.structures[:] = body + target + others
