@@ -75,7 +75,8 @@ def run_realism(args: argparse.Namespace, overrides: dict) -> int:
     from pathlib import Path
 
     from synthfm.generate import GeneratorConfig
-    from synthfm.generate.realism import read_realism_csv, real_stats, synthetic_stats, write_report
+    from synthfm.generate.realism import (read_realism_csv, real_panels, real_stats, side_by_side_png, synthetic_stats,
+                                          write_report)
     from synthfm.utils.progress import tqdm_progress
 
     if not args.out:
@@ -94,7 +95,10 @@ def run_realism(args: argparse.Namespace, overrides: dict) -> int:
         sets[name] = [row for m in modalities for row in
                       synthetic_stats(configs[m], args.realism_count, args.seed, name, tqdm_progress("synthetic", m))]
     real = real_stats(structures, args.realism_slices, progress=tqdm_progress("real", "structure"))
-    write_report(args.out, real, sets, overwrite=args.overwrite)
+    figures = {m: side_by_side_png(real_panels(structures, m), GeneratorConfig.from_preset(m, **overrides),
+                                   seed=args.seed) for m in modalities}
+    write_report(args.out, real, sets, overwrite=args.overwrite, figures=figures)
     print((Path(args.out) / "realism.md").read_text())
-    print(f"wrote the realism report to {args.out} (realism.md, realism.json, realism_<modality>.png)")
+    print(f"wrote the realism report to {args.out} (realism.md, realism.json, realism_<modality>.png histograms, "
+          "slices_<modality>.png real vs synthetic slices)")
     return 0

@@ -200,6 +200,44 @@ def read_realism_csv(path: PathLike) -> List[RealStructure]:
     return out
 
 
+def real_panels(structures: Sequence[RealStructure], modality: str, count: int = 6) -> List[Tuple[np.ndarray, str]]:
+    """RGB panels of the largest slice of up to ``count`` real structures of ``modality``, outlined."""
+    from synthfm.io import read_volume
+    from synthfm.io.png import GREEN, overlay
+    from synthfm.segment.preprocess import intensity_range
+
+    panels = []
+    for st in [s for s in structures if s.modality == modality][:count]:
+        image, label = read_volume(st.image), read_volume(st.label)
+        mask3 = label.array == st.value
+        z = int(mask3.sum(axis=(1, 2)).argmax())
+        img, m = to_frame(image.array[z], mask3[z], (float(image.spacing[1]), float(image.spacing[0])))
+        lo, hi = intensity_range(image.array, "auto")
+        panels.append((overlay(np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1), [(m, GREEN)]), f"real {st.name[-22:]}"))
+    return panels
+
+
+def side_by_side_png(real: List[Tuple[np.ndarray, str]], config, count: int = 6, seed: int = 0) -> bytes:
+    """Real slices (top row, green outline) above synthetic samples of ``config`` (yellow), as PNG bytes."""
+    import io
+
+    from synthfm.generate.gallery import tile
+    from synthfm.generate.sample import SyntheticGenerator
+    from synthfm.io.png import YELLOW, overlay
+
+    gen = SyntheticGenerator(config, seed)
+    synth = []
+    for i in range(count):
+        s = gen.sample_2d(i)
+        synth.append((overlay(normalise01(s.image), [(s.mask, YELLOW)]),
+                      f"v{config.version} {s.meta.get('scene', '')} {s.meta.get('target_kind', '')}"))
+    real = list(real[:count]) + [(np.zeros((8, 8, 3), np.uint8), "")] * max(0, count - len(real))
+    panels = real + synth
+    buffer = io.BytesIO()
+    tile([p for p, _ in panels], [c for _, c in panels], columns=count).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def real_stats(structures: Sequence[RealStructure], max_slices: int = 8, min_pixels: int = 20,
                progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> List[dict]:
     """Statistics on up to ``max_slices`` evenly spaced axial slices of each structure."""
@@ -352,7 +390,8 @@ def _csv_text(rows: List[dict]) -> str:
     return text.getvalue()
 
 
-def write_report(out: PathLike, real: List[dict], synthetic: Dict[str, List[dict]], overwrite: bool = False) -> dict:
+def write_report(out: PathLike, real: List[dict], synthetic: Dict[str, List[dict]], overwrite: bool = False,
+                 figures: Optional[Dict[str, bytes]] = None) -> dict:
     """Write realism.json/.md, the per-structure CSVs and one histogram PNG per modality; returns the summary.
 
     Everything is computed before the first file is written, and each file is written atomically.
@@ -366,6 +405,9 @@ def write_report(out: PathLike, real: List[dict], synthetic: Dict[str, List[dict
              "real_stats.csv": _csv_text(real),
              "synthetic_stats.csv": _csv_text([r for rows in synthetic.values() for r in rows])}
     out.mkdir(parents=True, exist_ok=True)
+    for modality, data in (figures or {}).items():
+        with atomic_path(out / f"slices_{modality}.png") as tmp:
+            tmp.write_bytes(data)
     for modality, data in pngs.items():
         with atomic_path(out / f"realism_{modality}.png") as tmp:
             tmp.write_bytes(data)
