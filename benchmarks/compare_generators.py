@@ -7,7 +7,7 @@ Dice per prompt protocol is printed and written to ``OUT/table.md`` / ``OUT/tabl
     python benchmarks/compare_generators.py --pairs data/real/cases.csv --out runs/compare \\
         --steps 3000 --samples 1000 --time-budget 45            # the comparison (hours of CPU)
     python benchmarks/compare_generators.py --pairs data/real/cases.csv --out /tmp/cmp \\
-        --steps 2 --samples 4 --val-samples 2 --max-slices 1 --limit-cases 2   # a smoke test (minutes)
+        --steps 2 --samples 4 --batch-size 2 --val-samples 2 --max-slices 1 --limit-cases 1   # smoke test
 
 Runs (``--runs`` picks some): v2 (today's generator, ``{"version": 2}``), v3 (the new one = both parts on),
 neither / shape-only / boundary-only (v3 with ``shape_aware`` / ``boundary_aware`` switched off).
@@ -65,6 +65,7 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--val-samples", type=int, default=48)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, help="minutes per run (same for every run)")
@@ -86,6 +87,7 @@ def main(argv: List[str] | None = None) -> int:
         run = out / name
         train = py + ["train", "--preset", args.preset, "--generator", json.dumps(RUNS[name]),
                       "--steps", str(args.steps), "--samples", str(args.samples), "--val-samples", str(args.val_samples),
+                      "--batch-size", str(args.batch_size),
                       "--val-every", str(max(1, args.steps)), "--ckpt-every", str(max(1, min(100, args.steps))),
                       "--lr", str(args.lr), "--seed", str(args.seed), "--device", args.device, "--out", str(run)]
         if args.time_budget:
