@@ -43,15 +43,16 @@ def where_time_goes(n: int = 100, top: int = 12) -> None:
 
 def main() -> None:
     rows = []
-    for preset in ("ct", "mr", "us", "mixed"):
-        gen = SyntheticGenerator(GeneratorConfig.from_preset(preset), 0)
-        rows.append((f"2D 256x256 {preset}", rate(gen.sample_2d, 100), "samples/s/core"))
-    gen3 = SyntheticGenerator(GeneratorConfig.from_preset("mixed", size=128, depth=64), 0)
-    rows.append(("3D 128x128x64 mixed", rate(gen3.sample_3d, 5), "volumes/s/core"))
-    print(f"generator version {GENERATOR_VERSION}, one thread")
-    print(f"{'case':<24}{'rate':>10}{'ms each':>10}  unit")
+    for version in (GENERATOR_VERSION, 2):  # the previous version under the same load, for comparison
+        for preset in ("ct", "mr", "us", "mixed"):
+            gen = SyntheticGenerator(GeneratorConfig.from_preset(preset, version=version), 0)
+            rows.append((f"v{version} 2D 256x256 {preset}", rate(gen.sample_2d, 100), "samples/s/core"))
+        gen3 = SyntheticGenerator(GeneratorConfig.from_preset("mixed", size=128, depth=64, version=version), 0)
+        rows.append((f"v{version} 3D 128x128x64 mixed", rate(gen3.sample_3d, 5), "volumes/s/core"))
+    print(f"generator version {GENERATOR_VERSION} (and 2), one thread")
+    print(f"{'case':<28}{'rate':>10}{'ms each':>10}  unit")
     for name, value, unit in rows:
-        print(f"{name:<24}{value:>10.1f}{1e3 / value:>10.1f}  {unit}")
+        print(f"{name:<28}{value:>10.1f}{1e3 / value:>10.1f}  {unit}")
     where_time_goes()
 
 

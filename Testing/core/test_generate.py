@@ -26,7 +26,7 @@ def test_same_seed_same_output_and_indices_differ():
 
 
 def test_samples_are_valid_and_span_sizes_shapes_modalities():
-    samples = _samples(n=80)
+    samples = _samples(n=80, anatomy_prob=0.0)  # the shape primitives (anatomy scenes: test_generate_v3.py)
     for s in samples:
         assert s.image.dtype == np.float32 and s.image.min() >= 0 and s.image.max() <= 1
         assert s.mask.any() and np.array_equal(s.mask, s.labels == s.target_label)
@@ -37,14 +37,16 @@ def test_samples_are_valid_and_span_sizes_shapes_modalities():
 
 
 def test_touch_probability_controls_touching_neighbours():
-    touching = np.mean([s.meta["touching"] for s in _samples(n=40, touch_prob=1.0, gap_px=(0, 0), crossing_prob=0)])
-    apart = np.mean([s.meta["touching"] for s in _samples(n=40, touch_prob=0.0, crossing_prob=0, neighbours=(1, 2))])
+    touching = np.mean([s.meta["touching"] for s in _samples(n=40, touch_prob=1.0, gap_px=(0, 0), crossing_prob=0,
+                                                           anatomy_prob=0.0)])
+    apart = np.mean([s.meta["touching"] for s in _samples(n=40, touch_prob=0.0, crossing_prob=0, neighbours=(1, 2),
+                                                        anatomy_prob=0.0)])
     assert touching > 0.8 and apart < touching - 0.4, (touching, apart)
 
 
 def test_gap_is_respected():
     checked = 0
-    for s in _samples(n=20, touch_prob=1.0, gap_px=(3, 3), crossing_prob=0, neighbours=(2, 2)):
+    for s in _samples(n=20, touch_prob=1.0, gap_px=(3, 3), crossing_prob=0, neighbours=(2, 2), anatomy_prob=0.0):
         dist = ndi.distance_transform_edt(~s.mask)
         for label in s.meta["touching_labels"]:
             if (s.labels == label).any():
@@ -54,8 +56,8 @@ def test_gap_is_respected():
 
 
 def test_low_contrast_probability_shifts_contrast_distribution():
-    low = np.array([s.meta["contrast"] for s in _samples(n=40, low_contrast_prob=1.0)])
-    high = np.array([s.meta["contrast"] for s in _samples(n=40, low_contrast_prob=0.0)])
+    low = np.array([s.meta["contrast"] for s in _samples(n=40, low_contrast_prob=1.0, anatomy_prob=0.0, min_cnr=0.0)])
+    high = np.array([s.meta["contrast"] for s in _samples(n=40, low_contrast_prob=0.0, anatomy_prob=0.0)])
     assert np.median(low) < 0.09 and np.median(high) > 0.1
 
 

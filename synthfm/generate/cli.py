@@ -17,7 +17,16 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gallery", help="write a gallery PNG here")
     p.add_argument("--gallery-count", type=int, default=24)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset (or report) in --out")
+    p.add_argument("--generator", default="{}",
+                   help='JSON of generator overrides, e.g. \'{"version": 2}\' for the previous generator')
+    r = p.add_argument_group("realism report (synthetic targets vs real labelled structures)")
+    r.add_argument("--realism", metavar="CASES.csv",
+                   help="image,label[,label_value][,name][,modality] CSV of real structures; writes the report to --out")
+    r.add_argument("--realism-count", type=int, default=300, help="synthetic targets per modality (default: 300)")
+    r.add_argument("--realism-slices", type=int, default=8, help="axial slices per real structure (default: 8)")
+    r.add_argument("--compare-version", type=int, action="append", default=[],
+                   help="also measure this generator version (repeatable), e.g. --compare-version 2")
     p.set_defaults(func=run)
 
 
@@ -27,10 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.generate.gallery import write_gallery
     from synthfm.utils.progress import tqdm_progress
 
+    overrides = parse_overrides(args.generator)
+    if args.realism:
+        return run_realism(args, overrides)
     if not args.out and not args.gallery:
         raise ValueError("nothing to do: give --out for a dataset and/or --gallery for a PNG")
     size = args.size or (256 if args.dim == 2 else 128)
-    config = GeneratorConfig.from_preset(args.preset, size=size, depth=args.depth)
+    config = GeneratorConfig.from_preset(args.preset, **{"size": size, "depth": args.depth, **overrides})
     if args.out:
         path = write_dataset(args.out, config, args.count, args.seed, args.dim, args.overwrite,
                              progress=tqdm_progress("generate", "sample"))
@@ -42,4 +54,51 @@ def run(args: argparse.Namespace) -> int:
         draw = gen.sample_2d if args.dim == 2 else gen.sample_3d
         path = write_gallery([draw(i) for i in range(args.gallery_count)], args.gallery)
         print(f"wrote gallery {path}")
+    return 0
+
+
+def parse_overrides(text: str) -> dict:
+    """``--generator`` JSON as a dict of generator overrides (a clear message when it is not one)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--generator must be a JSON object of generator settings, got {text!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--generator must be a JSON object, e.g. '{{\"version\": 2}}', got {text!r}")
+    return value
+
+
+def run_realism(args: argparse.Namespace, overrides: dict) -> int:
+    """Measure real structures and synthetic targets per modality; write the report to ``--out``."""
+    from pathlib import Path
+
+    from synthfm.generate import GeneratorConfig
+    from synthfm.generate.realism import (read_realism_csv, real_panels, real_stats, side_by_side_png, synthetic_stats,
+                                          write_report)
+    from synthfm.utils.progress import tqdm_progress
+
+    if not args.out:
+        raise ValueError("--realism needs --out, the folder for the report")
+    if args.realism_count <= 0 or args.realism_slices <= 0:
+        raise ValueError("--realism-count and --realism-slices must be positive")
+    if (Path(args.out) / "realism.json").exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already holds a realism report; pick another --out or pass --overwrite")
+    structures = read_realism_csv(args.realism)  # every row checked before any work
+    modalities = sorted({s.modality for s in structures})
+    sets = {}
+    for version in [None, *args.compare_version]:
+        extra = {} if version is None else {"version": version}
+        configs = {m: GeneratorConfig.from_preset(m, **{**overrides, **extra}) for m in modalities}
+        name = f"v{configs[modalities[0]].version}"
+        sets[name] = [row for m in modalities for row in
+                      synthetic_stats(configs[m], args.realism_count, args.seed, name, tqdm_progress("synthetic", m))]
+    real = real_stats(structures, args.realism_slices, progress=tqdm_progress("real", "structure"))
+    figures = {m: side_by_side_png(real_panels(structures, m), GeneratorConfig.from_preset(m, **overrides),
+                                   seed=args.seed) for m in modalities}
+    write_report(args.out, real, sets, overwrite=args.overwrite, figures=figures)
+    print((Path(args.out) / "realism.md").read_text())
+    print(f"wrote the realism report to {args.out} (realism.md, realism.json, realism_<modality>.png histograms, "
+          "slices_<modality>.png real vs synthetic slices)")
     return 0

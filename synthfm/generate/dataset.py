@@ -23,7 +23,7 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from synthfm.generate.config import GENERATOR_VERSION, GeneratorConfig
+from synthfm.generate.config import GeneratorConfig
 from synthfm.generate.sample import Sample2D, SyntheticGenerator
 from synthfm.io.atomic import PathLike, atomic_path, atomic_write_text
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -48,7 +48,7 @@ def write_dataset(out: PathLike, config: GeneratorConfig, count: int, seed: int 
     out = Path(out)
     _prepare(out, overwrite)
     generator = SyntheticGenerator(config, seed)
-    manifest = {"format": f"synthfm-{dim}d", "generator_version": GENERATOR_VERSION, "seed": seed,
+    manifest = {"format": f"synthfm-{dim}d", "generator_version": config.version, "seed": seed,
                 "count": count, "config": config.to_dict()}
     if dim == 2:
         manifest["shards"] = _write_2d(out, generator, count, progress, cancel)

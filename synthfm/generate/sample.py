@@ -7,9 +7,12 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from scipy import ndimage as ndi
 
-from synthfm.generate.appearance import Probe, draw_probe, render_image
+import dataclasses
+
+from synthfm.generate.anatomy import draw_anatomy
+from synthfm.generate.appearance import Probe, draw_probe, render_image, render_image_v3
 from synthfm.generate.config import GeneratorConfig
-from synthfm.generate.scene import BODY, Scene, bounding_box, draw_scene, grid, paint
+from synthfm.generate.scene import BODY, Scene, _choice, bounding_box, draw_scene, grid, paint, simplify_shapes
 from synthfm.generate.shapes import contour_perturbation
 
 MIN_TARGET_PIXELS = 12
@@ -63,6 +66,7 @@ class SyntheticGenerator:
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         self.seed = int(seed)
+        self.effective = effective_config(self.config)
 
     def _rng(self, index: int, dim: int) -> np.random.Generator:
         if index < 0:
@@ -70,12 +74,29 @@ class SyntheticGenerator:
         return np.random.default_rng([self.seed, int(index), dim])
 
     def _layout(self, rng: np.random.Generator, size: int) -> Tuple[Scene, Dict[int, np.ndarray]]:
-        scene = draw_scene(rng, self.config, size)
+        cfg = self.effective
+        if cfg.version == 2:
+            scene = draw_scene(rng, cfg, size)
+        else:
+            modality = _choice(rng, cfg.modality_weights)
+            if rng.random() < cfg.anatomy_prob:
+                scene = draw_anatomy(rng, cfg, size, modality)
+            else:
+                scene = draw_scene(rng, cfg, size, modality)
+                scene.meta["scene"] = "primitives"
+        if not cfg.shape_aware:
+            simplify_shapes(scene)
+        if not cfg.boundary_aware and cfg.version >= 3:
+            keep_apart(scene)
         perturb = {s.label: contour_perturbation(rng, (size, size)) for s in scene.structures}
         return scene, perturb
 
+    def _render(self, rng, scene, labels, spacing=(1.0, 1.0), probe=None):
+        draw = render_image if self.effective.version == 2 else render_image_v3
+        return draw(rng, self.effective, scene, labels, spacing=spacing, probe=probe)
+
     def sample_2d(self, index: int) -> Sample2D:
-        cfg, size = self.config, self.config.size
+        cfg, size = self.effective, self.config.size
         rng = self._rng(index, 2)
         xx, yy = grid(size)
         for attempt in range(50):
@@ -89,20 +110,21 @@ class SyntheticGenerator:
                 break
         else:  # pragma: no cover - would mean the configuration cannot place a target
             raise RuntimeError(f"could not place a visible target in 50 attempts with {cfg}")
-        image, meta = render_image(rng, cfg, scene, labels, probe=probe)
+        image, meta = self._render(rng, scene, labels, probe=probe)
         meta.update(scene.meta, index=index, attempts=attempt + 1, touching=touches(labels, scene.target_label),
                     target_fraction=float(mask.mean()), preset=cfg.preset)
         return Sample2D(image, mask, labels, scene.target_label, meta)
 
     def sample_3d(self, index: int) -> Sample3D:
-        cfg, size, depth = self.config, self.config.size, self.config.depth
+        cfg, size, depth = self.effective, self.config.size, self.config.depth
         rng = self._rng(index, 3)
         xx, yy = grid(size)
         sx = float(rng.uniform(*cfg.spacing_xy))
         sz = float(rng.uniform(*cfg.spacing_z))
         for attempt in range(50):
             scene, perturb = self._layout(rng, size)
-            profiles = {s.label: _z_profile(rng, s.role, s.shape.radius, depth, sx / sz) for s in scene.structures}
+            profiles = {s.label: _z_profile(rng, "body" if s.extent == "long" and s.role == "body" else s.role,
+                                            s.shape.radius, depth, sx / sz, s.extent) for s in scene.structures}
             labels = np.stack([
                 paint(scene, xx, yy,
                       scales={k: p.scale(z) for k, p in profiles.items()},
@@ -119,7 +141,7 @@ class SyntheticGenerator:
                 break
         else:  # pragma: no cover
             raise RuntimeError("could not place a target on the middle slice in 50 attempts")
-        image, meta = render_image(rng, cfg, scene, labels, spacing=(sz, sx, sx), probe=probe)
+        image, meta = self._render(rng, scene, labels, spacing=(sz, sx, sx), probe=probe)
         present = np.nonzero(mask.any(axis=(1, 2)))[0]
         meta.update(scene.meta, index=index, attempts=attempt + 1, target_slices=(int(present[0]), int(present[-1])),
                     preset=cfg.preset)
@@ -151,12 +173,42 @@ class _ZProfile:
         return 1.0 + (0.8 * abs(self._t(z)) if self.splits else 0.0)
 
 
-def _z_profile(rng: np.random.Generator, role: str, radius_px: float, depth: int, xy_over_z: float) -> _ZProfile:
+def _z_profile(rng: np.random.Generator, role: str, radius_px: float, depth: int, xy_over_z: float,
+               extent: str = "local") -> _ZProfile:
     if role == "body":
         return _ZProfile(depth / 2, depth * 4.0, 0.5, (0.0, 0.0), False)
+    if extent == "long":  # runs through the volume (a vessel, the spine, a lung), drifting slowly
+        drift = (float(rng.normal(0, 0.15)), float(rng.normal(0, 0.15)))
+        return _ZProfile(depth / 2 + rng.uniform(-0.1, 0.1) * depth, depth * rng.uniform(1.5, 4.0), 0.3, drift, False)
     extent = float(np.clip(radius_px * xy_over_z * rng.uniform(1.0, 3.0), 3.0, depth * 0.45))
     centre = depth / 2 + (rng.uniform(-0.15, 0.15) * depth if role == "target" else rng.uniform(-0.4, 0.4) * depth)
     if role == "target":  # keep the middle slice inside the structure
         extent = max(extent, abs(centre - depth / 2) + 3.0)
     drift = (float(rng.normal(0, 0.3)), float(rng.normal(0, 0.3)))
     return _ZProfile(float(centre), extent, float(rng.uniform(0.3, 0.8)), drift, bool(rng.random() < 0.3))
+
+
+def effective_config(cfg: GeneratorConfig) -> GeneratorConfig:
+    """``cfg`` with the paper's ablation switches applied (the knobs each one turns off).
+
+    ``shape_aware=False``: only ellipses (no shape variety, no anatomy scenes).  ``boundary_aware=False``:
+    no touching neighbours, crossings, look-alike neighbours, blurred edges or low-contrast targets (and no
+    anatomy scenes, whose packed organs touch by construction).
+    """
+    changes: Dict[str, object] = {}
+    if not cfg.shape_aware:
+        changes.update(shape_weights={"blob": 1.0}, anatomy_prob=0.0)
+    if not cfg.boundary_aware:
+        changes.update(touch_prob=0.0, crossing_prob=0.0, shared_intensity_prob=0.0, edge_blur_px=(0.0, 0.0),
+                       low_contrast_prob=0.0, anatomy_prob=0.0)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def keep_apart(scene: Scene, gap: float = 2.0) -> None:
+    """Boundary-aware ablation: the target is painted first and every other structure keeps ``gap`` px from it."""
+    body = [s for s in scene.structures if s.role == "body"]
+    target = [s for s in scene.structures if s.role == "target"]
+    others = [s for s in scene.structures if s.role not in ("body", "target")]
+    for s in others:
+        s.role, s.gap = "touching", gap
+    scene.structures[:] = body + target + others

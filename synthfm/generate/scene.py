@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from synthfm.generate.config import SHAPE_KINDS, GeneratorConfig
-from synthfm.generate.shapes import Shape, draw_shape, render_window
+from synthfm.generate.shapes import Shape, draw_shape, render_levels, render_window
 
 BODY = 1  # label of the background tissue inside the body / field of view
 
@@ -24,8 +24,13 @@ class Structure:
 
     label: int
     shape: Shape
-    role: str  # "body", "free", "target", "touching" or "crossing"
+    role: str  # "body", "free", "target", "touching", "crossing" or (anatomy) "tissue"
     gap: float = 0.0  # touching: distance kept from the target (pixels)
+    tissue: str = ""  # anatomy scenes: tissue class of synthfm.generate.tissues (sets the intensity)
+    layers: List[Tuple[float, int, str]] = field(default_factory=list)  # (radius fraction, label, tissue), outer first
+    extent: str = "local"  # 3D: "local" appears and vanishes through the slices, "long" runs through the volume
+    targetable: bool = True  # anatomy scenes: may be the target
+    host: int = 0  # a lesion's host structure label (its intensity is the host's plus a contrast)
 
 
 @dataclass
@@ -57,9 +62,9 @@ def grid(size: int) -> Tuple[np.ndarray, np.ndarray]:
     return xx, yy
 
 
-def draw_scene(rng: np.random.Generator, cfg: GeneratorConfig, size: int) -> Scene:
-    """Draw the layout of one sample (2D, or the middle slice of a 3D volume)."""
-    modality = _choice(rng, cfg.modality_weights)
+def draw_scene(rng: np.random.Generator, cfg: GeneratorConfig, size: int, modality: Optional[str] = None) -> Scene:
+    """Draw the layout of one sample (2D, or the middle slice of a 3D volume); ``modality`` drawn if not given."""
+    modality = modality or _choice(rng, cfg.modality_weights)
     xx, yy = grid(size)
     c = size / 2
     structures: List[Structure] = []
@@ -146,6 +151,10 @@ def paint(scene: Scene, xx: np.ndarray, yy: np.ndarray, scales: Optional[Dict[in
     dist_to_target = None
     max_gap = max([s.gap for s in scene.structures if s.role == "touching"], default=0.0)
     for s in scene.structures:
+        if s.layers:
+            _paint_layers(labels, s, xx, yy, scales.get(s.label, 1.0), shifts.get(s.label, (0.0, 0.0)),
+                          perturb.get(s.label))
+            continue
         drawn = render_window(s.shape, xx, yy, scales.get(s.label, 1.0), shifts.get(s.label, (0.0, 0.0)),
                               perturb.get(s.label), split if s.role == "target" else 1.0)
         if drawn is None:
@@ -168,3 +177,42 @@ def paint(scene: Scene, xx: np.ndarray, yy: np.ndarray, scales: Optional[Dict[in
             target_mask = np.zeros(xx.shape, bool)
             target_mask[window] = mask
     return labels
+
+
+def _paint_layers(labels: np.ndarray, s: Structure, xx, yy, scale: float, shift, perturb) -> None:
+    """Paint a layered structure (body with skin/fat/muscle, bone with marrow): outline, then inner layers."""
+    drawn = render_levels(s.shape, xx, yy, [f for f, _, _ in s.layers], scale, shift, perturb)
+    if drawn is None:
+        return
+    window, mask, inner = drawn
+    painted = labels[window]
+    if s.role != "body":
+        mask &= painted > 0
+    painted[mask] = s.label
+    for (_, label, _), m in zip(s.layers, inner):
+        painted[m & mask] = label
+
+
+def simplify_shapes(scene: Scene) -> None:
+    """Shape-aware ablation: every structure but the body becomes a plain ellipse of about the same size."""
+    for s in scene.structures:
+        if s.role == "body":
+            continue
+        shape = s.shape
+        if shape.kind == "tube":
+            shape.radius = float(np.sqrt(max(4 * shape.radius * shape.half_length, 1.0) / np.pi))
+        shape.kind, shape.parts, shape.holes, shape.inner, shape.wobble = "blob", [], [], 0.0, 0.0
+        shape.harmonics = np.zeros((0, 2))
+        s.layers = []
+
+
+def ring_weights(labels: np.ndarray, target: int, width: int = 3) -> np.ndarray:
+    """Share of each label in a ring ``width`` px around the target (2D): what the target is seen against."""
+    mask = labels == target
+    box = bounding_box(mask, width + 1)
+    if box is None:
+        return np.zeros(int(labels.max()) + 1)
+    sub = mask[box]
+    ring = ndi.binary_dilation(sub, iterations=width) & ~sub
+    counts = np.bincount(labels[box][ring].ravel(), minlength=int(labels.max()) + 1).astype(float)
+    return counts / max(counts.sum(), 1.0)

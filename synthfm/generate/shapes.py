@@ -118,13 +118,9 @@ def _local_box(shape: Shape, scale: float, split: float) -> Tuple[float, float, 
     return u0, u1, v0, v1
 
 
-def render_window(shape: Shape, xx: np.ndarray, yy: np.ndarray, scale: float = 1.0,
-                  shift: Tuple[float, float] = (0.0, 0.0), perturb: Optional[np.ndarray] = None, split: float = 1.0
-                  ) -> Optional[Tuple[Tuple[slice, slice], np.ndarray]]:
-    """``(window, mask)``: the shape's mask on the smallest grid window holding it, or None if it is off-grid.
-
-    ``(xx, yy)`` must be a regular pixel grid as made by :func:`synthfm.generate.scene.grid`.
-    """
+def _window(shape: Shape, xx: np.ndarray, yy: np.ndarray, scale: float, shift: Tuple[float, float], split: float
+            ) -> Optional[Tuple[Tuple[slice, slice], Tuple[float, float]]]:
+    """The smallest grid window surely holding the shape, and its centre (None if off-grid)."""
     if scale <= 0:
         return None
     cx, cy = shape.center[0] + shift[0], shape.center[1] + shift[1]
@@ -138,10 +134,47 @@ def render_window(shape: Shape, xx: np.ndarray, yy: np.ndarray, scale: float = 1
     y0, y1 = max(0, int(np.floor(min(ys) - 2 - oy))), min(xx.shape[0], int(np.ceil(max(ys) + 2 - oy)) + 1)
     if x0 >= x1 or y0 >= y1:
         return None
-    window = (slice(y0, y1), slice(x0, x1))
-    local = _render_window(shape, xx[y0, x0:x1], yy[y0:y1, x0], scale, (cx, cy),
+    return (slice(y0, y1), slice(x0, x1)), (cx, cy)
+
+
+def render_window(shape: Shape, xx: np.ndarray, yy: np.ndarray, scale: float = 1.0,
+                  shift: Tuple[float, float] = (0.0, 0.0), perturb: Optional[np.ndarray] = None, split: float = 1.0
+                  ) -> Optional[Tuple[Tuple[slice, slice], np.ndarray]]:
+    """``(window, mask)``: the shape's mask on the smallest grid window holding it, or None if it is off-grid.
+
+    ``(xx, yy)`` must be a regular pixel grid as made by :func:`synthfm.generate.scene.grid`.
+    """
+    found = _window(shape, xx, yy, scale, shift, split)
+    if found is None:
+        return None
+    window, (cx, cy) = found
+    rows, cols = window
+    local = _render_window(shape, xx[rows.start, cols], yy[rows, cols.start], scale, (cx, cy),
                            None if perturb is None else perturb[window], split)
     return window, local
+
+
+def render_levels(shape: Shape, xx: np.ndarray, yy: np.ndarray, fractions, scale: float = 1.0,
+                  shift: Tuple[float, float] = (0.0, 0.0), perturb: Optional[np.ndarray] = None
+                  ) -> Optional[Tuple[Tuple[slice, slice], np.ndarray, List[np.ndarray]]]:
+    """``(window, mask, inner masks)`` of a star shape and of its copies shrunk to each of ``fractions``.
+
+    The outline is evaluated once: the inner copies are thresholds of the same normalised radius,
+    which is how a body gets its skin, fat and muscle layers (and a bone its marrow) cheaply.
+    Star shapes only ("blob"/"lobulated", no holes or rims); None when off-grid.
+    """
+    found = _window(shape, xx, yy, scale, shift, 1.0) if shape.kind not in ("tube", "multipart") else None
+    if found is None:
+        return None
+    window, (cx, cy) = found
+    c, s = np.float32(np.cos(shape.angle)), np.float32(np.sin(shape.angle))
+    dx = (xx[window[0].start, window[1]].astype(np.float32) - np.float32(cx))[None, :]
+    dy = (yy[window[0], window[1].start].astype(np.float32) - np.float32(cy))[:, None]
+    rho, r = _star(shape, c * dx + s * dy, c * dy - s * dx, None if perturb is None else perturb[window])
+    r *= np.float32(shape.radius * scale)
+    rho /= np.maximum(r, np.float32(1e-6))
+    mask = rho < np.float32(1.0)
+    return window, mask, [mask & (rho < np.float32(f)) for f in fractions]
 
 
 def render(shape: Shape, xx: np.ndarray, yy: np.ndarray, scale: float = 1.0, shift: Tuple[float, float] = (0.0, 0.0),

@@ -1,0 +1,121 @@
+"""Same-budget training comparison of generators (issue 12): old vs new, and the paper's four-way ablation.
+
+Each run trains a decoder with ``synthfm train`` (same steps, samples, seed and learning rate; only the
+generator differs), evaluates it with ``synthfm evaluate`` on real labelled cases, and the table of
+Dice per prompt protocol is printed and written to ``OUT/table.md`` / ``OUT/table.json``.
+
+    python benchmarks/compare_generators.py --pairs data/real/cases.csv --out runs/compare \\
+        --steps 3000 --samples 1000 --time-budget 45            # the issue's comparison (hours of CPU)
+    python benchmarks/compare_generators.py --pairs data/real/cases.csv --out /tmp/cmp \\
+        --steps 2 --samples 4 --batch-size 2 --val-samples 2 --max-slices 1 --limit-cases 1   # smoke test
+
+Runs (``--runs`` picks some): v2 (today's generator, ``{"version": 2}``), v3 (the new one = both parts on),
+neither / shape-only / boundary-only (v3 with ``shape_aware`` / ``boundary_aware`` switched off).
+A run whose folder already holds a checkpoint is resumed by ``synthfm train`` (same settings) and re-evaluated.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+RUNS: Dict[str, dict] = {
+    "v2": {"version": 2},
+    "v3": {},
+    "neither": {"shape_aware": False, "boundary_aware": False},
+    "shape-only": {"boundary_aware": False},
+    "boundary-only": {"shape_aware": False},
+}
+PROTOCOLS = ("point1", "point3", "box")
+
+
+def _run(cmd: List[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def limited_cases(pairs: Path, out: Path, limit: int) -> Path:
+    """A copy of ``pairs`` with its first ``limit`` rows (absolute paths), for quick checks."""
+    with open(pairs, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise SystemExit(f"{pairs} has no rows")
+    for row in rows:
+        for key in ("image", "label"):
+            row[key] = str((pairs.parent / row[key]).resolve())
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "cases_subset.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[:limit])
+    return path
+
+
+def main(argv: List[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs", required=True, help="real cases CSV (synthfm evaluate-data --out data/real)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--preset", default="mixed")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--val-samples", type=int, default=48)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-budget", type=float, help="minutes per run (same for every run)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--max-slices", type=int, default=10, help="evaluated slices per structure")
+    p.add_argument("--limit-cases", type=int, help="evaluate only the first N rows of --pairs (smoke tests)")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    pairs = Path(args.pairs)
+    if not pairs.is_file():
+        raise SystemExit(f"--pairs {pairs} does not exist; create it with `synthfm evaluate-data --out data/real`")
+    if args.limit_cases:
+        pairs = limited_cases(pairs, out, args.limit_cases)
+    py = [sys.executable, "-m", "synthfm.cli"]
+    table: Dict[str, Dict[str, float]] = {}
+    for name in args.runs:
+        run = out / name
+        train = py + ["train", "--preset", args.preset, "--generator", json.dumps(RUNS[name]),
+                      "--steps", str(args.steps), "--samples", str(args.samples), "--val-samples", str(args.val_samples),
+                      "--batch-size", str(args.batch_size),
+                      "--val-every", str(max(1, args.steps)), "--ckpt-every", str(max(1, min(100, args.steps))),
+                      "--lr", str(args.lr), "--seed", str(args.seed), "--device", args.device, "--out", str(run)]
+        if args.time_budget:
+            train += ["--time-budget", str(args.time_budget)]
+        if args.threads:
+            train += ["--threads", str(args.threads)]
+        _run(train)
+        evaluate = py + ["evaluate", "--pairs", str(pairs), "--model", str(run / "synthfm-lite.pt"),
+                         "--max-slices", str(args.max_slices), "--seed", str(args.seed), "--device", args.device,
+                         "--out", str(run / "eval"), "--overwrite"]
+        for protocol in PROTOCOLS:
+            evaluate += ["--prompt", protocol]
+        _run(evaluate)
+        summary = json.loads((run / "eval" / "summary.json").read_text())
+        table[name] = {key.split(" | ")[-1]: v["dice"] for key, v in summary["by_model_protocol"].items()}
+    lines = [f"Same budget: {args.steps} steps, {args.samples} samples, seed {args.seed}, lr {args.lr}"
+             + (f", {args.time_budget} min" if args.time_budget else "") + f"; Dice on {pairs.name}", "",
+             "| generator | " + " | ".join(PROTOCOLS) + " |", "| --- |" + " --- |" * len(PROTOCOLS)]
+    for name, row in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row.get(pr, float('nan')):.3f}" for pr in PROTOCOLS) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    from synthfm.io.atomic import atomic_write_text
+
+    atomic_write_text(out / "table.md", text)
+    atomic_write_text(out / "table.json", json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
