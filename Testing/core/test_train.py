@@ -160,3 +160,18 @@ def test_resume_from_the_light_state_continues_the_schedule(tmp_path):
     assert again.step == 8 and len(again.history["loss"]) == 8
     with pytest.raises(ValueError, match="settings differ"):
         Trainer(_config(tmp_path, steps=8, lr=1e-3)).resume()
+
+
+def test_a_version_2_run_continues_only_with_the_same_resolved_generator(tmp_path):
+    old = _config(tmp_path, steps=2, generator={"size": 64, "version": 2})
+    first = Trainer(old)
+    first.prepare_data()
+    first.run()
+    meta_config = torch.load(tmp_path / "run" / "resume.pt", weights_only=False)["config"]
+    meta_config["generator"] = {"size": 64}  # as a run made before version 3 recorded its overrides
+    state = torch.load(tmp_path / "run" / "resume.pt", weights_only=False)
+    state["config"] = meta_config
+    torch.save(state, tmp_path / "run" / "resume.pt")
+    assert Trainer(_config(tmp_path, steps=4, generator={"size": 64, "version": 2})).resume()
+    with pytest.raises(ValueError, match="other generator settings"):
+        Trainer(_config(tmp_path, steps=4, generator={"size": 64})).resume()

@@ -308,6 +308,7 @@ class Trainer:
             torch.save({"step": self.step, "decoder": self.model.decoder_state_dict(),
                         "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                         "history": self.history, "config": self.config.to_dict(),
+                        "generator": self.config.generator_config().to_dict(),
                         "train_seconds": self.train_seconds}, tmp)
         atomic_write_text(self.out / "history.json", json.dumps(self.history))
         self.plot()
@@ -320,7 +321,7 @@ class Trainer:
         if not path.is_file():
             return self._resume_light()
         state = torch.load(path, map_location=self.config.device, weights_only=False)
-        self._check_same_run(path, state["config"])
+        self._check_same_run(path, state["config"], state.get("generator"))
         self.model.load_state_dict(state["decoder"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -328,8 +329,16 @@ class Trainer:
         self.train_seconds = state.get("train_seconds", 0.0)
         return True
 
-    def _check_same_run(self, path: Path, saved_config: dict) -> None:
-        saved = {k: v for k, v in saved_config.items() if k not in ("steps", "time_budget_min", "device", "out", "cache")}
+    def _check_same_run(self, path: Path, saved_config: dict, saved_generator: Optional[dict] = None) -> None:
+        """Refuse to continue a run with other settings. With the run's resolved generator settings at hand,
+        those are compared instead of the overrides (a run of generator version 2 continues under version 3's
+        code when ``--generator`` now says ``"version": 2``)."""
+        ignore = ("steps", "time_budget_min", "device", "out", "cache") + (("generator",) if saved_generator else ())
+        if saved_generator and json.dumps(saved_generator, sort_keys=True) != self.config.generator_config().to_json():
+            raise ValueError(f"cannot resume {path}: it was trained on other generator settings "
+                             f"({json.dumps(saved_generator, sort_keys=True)}); give the same --generator (older runs: "
+                             "add \"version\": 2) or use a new --out")
+        saved = {k: v for k, v in saved_config.items() if k not in ignore}
         now = {k: v for k, v in self.config.to_dict().items() if k in saved}
         if json.loads(json.dumps(saved)) != json.loads(json.dumps(now)):
             diff = sorted(k for k in saved if json.dumps(saved[k]) != json.dumps(now[k]))
@@ -347,7 +356,7 @@ class Trainer:
         state, meta = load_decoder_checkpoint(self.checkpoint_path)
         if "train_config" not in meta:
             return False
-        self._check_same_run(self.checkpoint_path, meta["train_config"])
+        self._check_same_run(self.checkpoint_path, meta["train_config"], meta.get("generator"))
         self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                                    strict=False)
         self.step, self.history = int(meta["step"]), json.loads(history.read_text())
