@@ -6,6 +6,7 @@ import torch
 from synthfm.models import load_model
 from synthfm.train import TrainConfig, Trainer, train
 from synthfm.utils.progress import CancelToken, Cancelled
+from synthfm.train.losses import mask_loss
 from synthfm.train.prompt_sim import correction_click, jittered_box, simulate
 
 
@@ -124,10 +125,18 @@ def test_bf16_decoder_cast_matches_autocast_and_trains_float32_weights():
     out = model.decode(emb, coords, labels, multimask=True, compute_dtype=torch.bfloat16)
     assert out.logits.dtype == torch.bfloat16
     assert torch.allclose(out.logits.float(), ref.logits.float(), atol=0.15, rtol=0.05)
-    out.logits.float().mean().backward()
-    grads = [p.grad for p in model.mask_decoder.parameters() if p.requires_grad]
+    target = (torch.rand(2, 1, 256, 256) > 0.5).float()
+
+    def gradient(**kw):
+        model.zero_grad()
+        result = model.decode(emb, coords, labels, multimask=True, **kw)
+        mask_loss(result.logits, result.iou, target)[0].backward()
+        return torch.cat([p.grad.flatten() for p in model.mask_decoder.parameters() if p.grad is not None])
+
+    exact, cast = gradient(), gradient(compute_dtype=torch.bfloat16)
     assert all(p.dtype == torch.float32 for p in model.mask_decoder.parameters())
-    assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > len(grads) // 2
+    assert len(cast) == len(exact) and bool(cast.abs().sum() > 0)
+    assert float(exact @ cast / (exact.norm() * cast.norm())) > 0.99  # same direction as float32 training
 
 
 def test_several_correction_rounds_and_prompt_mix(tmp_path):
