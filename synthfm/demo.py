@@ -18,10 +18,30 @@ def register(subparsers) -> None:
     p.add_argument("--depth", type=int, default=40)
     p.add_argument("--out", default="outputs/demo", help="output folder")
     p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier demo in --out")
     p.set_defaults(func=run)
 
 
+DEMO_FILES = ("image.nii.gz", "truth.nii.gz", "label.nii.gz", "overlay.png")
+
+
+def check_arguments(args: argparse.Namespace) -> str:
+    """Every check before the demo volume is generated; returns the device to use."""
+    from synthfm.generate.cli import BYTES_PER_VOXEL_WORK
+    from synthfm.io.checks import check_device, check_memory, check_model_name, check_output_files, check_range
+
+    check_range(args.size, "--size", 32)
+    check_range(args.depth, "--depth", 4)
+    check_memory(args.size * args.size * args.depth * BYTES_PER_VOXEL_WORK, f"--size {args.size} --depth {args.depth}",
+                 "use a smaller --size or --depth")
+    check_model_name(args.model)
+    check_output_files(args.out, DEMO_FILES, args.overwrite)
+    return check_device(args.device)
+
+
 def run(args: argparse.Namespace) -> int:
+    device = check_arguments(args)
+
     import numpy as np
     from scipy import ndimage as ndi
 
@@ -37,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     config = GeneratorConfig.from_preset(args.preset, size=args.size, depth=args.depth)
     sample = SyntheticGenerator(config, args.seed).sample_3d(0)
-    write_volume(out / "image.nii.gz", sample.to_volume())
+    write_volume(out / "image.nii.gz", sample.to_volume())  # checked above: new, or --overwrite
     write_volume(out / "truth.nii.gz", sample.to_volume(sample.mask.astype(np.uint8)))
 
     model = load_model(args.model)
-    segmenter = VolumeSegmenter(SlicePredictor(model, args.device), sample.image, axis=0)
+    segmenter = VolumeSegmenter(SlicePredictor(model, device), sample.image, axis=0)
     mid = int(np.argmax(sample.mask.sum(axis=(1, 2))))  # prompt where the structure is largest, as a user would
     truth_mid = sample.mask[mid]
     ys, xs = np.nonzero(truth_mid)

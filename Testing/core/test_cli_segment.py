@@ -55,7 +55,7 @@ def test_segment_errors(oblique_volume, tmp_path, capsys):
     assert "2D image" in capsys.readouterr().err
     assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--point", "500,5,4",
                  "--out", str(tmp_path / "y.nii.gz")]) == 2
-    assert "outside the 56x48 slice" in capsys.readouterr().err
+    assert "outside the 56x48x8 volume" in capsys.readouterr().err
     assert main(["segment", "--image", str(path), "--out", str(tmp_path / "z.nii.gz")]) == 2
     assert "no prompts" in capsys.readouterr().err
     assert main(["segment", "--image", str(tmp_path / "missing.nii.gz"), "--point", "1,1,1",

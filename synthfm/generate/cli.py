@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+#: Peak bytes per voxel while one sample is generated (measured: 35-90), and per voxel of a sample kept in
+#: memory (2D shards, gallery panels).
+BYTES_PER_VOXEL_WORK, BYTES_PER_VOXEL_KEPT = 100, 10
+REALISM_FILES = ("realism.json", "realism.md", "real_stats.csv", "synthetic_stats.csv")
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate synthetic images/volumes (and a gallery PNG)",
@@ -17,7 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gallery", help="write a gallery PNG here")
     p.add_argument("--gallery-count", type=int, default=24)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset (or report) in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files of an earlier dataset (or report) in --out and an existing --gallery")
     p.add_argument("--generator", default="{}",
                    help='JSON of generator overrides, e.g. \'{"version": 2}\' for the previous generator')
     r = p.add_argument_group("realism report (synthetic targets vs real labelled structures)")
@@ -30,26 +36,46 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def check_arguments(args: argparse.Namespace, overrides: dict):
+    """Every check before generating anything; returns the generator config."""
+    from synthfm.generate import GeneratorConfig
+    from synthfm.generate.dataset import SHARD_SIZE, check_dataset_out
+    from synthfm.io.checks import PNG_EXTENSIONS, check_memory, check_output_file, check_range
+
+    if not args.out and not args.gallery:
+        raise ValueError("nothing to do: give --out for a dataset and/or --gallery for a PNG")
+    check_range(args.count, "--count", 1)
+    check_range(args.gallery_count, "--gallery-count", 1)
+    size = args.size or (256 if args.dim == 2 else 128)
+    config = GeneratorConfig.from_preset(args.preset, **{"size": size, "depth": args.depth, **overrides})
+    voxels = config.size * config.size * (config.depth if args.dim == 3 else 1)
+    kept = (min(args.count, SHARD_SIZE) if args.out and args.dim == 2 else 0) + (args.gallery_count if args.gallery else 0)
+    check_memory(voxels * (BYTES_PER_VOXEL_WORK + BYTES_PER_VOXEL_KEPT * kept),
+                 f"--size {config.size}" + (f" --depth {config.depth}" if args.dim == 3 else ""),
+                 "use a smaller --size" + (" or --depth" if args.dim == 3 else "") + " (or fewer --gallery-count)")
+    if args.out:
+        check_dataset_out(args.out, args.count, args.dim, args.overwrite)
+    if args.gallery:
+        check_output_file(args.gallery, "--gallery", PNG_EXTENSIONS, args.overwrite)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
-    from synthfm.generate import GeneratorConfig, SyntheticGenerator
+    overrides = parse_overrides(args.generator)
+    if args.realism:
+        return run_realism(args, overrides)
+    config = check_arguments(args, overrides)
+
+    from synthfm.generate import SyntheticGenerator
     from synthfm.generate.dataset import write_dataset
     from synthfm.generate.gallery import write_gallery
     from synthfm.utils.progress import tqdm_progress
 
-    overrides = parse_overrides(args.generator)
-    if args.realism:
-        return run_realism(args, overrides)
-    if not args.out and not args.gallery:
-        raise ValueError("nothing to do: give --out for a dataset and/or --gallery for a PNG")
-    size = args.size or (256 if args.dim == 2 else 128)
-    config = GeneratorConfig.from_preset(args.preset, **{"size": size, "depth": args.depth, **overrides})
     if args.out:
         path = write_dataset(args.out, config, args.count, args.seed, args.dim, args.overwrite,
                              progress=tqdm_progress("generate", "sample"))
         print(f"wrote {args.count} {args.dim}D samples to {path} (manifest.json describes the format)")
     if args.gallery:
-        if args.gallery_count <= 0:
-            raise ValueError(f"--gallery-count must be positive, got {args.gallery_count}")
         gen = SyntheticGenerator(config, args.seed)
         draw = gen.sample_2d if args.dim == 2 else gen.sample_3d
         path = write_gallery([draw(i) for i in range(args.gallery_count)], args.gallery)
@@ -77,16 +103,17 @@ def run_realism(args: argparse.Namespace, overrides: dict) -> int:
     from synthfm.generate import GeneratorConfig
     from synthfm.generate.realism import (read_realism_csv, real_panels, real_stats, side_by_side_png, synthetic_stats,
                                           write_report)
+    from synthfm.io.checks import check_output_files
     from synthfm.utils.progress import tqdm_progress
 
     if not args.out:
         raise ValueError("--realism needs --out, the folder for the report")
     if args.realism_count <= 0 or args.realism_slices <= 0:
         raise ValueError("--realism-count and --realism-slices must be positive")
-    if (Path(args.out) / "realism.json").exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} already holds a realism report; pick another --out or pass --overwrite")
     structures = read_realism_csv(args.realism)  # every row checked before any work
     modalities = sorted({s.modality for s in structures})
+    check_output_files(args.out, [*REALISM_FILES, *(f"{kind}_{m}.png" for kind in ("realism", "slices")
+                                                     for m in modalities)], args.overwrite)
     sets = {}
     for version in [None, *args.compare_version]:
         extra = {} if version is None else {"version": version}

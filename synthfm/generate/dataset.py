@@ -31,10 +31,21 @@ from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, 
 SHARD_SIZE = 256
 
 
-def _prepare(out: Path, overwrite: bool) -> None:
-    if (out / "manifest.json").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a dataset; pick another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+def dataset_files(count: int, dim: int) -> List[str]:
+    """Names of the files :func:`write_dataset` writes for ``count`` samples of dimension ``dim``."""
+    if dim == 2:
+        names = [f"shard-{i:05d}.npz" for i in range((count + SHARD_SIZE - 1) // SHARD_SIZE)]
+    else:
+        names = [f"case-{i:04d}_{kind}.nii.gz" for i in range(count) for kind in ("image", "labels")] + ["cases.csv"]
+    return names + ["manifest.json"]
+
+
+def check_dataset_out(out: PathLike, count: int, dim: int, overwrite: bool) -> Path:
+    """Refuse (before generating anything) an ``out`` where any file of the dataset already exists, unless
+    ``overwrite``; also the folder must be writable."""
+    from synthfm.io.checks import check_output_files
+
+    return check_output_files(out, dataset_files(count, dim), overwrite)
 
 
 def write_dataset(out: PathLike, config: GeneratorConfig, count: int, seed: int = 0, dim: int = 2,
@@ -45,15 +56,21 @@ def write_dataset(out: PathLike, config: GeneratorConfig, count: int, seed: int 
         raise ValueError(f"count must be a positive number of samples, got {count}")
     if dim not in (2, 3):
         raise ValueError(f"dim must be 2 or 3, got {dim}")
-    out = Path(out)
-    _prepare(out, overwrite)
+    out = check_dataset_out(out, count, dim, overwrite)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     generator = SyntheticGenerator(config, seed)
     manifest = {"format": f"synthfm-{dim}d", "generator_version": config.version, "seed": seed,
                 "count": count, "config": config.to_dict()}
-    if dim == 2:
-        manifest["shards"] = _write_2d(out, generator, count, progress, cancel)
-    else:
-        manifest["cases"] = _write_3d(out, generator, count, progress, cancel)
+    try:
+        if dim == 2:
+            manifest["shards"] = _write_2d(out, generator, count, progress, cancel)
+        else:
+            manifest["cases"] = _write_3d(out, generator, count, progress, cancel)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave no empty folder behind
+        raise
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     return out
 

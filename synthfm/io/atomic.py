@@ -1,17 +1,54 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename over the target.
 
 A crash or a cancel never leaves a half-written checkpoint, segmentation or cache behind, and an
-existing file is replaced only once its successor is complete.
+existing file is replaced only once its successor is complete.  Temporary names carry the host and
+process id (``.label.nii.gz.synthfm-HOST-PID-XXXX.nii.gz``), so :func:`clean_stale_temps` can remove those
+left behind by a killed process without touching the ones of a process still writing.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
 PathLike = Union[str, os.PathLike]
+_TEMP = re.compile(r"^\..+\.synthfm-(?P<host>[^-]+)-(?P<pid>\d+)-[^.]+")
+
+
+def hostname() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this id runs on this machine (or exists but belongs to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(folder: PathLike) -> list:
+    """Remove the temporary files of atomic writes in ``folder`` whose process (on this host) has died;
+    returns the removed paths."""
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = _TEMP.match(path.name)
+        if match and match["host"] == hostname() and not pid_alive(int(match["pid"])) and path.is_file():
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 @contextlib.contextmanager
@@ -28,7 +65,8 @@ def atomic_path(target: PathLike, overwrite: bool = True) -> Iterator[Path]:
     parent = target.parent if str(target.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.synthfm-{hostname()}-{os.getpid()}-", suffix=suffix,
+                                    dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -108,13 +108,27 @@ def from_sitk(image) -> Volume:
     return Volume(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(), direction)
 
 
+def _sitk_reason(exc: RuntimeError) -> str:
+    """The informative line of a SimpleITK error (its last line is often a generic OS reason)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    best = next((line for line in lines if "ERROR" in line or "not read completely" in line), lines[0] if lines else "")
+    return best.split("sitk::ERROR:")[-1].strip()
+
+
 def read_volume(path: PathLike) -> Volume:
-    """Read NIfTI, NRRD, MHA, PNG, ... or a DICOM series folder into a :class:`Volume`."""
+    """Read NIfTI, NRRD, MHA, PNG, ... or a DICOM series folder into a :class:`Volume`.
+
+    Damaged files are an error (:func:`synthfm.io.checks.verify_image_file`: a cut-off ``.gz`` stream or a
+    NIfTI file shorter than its header says, which SimpleITK would read with zeros for the missing part)."""
     import SimpleITK as sitk
+
+    from synthfm.io.checks import verify_image_file
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no image at {path}: check the path")
+    if path.is_file():
+        verify_image_file(path)
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -126,7 +140,8 @@ def read_volume(path: PathLike) -> Volume:
         else:
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:  # SimpleITK reports unreadable files as RuntimeError
-        raise ValueError(f"could not read {path} as an image ({str(exc).strip().splitlines()[-1]})") from exc
+        raise ValueError(f"could not read {path} as an image: it is damaged or not an image file ({_sitk_reason(exc)})"
+                         ) from exc
     return from_sitk(image)
 
 

@@ -1,18 +1,119 @@
-"""``synthfm segment``: segment a volume from prompts and write a label volume aligned with it."""
+"""``synthfm segment``: segment a volume from prompts and write a label volume aligned with it.
+
+Everything that can be checked without the model is checked first (outputs, options, the image, the
+prompts inside the volume), so a mistake costs a second, not a segmentation.
+"""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from typing import List, Optional
+
+from synthfm.io.checks import InputError
+
+MAX_LABEL = 65535  # labels up to 255 are written as uint8, larger ones as uint16
+
+
+def _numbers(text: str, count: int, what: str, example: str) -> List[float]:
+    parts = text.replace(";", ",").split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != count or not all(abs(v) < float("inf") for v in values):
+        raise InputError(f"{what} '{text}' must be {count} comma-separated numbers, e.g. {example}")
+    return values
 
 
 def _triples(values: Optional[List[str]], what: str) -> List[List[float]]:
-    out = []
-    for v in values or []:
-        parts = v.replace(";", ",").split(",")
-        if len(parts) != 3:
-            raise ValueError(f"{what} '{v}' must be three comma-separated numbers, e.g. 120,88,40")
-        out.append([float(p) for p in parts])
-    return out
+    return [_numbers(v, 3, what, "120,88,40") for v in values or []]
+
+
+@dataclass
+class PromptSource:
+    """Prompts from one place (the command line or a prompts file), in that place's coordinate system."""
+
+    name: str
+    coords: str
+    positive: List[List[float]] = field(default_factory=list)
+    negative: List[List[float]] = field(default_factory=list)
+    box: Optional[List[List[float]]] = None
+
+
+def prompt_sources(args: argparse.Namespace):
+    """The prompts of the command line and of ``--prompts``, each with its own coordinate system, and the
+    slicing axis.  ``--coords`` applies to --point/--neg-point/--box only; a prompts file states its own."""
+    from synthfm.segment.prompts import load_prompt_file
+
+    box = None
+    if args.box:
+        v = _numbers(args.box, 6, "--box", "90,60,40,150,120,40")
+        box = [v[:3], v[3:]]
+    sources = [PromptSource("command line", args.coords or "ijk", _triples(args.point, "--point"),
+                            _triples(args.neg_point, "--neg-point"), box)]
+    axis = args.axis
+    if args.prompts:
+        data = load_prompt_file(args.prompts)
+        has_prompts = any(data.get(k) for k in ("points", "negative", "box"))
+        if has_prompts and "coords" not in data and args.coords not in (None, "ijk"):
+            raise InputError(f"prompts file {args.prompts} does not say its coordinate system, and --coords "
+                             f"{args.coords} applies to command-line prompts only; add \"coords\": "
+                             f"\"{args.coords}\" (or \"ijk\") to the file")
+        if "axis" in data and axis is not None and data["axis"] != axis:
+            raise InputError(f"--axis {axis} and \"axis\": {data['axis']} in {args.prompts} disagree; keep one")
+        axis = data.get("axis", axis)
+        sources.append(PromptSource(f"prompts file {args.prompts}", data.get("coords", "ijk"), data.get("points", []),
+                                    data.get("negative", []), data.get("box")))
+    return sources, 0 if axis is None else int(axis)
+
+
+def check_arguments(args: argparse.Namespace):
+    """Every check that needs neither the image's voxels nor the model; returns (sources, axis, device)."""
+    from synthfm.io.checks import (PNG_EXTENSIONS, VOLUME_EXTENSIONS, check_device, check_distinct,
+                                   check_input_path, check_model_name, check_output_file, check_range)
+    from synthfm.segment.preprocess import WINDOWS
+    from synthfm.segment.propagate import PropagationOptions
+
+    check_range(args.label, "--label", 1, MAX_LABEL, "0 is the background")
+    check_input_path(args.image, "--image", "image", folder_ok=True)
+    check_output_file(args.out, "--out", VOLUME_EXTENSIONS, args.overwrite)
+    if args.overlay:
+        check_output_file(args.overlay, "--overlay", PNG_EXTENSIONS, args.overwrite)
+    check_distinct({"--image": args.image, "--out": args.out, "--overlay": args.overlay, "--prompts": args.prompts})
+    if args.window not in WINDOWS:
+        raise InputError(f"--window {args.window}: unknown window; choose one of {', '.join(WINDOWS)}")
+    PropagationOptions.parse_overrides(args.propagation)
+    check_model_name(args.model)
+    sources, axis = prompt_sources(args)
+    if not any(s.positive or s.negative or s.box for s in sources):
+        raise InputError("no prompts given: add --point x,y,z or --box (or --prompts FILE)")
+    return sources, axis, check_device(args.device)
+
+
+def prompts_to_index(volume, sources: List[PromptSource]):
+    """All prompts as voxel indices ``(i, j, k)``, each source converted from its own coordinates and checked
+    to lie inside the volume."""
+    import numpy as np
+
+    from synthfm.io.checks import check_inside_volume
+    from synthfm.segment.prompts import to_index
+
+    pos, neg, box = [], [], None
+    for source in sources:
+        for kind, points, out in (("positive point", source.positive, pos), ("negative point", source.negative, neg),
+                                  ("box corner", source.box or [], None)):
+            if not len(points):
+                continue
+            ijk = to_index(volume, points, source.coords)
+            check_inside_volume(ijk, volume.shape, f"{kind} {points[0] if len(points) == 1 else ''} "
+                                                   f"({source.name}, {source.coords})".replace("  ", " "))
+            if out is None:
+                if box is not None:
+                    raise InputError("two boxes given (command line and prompts file); keep one")
+                box = ijk
+            else:
+                out.extend(ijk.tolist())
+    return np.asarray(pos).reshape(-1, 3), np.asarray(neg).reshape(-1, 3), box
 
 
 def register(subparsers) -> None:
@@ -25,10 +126,12 @@ def register(subparsers) -> None:
     p.add_argument("--point", action="append", help="positive point x,y,z (repeatable)")
     p.add_argument("--neg-point", action="append", help="negative point x,y,z (repeatable)")
     p.add_argument("--box", help="box as two opposite corners: x0,y0,z0,x1,y1,z1 (same slice)")
-    p.add_argument("--coords", choices=("ijk", "lps", "ras"), default="ijk",
-                   help="coordinates of prompts: voxel indices or physical mm (default ijk)")
-    p.add_argument("--prompts", help="JSON file with coords/points/negative/box (see docs/segment.md)")
-    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=0, help="slicing axis: 0 axial, 1 coronal, 2 sagittal")
+    p.add_argument("--coords", choices=("ijk", "lps", "ras"), default=None,
+                   help="coordinates of --point/--neg-point/--box: voxel indices or physical mm (default ijk); "
+                        "a --prompts file states its own")
+    p.add_argument("--prompts", help="JSON file with coords/points/negative/box/axis (see docs/segment.md)")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=None,
+                   help="slicing axis: 0 axial (default), 1 coronal, 2 sagittal")
     p.add_argument("--direction", choices=("both", "up", "down"), default="both")
     p.add_argument("--no-propagate", action="store_true", help="segment only the prompted slice")
     p.add_argument("--propagation", action="append", default=[], metavar="KEY=VALUE",
@@ -36,43 +139,43 @@ def register(subparsers) -> None:
                         "see PropagationOptions in docs/segment.md)")
     p.add_argument("--window", default="auto", help="auto, percentile, minmax or a CT preset (ct-soft, ct-lung, ...)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--label", type=int, default=1, help="label value written for the structure (default 1)")
+    p.add_argument("--label", type=int, default=1,
+                   help=f"label value written for the structure, 1..{MAX_LABEL} (default 1)")
+    p.add_argument("--nonfinite", choices=("error", "fill"), default="error",
+                   help="NaN/infinite voxels: refuse the image (default) or replace them by the lowest finite "
+                        "value, with a warning")
     p.add_argument("--overlay", help="also write a PNG of the prompted slice with the result outlined")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (and --overlay) if they exist")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    sources, axis, device = check_arguments(args)
+
     import numpy as np
 
     from synthfm.io import read_volume, write_volume
+    from synthfm.io.checks import check_contrast, check_finite, check_not_constant
     from synthfm.models import load_model
     from synthfm.segment.predictor import SlicePredictor
-    from synthfm.segment.prompts import load_prompt_file, to_index
+    from synthfm.segment.preprocess import intensity_range
     from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter
     from synthfm.segment.volume_prompts import slice_prompts
     from synthfm.utils.progress import tqdm_progress
 
     volume = read_volume(args.image)
     if volume.shape[0] == 1 and not args.no_propagate:
-        raise ValueError(f"{args.image} is a 2D image; propagation needs a 3D volume (use --no-propagate)")
-    axis, coords, pos, neg, box = args.axis, args.coords, _triples(args.point, "--point"), _triples(args.neg_point, "--neg-point"), None
-    if args.box:
-        corners = _triples([",".join(args.box.split(",")[:3]), ",".join(args.box.split(",")[3:])], "--box corner")
-        box = corners
-    if args.prompts:
-        data = load_prompt_file(args.prompts)
-        coords = data.get("coords", coords)
-        pos += data.get("points", [])
-        neg += data.get("negative", [])
-        box = data.get("box", box)
-        axis = int(data.get("axis", axis))
-    to_ijk = lambda pts: to_index(volume, pts, coords) if len(pts) else np.zeros((0, 3))  # noqa: E731
-    index, prompts = slice_prompts(to_ijk(pos), to_ijk(neg), to_ijk(box) if box is not None else None, axis)
-    model = load_model(args.model)
-    segmenter = VolumeSegmenter(SlicePredictor(model, args.device, args.window), volume.array, axis=axis)
-    slice_ = segmenter.slice(index)
+        raise InputError(f"{args.image} is a 2D image; propagation needs a 3D volume (use --no-propagate)")
+    volume = volume.with_array(check_finite(volume.array, args.image, args.nonfinite, "--nonfinite fill"))
+    check_not_constant(volume.array, args.image)
+    index, prompts = slice_prompts(*prompts_to_index(volume, sources), axis)
+    slice_ = np.take(volume.array, index, axis=axis)
     prompts.validate(*slice_.shape)
+    value_range = intensity_range(volume.array, args.window)
+    check_contrast(_around(slice_, prompts), *value_range, f"slice {index} (axis {axis}) around the prompts")
+
+    model = load_model(args.model)
+    segmenter = VolumeSegmenter(SlicePredictor(model, device, args.window), volume.array, axis=axis)
     options = PropagationOptions.for_model(model, **PropagationOptions.parse_overrides(args.propagation))
     if args.no_propagate:
         mask = np.zeros(volume.shape, bool)
@@ -85,9 +188,11 @@ def run(args: argparse.Namespace) -> int:
         for record in result.records:
             if record.stop:
                 print(f"stopped before slice {record.index}: {record.stop} (area {record.area}, score {record.score:.2f})")
-    write_volume(args.out, volume.with_array(mask.astype(np.uint8) * args.label), overwrite=args.overwrite)
-    print(f"wrote {args.out}: {int(mask.sum())} voxels on {len(kept)} slices ({min(kept)}..{max(kept)} along axis "
-          f"{axis}), {volume.spacing[0] * volume.spacing[1] * volume.spacing[2] * mask.sum() / 1000:.2f} mL")
+    dtype = np.uint8 if args.label <= 255 else np.uint16
+    write_volume(args.out, volume.with_array(mask.astype(dtype) * dtype(args.label)), overwrite=args.overwrite)
+    print(f"wrote {args.out}: {int(mask.sum())} voxels of label {args.label} on {len(kept)} slices "
+          f"({min(kept)}..{max(kept)} along axis {axis}), "
+          f"{volume.spacing[0] * volume.spacing[1] * volume.spacing[2] * mask.sum() / 1000:.2f} mL")
     if args.overlay:
         from synthfm.io.png import YELLOW, overlay, write_png
         from synthfm.segment.preprocess import normalize
@@ -96,3 +201,12 @@ def run(args: argparse.Namespace) -> int:
         write_png(args.overlay, overlay(shown, [(np.take(mask, index, axis=axis), YELLOW)]), scale=2)
         print(f"wrote {args.overlay}")
     return 0
+
+
+def _around(slice_, prompts, margin: int = 16):
+    """The part of ``slice_`` covered by the prompts (box, points) plus ``margin`` pixels."""
+    import numpy as np
+
+    xy = np.vstack([prompts.points.reshape(-1, 2)] + ([prompts.box.reshape(2, 2)] if prompts.box is not None else []))
+    (x0, y0), (x1, y1) = np.floor(xy.min(0)).astype(int) - margin, np.ceil(xy.max(0)).astype(int) + margin
+    return slice_[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1]

@@ -45,7 +45,10 @@ def pick_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("CUDA was requested but no CUDA GPU is available; use --device cpu (or auto)")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps") from None
 
 
 class SlicePredictor:

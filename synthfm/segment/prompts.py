@@ -54,19 +54,41 @@ class Prompts:
                 raise ValueError(f"box {tuple(self.box)} extends outside the {width}x{height} slice")
 
 
+COORDS = ("ijk", "lps", "ras")
+
+
 def load_prompt_file(path: Path) -> Dict[str, Any]:
-    """Read a prompts JSON: ``{"coords": "ijk"|"lps"|"ras", "points": [[..3..], ...], "negative": [...],
-    "box": [[..3..], [..3..]]}`` (two opposite corners on one slice)."""
+    """Read and check a prompts JSON: ``{"coords": "ijk"|"lps"|"ras", "points": [[..3..], ...], "negative":
+    [...], "box": [[..3..], [..3..]], "axis": 0|1|2}`` (two opposite box corners on one slice).
+
+    ``coords`` (default ``ijk``) applies to this file's prompts only."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {path} does not exist")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"prompts file {path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"prompts file {path} must hold a JSON object with points/negative/box (docs/segment.md)")
     unknown = set(data) - {"coords", "points", "negative", "box", "axis"}
     if unknown:
-        raise ValueError(f"prompts file {path} has unknown keys {sorted(unknown)}")
+        raise ValueError(f"prompts file {path} has unknown keys {sorted(unknown)}; allowed: coords, points, "
+                         "negative, box, axis")
+    if data.get("coords", "ijk") not in COORDS:
+        raise ValueError(f"prompts file {path}: \"coords\": {json.dumps(data['coords'])} is not one of "
+                         f"{', '.join(COORDS)}")
+    if "axis" in data and (isinstance(data["axis"], bool) or data["axis"] not in (0, 1, 2)):
+        raise ValueError(f"prompts file {path}: \"axis\": {json.dumps(data['axis'])} must be 0 (axial), "
+                         "1 (coronal) or 2 (sagittal)")
+    for key, count in (("points", None), ("negative", None), ("box", 2)):
+        value = data.get(key, [])
+        ok = isinstance(value, list) and all(
+            isinstance(p, list) and len(p) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     and np.isfinite(v) for v in p) for p in value)
+        if not ok or (count is not None and key in data and len(value) != count):
+            shape = "two corners [[x, y, z], [x, y, z]]" if count else "a list of [x, y, z] points"
+            raise ValueError(f"prompts file {path}: \"{key}\" must be {shape} (numbers)")
     return data
 
 

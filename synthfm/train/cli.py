@@ -1,8 +1,14 @@
-"""``synthfm train``: fit a SynthFM decoder from scratch on synthetic images."""
+"""``synthfm train``: fit a SynthFM decoder from scratch on synthetic images.
+
+Before any work: every option, the output folder and an earlier run in it are checked.  While training,
+``OUT/.synthfm.lock`` keeps a second run out of the same folder, and Ctrl-C / SIGTERM stop at the end
+of the current step with a checkpoint and resume state written (atomically) at that step.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -53,7 +59,11 @@ def register(subparsers) -> None:
     p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
     p.add_argument("--ckpt-every", type=int, default=100, help="write checkpoint + resume state every N steps")
     p.add_argument("--out", default="outputs/train", help="output folder (checkpoint, resume state, curve.png)")
-    p.add_argument("--no-resume", action="store_true", help="start from scratch even if OUT has a resume state")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start from scratch even if OUT has a resume state (with --overwrite: replaces that run)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow replacing an earlier run's checkpoint in --out (with --no-resume, or when OUT holds a "
+                        "checkpoint without resume state)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.set_defaults(func=run)
     c = subparsers.add_parser("train-compare", help="validation Dice of several models on one synthetic validation set",
@@ -64,6 +74,7 @@ def register(subparsers) -> None:
     c.add_argument("--device", default="auto")
     c.add_argument("--threads", type=int, help="CPU threads for torch")
     c.add_argument("--json", help="also write the results to this JSON file")
+    c.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     c.set_defaults(func=run_compare)
 
 
@@ -88,32 +99,93 @@ def config_from_args(args: argparse.Namespace):
                        prompt_modes=args.prompt_modes, warmup=args.lr_warmup)
 
 
+def check_arguments(args: argparse.Namespace):
+    """Every check before a model is built or an image encoded; returns the :class:`TrainConfig`."""
+    from synthfm.io.checks import (InputError, check_device, check_input_path, check_model_name, check_range,
+                                   check_writable_folder)
+
+    args.device = check_device(args.device)
+    if args.threads is not None:
+        check_range(args.threads, "--threads", 1)
+    if args.time_budget is not None:
+        check_range(args.time_budget, "--time-budget", 0.0)
+    if args.init:
+        check_model_name(args.init, "--init")
+    if args.user_data:
+        check_input_path(args.user_data, "--user-data", "cases CSV")
+    out = check_writable_folder(args.out)
+    if args.cache:
+        check_writable_folder(args.cache, "--cache")
+    checkpoint, state = out / f"{args.model}.pt", out / "resume.pt"
+    if checkpoint.exists() and not state.exists() and not args.overwrite:
+        raise InputError(f"--out {out} already holds {checkpoint.name} without a resume state, so this run would "
+                         "replace it; choose another --out or add --overwrite")
+    if args.no_resume and (state.exists() or checkpoint.exists()) and not args.overwrite:
+        raise InputError(f"--out {out} holds an earlier run ({state.name if state.exists() else checkpoint.name}) "
+                         "that --no-resume would replace; drop --no-resume to continue it, choose another --out, or "
+                         "add --overwrite")
+    config = config_from_args(args)
+    config.validate()
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
+    config = check_arguments(args)
+
     import torch
 
+    from synthfm.io.atomic import clean_stale_temps
     from synthfm.train import train
-    from synthfm.utils.progress import tqdm_progress
+    from synthfm.utils.progress import CancelToken, Cancelled, tqdm_progress
+    from synthfm.utils.run_lock import RunLock, stop_on_signals
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = config_from_args(args)
-    path = train(config, progress=tqdm_progress("train", "step"), resume=not args.no_resume,
-                 data_progress=tqdm_progress("encode images", "img"))
+    out, cancel, last = Path(config.out), CancelToken(), {"step": None}
+    with RunLock(out, "synthfm train") as lock:
+        if lock.taken_over:
+            print(f"took over the lock of an earlier run that is gone (pid {lock.taken_over.get('pid')}, started "
+                  f"{lock.taken_over.get('started')})")
+        cache = Path(config.cache) if config.cache else out / "cache"
+        folders = [out, cache] + ([p for p in cache.iterdir() if p.is_dir()] if cache.is_dir() else [])
+        removed = [p for folder in folders for p in clean_stale_temps(folder)]
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) left by an earlier run that was killed")
+        try:
+            with stop_on_signals(cancel, "saving a checkpoint at the end of this step"):
+                path = train(config, progress=tqdm_progress("train", "step"), cancel=cancel,
+                             resume=not args.no_resume, data_progress=tqdm_progress("encode images", "img"),
+                             on_metrics=lambda step, metrics: last.update(step=step))
+        except Cancelled:
+            again = "run the same command again to resume"
+            if last["step"] is None:
+                raise Cancelled(f"stopped while preparing the data (encoded images are kept); {again}") from None
+            raise Cancelled(f"stopped at step {last['step']}; checkpoint and resume state saved in {out}; "
+                            f"{again}") from None
     print(f"wrote decoder checkpoint {path} (curve: {path.parent / 'curve.png'})")
     print(f"use it: synthfm segment --model {path} ...  or copy it into the user models folder")
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from synthfm.io.checks import (JSON_EXTENSIONS, check_device, check_input_path, check_model_name,
+                                   check_output_file)
+
+    device = check_device(args.device)
+    for model in args.models:
+        check_model_name(model, "--models")
+    check_input_path(args.val_cache, "--val-cache", "validation cache folder", folder_ok=True)
+    if args.json:
+        check_output_file(args.json, "--json", JSON_EXTENSIONS, args.overwrite)
+
     import torch
 
     from synthfm.io.atomic import atomic_write_text
-    from synthfm.segment.predictor import pick_device
     from synthfm.train.compare import compare_on_validation
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = compare_on_validation(args.models, args.val_cache, str(pick_device(args.device)))
+    results = compare_on_validation(args.models, args.val_cache, device)
     print(f"{'model':<40}{'Dice 1 point':>14}{'Dice box':>10}")
     for name, r in results.items():
         print(f"{name:<40}{r['val_point']:>14.3f}{r['val_box']:>10.3f}")

@@ -320,7 +320,11 @@ class Trainer:
         path = self.out / "resume.pt"
         if not path.is_file():
             return self._resume_light()
-        state = torch.load(path, map_location=self.config.device, weights_only=False)
+        try:
+            state = torch.load(path, map_location=self.config.device, weights_only=False)
+        except Exception as exc:  # truncated or damaged (e.g. copied from a run that was killed)
+            raise ValueError(f"cannot read the resume state {path} ({type(exc).__name__}: {exc}); delete it to start "
+                             "this run afresh, or choose another --out") from exc
         self._check_same_run(path, state["config"], state.get("generator"))
         self.model.load_state_dict(state["decoder"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
