@@ -13,6 +13,7 @@ import struct
 import sys
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -125,16 +126,30 @@ def check_input_path(path: PathLike, option: str, what: str = "file", folder_ok:
     return path
 
 
-def _nifti_data_bytes(header: bytes) -> Optional[int]:
-    """Bytes a NIfTI-1/2 file must hold (offset + voxels) according to its header; None if not NIfTI."""
+@dataclass
+class NiftiLayout:
+    """Where a NIfTI file's voxels are: byte offset, count, element type (floating point: for NaN checks)."""
+
+    offset: int
+    voxels: int
+    bitpix: int
+    dtype: Optional[np.dtype]  # set for float32/float64 data
+
+    @property
+    def data_bytes(self) -> int:
+        return self.offset + self.voxels * self.bitpix // 8
+
+
+def _nifti_layout(header: bytes) -> Optional[NiftiLayout]:
+    """The voxel layout a NIfTI-1/2 header describes; None if ``header`` is not NIfTI."""
     for order in "<>":
         if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            datatype, bitpix = struct.unpack(order + "2h", header[70:74])
             dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
             offset = struct.unpack(order + "f", header[108:112])[0]
             break
         if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
-            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            datatype, bitpix = struct.unpack(order + "2h", header[12:16])
             dims = struct.unpack(order + "8q", header[16:80])
             offset = struct.unpack(order + "q", header[168:176])[0]
             break
@@ -143,34 +158,57 @@ def _nifti_data_bytes(header: bytes) -> Optional[int]:
     n = int(dims[0])
     if not 1 <= n <= 7 or bitpix <= 0:
         return None
-    return int(offset) + int(np.prod([max(1, int(d)) for d in dims[1:n + 1]], dtype=np.int64)) * bitpix // 8
+    voxels = int(np.prod([max(1, int(d)) for d in dims[1:n + 1]], dtype=np.int64))
+    dtype = {16: np.dtype(order + "f4"), 64: np.dtype(order + "f8")}.get(int(datatype))
+    return NiftiLayout(int(offset), voxels, int(bitpix), dtype)
 
 
-def verify_image_file(path: PathLike) -> None:
+def verify_image_file(path: PathLike) -> dict:
     """Raise :class:`InputError` for a damaged ``.gz`` stream or a NIfTI file shorter than its header says.
 
-    SimpleITK reads such files without an error and fills the missing voxels with zeros."""
+    SimpleITK reads such files without an error and fills the missing voxels with zeros.  It also reads
+    NaN/infinite NIfTI voxels as 0, so for floating-point NIfTI data this returns ``{flat index: value}`` of
+    the non-finite voxels (in ``(z, y, x)`` C order), for the reader to put back; else an empty dict."""
     path = Path(path)
     compressed = path.name.lower().endswith(".gz")
     is_nifti = extension(path) in (".nii", ".nii.gz")
     if not compressed and not is_nifti:
-        return
+        return {}
     damaged = (f"{path} is damaged or incomplete (cut off while copying or downloading?); copy it again or "
                "re-export it")
+    layout, size, nonfinite, pending = None, 0, {}, b""
     try:
         with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
-            header = handle.read(540)
-            size = len(header)
             while True:
                 chunk = handle.read(1 << 22)
                 if not chunk:
                     break
+                if size == 0 and is_nifti:
+                    layout = _nifti_layout(chunk)
+                if layout is not None and layout.dtype is not None:
+                    pending = _scan_nonfinite(layout, size, chunk, pending, nonfinite)
                 size += len(chunk)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(f"{damaged} ({exc})") from None
-    expected = _nifti_data_bytes(header) if is_nifti else None
-    if expected is not None and size < expected:
-        raise InputError(f"{damaged}: its header describes {expected} bytes, it holds {size}")
+    if layout is not None and size < layout.data_bytes:
+        raise InputError(f"{damaged}: its header describes {layout.data_bytes} bytes, it holds {size}")
+    return nonfinite
+
+
+def _scan_nonfinite(layout: NiftiLayout, at: int, chunk: bytes, pending: bytes, found: dict) -> bytes:
+    """Record the non-finite voxels of ``chunk`` (which starts at byte ``at`` of the file) in ``found``;
+    returns the bytes of an element cut by the chunk's end."""
+    item = layout.dtype.itemsize
+    start = max(layout.offset - at, 0)
+    if start >= len(chunk):
+        return pending
+    first = (at + start - layout.offset - len(pending)) // item  # voxel index of the first element in data
+    data = pending + chunk[start:]
+    whole = len(data) // item * item
+    values = np.frombuffer(data[:whole], layout.dtype)[:max(layout.voxels - first, 0)]
+    for i in np.flatnonzero(~np.isfinite(values)):
+        found[first + int(i)] = float(values[i])
+    return data[whole:]
 
 
 # ---- voxel values ------------------------------------------------------------------------------

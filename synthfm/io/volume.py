@@ -119,7 +119,8 @@ def read_volume(path: PathLike) -> Volume:
     """Read NIfTI, NRRD, MHA, PNG, ... or a DICOM series folder into a :class:`Volume`.
 
     Damaged files are an error (:func:`synthfm.io.checks.verify_image_file`: a cut-off ``.gz`` stream or a
-    NIfTI file shorter than its header says, which SimpleITK would read with zeros for the missing part)."""
+    NIfTI file shorter than its header says, which SimpleITK would read with zeros for the missing part).  NaN and
+    infinite NIfTI voxels, which SimpleITK reads as 0, are kept as they are in the file (callers check them)."""
     import SimpleITK as sitk
 
     from synthfm.io.checks import verify_image_file
@@ -127,8 +128,7 @@ def read_volume(path: PathLike) -> Volume:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no image at {path}: check the path")
-    if path.is_file():
-        verify_image_file(path)
+    nonfinite = verify_image_file(path) if path.is_file() else {}
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -142,7 +142,10 @@ def read_volume(path: PathLike) -> Volume:
     except RuntimeError as exc:  # SimpleITK reports unreadable files as RuntimeError
         raise ValueError(f"could not read {path} as an image: it is damaged or not an image file ({_sitk_reason(exc)})"
                          ) from exc
-    return from_sitk(image)
+    volume = from_sitk(image)
+    if nonfinite and volume.array.size >= max(nonfinite) + 1 and volume.array.dtype.kind == "f":
+        volume.array.flat[list(nonfinite)] = list(nonfinite.values())  # ITK read them as 0
+    return volume
 
 
 def write_volume(path: PathLike, volume: Volume, overwrite: bool = True, compress: bool = True) -> Path:

@@ -105,8 +105,7 @@ def prompts_to_index(volume, sources: List[PromptSource]):
             if not len(points):
                 continue
             ijk = to_index(volume, points, source.coords)
-            check_inside_volume(ijk, volume.shape, f"{kind} {points[0] if len(points) == 1 else ''} "
-                                                   f"({source.name}, {source.coords})".replace("  ", " "))
+            check_inside_volume(ijk, volume.shape, f"{kind} ({source.name}, {source.coords} coordinates)")
             if out is None:
                 if box is not None:
                     raise InputError("two boxes given (command line and prompts file); keep one")
