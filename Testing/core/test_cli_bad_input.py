@@ -436,3 +436,13 @@ def test_stale_temporary_files_and_locks_of_dead_runs_are_cleaned(tmp_path, caps
     assert "took over the lock" in out and "removed 1 temporary file" in out
     assert not stale.exists() and live.exists() and other.exists()
     assert not (run / ".synthfm.lock").exists()
+
+
+def test_temporaries_of_a_killed_write_of_the_output_are_removed(tmp_path):
+    dead = _dead_pid()
+    stale = tmp_path / f".label.nii.gz.synthfm-{hostname()}-{dead}-abcd1234.nii.gz"
+    live = tmp_path / f".label.nii.gz.synthfm-{hostname()}-{os.getpid()}-efgh5678.nii.gz"
+    stale.write_bytes(b"half a label")
+    live.write_bytes(b"being written")
+    assert main(seg(tmp_path, "--point", "16,16,4", "--no-propagate")) == 0
+    assert not stale.exists() and live.exists() and (tmp_path / "label.nii.gz").exists()

@@ -8,12 +8,13 @@ left behind by a killed process without touching the ones of a process still wri
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 _TEMP = re.compile(r"^\..+\.synthfm-(?P<host>[^-]+)-(?P<pid>\d+)-[^.]+")
@@ -34,21 +35,26 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_temps(folder: PathLike) -> list:
-    """Remove the temporary files of atomic writes in ``folder`` whose process (on this host) has died;
-    returns the removed paths."""
-    folder, removed = Path(folder), []
+def _remove_if_stale(path: Path) -> bool:
+    """Delete ``path`` if it is an atomic-write temporary of a process on this host that has died."""
+    match = _TEMP.match(path.name)
+    if not match or match["host"] != hostname() or pid_alive(int(match["pid"])) or not path.is_file():
+        return False
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_temps(folder: PathLike, target: Optional[str] = None) -> list:
+    """Remove the temporary files of atomic writes in ``folder`` (only those of file ``target`` if given) whose
+    process on this host has died, i.e. what killed runs left; returns the removed paths."""
+    folder = Path(folder)
     if not folder.is_dir():
-        return removed
-    for path in folder.iterdir():
-        match = _TEMP.match(path.name)
-        if match and match["host"] == hostname() and not pid_alive(int(match["pid"])) and path.is_file():
-            try:
-                path.unlink()
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
+        return []
+    paths = folder.glob(f".{glob.escape(target)}.synthfm-*") if target else folder.iterdir()
+    return [p for p in paths if _remove_if_stale(p)]
 
 
 @contextlib.contextmanager

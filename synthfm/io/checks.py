@@ -19,7 +19,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from synthfm.io.atomic import PathLike
+from synthfm.io.atomic import PathLike, clean_stale_temps
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 PNG_EXTENSIONS = (".png",)
@@ -71,7 +71,8 @@ def check_writable_folder(folder: PathLike, option: str = "--out") -> Path:
 
 
 def check_output_file(path: PathLike, option: str, extensions: Sequence[str], overwrite: bool) -> Path:
-    """A file the command will write: not a folder, a known extension, absent unless ``overwrite``, writable."""
+    """A file the command will write: not a folder, a known extension, absent unless ``overwrite``, writable.
+    Temporaries that killed earlier writes of it left (``synthfm.io.atomic``) are removed."""
     text = str(path)
     if not text.strip():
         raise InputError(f"{option} is empty; give a file name such as out{extensions[0]}")
@@ -86,13 +87,16 @@ def check_output_file(path: PathLike, option: str, extensions: Sequence[str], ov
         raise InputError(f"{_label(option, path)} already exists; choose another name or add --overwrite to "
                          "replace it")
     check_writable_folder(path.parent if str(path.parent) else Path("."), option)
+    clean_stale_temps(path.parent if str(path.parent) else Path("."), path.name)  # what killed runs left
     return path
 
 
 def check_output_files(folder: PathLike, names: Iterable[str], overwrite: bool, option: str = "--out") -> Path:
     """Files ``names`` the command will write into ``folder``: the folder writable, none of them there unless
-    ``overwrite`` (the first ones found are named, so the user sees what would be lost)."""
+    ``overwrite`` (the first ones found are named, so the user sees what would be lost).  Temporaries of
+    killed earlier writes in the folder are removed."""
     folder = check_writable_folder(folder, option)
+    clean_stale_temps(folder)  # temporaries of killed earlier runs (never a user's file)
     if overwrite or not folder.is_dir():
         return folder
     present = [n for n in names if (folder / n).exists()]
@@ -174,8 +178,8 @@ def verify_image_file(path: PathLike) -> dict:
     is_nifti = extension(path) in (".nii", ".nii.gz")
     if not compressed and not is_nifti:
         return {}
-    damaged = (f"{path} is damaged or incomplete (cut off while copying or downloading?); copy it again or "
-               "re-export it")
+    damaged = (f"could not read {path}: the file is damaged or incomplete (cut off while copying or downloading?); "
+               "copy it again or re-export it")
     layout, size, nonfinite, pending = None, 0, {}, b""
     try:
         with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
@@ -324,7 +328,7 @@ def check_inside_volume(ijk: np.ndarray, shape_zyx: Sequence[int], what: str) ->
     """Voxel indices ``(i, j, k)`` (continuous) must lie inside a ``(Z, Y, X)`` volume."""
     z, y, x = shape_zyx
     for point in np.asarray(ijk, float).reshape(-1, 3):
-        if not all(-0.5 <= v <= n - 0.5 for v, n in zip(point, (x, y, z))):
+        if not all(-0.5 <= v < n - 0.5 for v, n in zip(point, (x, y, z))):
             shown = ", ".join(f"{v:g}" for v in np.round(point, 2))
             raise InputError(f"{what} at voxel ({shown}) lies outside the {x}x{y}x{z} volume (i in 0..{x - 1}, "
                              f"j in 0..{y - 1}, k in 0..{z - 1}); check the coordinates and their system "
