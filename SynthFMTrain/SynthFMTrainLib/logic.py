@@ -47,12 +47,14 @@ class TrainingJob:
 
     def _run(self) -> None:
         from synthfm.train import train
+        from synthfm.utils.run_lock import RunLock
 
         try:
-            path = train(self.config, progress=lambda d, t, m: self.events.put(("progress", d, t, m)),
-                         cancel=self.cancel, on_metrics=lambda s, m: self.events.put(("metrics", s, dict(m))),
-                         resume=self.resume,
-                         data_progress=lambda d, t, m: self.events.put(("data", d, t, m)))
+            with RunLock(self.config.out, "SynthFM Train in 3D Slicer"):  # no second run into the same folder
+                path = train(self.config, progress=lambda d, t, m: self.events.put(("progress", d, t, m)),
+                             cancel=self.cancel, on_metrics=lambda s, m: self.events.put(("metrics", s, dict(m))),
+                             resume=self.resume,
+                             data_progress=lambda d, t, m: self.events.put(("data", d, t, m)))
             self.events.put(("done", path))
         except Cancelled:
             self.events.put(("cancelled",))
