@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     d.set_defaults(func=run_data)
 
 
-REPORT_FILES = ("summary.json", "slices.csv", "report.html")
+REPORT_FILES = ("summary.json", "slices.csv", "report.html", "reliability.png")
 
 
 def check_arguments(args: argparse.Namespace):

@@ -116,10 +116,10 @@ def check_arguments(args: argparse.Namespace):
     out = check_writable_folder(args.out)
     if args.cache:
         check_writable_folder(args.cache, "--cache")
-    checkpoint, state = out / f"{args.model}.pt", out / "resume.pt"
-    if checkpoint.exists() and not state.exists() and not args.overwrite:
-        raise InputError(f"--out {out} already holds {checkpoint.name} without a resume state, so this run would "
-                         "replace it; choose another --out or add --overwrite")
+    checkpoint, state, history = out / f"{args.model}.pt", out / "resume.pt", out / "history.json"
+    if checkpoint.exists() and not state.exists() and not history.exists() and not args.overwrite:
+        raise InputError(f"--out {out} already holds {checkpoint.name} without a resume state (resume.pt or "
+                         "history.json), so this run would replace it; choose another --out or add --overwrite")
     if args.no_resume and (state.exists() or checkpoint.exists()) and not args.overwrite:
         raise InputError(f"--out {out} holds an earlier run ({state.name if state.exists() else checkpoint.name}) "
                          "that --no-resume would replace; drop --no-resume to continue it, choose another --out, or "
