@@ -157,6 +157,10 @@ REFUSALS = {
     "generate: a user's shard in --out (2D)": (
         lambda t: (_existing(t, "d/shard-00000.npz"), ["generate", "--count", "2", "--size", "64", "--out",
                                                         str(Path(t) / "d")])[1], ["shard-00000.npz"]),
+    "generate --realism: a report file in --out": (
+        lambda t: (image(t), labels(t), _existing(t, "rep/realism_ct.png"),
+                   ["generate", "--realism", str(cases_csv(t, "image,label,modality\nimg.nii.gz,lab.nii.gz,ct\n")),
+                    "--out", str(Path(t) / "rep")])[-1], ["realism_ct.png", "--overwrite"]),
     "generate: --gallery exists": (lambda t: (_existing(t, "g.png"), ["generate", "--count", "1", "--gallery",
                                                                       str(Path(t) / "g.png")])[1],
                                    ["--gallery", "already exists", "--overwrite"]),
