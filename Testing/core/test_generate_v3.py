@@ -156,7 +156,7 @@ def test_realism_cli_writes_report_and_refuses_bad_csvs(tmp_path, capsys):
     assert set(summary) == {"ct"} and 0 <= summary["ct"]["stats"]["cnr"]["v3"]["coverage"] <= 1
     assert "v2" in summary["ct"]["stats"]["cnr"] and (out / "realism_ct.png").stat().st_size > 5000
     capsys.readouterr()
-    for text, message in [("image,label\nmissing.nii.gz,lab.nii.gz\n", "row 2 .* image file .*missing.nii.gz"),
+    for text, message in [("image,label\nmissing.nii.gz,lab.nii.gz\n", "line 2: image .*missing.nii.gz does not exist"),
                           ("image,label,label_value,name\nimg.nii.gz,lab.nii.gz,3,toy CT\n", "no voxel with label 3"),
                           ("image,label,name\nimg.nii.gz,lab.nii.gz,thing\n", "cannot tell the modality")]:
         (tmp_path / "bad.csv").write_text(text)
