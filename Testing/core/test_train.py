@@ -180,6 +180,7 @@ def test_a_version_2_run_continues_only_with_the_same_resolved_generator(tmp_pat
     meta_config["generator"] = {"size": 64}  # as a run made before version 3 recorded its overrides
     state = torch.load(tmp_path / "run" / "resume.pt", weights_only=False)
     state["config"] = meta_config
+    del state["generator"]  # resume states before version 3: the checkpoint's metadata says which generator
     torch.save(state, tmp_path / "run" / "resume.pt")
     assert Trainer(_config(tmp_path, steps=4, generator={"size": 64, "version": 2})).resume()
     with pytest.raises(ValueError, match="other generator settings"):

@@ -145,8 +145,13 @@ class PromptableModel(nn.Module):
             points = (point_coords, point_labels)
         if points is None and boxes is None and mask_inputs is None:
             raise ValueError("decode needs at least one prompt: points, a box or a mask")
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
-        inputs = dict(image_embeddings=embeddings, image_pe=self.prompt_encoder.get_dense_pe(),
+        # With compute_dtype the prompt encoder runs under autocast, exactly as at inference: its positional
+        # encodings (sin/cos of a matmul) come out differently in bf16, and a decoder must see in training
+        # the encodings it will see when used.
+        with torch.autocast(self.device.type, compute_dtype or torch.bfloat16, enabled=compute_dtype is not None):
+            sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
+            image_pe = self.prompt_encoder.get_dense_pe()
+        inputs = dict(image_embeddings=embeddings, image_pe=image_pe,
                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
         if compute_dtype is None:
             logits, iou = self.mask_decoder(**inputs, multimask_output=multimask)

@@ -325,7 +325,7 @@ class Trainer:
         except Exception as exc:  # truncated or damaged (e.g. copied from a run that was killed)
             raise ValueError(f"cannot read the resume state {path} ({type(exc).__name__}: {exc}); delete it to start "
                              "this run afresh, or choose another --out") from exc
-        self._check_same_run(path, state["config"], state.get("generator"))
+        self._check_same_run(path, state["config"], state.get("generator") or self._checkpoint_generator())
         self.model.load_state_dict(state["decoder"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -348,6 +348,16 @@ class Trainer:
             diff = sorted(k for k in saved if json.dumps(saved[k]) != json.dumps(now[k]))
             raise ValueError(f"cannot resume {path}: settings differ ({', '.join(diff)}); use the same settings "
                              "or a new --out")
+
+    def _checkpoint_generator(self) -> Optional[dict]:
+        """The resolved generator settings in the run's decoder checkpoint (resume states written before they
+        kept their own)."""
+        from synthfm.models import load_decoder_checkpoint
+
+        try:
+            return load_decoder_checkpoint(self.checkpoint_path)[1].get("generator")
+        except (FileNotFoundError, ValueError):
+            return None
 
     def _resume_light(self) -> bool:
         """Continue from the decoder checkpoint (fp16 weights, step, settings) and ``history.json``: the schedule
