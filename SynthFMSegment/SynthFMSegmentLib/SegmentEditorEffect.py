@@ -366,7 +366,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # ---- preview / apply / propagate --------------------------------------------------------------
     def updatePreview(self) -> None:
-        if self._busy:  # a markups edit during propagation: the prompts are read again when it ends
+        if self._busy:  # a markups edit while a propagation runs: ignored (the propagation result is shown)
             return
         pos, neg, box = self.prompts()
         self.box = box
