@@ -3,6 +3,7 @@
 Servers run in this process (uvicorn in a thread, ``BackgroundServer``) with the tiny test model, or as the real
 ``synthfm serve`` subprocess where the process itself is what is tested (start, faults, exit with Slicer).
 """
+import dataclasses
 import json
 import os
 import sys
@@ -201,12 +202,13 @@ def test_propagation_job_matches_the_core_and_can_be_cancelled(served, tiny_pred
 
     slow = worker.predictor.predict  # make each slice take long enough to cancel mid-way
 
-    def predict_slowly(*args, **kwargs):
+    def predict_slowly(*args, **kwargs):  # ... and never stop by itself (the tiny model's scores are ~0)
         time.sleep(0.2)
-        return slow(*args, **kwargs)
+        return dataclasses.replace(slow(*args, **kwargs), score=1.0)
 
     worker.predictor.predict = predict_slowly
-    job = client.propagate("v", 0, box=box, options={"min_score": 0.0}).wait()
+    never_stop = {"min_score": 0.0, "min_area_px": 0, "max_growth": 1e9}
+    job = client.propagate("v", 0, box=box, options=never_stop).wait()
     while client.job(job["id"]).wait()["done"] < 1:
         time.sleep(0.01)
     client.cancel(job["id"]).wait()

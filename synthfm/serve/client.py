@@ -33,6 +33,7 @@ from synthfm.serve.protocol import TOKEN_ENV, TOKEN_HEADER, volume_bytes
 
 CONNECT_S = 5.0  # give up connecting after this long (an unreachable remote server)
 READ_S = 10.0  # once the answer has started to arrive, reading it may take at most this long
+PUMP_BYTES = 8 << 20  # bytes of a request body sent per poll (a few ms on a local socket)
 _IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EALREADY, 10035}  # 10035: Windows' WSAEWOULDBLOCK
 
 
@@ -57,7 +58,7 @@ class PendingCall:
         self.path = path + ("?" + urllib.parse.urlencode(query) if query else "")
         if payload is not None:
             body = json.dumps(payload).encode()
-        self.body, self.content_type = body, content_type
+        self._body, self._offset, self.content_type = memoryview(body).cast("B"), 0, content_type
         self.host, self.port = parts.hostname, parts.port or 80
         self.started = time.monotonic()
         self.deadline = self.started + deadline_s
@@ -82,15 +83,31 @@ class PendingCall:
             raise OSError(code, os.strerror(code))
 
     def _send(self) -> None:
-        """Connected: hand the socket to http.client and send the request (small, or local)."""
-        self._sock.settimeout(READ_S)
+        """Connected: send the request line and headers; the body follows in :meth:`_pump` as the socket takes it."""
         conn = self._conn = http.client.HTTPConnection(self.host, self.port, timeout=READ_S)
         conn.sock = self._sock
-        headers = {TOKEN_HEADER: self.token, "Content-Type": self.content_type}
-        conn.request(self.method, self.path, body=self.body or None, headers=headers)
+        conn.putrequest(self.method, self.path, skip_accept_encoding=True)
+        for key, value in ((TOKEN_HEADER, self.token), ("Content-Type", self.content_type),
+                           ("Content-Length", str(len(self._body)))):
+            conn.putheader(key, value)
+        self._sock.settimeout(READ_S)  # headers are small: sent at once
+        conn.endheaders()
+        self._sock.setblocking(False)
         self._sent = True
 
+    def _pump(self) -> None:
+        """Send what the socket takes now (at most :data:`PUMP_BYTES` per call: a large upload never blocks)."""
+        budget = PUMP_BYTES
+        while self._offset < len(self._body) and budget > 0:
+            try:
+                n = self._sock.send(self._body[self._offset:self._offset + min(budget, 1 << 20)])
+            except (BlockingIOError, InterruptedError):
+                return
+            self._offset += n
+            budget -= n
+
     def _receive(self) -> None:
+        self._sock.settimeout(READ_S)  # the answer has started to arrive: read it whole
         response = self._conn.getresponse()
         data = response.read()
         self._close()
@@ -120,7 +137,9 @@ class PendingCall:
                     if code:
                         raise OSError(code, os.strerror(code))
                     self._send()
-            if self._sent:
+            if self._sent and self._offset < len(self._body):
+                self._pump()
+            if self._sent and self._offset >= len(self._body):
                 readable, _, _ = select.select([self._sock], [], [], 0)
                 if readable:
                     self._receive()
@@ -142,7 +161,8 @@ class PendingCall:
                 self.close()
                 raise WorkerError(f"no answer from the SynthFM worker at {self.url} within {timeout} s")
             if self._sock is not None:
-                select.select([self._sock] if self._sent else [], [] if self._sent else [self._sock], [], 0.005)
+                sending = not self._sent or self._offset < len(self._body)
+                select.select([] if sending else [self._sock], [self._sock] if sending else [], [], 0.005)
         return self.result()
 
     def result(self) -> Any:
@@ -204,7 +224,8 @@ class WorkerClient:
 
     def upload_volume(self, volume_id: str, array, window: str = "auto", spacing: Sequence[float] = (1, 1, 1),
                       compress: bool = False) -> PendingCall:
-        """Send a ``(Z, Y, X)`` numpy array (its bytes; zlib-compressed if ``compress``, for slow networks)."""
+        """Send a ``(Z, Y, X)`` numpy array: its bytes stream out while :meth:`PendingCall.done` is polled
+        (zlib-compressed first if ``compress``, for slow networks)."""
         body, query = volume_bytes(array, compress)
         query.update(window=window, spacing=",".join(str(float(s)) for s in spacing))
         return self.call("PUT", f"/volumes/{_quote(volume_id)}", body=body, query=query, deadline_s=300.0,

@@ -45,14 +45,15 @@ def decode_mask(data: Dict[str, object]) -> np.ndarray:
     return out
 
 
-def volume_bytes(array: np.ndarray, compress: bool = False) -> Tuple[bytes, Dict[str, str]]:
-    """A volume as an upload body and the query parameters that describe it (shape, dtype, compression)."""
+def volume_bytes(array: np.ndarray, compress: bool = False) -> Tuple[memoryview, Dict[str, str]]:
+    """A volume as an upload body (a view of its bytes, no copy when already C-ordered) and the query parameters
+    that describe it (shape, dtype, compression)."""
     array = np.asarray(array)
     if array.dtype.name not in VOLUME_DTYPES:
         array = array.astype(np.float32)
-    body = np.ascontiguousarray(array).tobytes()
+    body = memoryview(np.ascontiguousarray(array)).cast("B")
     if compress:
-        body = zlib.compress(body, 1)
+        body = memoryview(zlib.compress(body, 1))
     return body, {"shape": ",".join(str(s) for s in array.shape), "dtype": array.dtype.name,
                   "compression": "zlib" if compress else "none"}
 
