@@ -7,9 +7,10 @@ PREFIX = "SynthFM/"
 
 
 class Settings:
-    """``model`` (default synthfm-lite) and ``device`` (auto/cpu/cuda), read and written through QSettings."""
+    """``model`` (default synthfm-lite), ``device`` (auto/cpu/cuda), and ``server``/``token`` of a remote
+    ``synthfm serve`` (empty server: the effect starts its own worker on this machine), through QSettings."""
 
-    defaults = {"model": "synthfm-lite", "device": "auto"}
+    defaults = {"model": "synthfm-lite", "device": "auto", "server": "", "token": ""}
 
     def __getattr__(self, name: str) -> str:
         if name not in Settings.defaults:
