@@ -141,7 +141,10 @@ class WorkerLink:
 
     @property
     def busy(self) -> bool:
-        """Whether anything is in flight (the effect keeps its timer running while it is)."""
+        """Whether anything is in flight (the effect keeps its timer running while it is); a failed or stopped
+        worker has nothing in flight (the next prompt tries again)."""
+        if self.state in ("failed", "stopped"):
+            return False
         return (self.state == "starting" or any(x is not None for x in (
             self._upload, self._predict, self._next_predict, self._encode, self._propagate, self._result,
             self._propagate_wanted, self.propagation_job)) or (self._encode_wanted is not None and self.state == "ready")
