@@ -5,7 +5,9 @@
     mask = logic.segment(volumeNode, segmentationNode, segmentId, positive_ras=[[12.5, -30.0, 41.0]])
 
 All model work goes through the ``synthfm`` core; this class only converts between MRML nodes and
-the core's arrays (``geometry``) and keeps one predictor per volume so embeddings are reused.
+the core's arrays (``geometry``) and keeps one predictor per volume so embeddings are reused.  It runs the model in
+Slicer's own process, for scripts; the interactive effect uses a worker process instead (``worker_client``,
+docs/serve.md) so that the GUI never waits for the model.
 """
 from __future__ import annotations
 
@@ -44,14 +46,6 @@ class SynthFMSegmentLogic:
             array = slicer.util.arrayFromVolume(volume_node)  # (k, j, i) == the core's (z, y, x)
             self._segmenters[key] = VolumeSegmenter(self.predictor, array, axis, volume_id=key)
         return self._segmenters[key]
-
-    def encode_slices(self, volume_node, axis: int, indices: Sequence[int]) -> int:
-        """Encode a few slices (one chunk of the background pre-encoding); returns how many were new."""
-        seg = self.segmenter(volume_node, axis)
-        todo = [i for i in indices if not seg.predictor.is_cached(seg.key(i))]
-        if todo:
-            seg.encode_all(order=todo)
-        return len(todo)
 
     def slice_index(self, volume_node, ras: Sequence[float], axis: int) -> int:
         """The slice (along array ``axis``) through a RAS point; ValueError when the point is outside the volume."""
