@@ -33,6 +33,17 @@ def slicer_python() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
+def core_importable(env: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """``env`` (default: this process's) with the folder holding the ``synthfm`` package first on PYTHONPATH: the
+    extension installs the core next to its scripted modules, which ``PythonSlicer`` alone does not search."""
+    import synthfm
+
+    env = dict(os.environ if env is None else env)
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(synthfm.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([folder] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
 def hidden_console() -> Dict[str, Any]:
     """Popen arguments that keep a console window from opening on Windows (as slicer.util.launchConsoleProcess)."""
     if os.name != "nt":
@@ -93,7 +104,7 @@ class WorkerLink:
             self._say(f"Connecting to the SynthFM server {self.server_url} ...")
             return
         self.local = self._local_factory(self.model, self.device, python=self.python or slicer_python(),
-                                         env=self.env, popen=_popen_hidden)
+                                         env=core_importable(self.env), popen=_popen_hidden)
         self.local.start()
         self._say(f"Starting the SynthFM worker ({self.model}, {self.device}) ...")
 
