@@ -445,6 +445,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if problem:
             slicer.util.errorDisplay(f"SynthFM: {problem}")
             return
+        self._stop_propagation()  # pressed again while one runs: start over
         volume = self._source_volume()
         to_ijk = lambda points: [ras_to_ijk(volume, p).tolist() for p in points]  # noqa: E731
         direction = self.directionBox.currentText if hasattr(self, "directionBox") else "both"

@@ -185,7 +185,7 @@ class WorkerLink:
             call, self._health = self._health, None
             if call.failed:
                 return self._give_up(str(call.error))
-            return self._ready(f"Connected to the SynthFM server {self.server_url}.")
+            return self._ready(f"Connected to the SynthFM server {self.server_url} (model {call.result()['model']}).")
         state = self.local.poll()
         if state == "ready":
             self.client = self.local.client

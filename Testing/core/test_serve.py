@@ -21,7 +21,7 @@ from synthfm.serve import protocol
 from synthfm.serve.app import BackgroundServer, create_app, openapi_schema
 from synthfm.serve.client import LocalWorker, WorkerClient, WorkerError
 from synthfm.serve.gate import ENCODE, PROMPT, PROPAGATE, PriorityGate
-from synthfm.serve.worker import Worker, wait_for
+from synthfm.serve.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"

@@ -98,7 +98,7 @@ def create_app(worker: Worker, token: str, allow_paths: bool = False) -> FastAPI
 
     @api.get("/health", summary="the worker answers (readiness)")
     def health() -> Dict[str, Any]:
-        return {"status": "ok", "model_loaded": worker.info()["model_loaded"]}
+        return {"status": "ok", "model": worker.model_name, "model_loaded": worker.model_loaded}
 
     @api.get("/info", summary="version, model, device, models the server knows, volumes, queue")
     def info() -> Dict[str, Any]:

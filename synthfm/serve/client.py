@@ -356,8 +356,8 @@ class LocalWorker:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, wait_s: float = 2.0) -> None:
-        """Terminate the worker (then kill it if it has not ended after ``wait_s``)."""
+    def stop(self, wait_s: float = 1.0) -> None:
+        """Terminate the worker (then kill it if it has not ended after ``wait_s``: the caller may be a GUI)."""
         process, self.process = self.process, None
         self.state, self.client = "stopped", None
         if process is None:

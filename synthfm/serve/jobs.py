@@ -10,7 +10,7 @@ import time
 import traceback
 import uuid
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 from synthfm.utils.progress import CancelToken, Cancelled
 
@@ -83,9 +83,12 @@ class JobTable:
                               "restarted): start it again")
         return job
 
-    def matching(self, volume_id: str, kind: str) -> List[Job]:
+    def cancel_matching(self, volume_id: str, *kinds: str) -> None:
+        """Cancel the unfinished jobs of these kinds on a volume (it was replaced, removed, or re-encoded)."""
         with self._lock:
-            return [j for j in self._jobs.values() if j.volume_id == volume_id and j.kind == kind and not j.finished]
+            jobs = [j for j in self._jobs.values() if j.volume_id == volume_id and j.kind in kinds and not j.finished]
+        for job in jobs:
+            job.cancel_token.cancel()
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)

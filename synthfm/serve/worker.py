@@ -10,7 +10,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -79,6 +79,10 @@ class Worker:
                 self._predictor = self._factory(self.model_name, self.device)
             return self._predictor
 
+    @property
+    def model_loaded(self) -> bool:
+        return self._predictor is not None
+
     def use_model(self, name: str) -> None:
         """Switch the one model in memory to ``name`` (clears every cached embedding)."""
         with self._lock:
@@ -99,7 +103,7 @@ class Worker:
             models = []
         predictor = self._predictor
         return {"api": API_VERSION, "version": __version__, "model": self.model_name,
-                "model_loaded": predictor is not None,
+                "model_loaded": self.model_loaded,
                 "device": str(getattr(predictor, "device", self.device)), "models": models,
                 "volumes": list(self._volumes), "queue": self.gate.waiting(),
                 "cached_slices": len(getattr(predictor, "_cache", ()))}
@@ -117,8 +121,7 @@ class Worker:
         if len(spacing) != 3 or min(spacing) <= 0:
             raise ValueError(f"spacing must be three positive sizes in mm (x, y, z); got {spacing}")
         value_range = intensity_range(array, window)  # also rejects an unknown window name
-        for job in self.jobs.matching(volume_id, "encode") + self.jobs.matching(volume_id, "propagate"):
-            job.cancel_token.cancel()
+        self.jobs.cancel_matching(volume_id, "encode", "propagate")
         with self._lock:
             self._generation += 1
             session = VolumeSession(volume_id, array, window, spacing, self._generation, value_range)
@@ -139,8 +142,7 @@ class Worker:
 
     def remove_volume(self, volume_id: str) -> None:
         self.volume(volume_id)
-        for job in self.jobs.matching(volume_id, "encode") + self.jobs.matching(volume_id, "propagate"):
-            job.cancel_token.cancel()
+        self.jobs.cancel_matching(volume_id, "encode", "propagate")
         with self._lock:
             self._volumes.pop(volume_id, None)
 
@@ -197,8 +199,7 @@ class Worker:
         n = seg.n_slices
         centre = n // 2 if around is None else min(max(int(around), 0), n - 1)
         order = sorted(range(n), key=lambda i: abs(i - centre))
-        for old in self.jobs.matching(volume_id, "encode"):
-            old.cancel_token.cancel()
+        self.jobs.cancel_matching(volume_id, "encode")
         job = Job("encode", volume_id, {"axis": axis})
         job.total = n
 
@@ -240,16 +241,3 @@ class Worker:
     def shutdown(self) -> None:
         self.jobs.cancel_all()
 
-
-def wait_for(job: Job, timeout: float = 60.0, poll_s: float = 0.01) -> Job:
-    """Block until ``job`` finishes (tests, benchmarks and scripts; never the Slicer GUI thread)."""
-    deadline = time.monotonic() + timeout
-    while not job.finished:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job.id} ({job.kind}) did not finish within {timeout} s")
-        time.sleep(poll_s)
-    return job
-
-
-def job_list(jobs: List[Job]) -> List[Dict[str, Any]]:
-    return [j.status() for j in jobs]
