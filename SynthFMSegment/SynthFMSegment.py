@@ -17,8 +17,13 @@ EFFECT_SOURCE = os.path.join(os.path.dirname(__file__), "SynthFMSegmentLib", "Se
 
 
 def registerEffect():
-    """Register the SynthFM effect with the Segment Editor (the factory ignores a second registration)."""
+    """Register the SynthFM effect with the Segment Editor (the factory ignores a second registration).
+
+    setPythonSource takes the class from ``sys.modules["SynthFMSegmentLib"]`` when it is there; importing the
+    package first makes that the real package (its modules import each other), not the effect file run alone.
+    """
     import qSlicerSegmentationsEditorEffectsPythonQt as effects
+    import SynthFMSegmentLib  # noqa: F401
 
     instance = effects.qSlicerSegmentEditorScriptedEffect(None)
     instance.setPythonSource(EFFECT_SOURCE)

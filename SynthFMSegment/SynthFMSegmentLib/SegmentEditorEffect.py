@@ -20,6 +20,11 @@ import slicer
 import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
+if __name__ == "SynthFMSegmentLib":
+    # Slicer's setPythonSource ran this file as a plain module named after its folder (nothing had imported the
+    # package yet): give that module the package's search path so the imports below find the sibling files.
+    __path__ = [os.path.dirname(os.path.abspath(__file__))]
+
 from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, matrix_to_numpy,
                                         numpy_to_matrix, slice_axis)
 from SynthFMSegmentLib.logic import SynthFMSegmentLogic, labelmap_from_mask

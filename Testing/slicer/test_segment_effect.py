@@ -388,8 +388,14 @@ def test_standin_rejects_what_slicer_rejects(tmp_path):
     lib = tmp_path / "SomeEffectLib"
     lib.mkdir()
     (lib / "effect.py").write_text("class SegmentEditorEffect:\n    def __init__(self, scriptedEffect):\n        pass\n")
-    with pytest.raises(RuntimeError, match="class effectEffect was not found"):  # class name comes from the file name
-        slicer.qSlicerSegmentEditorScriptedEffect(None).setPythonSource(str(lib / "effect.py"))
+    wrapper = slicer.qSlicerSegmentEditorScriptedEffect(None)  # class name comes from the file name
+    assert wrapper.setPythonSource(str(lib / "effect.py")) is False and wrapper.self() is None
+    assert "class effectEffect was not found" in wrapper.errors[-1]  # printed by PythonQt, not raised
+    (tmp_path / "OtherEffectLib").mkdir()
+    (tmp_path / "OtherEffectLib" / "SegmentEditorEffect.py").write_text("from OtherEffectLib.helpers import x\n")
+    wrapper = slicer.qSlicerSegmentEditorScriptedEffect(None)  # run as a plain module: not a package
+    assert wrapper.setPythonSource(str(tmp_path / "OtherEffectLib" / "SegmentEditorEffect.py")) is False
+    assert "'OtherEffectLib' is not a package" in wrapper.errors[-1]
     with pytest.raises(TypeError):
         qt.QPoint(10.5, 3)  # VTK event positions are ints; PythonQt's QPoint takes ints
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")

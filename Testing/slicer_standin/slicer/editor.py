@@ -30,6 +30,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import traceback
+import types
 from typing import List, Optional
 
 import numpy as np
@@ -104,24 +106,48 @@ class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
         self.undo_stack: List[dict] = []
         self.options: list = []
         self.warnings: list = []
+        self.errors: list = []  # what PythonQt would print
 
     def setPythonSource(self, path: str) -> bool:
+        """qSlicerSegmentEditorScriptedEffect::setPythonSource, step by step (5.10+; 5.8 where it differs).
+
+        Module name = the file's parent folder, class name = the file name (+ "Effect").  If that module is in
+        ``sys.modules`` and has the class, it is used; otherwise the file is run as a plain module of that name
+        (qSlicerScriptedUtils::loadSourceAsModule: ``spec_from_file_location(moduleName, path)``, no package
+        search path; Slicer 5.8: ``PyImport_AddModule`` first creates an empty module of that name, then
+        ``imp.load_source`` runs the file in it).  Errors are printed by PythonQt (``handleError``), not raised:
+        the method returns False and ``self()`` stays None.
+        """
         if not path.endswith((".py", ".pyc")):
             return False
         module_name = os.path.basename(os.path.dirname(path))
         class_name = os.path.splitext(os.path.basename(path))[0]
         class_name = class_name if class_name.endswith("Effect") else class_name + "Effect"
-        module = sys.modules.get(module_name)
+        if slicer.app.version() < (5, 10):
+            module = sys.modules.setdefault(module_name, types.ModuleType(module_name))  # PyImport_AddModule
+        else:
+            module = sys.modules.get(module_name)
         if module is None or not hasattr(module, class_name):
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-        if not hasattr(module, class_name):
-            raise RuntimeError(f"Failed to load segment editor scripted effect: class {class_name} was not found "
-                               f"in {path}")
+            try:
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                if slicer.app.version() < (5, 10) and module is not None:
+                    module.__file__, module.__spec__ = path, spec  # imp.load_source: run in the existing module
+                else:
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            except Exception:  # noqa: BLE001  PythonQt::handleError prints; loadSourceAsModule returns false
+                self.errors.append(traceback.format_exc())
+                print(f"loadSourceAsModule - Failed to load file {path} as module {module_name} !", file=sys.stderr)
+                return False
+            module = sys.modules.get(module_name)
+        if module is None or not hasattr(module, class_name):
+            self.errors.append(f"qSlicerSegmentEditorScriptedEffect::setPythonSource - Failed to load segment editor "
+                               f"scripted effect: class {class_name} was not found in {path}")
+            print(self.errors[-1], file=sys.stderr)
+            return False
         self._self = getattr(module, class_name)(self)
-        setattr(slicer, module_name, self._self)
+        setattr(slicer, module_name, self._self)  # qSlicerScriptedUtils::setModuleAttribute("slicer", moduleName)
         return True
 
     def self(self):
@@ -484,10 +510,17 @@ class MarkupsROINode(_MarkupsNode):
 
 
 class _App:
-    """slicer.app: signal connections are recorded; processEvents does nothing without an event loop."""
+    """slicer.app: signal connections are recorded; processEvents does nothing without an event loop.
+
+    ``majorVersion``/``minorVersion`` as qSlicerCoreApplication has them (tests set them to play Slicer 5.8).
+    """
 
     def __init__(self) -> None:
         self.connections: list = []
+        self.majorVersion, self.minorVersion = 5, 12
+
+    def version(self) -> tuple:
+        return (self.majorVersion, self.minorVersion)
 
     def connect(self, signal: str, slot) -> None:
         self.connections.append((signal, slot))
