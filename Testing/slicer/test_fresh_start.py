@@ -41,3 +41,14 @@ def test_effect_file_registers_even_when_slicer_loads_it_as_a_plain_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['SynthFM']"
+
+
+def test_train_panel_opens_without_torch_and_offers_to_install_it():
+    """Before torch is installed (a fresh Slicer with the extension just added) both panels open, and the first
+    press of Train asks to install what is missing; nothing imports torch on the way."""
+    result = fresh_slicer("--hide", "torch", "--hide", "torchvision", "--hide", "segment_anything",
+                          "--open", "SynthFMTrain", "--open", "SynthFMSegment", "--click", "SynthFMTrain.startButton")
+    assert result["errors"] == [] and result["opened"] == ["SynthFMTrain", "SynthFMSegment"]
+    assert result["effects"] == ["SynthFM"] and "torch" not in result["loaded"]
+    assert result["messages"][0].startswith("SynthFM needs these Python packages: torch, torchvision, segment_anything")
+    assert "cannot run without them" in result["messages"][-1]  # the user declined: told how to retry
