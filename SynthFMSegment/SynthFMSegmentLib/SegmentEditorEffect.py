@@ -36,7 +36,6 @@ ENCODE_CHUNK = 1  # slices encoded per timer tick (~0.2-1 s on a laptop CPU): th
 PROMPT_NODES = {True: ("SynthFM positive prompts", (0.1, 0.9, 0.1)), False: ("SynthFM negative prompts", (0.95, 0.1, 0.1))}
 BOX_NODE = ("SynthFM box prompt", (0.95, 0.75, 0.1))
 LEFT_PRESS, LEFT_RELEASE = vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent
-RIGHT_PRESS, RIGHT_RELEASE = vtk.vtkCommand.RightButtonPressEvent, vtk.vtkCommand.RightButtonReleaseEvent
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -79,10 +78,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def helpText(self) -> str:
         return ("<html>Segment with SynthFM (promptable foundation model trained on synthetic images).<p>"
-                "<b>Left click:</b> positive point (green). <b>Right click</b> or <b>Shift/Ctrl + left click:</b> "
-                "negative point (red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point "
-                "to move it, right-click it to delete it: the preview updates. Prompts on another slice or view "
-                "start a new prompt set.<br>"
+                "<b>Left click:</b> positive point (green); with <b>Negative points</b> pressed, a negative point "
+                "(red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point to move it, "
+                "right-click it to delete it: the preview updates. Slicer's view gestures keep working (right drag "
+                "zooms, Shift + left drag pans). Prompts on another slice or view start a new prompt set.<br>"
                 "<b>Apply</b> writes the preview into the selected segment (undoable, masking settings apply); "
                 "<b>Propagate</b> follows the structure through the slices (Apply to keep); <b>Cancel</b> discards."
                 "</html>")
@@ -99,6 +98,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.directionBox = qt.QComboBox()
         self.directionBox.addItems(["both", "up", "down"])
         self.directionBox.setToolTip("Propagate from the prompted slice to both ends, or towards higher/lower slices.")
+        self.negativeButton = qt.QPushButton("Negative points")
+        self.negativeButton.checkable = True
+        self.negativeButton.setToolTip("While pressed, clicks add negative points (red): where the structure is not.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
         self.propagateButton = qt.QPushButton("Propagate")
         self.clearButton = qt.QPushButton("Clear prompts")
@@ -109,7 +111,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.addLabeledOptionsWidget("Model:", self.modelBox)
         self.scriptedEffect.addLabeledOptionsWidget("Device:", self.deviceBox)
         self.scriptedEffect.addLabeledOptionsWidget("Propagate:", self.directionBox)
-        for widget in (self.qualityLabel, self.propagateButton, self.clearButton, self.applyButton,
+        for widget in (self.negativeButton, self.qualityLabel, self.propagateButton, self.clearButton, self.applyButton,
                        self.cancelButton):
             self.scriptedEffect.addOptionsWidget(widget)
         self.modelBox.currentTextChanged.connect(self.onModelChanged)
@@ -300,20 +302,26 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return any(abs(z) < 0.5 and np.hypot(x - xy[0], y - xy[1]) <= GRAB_PX for x, y, z, _ in shown)
 
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget) -> bool:
-        """Clicks and drags in slice views become prompts; returns True to abort (consume) the event."""
+        """Unmodified left clicks and drags in slice views become prompts; returns True to abort (consume) the event.
+
+        Everything else stays Slicer's (vtkMRMLSliceIntersectionWidget): Shift/Ctrl/Alt + left drag pan, blend,
+        rotate and translate; right drag zooms and right click opens the view menu (or a markups point's menu).
+        Slicer's Draw effect likewise consumes only unmodified presses.  Negative points: the point-type toggle.
+        """
         if viewWidget.className() != "qMRMLSliceWidget":
             return False
         xy = tuple(callerInteractor.GetEventPosition())
-        if eventId in (LEFT_PRESS, RIGHT_PRESS):
-            if self._near_prompt(xy, viewWidget):
+        if eventId == LEFT_PRESS:
+            modified = callerInteractor.GetShiftKey() or callerInteractor.GetControlKey() or callerInteractor.GetAltKey()
+            if modified or self._near_prompt(xy, viewWidget):
                 return False
-            self._press = (xy, eventId)
+            self._press = xy
             return True
-        if eventId in (LEFT_RELEASE, RIGHT_RELEASE) and self._press is not None:
-            (start, pressed), self._press = self._press, None
-            drag = pressed == LEFT_PRESS and np.hypot(xy[0] - start[0], xy[1] - start[1]) > DRAG_PX
-            negative = pressed == RIGHT_PRESS or bool(callerInteractor.GetShiftKey() or callerInteractor.GetControlKey())
-            self.promptFromView(viewWidget, start if drag else None, xy, not negative)
+        if eventId == LEFT_RELEASE and self._press is not None:
+            start, self._press = self._press, None
+            drag = np.hypot(xy[0] - start[0], xy[1] - start[1]) > DRAG_PX
+            positive = not (hasattr(self, "negativeButton") and self.negativeButton.checked)
+            self.promptFromView(viewWidget, start if drag else None, xy, positive)
             return True
         return False
 

@@ -60,30 +60,38 @@ class SliceWidget:
 
 
 class Interactor:
-    """vtkRenderWindowInteractor: GetEventPosition() is two ints (display pixels)."""
+    """vtkRenderWindowInteractor: GetEventPosition() is two ints (display pixels); modifier keys."""
 
-    def __init__(self) -> None:
-        self.xy, self.shift = (0, 0), False
+    def __init__(self, modifiers=()) -> None:
+        self.xy, self.modifiers = (0, 0), set(modifiers)
 
     def GetEventPosition(self):
         return tuple(int(round(v)) for v in self.xy)
 
     def GetShiftKey(self) -> bool:
-        return self.shift
+        return "shift" in self.modifiers
 
     def GetControlKey(self) -> bool:
-        return False
+        return "ctrl" in self.modifiers
+
+    def GetAltKey(self) -> bool:
+        return "alt" in self.modifiers
 
 
-def click(effect, view, xy, negative=False, drag_to=None, button="Left", consumed=True) -> None:
-    """Press + release through the C++ wrapper (which insists on a bool result), as the Segment Editor calls it."""
+def click(effect, view, xy, negative=False, drag_to=None, button="Left", consumed=True, modifiers=()) -> None:
+    """Press + release through the C++ wrapper (which insists on a bool result), as the Segment Editor calls it;
+    ``negative`` first switches the effect's point type (its options panel) and switches it back afterwards."""
     wrapper = effect.scriptedEffect
-    interactor = Interactor()
-    interactor.xy, interactor.shift = tuple(xy), negative
+    interactor = Interactor(modifiers)
+    interactor.xy = tuple(xy)
+    if negative:
+        effect.negativeButton.click()
     assert wrapper.processInteractionEvents(interactor, getattr(vtk.vtkCommand, f"{button}ButtonPressEvent"), view) is consumed
     interactor.xy = tuple(drag_to if drag_to is not None else xy)
     assert wrapper.processInteractionEvents(interactor, getattr(vtk.vtkCommand, f"{button}ButtonReleaseEvent"), view) is consumed
     assert not wrapper.warnings
+    if negative:
+        effect.negativeButton.click()
 
 
 def display_xy(slice_node, ras, centre=True) -> np.ndarray:
@@ -168,8 +176,8 @@ def test_drag_draws_a_box_and_moving_a_point_re_predicts(scene):
     b = display_xy(view.node, geometry.index_to_ras([30, 25, 5]), centre=False)
     click(effect, view, a, drag_to=b)
     assert np.allclose(effect.logic.predictor.prompts[-1].box, [18, 15, 30, 25], atol=0.5)
-    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5]), centre=False), button="Right")
-    assert len(effect.prompts()[1]) == 1  # right click: negative
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5]), centre=False), negative=True)
+    assert len(effect.prompts()[1]) == 1  # a click in negative mode
     click(effect, view, display_xy(view.node, geometry.index_to_ras([34, 20, 5]), centre=False))
     # a press on a prompt point is left to the markups widget (the user drags the point), not a new prompt
     click(effect, view, display_xy(view.node, geometry.index_to_ras([34, 20, 5]), centre=False) + 2, consumed=False)
@@ -178,6 +186,32 @@ def test_drag_draws_a_box_and_moving_a_point_re_predicts(scene):
     effect.promptNodes[True].SetNthControlPointPositionWorld(0, *geometry.index_to_ras([22, 20, 5]))
     assert len(effect.logic.predictor.prompts) == calls + 1
     assert np.allclose(effect.logic.predictor.prompts[-1].points[0], [22, 20], atol=1e-6)
+
+
+@pytest.mark.parametrize("button, modifiers", [("Left", ["shift"]), ("Left", ["ctrl"]), ("Left", ["alt", "shift"]),
+                                                ("Left", ["ctrl", "alt"]), ("Right", []), ("Right", ["alt"]),
+                                                ("Middle", [])])
+def test_slicer_view_gestures_are_left_to_slicer(scene, button, modifiers):
+    """Shift/Ctrl/Alt + left drag (pan, blend, rotate, translate), right drag (zoom) and right click (menu) stay
+    Slicer's: vtkMRMLSliceIntersectionWidget binds them; Slicer's own Draw effect consumes only unmodified clicks."""
+    effect, wrapper, node, geometry, *_ = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    xy = display_xy(view.node, geometry.index_to_ras([24, 20, 6]))
+    click(effect, view, xy, drag_to=xy + 30, button=button, modifiers=modifiers, consumed=False)
+    click(effect, view, xy, button=button, modifiers=modifiers, consumed=False)
+    assert effect.prompts() == ([], [], None) and not effect.logic.predictor.prompts
+
+
+def test_negative_points_come_from_the_point_type_toggle(scene):
+    effect, wrapper, node, geometry, *_ = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    effect.negativeButton.click()
+    assert effect.negativeButton.checked
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([18, 20, 6])))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([30, 20, 6]), centre=False))
+    effect.negativeButton.click()
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 14, 6]), centre=False))
+    assert [len(p) for p in effect.prompts()[:2]] == [1, 2]
 
 
 def test_apply_writes_exactly_the_preview_and_undo_restores(scene):
