@@ -477,16 +477,28 @@ def _in_scene(node) -> bool:
 
 
 def _remove(node) -> None:
-    """Remove ``node`` from the scene if it is still there; returns None (to clear the attribute holding it)."""
+    """Remove ``node`` from the scene if it is still there; returns None (to clear the attribute holding it).
+    A markups node that was the active place list (the user picked it in the toolbar) leaves no stale ID."""
     if _in_scene(node):
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        if selection is not None and selection.GetActivePlaceNodeID() == node.GetID():
+            selection.SetReferenceActivePlaceNodeID(None)
         slicer.mrmlScene.RemoveNode(node)
     return None
 
 
 def _temporary_markups(class_name: str, name: str, color):
     """A markups node for prompts (shown and draggable in the views: the markups displayable manager ignores
-    HideFromEditors), in ``color``, without labels."""
+    HideFromEditors), in ``color``, without labels.  vtkSlicerMarkupsLogic makes every markups node added the
+    active place list (the toolbar's place tool would then add to this hidden list): the user's one is restored."""
+    selection = slicer.app.applicationLogic().GetSelectionNode()
+    active = (selection.GetActivePlaceNodeClassName(), selection.GetActivePlaceNodeID()) if selection else None
     node = slicer.mrmlScene.AddNewNodeByClass(class_name, name)
+    if active is not None:
+        if active[0]:
+            selection.SetReferenceActivePlaceNodeClassName(active[0])
+        selection.SetReferenceActivePlaceNodeID(active[1] if active[1] and slicer.mrmlScene.GetNodeByID(active[1])
+                                                else None)
     node.SetHideFromEditors(True)
     node.SetSaveWithScene(False)
     node.CreateDefaultDisplayNodes()

@@ -214,6 +214,30 @@ def test_negative_points_come_from_the_point_type_toggle(scene):
     assert [len(p) for p in effect.prompts()[:2]] == [1, 2]
 
 
+def test_prompt_lists_never_become_the_active_place_list(scene):
+    """vtkSlicerMarkupsLogic makes each markups node added the active place list: the toolbar's place tool must
+    keep targeting the user's list (or none), and no ID of a removed prompt list may stay behind."""
+    effect, wrapper, node, geometry, *_ = scene
+    selection = slicer.app.applicationLogic().GetSelectionNode()
+    mine = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "my landmarks")
+    assert selection.GetActivePlaceNodeID() == mine.GetID()
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([18, 20, 6])))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([30, 20, 6]), centre=False), negative=True)
+    a = display_xy(view.node, geometry.index_to_ras([18, 15, 6]), centre=False)
+    click(effect, view, a, drag_to=display_xy(view.node, geometry.index_to_ras([30, 25, 6]), centre=False))
+    assert effect.boxNode is not None and all(effect.promptNodes.values())
+    assert selection.GetActivePlaceNodeID() == mine.GetID()
+    assert selection.GetActivePlaceNodeClassName() == "vtkMRMLMarkupsFiducialNode"
+    effect.deactivate()
+    slicer.mrmlScene.RemoveNode(mine)
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 6])))  # new prompt lists
+    assert selection.GetActivePlaceNodeID() is None  # the user's list is gone: none, never a prompt list
+    selection.SetReferenceActivePlaceNodeID(effect.promptNodes[True].GetID())  # the user picked it in the toolbar
+    effect.deactivate()
+    assert selection.GetActivePlaceNodeID() is None  # no stale ID of a removed node
+
+
 def test_apply_writes_exactly_the_preview_and_undo_restores(scene):
     effect, wrapper, node, geometry, segmentation, truth, existing = scene
     view = SliceWidget(slicer.SliceNode("Red", "Axial"))

@@ -509,6 +509,49 @@ class MarkupsROINode(_MarkupsNode):
         return 0 if self.center_point is None else 1
 
 
+class SelectionNode:
+    """vtkMRMLSelectionNode (the singleton the application logic holds): the active place node class and ID."""
+
+    def __init__(self) -> None:
+        self.place_class, self.place_id = None, None
+
+    def GetActivePlaceNodeClassName(self):
+        return self.place_class
+
+    def GetActivePlaceNodeID(self):
+        return self.place_id
+
+    def SetReferenceActivePlaceNodeClassName(self, class_name) -> None:
+        self.place_class = class_name
+
+    def SetReferenceActivePlaceNodeID(self, node_id) -> None:
+        self.place_id = node_id
+
+
+class _ApplicationLogic:
+    def __init__(self) -> None:
+        self.selection = SelectionNode()
+
+    def GetSelectionNode(self) -> SelectionNode:
+        return self.selection
+
+
+def _markups_logic_node_added(node) -> None:
+    """vtkSlicerMarkupsLogic::OnMRMLSceneNodeAdded: every markups node added becomes the active place list
+    (SetActiveList: active place node class and ID of the selection node)."""
+    if node.GetClassName().startswith("vtkMRMLMarkups"):
+        selection = app.applicationLogic().GetSelectionNode()
+        selection.SetReferenceActivePlaceNodeClassName(node.GetClassName())
+        selection.SetReferenceActivePlaceNodeID(node.GetID())
+
+
+def _drop_selection_reference(node) -> None:
+    """vtkMRMLScene::RemoveNode drops node references to the removed node (the selection node's active place ID)."""
+    selection = app.applicationLogic().GetSelectionNode()
+    if selection.GetActivePlaceNodeID() == node.GetID():
+        selection.SetReferenceActivePlaceNodeID(None)
+
+
 class _App:
     """slicer.app: signal connections are recorded; processEvents does nothing without an event loop.
 
@@ -518,6 +561,10 @@ class _App:
     def __init__(self) -> None:
         self.connections: list = []
         self.majorVersion, self.minorVersion = 5, 12
+        self._logic = _ApplicationLogic()
+
+    def applicationLogic(self) -> _ApplicationLogic:
+        return self._logic
 
     def version(self) -> tuple:
         return (self.majorVersion, self.minorVersion)
@@ -609,3 +656,6 @@ def install() -> None:
     scene.CLASSES["vtkMRMLMarkupsFiducialNode"] = MarkupsFiducialNode
     scene.CLASSES["vtkMRMLMarkupsROINode"] = slicer.vtkMRMLMarkupsROINode = MarkupsROINode
     scene.CLASSES["vtkMRMLSegmentEditorNode"] = SegmentEditorNode
+    if _markups_logic_node_added not in slicer.mrmlScene.node_added:
+        slicer.mrmlScene.node_added.append(_markups_logic_node_added)
+        slicer.mrmlScene.node_removed.append(_drop_selection_reference)
