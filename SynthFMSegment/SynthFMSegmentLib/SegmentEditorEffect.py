@@ -54,6 +54,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.preview = None  # (k, j, i) bool mask waiting for Apply
         self.previewNode = None
         self._active, self._volume_id, self._press, self._quiet, self._box_drag = False, None, None, False, False
+        self._busy = False  # a propagation is running (its progress dialog processes events)
         self._encode_queue: list = []
         self._encode_axis = 0
         self._encode_timer = qt.QTimer()
@@ -118,7 +119,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.deviceBox.currentTextChanged.connect(self.onModelChanged)
         self.applyButton.clicked.connect(self.onApply)
         self.cancelButton.clicked.connect(self.onCancel)
-        self.clearButton.clicked.connect(self.clearPrompts)
+        self.clearButton.clicked.connect(self.onCancel)
         self.propagateButton.clicked.connect(self.onPropagate)
 
     def _fill_models(self) -> None:
@@ -308,7 +309,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         rotate and translate; right drag zooms and right click opens the view menu (or a markups point's menu).
         Slicer's Draw effect likewise consumes only unmodified presses.  Negative points: the point-type toggle.
         """
-        if viewWidget.className() != "qMRMLSliceWidget":
+        if viewWidget.className() != "qMRMLSliceWidget" or self._busy:
             return False
         xy = tuple(callerInteractor.GetEventPosition())
         if eventId == LEFT_PRESS:
@@ -350,6 +351,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # ---- preview / apply / propagate --------------------------------------------------------------
     def updatePreview(self) -> None:
+        if self._busy:  # a markups edit during propagation: the prompts are read again when it ends
+            return
         pos, neg, box = self.prompts()
         self.box = box
         if not (pos or neg or box) or self.plane is None:
@@ -384,6 +387,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def onApply(self) -> None:
         """Write exactly the preview into the selected segment as one undoable step (masking settings apply)."""
+        if self._busy:
+            return
         if self.preview is None:
             slicer.util.errorDisplay("SynthFM: nothing to apply yet: add prompts in a slice view first.")
             return
@@ -400,12 +405,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.clearPrompts()
 
     def onCancel(self) -> None:
-        self.clearPrompts()
+        if not self._busy:
+            self.clearPrompts()
 
     def onPropagate(self) -> None:
         """Propagate through the volume with a cancellable progress dialog; the result is previewed."""
         from synthfm.utils.progress import CancelToken, Cancelled
 
+        if self._busy:
+            return
         pos, neg, box = self.prompts()
         problem = self._problem() or ("" if self.plane and (pos or neg or box)
                                       else "add prompts on a slice first, then Propagate.")
@@ -413,8 +421,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             slicer.util.errorDisplay(f"SynthFM: {problem}")
             return
         self._encode_timer.stop()  # propagation encodes what it needs
-        dialog = slicer.util.createProgressDialog(labelText="SynthFM: propagating", maximum=100)
+        # window-modal: processEvents below must not let clicks re-enter predict/clear/apply mid-run
+        dialog = slicer.util.createProgressDialog(labelText="SynthFM: propagating", maximum=100,
+                                                  windowModality=qt.Qt.WindowModal)
         cancel = CancelToken()
+        self._busy = True
 
         def progress(done, total, message=""):
             dialog.setValue(int(100 * done / max(total, 1)))
@@ -432,6 +443,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._fail("propagation failed", exc)
             return
         finally:
+            self._busy = False
             dialog.close()
         self.preview = result.mask
         self._show_preview(result.mask, f"Propagated over {result.describe()}. Apply to keep.")

@@ -298,6 +298,27 @@ def test_cancelled_propagation_leaves_the_slice_preview(scene):
     assert np.array_equal(effect.preview, before) and not editor.messages
 
 
+def test_propagation_dialog_is_modal_and_clicks_meanwhile_do_not_re_enter(scene):
+    """The progress callback runs processEvents: a click on Clear/Apply/Propagate or in a view meanwhile must
+    neither run (the dialog is window-modal, Qt blocks that input) nor, if delivered, re-enter the effect."""
+    effect, wrapper, node, geometry, *_ = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
+    prompts = effect.prompts()
+    clicks = [effect.clearButton.click, effect.applyButton.click, effect.propagateButton.click,
+              lambda: click(effect, view, display_xy(view.node, geometry.index_to_ras([20, 20, 5]), centre=False),
+                            consumed=False)]
+    slicer.app.user_input = list(clicks)
+    effect.onPropagate()
+    assert editor.open_dialogs[-1].windowModality == qt.Qt.WindowModal and editor.open_dialogs[-1].closed
+    assert effect.prompts() == prompts and effect.preview.any(axis=(1, 2)).sum() > 1 and not wrapper.undo_stack
+    effect._busy = True  # input delivered anyway (another window): the effect ignores it until the run ends
+    for user_click in clicks:
+        user_click()
+    effect._busy = False
+    assert effect.prompts() == prompts and not wrapper.undo_stack
+
+
 def test_oblique_view_gives_a_clear_message(scene):
     effect, wrapper, node, geometry, *_ = scene
     view = SliceWidget(slicer.SliceNode("Yellow", "Sagittal"))  # oblique to the rotated volume

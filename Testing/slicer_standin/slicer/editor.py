@@ -560,6 +560,7 @@ class _App:
 
     def __init__(self) -> None:
         self.connections: list = []
+        self.user_input: list = []  # no event loop: nothing happens unless a test queues input and one runs
         self.majorVersion, self.minorVersion = 5, 12
         self._logic = _ApplicationLogic()
 
@@ -573,15 +574,24 @@ class _App:
         self.connections.append((signal, slot))
 
     def processEvents(self) -> None:
-        pass
+        """Deliver the user input a test queued in ``user_input`` (callables), as Qt's event loop would; while a
+        window-modal or application-modal dialog is open, input to the main window is blocked (dropped)."""
+        pending, self.user_input = self.user_input, []
+        if any(d.windowModality != qt.Qt.NonModal and not d.closed for d in open_dialogs):
+            return
+        for event in pending:
+            event()
 
 
 class _ProgressDialog:
-    """QProgressDialog as slicer.util.createProgressDialog returns it (``wasCanceled`` is a property)."""
+    """QProgressDialog as slicer.util.createProgressDialog returns it (``wasCanceled`` is a property); like any
+    QDialog it is not modal unless ``windowModality`` says so (createProgressDialog sets keyword arguments that
+    name a property)."""
 
     def __init__(self, maximum: int = 100, cancel_at: Optional[int] = None) -> None:
         self.values: list = []
         self.wasCanceled, self.cancel_at, self.closed = False, cancel_at, False
+        self.windowModality = qt.Qt.NonModal
 
     def setValue(self, value: int) -> None:
         if not isinstance(value, int):
@@ -600,6 +610,7 @@ class _Modules:
 
 app, modules, messages = _App(), _Modules(), []
 progress_dialog_cancel_at: list = [None]  # tests set [percent] to press Cancel at that point
+open_dialogs: list = []
 
 
 def errorDisplay(text: str, windowTitle=None, parent=None, standardButtons=None, **kwargs) -> None:
@@ -617,7 +628,12 @@ def confirmOkCancelDisplay(text: str, windowTitle=None, parent=None, **kwargs) -
 
 def createProgressDialog(parent=None, value: int = 0, maximum: int = 100, labelText: str = "",
                          windowTitle: str = "Processing...", **kwargs):
-    return _ProgressDialog(maximum, progress_dialog_cancel_at[0])
+    dialog = _ProgressDialog(maximum, progress_dialog_cancel_at[0])
+    for key, argument in kwargs.items():
+        if hasattr(dialog, key):
+            setattr(dialog, key, argument)
+    open_dialogs.append(dialog)
+    return dialog
 
 
 class _SegmentEditorModuleWidget:
