@@ -5,9 +5,9 @@ AbstractScriptedSegmentEditorEffect.py, SegmentEditorDrawEffect.py for processIn
 SegmentEditorThresholdEffect.py for preview + Apply) and Slicer's scripted-effect extension template: the file
 is ``<Module>Lib/SegmentEditorEffect.py`` and the class ``SegmentEditorEffect``, because
 qSlicerSegmentEditorScriptedEffect::setPythonSource derives the class name from the file name.
-No model logic here: prompts go to ``SynthFMSegmentLogic``; masks come back and are written with
-``modifySelectedSegmentByLabelmap(..., ModificationModeSet)`` after ``saveStateForUndo()``, so the editor's
-masking settings and undo apply.
+No model logic here: prompts go to ``SynthFMSegmentLogic``; masks come back and are resampled into
+``defaultModifierLabelmap()`` and written with ``modifySelectedSegmentByLabelmap(..., ModificationModeSet)`` after
+``saveStateForUndo()``, so the editor's masking, overwrite settings and undo apply.
 """
 from __future__ import annotations
 
@@ -398,7 +398,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         if self.scriptedEffect.confirmCurrentSegmentVisible() == slicer.qSlicerSegmentEditorAbstractEffect.NotConfirmed:
             return
-        labelmap = labelmap_from_mask(self.preview, self._source_volume())
+        # The segmentation's geometry may differ from the volume's (another reference volume, oversampling): the
+        # edit starts from defaultModifierLabelmap() as Slicer's effects do, the preview resampled into it, so
+        # masking, "editable intensity range" and overwrite settings see the geometry they expect.
+        modifier = self.scriptedEffect.defaultModifierLabelmap()
+        labelmap = slicer.vtkOrientedImageData()
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            labelmap_from_mask(self.preview, self._source_volume()), modifier, labelmap, False, False)
         self.scriptedEffect.saveStateForUndo()
         self.scriptedEffect.modifySelectedSegmentByLabelmap(
             labelmap, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet)

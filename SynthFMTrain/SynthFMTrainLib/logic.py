@@ -133,6 +133,7 @@ class SynthFMTrainLogic:
         name = f"SynthFM {preset} seed {seed} #{index}"
         volume_node = slicer.util.addVolumeFromArray(sample.image.astype(np.float32), volume.ijk_to_ras_matrix(), name)
         seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name + " target")
+        seg.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         segment_id = seg.GetSegmentation().AddEmptySegment("target")
         slicer.util.updateSegmentBinaryLabelmapFromArray(sample.mask.astype(np.uint8), seg, segment_id, volume_node)
         return volume_node, seg

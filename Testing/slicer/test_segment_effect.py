@@ -262,12 +262,60 @@ def test_apply_respects_the_editable_area(scene):
     assert np.array_equal(written[:, :, :24], preview[:, :, :24]) and np.array_equal(written[:, :, 24:], existing[:, :, 24:] > 0)
 
 
+@pytest.mark.parametrize("masking", ["editable area", "intensity range", "none"])
+def test_apply_writes_into_a_segmentation_on_another_geometry(scene, masking):
+    """The segmentation's geometry differs from the source volume's (another reference volume: finer, shifted):
+    Apply resamples the preview into it, masking and the editable intensity range still apply, and the new voxels
+    are erased from the other segments (OverwriteMode: all)."""
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    fine_matrix = slicer.util.ijk_to_ras(node) @ np.diag([0.5, 0.5, 1.0, 1.0])
+    fine_matrix[:3, 3] += fine_matrix[:3, :3] @ [-0.5, -0.5, 0.0]  # voxel corners stay where they were
+    fine = slicer.util.addVolumeFromArray(np.zeros((12, 80, 96), np.float32), fine_matrix, "finer reference")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(fine)
+    segmentation.GetSegmentation().AddEmptySegment("other")
+    other = np.zeros(truth.shape, np.uint8)
+    other[6, 18:22, 20:28] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(other, segmentation, "other", node)
+    p = wrapper.parameter_node
+    if masking == "editable area":
+        p.mask = np.ones((12, 80, 96), bool)
+        p.mask[:, :, 48:] = False  # the right half (fine grid) is not editable
+    elif masking == "intensity range":
+        p.intensity_range = (150.0, 1000.0)  # everything inside the ellipsoid (180) is editable
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 6])))
+    preview = effect.preview.copy()
+    effect.onApply()
+    assert not wrapper.errors, wrapper.errors
+    written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node) > 0
+    expected = preview.copy()
+    if masking == "editable area":
+        expected[:, :, 24:] = existing[:, :, 24:] > 0
+    elif masking == "intensity range":  # outside the range (the background, 100) the old drawing stays
+        expected |= (existing > 0) & ~truth
+    assert np.array_equal(written, expected) and written[6].sum() > 20
+    left = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "other", node) > 0
+    assert np.array_equal(left, (other > 0) & ~(written & ~(existing > 0)))  # overwritten where organ now is
+
+
+def test_apply_does_nothing_when_the_user_refuses_to_edit_a_hidden_segment(scene):
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    wrapper.confirm = wrapper.NotConfirmed
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 6])))
+    effect.onApply()
+    assert not wrapper.undo_stack and effect.preview is not None  # nothing written, the preview is kept
+    assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node), existing)
+
+
 @pytest.mark.parametrize("orientation, index", [("Axial", [24, 20, 5]), ("Coronal", [24, 20, 5])])
 def test_propagate_fills_the_structure_and_stops_at_its_end(scene, orientation, index):
     effect, wrapper, node, geometry, segmentation, truth, existing = scene
     if orientation == "Coronal":  # a coronal view of the rotated volume is oblique: use an axis-aligned one
         node, geometry = volume_node(slicer.util.arrayFromVolume(node).copy(), angle=0.0)
         wrapper.parameter_node.volume = node
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)  # the segments follow the new grid
+        existing = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node)
     view = SliceWidget(slicer.SliceNode("V", orientation))
     click(effect, view, display_xy(view.node, geometry.index_to_ras(index)))
     effect.onPropagate()

@@ -23,7 +23,13 @@ Sources (Slicer 5.x, github.com/Slicer/Slicer):
 - Libs/MRML/Core/vtkMRMLMarkupsROINode.h/.cxx (Modules/Loadable/Markups/MRML/ in Slicer 5.0-5.2): see MarkupsROINode;
   Modules/Loadable/Markups/VTKWidgets/vtkSlicerMarkupsInteractionWidget.cxx (ScaleWidgetROI, Point{Start,End}
   InteractionEvent) for what a handle drag does to the node.
-Masking in this stand-in: the editable area can be limited by ``parameter_node.mask`` (a (k, j, i) bool array).
+- qSlicerSegmentEditorAbstractEffect::defaultModifierLabelmap: an empty labelmap on the segmentation's reference
+  geometry; modifySegmentByLabelmap (5.8; vtkSlicerSegmentEditorLogic::ModifySegmentByLabelmap later): with masking
+  or "editable intensity range" the modifier must have that geometry (else qCritical and the edit is dropped);
+  OverwriteMode (vtkMRMLSegmentEditorNode: all segments by default, visible ones, none) erases the new voxels from
+  the other segments.
+Masking in this stand-in: the editable area can be limited by ``parameter_node.mask`` (a (k, j, i) bool array on
+the segmentation's geometry) and ``parameter_node.intensity_range`` (source volume intensities, low..high).
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ from vtk.util import numpy_support
 import qt
 import slicer
 from slicer.nodes import Node, _vtk_matrix
-from slicer.util import arrayFromVolume
+from slicer.util import arrayFromVolume, ijk_to_ras, resample_nearest
 
 
 class vtkOrientedImageData(vtk.vtkImageData):
@@ -74,9 +80,18 @@ class SegmentEditorNode(Node):
 
     class_name = "vtkMRMLSegmentEditorNode"
 
+    OverwriteAllSegments, OverwriteVisibleSegments, OverwriteNone = 0, 1, 2
+
     def __init__(self, volume=None, segmentation=None, segment_id: Optional[str] = None) -> None:
         super().__init__("SegmentEditor")
         self.volume, self.segmentation, self.segment_id, self.mask = volume, segmentation, segment_id, None
+        self.intensity_range, self.overwrite = None, self.OverwriteAllSegments
+
+    def GetOverwriteMode(self) -> int:
+        return self.overwrite
+
+    def GetSourceVolumeIntensityMask(self) -> bool:
+        return self.intensity_range is not None
 
     def GetSourceVolumeNode(self):
         return self.volume
@@ -107,6 +122,7 @@ class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
         self.options: list = []
         self.warnings: list = []
         self.errors: list = []  # what PythonQt would print
+        self.confirm = self.ConfirmedWithoutDialog
 
     def setPythonSource(self, path: str) -> bool:
         """qSlicerSegmentEditorScriptedEffect::setPythonSource, step by step (5.10+; 5.8 where it differs).
@@ -188,9 +204,10 @@ class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
         return qt.QPoint(int(round(xy[0])), int(round(xy[1])))
 
     def confirmCurrentSegmentVisible(self) -> int:
-        return self.ConfirmedWithoutDialog
+        """Slicer asks when the selected segment is hidden; ``confirm`` is the user's answer (tests set it)."""
+        return self.confirm
 
-    def saveStateForUndo(self) -> None:
+    def saveStateForUndo(self) -> None:  # noqa: D102
         seg = self.parameter_node.GetSegmentationNode()
         self.undo_stack.append({k: None if v is None else v.copy() for k, v in seg.segments.items()})
 
@@ -199,39 +216,96 @@ class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
         seg.segments = self.undo_stack.pop()
         seg.Modified()
 
+    def defaultModifierLabelmap(self) -> "vtkOrientedImageData":
+        """An empty (zero) labelmap on the segmentation's reference geometry."""
+        seg = self.parameter_node.GetSegmentationNode()
+        matrix, shape = seg.geometry
+        labelmap = vtkOrientedImageData()
+        labelmap.SetDimensions(shape[2], shape[1], shape[0])
+        labelmap.SetImageToWorldMatrix(_vtk_matrix(matrix))
+        labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        labelmap.GetPointData().GetScalars().Fill(0)
+        return labelmap
+
     def modifySelectedSegmentByLabelmap(self, labelmap, mode: int, bypassMasking: bool = False) -> None:
-        """Resample the modifier labelmap (nearest voxel, by its image-to-world geometry) onto the segment's
-        grid (the source volume's here), then Set/Add/Remove inside the editable area."""
+        """Write the modifier labelmap into the selected segment (Set/Add/Remove) inside the editable area, and
+        erase what it adds from the other segments (OverwriteMode)."""
         if not isinstance(labelmap, vtkOrientedImageData):
             raise TypeError("modifySelectedSegmentByLabelmap expects a vtkOrientedImageData")
         p = self.parameter_node
-        volume, seg, sid = p.GetSourceVolumeNode(), p.GetSegmentationNode(), p.GetSelectedSegmentID()
-        shape = arrayFromVolume(volume).shape
-        target = vtk.vtkMatrix4x4()
-        volume.GetIJKToRASMatrix(target)
+        seg, sid = p.GetSegmentationNode(), p.GetSelectedSegmentID()
+        matrix, shape = seg.geometry
         source = vtk.vtkMatrix4x4()
         labelmap.GetImageToWorldMatrix(source)
-        to_np = lambda m: np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])  # noqa: E731
-        k, j, i = np.indices(shape).reshape(3, -1)
-        ijk = np.linalg.inv(to_np(source)) @ to_np(target) @ np.vstack([i, j, k, np.ones_like(i)])
+        source = np.array([[source.GetElement(r, c) for c in range(4)] for r in range(4)])
         x0, _, y0, _, z0, _ = labelmap.GetExtent()
-        src = _image_to_numpy(labelmap) > 0
-        idx = np.round(ijk[:3]).astype(int) - np.array([[x0], [y0], [z0]])
-        inside = np.all((idx >= 0) & (idx < np.array(src.shape[::-1])[:, None]), axis=0)
-        new = np.zeros(len(i), bool)
-        new[inside] = src[idx[2, inside], idx[1, inside], idx[0, inside]]
-        new = new.reshape(shape)
+        source = source @ _translation(x0, y0, z0)
+        same_geometry = _image_shape(labelmap) == tuple(shape) and np.allclose(source, matrix, atol=1e-6)
+        masked = (p.mask is not None and not bypassMasking) or p.intensity_range is not None
+        if masked and not same_geometry:  # the mask images are on the reference geometry: no edit
+            self.errors.append("modifySegmentByLabelmap: Modifier labelmap should have the same geometry as the "
+                               "source volume")
+            print(self.errors[-1], file=sys.stderr)
+            return
+        new = resample_nearest(_image_to_numpy(labelmap), source, matrix, shape) > 0
         old = seg.segments[sid]
         old = np.zeros(shape, bool) if old is None else old > 0
-        editable = np.ones_like(new) if (p.mask is None or bypassMasking) else p.mask
+        editable = np.ones(shape, bool)
+        if p.mask is not None and not bypassMasking:
+            editable &= p.mask
+        if p.intensity_range is not None:
+            voxels = resample_nearest(arrayFromVolume(p.GetSourceVolumeNode()), ijk_to_ras(p.GetSourceVolumeNode()),
+                                      matrix, shape)
+            editable &= (voxels >= p.intensity_range[0]) & (voxels <= p.intensity_range[1])
         if mode == qSlicerSegmentEditorAbstractEffect.ModificationModeSet:
             result = np.where(editable, new, old)
         elif mode == qSlicerSegmentEditorAbstractEffect.ModificationModeAdd:
             result = old | (new & editable)
         else:
             result = old & ~(new & editable)
+        if mode != qSlicerSegmentEditorAbstractEffect.ModificationModeRemove and p.overwrite != p.OverwriteNone:
+            for other, voxels in seg.segments.items():  # every segment is visible in the stand-in
+                if other != sid and voxels is not None:
+                    seg.segments[other] = (voxels.astype(bool) & ~(result & ~old)).astype(np.uint8)
         seg.segments[sid] = result.astype(np.uint8)
         seg.Modified()
+
+
+def _translation(i: int, j: int, k: int) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, 3] = [i, j, k]
+    return m
+
+
+def _image_shape(image) -> tuple:
+    dims = image.GetDimensions()
+    return (dims[2], dims[1], dims[0])
+
+
+class vtkOrientedImageDataResample:
+    """Libs/vtkSegmentationCore/vtkOrientedImageDataResample: nearest-neighbour resampling onto a reference's
+    geometry and extent (``padImage`` is not modelled: the output has exactly the reference's extent)."""
+
+    @staticmethod
+    def ResampleOrientedImageToReferenceOrientedImage(inputImage, referenceImage, outputImage,
+                                                      linearInterpolation=False, padImage=False) -> bool:
+        if linearInterpolation or padImage:
+            raise NotImplementedError("stand-in: nearest neighbour without padding only")
+        matrices = []
+        for image in (inputImage, referenceImage):
+            m = vtk.vtkMatrix4x4()
+            image.GetImageToWorldMatrix(m)
+            x0, _, y0, _, z0, _ = image.GetExtent()
+            matrices.append(np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)]) @ _translation(x0, y0, z0))
+        shape = _image_shape(referenceImage)
+        voxels = resample_nearest(_image_to_numpy(inputImage), matrices[0], matrices[1], shape)
+        m = vtk.vtkMatrix4x4()
+        referenceImage.GetImageToWorldMatrix(m)
+        outputImage.SetExtent(referenceImage.GetExtent())
+        outputImage.SetImageToWorldMatrix(m)
+        outputImage.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        numpy_support.vtk_to_numpy(outputImage.GetPointData().GetScalars())[:] = voxels.ravel()
+        return True
 
 
 class qSlicerSegmentEditorEffectFactory:
@@ -663,7 +737,7 @@ def install() -> None:
     """Put these names where Slicer has them: ``slicer.X`` and ``slicer.util.X``."""
     from slicer import scene
 
-    for name in ("vtkOrientedImageData", "qSlicerSegmentEditorAbstractEffect", "qSlicerSegmentEditorScriptedEffect",
+    for name in ("vtkOrientedImageData", "vtkOrientedImageDataResample", "qSlicerSegmentEditorAbstractEffect", "qSlicerSegmentEditorScriptedEffect",
                  "qSlicerSegmentEditorEffectFactory", "vtkMRMLMarkupsNode", "app", "modules"):
         setattr(slicer, name, globals()[name])
     for name in ("errorDisplay", "warningDisplay", "confirmOkCancelDisplay", "createProgressDialog", "pip_install",

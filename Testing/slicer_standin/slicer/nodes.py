@@ -97,7 +97,8 @@ class SegmentationNode(Node):
 
     def __init__(self, name: str = "Segmentation") -> None:
         super().__init__(name)
-        self.segments: dict = {}
+        self.segments: dict = {}  # segment ID -> (k, j, i) uint8 array on ``geometry`` (None: empty)
+        self.geometry = None  # (IJK-to-RAS 4x4, (k, j, i) shape): the reference image geometry
 
 
 class SliceNode(Node):
@@ -168,4 +169,16 @@ def _create_display_nodes(self) -> None:
 SegmentationNode.GetSegmentation = _segmentation
 SegmentationNode.CreateDefaultDisplayNodes = _create_display_nodes
 SegmentationNode.GetDisplayNode = lambda self: getattr(self, "_display", None)
-SegmentationNode.SetReferenceImageGeometryParameterFromVolumeNode = lambda self, volume: None
+def _set_reference_geometry(self, volume) -> None:
+    """The segmentation's labelmaps live on ``volume``'s grid from now on (existing segments are resampled)."""
+    from slicer.util import arrayFromVolume, ijk_to_ras, resample_nearest
+
+    geometry = (ijk_to_ras(volume), arrayFromVolume(volume).shape)
+    if self.geometry is not None:
+        self.segments = {k: None if v is None else resample_nearest(v, self.geometry[0], *geometry)
+                         for k, v in self.segments.items()}
+    self.geometry, self.reference_volume = geometry, volume
+    self.Modified()
+
+
+SegmentationNode.SetReferenceImageGeometryParameterFromVolumeNode = _set_reference_geometry

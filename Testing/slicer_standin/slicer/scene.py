@@ -58,7 +58,7 @@ class PlotChartNode(Node):
 
 
 PlotSeriesNode.PlotTypeLine = 1
-CLASSES = {"vtkMRMLScalarVolumeNode": ScalarVolumeNode, "vtkMRMLSegmentationNode": SegmentationNode,
+CLASSES = {"vtkMRMLScalarVolumeNode": ScalarVolumeNode, "vtkMRMLLabelMapVolumeNode": ScalarVolumeNode, "vtkMRMLSegmentationNode": SegmentationNode,
            "vtkMRMLTableNode": TableNode, "vtkMRMLPlotSeriesNode": PlotSeriesNode,
            "vtkMRMLPlotChartNode": PlotChartNode}
 
