@@ -27,7 +27,7 @@ if __name__ == "SynthFMSegmentLib":
 
 from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, matrix_to_numpy,
                                         numpy_to_matrix, slice_axis)
-from SynthFMSegmentLib.logic import SynthFMSegmentLogic, labelmap_from_mask
+from SynthFMSegmentLib.logic import DISPLAY_WINDOW, SynthFMSegmentLogic, labelmap_from_mask
 from SynthFMSegmentLib.settings import Settings
 
 DRAG_PX = 5  # a press-release farther apart than this (display pixels) is a box, not a click
@@ -46,7 +46,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.perSegment = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.settings = Settings()
-        self.logic = SynthFMSegmentLogic(self.settings.model, self.settings.device)
+        self.logic = self._new_logic()
         self.promptNodes = {True: None, False: None}  # positive / negative markups fiducial nodes
         self.boxNode = None  # markups ROI showing the box prompt (the user drags its handles)
         self.box = None  # two RAS corners: the box (from the ROI) that the current preview used
@@ -60,6 +60,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._encode_timer = qt.QTimer()
         self._encode_timer.setInterval(0)
         self._encode_timer.timeout.connect(self._encode_chunk)
+
+    def _new_logic(self) -> SynthFMSegmentLogic:
+        return SynthFMSegmentLogic(self.settings.model, self.settings.device, self.settings.window)
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -96,6 +99,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.deviceBox = qt.QComboBox()
         self.deviceBox.addItems(["auto", "cpu", "cuda"])
         self.deviceBox.setCurrentText(self.settings.device)
+        self.windowBox = qt.QComboBox()
+        self.windowBox.addItems(list(dict.fromkeys([DISPLAY_WINDOW, "auto", self.settings.window])))
+        self.windowBox.setCurrentText(self.settings.window)
+        self.windowBox.setToolTip("Intensities the model sees: 'display' = the volume's window/level as shown "
+                                  "(adjust it to what you want segmented); 'auto' = a robust range of the volume.")
         self.directionBox = qt.QComboBox()
         self.directionBox.addItems(["both", "up", "down"])
         self.directionBox.setToolTip("Propagate from the prompted slice to both ends, or towards higher/lower slices.")
@@ -111,32 +119,39 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.cancelButton.setToolTip("Discard the prompts and the preview.")
         self.scriptedEffect.addLabeledOptionsWidget("Model:", self.modelBox)
         self.scriptedEffect.addLabeledOptionsWidget("Device:", self.deviceBox)
+        self.scriptedEffect.addLabeledOptionsWidget("Intensity window:", self.windowBox)
         self.scriptedEffect.addLabeledOptionsWidget("Propagate:", self.directionBox)
         for widget in (self.negativeButton, self.qualityLabel, self.propagateButton, self.clearButton, self.applyButton,
                        self.cancelButton):
             self.scriptedEffect.addOptionsWidget(widget)
         self.modelBox.currentTextChanged.connect(self.onModelChanged)
         self.deviceBox.currentTextChanged.connect(self.onModelChanged)
+        self.windowBox.currentTextChanged.connect(self.onModelChanged)
         self.applyButton.clicked.connect(self.onApply)
         self.cancelButton.clicked.connect(self.onCancel)
         self.clearButton.clicked.connect(self.onCancel)
         self.propagateButton.clicked.connect(self.onPropagate)
 
     def _fill_models(self) -> None:
+        """Model and window lists from the core (it imports torch: only once the dependencies are installed)."""
         from synthfm.models import available_models
+        from synthfm.segment.preprocess import WINDOWS
 
-        names = list(available_models())
-        if hasattr(self, "modelBox") and names:
-            self.modelBox.blockSignals(True)
-            self.modelBox.clear()
-            self.modelBox.addItems(names)
-            self.modelBox.setCurrentText(self.settings.model)
-            self.modelBox.blockSignals(False)
+        if not hasattr(self, "modelBox"):
+            return
+        for box, names, current in ((self.modelBox, list(available_models()), self.settings.model),
+                                    (self.windowBox, [DISPLAY_WINDOW, *WINDOWS], self.settings.window)):
+            box.blockSignals(True)
+            box.clear()
+            box.addItems(names)
+            box.setCurrentText(current)
+            box.blockSignals(False)
 
     def onModelChanged(self, _text=None) -> None:
         self.settings.model, self.settings.device = self.modelBox.currentText, self.deviceBox.currentText
+        self.settings.window = self.windowBox.currentText
         self._encode_timer.stop()
-        self.logic = SynthFMSegmentLogic(self.settings.model, self.settings.device)
+        self.logic = self._new_logic()
         self.updatePreview()
         if self._active:
             self._start_encoding(self._encode_axis)

@@ -7,9 +7,10 @@ PREFIX = "SynthFM/"
 
 
 class Settings:
-    """``model`` (default synthfm-lite) and ``device`` (auto/cpu/cuda), read and written through QSettings."""
+    """``model`` (default synthfm-lite), ``device`` (auto/cpu/cuda) and ``window`` (display: the volume's display
+    window/level; auto or a named window of the core), read and written through QSettings."""
 
-    defaults = {"model": "synthfm-lite", "device": "auto"}
+    defaults = {"model": "synthfm-lite", "device": "auto", "window": "display"}
 
     def __getattr__(self, name: str) -> str:
         if name not in Settings.defaults:

@@ -22,7 +22,7 @@ class FakePredictor:
     window, model = "auto", None
 
     def __init__(self) -> None:
-        self.cache, self.prompts = set(), []
+        self.cache, self.prompts, self.ranges = set(), [], []
 
     def is_cached(self, key) -> bool:
         return key in self.cache
@@ -32,6 +32,7 @@ class FakePredictor:
 
     def predict(self, image, prompts, key=None, value_range=None, multimask="auto") -> Prediction:
         self.prompts.append(prompts)
+        self.ranges.append(value_range)
         self.embed(image, key)
         if len(prompts.points):
             cx, cy = prompts.points[0]
@@ -411,6 +412,52 @@ def test_background_encoding_follows_the_prompted_axis_and_stops(scene, monkeypa
     wrapper.parameter_node.volume = None
     effect.sourceVolumeNodeChanged()
     assert not effect._encode_timer.isActive()
+
+
+def test_the_model_sees_the_display_window_unless_auto_is_chosen(scene):
+    """Default: intensities are mapped with the volume's current window/level (what the user sees); a new
+    window/level re-encodes; 'auto' ignores the display."""
+    effect, wrapper, node, geometry, *_ = scene
+    node.CreateDefaultDisplayNodes()
+    node.GetDisplayNode().SetWindowLevel(80.0, 140.0)
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    xy = display_xy(view.node, geometry.index_to_ras([24, 20, 6]))
+    click(effect, view, xy)
+    predictor = effect.logic.predictor
+    assert effect.windowBox.currentText == "display" and predictor.ranges[-1] == (100.0, 180.0)
+    node.GetDisplayNode().SetWindowLevel(200.0, 100.0)
+    effect.clearPrompts()
+    click(effect, view, xy)
+    assert predictor.ranges[-1] == (0.0, 200.0) and len(predictor.cache) == 2  # re-encoded with the new window
+    effect.clearPrompts()
+    effect.windowBox.setCurrentText("auto")
+    assert effect.logic.window == "auto" and qt.QSettings().value("SynthFM/window") == "auto"
+    effect.logic._predictor = predictor
+    click(effect, view, xy)
+    from synthfm.segment.preprocess import intensity_range
+
+    assert predictor.ranges[-1] == intensity_range(slicer.util.arrayFromVolume(node), "auto")
+    effect.clearPrompts()
+    effect.windowBox.setCurrentText("display")
+
+
+def test_renaming_the_volume_keeps_its_encoded_slices(scene):
+    """A node's GetMTime changes with its name, attributes or display node; only new voxels re-encode."""
+    effect, wrapper, node, geometry, *_ = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    xy = display_xy(view.node, geometry.index_to_ras([24, 20, 6]))
+    click(effect, view, xy)
+    predictor = effect.logic.predictor
+    node.SetName("renamed")
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3")
+    effect.clearPrompts()
+    click(effect, view, xy)
+    assert len(predictor.cache) == 1  # the same embedding
+    slicer.util.arrayFromVolume(node)[6] += 1.0
+    slicer.util.arrayFromVolumeModified(node)
+    effect.clearPrompts()
+    click(effect, view, xy)
+    assert len(predictor.cache) == 2  # new voxels: encoded again
 
 
 def test_settings_persist_in_qsettings(scene):

@@ -109,4 +109,5 @@ def addVolumeFromArray(narray: np.ndarray, ijkToRAS=None, name: str = "", nodeCl
     node.SetAndObserveImageData(image)
     if ijkToRAS is not None:
         node.SetIJKToRASMatrix(_vtk_matrix(np.asarray(ijkToRAS)))
+    node.CreateDefaultDisplayNodes()
     return node

@@ -12,6 +12,12 @@ def arrayFromVolume(volumeNode) -> np.ndarray:
     return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
 
 
+def arrayFromVolumeModified(volumeNode) -> None:
+    """Tell the volume (and its image data) that the voxels changed."""
+    volumeNode.GetImageData().Modified()
+    volumeNode.Modified()
+
+
 def ijk_to_ras(volumeNode) -> np.ndarray:
     import vtk
 
