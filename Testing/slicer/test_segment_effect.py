@@ -127,7 +127,7 @@ def scene():
     editor.messages.clear()
     yield effect, wrapper, node, geometry, segmentation, truth, existing
     effect.deactivate()
-    effect.cleanup()
+    wrapper.cleanup()
 
 
 def test_module_registers_the_effect_after_startup():
@@ -458,6 +458,17 @@ def test_renaming_the_volume_keeps_its_encoded_slices(scene):
     effect.clearPrompts()
     click(effect, view, xy)
     assert len(predictor.cache) == 2  # new voxels: encoded again
+
+
+def test_nothing_keeps_running_on_slicer_5_8_which_never_calls_cleanup(scene, monkeypatch):
+    effect, wrapper, *_ = scene
+    monkeypatch.setattr(slicer.app, "minorVersion", 8)
+    monkeypatch.setattr("SynthFMSegmentLib.dependencies.missing_packages", lambda: [])
+    effect.activate()
+    assert effect._encode_timer.isActive()
+    effect.deactivate()
+    wrapper.cleanup()  # a no-op on 5.8
+    assert not effect._encode_timer.isActive() and effect.previewNode is None
 
 
 def test_settings_persist_in_qsettings(scene):

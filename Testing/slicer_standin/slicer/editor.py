@@ -169,6 +169,12 @@ class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
     def self(self):
         return self._self
 
+    def cleanup(self) -> None:
+        """qSlicerSegmentEditorScriptedEffect::cleanup (Slicer >= 5.10) calls the python ``cleanup``; Slicer 5.8
+        has neither, so an effect must not rely on it to stop its work."""
+        if slicer.app.version() >= (5, 10):
+            self._self.cleanup()
+
     def parameterSetNode(self) -> SegmentEditorNode:
         return self.parameter_node
 
