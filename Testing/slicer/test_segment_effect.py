@@ -587,6 +587,11 @@ def test_standin_rejects_what_slicer_rejects(tmp_path):
     assert not hasattr(segmentation, "AddEmptySegment")  # it is vtkSegmentation's: GetSegmentation().AddEmptySegment
     with pytest.raises(TypeError):
         slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode").AddControlPointWorld(1.0, 2.0)
+    combo, seen = qt.QComboBox(), []
+    combo.currentTextChanged.connect(seen.append)
+    combo.addItems(["a", "b"])
+    combo.clear()
+    assert seen == ["a", ""]  # Qt: the first item added becomes current, clear() empties it, both signal
     wrapper = slicer.qSlicerSegmentEditorScriptedEffect(None)
     wrapper._self = type("E", (), {"processInteractionEvents": lambda self, *a: None})()
     assert wrapper.processInteractionEvents(None, 0, None) is False and wrapper.warnings  # must return a bool
