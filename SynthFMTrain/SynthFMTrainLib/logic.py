@@ -182,6 +182,10 @@ class SynthFMTrainLogic:
         """Start training ``config`` in its own process (Slicer's Python); poll the returned object."""
         import qt
 
+        from synthfm.utils.run_lock import RunLock
+
+        with RunLock(config.out, "SynthFM Train in 3D Slicer"):
+            pass  # a run using this folder (another panel, `synthfm train`) is refused here, before its files go
         folder = Path(config.out) / JOB_FOLDER
         if folder.is_dir():
             shutil.rmtree(folder)  # the previous run's events and STOP request (the checkpoint is in config.out)

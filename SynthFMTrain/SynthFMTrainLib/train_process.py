@@ -8,14 +8,14 @@ JSON object per line to ``JOB_FOLDER/events.jsonl`` (``progress``, ``data``, ``m
 ``cancelled``, ``error``), which the panel reads from a QTimer.
 
 It stops, keeping the last checkpoint (the trainer saves on :class:`Cancelled`), when ``JOB_FOLDER/STOP`` appears
-(the panel's Cancel), on SIGTERM, or when the Slicer that started it is gone (no orphan training on after a crash).
+(the panel's Cancel), on SIGTERM/SIGINT (the core's ``stop_on_signals``), or when the Slicer that started it is gone
+(no orphan training on after a crash).  Like ``synthfm train`` it holds the output folder's run lock.
 Only the ``synthfm`` core and the standard library are imported: no Slicer, Qt or VTK.
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 import traceback
@@ -27,7 +27,8 @@ PARENT_CHECK_SECONDS = 2.0
 
 
 def process_alive(pid: int) -> bool:
-    """True while process ``pid`` runs (POSIX: signal 0; Windows: its exit code is still STILL_ACTIVE)."""
+    """True while process ``pid`` runs.  Windows: its exit code is still STILL_ACTIVE (``os.kill(pid, 0)`` would
+    terminate it there); elsewhere the core's signal-0 check."""
     if os.name == "nt":
         import ctypes
 
@@ -40,13 +41,9 @@ def process_alive(pid: int) -> bool:
         finally:
             ctypes.windll.kernel32.CloseHandle(handle)
         return bool(ok) and code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from synthfm.io.atomic import pid_alive
+
+    return pid_alive(pid)
 
 
 def stop_token(folder: Path, parent_pid: Optional[int]):
@@ -106,15 +103,18 @@ def main(argv=None) -> int:
         try:
             from synthfm.train import TrainConfig, train
             from synthfm.utils.progress import Cancelled
+            from synthfm.utils.run_lock import RunLock, stop_on_signals
 
             token = stop_token(folder, job.get("parent_pid"))
-            signal.signal(signal.SIGTERM, lambda *_: token.cancel("stopped (SIGTERM)"))
             config = TrainConfig(**job["config"], user_data=user_cases(folder))
             emit("started", pid=os.getpid())
-            path = train(config, progress=lambda d, t, m: emit("progress", done=d, total=t, message=m),
-                         cancel=token, on_metrics=lambda s, m: emit("metrics", step=s, metrics=m),
-                         resume=job.get("resume", True),
-                         data_progress=lambda d, t, m: emit("data", done=d, total=t, message=m))
+            # one run per output folder (a second panel or `synthfm train` into it is refused with a message);
+            # SIGTERM/SIGINT set the token like the STOP file
+            with RunLock(config.out, "SynthFM Train in 3D Slicer"), stop_on_signals(token, "saving the checkpoint"):
+                path = train(config, progress=lambda d, t, m: emit("progress", done=d, total=t, message=m),
+                             cancel=token, on_metrics=lambda s, m: emit("metrics", step=s, metrics=m),
+                             resume=job.get("resume", True),
+                             data_progress=lambda d, t, m: emit("data", done=d, total=t, message=m))
             emit("done", checkpoint=str(path))
         except Cancelled:
             emit("cancelled", reason=token.reason)

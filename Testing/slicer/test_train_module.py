@@ -213,3 +213,16 @@ def test_training_process_stops_when_the_slicer_that_started_it_is_gone(tmp_path
     last = json.loads((folder / train_process.EVENTS).read_text().splitlines()[-1])
     assert last["kind"] == "cancelled" and f"process {parent.pid}) exited" in last["reason"]
     assert load_model(tmp_path / "run" / "tiny-test.pt").checkpoint_meta["step"] > 0
+
+
+def test_a_second_training_into_the_same_folder_is_refused_with_a_message(tmp_path):
+    """The process holds the output folder's run lock, as `synthfm train` does."""
+    from synthfm.utils.run_lock import RunLock
+
+    logic = SynthFMTrainLogic()
+    cfg = logic.train_config(tmp_path / "run", model="tiny-test", samples=8, steps=2, batch_size=4, val_samples=4,
+                             overrides={"size": 64})
+    with RunLock(tmp_path / "run", "synthfm train"):  # e.g. a command-line run into the same folder
+        with pytest.raises(Exception, match="synthfm train"):
+            logic.start(cfg)
+    assert not (tmp_path / "run" / "slicer-job").exists()  # refused before anything was written
