@@ -17,8 +17,13 @@ EFFECT_SOURCE = os.path.join(os.path.dirname(__file__), "SynthFMSegmentLib", "Se
 
 
 def registerEffect():
-    """Register the SynthFM effect with the Segment Editor (the factory ignores a second registration)."""
+    """Register the SynthFM effect with the Segment Editor (the factory ignores a second registration).
+
+    setPythonSource takes the class from ``sys.modules["SynthFMSegmentLib"]`` when it is there; importing the
+    package first makes that the real package (its modules import each other), not the effect file run alone.
+    """
     import qSlicerSegmentationsEditorEffectsPythonQt as effects
+    import SynthFMSegmentLib  # noqa: F401
 
     instance = effects.qSlicerSegmentEditorScriptedEffect(None)
     instance.setPythonSource(EFFECT_SOURCE)
@@ -33,7 +38,7 @@ class SynthFMSegment(ScriptedLoadableModule):
         parent.categories = ["Segmentation"]
         parent.dependencies = ["Segmentations"]
         parent.contributors = ["SynthFM developers"]
-        parent.helpText = ("Adds the 'SynthFM' effect to the Segment Editor: click or box prompts, live preview, "
+        parent.helpText = ("Adds the 'SynthFM' effect to the Segment Editor: point or box prompts, live preview, "
                            "propagation through slices. Model: a SAM-style decoder trained on synthetic images only.")
         parent.acknowledgementText = "Sengupta et al., SynthFM, ISBI 2025."
         slicer.app.connect("startupCompleted()", registerEffect)
@@ -46,8 +51,9 @@ class SynthFMSegmentWidget(ScriptedLoadableModuleWidget):
         ScriptedLoadableModuleWidget.setup(self)
         import qt
 
-        label = qt.QLabel("SynthFM is an effect of the Segment Editor: click (positive), right click (negative) "
-                          "or drag a box on a slice, check the preview, Apply, or Propagate through the volume.")
+        label = qt.QLabel("SynthFM is an effect of the Segment Editor: click (a positive point; a negative one with "
+                          "'Negative points' pressed) or drag a box on a slice, check the preview, Apply, or "
+                          "Propagate through the volume.")
         label.wordWrap = True
         self.openButton = qt.QPushButton("Open the Segment Editor with SynthFM")
         self.openButton.toolTip = "Switches to the Segment Editor module and selects the SynthFM effect."

@@ -1,8 +1,9 @@
 """SynthFMTrain: train a SynthFM decoder on synthetic images inside 3D Slicer.
 
 Module, widget (code-built with qt/ctk) and self-test. The work is in SynthFMTrainLib.logic, which calls
-synthfm.train; training runs in a worker thread and a QTimer on the GUI thread drains its events, so
-Slicer stays responsive (MRML nodes are only touched on the GUI thread).
+synthfm.train; training runs in its own process (Slicer's Python) and a QTimer on the GUI thread reads what it
+writes, so Slicer stays responsive.  The panel opens before torch is installed: nothing here imports torch
+until the user presses Preview or Train, which first offer to install it.
 """
 import qt
 import ctk
@@ -13,6 +14,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from SynthFMTrainLib.logic import SynthFMTrainLogic as _Logic
 
 PRESETS = ("mixed", "ct", "mr", "us")
+DEFAULT_MODEL = "synthfm-lite"
 
 
 class SynthFMTrain(ScriptedLoadableModule):
@@ -33,7 +35,7 @@ class SynthFMTrainLogic(ScriptedLoadableModuleLogic, _Logic):
 class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        self.logic, self.job, self.table = SynthFMTrainLogic(), None, None
+        self.logic, self.job, self.table, self._models_listed = SynthFMTrainLogic(), None, None, False
         self.timer = qt.QTimer()
         self.timer.setInterval(250)
         self.timer.connect("timeout()", self.onPoll)
@@ -62,9 +64,7 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
         self.layout.addWidget(tr)
         form = qt.QFormLayout(tr)
         self.model = qt.QComboBox()
-        from synthfm.models import MODEL_REGISTRY, available_models
-
-        self.model.addItems([n for n in MODEL_REGISTRY if n.startswith("synthfm")])  # trainable decoders
+        self.model.addItems([DEFAULT_MODEL])  # the full lists need torch: _fill_model_lists, once installed
         self.device = qt.QComboBox()
         self.device.addItems(["cpu", "cuda"])
         self.steps = self._spin(1, 10**7, 500)
@@ -105,7 +105,7 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
         self.userFraction.value = 0.5
         self.userFraction.setToolTip("Share of each training batch taken from your slices (the rest is synthetic)")
         self.startFrom = qt.QComboBox()
-        self.startFrom.addItems(["scratch"] + list(available_models()))
+        self.startFrom.addItems(["scratch", DEFAULT_MODEL])
         self.startFrom.setToolTip("Decoder to start from (it must use the same encoder as Model); "
                                   "'scratch' = a fresh decoder")
         for label, w in (("", self.useMine), ("Volume:", self.volumeSelector),
@@ -113,6 +113,24 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
                          ("Share of my slices:", self.userFraction), ("Start from:", self.startFrom)):
             form.addRow(label, w)
         self.layout.addStretch(1)
+        from SynthFMSegmentLib.dependencies import missing_packages
+
+        if not missing_packages():
+            self._fill_model_lists()
+
+    def _fill_model_lists(self):
+        """Trainable decoders and every available model (``synthfm.models`` imports torch: call once installed)."""
+        from synthfm.models import MODEL_REGISTRY, available_models
+
+        for combo, names in ((self.model, [n for n in MODEL_REGISTRY if n.startswith("synthfm")]),
+                             (self.startFrom, ["scratch"] + list(available_models()))):
+            current = combo.currentText
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self._models_listed = True
 
     @staticmethod
     def _nodeSelector(node_type):
@@ -145,12 +163,15 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
     def _overrides(self):
         return {"size": self.size.value}
 
-    @staticmethod
-    def _ready():
+    def _ready(self):
         """torch and the core installed (asks the user first; shared with the SynthFM effect)."""
         from SynthFMSegmentLib.dependencies import ensure_dependencies
 
-        return ensure_dependencies()
+        if not ensure_dependencies():
+            return False
+        if not self._models_listed:
+            self._fill_model_lists()
+        return True
 
     def onPreview(self):
         if not self._ready():
@@ -178,7 +199,7 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
 
     def onCancel(self):
         if self.job:
-            self.job.cancel.cancel()
+            self.job.cancel()
             self.status.text = "Cancelling (the last checkpoint is kept; Train / Resume continues)..."
 
     def onPoll(self):
@@ -195,7 +216,8 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
         if job.error is not None:
             slicer.util.errorDisplay(f"Training failed: {job.error}")
         elif job.cancelled:
-            self.status.text = "Cancelled; press Train / Resume to continue from the last checkpoint."
+            self.status.text = (f"Training {job.cancel_reason}; press Train / Resume to continue from the last "
+                                "checkpoint.")
         elif job.checkpoint is not None:
             path = self.logic.register(job.checkpoint, self.name.text)
             if self.startFrom.findText(self.name.text) < 0:
@@ -203,13 +225,14 @@ class SynthFMTrainWidget(ScriptedLoadableModuleWidget):
             self.status.text = f"Saved {path}; choose '{self.name.text}' in the SynthFM effect."
 
     def cleanup(self):
-        if self.job:
-            self.job.cancel.cancel()
+        """Slicer closes (or the module reloads): stop training, letting it save its checkpoint first."""
         self.timer.stop()
+        if self.job:
+            self.job.stop()
 
 
 class SynthFMTrainTest(ScriptedLoadableModuleTest):
-    """Reload and Test: preview a synthetic volume, run a short real training in the background worker, and
+    """Reload and Test: preview a synthetic volume, run a short real training in its own process, and
     segment with the saved decoder through the SynthFM effect's logic."""
 
     def runTest(self):
@@ -239,7 +262,7 @@ class SynthFMTrainTest(ScriptedLoadableModuleTest):
                 job.poll()
                 slicer.app.processEvents()
                 time.sleep(0.1)
-            job.poll()
+            self.assertFalse(job.running, "training did not end in 10 minutes")
             self.assertIsNone(job.error)
             self.assertIsNotNone(job.checkpoint)
             vol, seg = logic.preview("ct", seed=2, overrides={"size": 64})

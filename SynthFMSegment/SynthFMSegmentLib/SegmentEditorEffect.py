@@ -8,9 +8,9 @@ qSlicerSegmentEditorScriptedEffect::setPythonSource derives the class name from 
 No model logic and no model work here: Slicer never enables PythonQt's thread support, so the model runs in a
 worker process (``synthfm serve``, started on localhost or reached on a server: ``worker_client.WorkerLink``).
 The GUI thread only sends prompts (voxel ijk) and applies answers, polled by a ``qt.QTimer``; background encoding
-and propagation are jobs of the worker.  Masks are written with ``modifySelectedSegmentByLabelmap(...,
-ModificationModeSet)`` after ``saveStateForUndo()``, so the editor's masking settings and undo apply, and only
-from answers that arrived: a failed request changes no segment.
+and propagation are jobs of the worker.  Masks are resampled into ``defaultModifierLabelmap()`` and written with
+``modifySelectedSegmentByLabelmap(..., ModificationModeSet)`` after ``saveStateForUndo()``, so the editor's masking,
+overwrite settings and undo apply, and only from answers that arrived: a failed request changes no segment.
 """
 from __future__ import annotations
 
@@ -23,9 +23,14 @@ import slicer
 import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
+if __name__ == "SynthFMSegmentLib":
+    # Slicer's setPythonSource ran this file as a plain module named after its folder (nothing had imported the
+    # package yet): give that module the package's search path so the imports below find the sibling files.
+    __path__ = [os.path.dirname(os.path.abspath(__file__))]
+
 from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, ijk_to_ras_matrix,
                                         matrix_to_numpy, numpy_to_matrix, ras_to_ijk, slice_axis)
-from SynthFMSegmentLib.logic import SynthFMSegmentLogic, labelmap_from_mask
+from SynthFMSegmentLib.logic import DISPLAY_WINDOW, SynthFMSegmentLogic, labelmap_from_mask
 from SynthFMSegmentLib.settings import Settings
 
 DRAG_PX = 5  # a press-release farther apart than this (display pixels) is a box, not a click
@@ -34,7 +39,6 @@ POLL_MS = 20  # the worker's answers are looked for this often while requests ar
 PROMPT_NODES = {True: ("SynthFM positive prompts", (0.1, 0.9, 0.1)), False: ("SynthFM negative prompts", (0.95, 0.1, 0.1))}
 BOX_NODE = ("SynthFM box prompt", (0.95, 0.75, 0.1))
 LEFT_PRESS, LEFT_RELEASE = vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent
-RIGHT_PRESS, RIGHT_RELEASE = vtk.vtkCommand.RightButtonPressEvent, vtk.vtkCommand.RightButtonReleaseEvent
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -45,7 +49,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.perSegment = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.settings = Settings()
-        self.logic = SynthFMSegmentLogic(self.settings.model, self.settings.device)
+        self.logic = self._new_logic()
         self.promptNodes = {True: None, False: None}  # positive / negative markups fiducial nodes
         self.boxNode = None  # markups ROI showing the box prompt (the user drags its handles)
         self.box = None  # two RAS corners: the box (from the ROI) that the current preview used
@@ -53,12 +57,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.preview = None  # (k, j, i) bool mask waiting for Apply
         self.previewNode = None
         self._active, self._volume_id, self._press, self._quiet, self._box_drag = False, None, None, False, False
+        self._busy = False  # a propagation is running: clicks, prompt edits and buttons wait for its end
         self._encode_axis = 0
         self._generation = 0  # of the prompts: an answer to older prompts is not shown
         self._progress = None  # the propagation's progress dialog
         self.workerTimer = qt.QTimer()
         self.workerTimer.setInterval(POLL_MS)
         self.workerTimer.timeout.connect(self._on_worker_tick)
+
+    def _new_logic(self) -> SynthFMSegmentLogic:
+        return SynthFMSegmentLogic(self.settings.model, self.settings.device, self.settings.window)
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -78,10 +86,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def helpText(self) -> str:
         return ("<html>Segment with SynthFM (promptable foundation model trained on synthetic images).<p>"
-                "<b>Left click:</b> positive point (green). <b>Right click</b> or <b>Shift/Ctrl + left click:</b> "
-                "negative point (red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point "
-                "to move it, right-click it to delete it: the preview updates. Prompts on another slice or view "
-                "start a new prompt set.<br>"
+                "<b>Left click:</b> positive point (green); with <b>Negative points</b> pressed, a negative point "
+                "(red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point to move it, "
+                "right-click it to delete it: the preview updates. Slicer's view gestures keep working (right drag "
+                "zooms, Shift + left drag pans). Prompts on another slice or view start a new prompt set.<br>"
                 "<b>Apply</b> writes the preview into the selected segment (undoable, masking settings apply); "
                 "<b>Propagate</b> follows the structure through the slices (Apply to keep); <b>Cancel</b> discards."
                 "</html>")
@@ -95,9 +103,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.deviceBox = qt.QComboBox()
         self.deviceBox.addItems(["auto", "cpu", "cuda"])
         self.deviceBox.setCurrentText(self.settings.device)
+        self.windowBox = qt.QComboBox()
+        self.windowBox.addItems(list(dict.fromkeys([DISPLAY_WINDOW, "auto", self.settings.window])))
+        self.windowBox.setCurrentText(self.settings.window)
+        self.windowBox.setToolTip("Intensities the model sees: 'display' = the volume's window/level as shown "
+                                  "(adjust it to what you want segmented); 'auto' = a robust range of the volume.")
         self.directionBox = qt.QComboBox()
         self.directionBox.addItems(["both", "up", "down"])
         self.directionBox.setToolTip("Propagate from the prompted slice to both ends, or towards higher/lower slices.")
+        self.negativeButton = qt.QPushButton("Negative points")
+        self.negativeButton.checkable = True
+        self.negativeButton.setToolTip("While pressed, clicks add negative points (red): where the structure is not.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
         self.workerLabel = qt.QLabel("")
         self.workerLabel.setToolTip("The SynthFM worker process that runs the model (local, or the server set in "
@@ -110,34 +126,42 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.cancelButton.setToolTip("Discard the prompts and the preview.")
         self.scriptedEffect.addLabeledOptionsWidget("Model:", self.modelBox)
         self.scriptedEffect.addLabeledOptionsWidget("Device:", self.deviceBox)
+        self.scriptedEffect.addLabeledOptionsWidget("Intensity window:", self.windowBox)
         self.scriptedEffect.addLabeledOptionsWidget("Propagate:", self.directionBox)
-        for widget in (self.qualityLabel, self.workerLabel, self.propagateButton, self.clearButton, self.applyButton,
+        for widget in (self.negativeButton, self.qualityLabel, self.workerLabel, self.propagateButton, self.clearButton,
+                       self.applyButton,
                        self.cancelButton):
             self.scriptedEffect.addOptionsWidget(widget)
         self.modelBox.currentTextChanged.connect(self.onModelChanged)
         self.deviceBox.currentTextChanged.connect(self.onModelChanged)
+        self.windowBox.currentTextChanged.connect(self.onModelChanged)
         self.applyButton.clicked.connect(self.onApply)
         self.cancelButton.clicked.connect(self.onCancel)
-        self.clearButton.clicked.connect(self.clearPrompts)
+        self.clearButton.clicked.connect(self.onCancel)
         self.propagateButton.clicked.connect(self.onPropagate)
 
     def _fill_models(self) -> None:
+        """Model and window lists from the core (it imports torch: only once the dependencies are installed)."""
         if self.settings.server:  # the server has its model; this Slicer may not even have torch
             return
         from synthfm.models import available_models
+        from synthfm.segment.preprocess import WINDOWS
 
-        names = list(available_models())
-        if hasattr(self, "modelBox") and names:
-            self.modelBox.blockSignals(True)
-            self.modelBox.clear()
-            self.modelBox.addItems(names)
-            self.modelBox.setCurrentText(self.settings.model)
-            self.modelBox.blockSignals(False)
+        if not hasattr(self, "modelBox"):
+            return
+        for box, names, current in ((self.modelBox, list(available_models()), self.settings.model),
+                                    (self.windowBox, [DISPLAY_WINDOW, *WINDOWS], self.settings.window)):
+            box.blockSignals(True)
+            box.clear()
+            box.addItems(names)
+            box.setCurrentText(current)
+            box.blockSignals(False)
 
     def onModelChanged(self, _text=None) -> None:
         """Another model or device: a local worker is started with it (one model in memory); prompts are kept."""
         self.settings.model, self.settings.device = self.modelBox.currentText, self.deviceBox.currentText
-        self.logic = SynthFMSegmentLogic(self.settings.model, self.settings.device)
+        self.settings.window = self.windowBox.currentText
+        self.logic = self._new_logic()
         if self._active:
             self._link()
             self._start_encoding(self._encode_axis)
@@ -321,20 +345,26 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return any(abs(z) < 0.5 and np.hypot(x - xy[0], y - xy[1]) <= GRAB_PX for x, y, z, _ in shown)
 
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget) -> bool:
-        """Clicks and drags in slice views become prompts; returns True to abort (consume) the event."""
-        if viewWidget.className() != "qMRMLSliceWidget":
+        """Unmodified left clicks and drags in slice views become prompts; returns True to abort (consume) the event.
+
+        Everything else stays Slicer's (vtkMRMLSliceIntersectionWidget): Shift/Ctrl/Alt + left drag pan, blend,
+        rotate and translate; right drag zooms and right click opens the view menu (or a markups point's menu).
+        Slicer's Draw effect likewise consumes only unmodified presses.  Negative points: the point-type toggle.
+        """
+        if viewWidget.className() != "qMRMLSliceWidget" or self._busy:
             return False
         xy = tuple(callerInteractor.GetEventPosition())
-        if eventId in (LEFT_PRESS, RIGHT_PRESS):
-            if self._near_prompt(xy, viewWidget):
+        if eventId == LEFT_PRESS:
+            modified = callerInteractor.GetShiftKey() or callerInteractor.GetControlKey() or callerInteractor.GetAltKey()
+            if modified or self._near_prompt(xy, viewWidget):
                 return False
-            self._press = (xy, eventId)
+            self._press = xy
             return True
-        if eventId in (LEFT_RELEASE, RIGHT_RELEASE) and self._press is not None:
-            (start, pressed), self._press = self._press, None
-            drag = pressed == LEFT_PRESS and np.hypot(xy[0] - start[0], xy[1] - start[1]) > DRAG_PX
-            negative = pressed == RIGHT_PRESS or bool(callerInteractor.GetShiftKey() or callerInteractor.GetControlKey())
-            self.promptFromView(viewWidget, start if drag else None, xy, not negative)
+        if eventId == LEFT_RELEASE and self._press is not None:
+            start, self._press = self._press, None
+            drag = np.hypot(xy[0] - start[0], xy[1] - start[1]) > DRAG_PX
+            positive = not (hasattr(self, "negativeButton") and self.negativeButton.checked)
+            self.promptFromView(viewWidget, start if drag else None, xy, positive)
             return True
         return False
 
@@ -364,10 +394,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     # ---- preview / apply / propagate --------------------------------------------------------------
     def updatePreview(self) -> None:
         """Send the prompts to the worker; the preview is shown when its answer arrives (``_on_preview``)."""
+        if self._busy:  # a markups edit during propagation: the prompts are read again when it ends
+            return
         pos, neg, box = self.prompts()
         self.box = box
         self._generation += 1
-        self._stop_propagation()  # its result would belong to the old prompts
         if not (pos or neg or box) or self.plane is None:
             self.preview = None
             self._show_preview(None)
@@ -415,8 +446,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def onApply(self) -> None:
         """Write exactly the preview into the selected segment as one undoable step (masking settings apply)."""
-        if self._progress is not None:
-            slicer.util.errorDisplay("SynthFM: propagation is running: wait for it or cancel it, then Apply.")
+        if self._busy:
             return
         if self.preview is None:
             slicer.util.errorDisplay("SynthFM: nothing to apply yet: add prompts in a slice view first (the preview "
@@ -428,32 +458,43 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         if self.scriptedEffect.confirmCurrentSegmentVisible() == slicer.qSlicerSegmentEditorAbstractEffect.NotConfirmed:
             return
-        labelmap = labelmap_from_mask(self.preview, self._source_volume())
+        # The segmentation's geometry may differ from the volume's (another reference volume, oversampling): the
+        # edit starts from defaultModifierLabelmap() as Slicer's effects do, the preview resampled into it, so
+        # masking, "editable intensity range" and overwrite settings see the geometry they expect.
+        modifier = self.scriptedEffect.defaultModifierLabelmap()
+        labelmap = slicer.vtkOrientedImageData()
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            labelmap_from_mask(self.preview, self._source_volume()), modifier, labelmap, False, False)
         self.scriptedEffect.saveStateForUndo()
         self.scriptedEffect.modifySelectedSegmentByLabelmap(
             labelmap, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet)
         self.clearPrompts()
 
     def onCancel(self) -> None:
-        self.clearPrompts()
+        if not self._busy:
+            self.clearPrompts()
 
     def onPropagate(self) -> None:
-        """Propagate through the volume as a job of the worker; progress and Cancel in a dialog polled by the timer."""
+        """Propagate through the volume as a job of the worker; progress and Cancel in a window-modal dialog (Qt
+        blocks clicks in the views and panel meanwhile; any that arrive are ignored until it ends), polled by the
+        timer: the GUI thread never waits for the model."""
+        if self._busy:
+            return
         pos, neg, box = self.prompts()
         problem = self._problem() or ("" if self.plane and (pos or neg or box)
                                       else "add prompts on a slice first, then Propagate.")
         if problem:
             slicer.util.errorDisplay(f"SynthFM: {problem}")
             return
-        self._stop_propagation()  # pressed again while one runs: start over
         volume = self._source_volume()
         to_ijk = lambda points: [ras_to_ijk(volume, p).tolist() for p in points]  # noqa: E731
         direction = self.directionBox.currentText if hasattr(self, "directionBox") else "both"
         link = self._link()
         self._send_volume(link, volume)
         link.propagate(self.plane[1], to_ijk(pos), to_ijk(neg), to_ijk(box) if box is not None else None, direction)
-        self._progress = slicer.util.createProgressDialog(labelText="SynthFM: propagating", maximum=100)
-        self._progress_tag = (self._generation, self.plane)
+        self._progress = slicer.util.createProgressDialog(labelText="SynthFM: propagating", maximum=100,
+                                                          windowModality=qt.Qt.WindowModal)
+        self._progress_tag, self._busy = (self._generation, self.plane), True
 
     def _on_progress(self, done: int, total: int) -> None:
         if self._progress is not None:
@@ -463,24 +504,26 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         """The propagation's result becomes the preview (Apply keeps it as one undo step)."""
         from synthfm.serve.protocol import decode_mask
 
-        dialog, self._progress = self._progress, None
-        if dialog is not None:
-            dialog.close()
+        self._end_propagation()
         if self._progress_tag != (self._generation, self.plane):
             return
         self.preview = decode_mask(result["mask"])
         self._show_preview(self.preview, f"Propagated over {result['describe']}. Apply to keep.")
 
     def _stop_propagation(self) -> None:
-        """Cancel a running propagation (the user pressed Cancel or changed the prompts); the preview stays."""
-        dialog, self._progress = self._progress, None
-        if dialog is not None:
-            dialog.close()
+        """Cancel a running propagation (Cancel pressed, the effect left, another volume); the preview stays."""
+        if self._progress is not None:
             from SynthFMSegmentLib.worker_client import current_link
 
             link = current_link()
             if link is not None:
                 link.cancel_propagation()
+        self._end_propagation()
+
+    def _end_propagation(self) -> None:
+        dialog, self._progress, self._busy = self._progress, None, False
+        if dialog is not None:
+            dialog.close()
 
     # ---- the worker: volume, background encoding, answers, errors ------------------------------------------
     def _send_volume(self, link, volume) -> None:
@@ -488,7 +531,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         image = volume.GetImageData()
         spacing = tuple(float(v) for v in np.linalg.norm(ijk_to_ras_matrix(volume)[:3, :3], axis=0))
         link.set_volume((volume.GetID(), image.GetMTime() if image is not None else 0),
-                        lambda: slicer.util.arrayFromVolume(volume), self.logic.window, spacing)
+                        lambda: slicer.util.arrayFromVolume(volume), self.logic.intensity_window(volume), spacing)
 
     def _start_encoding(self, axis: int, around=None) -> None:
         """Ask the worker to encode every slice along ``axis``, nearest to ``around`` (default the middle) first."""
@@ -528,9 +571,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.preview = None
             self._show_preview(None)
         if "propagat" in what:
-            dialog, self._progress = self._progress, None
-            if dialog is not None:
-                dialog.close()
+            self._end_propagation()
         if hasattr(self, "workerLabel"):
             self.workerLabel.text = f"SynthFM: {what}: {message}"
         if hasattr(self, "qualityLabel"):
@@ -553,16 +594,28 @@ def _in_scene(node) -> bool:
 
 
 def _remove(node) -> None:
-    """Remove ``node`` from the scene if it is still there; returns None (to clear the attribute holding it)."""
+    """Remove ``node`` from the scene if it is still there; returns None (to clear the attribute holding it).
+    A markups node that was the active place list (the user picked it in the toolbar) leaves no stale ID."""
     if _in_scene(node):
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        if selection is not None and selection.GetActivePlaceNodeID() == node.GetID():
+            selection.SetReferenceActivePlaceNodeID(None)
         slicer.mrmlScene.RemoveNode(node)
     return None
 
 
 def _temporary_markups(class_name: str, name: str, color):
     """A markups node for prompts (shown and draggable in the views: the markups displayable manager ignores
-    HideFromEditors), in ``color``, without labels."""
+    HideFromEditors), in ``color``, without labels.  vtkSlicerMarkupsLogic makes every markups node added the
+    active place list (the toolbar's place tool would then add to this hidden list): the user's one is restored."""
+    selection = slicer.app.applicationLogic().GetSelectionNode()
+    active = (selection.GetActivePlaceNodeClassName(), selection.GetActivePlaceNodeID()) if selection else None
     node = slicer.mrmlScene.AddNewNodeByClass(class_name, name)
+    if active is not None:
+        if active[0]:
+            selection.SetReferenceActivePlaceNodeClassName(active[0])
+        selection.SetReferenceActivePlaceNodeID(active[1] if active[1] and slicer.mrmlScene.GetNodeByID(active[1])
+                                                else None)
     node.SetHideFromEditors(True)
     node.SetSaveWithScene(False)
     node.CreateDefaultDisplayNodes()

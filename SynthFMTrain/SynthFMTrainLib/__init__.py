@@ -1,2 +1,2 @@
-"""Logic of the SynthFMTrain module (no Qt; drives synthfm.generate and synthfm.train)."""
-from SynthFMTrainLib.logic import SynthFMTrainLogic, TrainingJob  # noqa: F401
+"""Logic of the SynthFMTrain module: drives synthfm.generate and synthfm.train (training in its own process)."""
+from SynthFMTrainLib.logic import SynthFMTrainLogic, TrainingProcess  # noqa: F401

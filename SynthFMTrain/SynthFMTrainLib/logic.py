@@ -1,101 +1,124 @@
-"""SynthFMTrain logic: synthetic previews into the scene, background training, live plots, registration,
+"""SynthFMTrain logic: synthetic previews into the scene, training in its own process, live plots, registration,
 and the user's segmentations as fine-tuning data (volume + segmentation node -> synthfm.train.UserCase).
 
-All training goes through :func:`synthfm.train.train`; this file only converts between the core and
-MRML nodes and moves progress from the worker thread to the GUI thread.
+Training runs in a separate process (Slicer's Python running ``train_process.py``, started with ``qt.QProcess``
+as the most used AI extensions start theirs): Slicer never enables PythonQt's thread support, so a Python thread
+would barely run while the GUI idles.  :class:`TrainingProcess` reads what that process writes (one JSON object
+per line) when the panel's QTimer polls it.  All training goes through :func:`synthfm.train.train`.
 """
 from __future__ import annotations
 
-import queue
+import json
+import os
 import shutil
-import threading
+import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 
 import slicer
+from SynthFMTrainLib.train_process import EVENTS, JOB, STOP
 from synthfm.io.atomic import atomic_path, atomic_write_text
-from synthfm.utils.progress import CancelToken, Cancelled
 
 CURVES = ("loss", "dice")
+RUNNER = Path(__file__).resolve().with_name("train_process.py")
+JOB_FOLDER = "slicer-job"  # inside the run's output folder
 
 
-@dataclass
-class TrainingJob:
-    """One training run in a worker thread; call :meth:`poll` from a QTimer on the GUI thread."""
+def python_executable() -> str:
+    """Slicer's own Python (``PythonSlicer``; inside Slicer ``sys.executable`` is Slicer itself)."""
+    return shutil.which("PythonSlicer") or sys.executable
 
-    config: object
-    resume: bool = True
-    cancel: CancelToken = field(default_factory=CancelToken)
-    events: "queue.Queue" = field(default_factory=queue.Queue)
-    step: int = 0
-    total: int = 0
-    message: str = ""
-    checkpoint: Optional[Path] = None
-    error: Optional[BaseException] = None
-    cancelled: bool = False
-    history: Dict[str, List[float]] = field(default_factory=lambda: {"step": [], **{k: [] for k in CURVES}})
-    started: float = field(default_factory=time.monotonic)
 
-    def start(self) -> "TrainingJob":
-        self.thread = threading.Thread(target=self._run, name="SynthFMTrain", daemon=True)
-        self.thread.start()
-        return self
+class TrainingProcess:
+    """One training run in its own process; call :meth:`poll` from a QTimer on the GUI thread."""
 
-    def _run(self) -> None:
-        from synthfm.train import train
-        from synthfm.utils.run_lock import RunLock
+    def __init__(self, folder: Path, process) -> None:
+        self.folder, self.process = folder, process
+        self.step, self.total, self.message = 0, 0, ""
+        self.checkpoint: Optional[Path] = None
+        self.error: Optional[str] = None
+        self.cancelled, self.cancel_reason, self.finished = False, "", False
+        self.history: Dict[str, List[float]] = {"step": [], **{k: [] for k in CURVES}}
+        self.started = time.monotonic()
+        self._offset, self._first_step = 0, None
 
-        try:
-            with RunLock(self.config.out, "SynthFM Train in 3D Slicer"):  # no second run into the same folder
-                path = train(self.config, progress=lambda d, t, m: self.events.put(("progress", d, t, m)),
-                             cancel=self.cancel, on_metrics=lambda s, m: self.events.put(("metrics", s, dict(m))),
-                             resume=self.resume,
-                             data_progress=lambda d, t, m: self.events.put(("data", d, t, m)))
-            self.events.put(("done", path))
-        except Cancelled:
-            self.events.put(("cancelled",))
-        except BaseException as exc:  # reported to the user by the widget
-            self.events.put(("error", exc))
+    @property
+    def log(self) -> Path:
+        return self.folder / "log.txt"
 
     @property
     def running(self) -> bool:
-        return self.thread.is_alive() or not self.events.empty()
+        """True until the process has ended and its last event was read."""
+        return not self.finished
 
-    def poll(self) -> List[tuple]:
-        """Apply queued worker events (GUI thread only); returns them for the caller to display."""
-        seen = []
-        while True:
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                return seen
-            seen.append(event)
-            kind = event[0]
+    def _read_events(self) -> List[dict]:
+        """Complete lines appended to events.jsonl since the last call."""
+        path = self.folder / EVENTS
+        if not path.is_file():
+            return []
+        with open(path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line being written is read next time
+        self._offset += end
+        return [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]
+
+    def poll(self) -> List[dict]:
+        """Apply what the process wrote since the last poll (GUI thread); returns those events."""
+        exited = self.process.state() == self.process.NotRunning  # read before the events: none can follow
+        events = self._read_events()
+        for event in events:
+            kind = event["kind"]
             if kind in ("progress", "data"):
-                self.step, self.total, self.message = event[1], event[2], event[3]
+                self.step, self.total, self.message = event["done"], event["total"], event["message"]
                 if kind == "data":
-                    self.message = f"{event[3]} {event[1]}/{event[2]}"
+                    self.message = f"{event['message']} {event['done']}/{event['total']}"
             elif kind == "metrics":
-                self.history["step"].append(event[1])
+                self._first_step = self._first_step or (event["step"], time.monotonic())
+                self.history["step"].append(event["step"])
                 for k in CURVES:
-                    self.history[k].append(float(event[2][k]))
+                    self.history[k].append(float(event["metrics"][k]))
             elif kind == "done":
-                self.checkpoint = Path(event[1])
+                self.checkpoint = Path(event["checkpoint"])
             elif kind == "cancelled":
-                self.cancelled = True
+                self.cancelled, self.cancel_reason = True, event["reason"]
             elif kind == "error":
-                self.error = event[1]
+                self.error = event["message"]
+        if exited and not self.finished:
+            self.finished = True
+            if self.checkpoint is None and not self.cancelled and self.error is None:
+                self.error = (f"the training process ended unexpectedly (exit code {self.process.exitCode()}); "
+                              f"its output is in {self.log}:\n{self._log_tail()}")
+        return events
+
+    def _log_tail(self, lines: int = 8) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def cancel(self) -> None:
+        """Ask the process to stop after the current step; it saves its checkpoint first (resume continues)."""
+        (self.folder / STOP).touch()
+
+    def stop(self, wait_ms: int = 30000) -> None:
+        """Cancel and wait for the checkpoint to be written; kill the process if it does not end in time."""
+        if self.process.state() == self.process.NotRunning:
+            return
+        self.cancel()
+        if not self.process.waitForFinished(wait_ms):
+            self.process.kill()
+            self.process.waitForFinished(2000)
 
     def eta_seconds(self) -> Optional[float]:
-        """Remaining time from the steps done since the start (None before the first step)."""
-        steps = len(self.history["step"])
-        if not steps or not self.total:
+        """Remaining time from the pace of the steps trained by this process (None before two steps)."""
+        if self._first_step is None or not self.total or self.step <= self._first_step[0]:
             return None
-        return (time.monotonic() - self.started) / steps * max(0, self.total - self.step)
+        pace = (time.monotonic() - self._first_step[1]) / (self.step - self._first_step[0])
+        return pace * max(0, self.total - self.step)
 
 
 class SynthFMTrainLogic:
@@ -110,6 +133,7 @@ class SynthFMTrainLogic:
         name = f"SynthFM {preset} seed {seed} #{index}"
         volume_node = slicer.util.addVolumeFromArray(sample.image.astype(np.float32), volume.ijk_to_ras_matrix(), name)
         seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name + " target")
+        seg.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         segment_id = seg.GetSegmentation().AddEmptySegment("target")
         slicer.util.updateSegmentBinaryLabelmapFromArray(sample.mask.astype(np.uint8), seg, segment_id, volume_node)
         return volume_node, seg
@@ -144,7 +168,7 @@ class SynthFMTrainLogic:
         if not ids:
             raise ValueError(f"segmentation '{segmentation_node.GetName()}' has no segments; draw the structures "
                              "to learn first (Segment Editor)")
-        image = np.array(slicer.util.arrayFromVolume(volume_node), np.float32)  # a copy: training runs in a thread
+        image = np.array(slicer.util.arrayFromVolume(volume_node), np.float32)  # a copy the process is sent
         label = np.zeros(image.shape, np.int16)
         for value, segment_id in enumerate(ids, start=1):
             if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
@@ -154,8 +178,37 @@ class SynthFMTrainLogic:
         return UserCase(image, label, labels=list(range(1, len(ids) + 1)),
                         name=f"{volume_node.GetName()} / {segmentation_node.GetName()}")
 
-    def start(self, config, resume: bool = True) -> TrainingJob:
-        return TrainingJob(config, resume=resume).start()
+    def start(self, config, resume: bool = True) -> TrainingProcess:
+        """Start training ``config`` in its own process (Slicer's Python); poll the returned object."""
+        import qt
+
+        from synthfm.utils.run_lock import RunLock
+
+        with RunLock(config.out, "SynthFM Train in 3D Slicer"):
+            pass  # a run using this folder (another panel, `synthfm train`) is refused here, before its files go
+        folder = Path(config.out) / JOB_FOLDER
+        if folder.is_dir():
+            shutil.rmtree(folder)  # the previous run's events and STOP request (the checkpoint is in config.out)
+        folder.mkdir(parents=True)
+        settings = {k: v for k, v in config.to_dict().items() if k != "user_data"}
+        for n, case in enumerate(config.user_data):  # the process gets the voxels, not the scene
+            np.savez(folder / f"user_case_{n}.npz", image=case.image, label=case.label,
+                     labels=np.asarray(case.labels if case.labels is not None else [], int), name=case.name)
+        atomic_write_text(folder / JOB, json.dumps({"config": settings, "resume": resume, "parent_pid": os.getpid()}))
+        process = qt.QProcess()
+        process.setProgram(python_executable())
+        process.setArguments([str(RUNNER), str(folder)])
+        environment = qt.QProcessEnvironment.systemEnvironment()
+        core = str(Path(__import__("synthfm").__file__).resolve().parents[1])  # the folder holding the core package
+        environment.insert("PYTHONPATH", os.pathsep.join(p for p in (core, environment.value("PYTHONPATH")) if p))
+        process.setProcessEnvironment(environment)
+        process.setStandardOutputFile(str(folder / "log.txt"))
+        process.setStandardErrorFile(str(folder / "log.txt"))
+        process.start()
+        if not process.waitForStarted(30000):
+            raise RuntimeError(f"could not start the training process ({python_executable()}); check that Slicer's "
+                               "Python (PythonSlicer) is installed next to Slicer")
+        return TrainingProcess(folder, process)
 
     def create_chart(self, name: str = "SynthFM training"):
         """A table (step, loss, dice) with one line series per curve and a chart showing them."""

@@ -35,8 +35,11 @@ def test_accepted_install_uses_pip_for_packages_and_pytorch_utils_for_torch(abse
     calls = []
 
     class Logic:
-        def installTorch(self, askConfirmation=False):
-            calls.append(("torch", askConfirmation))
+        """PyTorchUtils.PyTorchUtilsLogic.installTorch's signature (github.com/fepegar/SlicerPyTorch)."""
+
+        def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None,
+                         torchvisionVersionRequirement=None):
+            calls.append(("torch", askConfirmation, torchVersionRequirement, torchvisionVersionRequirement))
             absent.difference_update({"torch", "torchvision"})
             return object()
 
@@ -46,7 +49,9 @@ def test_accepted_install_uses_pip_for_packages_and_pytorch_utils_for_torch(abse
     monkeypatch.setattr(slicer.modules, "pytorchutils", object(), raising=False)
     monkeypatch.setitem(__import__("sys").modules, "PyTorchUtils", type("M", (), {"PyTorchUtilsLogic": Logic}))
     assert dependencies.ensure_dependencies()
-    assert calls == [("torch", False), ("pip", "segment-anything")]
+    assert calls == [("torch", False, ">=2.1", ">=0.16"), ("pip", "segment-anything")]  # pyproject's requirements
+    pyproject = (__import__("pathlib").Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert '"torch>=2.1"' in pyproject and '"torchvision>=0.16"' in pyproject
 
 
 def test_torch_without_the_pytorch_extension_names_the_extension(absent, monkeypatch):

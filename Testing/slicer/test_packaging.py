@@ -118,3 +118,31 @@ def test_urls_point_at_files_in_the_repository():
 def test_license_matches_pyproject():
     assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
     assert 'Apache-2.0' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_catalog_entry_follows_the_extensions_index_schema():
+    """SynthFM.json as Slicer/ExtensionsIndex takes it (Slicer >= 5.8; catalog-entry schema v1.0.2: required
+    $schema, category, scm_url; no other keys than the schema's; tier 1..5), consistent with CMake and .s4ext."""
+    import json
+
+    entry = json.loads((ROOT / "SynthFM.json").read_text())
+    schema_keys = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+                   "dicom_support_rule", "build_subdirectory", "enabled", "tier"}
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= schema_keys
+    assert re.fullmatch(r"https://raw\.githubusercontent\.com/Slicer/Slicer/main/Schemas/"
+                        r"slicer-extension-catalog-entry-schema-v1\.0\.[0-9]+\.json#", entry["$schema"])
+    assert isinstance(entry["tier"], int) and 1 <= entry["tier"] <= 5
+    assert all(isinstance(entry[k], str) for k in ("category", "scm_url", "scm_revision", "build_subdirectory"))
+    assert entry["category"] == cmake_var("EXTENSION_CATEGORY") == s4ext()["category"]
+    assert entry["build_dependencies"] == cmake_var("EXTENSION_DEPENDS").split() == s4ext()["depends"].split()
+    assert entry["scm_url"] == s4ext()["scmurl"] and entry["scm_revision"] == s4ext()["scmrevision"]
+    assert entry["build_subdirectory"] == cmake_var("EXTENSION_BUILD_SUBDIRECTORY")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_torch_self_tests_are_opt_in_on_build_machines(module):
+    """Extension build machines have no torch: CTest registers only the generic tests unless asked."""
+    text = cmake_text(ROOT / module / "CMakeLists.txt")
+    block = re.search(r"if\(([^)]*)\)\s*slicer_add_python_unittest\(SCRIPT", text)
+    assert block and "SynthFM_TORCH_SELF_TESTS" in block.group(1)
+    assert re.search(r"option\(SynthFM_TORCH_SELF_TESTS\b[^)]*OFF\)", top())

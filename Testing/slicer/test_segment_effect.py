@@ -26,7 +26,7 @@ class FakePredictor:
     window, model = "auto", None
 
     def __init__(self) -> None:
-        self.cache, self.prompts, self.order = set(), [], []
+        self.cache, self.prompts, self.ranges, self.order = set(), [], [], []
 
     def is_cached(self, key) -> bool:
         return key in self.cache
@@ -38,6 +38,7 @@ class FakePredictor:
 
     def predict(self, image, prompts, key=None, value_range=None, multimask="auto") -> Prediction:
         self.prompts.append(prompts)
+        self.ranges.append(value_range)
         self.embed(image, key)
         if len(prompts.points):
             cx, cy = prompts.points[0]
@@ -66,30 +67,38 @@ class SliceWidget:
 
 
 class Interactor:
-    """vtkRenderWindowInteractor: GetEventPosition() is two ints (display pixels)."""
+    """vtkRenderWindowInteractor: GetEventPosition() is two ints (display pixels); modifier keys."""
 
-    def __init__(self) -> None:
-        self.xy, self.shift = (0, 0), False
+    def __init__(self, modifiers=()) -> None:
+        self.xy, self.modifiers = (0, 0), set(modifiers)
 
     def GetEventPosition(self):
         return tuple(int(round(v)) for v in self.xy)
 
     def GetShiftKey(self) -> bool:
-        return self.shift
+        return "shift" in self.modifiers
 
     def GetControlKey(self) -> bool:
-        return False
+        return "ctrl" in self.modifiers
+
+    def GetAltKey(self) -> bool:
+        return "alt" in self.modifiers
 
 
-def click(effect, view, xy, negative=False, drag_to=None, button="Left", consumed=True) -> None:
-    """Press + release through the C++ wrapper (which insists on a bool result), as the Segment Editor calls it."""
+def click(effect, view, xy, negative=False, drag_to=None, button="Left", consumed=True, modifiers=()) -> None:
+    """Press + release through the C++ wrapper (which insists on a bool result), as the Segment Editor calls it;
+    ``negative`` first switches the effect's point type (its options panel) and switches it back afterwards."""
     wrapper = effect.scriptedEffect
-    interactor = Interactor()
-    interactor.xy, interactor.shift = tuple(xy), negative
+    interactor = Interactor(modifiers)
+    interactor.xy = tuple(xy)
+    if negative:
+        effect.negativeButton.click()
     assert wrapper.processInteractionEvents(interactor, getattr(vtk.vtkCommand, f"{button}ButtonPressEvent"), view) is consumed
     interactor.xy = tuple(drag_to if drag_to is not None else xy)
     assert wrapper.processInteractionEvents(interactor, getattr(vtk.vtkCommand, f"{button}ButtonReleaseEvent"), view) is consumed
     assert not wrapper.warnings
+    if negative:
+        effect.negativeButton.click()
     settle(effect)
 
 
@@ -156,7 +165,7 @@ def scene(fake_worker):
     editor.messages.clear()
     yield effect, wrapper, node, geometry, segmentation, truth, existing
     effect.deactivate()
-    effect.cleanup()
+    wrapper.cleanup()
 
 
 def test_module_registers_the_effect_after_startup():
@@ -210,8 +219,8 @@ def test_drag_draws_a_box_and_moving_a_point_re_predicts(scene):
     b = display_xy(view.node, geometry.index_to_ras([30, 25, 5]), centre=False)
     click(effect, view, a, drag_to=b)
     assert np.allclose(effect.logic.predictor.prompts[-1].box, [18, 15, 30, 25], atol=0.5)
-    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5]), centre=False), button="Right")
-    assert len(effect.prompts()[1]) == 1  # right click: negative
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5]), centre=False), negative=True)
+    assert len(effect.prompts()[1]) == 1  # a click in negative mode
     click(effect, view, display_xy(view.node, geometry.index_to_ras([34, 20, 5]), centre=False))
     # a press on a prompt point is left to the markups widget (the user drags the point), not a new prompt
     click(effect, view, display_xy(view.node, geometry.index_to_ras([34, 20, 5]), centre=False) + 2, consumed=False)
@@ -221,6 +230,56 @@ def test_drag_draws_a_box_and_moving_a_point_re_predicts(scene):
     settle(effect)
     assert len(effect.logic.predictor.prompts) == calls + 1
     assert np.allclose(effect.logic.predictor.prompts[-1].points[0], [22, 20], atol=1e-6)
+
+
+@pytest.mark.parametrize("button, modifiers", [("Left", ["shift"]), ("Left", ["ctrl"]), ("Left", ["alt", "shift"]),
+                                                ("Left", ["ctrl", "alt"]), ("Right", []), ("Right", ["alt"]),
+                                                ("Middle", [])])
+def test_slicer_view_gestures_are_left_to_slicer(scene, button, modifiers):
+    """Shift/Ctrl/Alt + left drag (pan, blend, rotate, translate), right drag (zoom) and right click (menu) stay
+    Slicer's: vtkMRMLSliceIntersectionWidget binds them; Slicer's own Draw effect consumes only unmodified clicks."""
+    effect, wrapper, node, geometry, *_ = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    xy = display_xy(view.node, geometry.index_to_ras([24, 20, 6]))
+    click(effect, view, xy, drag_to=xy + 30, button=button, modifiers=modifiers, consumed=False)
+    click(effect, view, xy, button=button, modifiers=modifiers, consumed=False)
+    assert effect.prompts() == ([], [], None) and not effect.logic.predictor.prompts
+
+
+def test_negative_points_come_from_the_point_type_toggle(scene):
+    effect, wrapper, node, geometry, *_ = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    effect.negativeButton.click()
+    assert effect.negativeButton.checked
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([18, 20, 6])))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([30, 20, 6]), centre=False))
+    effect.negativeButton.click()
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 14, 6]), centre=False))
+    assert [len(p) for p in effect.prompts()[:2]] == [1, 2]
+
+
+def test_prompt_lists_never_become_the_active_place_list(scene):
+    """vtkSlicerMarkupsLogic makes each markups node added the active place list: the toolbar's place tool must
+    keep targeting the user's list (or none), and no ID of a removed prompt list may stay behind."""
+    effect, wrapper, node, geometry, *_ = scene
+    selection = slicer.app.applicationLogic().GetSelectionNode()
+    mine = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "my landmarks")
+    assert selection.GetActivePlaceNodeID() == mine.GetID()
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([18, 20, 6])))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([30, 20, 6]), centre=False), negative=True)
+    a = display_xy(view.node, geometry.index_to_ras([18, 15, 6]), centre=False)
+    click(effect, view, a, drag_to=display_xy(view.node, geometry.index_to_ras([30, 25, 6]), centre=False))
+    assert effect.boxNode is not None and all(effect.promptNodes.values())
+    assert selection.GetActivePlaceNodeID() == mine.GetID()
+    assert selection.GetActivePlaceNodeClassName() == "vtkMRMLMarkupsFiducialNode"
+    effect.deactivate()
+    slicer.mrmlScene.RemoveNode(mine)
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 6])))  # new prompt lists
+    assert selection.GetActivePlaceNodeID() is None  # the user's list is gone: none, never a prompt list
+    selection.SetReferenceActivePlaceNodeID(effect.promptNodes[True].GetID())  # the user picked it in the toolbar
+    effect.deactivate()
+    assert selection.GetActivePlaceNodeID() is None  # no stale ID of a removed node
 
 
 def test_apply_writes_exactly_the_preview_and_undo_restores(scene):
@@ -247,12 +306,60 @@ def test_apply_respects_the_editable_area(scene):
     assert np.array_equal(written[:, :, :24], preview[:, :, :24]) and np.array_equal(written[:, :, 24:], existing[:, :, 24:] > 0)
 
 
+@pytest.mark.parametrize("masking", ["editable area", "intensity range", "none"])
+def test_apply_writes_into_a_segmentation_on_another_geometry(scene, masking):
+    """The segmentation's geometry differs from the source volume's (another reference volume: finer, shifted):
+    Apply resamples the preview into it, masking and the editable intensity range still apply, and the new voxels
+    are erased from the other segments (OverwriteMode: all)."""
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    fine_matrix = slicer.util.ijk_to_ras(node) @ np.diag([0.5, 0.5, 1.0, 1.0])
+    fine_matrix[:3, 3] += fine_matrix[:3, :3] @ [-0.5, -0.5, 0.0]  # voxel corners stay where they were
+    fine = slicer.util.addVolumeFromArray(np.zeros((12, 80, 96), np.float32), fine_matrix, "finer reference")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(fine)
+    segmentation.GetSegmentation().AddEmptySegment("other")
+    other = np.zeros(truth.shape, np.uint8)
+    other[6, 18:22, 20:28] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(other, segmentation, "other", node)
+    p = wrapper.parameter_node
+    if masking == "editable area":
+        p.mask = np.ones((12, 80, 96), bool)
+        p.mask[:, :, 48:] = False  # the right half (fine grid) is not editable
+    elif masking == "intensity range":
+        p.intensity_range = (150.0, 1000.0)  # everything inside the ellipsoid (180) is editable
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 6])))
+    preview = effect.preview.copy()
+    effect.onApply()
+    assert not wrapper.errors, wrapper.errors
+    written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node) > 0
+    expected = preview.copy()
+    if masking == "editable area":
+        expected[:, :, 24:] = existing[:, :, 24:] > 0
+    elif masking == "intensity range":  # outside the range (the background, 100) the old drawing stays
+        expected |= (existing > 0) & ~truth
+    assert np.array_equal(written, expected) and written[6].sum() > 20
+    left = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "other", node) > 0
+    assert np.array_equal(left, (other > 0) & ~(written & ~(existing > 0)))  # overwritten where organ now is
+
+
+def test_apply_does_nothing_when_the_user_refuses_to_edit_a_hidden_segment(scene):
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    wrapper.confirm = wrapper.NotConfirmed
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 6])))
+    effect.onApply()
+    assert not wrapper.undo_stack and effect.preview is not None  # nothing written, the preview is kept
+    assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node), existing)
+
+
 @pytest.mark.parametrize("orientation, index", [("Axial", [24, 20, 5]), ("Coronal", [24, 20, 5])])
 def test_propagate_fills_the_structure_and_stops_at_its_end(scene, orientation, index):
     effect, wrapper, node, geometry, segmentation, truth, existing = scene
     if orientation == "Coronal":  # a coronal view of the rotated volume is oblique: use an axis-aligned one
         node, geometry = volume_node(slicer.util.arrayFromVolume(node).copy(), angle=0.0)
         wrapper.parameter_node.volume = node
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)  # the segments follow the new grid
+        existing = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node)
     view = SliceWidget(slicer.SliceNode("V", orientation))
     click(effect, view, display_xy(view.node, geometry.index_to_ras(index)))
     effect.onPropagate()
@@ -285,6 +392,32 @@ def test_cancelled_propagation_leaves_the_slice_preview(scene):
     assert np.array_equal(effect.preview, before) and not editor.messages
 
 
+def test_propagation_dialog_is_modal_and_clicks_meanwhile_do_not_re_enter(scene):
+    """Propagation runs in the worker while Qt's event loop goes on: a click on Clear/Apply/Propagate or in a view
+    meanwhile must neither run (the dialog is window-modal, Qt blocks that input) nor, if delivered, re-enter."""
+    effect, wrapper, node, geometry, *_ = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
+    prompts = effect.prompts()
+    effect.onPropagate()
+    dialog = editor.open_dialogs[-1]
+    assert dialog.windowModality == qt.Qt.WindowModal and not dialog.closed and effect._busy
+    for user_click in (effect.clearButton.click, effect.applyButton.click, effect.propagateButton.click):
+        user_click()  # input delivered anyway (another window): the effect ignores it until the run ends
+    interactor = __import__("test_segment_effect").Interactor()
+    interactor.xy = tuple(display_xy(view.node, geometry.index_to_ras([20, 20, 5]), centre=False))
+    assert wrapper.processInteractionEvents(interactor, vtk.vtkCommand.LeftButtonPressEvent, view) is False
+    assert effect.prompts() == prompts and not wrapper.undo_stack and len(editor.open_dialogs) == 1 + dialog_count(dialog)
+    settle(effect)
+    assert dialog.closed and not effect._busy and effect.preview.any(axis=(1, 2)).sum() > 1
+    assert effect.prompts() == prompts and not wrapper.undo_stack
+
+
+def dialog_count(dialog) -> int:
+    """Dialogs opened before ``dialog`` (open_dialogs is kept for the whole session)."""
+    return editor.open_dialogs.index(dialog)
+
+
 def test_oblique_view_gives_a_clear_message(scene):
     effect, wrapper, node, geometry, *_ = scene
     view = SliceWidget(slicer.SliceNode("Yellow", "Sagittal"))  # oblique to the rotated volume
@@ -315,6 +448,63 @@ def test_background_encoding_runs_in_the_worker_along_the_prompted_axis(scene, m
     effect.sourceVolumeNodeChanged()  # a new source volume: sent, and encoded on it (5 axial slices)
     settle(effect)
     assert effect._encode_axis == 0 and len(fake.order) == 12 + 40 + 5
+
+
+def test_the_model_sees_the_display_window_unless_auto_is_chosen(scene):
+    """Default: intensities are mapped with the volume's current window/level (what the user sees); a new
+    window/level re-encodes; 'auto' ignores the display."""
+    effect, wrapper, node, geometry, *_ = scene
+    node.CreateDefaultDisplayNodes()
+    node.GetDisplayNode().SetWindowLevel(80.0, 140.0)
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    xy = display_xy(view.node, geometry.index_to_ras([24, 20, 6]))
+    click(effect, view, xy)
+    predictor = effect.logic.predictor
+    assert effect.windowBox.currentText == "display" and predictor.ranges[-1] == (100.0, 180.0)
+    node.GetDisplayNode().SetWindowLevel(200.0, 100.0)
+    effect.clearPrompts()
+    click(effect, view, xy)
+    assert predictor.ranges[-1] == (0.0, 200.0) and len(predictor.cache) == 2  # re-encoded with the new window
+    effect.clearPrompts()
+    effect.windowBox.setCurrentText("auto")
+    assert effect.logic.window == "auto" and qt.QSettings().value("SynthFM/window") == "auto"
+    effect.logic._predictor = predictor
+    click(effect, view, xy)
+    from synthfm.segment.preprocess import intensity_range
+
+    assert predictor.ranges[-1] == intensity_range(slicer.util.arrayFromVolume(node), "auto")
+    effect.clearPrompts()
+    effect.windowBox.setCurrentText("display")
+
+
+def test_renaming_the_volume_keeps_its_encoded_slices(scene):
+    """A node's GetMTime changes with its name, attributes or display node; only new voxels re-encode."""
+    effect, wrapper, node, geometry, *_ = scene
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    xy = display_xy(view.node, geometry.index_to_ras([24, 20, 6]))
+    click(effect, view, xy)
+    predictor = effect.logic.predictor
+    node.SetName("renamed")
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3")
+    effect.clearPrompts()
+    click(effect, view, xy)
+    assert len(predictor.cache) == 1  # the same embedding
+    slicer.util.arrayFromVolume(node)[6] += 1.0
+    slicer.util.arrayFromVolumeModified(node)
+    effect.clearPrompts()
+    click(effect, view, xy)
+    assert len(predictor.cache) == 2  # new voxels: encoded again
+
+
+def test_nothing_keeps_running_on_slicer_5_8_which_never_calls_cleanup(scene, monkeypatch):
+    effect, wrapper, *_ = scene
+    monkeypatch.setattr(slicer.app, "minorVersion", 8)
+    monkeypatch.setattr("SynthFMSegmentLib.dependencies.missing_packages", lambda: [])
+    effect.activate()
+    assert effect.workerTimer.isActive()
+    effect.deactivate()
+    wrapper.cleanup()  # a no-op on 5.8
+    assert not effect.workerTimer.isActive() and effect.previewNode is None
 
 
 def test_settings_persist_in_qsettings(scene):
@@ -419,14 +609,25 @@ def test_standin_rejects_what_slicer_rejects(tmp_path):
     lib = tmp_path / "SomeEffectLib"
     lib.mkdir()
     (lib / "effect.py").write_text("class SegmentEditorEffect:\n    def __init__(self, scriptedEffect):\n        pass\n")
-    with pytest.raises(RuntimeError, match="class effectEffect was not found"):  # class name comes from the file name
-        slicer.qSlicerSegmentEditorScriptedEffect(None).setPythonSource(str(lib / "effect.py"))
+    wrapper = slicer.qSlicerSegmentEditorScriptedEffect(None)  # class name comes from the file name
+    assert wrapper.setPythonSource(str(lib / "effect.py")) is False and wrapper.self() is None
+    assert "class effectEffect was not found" in wrapper.errors[-1]  # printed by PythonQt, not raised
+    (tmp_path / "OtherEffectLib").mkdir()
+    (tmp_path / "OtherEffectLib" / "SegmentEditorEffect.py").write_text("from OtherEffectLib.helpers import x\n")
+    wrapper = slicer.qSlicerSegmentEditorScriptedEffect(None)  # run as a plain module: not a package
+    assert wrapper.setPythonSource(str(tmp_path / "OtherEffectLib" / "SegmentEditorEffect.py")) is False
+    assert "'OtherEffectLib' is not a package" in wrapper.errors[-1]
     with pytest.raises(TypeError):
         qt.QPoint(10.5, 3)  # VTK event positions are ints; PythonQt's QPoint takes ints
     segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     assert not hasattr(segmentation, "AddEmptySegment")  # it is vtkSegmentation's: GetSegmentation().AddEmptySegment
     with pytest.raises(TypeError):
         slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode").AddControlPointWorld(1.0, 2.0)
+    combo, seen = qt.QComboBox(), []
+    combo.currentTextChanged.connect(seen.append)
+    combo.addItems(["a", "b"])
+    combo.clear()
+    assert seen == ["a", ""]  # Qt: the first item added becomes current, clear() empties it, both signal
     wrapper = slicer.qSlicerSegmentEditorScriptedEffect(None)
     wrapper._self = type("E", (), {"processInteractionEvents": lambda self, *a: None})()
     assert wrapper.processInteractionEvents(None, 0, None) is False and wrapper.warnings  # must return a bool

@@ -1,5 +1,9 @@
-"""SynthFMTrain logic through the Slicer stand-in: preview geometry, a short real training in the
-worker thread with live chart rows, cancel + resume, and registration the effect can load."""
+"""SynthFMTrain through the Slicer stand-in: preview geometry, a short real training in its own process with
+live chart rows, cancel + resume, registration the effect can load, and no training left running when Slicer
+goes away."""
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +27,6 @@ def _wait(logic, job, table=None, timeout=240):
         if table is not None:
             logic.update_chart(table, job.history)
         time.sleep(0.05)
-    job.poll()
     assert not job.running, "training did not finish in time"
 
 
@@ -50,14 +53,17 @@ def test_train_cancel_resume_register(tmp_path, monkeypatch):
     cfg = logic.train_config(tmp_path / "run", model="tiny-test", samples=8, steps=6, batch_size=4,
                              val_samples=4, val_every=3, ckpt_every=1, overrides={"size": 64})
     job = logic.start(cfg)
+    assert job.process.processId() != os.getpid()  # its own process
     while job.running and len(job.history["step"]) < 2:
         job.poll()
         time.sleep(0.01)
-    job.cancel.cancel()
+    job.cancel()
     _wait(logic, job, table)
-    assert job.cancelled and job.checkpoint is None and job.error is None
+    assert job.cancelled and job.checkpoint is None and job.error is None, job.error
+    assert "SynthFM Train panel" in job.cancel_reason
     done = len(job.history["step"])
     assert 1 <= done < 6
+    assert load_model(tmp_path / "run" / "tiny-test.pt").checkpoint_meta["step"] >= done  # saved on cancel
 
     job = logic.start(logic.train_config(tmp_path / "run", model="tiny-test", samples=8, steps=6, batch_size=4,
                                          val_samples=4, val_every=3, ckpt_every=1, overrides={"size": 64}))
@@ -153,3 +159,70 @@ def test_fine_tune_inputs_are_checked():
         logic.user_case(vol, empty)
     with pytest.raises(ValueError, match="choose a volume"):
         logic.user_case(None, seg)
+
+
+def test_panel_trains_in_a_process_polled_by_its_timer_and_cleanup_stops_it(tmp_path, monkeypatch):
+    """The panel as a user drives it: Train starts a process, the timer fills the chart and progress, Cancel keeps
+    the checkpoint; closing Slicer (cleanup) stops a running training."""
+    import SynthFMTrain
+
+    monkeypatch.setenv("SYNTHFM_MODELS", str(tmp_path / "models"))
+    monkeypatch.setattr("SynthFMSegmentLib.dependencies.missing_packages", lambda: [])
+    widget = SynthFMTrain.SynthFMTrainWidget()
+    widget.setup()
+    widget.model.addItem("tiny-test")  # a test-only registry entry (not a trainable decoder users see)
+    widget.model.setCurrentText("tiny-test")
+    small = widget.logic.train_config  # the panel's settings, with a small validation set to keep the test short
+    monkeypatch.setattr(widget.logic, "train_config", lambda *a, **k: small(*a, val_samples=4, batch_size=4, **k))
+    widget.out.currentPath, widget.steps.value, widget.samples.value, widget.size.value = str(tmp_path / "run"), 40, 8, 64
+    widget.startButton.click()
+    assert widget.job is not None and widget.timer.isActive() and not widget.startButton.enabled
+    deadline = time.monotonic() + 240
+    while widget.job.running and len(widget.job.history["step"]) < 2 and time.monotonic() < deadline:
+        widget.timer.fire()  # what the event loop does every 250 ms
+        time.sleep(0.05)
+    widget.timer.fire()
+    assert widget.table.GetTable().GetNumberOfRows() >= 2 and widget.progress.value >= 2
+    widget.cleanup()  # Slicer closes while training
+    assert widget.job.process.state() == widget.job.process.NotRunning
+    widget.job.poll()
+    assert widget.job.cancelled and (tmp_path / "run" / "tiny-test.pt").is_file()  # the checkpoint was kept
+
+
+def test_training_process_stops_when_the_slicer_that_started_it_is_gone(tmp_path):
+    """A crashed Slicer runs no cleanup: the process notices its parent is gone, saves and stops."""
+    from SynthFMTrainLib import train_process
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # plays Slicer
+    logic = SynthFMTrainLogic()
+    cfg = logic.train_config(tmp_path / "run", model="tiny-test", samples=8, steps=100000, batch_size=4,
+                             val_samples=4, val_every=1000, ckpt_every=1000, overrides={"size": 64})
+    folder = tmp_path / "run" / "slicer-job"
+    folder.mkdir(parents=True)
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "user_data"}
+    (folder / train_process.JOB).write_text(json.dumps({"config": settings, "resume": True, "parent_pid": parent.pid}))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = subprocess.Popen([sys.executable, str(ROOT / "SynthFMTrain" / "SynthFMTrainLib" / "train_process.py"),
+                              str(folder)], env=env)
+    events, deadline = folder / train_process.EVENTS, time.monotonic() + 180
+    while '"metrics"' not in (events.read_text() if events.is_file() else "") and time.monotonic() < deadline:
+        time.sleep(0.1)  # training has started
+    parent.kill()  # Slicer crashes: no cleanup runs
+    parent.wait()
+    assert child.wait(timeout=180) == 0
+    last = json.loads((folder / train_process.EVENTS).read_text().splitlines()[-1])
+    assert last["kind"] == "cancelled" and f"process {parent.pid}) exited" in last["reason"]
+    assert load_model(tmp_path / "run" / "tiny-test.pt").checkpoint_meta["step"] > 0
+
+
+def test_a_second_training_into_the_same_folder_is_refused_with_a_message(tmp_path):
+    """The process holds the output folder's run lock, as `synthfm train` does."""
+    from synthfm.utils.run_lock import RunLock
+
+    logic = SynthFMTrainLogic()
+    cfg = logic.train_config(tmp_path / "run", model="tiny-test", samples=8, steps=2, batch_size=4, val_samples=4,
+                             overrides={"size": 64})
+    with RunLock(tmp_path / "run", "synthfm train"):  # e.g. a command-line run into the same folder
+        with pytest.raises(Exception, match="synthfm train"):
+            logic.start(cfg)
+    assert not (tmp_path / "run" / "slicer-job").exists()  # refused before anything was written

@@ -1,9 +1,15 @@
 """Minimal ``qt`` (PythonQt) stand-in: the widgets, QTimer, QSettings, QPoint and QVector3D the SynthFM modules touch.
 
-Signals are plain callback lists; ``QTimer`` does not run by itself: tests call ``fire()`` as the event
-loop would.  QSettings is one in-memory store shared by all instances, like Slicer's settings file.
+Signals are plain callback lists, also reachable PythonQt's way (``widget.connect("clicked()", slot)``);
+``QTimer`` does not run by itself: tests call ``fire()`` as the event loop would.  QSettings is one in-memory
+store shared by all instances, like Slicer's settings file.  QComboBox emits ``currentTextChanged`` from
+``addItems`` (the first item becomes current) and ``clear`` (current text becomes ""), as Qt does.
+``QProcess`` runs a real process (subprocess), its state read when asked, as after the event loop ran.
 """
 from __future__ import annotations
+
+import os
+import subprocess
 
 
 class Signal:
@@ -25,12 +31,24 @@ class QObject:
     def __init__(self, *args) -> None:
         pass
 
+    def connect(self, signature: str, slot) -> None:
+        """PythonQt's string form: ``obj.connect("clicked()", slot)`` connects the signal named before '('."""
+        signal = getattr(self, signature.split("(")[0], None)
+        if not isinstance(signal, Signal):
+            raise AttributeError(f"{type(self).__name__} has no signal {signature}")
+        signal.connect(slot)
+
     def blockSignals(self, block: bool) -> bool:
         was, self._blocked = getattr(self, "_blocked", False), bool(block)
         return was
 
     def signalsBlocked(self) -> bool:
         return getattr(self, "_blocked", False)
+
+
+class Qt:
+    NonModal, WindowModal, ApplicationModal = 0, 1, 2
+    WaitCursor = 16
 
 
 class QTimer(QObject):
@@ -69,12 +87,19 @@ class QWidget(QObject):
     def __init__(self, *args) -> None:
         self.text = args[0] if args and isinstance(args[0], str) else ""
         self.children: list = []
+        self.enabled, self.visible = True, True
 
     def addWidget(self, widget) -> None:
         self.children.append(widget)
 
+    def addStretch(self, stretch: int = 0) -> None:
+        pass
+
     def setToolTip(self, text: str) -> None:
         self.toolTip = text
+
+    def setEnabled(self, enabled: bool) -> None:
+        self.enabled = bool(enabled)
 
 
 class QLabel(QWidget):
@@ -85,6 +110,54 @@ class QPushButton(QWidget):
     def __init__(self, *args) -> None:
         super().__init__(*args)
         self.clicked = Signal()
+        self.checkable, self.checked = False, False
+
+    def click(self) -> None:
+        """What a user's click does: nothing on a disabled button."""
+        if self.enabled:
+            if self.checkable:
+                self.checked = not self.checked
+            self.clicked.emit()
+
+
+class QCheckBox(QPushButton):
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.checkable = True
+        self.toggled = Signal()
+
+
+class QLineEdit(QWidget):
+    pass
+
+
+class QProgressBar(QWidget):
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.minimum, self.maximum, self.value = 0, 100, 0
+
+
+class QSpinBox(QWidget):
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.minimum, self.maximum, self.value = 0, 99, 0
+
+    def setRange(self, lo, hi) -> None:
+        self.minimum, self.maximum = lo, hi
+
+    def setSingleStep(self, step) -> None:
+        self.singleStep = step
+
+    def setSuffix(self, suffix: str) -> None:
+        self.suffix = suffix
+
+
+class QDoubleSpinBox(QSpinBox):
+    pass
+
+
+class QAbstractItemView(QWidget):
+    SingleSelection, MultiSelection, ExtendedSelection = 1, 2, 3
 
 
 class QComboBox(QWidget):
@@ -94,18 +167,113 @@ class QComboBox(QWidget):
         self.currentText = ""
         self.currentTextChanged = Signal()
 
-    def clear(self) -> None:
-        self.items, self.currentText = [], ""
-
-    def addItems(self, items) -> None:
-        self.items.extend(items)
-        self.currentText = self.currentText or (self.items[0] if self.items else "")
-
-    def setCurrentText(self, text: str) -> None:
-        if text in self.items and text != self.currentText:
+    def _set_current(self, text: str) -> None:
+        if text != self.currentText:
             self.currentText = text
             if not self.signalsBlocked():
                 self.currentTextChanged.emit(text)
+
+    def clear(self) -> None:
+        self.items = []
+        self._set_current("")
+
+    def addItems(self, items) -> None:
+        self.items.extend(items)
+        if not self.currentText and self.items:
+            self._set_current(self.items[0])
+
+    def addItem(self, item: str) -> None:
+        self.addItems([item])
+
+    def findText(self, text: str) -> int:
+        return self.items.index(text) if text in self.items else -1
+
+    def setCurrentText(self, text: str) -> None:
+        if text in self.items:
+            self._set_current(text)
+
+
+class QProcessEnvironment:
+    def __init__(self, env=None) -> None:
+        self.env = dict(env or {})
+
+    @staticmethod
+    def systemEnvironment() -> "QProcessEnvironment":
+        return QProcessEnvironment(os.environ)
+
+    def insert(self, name: str, value: str) -> None:
+        self.env[name] = value
+
+    def value(self, name: str, default: str = "") -> str:
+        return self.env.get(name, default)
+
+
+class QProcess(QObject):
+    """A real child process (subprocess.Popen); ``state()`` is what Qt knows once its event loop ran."""
+
+    NotRunning, Starting, Running = 0, 1, 2
+    NormalExit, CrashExit = 0, 1
+
+    def __init__(self, *args) -> None:
+        self.program, self.arguments, self.environment, self.popen = "", [], None, None
+        self.stdout_file = self.stderr_file = None
+
+    def setProgram(self, program: str) -> None:
+        self.program = program
+
+    def setArguments(self, arguments) -> None:
+        self.arguments = [str(a) for a in arguments]
+
+    def setProcessEnvironment(self, environment: QProcessEnvironment) -> None:
+        self.environment = environment
+
+    def setStandardOutputFile(self, path: str) -> None:
+        self.stdout_file = path
+
+    def setStandardErrorFile(self, path: str) -> None:
+        self.stderr_file = path
+
+    def start(self) -> None:
+        out = open(self.stdout_file, "ab") if self.stdout_file else subprocess.DEVNULL
+        err = open(self.stderr_file, "ab") if self.stderr_file else subprocess.DEVNULL
+        try:
+            self.popen = subprocess.Popen([self.program, *self.arguments], stdout=out, stderr=err,
+                                          env=self.environment.env if self.environment else None)
+        except OSError:
+            self.popen = None
+        finally:
+            for f in (out, err):
+                if f is not subprocess.DEVNULL:
+                    f.close()
+
+    def waitForStarted(self, msecs: int = 30000) -> bool:
+        return self.popen is not None
+
+    def waitForFinished(self, msecs: int = 30000) -> bool:
+        if self.popen is None:
+            return False
+        try:
+            self.popen.wait(msecs / 1000)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def state(self) -> int:
+        return self.Running if self.popen is not None and self.popen.poll() is None else self.NotRunning
+
+    def processId(self) -> int:
+        return self.popen.pid if self.popen is not None else 0
+
+    def exitCode(self) -> int:
+        return self.popen.returncode if self.popen is not None and self.popen.returncode is not None else 0
+
+    def terminate(self) -> None:
+        if self.state() == self.Running:
+            self.popen.terminate()
+
+    def kill(self) -> None:
+        if self.state() == self.Running:
+            self.popen.kill()
 
 
 class QPoint:
@@ -143,4 +311,9 @@ class QIcon:
 
 
 class QFormLayout(QWidget):
-    pass
+    def __init__(self, parent=None) -> None:
+        super().__init__()
+        self.rows: list = []
+
+    def addRow(self, label, widget=None) -> None:
+        self.rows.append((label, widget))

@@ -8,7 +8,7 @@ area (the usual sign of leaking into a neighbour) or, optionally, in the mean in
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Dict, Hashable, List, Optional, Union
+from typing import Dict, Hashable, List, Optional, Tuple, Union
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -124,7 +124,9 @@ class VolumeSegmenter:
     """Segment a ``(Z, Y, X)`` volume slice by slice along ``axis`` (0: axial k, 1: coronal j, 2: sagittal i)."""
 
     def __init__(self, predictor: SlicePredictor, volume: np.ndarray, axis: int = 0,
-                 volume_id: Optional[Hashable] = None) -> None:
+                 volume_id: Optional[Hashable] = None, value_range: Optional[Tuple[float, float]] = None) -> None:
+        """``value_range``: the (low, high) intensities mapped to 0..1 (e.g. the viewer's window/level); by default
+        the predictor's window applied to the whole volume."""
         volume = np.asarray(volume)
         if volume.ndim != 3:
             raise ValueError(f"propagation needs a 3D volume (Z, Y, X); got shape {volume.shape}. "
@@ -133,7 +135,7 @@ class VolumeSegmenter:
             raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
         self.predictor, self.volume, self.axis = predictor, volume, axis
         self.volume_id = id(volume) if volume_id is None else volume_id
-        self.value_range = intensity_range(volume, predictor.window)
+        self.value_range = intensity_range(volume, predictor.window if value_range is None else tuple(value_range))
 
     @property
     def n_slices(self) -> int:

@@ -13,3 +13,6 @@ util.addVolumeFromArray = addVolumeFromArray
 from slicer import editor  # noqa: E402  (Segment Editor effect API, added for SynthFMSegment)
 
 editor.install()
+from slicer import widgets  # noqa: E402  (module-panel widgets, added for SynthFMTrain)
+
+widgets.install()

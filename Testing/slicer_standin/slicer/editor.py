@@ -23,13 +23,21 @@ Sources (Slicer 5.x, github.com/Slicer/Slicer):
 - Libs/MRML/Core/vtkMRMLMarkupsROINode.h/.cxx (Modules/Loadable/Markups/MRML/ in Slicer 5.0-5.2): see MarkupsROINode;
   Modules/Loadable/Markups/VTKWidgets/vtkSlicerMarkupsInteractionWidget.cxx (ScaleWidgetROI, Point{Start,End}
   InteractionEvent) for what a handle drag does to the node.
-Masking in this stand-in: the editable area can be limited by ``parameter_node.mask`` (a (k, j, i) bool array).
+- qSlicerSegmentEditorAbstractEffect::defaultModifierLabelmap: an empty labelmap on the segmentation's reference
+  geometry; modifySegmentByLabelmap (5.8; vtkSlicerSegmentEditorLogic::ModifySegmentByLabelmap later): with masking
+  or "editable intensity range" the modifier must have that geometry (else qCritical and the edit is dropped);
+  OverwriteMode (vtkMRMLSegmentEditorNode: all segments by default, visible ones, none) erases the new voxels from
+  the other segments.
+Masking in this stand-in: the editable area can be limited by ``parameter_node.mask`` (a (k, j, i) bool array on
+the segmentation's geometry) and ``parameter_node.intensity_range`` (source volume intensities, low..high).
 """
 from __future__ import annotations
 
 import importlib.util
 import os
 import sys
+import traceback
+import types
 from typing import List, Optional
 
 import numpy as np
@@ -39,7 +47,7 @@ from vtk.util import numpy_support
 import qt
 import slicer
 from slicer.nodes import Node, _vtk_matrix
-from slicer.util import arrayFromVolume
+from slicer.util import arrayFromVolume, ijk_to_ras, resample_nearest
 
 
 class vtkOrientedImageData(vtk.vtkImageData):
@@ -72,9 +80,18 @@ class SegmentEditorNode(Node):
 
     class_name = "vtkMRMLSegmentEditorNode"
 
+    OverwriteAllSegments, OverwriteVisibleSegments, OverwriteNone = 0, 1, 2
+
     def __init__(self, volume=None, segmentation=None, segment_id: Optional[str] = None) -> None:
         super().__init__("SegmentEditor")
         self.volume, self.segmentation, self.segment_id, self.mask = volume, segmentation, segment_id, None
+        self.intensity_range, self.overwrite = None, self.OverwriteAllSegments
+
+    def GetOverwriteMode(self) -> int:
+        return self.overwrite
+
+    def GetSourceVolumeIntensityMask(self) -> bool:
+        return self.intensity_range is not None
 
     def GetSourceVolumeNode(self):
         return self.volume
@@ -104,28 +121,59 @@ class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
         self.undo_stack: List[dict] = []
         self.options: list = []
         self.warnings: list = []
+        self.errors: list = []  # what PythonQt would print
+        self.confirm = self.ConfirmedWithoutDialog
 
     def setPythonSource(self, path: str) -> bool:
+        """qSlicerSegmentEditorScriptedEffect::setPythonSource, step by step (5.10+; 5.8 where it differs).
+
+        Module name = the file's parent folder, class name = the file name (+ "Effect").  If that module is in
+        ``sys.modules`` and has the class, it is used; otherwise the file is run as a plain module of that name
+        (qSlicerScriptedUtils::loadSourceAsModule: ``spec_from_file_location(moduleName, path)``, no package
+        search path; Slicer 5.8: ``PyImport_AddModule`` first creates an empty module of that name, then
+        ``imp.load_source`` runs the file in it).  Errors are printed by PythonQt (``handleError``), not raised:
+        the method returns False and ``self()`` stays None.
+        """
         if not path.endswith((".py", ".pyc")):
             return False
         module_name = os.path.basename(os.path.dirname(path))
         class_name = os.path.splitext(os.path.basename(path))[0]
         class_name = class_name if class_name.endswith("Effect") else class_name + "Effect"
-        module = sys.modules.get(module_name)
+        if slicer.app.version() < (5, 10):
+            module = sys.modules.setdefault(module_name, types.ModuleType(module_name))  # PyImport_AddModule
+        else:
+            module = sys.modules.get(module_name)
         if module is None or not hasattr(module, class_name):
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-        if not hasattr(module, class_name):
-            raise RuntimeError(f"Failed to load segment editor scripted effect: class {class_name} was not found "
-                               f"in {path}")
+            try:
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                if slicer.app.version() < (5, 10) and module is not None:
+                    module.__file__, module.__spec__ = path, spec  # imp.load_source: run in the existing module
+                else:
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            except Exception:  # noqa: BLE001  PythonQt::handleError prints; loadSourceAsModule returns false
+                self.errors.append(traceback.format_exc())
+                print(f"loadSourceAsModule - Failed to load file {path} as module {module_name} !", file=sys.stderr)
+                return False
+            module = sys.modules.get(module_name)
+        if module is None or not hasattr(module, class_name):
+            self.errors.append(f"qSlicerSegmentEditorScriptedEffect::setPythonSource - Failed to load segment editor "
+                               f"scripted effect: class {class_name} was not found in {path}")
+            print(self.errors[-1], file=sys.stderr)
+            return False
         self._self = getattr(module, class_name)(self)
-        setattr(slicer, module_name, self._self)
+        setattr(slicer, module_name, self._self)  # qSlicerScriptedUtils::setModuleAttribute("slicer", moduleName)
         return True
 
     def self(self):
         return self._self
+
+    def cleanup(self) -> None:
+        """qSlicerSegmentEditorScriptedEffect::cleanup (Slicer >= 5.10) calls the python ``cleanup``; Slicer 5.8
+        has neither, so an effect must not rely on it to stop its work."""
+        if slicer.app.version() >= (5, 10):
+            self._self.cleanup()
 
     def parameterSetNode(self) -> SegmentEditorNode:
         return self.parameter_node
@@ -162,9 +210,10 @@ class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
         return qt.QPoint(int(round(xy[0])), int(round(xy[1])))
 
     def confirmCurrentSegmentVisible(self) -> int:
-        return self.ConfirmedWithoutDialog
+        """Slicer asks when the selected segment is hidden; ``confirm`` is the user's answer (tests set it)."""
+        return self.confirm
 
-    def saveStateForUndo(self) -> None:
+    def saveStateForUndo(self) -> None:  # noqa: D102
         seg = self.parameter_node.GetSegmentationNode()
         self.undo_stack.append({k: None if v is None else v.copy() for k, v in seg.segments.items()})
 
@@ -173,39 +222,96 @@ class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
         seg.segments = self.undo_stack.pop()
         seg.Modified()
 
+    def defaultModifierLabelmap(self) -> "vtkOrientedImageData":
+        """An empty (zero) labelmap on the segmentation's reference geometry."""
+        seg = self.parameter_node.GetSegmentationNode()
+        matrix, shape = seg.geometry
+        labelmap = vtkOrientedImageData()
+        labelmap.SetDimensions(shape[2], shape[1], shape[0])
+        labelmap.SetImageToWorldMatrix(_vtk_matrix(matrix))
+        labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        labelmap.GetPointData().GetScalars().Fill(0)
+        return labelmap
+
     def modifySelectedSegmentByLabelmap(self, labelmap, mode: int, bypassMasking: bool = False) -> None:
-        """Resample the modifier labelmap (nearest voxel, by its image-to-world geometry) onto the segment's
-        grid (the source volume's here), then Set/Add/Remove inside the editable area."""
+        """Write the modifier labelmap into the selected segment (Set/Add/Remove) inside the editable area, and
+        erase what it adds from the other segments (OverwriteMode)."""
         if not isinstance(labelmap, vtkOrientedImageData):
             raise TypeError("modifySelectedSegmentByLabelmap expects a vtkOrientedImageData")
         p = self.parameter_node
-        volume, seg, sid = p.GetSourceVolumeNode(), p.GetSegmentationNode(), p.GetSelectedSegmentID()
-        shape = arrayFromVolume(volume).shape
-        target = vtk.vtkMatrix4x4()
-        volume.GetIJKToRASMatrix(target)
+        seg, sid = p.GetSegmentationNode(), p.GetSelectedSegmentID()
+        matrix, shape = seg.geometry
         source = vtk.vtkMatrix4x4()
         labelmap.GetImageToWorldMatrix(source)
-        to_np = lambda m: np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])  # noqa: E731
-        k, j, i = np.indices(shape).reshape(3, -1)
-        ijk = np.linalg.inv(to_np(source)) @ to_np(target) @ np.vstack([i, j, k, np.ones_like(i)])
+        source = np.array([[source.GetElement(r, c) for c in range(4)] for r in range(4)])
         x0, _, y0, _, z0, _ = labelmap.GetExtent()
-        src = _image_to_numpy(labelmap) > 0
-        idx = np.round(ijk[:3]).astype(int) - np.array([[x0], [y0], [z0]])
-        inside = np.all((idx >= 0) & (idx < np.array(src.shape[::-1])[:, None]), axis=0)
-        new = np.zeros(len(i), bool)
-        new[inside] = src[idx[2, inside], idx[1, inside], idx[0, inside]]
-        new = new.reshape(shape)
+        source = source @ _translation(x0, y0, z0)
+        same_geometry = _image_shape(labelmap) == tuple(shape) and np.allclose(source, matrix, atol=1e-6)
+        masked = (p.mask is not None and not bypassMasking) or p.intensity_range is not None
+        if masked and not same_geometry:  # the mask images are on the reference geometry: no edit
+            self.errors.append("modifySegmentByLabelmap: Modifier labelmap should have the same geometry as the "
+                               "source volume")
+            print(self.errors[-1], file=sys.stderr)
+            return
+        new = resample_nearest(_image_to_numpy(labelmap), source, matrix, shape) > 0
         old = seg.segments[sid]
         old = np.zeros(shape, bool) if old is None else old > 0
-        editable = np.ones_like(new) if (p.mask is None or bypassMasking) else p.mask
+        editable = np.ones(shape, bool)
+        if p.mask is not None and not bypassMasking:
+            editable &= p.mask
+        if p.intensity_range is not None:
+            voxels = resample_nearest(arrayFromVolume(p.GetSourceVolumeNode()), ijk_to_ras(p.GetSourceVolumeNode()),
+                                      matrix, shape)
+            editable &= (voxels >= p.intensity_range[0]) & (voxels <= p.intensity_range[1])
         if mode == qSlicerSegmentEditorAbstractEffect.ModificationModeSet:
             result = np.where(editable, new, old)
         elif mode == qSlicerSegmentEditorAbstractEffect.ModificationModeAdd:
             result = old | (new & editable)
         else:
             result = old & ~(new & editable)
+        if mode != qSlicerSegmentEditorAbstractEffect.ModificationModeRemove and p.overwrite != p.OverwriteNone:
+            for other, voxels in seg.segments.items():  # every segment is visible in the stand-in
+                if other != sid and voxels is not None:
+                    seg.segments[other] = (voxels.astype(bool) & ~(result & ~old)).astype(np.uint8)
         seg.segments[sid] = result.astype(np.uint8)
         seg.Modified()
+
+
+def _translation(i: int, j: int, k: int) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, 3] = [i, j, k]
+    return m
+
+
+def _image_shape(image) -> tuple:
+    dims = image.GetDimensions()
+    return (dims[2], dims[1], dims[0])
+
+
+class vtkOrientedImageDataResample:
+    """Libs/vtkSegmentationCore/vtkOrientedImageDataResample: nearest-neighbour resampling onto a reference's
+    geometry and extent (``padImage`` is not modelled: the output has exactly the reference's extent)."""
+
+    @staticmethod
+    def ResampleOrientedImageToReferenceOrientedImage(inputImage, referenceImage, outputImage,
+                                                      linearInterpolation=False, padImage=False) -> bool:
+        if linearInterpolation or padImage:
+            raise NotImplementedError("stand-in: nearest neighbour without padding only")
+        matrices = []
+        for image in (inputImage, referenceImage):
+            m = vtk.vtkMatrix4x4()
+            image.GetImageToWorldMatrix(m)
+            x0, _, y0, _, z0, _ = image.GetExtent()
+            matrices.append(np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)]) @ _translation(x0, y0, z0))
+        shape = _image_shape(referenceImage)
+        voxels = resample_nearest(_image_to_numpy(inputImage), matrices[0], matrices[1], shape)
+        m = vtk.vtkMatrix4x4()
+        referenceImage.GetImageToWorldMatrix(m)
+        outputImage.SetExtent(referenceImage.GetExtent())
+        outputImage.SetImageToWorldMatrix(m)
+        outputImage.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        numpy_support.vtk_to_numpy(outputImage.GetPointData().GetScalars())[:] = voxels.ravel()
+        return True
 
 
 class qSlicerSegmentEditorEffectFactory:
@@ -483,25 +589,89 @@ class MarkupsROINode(_MarkupsNode):
         return 0 if self.center_point is None else 1
 
 
+class SelectionNode:
+    """vtkMRMLSelectionNode (the singleton the application logic holds): the active place node class and ID."""
+
+    def __init__(self) -> None:
+        self.place_class, self.place_id = None, None
+
+    def GetActivePlaceNodeClassName(self):
+        return self.place_class
+
+    def GetActivePlaceNodeID(self):
+        return self.place_id
+
+    def SetReferenceActivePlaceNodeClassName(self, class_name) -> None:
+        self.place_class = class_name
+
+    def SetReferenceActivePlaceNodeID(self, node_id) -> None:
+        self.place_id = node_id
+
+
+class _ApplicationLogic:
+    def __init__(self) -> None:
+        self.selection = SelectionNode()
+
+    def GetSelectionNode(self) -> SelectionNode:
+        return self.selection
+
+
+def _markups_logic_node_added(node) -> None:
+    """vtkSlicerMarkupsLogic::OnMRMLSceneNodeAdded: every markups node added becomes the active place list
+    (SetActiveList: active place node class and ID of the selection node)."""
+    if node.GetClassName().startswith("vtkMRMLMarkups"):
+        selection = app.applicationLogic().GetSelectionNode()
+        selection.SetReferenceActivePlaceNodeClassName(node.GetClassName())
+        selection.SetReferenceActivePlaceNodeID(node.GetID())
+
+
+def _drop_selection_reference(node) -> None:
+    """vtkMRMLScene::RemoveNode drops node references to the removed node (the selection node's active place ID)."""
+    selection = app.applicationLogic().GetSelectionNode()
+    if selection.GetActivePlaceNodeID() == node.GetID():
+        selection.SetReferenceActivePlaceNodeID(None)
+
+
 class _App:
-    """slicer.app: signal connections are recorded; processEvents does nothing without an event loop."""
+    """slicer.app: signal connections are recorded; processEvents does nothing without an event loop.
+
+    ``majorVersion``/``minorVersion`` as qSlicerCoreApplication has them (tests set them to play Slicer 5.8).
+    """
 
     def __init__(self) -> None:
         self.connections: list = []
+        self.user_input: list = []  # no event loop: nothing happens unless a test queues input and one runs
+        self.majorVersion, self.minorVersion = 5, 12
+        self._logic = _ApplicationLogic()
+
+    def applicationLogic(self) -> _ApplicationLogic:
+        return self._logic
+
+    def version(self) -> tuple:
+        return (self.majorVersion, self.minorVersion)
 
     def connect(self, signal: str, slot) -> None:
         self.connections.append((signal, slot))
 
     def processEvents(self) -> None:
-        pass
+        """Deliver the user input a test queued in ``user_input`` (callables), as Qt's event loop would; while a
+        window-modal or application-modal dialog is open, input to the main window is blocked (dropped)."""
+        pending, self.user_input = self.user_input, []
+        if any(d.windowModality != qt.Qt.NonModal and not d.closed for d in open_dialogs):
+            return
+        for event in pending:
+            event()
 
 
 class _ProgressDialog:
-    """QProgressDialog as slicer.util.createProgressDialog returns it (``wasCanceled`` is a property)."""
+    """QProgressDialog as slicer.util.createProgressDialog returns it (``wasCanceled`` is a property); like any
+    QDialog it is not modal unless ``windowModality`` says so (createProgressDialog sets keyword arguments that
+    name a property)."""
 
     def __init__(self, maximum: int = 100, cancel_at: Optional[int] = None) -> None:
         self.values: list = []
         self.wasCanceled, self.cancel_at, self.closed = False, cancel_at, False
+        self.windowModality = qt.Qt.NonModal
 
     def setValue(self, value: int) -> None:
         if not isinstance(value, int):
@@ -520,6 +690,7 @@ class _Modules:
 
 app, modules, messages = _App(), _Modules(), []
 progress_dialog_cancel_at: list = [None]  # tests set [percent] to press Cancel at that point
+open_dialogs: list = []
 
 
 def errorDisplay(text: str, windowTitle=None, parent=None, standardButtons=None, **kwargs) -> None:
@@ -537,7 +708,12 @@ def confirmOkCancelDisplay(text: str, windowTitle=None, parent=None, **kwargs) -
 
 def createProgressDialog(parent=None, value: int = 0, maximum: int = 100, labelText: str = "",
                          windowTitle: str = "Processing...", **kwargs):
-    return _ProgressDialog(maximum, progress_dialog_cancel_at[0])
+    dialog = _ProgressDialog(maximum, progress_dialog_cancel_at[0])
+    for key, argument in kwargs.items():
+        if hasattr(dialog, key):
+            setattr(dialog, key, argument)
+    open_dialogs.append(dialog)
+    return dialog
 
 
 class _SegmentEditorModuleWidget:
@@ -567,7 +743,7 @@ def install() -> None:
     """Put these names where Slicer has them: ``slicer.X`` and ``slicer.util.X``."""
     from slicer import scene
 
-    for name in ("vtkOrientedImageData", "qSlicerSegmentEditorAbstractEffect", "qSlicerSegmentEditorScriptedEffect",
+    for name in ("vtkOrientedImageData", "vtkOrientedImageDataResample", "qSlicerSegmentEditorAbstractEffect", "qSlicerSegmentEditorScriptedEffect",
                  "qSlicerSegmentEditorEffectFactory", "vtkMRMLMarkupsNode", "app", "modules"):
         setattr(slicer, name, globals()[name])
     for name in ("errorDisplay", "warningDisplay", "confirmOkCancelDisplay", "createProgressDialog", "pip_install",
@@ -576,3 +752,6 @@ def install() -> None:
     scene.CLASSES["vtkMRMLMarkupsFiducialNode"] = MarkupsFiducialNode
     scene.CLASSES["vtkMRMLMarkupsROINode"] = slicer.vtkMRMLMarkupsROINode = MarkupsROINode
     scene.CLASSES["vtkMRMLSegmentEditorNode"] = SegmentEditorNode
+    if _markups_logic_node_added not in slicer.mrmlScene.node_added:
+        slicer.mrmlScene.node_added.append(_markups_logic_node_added)
+        slicer.mrmlScene.node_removed.append(_drop_selection_reference)

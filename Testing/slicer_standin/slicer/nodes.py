@@ -24,13 +24,29 @@ def _vtk_matrix(m: np.ndarray) -> vtk.vtkMatrix4x4:
     return out
 
 
+_mtime = itertools.count(1)  # VTK's global modification time: every Modified() takes the next value
+
+
 class Node:
+    """vtkMRMLNode: GetMTime changes on every modification of the node (its name, attributes, node references such
+    as display and storage nodes), not only when the data it holds changes."""
+
     class_name = "vtkMRMLNode"
 
     def __init__(self, name: str) -> None:
         self._name, self._id = name, f"vtkMRMLNode{next(_ids)}"
-        self._mtime = 1
+        self._mtime = next(_mtime)
         self.hide_from_editors, self.save_with_scene = False, True
+        self.attributes: dict = {}
+
+    def SetName(self, name: str) -> None:
+        if name != self._name:
+            self._name = name
+            self.Modified()
+
+    def SetAttribute(self, name: str, value: str) -> None:
+        self.attributes[name] = value
+        self.Modified()
 
     def GetClassName(self) -> str:
         return self.class_name
@@ -58,7 +74,7 @@ class Node:
         return self._mtime
 
     def Modified(self) -> None:
-        self._mtime += 1
+        self._mtime = next(_mtime)
 
 
 class ScalarVolumeNode(Node):
@@ -85,6 +101,39 @@ class ScalarVolumeNode(Node):
     def GetIJKToRASMatrix(self, m: vtk.vtkMatrix4x4) -> None:
         m.DeepCopy(self._ijk_to_ras)
 
+    def CreateDefaultDisplayNodes(self) -> None:
+        """A scalar display node with automatic window/level (the stand-in: the voxels' full range); the display
+        node reference modifies the volume node."""
+        if getattr(self, "_display", None) is None:
+            from vtk.util import numpy_support
+
+            voxels = numpy_support.vtk_to_numpy(self._image.GetPointData().GetScalars())
+            self._display = ScalarVolumeDisplayNode(float(voxels.min()), float(voxels.max()))
+            self.Modified()
+
+    def GetDisplayNode(self):
+        return getattr(self, "_display", None)
+
+
+class ScalarVolumeDisplayNode(Node):
+    """vtkMRMLScalarVolumeDisplayNode: window/level (a change modifies the display node, not the volume)."""
+
+    class_name = "vtkMRMLScalarVolumeDisplayNode"
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__("Display")
+        self.window, self.level = max(high - low, 1e-6), (high + low) / 2
+
+    def GetWindow(self) -> float:
+        return self.window
+
+    def GetLevel(self) -> float:
+        return self.level
+
+    def SetWindowLevel(self, window: float, level: float) -> None:
+        self.window, self.level = float(window), float(level)
+        self.Modified()
+
 
 class SegmentationNode(Node):
     """vtkMRMLSegmentationNode reduced to binary labelmaps per segment on a reference volume's grid.
@@ -97,7 +146,8 @@ class SegmentationNode(Node):
 
     def __init__(self, name: str = "Segmentation") -> None:
         super().__init__(name)
-        self.segments: dict = {}
+        self.segments: dict = {}  # segment ID -> (k, j, i) uint8 array on ``geometry`` (None: empty)
+        self.geometry = None  # (IJK-to-RAS 4x4, (k, j, i) shape): the reference image geometry
 
 
 class SliceNode(Node):
@@ -168,4 +218,16 @@ def _create_display_nodes(self) -> None:
 SegmentationNode.GetSegmentation = _segmentation
 SegmentationNode.CreateDefaultDisplayNodes = _create_display_nodes
 SegmentationNode.GetDisplayNode = lambda self: getattr(self, "_display", None)
-SegmentationNode.SetReferenceImageGeometryParameterFromVolumeNode = lambda self, volume: None
+def _set_reference_geometry(self, volume) -> None:
+    """The segmentation's labelmaps live on ``volume``'s grid from now on (existing segments are resampled)."""
+    from slicer.util import arrayFromVolume, ijk_to_ras, resample_nearest
+
+    geometry = (ijk_to_ras(volume), arrayFromVolume(volume).shape)
+    if self.geometry is not None:
+        self.segments = {k: None if v is None else resample_nearest(v, self.geometry[0], *geometry)
+                         for k, v in self.segments.items()}
+    self.geometry, self.reference_volume = geometry, volume
+    self.Modified()
+
+
+SegmentationNode.SetReferenceImageGeometryParameterFromVolumeNode = _set_reference_geometry

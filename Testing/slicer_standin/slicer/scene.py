@@ -58,20 +58,28 @@ class PlotChartNode(Node):
 
 
 PlotSeriesNode.PlotTypeLine = 1
-CLASSES = {"vtkMRMLScalarVolumeNode": ScalarVolumeNode, "vtkMRMLSegmentationNode": SegmentationNode,
+CLASSES = {"vtkMRMLScalarVolumeNode": ScalarVolumeNode, "vtkMRMLLabelMapVolumeNode": ScalarVolumeNode, "vtkMRMLSegmentationNode": SegmentationNode,
            "vtkMRMLTableNode": TableNode, "vtkMRMLPlotSeriesNode": PlotSeriesNode,
            "vtkMRMLPlotChartNode": PlotChartNode}
 
 
 class MRMLScene:
+    """vtkMRMLScene: nodes by ID; ``node_added`` plays the logics observing NodeAddedEvent (the markups logic)."""
+
     def __init__(self) -> None:
         self.nodes: dict = {}
+        self.node_added: list = []
+        self.node_removed: list = []  # e.g. node references to the removed node are dropped (RemoveNodeReferences)
+        self.added_classes: list = []  # every node ever added, temporary ones included
 
     def AddNewNodeByClass(self, class_name: str, name: str = ""):
         node = CLASSES[class_name](name or class_name[7:])
         node.class_name = class_name
         node.scene = self
         self.nodes[node.GetID()] = node
+        self.added_classes.append(class_name)
+        for observer in self.node_added:
+            observer(node)
         return node
 
     def GetNodeByID(self, node_id: str):
@@ -81,7 +89,9 @@ class MRMLScene:
         return [n for n in self.nodes.values() if n.class_name == class_name]
 
     def RemoveNode(self, node) -> None:
-        self.nodes.pop(node.GetID(), None)
+        if self.nodes.pop(node.GetID(), None) is not None:
+            for observer in self.node_removed:
+                observer(node)
 
     def Clear(self, close: int = 0) -> None:
         self.nodes.clear()
@@ -99,4 +109,5 @@ def addVolumeFromArray(narray: np.ndarray, ijkToRAS=None, name: str = "", nodeCl
     node.SetAndObserveImageData(image)
     if ijkToRAS is not None:
         node.SetIJKToRASMatrix(_vtk_matrix(np.asarray(ijkToRAS)))
+    node.CreateDefaultDisplayNodes()
     return node
