@@ -242,6 +242,11 @@ class WorkerLink:
             self._uploaded = self.volume_id
             self._say(f"SynthFM worker ready ({self.model}, {self.device}).")
             return True
+        if self.state == "ready":  # the worker refused it: drop what waited for it (the next request tries again)
+            self._next_predict = self._encode_wanted = None
+            if self._propagate_wanted is not None:
+                self._propagate_wanted = None
+                self._fail("propagation failed", "the volume could not be sent")
         return False
 
     def _tick_predict(self) -> None:
