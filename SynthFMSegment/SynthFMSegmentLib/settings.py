@@ -7,10 +7,11 @@ PREFIX = "SynthFM/"
 
 
 class Settings:
-    """``model`` (default synthfm-lite), ``device`` (auto/cpu/cuda) and ``window`` (display: the volume's display
-    window/level; auto or a named window of the core), read and written through QSettings."""
+    """``model`` (default synthfm-lite), ``device`` (auto/cpu/cuda), ``window`` (display: the volume's display
+    window/level; auto or a named window of the core), and ``server``/``token`` of a remote ``synthfm serve`` (empty
+    server: the effect starts its own worker on this machine), read and written through QSettings."""
 
-    defaults = {"model": "synthfm-lite", "device": "auto", "window": "display"}
+    defaults = {"model": "synthfm-lite", "device": "auto", "window": "display", "server": "", "token": ""}
 
     def __getattr__(self, name: str) -> str:
         if name not in Settings.defaults:

@@ -14,7 +14,7 @@ from SynthFMSegmentLib.geometry import matrix_to_numpy
 from slicer.nodes import ORIENTATIONS
 from synthfm.segment.volume_prompts import AXIS_INDEX
 
-from test_segment_effect import SliceWidget, click, display_xy, scene  # noqa: F401  (fixture)
+from test_segment_effect import SliceWidget, click, display_xy, fake_worker, scene, settle  # noqa: F401  (fixtures)
 
 SPACING = np.array([0.8, 0.9, 2.5])
 AXES = {"Axial": 0, "Coronal": 1, "Sagittal": 2}  # array axis normal to the view once rotated to the volume plane
@@ -84,6 +84,7 @@ def test_drag_puts_the_roi_on_the_voxels_of_a_rotated_anisotropic_volume(scene, 
     view, (a, b), axis = view_on_volume(orientation), DRAGS[orientation], AXES[orientation]
     drag(effect, view, to_ras, a, b)
     predictor = effect.logic.predictor
+    settle(effect)
     assert len(predictor.prompts) == 1  # the ROI's own events while it is set up do not predict
     assert effect.plane[1:] == (axis, a[2 - axis])
     roi = effect.boxNode
@@ -98,6 +99,7 @@ def test_drag_puts_the_roi_on_the_voxels_of_a_rotated_anisotropic_volume(scene, 
     assert np.array_equal(np.round(lo[in_plane]), np.minimum(a, b)[in_plane])  # the corners land on the dragged voxels
     assert np.array_equal(np.round(hi[in_plane]), np.maximum(a, b)[in_plane])
     assert np.allclose([lo[2 - axis], hi[2 - axis]], [a[2 - axis] - 0.5, a[2 - axis] + 0.5])  # one voxel thick
+    settle(effect)
     assert np.allclose(predictor.prompts[-1].box, expected_box(axis, a, b), atol=0.35)
 
 
@@ -125,17 +127,23 @@ def test_dragging_the_roi_handles_changes_the_box_the_model_sees_with_one_predic
     # drag the +i face handle 5 voxels out, in three mouse moves
     moves = [(centre0 + i_axis * SPACING[0] * n / 2, size0 + [SPACING[0] * n, 0, 0]) for n in (2, 4, 5)]
     scale_handle_drag(roi, moves)
+    settle(effect)
     assert len(predictor.prompts) == calls + 1  # one prediction for the whole drag, at its end
+    settle(effect)
     assert np.allclose(predictor.prompts[-1].box, [16, 12, 38, 27], atol=0.35)
     assert effect.prompts()[2] == effect.box  # the box given to the logic is the ROI's
     # an edit outside a drag (the Markups module's ROI panel): one prediction; one that leaves the box as it is: none
     roi.SetCenterWorld(*(np.array(roi.GetCenterWorld()) + DIRECTIONS[:, 1] * SPACING[1] * 3))
+    settle(effect)
     assert len(predictor.prompts) == calls + 2
+    settle(effect)
     assert np.allclose(predictor.prompts[-1].box, [16, 15, 38, 30], atol=0.35)
     size = np.array(roi.GetSize())
     roi.SetSize(*size + np.abs(DIRECTIONS[:, 2] @ matrix_to_numpy(roi.GetObjectToWorldMatrix())[:3, :3]) * 4)
+    settle(effect)
     assert len(predictor.prompts) == calls + 2  # thicker across the slice: the same box on the prompted slice
     scale_handle_drag(roi, [])  # a click on a handle without moving it
+    settle(effect)
     assert len(predictor.prompts) == calls + 2
 
 
@@ -174,6 +182,7 @@ def test_no_roi_outlives_its_prompt_set(scene, action):  # noqa: F811
     assert effect.prompts()[2] is None
     calls = len(effect.logic.predictor.prompts)
     roi.SetSize(1.0, 2.0, 3.0)  # the removed node is no longer listened to
+    settle(effect)
     assert len(effect.logic.predictor.prompts) == calls
 
 

@@ -1,9 +1,13 @@
 """The SynthFM Segment Editor effect in the Slicer stand-in: registration, clicks -> preview at the right
 voxel, Apply writes exactly the preview with undo, Propagate fills the structure's slices and stops at its end.
 
-A fake predictor (threshold near the prompt) replaces the network: these tests check the effect's
-translation between MRML and the core, not the model (Testing/core covers that).
+A fake predictor (threshold near the prompt) replaces the network inside a real worker (``synthfm serve``'s app on
+127.0.0.1, in a thread of this process): these tests check the effect's translation between MRML and the worker,
+not the model (Testing/core covers that).  The stand-in's QTimer runs only when a test fires it, as Qt's event loop
+would: ``settle`` does that until nothing is in flight.
 """
+import time
+
 import numpy as np
 import pytest
 import vtk
@@ -22,12 +26,14 @@ class FakePredictor:
     window, model = "auto", None
 
     def __init__(self) -> None:
-        self.cache, self.prompts, self.ranges = set(), [], []
+        self.cache, self.prompts, self.ranges, self.order = set(), [], [], []
 
     def is_cached(self, key) -> bool:
         return key in self.cache
 
     def embed(self, image, key=None, value_range=None):
+        if key not in self.cache:
+            self.order.append(key)
         self.cache.add(key)
 
     def predict(self, image, prompts, key=None, value_range=None, multimask="auto") -> Prediction:
@@ -93,6 +99,16 @@ def click(effect, view, xy, negative=False, drag_to=None, button="Left", consume
     assert not wrapper.warnings
     if negative:
         effect.negativeButton.click()
+    settle(effect)
+
+
+def settle(effect, timeout=20.0) -> None:
+    """Run the effect's timer as Qt's event loop would, until no request is in flight (bounded)."""
+    end = time.monotonic() + timeout
+    while effect.workerTimer.isActive():
+        assert time.monotonic() < end, "the worker did not answer in time"
+        effect.workerTimer.fire()
+        time.sleep(0.002)
 
 
 def display_xy(slice_node, ras, centre=True) -> np.ndarray:
@@ -104,8 +120,30 @@ def display_xy(slice_node, ras, centre=True) -> np.ndarray:
     return (np.linalg.inv(matrix_to_numpy(slice_node.GetXYToRAS())) @ np.r_[ras, 1])[:2]
 
 
+TOKEN = "effect-test-token"
+
+
 @pytest.fixture()
-def scene():
+def fake_worker():
+    """A worker serving the fake predictor on 127.0.0.1; the effect reaches it as a remote server."""
+    from synthfm.serve.app import BackgroundServer, create_app
+    from synthfm.serve.worker import Worker
+    from SynthFMSegmentLib.settings import Settings
+    from SynthFMSegmentLib.worker_client import stop_shared_link
+
+    fake = FakePredictor()
+    worker = Worker("fake", "cpu", predictor_factory=lambda model, device: fake, quiet_s=0.0)
+    server = BackgroundServer(create_app(worker, TOKEN)).wait_ready()
+    settings = Settings()
+    settings.server, settings.token = server.url, TOKEN
+    yield worker, fake, server
+    stop_shared_link()
+    settings.server, settings.token = "", ""
+    server.stop()
+
+
+@pytest.fixture()
+def scene(fake_worker):
     """An ellipsoid (slices 3..8 of 12) in a rotated anisotropic volume, a segment, the effect."""
     zz, yy, xx = np.mgrid[:12, :40, :48]
     truth = ((xx - 24) / 9.0) ** 2 + ((yy - 20) / 7.0) ** 2 + ((zz - 5.5) / 3.0) ** 2 < 1
@@ -123,7 +161,7 @@ def scene():
     wrapper.parameter_node = editor.SegmentEditorNode(node, segmentation, "organ")
     effect = wrapper.self()
     effect.setupOptionsFrame()
-    effect.logic._predictor = FakePredictor()
+    effect.logic._predictor = fake_worker[1]  # the worker's predictor, to look at what it was sent
     editor.messages.clear()
     yield effect, wrapper, node, geometry, segmentation, truth, existing
     effect.deactivate()
@@ -163,6 +201,10 @@ def test_click_adds_a_point_on_the_voxel_and_previews_that_slice(scene, negative
     click(effect, view, display_xy(view.node, ras) + [0.3, -0.2], negative=negative)
     pos, neg, box = effect.prompts()
     assert (len(pos), len(neg), box) == ((0, 1, None) if negative else (1, 0, None))
+    if negative:  # the worker refuses negative points alone: the panel says so, nothing is previewed
+        assert "only negative points given: add a positive point" in effect.workerLabel.text
+        assert effect.preview is None and effect.previewNode is None and not editor.messages
+        return
     sent = effect.logic.predictor.prompts[-1]
     assert np.allclose(sent.points[0], [25, 19], atol=0.5) and list(sent.labels) == [0 if negative else 1]
     assert effect.preview[6].any() and not np.delete(effect.preview, 6, axis=0).any()
@@ -185,6 +227,7 @@ def test_drag_draws_a_box_and_moving_a_point_re_predicts(scene):
     assert [len(p) for p in effect.prompts()[:2]] == [1, 1]
     calls = len(effect.logic.predictor.prompts)
     effect.promptNodes[True].SetNthControlPointPositionWorld(0, *geometry.index_to_ras([22, 20, 5]))
+    settle(effect)
     assert len(effect.logic.predictor.prompts) == calls + 1
     assert np.allclose(effect.logic.predictor.prompts[-1].points[0], [22, 20], atol=1e-6)
 
@@ -320,6 +363,7 @@ def test_propagate_fills_the_structure_and_stops_at_its_end(scene, orientation, 
     view = SliceWidget(slicer.SliceNode("V", orientation))
     click(effect, view, display_xy(view.node, geometry.index_to_ras(index)))
     effect.onPropagate()
+    settle(effect)
     filled = sorted(set(np.nonzero(effect.preview)[0]))
     assert filled == sorted(set(np.nonzero(truth)[0]))  # every slice of the ellipsoid, nothing beyond
     assert (effect.preview <= truth).all()
@@ -342,30 +386,36 @@ def test_cancelled_propagation_leaves_the_slice_preview(scene):
     editor.progress_dialog_cancel_at[0] = 1
     try:
         effect.onPropagate()
+        settle(effect)
     finally:
         editor.progress_dialog_cancel_at[0] = None
     assert np.array_equal(effect.preview, before) and not editor.messages
 
 
 def test_propagation_dialog_is_modal_and_clicks_meanwhile_do_not_re_enter(scene):
-    """The progress callback runs processEvents: a click on Clear/Apply/Propagate or in a view meanwhile must
-    neither run (the dialog is window-modal, Qt blocks that input) nor, if delivered, re-enter the effect."""
+    """Propagation runs in the worker while Qt's event loop goes on: a click on Clear/Apply/Propagate or in a view
+    meanwhile must neither run (the dialog is window-modal, Qt blocks that input) nor, if delivered, re-enter."""
     effect, wrapper, node, geometry, *_ = scene
     view = SliceWidget(slicer.SliceNode("Red", "Axial"))
     click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
     prompts = effect.prompts()
-    clicks = [effect.clearButton.click, effect.applyButton.click, effect.propagateButton.click,
-              lambda: click(effect, view, display_xy(view.node, geometry.index_to_ras([20, 20, 5]), centre=False),
-                            consumed=False)]
-    slicer.app.user_input = list(clicks)
     effect.onPropagate()
-    assert editor.open_dialogs[-1].windowModality == qt.Qt.WindowModal and editor.open_dialogs[-1].closed
-    assert effect.prompts() == prompts and effect.preview.any(axis=(1, 2)).sum() > 1 and not wrapper.undo_stack
-    effect._busy = True  # input delivered anyway (another window): the effect ignores it until the run ends
-    for user_click in clicks:
-        user_click()
-    effect._busy = False
+    dialog = editor.open_dialogs[-1]
+    assert dialog.windowModality == qt.Qt.WindowModal and not dialog.closed and effect._busy
+    for user_click in (effect.clearButton.click, effect.applyButton.click, effect.propagateButton.click):
+        user_click()  # input delivered anyway (another window): the effect ignores it until the run ends
+    interactor = __import__("test_segment_effect").Interactor()
+    interactor.xy = tuple(display_xy(view.node, geometry.index_to_ras([20, 20, 5]), centre=False))
+    assert wrapper.processInteractionEvents(interactor, vtk.vtkCommand.LeftButtonPressEvent, view) is False
+    assert effect.prompts() == prompts and not wrapper.undo_stack and len(editor.open_dialogs) == 1 + dialog_count(dialog)
+    settle(effect)
+    assert dialog.closed and not effect._busy and effect.preview.any(axis=(1, 2)).sum() > 1
     assert effect.prompts() == prompts and not wrapper.undo_stack
+
+
+def dialog_count(dialog) -> int:
+    """Dialogs opened before ``dialog`` (open_dialogs is kept for the whole session)."""
+    return editor.open_dialogs.index(dialog)
 
 
 def test_oblique_view_gives_a_clear_message(scene):
@@ -375,43 +425,29 @@ def test_oblique_view_gives_a_clear_message(scene):
     assert effect.prompts() == ([], [], None) and "Rotate to volume plane" in editor.messages[-1]
 
 
-def run_timer(effect) -> list:
-    """Fire the encoding timer until it stops (what Qt's event loop does); the (axis, slice) keys encoded."""
-    encoded = []
-    while effect._encode_timer.isActive():
-        before = set(effect.logic.predictor.cache)
-        effect._encode_timer.fire()
-        encoded += sorted(set(effect.logic.predictor.cache) - before, key=str)
-    return encoded
-
-
-def test_background_encoding_follows_the_prompted_axis_and_stops(scene, monkeypatch):
+def test_background_encoding_runs_in_the_worker_along_the_prompted_axis(scene, monkeypatch):
     effect, wrapper, node, geometry, *_ = scene
-    monkeypatch.setattr("SynthFMSegmentLib.dependencies.missing_packages", lambda: [])
+    fake = effect.logic.predictor
     node, geometry = volume_node(slicer.util.arrayFromVolume(node).copy(), angle=0.0)  # coronal views aligned
     wrapper.parameter_node.volume = node
     effect.sourceVolumeNodeChanged()
     effect.activate()
-    assert effect._encode_timer.isActive() and effect._encode_axis == 0
-    for _ in range(3):
-        effect._encode_timer.fire()
-    assert len(effect.logic.predictor.cache) == 3
+    assert effect.workerTimer.isActive() and effect._encode_axis == 0
+    settle(effect)
+    assert sorted(k[2] for k in fake.order if k[1] == 0) == list(range(12))  # every axial slice, in the worker
+    assert "Slices encoded in the background: 12/12" in effect.workerLabel.text
     view = SliceWidget(slicer.SliceNode("Green", "Coronal"))
     click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 17, 5])))
-    assert effect._encode_axis == 1 and effect._encode_queue[:3] in ([17, 16, 18], [17, 18, 16])  # from slice 17 out
-    rest = run_timer(effect)
-    assert len(effect.logic.predictor.cache) == 3 + 40  # every coronal slice (j = 0..39) once
-    assert len(rest) == 40 - 1  # slice 17 was encoded by the preview
-    effect.activate()
+    coronal = [k[2] for k in fake.order if k[1] == 1]
+    assert effect._encode_axis == 1 and coronal[:3] in ([17, 16, 18], [17, 18, 16])  # the prompt's slice, then out
+    assert sorted(coronal) == list(range(40))  # every coronal slice (j = 0..39) once
     effect.deactivate()
-    assert not effect._encode_timer.isActive()
+    assert not effect.workerTimer.isActive()
     effect.activate()
     wrapper.parameter_node.volume, _ = volume_node(np.zeros((5, 8, 8), np.float32))
-    effect.sourceVolumeNodeChanged()  # a new source volume: restart on it (5 axial slices)
-    assert effect._encode_axis == 0 and len(effect._encode_queue) == 5
-    wrapper.parameter_node.volume = None
-    effect.sourceVolumeNodeChanged()
-    assert not effect._encode_timer.isActive()
+    effect.sourceVolumeNodeChanged()  # a new source volume: sent, and encoded on it (5 axial slices)
+    settle(effect)
+    assert effect._encode_axis == 0 and len(fake.order) == 12 + 40 + 5
 
 
 def test_the_model_sees_the_display_window_unless_auto_is_chosen(scene):
@@ -465,10 +501,10 @@ def test_nothing_keeps_running_on_slicer_5_8_which_never_calls_cleanup(scene, mo
     monkeypatch.setattr(slicer.app, "minorVersion", 8)
     monkeypatch.setattr("SynthFMSegmentLib.dependencies.missing_packages", lambda: [])
     effect.activate()
-    assert effect._encode_timer.isActive()
+    assert effect.workerTimer.isActive()
     effect.deactivate()
     wrapper.cleanup()  # a no-op on 5.8
-    assert not effect._encode_timer.isActive() and effect.previewNode is None
+    assert not effect.workerTimer.isActive() and effect.previewNode is None
 
 
 def test_settings_persist_in_qsettings(scene):

@@ -1,0 +1,242 @@
+"""The worker: one model in memory, volumes keyed by client-chosen ids, prompts, encoding and propagation jobs.
+
+No web code here (``synthfm.serve.app`` maps HTTP onto these methods), so tests and benchmarks can drive it
+directly.  Prompts are voxel indices ``(i, j, k)`` of the volume (``synthfm.segment.volume_prompts``); all
+prompts of one request lie on one slice along ``axis`` (0 axial k, 1 coronal j, 2 sagittal i).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Hashable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from synthfm import __version__
+from synthfm.segment.preprocess import Window, intensity_range
+from synthfm.serve.gate import ENCODE, PROMPT, PROPAGATE, GatedPredictor, PriorityGate
+from synthfm.serve.jobs import Job, JobTable
+from synthfm.serve.protocol import API_VERSION, encode_mask
+
+PredictorFactory = Callable[[str, str], Any]  # (model name, device) -> SlicePredictor
+
+
+def default_predictor(model: str, device: str, cache_slices: int = 512):
+    """The core's SlicePredictor on a loaded model."""
+    from synthfm.models import load_model
+    from synthfm.segment import SlicePredictor
+    from synthfm.segment.predictor import pick_device
+
+    torch_device = pick_device(device)
+    return SlicePredictor(load_model(model, device=torch_device), torch_device, cache_size=cache_slices)
+
+
+@dataclass
+class VolumeSession:
+    """A volume uploaded by a client; embeddings are cached under ``(id, generation, value range)``."""
+
+    id: str
+    array: np.ndarray
+    window: Window
+    spacing: Tuple[float, float, float]
+    generation: int
+    value_range: Tuple[float, float]
+    segmenters: Dict[Hashable, Any] = field(default_factory=dict)
+
+    @property
+    def cache_id(self) -> Hashable:
+        return (self.id, self.generation, self.value_range)
+
+    def describe(self) -> Dict[str, Any]:
+        return {"volume_id": self.id, "shape": list(self.array.shape), "dtype": self.array.dtype.name,
+                "window": list(self.window) if isinstance(self.window, tuple) else self.window,
+                "value_range": list(self.value_range), "spacing": list(self.spacing)}
+
+
+class Worker:
+    """Holds the model and the embedding cache; many clients share it, one model call at a time."""
+
+    def __init__(self, model: str = "synthfm-lite", device: str = "auto", max_volumes: int = 4,
+                 cache_slices: int = 512, predictor_factory: Optional[PredictorFactory] = None,
+                 quiet_s: float = 0.5) -> None:
+        self.model_name, self.device, self.max_volumes = model, device, max_volumes
+        self._factory = predictor_factory or (lambda m, d: default_predictor(m, d, cache_slices))
+        self.gate = PriorityGate(quiet_s=quiet_s)
+        self.jobs = JobTable()
+        self._predictor = None
+        self._volumes: "OrderedDict[str, VolumeSession]" = OrderedDict()
+        self._lock = threading.RLock()  # volumes and the predictor swap
+        self._generation = 0
+
+    # ---- model -------------------------------------------------------------------------------------------
+    @property
+    def predictor(self):
+        """The loaded SlicePredictor (loads the model on first use)."""
+        with self._lock:
+            if self._predictor is None:
+                self._predictor = self._factory(self.model_name, self.device)
+            return self._predictor
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._predictor is not None
+
+    def use_model(self, name: str) -> None:
+        """Switch the one model in memory to ``name`` (clears every cached embedding)."""
+        with self._lock:
+            if name == self.model_name and self._predictor is not None:
+                return
+            with self.gate.hold(PROMPT):
+                predictor = self._factory(name, self.device)
+                self._predictor, self.model_name = predictor, name
+                for session in self._volumes.values():
+                    session.segmenters.clear()
+
+    def info(self) -> Dict[str, Any]:
+        try:
+            from synthfm.models import available_models
+
+            models = sorted(available_models())
+        except ImportError:
+            models = []
+        predictor = self._predictor
+        return {"api": API_VERSION, "version": __version__, "model": self.model_name,
+                "model_loaded": self.model_loaded,
+                "device": str(getattr(predictor, "device", self.device)), "models": models,
+                "volumes": list(self._volumes), "queue": self.gate.waiting(),
+                "cached_slices": len(getattr(predictor, "_cache", ()))}
+
+    # ---- volumes -----------------------------------------------------------------------------------------
+    def add_volume(self, volume_id: str, array: np.ndarray, window: Window = "auto",
+                   spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Dict[str, Any]:
+        """Store a ``(Z, Y, X)`` volume under ``volume_id`` (replacing an older one of that id)."""
+        array = np.asarray(array)
+        if array.ndim != 3 or min(array.shape) < 1:
+            raise ValueError(f"a volume must be 3D (Z, Y, X); got shape {array.shape}")
+        if not volume_id or len(volume_id) > 200:
+            raise ValueError("volume_id must be 1-200 characters")
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"spacing must be three positive sizes in mm (x, y, z); got {spacing}")
+        value_range = intensity_range(array, window)  # also rejects an unknown window name
+        self.jobs.cancel_matching(volume_id, "encode", "propagate")
+        with self._lock:
+            self._generation += 1
+            session = VolumeSession(volume_id, array, window, spacing, self._generation, value_range)
+            self._volumes[volume_id] = session
+            self._volumes.move_to_end(volume_id)
+            while len(self._volumes) > self.max_volumes:
+                self._volumes.popitem(last=False)
+        return session.describe()
+
+    def volume(self, volume_id: str) -> VolumeSession:
+        with self._lock:
+            session = self._volumes.get(volume_id)
+            if session is None:
+                raise LookupError(f"volume '{volume_id}' is not on this worker (never uploaded, removed, or the "
+                                  "worker restarted): upload it again")
+            self._volumes.move_to_end(volume_id)
+            return session
+
+    def remove_volume(self, volume_id: str) -> None:
+        self.volume(volume_id)
+        self.jobs.cancel_matching(volume_id, "encode", "propagate")
+        with self._lock:
+            self._volumes.pop(volume_id, None)
+
+    def volume_status(self, volume_id: str) -> Dict[str, Any]:
+        session = self.volume(volume_id)
+        predictor = self._predictor
+        encoded = {}
+        for axis in range(3):
+            keys = [(session.cache_id, axis, i) for i in range(session.array.shape[axis])]
+            encoded[str(axis)] = sum(predictor.is_cached(k) for k in keys) if predictor is not None else 0
+        return {**session.describe(), "encoded": encoded}
+
+    def segmenter(self, session: VolumeSession, axis: int, priority: int):
+        """A VolumeSegmenter over the session's volume whose model calls hold the gate at ``priority``."""
+        from synthfm.segment import VolumeSegmenter
+
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0 (axial), 1 (coronal) or 2 (sagittal), got {axis}")
+        predictor = self.predictor
+        key = (axis, priority, id(predictor))
+        if key not in session.segmenters:
+            seg = VolumeSegmenter(GatedPredictor(predictor, self.gate, priority), session.array, axis,
+                                  volume_id=session.cache_id, value_range=session.value_range)
+            session.segmenters[key] = seg
+        return session.segmenters[key]
+
+    # ---- prompts -----------------------------------------------------------------------------------------
+    def predict(self, volume_id: str, axis: int, positive: Sequence = (), negative: Sequence = (),
+                box: Optional[Sequence] = None, multimask: Any = "auto", candidates: bool = False) -> Dict[str, Any]:
+        """Prompts (voxel i, j, k; one slice) -> that slice's mask, its predicted IoU and every candidate's."""
+        from synthfm.segment.volume_prompts import slice_prompts
+
+        session = self.volume(volume_id)
+        index, prompts = slice_prompts(positive, negative, box, axis)
+        seg = self.segmenter(session, axis, PROMPT)
+        prompts.validate(*seg.slice(index).shape)
+        start = time.perf_counter()
+        encoded_before = seg.predictor.is_cached(seg.key(index))
+        pred = seg.segment_slice(index, prompts, multimask)
+        answer = {"volume_id": volume_id, "axis": axis, "index": index, "score": pred.score,
+                  "scores": [float(s) for s in pred.all_scores], "mask": encode_mask(pred.mask),
+                  "encoded_before": bool(encoded_before), "seconds": round(time.perf_counter() - start, 4)}
+        if candidates and pred.candidates is not None:
+            answer["candidates"] = [encode_mask(c) for c in pred.candidates]
+        return answer
+
+    # ---- jobs --------------------------------------------------------------------------------------------
+    def start_encoding(self, volume_id: str, axis: int, around: Optional[int] = None) -> Job:
+        """Encode every slice along ``axis``, nearest to ``around`` (default: the middle) first, in the
+        background; an earlier encoding job of this volume is cancelled (the user moved to another axis)."""
+        session = self.volume(volume_id)
+        seg = self.segmenter(session, axis, ENCODE)
+        n = seg.n_slices
+        centre = n // 2 if around is None else min(max(int(around), 0), n - 1)
+        order = sorted(range(n), key=lambda i: abs(i - centre))
+        self.jobs.cancel_matching(volume_id, "encode")
+        job = Job("encode", volume_id, {"axis": axis})
+        job.total = n
+
+        def work(job: Job) -> Dict[str, Any]:
+            seg.encode_all(job.progress, job.cancel_token, order)
+            return {"encoded": n}
+
+        return self.jobs.start(job, work)
+
+    def start_propagation(self, volume_id: str, axis: int, positive: Sequence = (), negative: Sequence = (),
+                          box: Optional[Sequence] = None, direction: str = "both",
+                          options: Optional[Dict[str, Any]] = None) -> Job:
+        """Segment the prompted slice and follow the structure through the volume, as a job."""
+        from synthfm.segment import PropagationOptions
+        from synthfm.segment.propagate import DIRECTIONS
+        from synthfm.segment.volume_prompts import slice_prompts
+
+        session = self.volume(volume_id)
+        index, prompts = slice_prompts(positive, negative, box, axis)
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got '{direction}'")
+        seg = self.segmenter(session, axis, PROPAGATE)
+        prompts.validate(*seg.slice(index).shape)
+        overrides = PropagationOptions.parse_overrides([f"{k}={v}" for k, v in (options or {}).items()])
+        chosen = PropagationOptions.for_model(getattr(seg.predictor, "model", None), **overrides)
+        job = Job("propagate", volume_id, {"axis": axis, "index": index, "direction": direction})
+
+        def work(job: Job) -> Dict[str, Any]:
+            result = seg.propagate(index, prompts, direction, job.progress, job.cancel_token, chosen)
+            voxel_ml = float(np.prod(session.spacing)) / 1000.0
+            return {"volume_id": volume_id, "axis": axis, "index": index, "mask": encode_mask(result.mask, crop=True),
+                    "slices": result.slices, "describe": result.describe(),
+                    "records": [{"index": r.index, "area": r.area, "score": float(r.score), "stop": r.stop}
+                                for r in result.records],
+                    "volume_ml": round(float(result.mask.sum()) * voxel_ml, 3)}
+
+        return self.jobs.start(job, work)
+
+    def shutdown(self) -> None:
+        self.jobs.cancel_all()
+
