@@ -7,6 +7,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from synthfm.segment.prompts import Prompts
+from synthfm.utils.masks import tight_box
 
 PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter", "clicks")
 
@@ -16,11 +17,6 @@ def interior_point(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> n
     dist = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return np.array([x, y], float)
-
-
-def tight_box(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
 
 
 def make_prompts(protocol: str, mask: np.ndarray, rng: np.random.Generator,
