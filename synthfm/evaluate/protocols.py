@@ -1,7 +1,7 @@
 """Prompt protocols for evaluation, deterministic given a seed (pixel coordinates of one slice)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -67,3 +67,23 @@ def next_click(prompts: Prompts, pred: np.ndarray, truth: np.ndarray) -> Optiona
     xy = interior_point(largest)
     return Prompts(np.vstack([prompts.points, xy[None]]), np.append(prompts.labels, int(error is missed)),
                    prompts.box, None)
+
+
+def prompt_slices(truth: np.ndarray, k: int = 1, axis: int = 0) -> List[int]:
+    """Slices along ``axis`` a user would prompt for the 3D structure ``truth``: its largest slice, plus ``k - 1``
+    slices spread from 10% to 90% of its extent (``k = 3``: near both ends; ``k = 2``: near the farther end)."""
+    if k < 1:
+        raise ValueError(f"the number of prompted slices must be at least 1, got {k}")
+    areas = truth.sum(axis=tuple(a for a in range(3) if a != axis))
+    present = np.nonzero(areas)[0]
+    if not len(present):
+        raise ValueError("cannot place prompts on an empty structure")
+    largest = int(np.argmax(areas))
+    if k == 1:
+        return [largest]
+    if k == 2:
+        quantiles = [0.1 if largest - present[0] >= present[-1] - largest else 0.9]
+    else:
+        quantiles = np.linspace(0.1, 0.9, k - 1)
+    picked = {int(present[int(round(q * (len(present) - 1)))]) for q in quantiles}
+    return sorted(picked | {largest})

@@ -45,6 +45,7 @@ class PropagationOptions:
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
     max_slices: Optional[int] = None  # per direction
     between: str = "seam"  # between prompted slices: switch fronts where they agree best, "nearest" or "score"
+    interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
 
     @classmethod
     def parse_overrides(cls, items: List[str]) -> Dict[str, object]:
@@ -288,8 +289,9 @@ class VolumeSegmenter:
             for i in range(start + step, b if step > 0 else a, step):
                 check_cancel(cancel)
                 t = (i - a) / (b - a)
-                box = _with_margin((1 - t) * box_a + t * box_b, shape, options.box_margin)
-                prompts = replace(prompts_from_mask(prev, options), box=box)
+                prompts = prompts_from_mask(prev, options)
+                if options.interpolate_box:
+                    prompts = replace(prompts, box=_with_margin((1 - t) * box_a + t * box_b, shape, options.box_margin))
                 pred = self.segment_slice(i, prompts, options.pick_closest or "auto")
                 preds[i] = pred.closest_to(prev.mask) if options.pick_closest else pred
                 if preds[i].mask.sum() >= options.min_area_px:  # an empty slice does not prompt the next one
