@@ -15,13 +15,12 @@ import itertools
 import time
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from synthfm.evaluate.metrics import dice
-from synthfm.evaluate.protocols import prompt_slices
+from synthfm.evaluate.protocols import point_and_box, prompt_slices
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.models import load_model
-from synthfm.segment import PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
+from synthfm.segment import PropagationOptions, SlicePredictor, VolumeSegmenter
 
 #: stop rule x prompt set; every model also runs its registry default ("default")
 STOPS = {"score>=0.7": {"min_score": 0.7}, "score>=0.5": {"min_score": 0.5},
@@ -53,13 +52,6 @@ SETTINGS = {"default": {}, **{f"default, {v}": o for v, o in VARIANTS.items()},
 SEED = 777  # held-out: training draws 2D images from seed 0
 
 
-def _prompts(truth: np.ndarray, points: bool) -> Prompts:
-    """Interior point (for decoders trained with points) and tight box of a slice's truth."""
-    ys, xs = np.nonzero(truth)
-    y, x = np.unravel_index(int(np.argmax(ndi.distance_transform_edt(truth))), truth.shape)
-    return Prompts.make([(x, y)] if points else [], box=(xs.min(), ys.min(), xs.max(), ys.max()))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["synthfm-lite", "medsam-lite"])
@@ -85,7 +77,7 @@ def main() -> None:
                        PropagationOptions(use_points=model.trained_points, **overrides))
             scores, kept, truth_n, start = [], [], [], time.perf_counter()
             for i, s in enumerate(samples):
-                prompts = {k: _prompts(s.mask[k], model.trained_points)
+                prompts = {k: point_and_box(s.mask[k], model.trained_points)
                            for k in prompt_slices(s.mask, n_prompted)}
                 seg = VolumeSegmenter(predictor, s.image, volume_id=("bench", i))
                 try:

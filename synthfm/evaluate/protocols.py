@@ -45,6 +45,11 @@ def make_prompts(protocol: str, mask: np.ndarray, rng: np.random.Generator,
     return Prompts.make(box=box)
 
 
+def point_and_box(mask: np.ndarray, with_point: bool = True) -> Prompts:
+    """The tight box of ``mask`` and (for decoders trained with points) its most interior point."""
+    return Prompts.make([interior_point(mask)] if with_point else [], box=tight_box(mask))
+
+
 def _far_negatives(mask: np.ndarray, rng: np.random.Generator, n: int = 2) -> list:
     """``n`` background points far from the structure and from each other (greedy farthest-point)."""
     dist = ndi.distance_transform_edt(~mask)

@@ -45,6 +45,7 @@ class PropagationOptions:
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
     max_slices: Optional[int] = None  # per direction
     between: str = "seam"  # between prompted slices: switch fronts where they agree best, "nearest" or "score"
+    split_box: float = 0.0  # > 0: boxes longer than this x their width are segmented in tiles (SlicePredictor.predict)
     interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
 
     @classmethod
@@ -172,9 +173,11 @@ class VolumeSegmenter:
                 self.predictor.embed(self.slice(i), self.key(i), self.value_range)
             report(progress, done, len(order), "encoding slices")
 
-    def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto") -> Prediction:
+    def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto",
+                      split_box: float = 0.0) -> Prediction:
+        tiles = {"split_box": split_box} if split_box else {}  # only when asked: predictors without tiling work
         return self.predictor.predict(self.slice(index), prompts, key=self.key(index), multimask=multimask,
-                                      value_range=self.value_range)
+                                      value_range=self.value_range, **tiles)
 
     def _mean_in(self, index: int, mask: np.ndarray) -> float:
         """Mean intensity under ``mask`` on slice ``index``."""
@@ -220,7 +223,7 @@ class VolumeSegmenter:
         firsts: Dict[int, Prediction] = {}
         for i in order:
             check_cancel(cancel)
-            firsts[i] = self.segment_slice(i, prompted[i])
+            firsts[i] = self.segment_slice(i, prompted[i], split_box=options.split_box)
             if firsts[i].mask.sum() < options.min_area_px:
                 raise ValueError(f"the prompts give an empty mask on slice {i}; move or add prompts there first"
                                  + (" (or leave that slice out)" if len(order) > 1 else ""))
@@ -256,7 +259,8 @@ class VolumeSegmenter:
         prev, prev_mean, i, count = first, (self._mean_in(index, first.mask) if track else 0.0), index + step, 0
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
-            pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto")
+            pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
+                                      options.split_box)
             if options.pick_closest:
                 pred = pred.closest_to(prev.mask)
             area = int(pred.mask.sum())
@@ -292,7 +296,7 @@ class VolumeSegmenter:
                 prompts = prompts_from_mask(prev, options)
                 if options.interpolate_box:
                     prompts = replace(prompts, box=_with_margin((1 - t) * box_a + t * box_b, shape, options.box_margin))
-                pred = self.segment_slice(i, prompts, options.pick_closest or "auto")
+                pred = self.segment_slice(i, prompts, options.pick_closest or "auto", options.split_box)
                 preds[i] = pred.closest_to(prev.mask) if options.pick_closest else pred
                 if preds[i].mask.sum() >= options.min_area_px:  # an empty slice does not prompt the next one
                     prev = preds[i]
