@@ -46,7 +46,9 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "contrast>=0.7": {"min_contrast_ratio": 0.7}, "overlap>=0.3": {"min_overlap": 0.3},
             "growth<=1.5": {"max_growth": 1.5}, "shift<=0.3": {"max_intensity_shift": 0.3},
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
-            "previous box between": {"interpolate_box": False}, "no mask prompt": {"use_mask_prompt": False}}
+            "previous box between": {"interpolate_box": False}, "no mask prompt": {"use_mask_prompt": False},
+            "split boxes > 2:1": {"split_box": 2.0}, "split boxes > 1.5:1": {"split_box": 1.5},
+            "split boxes > 2:1, contrast>=0.5": {"split_box": 2.0, "min_contrast_ratio": 0.5}}
 SETTINGS = {"default": {}, **{f"default, {v}": o for v, o in VARIANTS.items()},
             **{f"{p} | {s}": {**po, **so} for p, po in PROMPTS.items() for s, so in STOPS.items()}}
 SEED = 777  # held-out: training draws 2D images from seed 0
