@@ -45,6 +45,7 @@ PROMPTS = {"box+mask": {}, "box": {"use_mask_prompt": False}, "tight box+mask": 
 VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min_contrast_ratio": 0.5},
             "contrast>=0.7": {"min_contrast_ratio": 0.7}, "overlap>=0.3": {"min_overlap": 0.3},
             "growth<=1.5": {"max_growth": 1.5}, "shift<=0.3": {"max_intensity_shift": 0.3},
+            "shift<=1": {"max_intensity_shift": 1.0}, "no shift stop": {"max_intensity_shift": 0.0},
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False}, "no mask prompt": {"use_mask_prompt": False},
             "split boxes > 2:1": {"split_box": 2.0}, "split boxes > 1.5:1": {"split_box": 1.5},
@@ -60,7 +61,9 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=12)
     parser.add_argument("--first", type=int, default=0, help="index of the first volume (to check on other volumes)")
     parser.add_argument("--preset", default="mixed")
-    parser.add_argument("--only", nargs="+", default=[], help="run only settings whose name contains one of these")
+    parser.add_argument("--only", nargs="+", default=[],
+                        help="run only these settings: a setting's exact name selects it, other text every setting "
+                             "whose name contains it")
     parser.add_argument("--prompted-slices", type=int, nargs="+", default=[1],
                         help="prompted slices per volume (largest + near the ends); several values: one table each")
     args = parser.parse_args()
@@ -73,7 +76,7 @@ def main() -> None:
         model = load_model(name)
         predictor = SlicePredictor(model, cache_size=40 * len(samples))  # every slice encoded once
         for n_prompted, (setting, overrides) in itertools.product(args.prompted_slices, SETTINGS.items()):
-            if args.only and not any(part in setting for part in args.only):
+            if args.only and not any(part == setting or (part not in SETTINGS and part in setting) for part in args.only):
                 continue
             options = (PropagationOptions.for_model(model, **overrides) if setting.startswith("default") else
                        PropagationOptions(use_points=model.trained_points, **overrides))
