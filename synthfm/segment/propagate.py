@@ -294,7 +294,7 @@ class VolumeSegmenter:
                 check_cancel(cancel)
                 t = (i - a) / (b - a)
                 prompts = prompts_from_mask(prev, options)
-                if options.interpolate_box:
+                if options.interpolate_box and prompts.box is not None:  # (no box for point-only settings)
                     prompts = replace(prompts, box=_with_margin((1 - t) * box_a + t * box_b, shape, options.box_margin))
                 pred = self.segment_slice(i, prompts, options.pick_closest or "auto", options.split_box)
                 preds[i] = pred.closest_to(prev.mask) if options.pick_closest else pred
