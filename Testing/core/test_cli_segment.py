@@ -84,3 +84,62 @@ def test_propagation_settings_from_the_command_line(oblique_volume, tmp_path, ca
     assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--out", str(tmp_path / "x.nii.gz"),
                  "--box", box, "--propagation", "max_slice=1"]) == 2
     assert "KEY one of" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def sagittal_tube(tmp_path_factory):
+    """A bright tube along i (x) in an anisotropic, rotated volume: sagittal slices cut across it."""
+    zz, yy, xx = np.mgrid[:14, :24, :30]
+    truth = (((zz - 7) / 4.0) ** 2 + ((yy - 12) / 7.0) ** 2 < 1) & (xx >= 8) & (xx <= 21)
+    image = (100 + 80 * truth + np.random.default_rng(2).normal(0, 6, truth.shape)).astype(np.float32)
+    t = 0.3
+    direction = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    vol = Volume(image, (0.8, 1.1, 2.5), (3.0, 4.0, -5.0), direction)
+    return write_volume(tmp_path_factory.mktemp("s") / "tube.nrrd", vol), vol, truth
+
+
+def _sagittal_box(truth, i):
+    zs, ys = np.nonzero(truth[:, :, i])
+    return f"{i},{ys.min()},{zs.min()},{i},{ys.max()},{zs.max()}"
+
+
+def test_boxes_on_several_sagittal_slices_fill_between_and_keep_geometry(sagittal_tube, tmp_path, capsys):
+    path, vol, truth = sagittal_tube
+    out = tmp_path / "label.nii.gz"
+    assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--axis", "2", "--out", str(out),
+                 "--box", _sagittal_box(truth, 10), "--box", _sagittal_box(truth, 19)]) == 0
+    assert "along axis 2, sagittal; prompted 10, 19" in capsys.readouterr().out
+    label = read_volume(out)
+    assert label.shape == vol.shape
+    np.testing.assert_allclose(label.spacing, vol.spacing, rtol=1e-6)
+    np.testing.assert_allclose(label.origin, vol.origin, atol=1e-5)
+    np.testing.assert_allclose(label.direction, vol.direction, atol=1e-6)
+    mask = label.array > 0
+    assert mask[:, :, 10:20].any(axis=(0, 1)).all()  # every slice between the prompted ones is filled
+    assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.7
+
+
+def test_several_prompted_slices_from_a_prompts_file_and_bad_combinations(sagittal_tube, tmp_path, capsys):
+    import json
+
+    path, _, truth = sagittal_tube
+    boxes = [[[int(v) for v in _sagittal_box(truth, i).split(",")[:3]],
+              [int(v) for v in _sagittal_box(truth, i).split(",")[3:]]] for i in (9, 20)]
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"boxes": boxes, "axis": 2}))
+    out = tmp_path / "l.nii.gz"
+    assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--prompts", str(prompts),
+                 "--no-propagate", "--out", str(out)]) == 0
+    assert (read_volume(out).array > 0).any(axis=(0, 1)).nonzero()[0].tolist() == [9, 20]  # only the prompted slices
+    assert main(["segment", "--image", str(path), "--prompts", str(prompts), "--axis", "0",
+                 "--out", str(tmp_path / "x.nii.gz")]) == 2
+    assert "disagree: prompts on different axes cannot be combined" in capsys.readouterr().err
+    assert main(["segment", "--image", str(path), "--axis", "2", "--box", "9,2,3,12,20,10",
+                 "--out", str(tmp_path / "y.nii.gz")]) == 2
+    assert "corners on slices 9 and 12 along axis 2 (sagittal); draw each box on one slice" in capsys.readouterr().err
+    assert main(["segment", "--image", str(path), "--axis", "2", "--box", "9,2,3,9,20,10", "--box", "9,4,3,9,20,10",
+                 "--out", str(tmp_path / "z.nii.gz")]) == 2
+    assert "two boxes on slice 9" in capsys.readouterr().err
+    assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--axis", "2", "--box", "9,2,3,9,20,10",
+                 "--neg-point", "15,5,5", "--out", str(tmp_path / "w.nii.gz")]) == 2
+    assert "prompts on slice 15 along axis 2 (sagittal): only negative points" in capsys.readouterr().err

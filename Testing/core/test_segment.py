@@ -338,3 +338,31 @@ def test_propagation_overrides_from_the_command_line_are_typed_and_checked():
         PropagationOptions.parse_overrides(["use_box=maybe"])
     with pytest.raises(ValueError, match="not a valid value for max_slices"):
         PropagationOptions.parse_overrides(["max_slices=2.5"])
+
+
+def test_long_boxes_are_split_into_tiles_whose_masks_are_joined():
+    from synthfm.segment import predictor as predictor_module
+
+    tiles = predictor_module._box_tiles(np.array([10, 20, 109, 39]), 2.0)  # 100 x 20 -> 3 tiles <= 2:1 (33 x 20)
+    assert [t[0] for t in tiles] == [0, 0, 0] and np.allclose([t[1] for t in tiles], [10, 10 + 100 / 3, 10 + 200 / 3])
+    assert np.allclose(tiles[1][3], [10 + 100 / 3, 20, 10 + 200 / 3 - 1, 39])
+    assert len(predictor_module._box_tiles(np.array([0, 0, 29, 19]), 2.0)) == 1  # 1.5:1 stays whole
+    assert predictor_module._box_tiles(np.array([5, 0, 14, 79]), 2.0)[0][0] == 1  # tall: split along y
+
+    class ThirdsOnly(SlicePredictor):  # a decoder of compact shapes: a square at the left end of any box
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None, split_box=0.0):
+            if split_box:
+                return super().predict(image, prompts, key, multimask, value_range, split_box)
+            x0, y0, x1, y1 = np.round(prompts.box).astype(int)
+            mask = np.zeros(image.shape, bool)
+            mask[y0:y1 + 1, x0:x0 + (y1 - y0 + 1)] = True
+            return Prediction(mask, 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+
+    image = np.zeros((60, 120), np.float32)
+    box = Prompts.make(box=(10, 20, 109, 39))
+    pred = ThirdsOnly(_tiny())
+    whole = pred.predict(image, box)
+    split = pred.predict(image, box, split_box=1.0)  # 5 tiles of 20 x 20
+    band = np.zeros(image.shape, bool)
+    band[20:40, 10:110] = True
+    assert whole.mask.sum() == 400 and np.array_equal(split.mask, band)  # every tile contributes its square

@@ -24,6 +24,11 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the report of an earlier run in --out")
     p.add_argument("--volume", action="store_true",
                    help="per structure: prompt its largest axial slice, propagate through the volume, score in 3D")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=0,
+                   help="slicing axis of the prompted view: 0 axial, 1 coronal, 2 sagittal (default 0)")
+    p.add_argument("--volume-slices", type=int, default=1, metavar="K",
+                   help="with --volume: prompt K slices per structure, its largest plus slices near both ends "
+                        "(from 10%% to 90%% of its extent), fill between them and propagate beyond (default 1)")
     p.set_defaults(func=run)
     d = subparsers.add_parser("evaluate-data", help="build real evaluation cases from data that PyPI packages ship",
                               description="Brain MRI structures from the MNI152 template and FSL's Harvard-Oxford "
@@ -74,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
     cases = read_cases_csv(Path(args.pairs)) if args.pairs else read_msd_folder(Path(args.msd))
     results = evaluate(cases, args.model, args.prompt, args.seed, args.max_slices or None, args.clicks,
                        device, args.tolerance, progress=tqdm_progress("evaluate", "structure" if args.volume else "slice"),
-                       volume=args.volume)
-    title = "SynthFM evaluation: propagation from one slice, 3D metrics" if args.volume else "SynthFM evaluation"
+                       volume=args.volume, axis=args.axis, volume_slices=args.volume_slices)
+    view = ("axial", "coronal", "sagittal")[args.axis]
+    slices = "one slice" if args.volume_slices == 1 else f"{args.volume_slices} prompted slices"
+    title = (f"SynthFM evaluation: propagation from {slices} ({view}), 3D metrics" if args.volume else
+             "SynthFM evaluation" + (f" ({view} slices)" if args.axis else ""))
     summary = write_report(results, Path(args.out), title)
     print(f"{'model | protocol':<44}{'n':>5}{'Dice':>8}{'NSD':>8}{'IoU rho':>9}")
     for key, v in summary["by_model_protocol"].items():

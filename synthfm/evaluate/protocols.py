@@ -1,12 +1,13 @@
 """Prompt protocols for evaluation, deterministic given a seed (pixel coordinates of one slice)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from synthfm.segment.prompts import Prompts
+from synthfm.utils.masks import tight_box
 
 PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter", "clicks")
 
@@ -16,11 +17,6 @@ def interior_point(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> n
     dist = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return np.array([x, y], float)
-
-
-def tight_box(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
 
 
 def make_prompts(protocol: str, mask: np.ndarray, rng: np.random.Generator,
@@ -49,6 +45,11 @@ def make_prompts(protocol: str, mask: np.ndarray, rng: np.random.Generator,
     return Prompts.make(box=box)
 
 
+def point_and_box(mask: np.ndarray, with_point: bool = True) -> Prompts:
+    """The tight box of ``mask`` and (for decoders trained with points) its most interior point."""
+    return Prompts.make([interior_point(mask)] if with_point else [], box=tight_box(mask))
+
+
 def _far_negatives(mask: np.ndarray, rng: np.random.Generator, n: int = 2) -> list:
     """``n`` background points far from the structure and from each other (greedy farthest-point)."""
     dist = ndi.distance_transform_edt(~mask)
@@ -71,3 +72,23 @@ def next_click(prompts: Prompts, pred: np.ndarray, truth: np.ndarray) -> Optiona
     xy = interior_point(largest)
     return Prompts(np.vstack([prompts.points, xy[None]]), np.append(prompts.labels, int(error is missed)),
                    prompts.box, None)
+
+
+def prompt_slices(truth: np.ndarray, k: int = 1, axis: int = 0) -> List[int]:
+    """Slices along ``axis`` a user would prompt for the 3D structure ``truth``: its largest slice, plus ``k - 1``
+    slices spread from 10% to 90% of its extent (``k = 3``: near both ends; ``k = 2``: near the farther end)."""
+    if k < 1:
+        raise ValueError(f"the number of prompted slices must be at least 1, got {k}")
+    areas = truth.sum(axis=tuple(a for a in range(3) if a != axis))
+    present = np.nonzero(areas)[0]
+    if not len(present):
+        raise ValueError("cannot place prompts on an empty structure")
+    largest = int(np.argmax(areas))
+    if k == 1:
+        return [largest]
+    if k == 2:
+        quantiles = [0.1 if largest - present[0] >= present[-1] - largest else 0.9]
+    else:
+        quantiles = np.linspace(0.1, 0.9, k - 1)
+    picked = {int(present[int(round(q * (len(present) - 1)))]) for q in quantiles}
+    return sorted(picked | {largest})

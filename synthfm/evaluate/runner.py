@@ -10,7 +10,7 @@ import numpy as np
 from synthfm.evaluate.baselines import FLOORS
 from synthfm.evaluate.cases import Case, LoadedCase, load_case
 from synthfm.evaluate.metrics import all_metrics, dice
-from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, next_click
+from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, next_click, prompt_slices
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 
@@ -25,9 +25,14 @@ class Results:
         return {(s["model"], s["protocol"]) for s in self.skipped}
 
 
-def _slices_with(mask: np.ndarray, limit: Optional[int]) -> List[int]:
-    """Slices (axis 0) holding the structure, evenly subsampled to at most ``limit``."""
-    present = np.nonzero(mask.any(axis=(1, 2)))[0]
+def _others(axis: int) -> tuple:
+    """The two array axes in a slice normal to ``axis``."""
+    return tuple(a for a in range(3) if a != axis)
+
+
+def _slices_with(mask: np.ndarray, limit: Optional[int], axis: int = 0) -> List[int]:
+    """Slices (along ``axis``) holding the structure, evenly subsampled to at most ``limit``."""
+    present = np.nonzero(mask.any(axis=_others(axis)))[0]
     if limit and len(present) > limit:
         present = present[np.unique(np.linspace(0, len(present) - 1, limit).round().astype(int))]
     return [int(s) for s in present]
@@ -106,25 +111,35 @@ def _keep_example(results: Results, row: dict, image, truth, pred, vrange, title
 def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[str], seed: int = 0,
              max_slices: Optional[int] = 20, clicks: int = 5, device: str = "cpu", tolerance_mm: float = 2.0,
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-             volume: bool = False) -> Results:
-    """Evaluate every (model, protocol) on the structure slices of every case (axis 0).
+             volume: bool = False, axis: int = 0, volume_slices: int = 1) -> Results:
+    """Evaluate every (model, protocol) on the structure slices of every case, slicing along ``axis``
+    (0 axial, 1 coronal, 2 sagittal).
 
-    ``volume=True`` instead prompts each structure on its largest axial slice, propagates through
-    the volume (:class:`synthfm.segment.VolumeSegmenter`) and scores the 3D result.
+    ``volume=True`` instead prompts each structure on ``volume_slices`` slices (its largest, plus slices near
+    both ends: :func:`~synthfm.evaluate.protocols.prompt_slices`), propagates through the volume
+    (:class:`synthfm.segment.VolumeSegmenter`) and scores the 3D result.
     """
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0 (axial), 1 (coronal) or 2 (sagittal), got {axis}")
+    if volume_slices < 1 or (volume_slices > 1 and not volume):
+        raise ValueError(f"several prompted slices ({volume_slices}) need volume mode (--volume); "
+                         "the per-slice protocol prompts every slice on its own")
     from synthfm.segment.preprocess import intensity_range
 
     results = Results()
     loaded = [load_case(c) for c in cases]  # bad data is found before any model is loaded
     runners = _runners(models, protocols, device, volume, results)
     if volume:
-        return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel)
+        return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,
+                                 axis, volume_slices)
     skipped = results.skipped_pairs()
-    jobs = [(lc, v, s) for lc in loaded for v in lc.values for s in _slices_with(lc.label.array == v, max_slices)]
+    jobs = [(lc, v, s) for lc in loaded for v in lc.values
+            for s in _slices_with(lc.label.array == v, max_slices, axis)]
     for done, (lc, value, s) in enumerate(jobs, 1):
         check_cancel(cancel)
-        image, truth = lc.image.array[s].astype(np.float32), lc.label.array[s] == value
-        spacing2d = (lc.image.spacing[1], lc.image.spacing[0])
+        image = np.take(lc.image.array, s, axis=axis).astype(np.float32)
+        truth = np.take(lc.label.array, s, axis=axis) == value
+        spacing2d = _spacing2d(lc, axis)
         vrange = intensity_range(lc.image.array, "auto")
         for runner in runners:
             for protocol in protocols:
@@ -132,7 +147,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
                     continue
                 rng = np.random.default_rng([seed, done])
                 prompts = make_prompts(protocol, truth, rng, spacing2d)
-                key = (str(lc.case.image), 0, s)  # slices shared by several structures are encoded once
+                key = (str(lc.case.image), axis, s)  # slices shared by several structures are encoded once
                 pred = runner.predict(image, prompts, key, vrange)
                 curve = [dice(pred, truth)]
                 if protocol == "clicks":
@@ -154,10 +169,17 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
     return results
 
 
+def _spacing2d(lc: LoadedCase, axis: int) -> tuple:
+    """Pixel spacing (rows, columns) of a slice normal to array ``axis`` (the volume's spacing is x, y, z)."""
+    zyx = tuple(lc.image.spacing[::-1])
+    return tuple(zyx[a] for a in _others(axis))
+
+
 def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Sequence[str], seed: int,
                       tolerance_mm: float, results: Results, progress: Optional[ProgressCallback],
-                      cancel: Optional[CancelToken]) -> Results:
-    """Per structure: prompts on its largest axial slice, propagation both ways, 3D metrics."""
+                      cancel: Optional[CancelToken], axis: int = 0, volume_slices: int = 1) -> Results:
+    """Per structure: prompts on its largest slice along ``axis`` (and near its ends when ``volume_slices`` > 1),
+    propagation both ways, 3D metrics."""
     from synthfm.segment import PropagationOptions, VolumeSegmenter
 
     skipped = results.skipped_pairs()
@@ -165,33 +187,36 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
     segmenters: Dict[tuple, VolumeSegmenter] = {}
     for done, (lc, value) in enumerate(jobs, 1):
         truth = lc.label.array == value
-        s = int(np.argmax(truth.sum(axis=(1, 2))))
-        spacing2d, spacing3d = (lc.image.spacing[1], lc.image.spacing[0]), tuple(lc.image.spacing[::-1])
+        prompted = prompt_slices(truth, volume_slices, axis)
+        s = int(np.argmax(truth.sum(axis=_others(axis))))
+        spacing2d, spacing3d = _spacing2d(lc, axis), tuple(lc.image.spacing[::-1])
         for runner in runners:
             if all((runner.name, p) in skipped for p in protocols):
                 continue
             key = (runner.name, str(lc.case.image))
             if key not in segmenters:  # slices are encoded once per model and image, shared by its structures
-                segmenters[key] = VolumeSegmenter(runner.predictor, lc.image.array.astype(np.float32), 0,
+                segmenters[key] = VolumeSegmenter(runner.predictor, lc.image.array.astype(np.float32), axis,
                                                   volume_id=str(lc.case.image))
             seg = segmenters[key]
             for protocol in protocols:
                 if (runner.name, protocol) in skipped:
                     continue
                 check_cancel(cancel)
-                prompts = make_prompts(protocol, truth[s], np.random.default_rng([seed, done]), spacing2d)
+                rng = np.random.default_rng([seed, done])
+                prompts = {i: make_prompts(protocol, np.take(truth, i, axis=axis), rng, spacing2d) for i in prompted}
                 try:
-                    result = seg.propagate(s, prompts, options=PropagationOptions.for_model(runner.model),
-                                           cancel=cancel)
+                    result = seg.propagate_slices(prompts, options=PropagationOptions.for_model(runner.model),
+                                                  cancel=cancel)
                     pred, kept = result.mask, len(result.slices)
-                except ValueError:  # the prompted slice itself came out empty: nothing to propagate
+                except ValueError:  # a prompted slice itself came out empty: nothing to propagate
                     pred, kept = np.zeros_like(truth), 0
                 row = {"case": lc.case.name, "label": value, "slice": s, "model": runner.name, "protocol": protocol,
-                       "slices_truth": int(truth.any(axis=(1, 2)).sum()), "slices_kept": kept,
+                       "axis": axis, "prompted_slices": " ".join(map(str, prompted)),
+                       "slices_truth": int(truth.any(axis=_others(axis)).sum()), "slices_kept": kept,
                        **all_metrics(pred, truth, spacing3d, tolerance_mm)}
                 results.rows.append(row)
-                _keep_example(results, row, seg.slice(s), truth[s], pred[s], seg.value_range,
-                              f"{lc.case.name} label {value}, prompted slice {s}")
+                _keep_example(results, row, seg.slice(s), np.take(truth, s, axis=axis), np.take(pred, s, axis=axis),
+                              seg.value_range, f"{lc.case.name} label {value}, prompted slice {s}")
         report(progress, done, len(jobs), lc.case.name)
     return results
 

@@ -37,7 +37,7 @@ class PromptSource:
     coords: str
     positive: List[List[float]] = field(default_factory=list)
     negative: List[List[float]] = field(default_factory=list)
-    box: Optional[List[List[float]]] = None
+    boxes: List[List[List[float]]] = field(default_factory=list)  # each two opposite corners on one slice
 
 
 def prompt_sources(args: argparse.Namespace):
@@ -45,25 +45,24 @@ def prompt_sources(args: argparse.Namespace):
     slicing axis.  ``--coords`` applies to --point/--neg-point/--box only; a prompts file states its own."""
     from synthfm.segment.prompts import load_prompt_file
 
-    box = None
-    if args.box:
-        v = _numbers(args.box, 6, "--box", "90,60,40,150,120,40")
-        box = [v[:3], v[3:]]
+    boxes = [[v[:3], v[3:]] for v in (_numbers(b, 6, "--box", "90,60,40,150,120,40") for b in args.box or [])]
     sources = [PromptSource("command line", args.coords or "ijk", _triples(args.point, "--point"),
-                            _triples(args.neg_point, "--neg-point"), box)]
+                            _triples(args.neg_point, "--neg-point"), boxes)]
     axis = args.axis
     if args.prompts:
         data = load_prompt_file(args.prompts)
-        has_prompts = any(data.get(k) for k in ("points", "negative", "box"))
+        has_prompts = any(data.get(k) for k in ("points", "negative", "box", "boxes"))
         if has_prompts and "coords" not in data and args.coords not in (None, "ijk"):
             raise InputError(f"prompts file {args.prompts} does not say its coordinate system, and --coords "
                              f"{args.coords} applies to command-line prompts only; add \"coords\": "
                              f"\"{args.coords}\" (or \"ijk\") to the file")
         if "axis" in data and axis is not None and data["axis"] != axis:
-            raise InputError(f"--axis {axis} and \"axis\": {data['axis']} in {args.prompts} disagree; keep one")
+            raise InputError(f"--axis {axis} and \"axis\": {data['axis']} in {args.prompts} disagree: prompts on "
+                             "different axes cannot be combined; keep one")
         axis = data.get("axis", axis)
+        boxes = ([data["box"]] if "box" in data else []) + data.get("boxes", [])
         sources.append(PromptSource(f"prompts file {args.prompts}", data.get("coords", "ijk"), data.get("points", []),
-                                    data.get("negative", []), data.get("box")))
+                                    data.get("negative", []), boxes))
     return sources, 0 if axis is None else int(axis)
 
 
@@ -85,54 +84,55 @@ def check_arguments(args: argparse.Namespace):
     PropagationOptions.parse_overrides(args.propagation)
     check_model_name(args.model)
     sources, axis = prompt_sources(args)
-    if not any(s.positive or s.negative or s.box for s in sources):
+    if not any(s.positive or s.negative or s.boxes for s in sources):
         raise InputError("no prompts given: add --point x,y,z or --box (or --prompts FILE)")
     return sources, axis, check_device(args.device)
 
 
 def prompts_to_index(volume, sources: List[PromptSource]):
-    """All prompts as voxel indices ``(i, j, k)``, each source converted from its own coordinates and checked
-    to lie inside the volume."""
+    """All prompts as voxel indices ``(i, j, k)`` (points, and boxes as corner pairs), each source converted
+    from its own coordinates and checked to lie inside the volume."""
     import numpy as np
 
     from synthfm.io.checks import check_inside_volume
     from synthfm.segment.prompts import to_index
 
-    pos, neg, box = [], [], None
+    pos, neg, boxes = [], [], []
     for source in sources:
+        corners = [c for box in source.boxes for c in box]
         for kind, points, out in (("positive point", source.positive, pos), ("negative point", source.negative, neg),
-                                  ("box corner", source.box or [], None)):
+                                  ("box corner", corners, boxes)):
             if not len(points):
                 continue
             ijk = to_index(volume, points, source.coords)
             check_inside_volume(ijk, volume.shape, f"{kind} ({source.name}, {source.coords} coordinates)")
-            if out is None:
-                if box is not None:
-                    raise InputError("two boxes given (command line and prompts file); keep one")
-                box = ijk
-            else:
-                out.extend(ijk.tolist())
-    return np.asarray(pos).reshape(-1, 3), np.asarray(neg).reshape(-1, 3), box
+            out.extend(ijk.tolist())
+    return (np.asarray(pos).reshape(-1, 3), np.asarray(neg).reshape(-1, 3),
+            [np.asarray(boxes[i:i + 2]) for i in range(0, len(boxes), 2)])
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("segment", help="segment a volume from point/box prompts (with propagation)",
-                              description="Segment the structure under the prompts on one slice, then follow it "
-                                          "slice by slice; writes a label volume with the input's geometry.")
+                              description="Segment the structure under the prompts on one slice (or several: the "
+                                          "slices between are filled), then follow it slice by slice; writes a "
+                                          "label volume with the input's geometry.")
     p.add_argument("--image", required=True, help="volume (NIfTI, NRRD, MHA, ... or a DICOM folder)")
     p.add_argument("--out", required=True, help="output label volume, e.g. label.nii.gz")
     p.add_argument("--model", default="synthfm-lite", help="registry name or decoder checkpoint (default synthfm-lite)")
     p.add_argument("--point", action="append", help="positive point x,y,z (repeatable)")
     p.add_argument("--neg-point", action="append", help="negative point x,y,z (repeatable)")
-    p.add_argument("--box", help="box as two opposite corners: x0,y0,z0,x1,y1,z1 (same slice)")
+    p.add_argument("--box", action="append",
+                   help="box as two opposite corners: x0,y0,z0,x1,y1,z1 (same slice); repeat it on other slices to "
+                        "prompt several slices: the slices between are filled, propagation continues beyond")
     p.add_argument("--coords", choices=("ijk", "lps", "ras"), default=None,
                    help="coordinates of --point/--neg-point/--box: voxel indices or physical mm (default ijk); "
                         "a --prompts file states its own")
-    p.add_argument("--prompts", help="JSON file with coords/points/negative/box/axis (see docs/segment.md)")
+    p.add_argument("--prompts", help="JSON file with coords/points/negative/box/boxes/axis (see docs/segment.md)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=None,
-                   help="slicing axis: 0 axial (default), 1 coronal, 2 sagittal")
+                   help="slicing axis of the prompted view: 0 axial (default), 1 coronal, 2 sagittal; "
+                        "propagation runs along it")
     p.add_argument("--direction", choices=("both", "up", "down"), default="both")
-    p.add_argument("--no-propagate", action="store_true", help="segment only the prompted slice")
+    p.add_argument("--no-propagate", action="store_true", help="segment only the prompted slice(s)")
     p.add_argument("--propagation", action="append", default=[], metavar="KEY=VALUE",
                    help="override a propagation setting, e.g. min_score=0.5 or max_slices=20 (repeatable; "
                         "see PropagationOptions in docs/segment.md)")
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.segment.predictor import SlicePredictor
     from synthfm.segment.preprocess import intensity_range
     from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter
-    from synthfm.segment.volume_prompts import slice_prompts
+    from synthfm.segment.volume_prompts import VIEWS, prompts_by_slice
     from synthfm.utils.progress import tqdm_progress
 
     volume = read_volume(args.image)
@@ -167,38 +167,46 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.image} is a 2D image; propagation needs a 3D volume (use --no-propagate)")
     volume = volume.with_array(check_finite(volume.array, args.image, args.nonfinite, "--nonfinite fill"))
     check_not_constant(volume.array, args.image)
-    index, prompts = slice_prompts(*prompts_to_index(volume, sources), axis)
-    slice_ = np.take(volume.array, index, axis=axis)
-    prompts.validate(*slice_.shape)
+    prompted = prompts_by_slice(*prompts_to_index(volume, sources), axis)
     value_range = intensity_range(volume.array, args.window)
-    check_contrast(_around(slice_, prompts), *value_range, f"slice {index} (axis {axis}) around the prompts")
+    for index, prompts in prompted.items():
+        slice_ = np.take(volume.array, index, axis=axis)
+        try:
+            prompts.validate(*slice_.shape)
+        except ValueError as exc:
+            raise InputError(f"prompts on slice {index} along axis {axis} ({VIEWS[axis]}): {exc}") from None
+        check_contrast(_around(slice_, prompts), *value_range, f"slice {index} (axis {axis}) around the prompts")
 
     model = load_model(args.model)
     segmenter = VolumeSegmenter(SlicePredictor(model, device, args.window), volume.array, axis=axis)
     options = PropagationOptions.for_model(model, **PropagationOptions.parse_overrides(args.propagation))
     if args.no_propagate:
         mask = np.zeros(volume.shape, bool)
-        np.moveaxis(mask, axis, 0)[index] = segmenter.segment_slice(index, prompts).mask
-        kept = [index]
+        for index, prompts in prompted.items():
+            np.moveaxis(mask, axis, 0)[index] = segmenter.segment_slice(index, prompts).mask
+        kept = list(prompted)
     else:
-        result = segmenter.propagate(index, prompts, args.direction, tqdm_progress("propagate", "slice"),
-                                     options=options)
+        result = segmenter.propagate_slices(prompted, args.direction, tqdm_progress("propagate", "slice"),
+                                            options=options)
         mask, kept = result.mask, result.slices
         for record in result.records:
             if record.stop:
                 print(f"stopped before slice {record.index}: {record.stop} (area {record.area}, score {record.score:.2f})")
+        for note in result.notes:
+            print(f"warning: {note}")
     dtype = np.uint8 if args.label <= 255 else np.uint16
     write_volume(args.out, volume.with_array(mask.astype(dtype) * dtype(args.label)), overwrite=args.overwrite)
     print(f"wrote {args.out}: {int(mask.sum())} voxels of label {args.label} on {len(kept)} slices "
-          f"({min(kept)}..{max(kept)} along axis {axis}), "
+          f"({min(kept)}..{max(kept)} along axis {axis}, {VIEWS[axis]}; prompted {', '.join(map(str, prompted))}), "
           f"{volume.spacing[0] * volume.spacing[1] * volume.spacing[2] * mask.sum() / 1000:.2f} mL")
     if args.overlay:
         from synthfm.io.png import YELLOW, overlay, write_png
         from synthfm.segment.preprocess import normalize
 
-        shown = normalize(slice_, *segmenter.value_range)
+        index = list(prompted)[len(prompted) // 2]  # the middle prompted slice
+        shown = normalize(segmenter.slice(index), *segmenter.value_range)
         write_png(args.overlay, overlay(shown, [(np.take(mask, index, axis=axis), YELLOW)]), scale=2)
-        print(f"wrote {args.overlay}")
+        print(f"wrote {args.overlay} (slice {index})")
     return 0
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from synthfm.models.sam import PromptableModel
+from synthfm.models.sam import LOW_RES
 from synthfm.segment.preprocess import SliceTransform, Window, prepare_slice
 from synthfm.segment.prompts import Prompts
 from synthfm.utils.masks import iou
@@ -116,10 +117,19 @@ class SlicePredictor:
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable] = None,
-                multimask: Union[str, bool] = "auto", value_range: Optional[Tuple[float, float]] = None) -> Prediction:
-        """Segment ``image`` (H, W) from ``prompts``; ``multimask='auto'`` asks for 3 masks when ambiguous."""
+                multimask: Union[str, bool] = "auto", value_range: Optional[Tuple[float, float]] = None,
+                split_box: float = 0.0) -> Prediction:
+        """Segment ``image`` (H, W) from ``prompts``; ``multimask='auto'`` asks for 3 masks when ambiguous.
+
+        ``split_box`` > 0: a box longer than ``split_box`` times its width is cut across its length into tiles no
+        longer than that, each tile is segmented on its own (with the points inside it) and the tiles' masks are
+        joined; decoders trained on compact shapes miss most of a long thin structure from one elongated box.
+        """
         image = np.asarray(image)
         prompts.validate(*image.shape[-2:])
+        tiles = _box_tiles(prompts.box, split_box) if split_box and prompts.box is not None else []
+        if len(tiles) > 1:
+            return self._predict_tiles(image, prompts, tiles, key, multimask, value_range)
         emb, transform = self.embed(image, key, value_range)
         multi = prompts.ambiguous if multimask == "auto" else bool(multimask)
         coords = labels = boxes = masks = None
@@ -139,3 +149,53 @@ class SlicePredictor:
         low = low.cpu().numpy()
         return Prediction(masks[best], float(scores[best]), low[best], scores,
                           masks if multi else None, low if multi else None)
+
+    def _predict_tiles(self, image: np.ndarray, prompts: Prompts, tiles: list, key: Optional[Hashable],
+                       multimask: Union[str, bool], value_range: Optional[Tuple[float, float]]) -> Prediction:
+        """One prediction per tile ``(axis, lo, hi, box)``; candidate m = tile candidates m joined, each kept
+        within its tile's span along the box's length (the first and last tiles reach the slice's edges)."""
+        _, transform = self.embed(image, key, value_range)
+        axis = tiles[0][0]  # 0: the box is long in x (columns), 1: in y (rows)
+        n_pixels, factor = image.shape[1 - axis], LOW_RES / transform.size
+        masks = logits = scores = None
+        for t, (_, lo, hi, box) in enumerate(tiles):
+            lo = 0 if t == 0 else lo
+            hi = n_pixels if t == len(tiles) - 1 else hi
+            inside = (prompts.points[:, axis] >= lo) & (prompts.points[:, axis] < hi)
+            sub = Prompts(prompts.points[inside], prompts.labels[inside], box, prompts.mask_logits)
+            pred = self.predict(image, sub, key, True if multimask is True else False, value_range)
+            cands = pred.candidates if pred.candidates is not None else pred.mask[None]
+            cand_logits = pred.candidate_logits if pred.candidate_logits is not None else pred.logits[None]
+            if masks is None:
+                masks, logits = np.zeros_like(cands), np.full_like(cand_logits, -20.0)
+                scores = np.zeros(len(cands))
+            span = [slice(None), slice(None), slice(None)]
+            span[2 - axis] = slice(int(np.floor(lo)), int(np.ceil(hi)))
+            masks[tuple(span)] |= cands[tuple(span)]
+            low = transform.to_input(np.array([[lo, lo], [hi, hi]]))[:, axis] * factor
+            span[2 - axis] = slice(int(np.floor(low[0])), int(np.ceil(low[1])))
+            logits[tuple(span)] = cand_logits[tuple(span)]
+            scores += pred.all_scores / len(tiles)
+        best = int(np.argmax(scores))
+        several = len(masks) > 1
+        return Prediction(masks[best], float(scores[best]), logits[best], scores,
+                          masks if several else None, logits if several else None)
+
+
+def _box_tiles(box: np.ndarray, ratio: float) -> list:
+    """``[(axis, lo, hi, tile box), ...]`` cutting ``box`` across its longer side into tiles at most ``ratio``
+    times as long as wide; one tile when the box is not that long (``axis``: 0 long in x, 1 long in y)."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0 + 1, y1 - y0 + 1
+    axis = 0 if w >= h else 1
+    long, short = max(w, h), max(min(w, h), 1.0)
+    n = int(np.ceil(long / short / ratio - 1e-9))
+    if n <= 1:
+        return [(axis, None, None, box)]
+    start = x0 if axis == 0 else y0
+    edges = start + long * np.arange(n + 1) / n
+    tiles = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sub = np.array([lo, y0, hi - 1, y1] if axis == 0 else [x0, lo, x1, hi - 1], float)
+        tiles.append((axis, float(lo), float(hi), sub))
+    return tiles

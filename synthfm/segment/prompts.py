@@ -59,7 +59,8 @@ COORDS = ("ijk", "lps", "ras")
 
 def load_prompt_file(path: Path) -> Dict[str, Any]:
     """Read and check a prompts JSON: ``{"coords": "ijk"|"lps"|"ras", "points": [[..3..], ...], "negative":
-    [...], "box": [[..3..], [..3..]], "axis": 0|1|2}`` (two opposite box corners on one slice).
+    [...], "box": [[..3..], [..3..]], "boxes": [box, box, ...], "axis": 0|1|2}`` (a box: two opposite corners on
+    one slice; ``boxes``: one box on each of several slices).
 
     ``coords`` (default ``ijk``) applies to this file's prompts only."""
     path = Path(path)
@@ -71,10 +72,10 @@ def load_prompt_file(path: Path) -> Dict[str, Any]:
         raise ValueError(f"prompts file {path} is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"prompts file {path} must hold a JSON object with points/negative/box (docs/segment.md)")
-    unknown = set(data) - {"coords", "points", "negative", "box", "axis"}
+    unknown = set(data) - {"coords", "points", "negative", "box", "boxes", "axis"}
     if unknown:
         raise ValueError(f"prompts file {path} has unknown keys {sorted(unknown)}; allowed: coords, points, "
-                         "negative, box, axis")
+                         "negative, box, boxes, axis")
     if data.get("coords", "ijk") not in COORDS:
         raise ValueError(f"prompts file {path}: \"coords\": {json.dumps(data['coords'])} is not one of "
                          f"{', '.join(COORDS)}")
@@ -83,13 +84,22 @@ def load_prompt_file(path: Path) -> Dict[str, Any]:
                          "1 (coronal) or 2 (sagittal)")
     for key, count in (("points", None), ("negative", None), ("box", 2)):
         value = data.get(key, [])
-        ok = isinstance(value, list) and all(
-            isinstance(p, list) and len(p) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                     and np.isfinite(v) for v in p) for p in value)
+        ok = _is_point_list(value)
         if not ok or (count is not None and key in data and len(value) != count):
             shape = "two corners [[x, y, z], [x, y, z]]" if count else "a list of [x, y, z] points"
             raise ValueError(f"prompts file {path}: \"{key}\" must be {shape} (numbers)")
+    boxes = data.get("boxes", [])
+    if not isinstance(boxes, list) or not all(_is_point_list(b) and len(b) == 2 for b in boxes):
+        raise ValueError(f"prompts file {path}: \"boxes\" must be a list of boxes, each two corners "
+                         "[[x, y, z], [x, y, z]] (numbers)")
     return data
+
+
+def _is_point_list(value: Any) -> bool:
+    """``value`` is a JSON list of ``[x, y, z]`` finite numbers."""
+    return isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 and np.isfinite(v) for v in p) for p in value)
 
 
 def to_index(volume, points: List[Sequence[float]], coords: str) -> np.ndarray:

@@ -1,14 +1,17 @@
-"""Whole-volume segmentation: pre-encode slices, then propagate a prompted mask slice by slice.
+"""Whole-volume segmentation: pre-encode slices, then propagate prompted masks slice by slice.
 
 From the prompted slice the structure is followed in both directions; each next slice is prompted
 with the previous mask's box (plus a margin), its most interior point, and its low-res logits.
 Propagation stops where the structure ends: an empty mask, a low predicted IoU, an implausible jump in
-area (the usual sign of leaking into a neighbour) or, optionally, in the mean intensity under the mask.
+area (the usual sign of leaking into a neighbour) or, optionally, in the mean intensity under the mask,
+in the shape (overlap with the previous mask) or in the mask's contrast against its surroundings.
+With several prompted slices, the slices between them are filled by two fronts (one from each side,
+prompted with boxes interpolated between the prompted masks) that are reconciled where they agree best.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Dict, Hashable, List, Optional, Tuple, Union
+from dataclasses import dataclass, field, fields, replace
+from typing import Dict, Hashable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -16,10 +19,12 @@ from scipy import ndimage as ndi
 from synthfm.segment.predictor import Prediction, SlicePredictor
 from synthfm.segment.preprocess import intensity_range
 from synthfm.segment.prompts import Prompts
-from synthfm.utils.masks import iou
+from synthfm.utils.masks import iou, tight_box
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 DIRECTIONS = ("both", "up", "down")
+#: how the two fronts between prompted slices are reconciled (PropagationOptions.between)
+BETWEEN = ("seam", "nearest", "score")
 
 
 @dataclass
@@ -37,7 +42,11 @@ class PropagationOptions:
     max_intensity_shift: float = 0.0  # mean under the mask moved by more than this x the object's contrast: stop
     pick_closest: bool = False  # ask for 3 candidates and keep the one closest (IoU) to the previous mask
     min_overlap: float = 0.0  # IoU with the previous slice's mask below this: the shape jumped, stop
+    min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
     max_slices: Optional[int] = None  # per direction
+    between: str = "seam"  # between prompted slices: switch fronts where they agree best, "nearest" or "score"
+    split_box: float = 0.0  # > 0: boxes longer than this x their width are segmented in tiles (SlicePredictor.predict)
+    interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
 
     @classmethod
     def parse_overrides(cls, items: List[str]) -> Dict[str, object]:
@@ -74,12 +83,14 @@ class SliceRecord:
     area: int
     score: float
     stop: Optional[str] = None  # why propagation stopped at this slice (the slice itself is not kept)
+    source: str = "propagated"  # "prompt" (a prompted slice), "between" (filled between two) or "propagated"
 
 
 @dataclass
 class PropagationResult:
     mask: np.ndarray  # bool, same shape as the volume
     records: List[SliceRecord] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # warnings for people (e.g. prompted slices that disagree)
 
     @property
     def slices(self) -> List[int]:
@@ -89,7 +100,9 @@ class PropagationResult:
         """One line for people: the slices kept and why propagation stopped in each direction."""
         kept = self.slices
         stops = [f"before slice {r.index} ({r.stop})" for r in sorted(self.records, key=lambda r: r.index) if r.stop]
+        prompted = sorted(r.index for r in self.records if r.source == "prompt")
         return (f"{len(kept)} slice{'s' * (len(kept) != 1)} ({kept[0]}..{kept[-1]})"
+                + (f" from prompted slices {', '.join(map(str, prompted))}" if len(prompted) > 1 else "")
                 + (f", stopped {' and '.join(stops)}" if stops else ", up to the volume's ends"))
 
 
@@ -99,6 +112,8 @@ def _parse_value(text: str, like: object) -> object:
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(text)
         return text.lower() in ("true", "1", "yes")
+    if isinstance(like, str):  # between
+        return text
     if like is None or isinstance(like, int):  # max_slices (default None) and min_area_px
         return None if text.lower() == "none" else int(text)
     return float(text)
@@ -106,11 +121,7 @@ def _parse_value(text: str, like: object) -> object:
 
 def prompts_from_mask(pred: Prediction, options: PropagationOptions) -> Prompts:
     """Box (with margin), interior point and logits of a mask, to prompt the neighbouring slice."""
-    ys, xs = np.nonzero(pred.mask)
-    h, w = pred.mask.shape
-    mx = (xs.max() - xs.min() + 1) * options.box_margin + 2
-    my = (ys.max() - ys.min() + 1) * options.box_margin + 2
-    box = np.array([max(0, xs.min() - mx), max(0, ys.min() - my), min(w - 1, xs.max() + mx), min(h - 1, ys.max() + my)])
+    box = _with_margin(tight_box(pred.mask), pred.mask.shape, options.box_margin)
     points, labels = np.zeros((0, 2)), np.zeros(0, np.int64)
     if options.use_points:
         dist = ndi.distance_transform_edt(pred.mask)
@@ -133,6 +144,10 @@ class VolumeSegmenter:
                              "For a single 2D image use SlicePredictor.predict")
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+        flat = [a for a in range(3) if a != axis and volume.shape[a] == 1]
+        if flat:
+            raise ValueError(f"the volume {volume.shape} has a single slice along axis {flat[0]}: slices along axis "
+                             f"{axis} would be 1 pixel thick; segment along axis {flat[0]} instead")
         self.predictor, self.volume, self.axis = predictor, volume, axis
         self.volume_id = id(volume) if volume_id is None else volume_id
         self.value_range = intensity_range(volume, predictor.window if value_range is None else tuple(value_range))
@@ -160,9 +175,11 @@ class VolumeSegmenter:
                 self.predictor.embed(self.slice(i), self.key(i), self.value_range)
             report(progress, done, len(order), "encoding slices")
 
-    def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto") -> Prediction:
+    def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto",
+                      split_box: float = 0.0) -> Prediction:
+        tiles = {"split_box": split_box} if split_box else {}  # only when asked: predictors without tiling work
         return self.predictor.predict(self.slice(index), prompts, key=self.key(index), multimask=multimask,
-                                      value_range=self.value_range)
+                                      value_range=self.value_range, **tiles)
 
     def _mean_in(self, index: int, mask: np.ndarray) -> float:
         """Mean intensity under ``mask`` on slice ``index``."""
@@ -184,42 +201,142 @@ class VolumeSegmenter:
                   progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
                   options: Optional[PropagationOptions] = None) -> PropagationResult:
         """Segment slice ``index`` from ``prompts`` and follow the structure ``up``/``down``/``both``."""
+        return self.propagate_slices({index: prompts}, direction, progress, cancel, options)
+
+    def propagate_slices(self, prompted: Mapping[int, Prompts], direction: str = "both",
+                         progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+                         options: Optional[PropagationOptions] = None) -> PropagationResult:
+        """Segment every prompted slice, fill the slices between them, then follow the structure beyond them.
+
+        Between two prompted slices every slice is segmented twice, by a front from each side (prompted with
+        the box interpolated between the two prompted masks' boxes and the front's previous mask), and the
+        fronts are reconciled (``options.between``); no stop rule applies there, the user said the structure
+        is present. Beyond the outermost prompted slices propagation runs ``up``/``down``/``both`` with the
+        stop rule.
+        """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got '{direction}'")
+        if not prompted:
+            raise ValueError("no prompted slice given: prompt at least one slice")
         options = options or PropagationOptions()
-        first = self.segment_slice(index, prompts)
-        if first.mask.sum() < options.min_area_px:
-            raise ValueError(f"the prompts give an empty mask on slice {index}; move or add prompts first")
-        floor = max(options.min_score, options.min_score_ratio * first.score)
-        track = bool(options.max_intensity_shift)  # the mean under the mask, slice to slice
-        contrast = self._contrast(index, first.mask) if track else 1.0
-        first_mean = self._mean_in(index, first.mask) if track else 0.0
-        result = PropagationResult(np.zeros(self.volume.shape, bool), [SliceRecord(index, int(first.mask.sum()), first.score)])
-        self._put(result.mask, index, first.mask)
+        if options.between not in BETWEEN:
+            raise ValueError(f"between must be one of {', '.join(BETWEEN)}, got '{options.between}'")
+        order = sorted(int(i) for i in prompted)
+        firsts: Dict[int, Prediction] = {}
+        for i in order:
+            check_cancel(cancel)
+            firsts[i] = self.segment_slice(i, prompted[i], split_box=options.split_box)
+            if firsts[i].mask.sum() < options.min_area_px:
+                raise ValueError(f"the prompts give an empty mask on slice {i}; move or add prompts there first"
+                                 + (" (or leave that slice out)" if len(order) > 1 else ""))
+        result = PropagationResult(np.zeros(self.volume.shape, bool))
+        for i in order:
+            result.records.append(SliceRecord(i, int(firsts[i].mask.sum()), firsts[i].score, source="prompt"))
+            self._put(result.mask, i, firsts[i].mask)
+        for a, b in zip(order, order[1:]):
+            if not _boxes_overlap(tight_box(firsts[a].mask), tight_box(firsts[b].mask)):
+                result.notes.append(f"the masks on prompted slices {a} and {b} do not overlap in the slice plane: "
+                                    "the slices between follow a box moving from one to the other; check that "
+                                    "both prompts mark the same structure")
         steps = [s for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both")]
-        total = sum(self.n_slices - 1 - index if s > 0 else index for s in steps)
-        done = 0
-        for step in steps:
-            prev, prev_mean, i, count = first, first_mean, index + step, 0
-            while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
-                check_cancel(cancel)
-                pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto")
-                if options.pick_closest:
-                    pred = pred.closest_to(prev.mask)
-                area = int(pred.mask.sum())
-                mean = self._mean_in(i, pred.mask) if track and area else prev_mean
-                shift = abs(mean - prev_mean) / contrast
-                stop = ("empty" if area < options.min_area_px else
-                        "low score" if pred.score < floor else
-                        "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
-                        "shape jump" if options.min_overlap and iou(pred.mask, prev.mask) < options.min_overlap else
-                        "intensity jump" if track and shift > options.max_intensity_shift else None)
-                result.records.append(SliceRecord(i, area, pred.score, stop))
-                done += 1
-                report(progress, done, total, f"slice {i}")
-                if stop:
-                    break
+        outward = sum(self.n_slices - 1 - order[-1] if s > 0 else order[0] for s in steps)
+        total = sum(b - a - 1 for a, b in zip(order, order[1:])) + outward
+        ticker = _Ticker(progress, total)
+        for a, b in zip(order, order[1:]):
+            for i, pred in self._fill_between(a, firsts[a], b, firsts[b], options, cancel, ticker).items():
+                result.records.append(SliceRecord(i, int(pred.mask.sum()), pred.score, source="between"))
                 self._put(result.mask, i, pred.mask)
-                prev, prev_mean, i, count = pred, mean, i + step, count + 1
+        for step in steps:
+            start = order[-1] if step > 0 else order[0]
+            self._follow(start, firsts[start], step, options, result, cancel, ticker)
         report(progress, total, total, "done")
         return result
+
+    def _follow(self, index: int, first: Prediction, step: int, options: PropagationOptions,
+                result: PropagationResult, cancel: Optional[CancelToken], ticker: "_Ticker") -> None:
+        """Propagate from the segmented slice ``index`` by ``step`` until the stop rule or the volume's end."""
+        floor = max(options.min_score, options.min_score_ratio * first.score)
+        track = bool(options.max_intensity_shift)  # the mean under the mask, slice to slice
+        contrast = self._contrast(index, first.mask) if track or options.min_contrast_ratio else 1.0
+        prev, prev_mean, i, count = first, (self._mean_in(index, first.mask) if track else 0.0), index + step, 0
+        while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
+            check_cancel(cancel)
+            pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
+                                      options.split_box)
+            if options.pick_closest:
+                pred = pred.closest_to(prev.mask)
+            area = int(pred.mask.sum())
+            mean = self._mean_in(i, pred.mask) if track and area else prev_mean
+            shift = abs(mean - prev_mean) / contrast
+            stop = ("empty" if area < options.min_area_px else
+                    "low score" if pred.score < floor else
+                    "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
+                    "shape jump" if options.min_overlap and iou(pred.mask, prev.mask) < options.min_overlap else
+                    "intensity jump" if track and shift > options.max_intensity_shift else
+                    "contrast lost" if (options.min_contrast_ratio and self._contrast(i, pred.mask)
+                                        < options.min_contrast_ratio * contrast) else None)
+            result.records.append(SliceRecord(i, area, pred.score, stop))
+            ticker.tick(f"slice {i}")
+            if stop:
+                return
+            self._put(result.mask, i, pred.mask)
+            prev, prev_mean, i, count = pred, mean, i + step, count + 1
+
+    def _fill_between(self, a: int, first_a: Prediction, b: int, first_b: Prediction, options: PropagationOptions,
+                      cancel: Optional[CancelToken], ticker: "_Ticker") -> Dict[int, Prediction]:
+        """Slices strictly between prompted slices ``a < b``: a front from each side, reconciled."""
+        if b - a < 2:
+            return {}
+        box_a, box_b = tight_box(first_a.mask), tight_box(first_b.mask)
+        shape = first_a.mask.shape
+
+        def front(start: int, first: Prediction, step: int) -> Dict[int, Prediction]:
+            preds, prev = {}, first
+            for i in range(start + step, b if step > 0 else a, step):
+                check_cancel(cancel)
+                t = (i - a) / (b - a)
+                prompts = prompts_from_mask(prev, options)
+                if options.interpolate_box and prompts.box is not None:  # (no box for point-only settings)
+                    prompts = replace(prompts, box=_with_margin((1 - t) * box_a + t * box_b, shape, options.box_margin))
+                pred = self.segment_slice(i, prompts, options.pick_closest or "auto", options.split_box)
+                preds[i] = pred.closest_to(prev.mask) if options.pick_closest else pred
+                if preds[i].mask.sum() >= options.min_area_px:  # an empty slice does not prompt the next one
+                    prev = preds[i]
+                ticker.tick(f"slice {i}", 0.5)
+            return preds
+
+        forward, backward = front(a, first_a, 1), front(b, first_b, -1)
+        inner = range(a + 1, b)
+        if options.between == "score":
+            return {i: max(forward[i], backward[i], key=lambda p: p.score) for i in inner}
+        if options.between == "nearest":
+            seam = a + 1 + (b - a) // 2  # forward up to the middle, backward from there
+        else:  # "seam": switch fronts where they agree best, so that every slice agrees with both neighbours
+            before = {a: first_a, **forward}
+            after = {**backward, b: first_b}
+            middle = (a + b) / 2
+            seam = max(range(a + 1, b + 1), key=lambda t: (round(iou(before[t - 1].mask, after[t].mask), 3),
+                                                           -abs(t - 0.5 - middle)))
+        return {i: forward[i] if i < seam else backward[i] for i in inner}
+
+
+class _Ticker:
+    """Progress over several loops: ``tick`` advances the shared count (fractions for slices done twice)."""
+
+    def __init__(self, progress: Optional[ProgressCallback], total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0.0
+
+    def tick(self, message: str, amount: float = 1.0) -> None:
+        self.done += amount
+        report(self.progress, int(self.done), self.total, message)
+
+
+def _with_margin(box: np.ndarray, shape: Tuple[int, int], margin: float) -> np.ndarray:
+    """``box`` grown by ``margin`` x its size (plus 2 px) on each side, clipped to a ``shape`` slice."""
+    h, w = shape
+    mx, my = (box[2] - box[0] + 1) * margin + 2, (box[3] - box[1] + 1) * margin + 2
+    return np.array([max(0, box[0] - mx), max(0, box[1] - my), min(w - 1, box[2] + mx), min(h - 1, box[3] + my)])
+
+
+def _boxes_overlap(p: np.ndarray, q: np.ndarray) -> bool:
+    return p[0] <= q[2] and q[0] <= p[2] and p[1] <= q[3] and q[1] <= p[3]

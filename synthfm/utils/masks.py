@@ -16,3 +16,9 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     union = (pred | truth).sum()
     return 1.0 if union == 0 else float((pred & truth).sum() / union)
+
+
+def tight_box(mask: np.ndarray) -> np.ndarray:
+    """``x0, y0, x1, y1`` (pixel columns and rows) of a non-empty 2D mask's pixels."""
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)

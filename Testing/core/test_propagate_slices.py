@@ -1,0 +1,143 @@
+"""Several prompted slices: the slices between are filled by two fronts, reconciled; beyond them, propagation."""
+import numpy as np
+import pytest
+
+from synthfm.segment import Prediction, PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
+from synthfm.utils.masks import tight_box
+from synthfm.utils.progress import CancelToken, Cancelled
+
+from test_segment import TruthPredictor, _tiny
+
+
+def _tilted_tube(depth=21, size=48):
+    """A disc whose centre moves 1.5 px per slice in x, present on slices 2..18."""
+    zz, yy, xx = np.mgrid[:depth, :size, :size]
+    return ((xx - 8 - 1.5 * zz) ** 2 + (yy - 24) ** 2 < 36) & (zz >= 2) & (zz <= 18)
+
+
+def _box(mask):
+    return Prompts.make(box=tight_box(mask))
+
+
+class BoxPredictor(TruthPredictor):
+    """The truth inside the prompted box (with the mask of slices where the structure is absent empty)."""
+
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+        prompts.validate(*image.shape)
+        self.prompts_seen.append((key[2], prompts))
+        x0, y0, x1, y1 = np.round(prompts.box).astype(int)
+        inside = np.zeros(image.shape, bool)
+        inside[y0:y1 + 1, x0:x1 + 1] = True
+        mask = np.take(self.truth, key[2], axis=self.axis_) & inside
+        return Prediction(mask, 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+
+
+def test_slices_between_prompted_slices_follow_interpolated_boxes():
+    truth = _tilted_tube()
+    pred = BoxPredictor(truth, 0)
+    seg = VolumeSegmenter(pred, truth * 1.0)
+    result = seg.propagate_slices({2: _box(truth[2]), 10: _box(truth[10]), 18: _box(truth[18])},
+                                  options=PropagationOptions(box_margin=0.0))
+    assert np.array_equal(result.mask, truth)  # the disc is followed although it moves 1.5 px per slice
+    sources = {r.index: r.source for r in result.records if r.stop is None}
+    assert [i for i in sources if sources[i] == "prompt"] == [2, 10, 18]
+    assert sorted(i for i in sources if sources[i] == "between") == [i for i in range(3, 18) if i != 10]
+    assert {r.index: r.stop for r in result.records if r.stop} == {1: "empty", 19: "empty"}  # beyond: the stop rule
+    boxes = {i: p.box for i, p in pred.prompts_seen if i == 6}  # halfway between 2 and 10: the boxes' average
+    expected = (tight_box(truth[2]) + tight_box(truth[10])) / 2
+    assert np.allclose(boxes[6], expected + [-2, -2, 2, 2])  # plus the 2-pixel margin
+    assert result.describe().startswith("17 slices (2..18) from prompted slices 2, 10, 18, stopped before slice 1")
+
+
+class Drifting(TruthPredictor):
+    """Right for a few slices from where a front started, then a wrong blob; the start rides in the logits.
+
+    The front from slice 0 holds for 7 slices, the one from slice 10 for only 2 (its side is harder)."""
+
+    hold = {0: 7, 10: 2}
+
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+        i = key[2]
+        start = i if prompts.mask_logits is None else int(prompts.mask_logits[0, 0])
+        right = abs(i - start) <= self.hold.get(start, 99)
+        wrong = np.zeros_like(self.truth[i])
+        wrong[:3, :3] = True
+        score = 0.8 if right else 0.9  # the wrong blob is the decoder's confident mistake
+        return Prediction(self.truth[i] if right else wrong, score, np.full((256, 256), start, np.float32),
+                          np.array([score]))
+
+
+@pytest.mark.parametrize("between, wrong_slices", [("seam", []), ("nearest", [6, 7]), ("score", list(range(1, 10)))])
+def test_fronts_meet_where_they_agree(between, wrong_slices):
+    truth = np.zeros((11, 20, 20), bool)
+    truth[:, 6:14, 6:14] = True
+    seg = VolumeSegmenter(Drifting(truth, 0), truth * 1.0)
+    result = seg.propagate_slices({0: _box(truth[0]), 10: _box(truth[10])}, direction="up",
+                                  options=PropagationOptions(min_score=0.0, between=between))
+    wrong = [i for i in range(11) if not np.array_equal(result.mask[i], truth[i])]
+    assert wrong == wrong_slices
+
+
+def test_prompted_slices_that_disagree_or_come_out_empty():
+    truth = _tilted_tube()
+    seg = VolumeSegmenter(BoxPredictor(truth, 0), truth * 1.0)
+    with pytest.raises(ValueError, match="empty mask on slice 20; move or add prompts there first"):
+        seg.propagate_slices({10: _box(truth[10]), 20: _box(truth[10])})  # nothing of the structure on 20
+    far = truth[10].copy()
+    far[:] = False
+    far[30:40, 30:40] = True  # a box on 4 that is not where the structure is on 10
+    moved = truth.copy()
+    moved[4] = far
+    seg = VolumeSegmenter(BoxPredictor(moved, 0), moved * 1.0)
+    result = seg.propagate_slices({4: _box(far), 10: _box(moved[10])}, direction="up")
+    assert "do not overlap" in result.notes[0] and "4 and 10" in result.notes[0]
+    with pytest.raises(ValueError, match="no prompted slice"):
+        seg.propagate_slices({})
+    with pytest.raises(ValueError, match="between must be one of"):
+        seg.propagate_slices({10: _box(truth[10])}, options=PropagationOptions(between="middle"))
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_several_prompted_slices_along_any_axis(axis):
+    truth = np.moveaxis(_tilted_tube(), 0, axis)  # the tube now runs along ``axis``
+    seg = VolumeSegmenter(BoxPredictor(truth, axis), truth * 1.0, axis=axis)
+    prompts = {i: _box(np.take(truth, i, axis=axis)) for i in (3, 12, 17)}
+    result = seg.propagate_slices(prompts, options=PropagationOptions(box_margin=0.0))
+    assert result.mask.shape == truth.shape and np.array_equal(result.mask, truth)
+
+
+def test_progress_covers_all_slices_and_cancel_stops():
+    truth = _tilted_tube()
+    seg = VolumeSegmenter(BoxPredictor(truth, 0), truth * 1.0)
+    seen = []
+    prompts = {4: _box(truth[4]), 12: _box(truth[12])}
+    seg.propagate_slices(prompts, progress=lambda d, t, m: seen.append((d, t)))
+    assert seen[-1] == (20 - 12 + 4 + 7, 20 - 12 + 4 + 7) and all(d <= t for d, t in seen)
+    cancel = CancelToken()
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        seg.propagate_slices(prompts, cancel=cancel)
+
+
+def test_single_slice_volumes():
+    one = np.zeros((1, 20, 20), np.float32)
+    one[0, 5:12, 5:12] = 1
+    seg = VolumeSegmenter(TruthPredictor(one > 0, 0), one)  # along its only slice: that slice alone
+    assert seg.propagate(0, Prompts.make(box=(5, 5, 11, 11))).slices == [0]
+    with pytest.raises(ValueError, match="single slice along axis 0: slices along axis 1 would be 1 pixel thick"):
+        VolumeSegmenter(SlicePredictor(_tiny()), one, axis=1)
+
+
+def test_contrast_loss_stops_a_mask_on_flat_background():
+    class Sticky(TruthPredictor):  # keeps returning the structure's cross-section past its end
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            return Prediction(self.truth[5], 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
+
+    truth = np.zeros((11, 30, 30), bool)
+    truth[3:8, 10:20, 10:20] = True
+    volume = np.where(truth, 160.0, 100.0) + np.random.default_rng(0).normal(0, 2, truth.shape)
+    seg = VolumeSegmenter(Sticky(truth, 0), volume)
+    prompt = Prompts.make(positive=[(15, 15)])
+    assert seg.propagate(5, prompt).slices == list(range(11))
+    result = seg.propagate(5, prompt, options=PropagationOptions(min_contrast_ratio=0.5))
+    assert result.slices == list(range(3, 8)) and {r.stop for r in result.records if r.stop} == {"contrast lost"}
