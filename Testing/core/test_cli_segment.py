@@ -68,7 +68,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "Dice" in text
     volume_dice = float(text.split("Dice ")[1].split()[0])
     slice_dice = float(text.split(" on the prompted slice")[0].split()[-1])
-    assert 0 <= volume_dice <= 1 and slice_dice > 0.8  # the prompted slice is what the box pins down
+    # the prompted slice is what the box pins down: medsam-lite gave 0.79 on generator v3's 64 px demo volume
+    # (seed 3, lobulated; > 0.8 on v2's tube), a broken prompt mapping gives < 0.3
+    assert 0 <= volume_dice <= 1 and slice_dice > 0.7
     for name in ("image.nii.gz", "truth.nii.gz", "label.nii.gz", "overlay.png"):
         assert (tmp_path / name).exists(), name
 
