@@ -85,6 +85,18 @@ def shadow_mask(probe: Probe, structure: np.ndarray) -> np.ndarray:
     return (probe.beam >= beams.min()) & (probe.beam <= beams.max()) & (probe.depth > probe.depth[structure].max())
 
 
+def textured(rng: np.random.Generator, labels: np.ndarray, values: np.ndarray, texture: np.ndarray) -> np.ndarray:
+    """Per label: ``values + texture * (f1 + mix * f2)`` with two multi-scale smooth fields (versions 2 and 3)."""
+    f1, f2 = multiscale_field(rng, labels.shape), multiscale_field(rng, labels.shape, scales=(6, 16, 40))
+    mix = rng.uniform(-1, 1, len(values)).astype(np.float32)
+    image = np.take(texture, labels)
+    image *= f1
+    f2 *= np.take(texture * mix, labels)
+    image += f2
+    image += np.take(values, labels)
+    return image
+
+
 def render_image(rng: np.random.Generator, cfg: GeneratorConfig, scene: Scene, labels: np.ndarray,
                  spacing: Sequence[float] = (1.0, 1.0), probe: Optional[Probe] = None) -> Tuple[np.ndarray, Dict[str, object]]:
     """Intensity image (float32 in [0, 1]) for a painted label map, and what was drawn.
@@ -96,14 +108,7 @@ def render_image(rng: np.random.Generator, cfg: GeneratorConfig, scene: Scene, l
     n_all = max([n_labels] + [s.label + 1 for s in scene.structures])
     values, texture, meta = assign_intensities(rng, cfg, scene, n_all)
     shape = labels.shape
-    f1, f2 = multiscale_field(rng, shape), multiscale_field(rng, shape, scales=(6, 16, 40))
-    mix = rng.uniform(-1, 1, len(values)).astype(np.float32)
-    # values + texture * (f1 + mix * f2), per label
-    image = np.take(texture, labels)
-    image *= f1
-    f2 *= np.take(texture * mix, labels)
-    image += f2
-    image += np.take(values, labels)
+    image = textured(rng, labels, values, texture)
     clutter = float(rng.uniform(*cfg.clutter))
     if clutter > 0:
         field = multiscale_field(rng, shape, scales=(10, 30))
@@ -304,13 +309,7 @@ def render_image_v3(rng: np.random.Generator, cfg: GeneratorConfig, scene: Scene
         values, texture, meta = assign_intensities(rng, cfg, scene, n_all, floor)
         meta.update(noise=sigma, speckle=speckle)
     shape = labels.shape
-    f1, f2 = multiscale_field(rng, shape), multiscale_field(rng, shape, scales=(6, 16, 40))
-    mix = rng.uniform(-1, 1, len(values)).astype(np.float32)
-    image = np.take(texture, labels)
-    image *= f1
-    f2 *= np.take(texture * mix, labels)
-    image += f2
-    image += np.take(values, labels)
+    image = textured(rng, labels, values, texture)
     clutter = float(rng.uniform(*cfg.clutter)) if not anatomy else 0.0
     if clutter > 0:
         field = multiscale_field(rng, shape, scales=(10, 30))
