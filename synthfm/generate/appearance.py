@@ -131,21 +131,9 @@ def render_image(rng: np.random.Generator, cfg: GeneratorConfig, scene: Scene, l
     sigma = float(rng.uniform(*cfg.noise))
     noise_meta: Dict[str, object] = {"noise": sigma}
     if modality == "ct":
-        noise = gaussian_noise(rng, shape)
-        noise *= np.float32(sigma)
-        image += noise
-        if rng.random() < cfg.streak_prob:
-            image += _streaks(rng, shape[-2:]) * np.float32(rng.uniform(0.03, 0.12))
-            noise_meta["streaks"] = True
+        _ct_noise(rng, cfg, image, sigma, noise_meta)
     elif modality == "mr":  # Rician: magnitude of a complex signal with Gaussian noise in both channels
-        n1, n2 = gaussian_noise(rng, shape), gaussian_noise(rng, shape)
-        n1 *= np.float32(sigma)
-        image += n1
-        np.square(image, out=image)
-        n2 *= np.float32(sigma)
-        np.square(n2, out=n2)
-        image += n2
-        np.sqrt(image, out=image)
+        _rician_noise(rng, image, sigma)
     else:
         speckle = float(rng.uniform(*cfg.speckle))
         field = _speckle(rng, shape)
@@ -170,6 +158,29 @@ def render_image(rng: np.random.Generator, cfg: GeneratorConfig, scene: Scene, l
         image *= probe.fov
     meta.update(noise_meta, gamma=gamma, edge_blur=edge, bias=bias)
     return np.clip(image, 0, 1, out=image), meta
+
+
+def _ct_noise(rng: np.random.Generator, cfg: GeneratorConfig, image: np.ndarray, sigma: float,
+              noise_meta: Dict[str, object]) -> None:
+    """In place: Gaussian noise, and streak artefacts with ``cfg.streak_prob`` (versions 2 and 3)."""
+    noise = gaussian_noise(rng, image.shape)
+    noise *= np.float32(sigma)
+    image += noise
+    if rng.random() < cfg.streak_prob:
+        image += _streaks(rng, image.shape[-2:]) * np.float32(rng.uniform(0.03, 0.12))
+        noise_meta["streaks"] = True
+
+
+def _rician_noise(rng: np.random.Generator, image: np.ndarray, sigma: float) -> None:
+    """In place: MR magnitude of a complex signal with Gaussian noise in both channels."""
+    n1, n2 = gaussian_noise(rng, image.shape), gaussian_noise(rng, image.shape)
+    n1 *= np.float32(sigma)
+    image += n1
+    np.square(image, out=image)
+    n2 *= np.float32(sigma)
+    np.square(n2, out=n2)
+    image += n2
+    np.sqrt(image, out=image)
 
 
 def _speckle(rng: np.random.Generator, shape: Tuple[int, ...]) -> np.ndarray:
@@ -337,21 +348,9 @@ def render_image_v3(rng: np.random.Generator, cfg: GeneratorConfig, scene: Scene
         np.power(image, np.float32(gamma), out=image)
     noise_meta: Dict[str, object] = {}
     if modality == "ct":
-        noise = gaussian_noise(rng, shape)
-        noise *= np.float32(sigma)
-        image += noise
-        if rng.random() < cfg.streak_prob:
-            image += _streaks(rng, shape[-2:]) * np.float32(rng.uniform(0.03, 0.12))
-            noise_meta["streaks"] = True
+        _ct_noise(rng, cfg, image, sigma, noise_meta)
     elif modality == "mr":
-        n1, n2 = gaussian_noise(rng, shape), gaussian_noise(rng, shape)
-        n1 *= np.float32(sigma)
-        image += n1
-        np.square(image, out=image)
-        n2 *= np.float32(sigma)
-        np.square(n2, out=n2)
-        image += n2
-        np.sqrt(image, out=image)
+        _rician_noise(rng, image, sigma)
     else:
         field = _speckle(rng, shape)
         field *= np.float32(meta["speckle"])
