@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,17 @@ def limited_cases(pairs: Path, out: Path, limit: int) -> Path:
     return path
 
 
+def evaluate(py: List[str], pairs: Path, model: str, run: Path, args: argparse.Namespace) -> Dict[str, float]:
+    """Evaluate one decoder on the real cases (every protocol); mean Dice per protocol."""
+    cmd = py + ["evaluate", "--pairs", str(pairs), "--model", model, "--max-slices", str(args.max_slices),
+                "--seed", str(args.seed), "--device", args.device, "--out", str(run / "eval"), "--overwrite"]
+    for protocol in PROTOCOLS:
+        cmd += ["--prompt", protocol]
+    _run(cmd)
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    return {key.split(" | ")[-1]: v["dice"] for key, v in summary["by_model_protocol"].items()}
+
+
 def main(argv: List[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", required=True, help="real cases CSV (synthfm evaluate-data --out data/real)")
@@ -73,6 +85,11 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--max-slices", type=int, default=10, help="evaluated slices per structure")
     p.add_argument("--limit-cases", type=int, help="evaluate only the first N rows of --pairs (smoke tests)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--init", help="fine-tune every run from this decoder (model name or checkpoint) instead of "
+                   "from scratch; it is evaluated too, as the row 'init'")
+    p.add_argument("--train-args", default="", help="more `synthfm train` options, the same for every run, "
+                   "e.g. '--correction-prob 0.6 --correction-rounds 3 --lr-warmup 50'")
+    p.add_argument("--no-init-eval", action="store_true", help="do not evaluate --init (another process does)")
     args = p.parse_args(argv)
 
     out = Path(args.out)
@@ -83,6 +100,8 @@ def main(argv: List[str] | None = None) -> int:
         pairs = limited_cases(pairs, out, args.limit_cases)
     py = [sys.executable, "-m", "synthfm.cli"]
     table: Dict[str, Dict[str, float]] = {}
+    if args.init and not args.no_init_eval:
+        table["init"] = evaluate(py, pairs, args.init, out / "init", args)
     for name in args.runs:
         run = out / name
         train = py + ["train", "--preset", args.preset, "--generator", json.dumps(RUNS[name]),
@@ -94,17 +113,15 @@ def main(argv: List[str] | None = None) -> int:
             train += ["--time-budget", str(args.time_budget)]
         if args.threads:
             train += ["--threads", str(args.threads)]
+        if args.init:
+            train += ["--init", args.init]
+        train += shlex.split(args.train_args)
         _run(train)
-        evaluate = py + ["evaluate", "--pairs", str(pairs), "--model", str(run / "synthfm-lite.pt"),
-                         "--max-slices", str(args.max_slices), "--seed", str(args.seed), "--device", args.device,
-                         "--out", str(run / "eval"), "--overwrite"]
-        for protocol in PROTOCOLS:
-            evaluate += ["--prompt", protocol]
-        _run(evaluate)
-        summary = json.loads((run / "eval" / "summary.json").read_text())
-        table[name] = {key.split(" | ")[-1]: v["dice"] for key, v in summary["by_model_protocol"].items()}
+        table[name] = evaluate(py, pairs, str(run / "synthfm-lite.pt"), run, args)
     lines = [f"Same budget: {args.steps} steps, {args.samples} samples, seed {args.seed}, lr {args.lr}"
-             + (f", {args.time_budget} min" if args.time_budget else "") + f"; Dice on {pairs.name}", "",
+             + (f", {args.time_budget} min" if args.time_budget else "")
+             + (f", fine-tuned from {args.init}" if args.init else ", from scratch")
+             + (f", {args.train_args}" if args.train_args else "") + f"; Dice on {pairs.name}", "",
              "| generator | " + " | ".join(PROTOCOLS) + " |", "| --- |" + " --- |" * len(PROTOCOLS)]
     for name, row in table.items():
         lines.append(f"| {name} | " + " | ".join(f"{row.get(pr, float('nan')):.3f}" for pr in PROTOCOLS) + " |")
