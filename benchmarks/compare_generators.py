@@ -22,7 +22,9 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
+
+import numpy as np
 
 RUNS: Dict[str, dict] = {
     "v2": {"version": 2},
@@ -57,15 +59,65 @@ def limited_cases(pairs: Path, out: Path, limit: int) -> Path:
     return path
 
 
-def evaluate(py: List[str], pairs: Path, model: str, run: Path, args: argparse.Namespace) -> Dict[str, float]:
-    """Evaluate one decoder on the real cases (every protocol); mean Dice per protocol."""
+def evaluate(py: List[str], pairs: Path, model: str, run: Path, args: argparse.Namespace) -> None:
+    """Evaluate one decoder on the real cases (every protocol) into ``run/eval``."""
     cmd = py + ["evaluate", "--pairs", str(pairs), "--model", model, "--max-slices", str(args.max_slices),
                 "--seed", str(args.seed), "--device", args.device, "--out", str(run / "eval"), "--overwrite"]
     for protocol in PROTOCOLS:
         cmd += ["--prompt", protocol]
     _run(cmd)
-    summary = json.loads((run / "eval" / "summary.json").read_text())
-    return {key.split(" | ")[-1]: v["dice"] for key, v in summary["by_model_protocol"].items()}
+
+
+def per_structure_dice(slices_csv: Path) -> Dict[Tuple[str, str, str], float]:
+    """Mean Dice per (protocol, case, label) from an evaluation's ``slices.csv``."""
+    groups: Dict[Tuple[str, str, str], List[float]] = {}
+    with open(slices_csv, newline="") as handle:
+        for row in csv.DictReader(handle):
+            groups.setdefault((row["protocol"], row["case"], row["label"]), []).append(float(row["dice"]))
+    return {key: float(np.mean(v)) for key, v in groups.items()}
+
+
+def paired_difference(a: Dict[tuple, float], b: Dict[tuple, float], protocol: str, seed: int = 0,
+                      rounds: int = 5000) -> Tuple[float, float, float, int, int]:
+    """Mean per-structure Dice difference a - b for one protocol, its 95% bootstrap interval over structures,
+    and on how many of the shared structures a is better."""
+    keys = sorted(k for k in a if k[0] == protocol and k in b)
+    diff = np.array([a[k] - b[k] for k in keys])
+    if not len(diff):
+        return float("nan"), float("nan"), float("nan"), 0, 0
+    rng = np.random.default_rng(seed)
+    boot = rng.choice(diff, (rounds, len(diff))).mean(1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(diff.mean()), float(lo), float(hi), int((diff > 0).sum()), len(diff)
+
+
+def comparison_table(runs: Dict[str, Path], reference: str, header: str) -> Tuple[dict, str]:
+    """Markdown table of mean Dice per run and protocol (slice-weighted, as `synthfm evaluate` reports), then
+    each run's paired per-structure difference to ``reference`` with a bootstrap interval."""
+    per_slice = {n: {} for n in runs}
+    for name, path in runs.items():
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                per_slice[name].setdefault(row["protocol"], []).append(float(row["dice"]))
+    table = {n: {pr: float(np.mean(v)) for pr, v in rows.items()} for n, rows in per_slice.items()}
+    lines = [header, "", "| generator | " + " | ".join(PROTOCOLS) + " |", "| --- |" + " --- |" * len(PROTOCOLS)]
+    for name, row in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row.get(pr, float('nan')):.3f}" for pr in PROTOCOLS) + " |")
+    if reference in runs and len(runs) > 1:
+        ref = per_structure_dice(runs[reference])
+        lines += ["", f"Paired per structure against `{reference}` (mean Dice difference, 95% bootstrap interval over "
+                  "structures, structures better):", "",
+                  "| generator | " + " | ".join(PROTOCOLS) + " |", "| --- |" + " --- |" * len(PROTOCOLS)]
+        for name in runs:
+            if name == reference:
+                continue
+            mine = per_structure_dice(runs[name])
+            cells = []
+            for pr in PROTOCOLS:
+                d, lo, hi, better, n = paired_difference(mine, ref, pr)
+                cells.append(f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] {better}/{n}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return table, "\n".join(lines) + "\n"
 
 
 def main(argv: List[str] | None = None) -> int:
@@ -90,6 +142,9 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--train-args", default="", help="more `synthfm train` options, the same for every run, "
                    "e.g. '--correction-prob 0.6 --correction-rounds 3 --lr-warmup 50'")
     p.add_argument("--no-init-eval", action="store_true", help="do not evaluate --init (another process does)")
+    p.add_argument("--report-only", action="store_true", help="only build the table from the runs' existing "
+                   "evaluations (OUT/<run>/eval/slices.csv)")
+    p.add_argument("--reference", default="v2", help="run the others are compared to per structure (default v2)")
     args = p.parse_args(argv)
 
     out = Path(args.out)
@@ -99,11 +154,13 @@ def main(argv: List[str] | None = None) -> int:
     if args.limit_cases:
         pairs = limited_cases(pairs, out, args.limit_cases)
     py = [sys.executable, "-m", "synthfm.cli"]
-    table: Dict[str, Dict[str, float]] = {}
-    if args.init and not args.no_init_eval:
-        table["init"] = evaluate(py, pairs, args.init, out / "init", args)
-    for name in args.runs:
+    names = (["init"] if args.init else []) + list(args.runs)
+    for name in names if not args.report_only else ():
         run = out / name
+        if name == "init":
+            if not args.no_init_eval:
+                evaluate(py, pairs, args.init, run, args)
+            continue
         train = py + ["train", "--preset", args.preset, "--generator", json.dumps(RUNS[name]),
                       "--steps", str(args.steps), "--samples", str(args.samples), "--val-samples", str(args.val_samples),
                       "--batch-size", str(args.batch_size),
@@ -117,15 +174,15 @@ def main(argv: List[str] | None = None) -> int:
             train += ["--init", args.init]
         train += shlex.split(args.train_args)
         _run(train)
-        table[name] = evaluate(py, pairs, str(run / "synthfm-lite.pt"), run, args)
-    lines = [f"Same budget: {args.steps} steps, {args.samples} samples, seed {args.seed}, lr {args.lr}"
-             + (f", {args.time_budget} min" if args.time_budget else "")
-             + (f", fine-tuned from {args.init}" if args.init else ", from scratch")
-             + (f", {args.train_args}" if args.train_args else "") + f"; Dice on {pairs.name}", "",
-             "| generator | " + " | ".join(PROTOCOLS) + " |", "| --- |" + " --- |" * len(PROTOCOLS)]
-    for name, row in table.items():
-        lines.append(f"| {name} | " + " | ".join(f"{row.get(pr, float('nan')):.3f}" for pr in PROTOCOLS) + " |")
-    text = "\n".join(lines) + "\n"
+        evaluate(py, pairs, str(run / "synthfm-lite.pt"), run, args)
+    evaluated = [n for n in names if (out / n / "eval" / "slices.csv").is_file()]
+    if not evaluated:
+        raise SystemExit(f"no evaluated run in {out} (expected {out}/<run>/eval/slices.csv)")
+    header = (f"Same budget: {args.steps} steps, {args.samples} samples, seed {args.seed}, lr {args.lr}"
+              + (f", {args.time_budget} min" if args.time_budget else "")
+              + (f", fine-tuned from {args.init}" if args.init else ", from scratch")
+              + (f", {args.train_args}" if args.train_args else "") + f"; Dice on {pairs.name}")
+    table, text = comparison_table({n: out / n / "eval" / "slices.csv" for n in evaluated}, args.reference, header)
     print(text)
     from synthfm.io.atomic import atomic_write_text
 
