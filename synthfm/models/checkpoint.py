@@ -74,12 +74,19 @@ def describe_payload(payload: Any) -> str:
     elif any(k.startswith("image_encoder.patch_embed.seq") for k in tensors):
         kind = "a full TinyViT (LiteMedSAM) model"
     else:
-        kind = "a state dict"
-    return f"{kind} ({len(tensors)} tensors: {shown}), not a SynthFM decoder checkpoint"
+        return f"a state dict of {len(tensors)} tensors ({shown})"
+    return (f"{kind} ({len(tensors)} tensors: {shown}); to start from a published model's decoder give its name "
+            "(e.g. medsam-lite, sam-vit-b)")
 
 
 def _read_payload(path: Path) -> Any:
     """``torch.load`` of ``path`` (tensors and plain types only) with a one-line reason when it fails."""
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if not magic.startswith((b"PK\x03\x04", b"\x80")):  # torch's zip format, or a legacy pickle
+        found = f"it starts with {magic!r}" if magic else "it is empty"
+        raise ValueError(f"{path} is not a readable SynthFM decoder checkpoint: it is not a PyTorch file at all "
+                         f"({found})")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors for files that are not checkpoints

@@ -148,9 +148,11 @@ def check_init_decoder(name: str, model: str) -> Optional[Path]:
     if path is None:
         spec = get_spec(name)
         if (spec.encoder, spec.image_size) != (target.encoder, target.image_size):
+            own = [n for n, s in MODEL_REGISTRY.items() if s.decoder == "synthfm" and s.encoder == spec.encoder]
             raise ValueError(f"'{name}' is a decoder for encoder {spec.encoder} ({spec.image_size} px), but model "
                              f"'{model}' uses encoder {target.encoder} ({target.image_size} px); start from a decoder "
-                             f"of the same encoder (e.g. --init {model}) or train with --model {name}")
+                             f"of the same encoder (e.g. --init {model})"
+                             + (f" or train with --model {own[0]}" if own else ""))
         if spec.decoder != "synthfm" or spec.encoder == "tiny":
             return None
         path = find_decoder(spec.decoder_file or f"{spec.name}.pt")
