@@ -385,6 +385,10 @@ REFUSALS = {
                                                 ["image 3 is marked as encoded, but its embedding holds NaN"]),
     "train: zero embeddings marked as encoded": (lambda t: _cache(t, _values("embeddings.f16", np.float16, 0, 0)),
                                                  ["image 0 is marked as encoded, but its embedding is all zeros"]),
+    "train-compare: a damaged --val-cache": (
+        lambda t: (_cache(t, _cut("labels.i16"), "val"), ["train-compare", "--models", "tiny-test", "--val-cache",
+                                                          str(Path(t) / "run" / "cache" / "val")])[1],
+        ["val is damaged: labels.i16 holds 16384 bytes", "delete the folder"]),
     "train: garbage in the encoded flags": (lambda t: _cache(t, _values("filled.u8", np.uint8, 1, 7)),
                                             ["filled.u8 holds values other than 0 and 1"]),
 }

@@ -160,7 +160,7 @@ def check_init_decoder(name: str, model: str) -> Optional[Path]:
             raise FileNotFoundError(f"model '{name}' has no decoder checkpoint {spec.decoder_file} in "
                                     f"{user_models_dir()} nor in the shipped Resources/models; give a checkpoint path")
     state, meta = load_decoder_checkpoint(path)
-    if (meta.get("encoder"), int(meta.get("image_size", -1))) != (target.encoder, target.image_size):
+    if (meta.get("encoder"), meta.get("image_size")) != (target.encoder, target.image_size):
         trained = f"'{meta['model']}' " if meta.get("model") else ""
         raise ValueError(f"decoder checkpoint {path} is a {trained}decoder for encoder {meta.get('encoder')} "
                          f"({meta.get('image_size')} px), but model '{model}' uses encoder {target.encoder} "

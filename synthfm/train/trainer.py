@@ -328,12 +328,13 @@ class Trainer:
             if not is_disk_full(exc):
                 raise
             free = free_disk_bytes(self.out)
-            before = f"the last save (step {self.saved_step})" if self.saved_step is not None else "no earlier save"
+            kept = (f"the other files are as the last save (step {self.saved_step}) left them"
+                    if self.saved_step is not None else "this run had no earlier save")
             raise InputError(
                 f"disk full while saving the training state in {self.out} at step {self.step}: a save needs about "
                 f"{format_bytes(CHECKPOINT_BYTES)}{f', {format_bytes(free)} are free' if free is not None else ''}; "
-                f"{' and '.join(written) + ' written at this step, ' if written else ''}the other files are as "
-                f"{before} left them; free space there and run the same command again to resume") from exc
+                f"{' and '.join(written) + ' written at this step, ' if written else ''}{kept}; free space there "
+                "and run the same command again to resume") from exc
         self.saved_step = self.step
         return self.checkpoint_path
 
