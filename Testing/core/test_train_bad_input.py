@@ -75,19 +75,23 @@ def test_disk_full_while_saving_leaves_the_last_save_untouched_and_resume_finish
     assert main(_args(tmp_path, 2)) == 0
     run = tmp_path / "run"
     before = _files(run)
-    real_save = torch.save
+    import synthfm.models.checkpoint as checkpoint
+    from synthfm.io.atomic import atomic_path
 
-    def half_then_full(obj, handle, *args, **kwargs):
-        handle.write(b"x" * 4096)  # part of the file was written when the disk filled up
-        raise ENOSPC
+    real_write = checkpoint.atomic_write_bytes
 
-    monkeypatch.setattr(torch, "save", half_then_full)
+    def half_then_full(target, data, overwrite=True):
+        with atomic_path(target, overwrite) as tmp:
+            tmp.write_bytes(data[:len(data) // 2])  # half of the file was written when the disk filled up
+            raise ENOSPC
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", half_then_full)
     assert main(_args(tmp_path, 4)) == 2
     err = _error(capsys)
     assert f"disk full while saving the training state in {run} at step 4: a save needs about 64.0 MiB" in err
     assert "the other files are as the last save (step 2) left them" in err and "run the same command again" in err
     assert _files(run) == before  # checkpoint, resume state, history, card, curve: byte for byte; no temporaries
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", real_write)
     assert main(_args(tmp_path, 4)) == 0
     assert torch.load(run / "resume.pt", weights_only=False)["step"] == 4
 

@@ -6,6 +6,7 @@ size, with which generator and training settings, so it can never be paired with
 from __future__ import annotations
 
 import datetime
+import io
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Tuple
@@ -13,7 +14,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from synthfm import __version__
-from synthfm.io.atomic import PathLike, atomic_path
+from synthfm.io.atomic import PathLike, atomic_write_bytes
 
 FORMAT = "synthfm-decoder"
 FORMAT_VERSION = 1
@@ -40,12 +41,12 @@ def save_decoder_checkpoint(path: PathLike, model, meta: Dict[str, Any], half: b
 
 
 def save_torch_atomic(obj: Any, path: PathLike, overwrite: bool = True) -> Path:
-    """``torch.save`` through :func:`~synthfm.io.atomic.atomic_path` and a Python file object, so a full disk
-    raises ``OSError(ENOSPC)`` (torch's own writer turns it into an opaque ``RuntimeError``) and the target,
-    if any, is left as it was."""
-    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-    return Path(path)
+    """``torch.save`` into memory, then the bytes written atomically (:func:`~synthfm.io.atomic.atomic_write_bytes`):
+    a full disk raises ``OSError(ENOSPC)`` from the write (torch's own writer reports it as an opaque
+    ``RuntimeError``, "unexpected pos", seen on a full tmpfs) and the target, if any, is left as it was."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue(), overwrite=overwrite)
 
 
 # SAM checkpoints: the patch embedding's width names the encoder
