@@ -149,6 +149,78 @@ def _lock(t, pid, host=None):
     return _train(t)
 
 
+def _decoder_file(t, name, encoder="tiny", image_size=128, model="tiny-test", state=None):
+    """A SynthFM decoder checkpoint file with the given metadata (weights: zeros of the right shapes)."""
+    from synthfm.models.checkpoint import FORMAT, FORMAT_VERSION, decoder_shapes
+
+    if state is None:
+        state = {k: torch.zeros(shape, dtype=torch.float16) for k, shape in decoder_shapes(image_size).items()}
+    path = Path(t) / name
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "state_dict": state,
+                "meta": {"model": model, "encoder": encoder, "image_size": image_size}}, path)
+    return path
+
+
+def _init_with(t, make):
+    """``train --init FILE`` where ``make(path)`` writes FILE."""
+    make(Path(t) / "start.pt")
+    return _train(t, "--init", str(Path(t) / "start.pt"))
+
+
+def _misfit_decoder(t):
+    from synthfm.models.checkpoint import decoder_shapes
+
+    state = {k: torch.zeros(shape) for k, shape in decoder_shapes(128).items()}
+    state["mask_decoder.iou_token.weight"] = torch.zeros(2, 256)
+    return _train(t, "--init", str(_decoder_file(t, "odd.pt", state=state)))
+
+
+def _cache(t, damage, which="train", count=4):
+    """A complete, plausible embedding cache of ``_train``'s settings in run/cache/WHICH, then ``damage(folder)``
+    (written without the encoder or the generator, which the refusal suite forbids)."""
+    from synthfm.generate import GeneratorConfig
+    from synthfm.train.embed_cache import EmbeddingCache, synthetic_manifest
+    from synthfm.train.trainer import VAL_OFFSET
+
+    wanted = synthetic_manifest("tiny", 128, GeneratorConfig.from_preset("mixed", size=64), 0,
+                                0 if which == "train" else VAL_OFFSET, count)
+    folder = Path(t) / "run" / "cache" / which
+    cache = EmbeddingCache.open_matching(folder, wanted)
+    cache.embeddings[:] = np.random.default_rng(0).normal(size=cache.embeddings.shape).astype(np.float16)
+    cache.labels[:] = 1
+    cache.labels[:, 20:40, 20:40] = 2
+    cache.targets[:] = 2
+    cache.filled[:] = 1
+    for array in (cache.embeddings, cache.labels, cache.targets, cache.filled):
+        array.flush()
+    del cache
+    damage(folder)
+    return _train(t)
+
+
+def _cut(name, keep=0.5):
+    def damage(folder):
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[:int(len(data) * keep)])
+    return damage
+
+
+def _manifest(change):
+    def damage(folder):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        change(manifest)
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    return damage
+
+
+def _values(name, dtype, item, value):
+    def damage(folder):
+        data = np.fromfile(folder / name, dtype)
+        data.reshape(4, -1)[item] = value
+        data.tofile(folder / name)
+    return damage
+
+
 REFUSALS = {
     # 1-2: data loss
     "generate: a user's cases.csv in --out": (lambda t: _gen3d(t, "cases.csv"), ["already holds cases.csv", "--overwrite"]),
@@ -264,6 +336,61 @@ REFUSALS = {
     "train: --device tpu": (lambda t: _train(t, "--device", "tpu"), ["unknown device"]),
     "train: --out is a file": (lambda t: (_existing(t, "run"), _train(t))[1], ["is a file, not a folder"]),
     "train: bad --init": (lambda t: _train(t, "--init", "nothing-like-this"), ["--init nothing-like-this", "unknown model"]),
+    # issue 11: --init of another architecture, damaged embedding caches (all before a model is built)
+    "train: --init a synthfm-vit-b decoder": (
+        lambda t: _train(t, "--init", str(_decoder_file(t, "vitb.pt", "vit_b", 1024, "synthfm-vit-b"))),
+        ["vitb.pt is a 'synthfm-vit-b' decoder for encoder vit_b (1024 px)", "model 'tiny-test' uses encoder tiny "
+         "(128 px)", "give a decoder trained with --model tiny-test, or train with --model synthfm-vit-b"]),
+    "train: --init a decoder whose tensors do not fit": (
+        _misfit_decoder, ["odd.pt does not fit the decoder of model 'tiny-test'",
+                          "mask_decoder.iou_token.weight has shape (2, 256), expected (1, 256)"]),
+    "train: --init a file that is not a checkpoint": (
+        lambda t: _init_with(t, lambda p: p.write_text("not a checkpoint")),
+        ["start.pt is not a readable SynthFM decoder checkpoint", "not a PyTorch file at all (it starts with b'not "]),
+    "train: --init a full SAM ViT-B state dict": (
+        lambda t: _init_with(t, lambda p: torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 2, 2),
+                                                      "mask_decoder.iou_token.weight": torch.zeros(1, 256)}, p)),
+        ["is not a SynthFM decoder checkpoint", "holds a full SAM ViT-B model (2 tensors: image_encoder, mask_decoder)",
+         "give its name (e.g. medsam-lite, sam-vit-b)"]),
+    "train: --init a resume state": (
+        lambda t: _init_with(t, lambda p: torch.save({"step": 3, "decoder": {}, "optimizer": {}}, p)),
+        ["a training resume state (step 3)", "give the decoder checkpoint"]),
+    "train: --init a pickled module": (lambda t: _init_with(t, lambda p: torch.save(torch.nn.Linear(2, 2), p)),
+                                       ["cannot be read as a PyTorch file (it holds pickled Python objects"]),
+    "train: --init a registry model of another encoder": (
+        lambda t: _train(t, "--init", "sam-vit-b"), ["'sam-vit-b' is a decoder for encoder vit_b (1024 px)",
+                                                     "but model 'tiny-test' uses", "--init tiny-test",
+                                                     "or train with --model synthfm-vit-b"]),
+    "train: embedding cache cut off": (lambda t: _cache(t, _cut("embeddings.f16")),
+                                       ["embedding cache", "train is damaged: embeddings.f16 holds 4194304 bytes, but the "
+                                        "manifest describes 8388608 (4 images", "delete the folder", "nothing trained"]),
+    "train: embedding cache manifest garbage": (
+        lambda t: _cache(t, lambda f: (f / "manifest.json").write_text("{garbage")),
+        ["is damaged: its manifest.json cannot be read (JSONDecodeError", "delete the folder"]),
+    "train: embedding cache manifest of the wrong kind": (
+        lambda t: _cache(t, lambda f: (f / "manifest.json").write_text("[1, 2]")),
+        ["not a SynthFM embedding-cache manifest"]),
+    "train: encoded items without a manifest": (lambda t: _cache(t, lambda f: (f / "manifest.json").unlink()),
+                                                ["holds encoded images but no manifest.json", "delete the folder"]),
+    "train: embedding cache of another encoder": (
+        lambda t: _cache(t, _manifest(lambda m: m.update(encoder="vit_b", image_size=1024))),
+        ['was built with different settings (encoder "vit_b" (now "tiny"); image_size 1024 (now 128))',
+         "another --cache folder, or delete"]),
+    "train: embedding cache of other generator settings": (
+        lambda t: _cache(t, _manifest(lambda m: m["generator"].update(touch_prob=0.123))),
+        ["different settings (generator.touch_prob 0.123 (now"]),
+    "train: embedding cache of another count": (lambda t: _cache(t, _manifest(lambda m: m.update(count=6))),
+                                                ["count 6 (now 4)"]),
+    "train: NaN embeddings marked as encoded": (lambda t: _cache(t, _values("embeddings.f16", np.float16, 3, np.nan)),
+                                                ["image 3 is marked as encoded, but its embedding holds NaN"]),
+    "train: zero embeddings marked as encoded": (lambda t: _cache(t, _values("embeddings.f16", np.float16, 0, 0)),
+                                                 ["image 0 is marked as encoded, but its embedding is all zeros"]),
+    "train-compare: a damaged --val-cache": (
+        lambda t: (_cache(t, _cut("labels.i16"), "val"), ["train-compare", "--models", "tiny-test", "--val-cache",
+                                                          str(Path(t) / "run" / "cache" / "val")])[1],
+        ["val is damaged: labels.i16 holds 16384 bytes", "delete the folder"]),
+    "train: garbage in the encoded flags": (lambda t: _cache(t, _values("filled.u8", np.uint8, 1, 7)),
+                                            ["filled.u8 holds values other than 0 and 1"]),
 }
 
 

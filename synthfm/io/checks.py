@@ -7,8 +7,10 @@ names the problem and the fix, so the command line prints one line and exits wit
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -302,6 +304,19 @@ def check_model_name(name: str, option: str = "--model", extra: Sequence[str] = 
                      "checkpoint path (.pt)")
 
 
+def check_init_decoder(init: str, model: str, option: str = "--init") -> str:
+    """A decoder to fine-tune ``model`` from: known (:func:`check_model_name`), for the same encoder and input
+    size, and a checkpoint whose tensors fit ``model``'s decoder; only the decoder file is read."""
+    check_model_name(init, option)
+    from synthfm.models.loader import check_init_decoder as check_fits_model
+
+    try:
+        check_fits_model(init, model)
+    except (ValueError, FileNotFoundError) as exc:
+        raise InputError(f"{option} {init}: {exc}") from None
+    return init
+
+
 def available_memory() -> Optional[int]:
     """Bytes of memory available to new allocations (Linux ``MemAvailable``; None where unknown)."""
     try:
@@ -321,6 +336,46 @@ def check_memory(needed: int, what: str, fix: str) -> None:
         raise InputError(f"{what} needs about {needed / 2**30:.1f} GiB of memory, more than the {free / 2**30:.1f} "
                          f"GiB available; {fix}")
 
+
+# ---- disk space --------------------------------------------------------------------------------
+def format_bytes(count: float) -> str:
+    """``2147483648`` -> ``2.0 GiB`` (for messages)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def existing_folder(path: PathLike) -> Path:
+    """``path`` or its nearest existing parent (where a folder to be created will live)."""
+    path = Path(path).absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def free_disk_bytes(folder: PathLike) -> Optional[int]:
+    """Bytes free for this user on the file system of ``folder`` (or its nearest existing parent); None if
+    unknown."""
+    try:
+        return shutil.disk_usage(existing_folder(folder)).free
+    except OSError:
+        return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the errors of a write to a full disk or an exhausted quota."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def check_disk_space(folder: PathLike, needed: int, what: str, fix: str) -> None:
+    """Refuse work that would write more than the free space of ``folder``'s disk (``what`` says what needs
+    ``needed`` bytes, e.g. ``600 images x 2.0 MiB``; ``fix`` what to do)."""
+    free = free_disk_bytes(folder)
+    if free is not None and needed > free:
+        raise InputError(f"not enough disk space in {existing_folder(folder)}: {what} needs {format_bytes(needed)}, "
+                         f"only {format_bytes(free)} are free; {fix}")
 
 
 # ---- prompts -----------------------------------------------------------------------------------

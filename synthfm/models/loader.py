@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 import torch
 from torch import nn
 
-from synthfm.models.checkpoint import check_encoder, load_decoder_checkpoint
+from synthfm.models.checkpoint import check_encoder, check_fits, load_decoder_checkpoint
 from synthfm.models.registry import MODEL_REGISTRY, ModelSpec, find_decoder, get_spec, user_models_dir
 from synthfm.models.sam import PromptableModel
 from synthfm.models.weights import resolve_weights
@@ -93,7 +93,8 @@ def build_model(name: str, pretrained: bool = True, weights_dir: Optional[str] =
     return _freeze_encoder(model)
 
 
-def _resolve_checkpoint(name_or_path: str) -> Optional[Path]:
+def resolve_checkpoint(name_or_path: str) -> Optional[Path]:
+    """The decoder checkpoint file ``name_or_path`` names (a path, or a user model's name); None for registry names."""
     path = Path(name_or_path)
     if path.suffix in (".pt", ".pth") or path.exists():
         return path
@@ -104,7 +105,7 @@ def _resolve_checkpoint(name_or_path: str) -> Optional[Path]:
 def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] = "cpu",
                weights_dir: Optional[str] = None, encoder_weights: Optional[str] = None) -> PromptableModel:
     """Load a ready-to-use model (eval mode, frozen encoder) by registry name or decoder checkpoint path."""
-    checkpoint = _resolve_checkpoint(str(name_or_path))
+    checkpoint = resolve_checkpoint(str(name_or_path))
     if checkpoint is not None:
         state, meta = load_decoder_checkpoint(checkpoint)
         spec = get_spec(meta.get("model", ""))
@@ -135,3 +136,49 @@ def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] 
     model = _freeze_encoder(model).to(device)
     model.name, model.trained_points = spec.name, spec.trained_points
     return model.eval()
+
+
+def check_init_decoder(name: str, model: str) -> Optional[Path]:
+    """Check that decoder ``name`` (registry name, checkpoint path or user model) can start a fine-tune of
+    ``model``: same encoder and input size, and, for a checkpoint, tensors of the right names and shapes.
+    Returns the checkpoint file to read (None: a registry model's published or random decoder).  Reads
+    only the decoder file, never encoder weights; raises a ``ValueError`` naming what was found."""
+    target = get_spec(model)
+    path = resolve_checkpoint(name)
+    if path is None:
+        spec = get_spec(name)
+        if (spec.encoder, spec.image_size) != (target.encoder, target.image_size):
+            own = [n for n, s in MODEL_REGISTRY.items() if s.decoder == "synthfm" and s.encoder == spec.encoder]
+            raise ValueError(f"'{name}' is a decoder for encoder {spec.encoder} ({spec.image_size} px), but model "
+                             f"'{model}' uses encoder {target.encoder} ({target.image_size} px); start from a decoder "
+                             f"of the same encoder (e.g. --init {model})"
+                             + (f" or train with --model {own[0]}" if own else ""))
+        if spec.decoder != "synthfm" or spec.encoder == "tiny":
+            return None
+        path = find_decoder(spec.decoder_file or f"{spec.name}.pt")
+        if path is None:
+            raise FileNotFoundError(f"model '{name}' has no decoder checkpoint {spec.decoder_file} in "
+                                    f"{user_models_dir()} nor in the shipped Resources/models; give a checkpoint path")
+    state, meta = load_decoder_checkpoint(path)
+    if (meta.get("encoder"), meta.get("image_size")) != (target.encoder, target.image_size):
+        trained = f"'{meta['model']}' " if meta.get("model") else ""
+        raise ValueError(f"decoder checkpoint {path} is a {trained}decoder for encoder {meta.get('encoder')} "
+                         f"({meta.get('image_size')} px), but model '{model}' uses encoder {target.encoder} "
+                         f"({target.image_size} px); give a decoder trained with --model {model}"
+                         + (f", or train with --model {meta['model']}" if meta.get("model") in MODEL_REGISTRY else ""))
+    check_fits(path, state, target.image_size, model)
+    return path
+
+
+def init_decoder_state(name: str, model: str) -> Dict[str, torch.Tensor]:
+    """The prompt encoder + mask decoder weights (float32) of decoder ``name``, checked to fit ``model``
+    (:func:`check_init_decoder`)."""
+    path = check_init_decoder(name, model)
+    if path is not None:
+        return {k: v.float() if v.is_floating_point() else v for k, v in load_decoder_checkpoint(path)[0].items()}
+    spec = get_spec(name)
+    if spec.decoder == "published":
+        state = torch.load(resolve_weights(spec.encoder_weights), map_location="cpu", weights_only=True)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        return {k: v for k, v in state.items() if k.startswith(("prompt_encoder.", "mask_decoder."))}
+    return _empty_model(spec).decoder_state_dict()  # tiny-test: a random decoder

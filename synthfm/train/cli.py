@@ -101,8 +101,9 @@ def config_from_args(args: argparse.Namespace):
 
 def check_arguments(args: argparse.Namespace):
     """Every check before a model is built or an image encoded; returns the :class:`TrainConfig`."""
-    from synthfm.io.checks import (InputError, check_device, check_input_path, check_model_name, check_range,
+    from synthfm.io.checks import (InputError, check_device, check_init_decoder, check_input_path, check_range,
                                    check_writable_folder)
+    from synthfm.models.registry import get_spec
 
     args.device = check_device(args.device)
     if args.threads is not None:
@@ -110,7 +111,8 @@ def check_arguments(args: argparse.Namespace):
     if args.time_budget is not None:
         check_range(args.time_budget, "--time-budget", 0.0)
     if args.init:
-        check_model_name(args.init, "--init")
+        get_spec(args.model)  # an unknown --model is named as such, not as a misfit of --init
+        check_init_decoder(args.init, args.model)
     if args.user_data:
         check_input_path(args.user_data, "--user-data", "cases CSV")
     out = check_writable_folder(args.out)
@@ -126,7 +128,37 @@ def check_arguments(args: argparse.Namespace):
                          "add --overwrite")
     config = config_from_args(args)
     config.validate()
+    check_caches_and_disk(config)
     return config
+
+
+def check_caches_and_disk(config) -> None:
+    """Embedding caches that are damaged or were built with other settings, and too little disk space for
+    the caches still to fill and the checkpoints, found before any model is built (the cache of the user's
+    slices is checked the same way when it is opened, before encoding)."""
+    import os
+
+    from synthfm.io.checks import check_disk_space, existing_folder, format_bytes
+    from synthfm.train.embed_cache import bytes_per_item, inspect_cache
+    from synthfm.train.trainer import CHECKPOINT_BYTES, planned_caches
+
+    per = bytes_per_item(config.generator_config().size)
+    needs: dict = {}  # file system -> [a folder on it, bytes, images]
+
+    def add(folder: Path, nbytes: int, images: int) -> None:
+        entry = needs.setdefault(os.stat(existing_folder(folder)).st_dev, [folder, 0, 0])
+        entry[1], entry[2] = entry[1] + nbytes, entry[2] + images
+
+    for folder, wanted in planned_caches(config):
+        missing = inspect_cache(folder, wanted)
+        add(folder, missing, -(-missing // per))
+    add(Path(config.out), CHECKPOINT_BYTES, 0)
+    for folder, nbytes, images in needs.values():
+        parts = [f"{images} images x {format_bytes(per)} for the embedding caches"] if images else []
+        if nbytes > images * per:
+            parts.append(f"about {format_bytes(nbytes - images * per)} for checkpoints and the resume state")
+        check_disk_space(folder, nbytes, " and ".join(parts),
+                         "free space there, give --cache (or --out) a folder on a larger disk, or use fewer --samples")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -74,13 +74,19 @@ class NeighbourItems:
         return items
 
 
+def neighbour_manifest(encoder: str, image_size: int, config: GeneratorConfig, seed: int, volumes: int,
+                       first: int = 0) -> dict:
+    """What the cache of ``volumes`` volumes' neighbour items records about itself (its folder's fingerprint)."""
+    return {"format": "synthfm-embeddings", "kind": "neighbours", "encoder": encoder, "image_size": image_size,
+            "generator": config.to_dict(), "seed": seed, "first": first, "per_volume": PER_VOLUME,
+            "count": volumes * PER_VOLUME, "size": config.size}
+
+
 def neighbour_cache(root: Path, model: PromptableModel, config: GeneratorConfig, seed: int, volumes: int,
                     bf16: bool = True, progress: Optional[ProgressCallback] = None,
                     cancel: Optional[CancelToken] = None, first: int = 0) -> EmbeddingCache:
     """Encode ``volumes x PER_VOLUME`` neighbour items once into ``root/neighbours-<fingerprint>`` and open it."""
-    wanted = {"format": "synthfm-embeddings", "kind": "neighbours", "encoder": model.encoder_name,
-              "image_size": model.image_size, "generator": config.to_dict(), "seed": seed, "first": first,
-              "per_volume": PER_VOLUME, "count": volumes * PER_VOLUME, "size": config.size}
+    wanted = neighbour_manifest(model.encoder_name, model.image_size, config, seed, volumes, first)
     return EmbeddingCache.fingerprinted(root, "neighbours", wanted, model, NeighbourItems(config, seed, first),
                                         "neighbouring slices of synthetic volumes", bf16, progress, cancel)
 

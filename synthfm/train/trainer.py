@@ -13,27 +13,33 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from synthfm.generate import GeneratorConfig
 from synthfm.io.atomic import atomic_path, atomic_write_text
+from synthfm.io.checks import InputError, format_bytes, free_disk_bytes, is_disk_full
 from synthfm.models import build_model, save_decoder_checkpoint
+from synthfm.models.checkpoint import save_torch_atomic
+from synthfm.models.loader import init_decoder_state
 from synthfm.models.sam import PromptableModel
 from synthfm.segment.preprocess import SliceTransform
 from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, prompt_tensors
-from synthfm.train.embed_cache import DataSource, EmbeddingCache, OnTheFlySource
+from synthfm.train.embed_cache import (DataSource, EmbeddingCache, OnTheFlySource, fingerprint_folder,
+                                       synthetic_manifest)
 from synthfm.train.losses import hard_iou, mask_loss
 from synthfm.train.model_card import model_card
-from synthfm.train.neighbour_data import MODES as NEIGHBOUR_MODES, make_neighbour_batch, neighbour_cache
+from synthfm.train.neighbour_data import (MODES as NEIGHBOUR_MODES, make_neighbour_batch, neighbour_cache,
+                                          neighbour_manifest)
 from synthfm.train.prompt_sim import correction_click
 from synthfm.train.user_data import UserCase, user_cache
 from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
 
 VAL_OFFSET = 10_000_000  # validation images come from a disjoint index range of the same generator
 NEIGHBOUR_OFFSET = 20_000_000  # so do the 3D volumes of neighbouring-slice pairs
+CHECKPOINT_BYTES = 64 * 2**20  # a save writes resume.pt (~50 MB: decoder + AdamW moments) + an 8 MB checkpoint
 MetricsCallback = Callable[[int, Dict[str, float]], None]
 PROMPT_MODES = POINT_MODES + BOX_MODES
 DATA_PATHS = ("cache", "on-the-fly")
@@ -109,6 +115,29 @@ class TrainConfig:
         return GeneratorConfig.from_preset(self.preset, **self.generator)
 
 
+def cache_root(config: TrainConfig) -> Path:
+    """Where a run's embedding caches live: ``--cache`` or ``OUT/cache``."""
+    return Path(config.cache) if config.cache else Path(config.out) / "cache"
+
+
+def planned_caches(config: TrainConfig) -> List[Tuple[Path, dict]]:
+    """(folder, manifest) of every cache of synthetic images the run uses, known without building the model
+    (the user's slices are counted once their volumes are sliced)."""
+    from synthfm.models.registry import get_spec
+
+    spec, gen, root = get_spec(config.model), config.generator_config(), cache_root(config)
+    caches = [(root / "val", synthetic_manifest(spec.encoder, spec.image_size, gen, config.seed, VAL_OFFSET,
+                                                config.val_samples))]
+    if config.data == "cache":
+        caches.append((root / "train", synthetic_manifest(spec.encoder, spec.image_size, gen, config.seed, 0,
+                                                          config.samples)))
+    if config.neighbour_volumes:
+        wanted = neighbour_manifest(spec.encoder, spec.image_size, gen, config.seed, config.neighbour_volumes,
+                                    NEIGHBOUR_OFFSET)
+        caches.append((fingerprint_folder(root, "neighbours", wanted), wanted))
+    return caches
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up then cosine decay to 5% of the peak."""
     if step < warmup:
@@ -182,36 +211,28 @@ class Trainer:
         except OSError as exc:
             raise PermissionError(f"cannot write to output folder {self.out} ({exc}); choose a writable --out") from exc
         torch.manual_seed(config.seed)
+        # fine-tune: the start decoder is read and checked (encoder, tensor shapes) before anything is built
+        start = init_decoder_state(config.init, config.model) if config.init else None
         self.model = build_model(config.model).to(config.device)
-        if config.init:
-            self._start_from(config.init)
+        if start is not None:
+            self.model.load_state_dict(start, strict=False)
         self.params = self.model.decoder_parameters()
         self.step_loss: torch.nn.Module = StepLoss(self.model, config)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
         self.step, self.train_seconds = 0, 0.0  # seconds summed over every session of a resumed run
+        self.saved_step: Optional[int] = None  # step of the last complete save (this session or the resumed one)
         self.history: Dict[str, list] = {"step": [], "loss": [], "dice": [], "val_step": [], "val_point": [], "val_box": []}
         if config.user_data:
             self.history.update(val_user_point=[], val_user_box=[])
         self.user_source: Optional[EmbeddingCache] = None
         self.neighbour_source: Optional[EmbeddingCache] = None
 
-    def _start_from(self, name: str) -> None:
-        """Fine-tune: copy the prompt encoder + mask decoder of a trained model (same encoder)."""
-        from synthfm.models import load_model
-
-        start = load_model(name)
-        if (start.encoder_name, start.image_size) != (self.model.encoder_name, self.model.image_size):
-            raise ValueError(f"cannot start from '{name}': its decoder was trained for encoder {start.encoder_name} "
-                             f"({start.image_size} px), but model '{self.config.model}' uses {self.model.encoder_name} "
-                             f"({self.model.image_size} px); pick a decoder of the same model")
-        self.model.load_state_dict(start.decoder_state_dict(), strict=False)
-
     # ---- data -----------------------------------------------------------------------------
     def prepare_data(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
         cfg, gen_cfg = self.config, self.config.generator_config()
-        root = Path(cfg.cache) if cfg.cache else self.out / "cache"
+        root = cache_root(cfg)
         self.val_cache = self._cache(root / "val", VAL_OFFSET, cfg.val_samples, progress, cancel)
         self.train_source: DataSource
         if cfg.data == "cache":
@@ -297,22 +318,43 @@ class Trainer:
         return self.out / f"{self.config.model}.pt"
 
     def save(self) -> Path:
+        """Write the resume state, checkpoint, model card, history and curve, each atomically.  ``resume.pt``
+        comes first, so a save that finds the disk full leaves every file as the last save wrote it, or a
+        resume state newer than the checkpoint (which a rerun continues from), never a damaged one."""
+        written: List[str] = []
+        try:
+            self._write_state(written)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            free = free_disk_bytes(self.out)
+            kept = (f"the other files are as the last save (step {self.saved_step}) left them"
+                    if self.saved_step is not None else "this run had no earlier save")
+            raise InputError(
+                f"disk full while saving the training state in {self.out} at step {self.step}: a save needs about "
+                f"{format_bytes(CHECKPOINT_BYTES)}{f', {format_bytes(free)} are free' if free is not None else ''}; "
+                f"{' and '.join(written) + ' written at this step, ' if written else ''}{kept}; free space there "
+                "and run the same command again to resume") from exc
+        self.saved_step = self.step
+        return self.checkpoint_path
+
+    def _write_state(self, written: List[str]) -> None:
         meta = {"model": self.config.model, "step": self.step, "train_config": self.config.to_dict(),
                 "generator": self.config.generator_config().to_dict(),
                 "val": {k: v[-1] for k, v in self.history.items() if k.startswith("val_") and k != "val_step" and v},
                 "train_seconds": round(self.train_seconds, 1)}
+        save_torch_atomic({"step": self.step, "decoder": self.model.decoder_state_dict(),
+                           "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                           "history": self.history, "config": self.config.to_dict(),
+                           "generator": self.config.generator_config().to_dict(),
+                           "train_seconds": self.train_seconds}, self.out / "resume.pt")
+        written.append("resume.pt")
         save_decoder_checkpoint(self.checkpoint_path, self.model, meta)
+        written.append(self.checkpoint_path.name)
         atomic_write_text(self.checkpoint_path.with_suffix(".md"),
                           model_card(self.config.model, meta, self.model.encoder_name))
-        with atomic_path(self.out / "resume.pt") as tmp:
-            torch.save({"step": self.step, "decoder": self.model.decoder_state_dict(),
-                        "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "history": self.history, "config": self.config.to_dict(),
-                        "generator": self.config.generator_config().to_dict(),
-                        "train_seconds": self.train_seconds}, tmp)
         atomic_write_text(self.out / "history.json", json.dumps(self.history))
         self.plot()
-        return self.checkpoint_path
 
     def resume(self) -> bool:
         """Load ``resume.pt`` from the output folder if present (or, without it, the light state: the decoder
@@ -331,6 +373,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history = state["step"], state["history"]
         self.train_seconds = state.get("train_seconds", 0.0)
+        self.saved_step = self.step
         return True
 
     def _check_same_run(self, path: Path, saved_config: dict, saved_generator: Optional[dict] = None) -> None:
@@ -375,6 +418,7 @@ class Trainer:
                                    strict=False)
         self.step, self.history = int(meta["step"]), json.loads(history.read_text())
         self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.saved_step = self.step
         self.scheduler.last_epoch = self.step  # LambdaLR: lr of the next step
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
             group["lr"] = base * lr_factor(self.step, self.config.warmup, self.config.steps)
