@@ -63,7 +63,8 @@ class SyntheticItems:
                 for s in samples]
 
 
-def _stack(items: List[Item]) -> Tuple[np.ndarray, np.ndarray]:
+def stack_items(items: List[Item]) -> Tuple[np.ndarray, np.ndarray]:
+    """Label maps ``(N, S, S)`` and target labels ``(N,)`` of ``items``."""
     return np.stack([it[1] for it in items]), np.array([it[2] for it in items], np.int16)
 
 
@@ -81,7 +82,7 @@ class OnTheFlySource:
     def get(self, idx: np.ndarray, device: str = "cpu") -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
         items = self.items(idx)
         emb = encode_images(self.model, [it[0] for it in items], self.bf16).to(device)
-        return (emb, *_stack(items))
+        return (emb, *stack_items(items))
 
 
 class EmbeddingCache:
@@ -168,7 +169,7 @@ class EmbeddingCache:
             batch = items(idx)
             emb = encode_images(model, [it[0] for it in batch], bf16)
             self.embeddings[idx] = emb.cpu().numpy().astype(np.float16)
-            self.labels[idx], self.targets[idx] = _stack(batch)
+            self.labels[idx], self.targets[idx] = stack_items(batch)
             for arr in (self.embeddings, self.labels, self.targets):
                 arr.flush()
             self.filled[idx] = 1
