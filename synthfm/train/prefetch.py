@@ -22,6 +22,7 @@ from synthfm.train.embed_cache import SyntheticItems, stack_items
 
 Draw = Tuple[np.random.Generator, List[np.ndarray], Batch]  # the step's generator (state after the draw), images, batch
 _WORKER: dict = {}
+WAIT_S = 600  # a worker that died (killed for memory) loses its task: give up instead of waiting forever
 
 
 def draw_indices(rng: np.random.Generator, count: int, k: int, modes: Sequence[str]) -> Tuple[np.ndarray, str]:
@@ -41,9 +42,12 @@ def draw_synthetic(key: Sequence[int], items: SyntheticItems, count: int, batch_
 
 
 def _init_worker(args: tuple) -> None:
+    import signal
+
     import torch
 
-    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the trainer stops
+    torch.set_num_threads(1)                       # at the end of its step, then ends the workers
     _WORKER["args"] = args
 
 
@@ -87,7 +91,11 @@ class BatchPrefetcher:
                 self.pending[s] = self.pool.apply_async(_draw_in_worker, (list(self.key_of(s)),))
         for s in [s for s in self.pending if s < step]:  # a step was skipped (resume): drop its draw
             del self.pending[s]
-        return self.pending.pop(step).get()
+        try:
+            return self.pending.pop(step).get(timeout=WAIT_S)
+        except multiprocessing.TimeoutError:
+            raise RuntimeError(f"no batch from the drawing workers in {WAIT_S} s (a worker was killed?); run again, "
+                               "with fewer --workers if memory is short") from None
 
     def close(self) -> None:
         self.pool.terminate()
