@@ -63,6 +63,8 @@ def test_worker_processes_draw_the_same_batches_as_the_training_process(tmp_path
         Trainer(_config(tmp_path, workers=2))  # cached data: nothing to draw ahead
     with pytest.raises(ValueError, match="workers must be 0 or more"):
         Trainer(_config(tmp_path, data="on-the-fly", workers=-1))
+    with pytest.raises(ValueError, match=r"samples \(4\) must be at least batch_size \(6\)"):
+        Trainer(_config(tmp_path, data="on-the-fly", samples=4, batch_size=6))
 
 
 def test_batch_moves_its_tensors_to_the_embeddings_device():

@@ -88,6 +88,9 @@ class TrainConfig:
         for name in ("samples", "val_samples", "steps", "batch_size", "val_every", "ckpt_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.samples < self.batch_size and not self.user_data:
+            raise ValueError(f"samples ({self.samples}) must be at least batch_size ({self.batch_size}): each step draws "
+                             "batch_size different images")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.data not in DATA_PATHS:
