@@ -1,4 +1,6 @@
 """Training data paths: the on-the-fly source equals the cache; decoders compared with identical prompts."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,12 @@ def test_batch_moves_its_tensors_to_the_embeddings_device():
     for name in ("targets", "point_coords", "point_labels", "boxes"):
         assert getattr(moved, name).device.type == "meta" and getattr(batch, name).device.type == "cpu", name
     assert moved.prompts is batch.prompts and moved.multimask == batch.multimask
+
+
+def test_time_budget_stops_after_a_step_with_the_checkpoint_validated(tmp_path):
+    """A budget that runs out stops at the end of a step; the checkpoint's validation Dice is of its own weights."""
+    path = train(_config(tmp_path, data="on-the-fly", steps=50, val_every=10, ckpt_every=10, time_budget_min=1e-6))
+    meta = torch.load(path, weights_only=True)["meta"]
+    history = json.loads((path.parent / "history.json").read_text())
+    assert meta["step"] == 1 and history["step"] == [1] and history["val_step"] == [1]
+    assert set(meta["val"]) == {"val_point", "val_box"}

@@ -33,6 +33,8 @@ die() { local code=$1; shift; echo "train_gpu: $*" >&2; exit "$code"; }
 [ -n "${OUT:-}" ] || die 2 "\$OUT is not set: the device tool sets it; by hand, set OUT to a folder for the results"
 mkdir -p "$OUT" || die 2 "cannot create \$OUT=$OUT"
 exec > >(tee -a "$OUT/train.log") 2>&1
+TEE=$!
+trap 'rc=$?; exec 1>&- 2>&-; wait "$TEE" 2>/dev/null; exit $rc' EXIT  # the log complete before the call returns
 
 PY=${PYTHON:-python3}
 CARRY=${SYNTHFM_CARRY:-.device_carry}
@@ -40,7 +42,8 @@ MINUTES=${SYNTHFM_GPU_MINUTES:-8}
 DEADLINE=${SYNTHFM_GPU_DEADLINE:-570}
 MODEL=synthfm-lite
 WORK=${SYNTHFM_GPU_WORK:-/tmp/synthfm-gpu}
-RUN="$WORK/run"
+CALL="$WORK/call-$START"  # a new run per call, also on a machine still warm from the last one
+RUN="$CALL/run"
 
 # 1. a GPU (unless a test allows the CPU)
 DEVICE=cuda
@@ -94,7 +97,7 @@ GENERATOR='{}'
 ARGS=(train --model "$MODEL" --data on-the-fly --device "$DEVICE" --preset "${SYNTHFM_GPU_PRESET:-mixed}"
       --generator "$GENERATOR" --samples 5000000 --val-samples "${SYNTHFM_GPU_VAL:-256}"
       --steps "${SYNTHFM_GPU_STEPS:-3000}" --batch-size "${SYNTHFM_GPU_BATCH:-64}" --workers "$WORKERS"
-      --time-budget "$MINUTES" --val-every 250 --ckpt-every 500 --out "$RUN" --cache "$WORK/data" --debug)
+      --time-budget "$MINUTES" --val-every 250 --ckpt-every 500 --out "$RUN" --cache "$CALL/data" --debug)
 [ -n "${SYNTHFM_GPU_INIT:-}" ] && ARGS+=(--init "$SYNTHFM_GPU_INIT")
 ARGS+=("$@")
 left=$(( DEADLINE - ($(date +%s) - START) - 20 ))  # 20 s to copy the results

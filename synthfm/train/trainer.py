@@ -454,11 +454,7 @@ class Trainer:
                     self.history[key].append(metrics[key])
                 self.history["step"].append(self.step)
                 if main and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                    val = self.validate()
-                    self.history["val_step"].append(self.step)
-                    for k, v in val.items():
-                        self.history[k].append(v)
-                    metrics.update(val)
+                    metrics.update(self._record_validation())
                 if on_metrics and main:
                     on_metrics(self.step, metrics)
                 report(progress, self.step, cfg.steps, f"loss {metrics['loss']:.3f}")
@@ -467,6 +463,8 @@ class Trainer:
                 self.train_seconds += time.monotonic() - tick
                 out_of_time = bool(cfg.time_budget_min) and time.monotonic() - start > 60 * cfg.time_budget_min
                 if self._agree(out_of_time):
+                    if main and self.history["val_step"][-1:] != [self.step]:
+                        self._record_validation()  # the checkpoint's validation Dice is that of its weights
                     break
         except Cancelled:
             if main:
@@ -475,6 +473,14 @@ class Trainer:
         finally:
             self.close()
         return self.save() if main else self.checkpoint_path
+
+    def _record_validation(self) -> Dict[str, float]:
+        """Validate now and add the result to the history at this step."""
+        val = self.validate()
+        self.history["val_step"].append(self.step)
+        for k, v in val.items():
+            self.history[k].append(v)
+        return val
 
     def _agree(self, flag: bool) -> bool:
         """True if any rank says so (all ranks stop at the same step, or DDP would hang)."""
