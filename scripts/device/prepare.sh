@@ -16,7 +16,7 @@
 # Then it prints the size of everything that travels and the exact `run` call to make.
 set -euo pipefail
 
-ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 CARRY=${SYNTHFM_CARRY:-.device_carry}
 LIMIT_MIB=62  # the tool's limit is 64 MiB for the whole tree; keep a little room
@@ -97,8 +97,13 @@ if [ -n "$RESUME" ]; then
 fi
 
 # 4. what travels: tracked + untracked-not-ignored files, plus the carried folder
-tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null \
-  | awk '{ s += $1 } END { print s + 0 }')
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  tree_files() { git ls-files -z --cached --others --exclude-standard; }
+else  # not a git checkout: count everything but virtual environments and the carried folder itself
+  echo "prepare.sh: not a git checkout; the size below counts every file except .venv*/ and $CARRY" >&2
+  tree_files() { find . -path './.venv*' -prune -o -path "./$CARRY" -prune -o -type f -print0; }
+fi
+tree_bytes=$(tree_files | xargs -0 -r stat -c %s 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
 carry_bytes=$(find "$CARRY" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
 total_mib=$(awk -v a="$tree_bytes" -v b="$carry_bytes" 'BEGIN { printf "%.1f", (a + b) / 1048576 }')
 echo "carried: $(ls -A "$CARRY" | grep -v '^.gitignore$' | tr '\n' ' ')"
@@ -125,5 +130,6 @@ import json, sys
 print("\nnow make this one call of the device tool's `run` (arguments as JSON):")
 print(json.dumps({"command": sys.argv[1], "carry": [sys.argv[2]], "timeout_s": 600}, indent=1))
 print("it returns train.log, summary.json and the run's checkpoint, model card, history.json and curve.png "
-      "(files_at); docs/train.md 'Training on a lent GPU' says how to evaluate them here")
+      "(files_at); then call give_back unless you run again at once. docs/train.md 'Training on a lent GPU' says "
+      "how to judge the decoder here")
 PY

@@ -4,7 +4,7 @@ What step ``s`` trains on (which images, which target structures, which prompts)
 run's seed and ``s`` (and the DDP rank): :func:`draw_synthetic` computes it from the step's random key,
 in this process or in a worker, with the same result.  :class:`BatchPrefetcher` keeps the next
 ``depth`` steps in flight on ``workers`` spawned processes, so generation and prompt simulation (about
-15 ms per sample on one core) overlap the GPU's encoding and decoder steps.  Workers are spawned, not
+15-20 ms per sample on one core) overlap the GPU's encoding and decoder steps.  Workers are spawned, not
 forked: forking a process that holds a CUDA context is unsafe.
 """
 from __future__ import annotations
