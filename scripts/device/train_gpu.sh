@@ -76,11 +76,16 @@ try:
     import matplotlib, scipy, segment_anything, torch, tqdm  # noqa: F401  what training imports
 except ImportError as exc:
     sys.exit(f"train_gpu: {exc}: prepare.sh carries segment-anything; the others come with the machine's image")
+from pathlib import Path
+
 from synthfm.models.registry import LITEMEDSAM
 from synthfm.models.weights import sha256_of
 
-if sha256_of(sys.argv[1]) != LITEMEDSAM.sha256:
-    sys.exit(f"train_gpu: {sys.argv[1]} is not LiteMedSAM's weight file (SHA-256 differs from {LITEMEDSAM.sha256}); "
+weights = Path(sys.argv[1])  # the whole published file, or its encoder part with its SHA-256 beside it (prepare.sh)
+sums = weights.with_suffix(".sha256")
+wanted = sums.read_text().split()[0] if sums.is_file() else LITEMEDSAM.sha256
+if sha256_of(weights) != wanted:
+    sys.exit(f"train_gpu: {weights} is not the LiteMedSAM weight file prepare.sh made (SHA-256 differs from {wanted}); "
              "run prepare.sh again")
 PY
 ln -sf "$CARRY/lite_medsam.pth" "$SYNTHFM_CACHE/lite_medsam.pth"
