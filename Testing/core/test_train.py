@@ -195,8 +195,8 @@ def test_model_card_command_reproduces_the_run_settings(tmp_path):
     from synthfm.train.model_card import command_line
 
     cfg = _config(tmp_path, correction_prob=0.6, correction_rounds=3, prompt_modes=["far_neg", "box"], warmup=7,
-                  generator={"size": 64, "version": 2}, lr=2e-4)
+                  generator={"size": 64, "version": 2}, lr=2e-4, data="on-the-fly")
     args = build_parser().parse_args(shlex.split(command_line(cfg.to_dict()))[1:] + ["--out", cfg.out, "--device", "cpu"])
     again = config_from_args(args).to_dict()
-    for key in ("correction_prob", "correction_rounds", "prompt_modes", "warmup", "generator", "lr", "steps"):
+    for key in ("correction_prob", "correction_rounds", "prompt_modes", "warmup", "generator", "lr", "steps", "data"):
         assert again[key] == cfg.to_dict()[key], key

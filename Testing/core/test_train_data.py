@@ -1,4 +1,6 @@
 """Training data paths: the on-the-fly source equals the cache; decoders compared with identical prompts."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -45,3 +47,47 @@ def test_compare_gives_same_prompts_to_every_model(tmp_path):
     assert again == results
     r = results[str(path)]
     assert 0.0 <= r["val_point"] <= 1.0 and 0.0 <= r["val_box"] <= 1.0
+
+
+def test_worker_processes_draw_the_same_batches_as_the_training_process(tmp_path):
+    """On-the-fly batches drawn ahead by 2 spawned workers train exactly the decoder the serial path trains
+    (batch 3, correction rounds on every step, several prompt kinds)."""
+    kw = dict(data="on-the-fly", steps=3, batch_size=3, correction_prob=1.0, correction_rounds=2, val_every=3,
+              ckpt_every=3)
+    serial = train(_config(tmp_path / "serial", **kw))
+    ahead = train(_config(tmp_path / "ahead", workers=2, **kw))
+    a, b = torch.load(serial, weights_only=True), torch.load(ahead, weights_only=True)
+    assert a["meta"]["step"] == b["meta"]["step"] == 3
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert b["meta"]["train_config"]["workers"] == 2
+    with pytest.raises(ValueError, match="workers draw on-the-fly synthetic batches only"):
+        Trainer(_config(tmp_path, workers=2))  # cached data: nothing to draw ahead
+    with pytest.raises(ValueError, match="workers must be 0 or more"):
+        Trainer(_config(tmp_path, data="on-the-fly", workers=-1))
+    with pytest.raises(ValueError, match=r"samples \(4\) must be at least batch_size \(6\)"):
+        Trainer(_config(tmp_path, data="on-the-fly", samples=4, batch_size=6))
+
+
+def test_batch_moves_its_tensors_to_the_embeddings_device():
+    """On a GPU the prompts and targets must follow the embeddings (they are built on the CPU)."""
+    from synthfm.segment.preprocess import SliceTransform
+    from synthfm.train.batches import make_batch
+
+    labels = np.ones((2, 32, 32), np.int16)
+    labels[:, 8:20, 10:24] = 2
+    batch = make_batch(np.random.default_rng(0), labels, np.array([2, 2]), np.arange(2), SliceTransform(32, 32, 64),
+                       "box_point")
+    moved = batch.to("meta")
+    for name in ("targets", "point_coords", "point_labels", "boxes"):
+        assert getattr(moved, name).device.type == "meta" and getattr(batch, name).device.type == "cpu", name
+    assert moved.prompts is batch.prompts and moved.multimask == batch.multimask
+
+
+def test_time_budget_stops_after_a_step_with_the_checkpoint_validated(tmp_path):
+    """A budget that runs out stops at the end of a step; the checkpoint's validation Dice is of its own weights."""
+    path = train(_config(tmp_path, data="on-the-fly", steps=50, val_every=10, ckpt_every=10, time_budget_min=1e-6))
+    meta = torch.load(path, weights_only=True)["meta"]
+    history = json.loads((path.parent / "history.json").read_text())
+    assert meta["step"] == 1 and history["step"] == [1] and history["val_step"] == [1]
+    assert set(meta["val"]) == {"val_point", "val_box"}

@@ -1,7 +1,7 @@
 """Turn cached label maps into training batches: pick a target, simulate prompts, build tensors."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional
 
 import numpy as np
@@ -28,6 +28,15 @@ class Batch:
     point_labels: Optional[torch.Tensor]
     boxes: Optional[torch.Tensor]
     multimask: bool
+
+    def to(self, device) -> "Batch":
+        """The same batch with its tensors on ``device`` (where the embeddings are: a GPU in on-the-fly training)."""
+        return replace(self, targets=self.targets.to(device), point_coords=_to(self.point_coords, device),
+                       point_labels=_to(self.point_labels, device), boxes=_to(self.boxes, device))
+
+
+def _to(tensor: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
+    return None if tensor is None else tensor.to(device)
 
 
 def pick_target(rng: np.random.Generator, labels: np.ndarray, default: int, other_prob: float = 0.4) -> np.ndarray:

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="cache", choices=("cache", "on-the-fly"),
                    help="cache: encode each image once, memory-mapped (CPU); on-the-fly: generate + encode every "
                         "step (GPU, no disk)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="with --data on-the-fly: processes that generate and prompt the next steps' batches while "
+                        "the GPU trains (same batches as without them; default 0: in the training process)")
     p.add_argument("--init", help="fine-tune: start from this decoder (model name or checkpoint path) instead of "
                                   "from scratch; it must use the same encoder as --model")
     p.add_argument("--user-data", metavar="CASES.csv",
@@ -96,7 +99,7 @@ def config_from_args(args: argparse.Namespace):
                        user_data=user_data, user_fraction=args.user_fraction,
                        neighbour_volumes=args.neighbour_volumes, neighbour_prob=args.neighbour_prob,
                        correction_prob=args.correction_prob, correction_rounds=args.correction_rounds,
-                       prompt_modes=args.prompt_modes, warmup=args.lr_warmup)
+                       prompt_modes=args.prompt_modes, warmup=args.lr_warmup, workers=args.workers)
 
 
 def check_arguments(args: argparse.Namespace):

@@ -74,7 +74,8 @@ class SyntheticItems:
                 for s in samples]
 
 
-def _stack(items: List[Item]) -> Tuple[np.ndarray, np.ndarray]:
+def stack_items(items: List[Item]) -> Tuple[np.ndarray, np.ndarray]:
+    """Label maps ``(N, S, S)`` and target labels ``(N,)`` of ``items``."""
     return np.stack([it[1] for it in items]), np.array([it[2] for it in items], np.int16)
 
 
@@ -92,7 +93,7 @@ class OnTheFlySource:
     def get(self, idx: np.ndarray, device: str = "cpu") -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
         items = self.items(idx)
         emb = encode_images(self.model, [it[0] for it in items], self.bf16).to(device)
-        return (emb, *_stack(items))
+        return (emb, *stack_items(items))
 
 
 CACHE_FORMAT = "synthfm-embeddings"
@@ -359,7 +360,7 @@ class EmbeddingCache:
     def _write(self, idx: np.ndarray, embeddings: np.ndarray, batch: List[Item]) -> None:
         """Store items ``idx``; each is marked as encoded only once its data are flushed to the files."""
         self.embeddings[idx] = embeddings
-        self.labels[idx], self.targets[idx] = _stack(batch)
+        self.labels[idx], self.targets[idx] = stack_items(batch)
         for arr in (self.embeddings, self.labels, self.targets):
             arr.flush()
         self.filled[idx] = 1

@@ -22,6 +22,8 @@ def command_line(cfg: Dict[str, Any]) -> str:
         parts.append(f"--generator '{json.dumps(cfg['generator'])}'")
     if cfg.get("init"):
         parts.append(f"--init {cfg['init']}")
+    if cfg.get("data", "cache") != "cache":
+        parts.append(f"--data {cfg['data']}")
     if cfg.get("neighbour_volumes"):
         parts.append(f"--neighbour-volumes {cfg['neighbour_volumes']} --neighbour-prob {cfg.get('neighbour_prob')}")
     for key, default in (("warmup", 100), ("correction_prob", 0.5), ("correction_rounds", 1)):

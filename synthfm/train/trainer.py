@@ -27,12 +27,13 @@ from synthfm.models.loader import init_decoder_state
 from synthfm.models.sam import PromptableModel
 from synthfm.segment.preprocess import SliceTransform
 from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, prompt_tensors
-from synthfm.train.embed_cache import (DataSource, EmbeddingCache, OnTheFlySource, fingerprint_folder,
+from synthfm.train.embed_cache import (DataSource, EmbeddingCache, OnTheFlySource, encode_images, fingerprint_folder,
                                        synthetic_manifest)
 from synthfm.train.losses import hard_iou, mask_loss
 from synthfm.train.model_card import model_card
 from synthfm.train.neighbour_data import (MODES as NEIGHBOUR_MODES, make_neighbour_batch, neighbour_cache,
                                           neighbour_manifest)
+from synthfm.train.prefetch import BatchPrefetcher, draw_indices
 from synthfm.train.prompt_sim import correction_click
 from synthfm.train.user_data import UserCase, user_cache
 from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
@@ -78,6 +79,7 @@ class TrainConfig:
     user_fraction: float = 0.5  # share of each batch drawn from user_data (when given)
     neighbour_volumes: int = 0  # synthetic 3D volumes giving neighbouring-slice pairs (propagation training)
     neighbour_prob: float = 0.3  # chance that a step trains on neighbouring-slice pairs (when volumes > 0)
+    workers: int = 0  # on-the-fly data: processes drawing the next steps' batches ahead (0: in this process)
 
     def __post_init__(self) -> None:
         self.user_data = [c if isinstance(c, UserCase) else UserCase(*c) for c in self.user_data]
@@ -92,6 +94,9 @@ class TrainConfig:
         for name in ("samples", "val_samples", "steps", "batch_size", "val_every", "ckpt_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.samples < self.batch_size and not self.user_data:
+            raise ValueError(f"samples ({self.samples}) must be at least batch_size ({self.batch_size}): each step draws "
+                             "batch_size different images")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.data not in DATA_PATHS:
@@ -103,6 +108,11 @@ class TrainConfig:
             raise ValueError(f"prompt_modes must be a non-empty list of {', '.join(PROMPT_MODES)}, got {self.prompt_modes}")
         if not 0.0 <= self.user_fraction <= 1.0:
             raise ValueError(f"user_fraction must be between 0 and 1, got {self.user_fraction}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        if self.workers and (self.data != "on-the-fly" or self.user_data or self.neighbour_volumes):
+            raise ValueError("workers draw on-the-fly synthetic batches only: use them with data 'on-the-fly' and "
+                             "without user data or neighbour volumes (or set workers to 0)")
         if not 0.0 <= self.neighbour_prob <= 1.0 or self.neighbour_volumes < 0:
             raise ValueError(f"neighbour_prob must be between 0 and 1 and neighbour_volumes >= 0, got "
                              f"{self.neighbour_prob} and {self.neighbour_volumes}")
@@ -161,13 +171,14 @@ def _decode(model: PromptableModel, emb: torch.Tensor, batch: Batch, bf16: bool,
 def _correct(rng, model, emb, batch, out, transform, bf16, autocast=True):
     """Next round: a correction click on each sample's error + the previous logits as mask prompt.
     Returns the new output and the batch with the click added (for a further round)."""
-    best = out.iou.detach().argmax(1) if batch.multimask else torch.zeros(len(emb), dtype=torch.long)
-    prev = out.logits.detach()[torch.arange(len(emb)), best][:, None].float()
-    preds = (transform.logits_to_slice(prev[:, 0]) > 0).numpy()
+    rows = torch.arange(len(emb), device=emb.device)
+    best = out.iou.detach().argmax(1) if batch.multimask else torch.zeros_like(rows)
+    prev = out.logits.detach()[rows, best][:, None].float()
+    preds = (transform.logits_to_slice(prev[:, 0]) > 0).cpu().numpy()
     prompts = [correction_click(rng, p, pr, m) for p, pr, m in zip(batch.prompts, preds, batch.masks)]
     coords, labels, boxes = prompt_tensors(prompts, transform)
     batch2 = dataclasses.replace(batch, prompts=prompts, point_coords=coords, point_labels=labels, boxes=boxes,
-                                 multimask=False)
+                                 multimask=False).to(emb.device)
     return _decode(model, emb, batch2, bf16, mask_inputs=prev, autocast=autocast), batch2
 
 
@@ -228,6 +239,7 @@ class Trainer:
             self.history.update(val_user_point=[], val_user_box=[])
         self.user_source: Optional[EmbeddingCache] = None
         self.neighbour_source: Optional[EmbeddingCache] = None
+        self.prefetcher: Optional[BatchPrefetcher] = None
 
     # ---- data -----------------------------------------------------------------------------
     def prepare_data(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> None:
@@ -245,6 +257,16 @@ class Trainer:
             self.neighbour_source = neighbour_cache(root, self.model, gen_cfg, cfg.seed, cfg.neighbour_volumes,
                                                     cfg.bf16, progress, cancel, first=NEIGHBOUR_OFFSET)
         self.transform = SliceTransform(gen_cfg.size, gen_cfg.size, self.model.image_size)
+        if cfg.workers and self.prefetcher is None:
+            self.prefetcher = BatchPrefetcher(cfg.workers, 2 * cfg.workers, self._key, self.train_source.items,
+                                              cfg.samples, cfg.batch_size, cfg.prompt_modes or PROMPT_MODES,
+                                              self.transform)
+
+    def close(self) -> None:
+        """Stop the batch-drawing workers (if any)."""
+        if self.prefetcher is not None:
+            self.prefetcher.close()
+            self.prefetcher = None
 
     def _cache(self, folder: Path, first: int, count: int, progress, cancel) -> EmbeddingCache:
         cfg = self.config
@@ -254,23 +276,32 @@ class Trainer:
         return cache
 
     # ---- steps ----------------------------------------------------------------------------
+    def _key(self, step: int) -> List[int]:
+        """Step ``step``'s random key: each rank draws its own samples and prompts."""
+        cfg = self.config
+        return [cfg.seed, step, 1] if self.world_size == 1 else [cfg.seed, step, 1, self.rank]
+
     def train_step(self) -> Dict[str, float]:
         cfg = self.config
-        key = [cfg.seed, self.step, 1] if self.world_size == 1 else [cfg.seed, self.step, 1, self.rank]
-        rng = np.random.default_rng(key)  # each rank draws its own samples and prompts
+        key = self._key(self.step)
+        rng = np.random.default_rng(key)
         nrng = np.random.default_rng([key[0], key[1], 3, *key[3:]])  # own stream: runs without it draw as before
-        if self.neighbour_source is not None and nrng.random() < cfg.neighbour_prob:
+        if self.prefetcher is not None:  # the draw below (no user data), made ahead by worker processes
+            rng, images, batch = self.prefetcher.get(self.step, cfg.steps)
+            emb = encode_images(self.model, images, cfg.bf16)
+        elif self.neighbour_source is not None and nrng.random() < cfg.neighbour_prob:
             n = len(self.neighbour_source)
             idx = np.sort(nrng.choice(n, cfg.batch_size, replace=cfg.batch_size > n))
             emb, labels, targets = self.neighbour_source.get(idx, cfg.device)
             batch = make_neighbour_batch(rng, labels, targets, idx, self.transform, str(nrng.choice(NEIGHBOUR_MODES)))
         else:
             n_user, user_idx = self._draw_user(key)
-            idx = np.sort(rng.choice(len(self.train_source), cfg.batch_size - n_user, replace=False))
-            mode = str(rng.choice(cfg.prompt_modes or PROMPT_MODES))
+            idx, mode = draw_indices(rng, len(self.train_source), cfg.batch_size - n_user,
+                                     cfg.prompt_modes or PROMPT_MODES)
             emb, labels, targets = self._get(idx, user_idx)
             idx = np.concatenate([idx, len(self.train_source) + user_idx])
             batch = make_batch(rng, labels, targets, idx, self.transform, mode)
+        batch = batch.to(emb.device)
         self.model.train()
         self.model.image_encoder.eval()
         loss, dice_l = self.step_loss(rng, emb, batch, self.transform)
@@ -380,7 +411,7 @@ class Trainer:
         """Refuse to continue a run with other settings. With the run's resolved generator settings at hand,
         those are compared instead of the overrides (a run of generator version 2 continues under version 3's
         code when ``--generator`` now says ``"version": 2``)."""
-        ignore = ("steps", "time_budget_min", "device", "out", "cache") + (("generator",) if saved_generator else ())
+        ignore = ("steps", "time_budget_min", "device", "out", "cache", "workers") + (("generator",) if saved_generator else ())
         if saved_generator and json.dumps(saved_generator, sort_keys=True) != self.config.generator_config().to_json():
             raise ValueError(f"cannot resume {path}: it was trained on other generator settings "
                              f"({json.dumps(saved_generator, sort_keys=True)}); give the same --generator (older runs: "
@@ -467,11 +498,7 @@ class Trainer:
                     self.history[key].append(metrics[key])
                 self.history["step"].append(self.step)
                 if main and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                    val = self.validate()
-                    self.history["val_step"].append(self.step)
-                    for k, v in val.items():
-                        self.history[k].append(v)
-                    metrics.update(val)
+                    metrics.update(self._record_validation())
                 if on_metrics and main:
                     on_metrics(self.step, metrics)
                 report(progress, self.step, cfg.steps, f"loss {metrics['loss']:.3f}")
@@ -480,12 +507,24 @@ class Trainer:
                 self.train_seconds += time.monotonic() - tick
                 out_of_time = bool(cfg.time_budget_min) and time.monotonic() - start > 60 * cfg.time_budget_min
                 if self._agree(out_of_time):
+                    if main and self.history["val_step"][-1:] != [self.step]:
+                        self._record_validation()  # the checkpoint's validation Dice is that of its weights
                     break
         except Cancelled:
             if main:
                 self.save()  # keep what was learned; resume continues from here
             raise
+        finally:
+            self.close()
         return self.save() if main else self.checkpoint_path
+
+    def _record_validation(self) -> Dict[str, float]:
+        """Validate now and add the result to the history at this step."""
+        val = self.validate()
+        self.history["val_step"].append(self.step)
+        for k, v in val.items():
+            self.history[k].append(v)
+        return val
 
     def _agree(self, flag: bool) -> bool:
         """True if any rank says so (all ranks stop at the same step, or DDP would hang)."""
@@ -522,10 +561,10 @@ def validation_dice(model: PromptableModel, source: DataSource, transform: Slice
         for start in range(0, len(source), batch_size):
             idx = np.arange(start, min(len(source), start + batch_size))
             emb, labels, targets = source.get(idx, device)
-            batch = make_batch(rng, labels, targets, idx, transform, mode)
+            batch = make_batch(rng, labels, targets, idx, transform, mode).to(emb.device)
             out = _decode(model, emb, batch, bf16)
             best = out.iou.float().argmax(1)
-            logits = out.logits.float()[torch.arange(len(idx)), best][:, None]
+            logits = out.logits.float()[torch.arange(len(idx), device=emb.device), best][:, None]
             pred = (logits > 0).float()
             inter = (pred * batch.targets).sum((-1, -2))
             dices.append((2 * inter / (pred.sum((-1, -2)) + batch.targets.sum((-1, -2))).clamp(min=1)).flatten())
