@@ -6,7 +6,8 @@ This forward rewrites the image-token work with the same parameters, reassociati
 
 * **Attention with few tokens, folded into the projections.**  For token -> image attention, head ``h``'s
   logits ``(q W_q + b_q)_h (k W_k + b_k)_h^T`` equal ``((q W_q + b_q)_h W_{k,h}) k^T + (q W_q + b_q)_h b_{k,h}``,
-  and ``softmax(.) (v W_v + b_v)_h = (softmax(.) v) W_{v,h}^T + b_{v,h}`` (softmax rows sum to 1).  So the
+  where the last term is constant along the softmax's row and is dropped, and
+  ``softmax(.) (v W_v + b_v)_h = (softmax(.) v) W_{v,h}^T + b_{v,h}`` (softmax rows sum to 1).  So the
   4096 image tokens are never projected: two thin products of ``heads x tokens`` (~60) rows with the
   256-wide image tokens replace SAM's 128-wide key and value projections and the head reshuffles.  Image ->
   token attention folds the same way: the image tokens meet ``W_{q,h}^T k_h`` (a 256 x heads*tokens
@@ -66,8 +67,9 @@ def forward(decoder: MaskDecoder, image_embeddings: Tensor, image_pe: Tensor, sp
             multimask_output: bool) -> Tuple[Tensor, Tensor]:
     """``MaskDecoder.forward`` (one image embedding per prompt set, or one shared by all): ``(masks, iou)``.
 
-    Computes in the dtype of the decoder's weights (a bf16 cast of them gives a bf16 decoder); the image
-    embedding may come in float32 (it is cast while being transposed to channels-last).
+    Computes in the dtype of the decoder's weights (a bf16 cast of them gives a bf16 decoder); the inputs may
+    come in another dtype (the image embedding is cast while being transposed to channels-last, and the "no
+    mask" dense embedding before it is expanded to every pixel).
     """
     dtype = decoder.iou_token.weight.dtype
     n = sparse.shape[0]
@@ -77,7 +79,7 @@ def forward(decoder: MaskDecoder, image_embeddings: Tensor, image_pe: Tensor, sp
     keys = _channels_last(image_embeddings, dtype) + _channels_last(dense, dtype, constant_ok=True)
     if keys.shape[0] != n:
         keys = keys.expand(n, -1, -1).contiguous()
-    kpe = _channels_last(image_pe, dtype)
+    kpe = _channels_last(image_pe, dtype)  # (1, L, C)
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse.to(dtype)), dim=1)
     hs, keys = _transformer(decoder.transformer, keys, kpe, tokens)
@@ -146,12 +148,19 @@ def _tokens_to_image(attn: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor
     heads = attn.num_heads
     qh = _heads(attn, attn.q_proj(q) * (attn.internal_dim // heads) ** -0.5)  # (B, H, N, d)
     q_img = qh @ _head_weights(attn.k_proj, heads)  # (B, H, N, C): the query seen from the image tokens
-    q_bias = qh @ attn.k_proj.bias.view(heads, -1, 1)  # (B, H, N, 1): constant along the image tokens
-    logits = torch.baddbmm(q_bias.reshape(b, heads * n, 1), q_img.reshape(b, heads * n, c), k.transpose(1, 2))
-    mixed = torch.softmax(logits, dim=-1) @ v  # (B, H*N, C): attention-weighted image tokens
+    # (B, L, H*N): the image tokens stay the left factor, so their gradients come out contiguous.  The key bias
+    # would add q_h . b_k,h to a whole softmax row: no effect, and a zero gradient in exact arithmetic, but in
+    # floats its gradient is the rounding noise of a 4096-term sum that cancels, and through q_h that noise would
+    # reach everything upstream; so it is left out (and given its exact zero gradient below).
+    logits = k @ q_img.reshape(b, heads * n, c).transpose(1, 2)
+    # softmax along the last dim (a copy): PyTorch's softmax along another dim sums 4096 terms less accurately,
+    # and its float32 gradients drifted by 1e-2 from SAM's on a peaked attention
+    weights = torch.softmax(logits.transpose(1, 2).contiguous(), dim=-1)  # (B, H*N, L)
+    mixed = weights @ v  # (B, H*N, C): attention-weighted image tokens
     out = mixed.view(b, heads, n, c) @ _head_weights(attn.v_proj, heads).transpose(1, 2)  # (B, H, N, d)
     out = out + attn.v_proj.bias.view(heads, 1, -1)
-    return attn.out_proj(out.transpose(1, 2).reshape(b, n, attn.internal_dim))
+    out = attn.out_proj(out.transpose(1, 2).reshape(b, n, attn.internal_dim))
+    return out + 0 * attn.k_proj.bias.sum()  # the optimiser sees a (zero) gradient, as with SAM's forward
 
 
 def _image_to_tokens(attn: Attention, q: Tensor, k: Tensor, v: Tensor, residual: Tensor) -> Tensor:
@@ -165,7 +174,9 @@ def _image_to_tokens(attn: Attention, q: Tensor, k: Tensor, v: Tensor, residual:
     k_img = kh @ _head_weights(attn.q_proj, heads)  # (B, H, N, C)
     k_bias = kh @ attn.q_proj.bias.view(heads, -1, 1)  # (B, H, N, 1)
     logits = torch.baddbmm(k_bias.reshape(b, 1, heads * n), q, k_img.reshape(b, heads * n, c).transpose(1, 2))
-    weights = torch.softmax(logits.view(b, -1, heads, n), dim=-1).view(b, -1, heads * n)  # (B, L, H*N)
+    # softmax over each head's N tokens, on a (B, H, N, L) copy: a softmax along a last dim of ~8 is slow on CPUs
+    logits = logits.transpose(1, 2).contiguous().view(b, heads, n, -1)
+    weights = torch.softmax(logits, dim=2).view(b, heads * n, -1).transpose(1, 2)  # (B, L, H*N)
     w_out = attn.out_proj.weight.view(c, heads, -1).permute(1, 2, 0)  # (H, d, C)
     v_out = _heads(attn, attn.v_proj(v)) @ w_out + attn.out_proj.bias / heads  # (B, H, N, C); rows sum to H
     return torch.baddbmm(residual, weights, v_out.reshape(b, heads * n, c))
@@ -179,8 +190,8 @@ def _upscaled_masks(up: nn.Sequential, keys: Tensor, hyper: Tensor, h: int, w: i
     x = F.linear(keys, *_deconv_as_linear(deconv1)).view(b, -1, deconv1.out_channels)  # (B, h*w*4, C/4)
     x = act1(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
     x = act2(F.linear(x, *_deconv_as_linear(deconv2)).view(b, -1, deconv2.out_channels))  # (B, h*w*16, C/8)
-    masks = hyper @ x.transpose(1, 2)  # (B, M, pixels) with pixel = (i, j, di1, dj1, di2, dj2)
-    masks = masks.view(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)  # row 4i+2di1+di2, col 4j+2dj1+dj2
+    masks = x @ hyper.transpose(1, 2)  # (B, pixels, M) with pixel = (i, j, di1, dj1, di2, dj2)
+    masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # row 4i+2di1+di2, col 4j+2dj1+dj2
     return masks.reshape(b, m, 4 * h, 4 * w)
 
 

@@ -29,14 +29,17 @@ class BatchedMaskDecoder(MaskDecoder):
     is switched off (``SYNTHFM_FAST_DECODER=0``); ``fast=False`` is segment-anything's own forward.
     """
 
+    def uses_fast(self, fast: Optional[bool] = None) -> bool:
+        """Whether ``forward(..., fast=fast)`` takes the fast path."""
+        return (fast_decoder.enabled() if fast is None else fast) and fast_decoder.supports(self)
+
     def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
                 multimask_output: bool, fast: Optional[bool] = None):
-        if (fast_decoder.enabled() if fast is None else fast) and fast_decoder.supports(self):
+        if self.uses_fast(fast):
             return fast_decoder.forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
                                         dense_prompt_embeddings, multimask_output)
-        dtype = self.iou_token.weight.dtype
-        return super().forward(image_embeddings.to(dtype), image_pe, sparse_prompt_embeddings,
-                               dense_prompt_embeddings, multimask_output)
+        return super().forward(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                               multimask_output)
 
     def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
         n = sparse_prompt_embeddings.shape[0]
@@ -171,19 +174,25 @@ class PromptableModel(nn.Module):
         with torch.autocast(self.device.type, compute_dtype or torch.bfloat16, enabled=compute_dtype is not None):
             sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
             image_pe = self.prompt_encoder.get_dense_pe()
-        inputs = dict(image_pe=image_pe, sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
-        options = dict(multimask_output=multimask, **({"fast": fast} if isinstance(self.mask_decoder, BatchedMaskDecoder)
-                                                      else {}))
+        return self.run_mask_decoder(embeddings, image_pe, sparse, dense, multimask, compute_dtype, fast)
+
+    def run_mask_decoder(self, embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
+                         dense: torch.Tensor, multimask: bool = False, compute_dtype: Optional[torch.dtype] = None,
+                         fast: Optional[bool] = None) -> DecoderOutput:
+        """The mask decoder part of :meth:`decode`, on the prompt encoder's outputs (same options)."""
+        inputs = dict(image_embeddings=embeddings, image_pe=image_pe,
+                      sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
+        batched = isinstance(self.mask_decoder, BatchedMaskDecoder)
+        use_fast = batched and self.mask_decoder.uses_fast(fast)
+        options = dict(multimask_output=multimask, **({"fast": use_fast} if batched else {}))
         if compute_dtype is None:
-            logits, iou = self.mask_decoder(embeddings, **inputs, **options)
-        else:  # the embeddings are cast by the decoder (the fast path casts them while going channels-last)
+            logits, iou = self.mask_decoder(**inputs, **options)
+        else:
             weights = {name: t.to(compute_dtype) if t.is_floating_point() else t
                        for name, t in (*self.mask_decoder.named_parameters(), *self.mask_decoder.named_buffers())}
-            if not isinstance(self.mask_decoder, BatchedMaskDecoder):
-                embeddings = embeddings.to(compute_dtype)
-            logits, iou = torch.func.functional_call(
-                self.mask_decoder, weights, args=(embeddings,),
-                kwargs={**{k: v.to(compute_dtype) for k, v in inputs.items()}, **options})
+            if not use_fast:  # the fast path casts its inputs itself (the embeddings while going channels-last)
+                inputs = {k: v.to(compute_dtype) for k, v in inputs.items()}
+            logits, iou = torch.func.functional_call(self.mask_decoder, weights, kwargs={**inputs, **options})
         return DecoderOutput(logits=logits, iou=iou)
 
     def decoder_parameters(self):
