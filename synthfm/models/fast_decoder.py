@@ -92,12 +92,16 @@ def forward(decoder: MaskDecoder, image_embeddings: Tensor, image_pe: Tensor, sp
 
 
 def _channels_last(x: Tensor, dtype: torch.dtype, constant_ok: bool = False) -> Tensor:
-    """``(B, C, H, W)`` -> ``(B, H*W, C)`` in ``dtype`` (one copy); with ``constant_ok`` a map expanded from one
-    value per channel (the prompt encoder's "no mask" embedding) becomes ``(B, 1, C)`` instead."""
-    if constant_ok and x.stride(-1) == 0 and x.stride(-2) == 0:
-        return x[:, :, 0, 0].unsqueeze(1).to(dtype)
+    """``(B, C, H, W)`` -> ``(B, H*W, C)`` in ``dtype`` (at most one copy; none for the prompt encoder's positional
+    encoding, which is channels-last underneath); with ``constant_ok`` a map of one value per channel (the "no
+    mask" embedding, ``(B, C, 1, 1)``, or expanded to every pixel) becomes ``(B, 1, C)`` instead."""
     b, c, h, w = x.shape
-    return torch.empty((b, h * w, c), dtype=dtype, device=x.device).copy_(x.flatten(2).transpose(1, 2))
+    if constant_ok and (h * w == 1 or (x.stride(-1) == 0 and x.stride(-2) == 0)):
+        return x[:, :, 0, 0].unsqueeze(1).to(dtype)
+    y = x.flatten(2).transpose(1, 2)
+    if y.is_contiguous():
+        return y.to(dtype)
+    return torch.empty((b, h * w, c), dtype=dtype, device=x.device).copy_(y)
 
 
 def _transformer(tr: TwoWayTransformer, keys: Tensor, kpe: Tensor, tokens: Tensor) -> Tuple[Tensor, Tensor]:

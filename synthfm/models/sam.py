@@ -174,6 +174,9 @@ class PromptableModel(nn.Module):
         with torch.autocast(self.device.type, compute_dtype or torch.bfloat16, enabled=compute_dtype is not None):
             sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
             image_pe = self.prompt_encoder.get_dense_pe()
+        if mask_inputs is None and isinstance(self.mask_decoder, BatchedMaskDecoder) and self.mask_decoder.uses_fast(fast):
+            # the "no mask" embedding, unexpanded (its gradient then needs no sum over every pixel)
+            dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return self.run_mask_decoder(embeddings, image_pe, sparse, dense, multimask, compute_dtype, fast)
 
     def run_mask_decoder(self, embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
