@@ -15,13 +15,31 @@ import torch
 from torch import nn
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
+from synthfm.models import fast_decoder
+
 EMBED_DIM = 256
 EMBED_SIZE = 64  # every supported encoder yields a 256 x 64 x 64 embedding
 LOW_RES = 4 * EMBED_SIZE  # decoder masks and mask prompts are 256 x 256
 
 
 class BatchedMaskDecoder(MaskDecoder):
-    """SAM's mask decoder, also accepting one image embedding per prompt set (same weights/keys)."""
+    """SAM's mask decoder, also accepting one image embedding per prompt set (same weights/keys).
+
+    ``forward`` runs :mod:`synthfm.models.fast_decoder` (same math, reassociated) unless ``fast=False`` or it
+    is switched off (``SYNTHFM_FAST_DECODER=0``); ``fast=False`` is segment-anything's own forward.
+    """
+
+    def uses_fast(self, fast: Optional[bool] = None) -> bool:
+        """Whether ``forward(..., fast=fast)`` takes the fast path."""
+        return (fast_decoder.enabled() if fast is None else fast) and fast_decoder.supports(self)
+
+    def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                multimask_output: bool, fast: Optional[bool] = None):
+        if self.uses_fast(fast):
+            return fast_decoder.forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
+                                        dense_prompt_embeddings, multimask_output)
+        return super().forward(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                               multimask_output)
 
     def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
         n = sparse_prompt_embeddings.shape[0]
@@ -127,6 +145,7 @@ class PromptableModel(nn.Module):
         mask_inputs: Optional[torch.Tensor] = None,
         multimask: bool = False,
         compute_dtype: Optional[torch.dtype] = None,
+        fast: Optional[bool] = None,
     ) -> DecoderOutput:
         """Decode masks for ``B`` prompt sets on ``B`` embeddings (or one embedding shared by all).
 
@@ -137,6 +156,10 @@ class PromptableModel(nn.Module):
         ``compute_dtype`` (e.g. ``torch.bfloat16``) runs the whole mask decoder in that dtype on a cast of its
         weights (the cast is differentiable, so gradients reach the float32 weights): training's fast path,
         with one weight cast per call instead of autocast's casts of every activation around every op.
+
+        ``fast`` picks the mask decoder's forward: :mod:`synthfm.models.fast_decoder` (same result up to float
+        rounding, several times faster on a CPU) or segment-anything's own (``False``); ``None`` follows
+        ``SYNTHFM_FAST_DECODER`` (on unless ``0``).
         """
         points = None
         if point_coords is not None:
@@ -151,16 +174,28 @@ class PromptableModel(nn.Module):
         with torch.autocast(self.device.type, compute_dtype or torch.bfloat16, enabled=compute_dtype is not None):
             sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
             image_pe = self.prompt_encoder.get_dense_pe()
+        if mask_inputs is None and isinstance(self.mask_decoder, BatchedMaskDecoder) and self.mask_decoder.uses_fast(fast):
+            # the "no mask" embedding, unexpanded (its gradient then needs no sum over every pixel)
+            dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return self.run_mask_decoder(embeddings, image_pe, sparse, dense, multimask, compute_dtype, fast)
+
+    def run_mask_decoder(self, embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
+                         dense: torch.Tensor, multimask: bool = False, compute_dtype: Optional[torch.dtype] = None,
+                         fast: Optional[bool] = None) -> DecoderOutput:
+        """The mask decoder part of :meth:`decode`, on the prompt encoder's outputs (same options)."""
         inputs = dict(image_embeddings=embeddings, image_pe=image_pe,
                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
+        batched = isinstance(self.mask_decoder, BatchedMaskDecoder)
+        use_fast = batched and self.mask_decoder.uses_fast(fast)
+        options = dict(multimask_output=multimask, **({"fast": use_fast} if batched else {}))
         if compute_dtype is None:
-            logits, iou = self.mask_decoder(**inputs, multimask_output=multimask)
+            logits, iou = self.mask_decoder(**inputs, **options)
         else:
             weights = {name: t.to(compute_dtype) if t.is_floating_point() else t
                        for name, t in (*self.mask_decoder.named_parameters(), *self.mask_decoder.named_buffers())}
-            logits, iou = torch.func.functional_call(
-                self.mask_decoder, weights, kwargs={**{k: v.to(compute_dtype) for k, v in inputs.items()},
-                                                    "multimask_output": multimask})
+            if not use_fast:  # the fast path casts its inputs itself (the embeddings while going channels-last)
+                inputs = {k: v.to(compute_dtype) for k, v in inputs.items()}
+            logits, iou = torch.func.functional_call(self.mask_decoder, weights, kwargs={**inputs, **options})
         return DecoderOutput(logits=logits, iou=iou)
 
     def decoder_parameters(self):

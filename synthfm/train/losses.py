@@ -33,8 +33,10 @@ def mask_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
     (SAM's min-over-masks), while every mask's IoU prediction is regressed.
     Returns the total loss and the per-sample Dice loss of the chosen masks.
     """
-    per_mask = dice_loss(logits, target) + bce_weight * bce_loss(logits, target)
+    logits = logits.float()  # once (bf16 logits from training's decoder), not in every term
+    dice = dice_loss(logits, target)
+    per_mask = dice + bce_weight * bce_loss(logits, target)
     best = per_mask.argmin(dim=1, keepdim=True)
     seg = per_mask.gather(1, best).mean()
     iou = F.mse_loss(iou_pred.float(), hard_iou(logits, target))
-    return seg + iou_weight * iou, dice_loss(logits, target).gather(1, best).squeeze(1)
+    return seg + iou_weight * iou, dice.gather(1, best).squeeze(1)
