@@ -23,7 +23,7 @@ This forward rewrites the image-token work with the same parameters, reassociati
 * **Only the masks returned are computed** from the upscaled embedding (1 of 4 without multimask); every
   hypernetwork MLP still runs, so every parameter gets a gradient (zero for unused outputs, as in SAM).
 
-Switched off with ``SYNTHFM_FAST_DECODER=0`` or :func:`set_enabled`; a decoder whose layout differs from
+Off by default (see ``_state``); switched on with ``SYNTHFM_FAST_DECODER=1`` or :func:`set_enabled`; a decoder whose layout differs from
 SAM's (other upscaling layers) runs the plain path.
 """
 from __future__ import annotations
@@ -38,7 +38,10 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MaskDecoder
 from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 
-_state = {"enabled": os.environ.get("SYNTHFM_FAST_DECODER", "1") != "0"}
+# Off by default: a user-volume fine-tune (Testing/core/test_train_user.py) diverges with it (Dice 0.0 vs 0.89
+# with the plain path) although the forward and gradients match segment-anything in the unit tests; until that
+# is understood the fast forward runs only with SYNTHFM_FAST_DECODER=1 (or set_enabled(True)).
+_state = {"enabled": os.environ.get("SYNTHFM_FAST_DECODER", "0") == "1"}
 
 
 def set_enabled(enabled: bool) -> bool:
