@@ -8,7 +8,7 @@ import torch
 
 from synthfm.evaluate.calibrate import fit_calibrator, fit_logistic, rescore, spearman
 from synthfm.segment.quality import (SIGNALS, LogisticQuality, QualityCalibrator, calibration_path, file_sha256,
-                                     load_calibration, quality_signals, stability_score)
+                                     image_signals, load_calibration, quality_signals, stability_score)
 
 
 def test_stability_score_counts_the_masks_at_plus_and_minus_the_offset():
@@ -31,7 +31,7 @@ def test_signals_on_hand_made_logits():
     box = np.array([2, 2, 5, 5])  # inclusive pixels 2..5: 16 pixels
     points, labels = np.array([[3, 3], [8, 8]]), np.array([1, 0])
     s = quality_signals(logits, torch.tensor([0.9, 0.4]), box, points, labels)
-    assert set(s) == set(SIGNALS) and all(v.shape == (2,) for v in s.values())
+    assert set(s) == set(SIGNALS) - {"contrast", "edge", "consistency"} and all(v.shape == (2,) for v in s.values())
     np.testing.assert_allclose(s["iou_head"], [0.9, 0.4], rtol=1e-6)
     np.testing.assert_allclose(s["stability"], [1.0, 0.0])  # candidate 1 has no pixel above logit 1
     np.testing.assert_allclose(s["confidence"], [torch.sigmoid(torch.tensor(8.0)).item(),
@@ -44,13 +44,26 @@ def test_signals_on_hand_made_logits():
     assert np.isnan(none["box_fill"]).all() and np.isnan(none["points_agree"]).all()
 
 
+def test_image_signals_prefer_the_mask_on_the_structure():
+    image = np.full((40, 40), 0.2, np.float32)
+    image[10:20, 10:20] = 0.8
+    image += np.random.default_rng(0).normal(0, 0.02, image.shape).astype(np.float32)
+    right, shifted, empty = (np.zeros((40, 40), bool) for _ in range(3))
+    right[10:20, 10:20] = True
+    shifted[14:24, 14:24] = True
+    s = image_signals(image, np.stack([right, shifted, empty]))
+    assert s["contrast"][0] > 10 and s["contrast"][0] > 3 * s["contrast"][1]
+    assert s["edge"][0] > s["edge"][1] > 0
+    assert s["contrast"][2] == 0 and s["edge"][2] == 0  # an empty mask: no contrast, no edge
+
+
 def _rows(n=300, seed=0):
     """Rows where the true IoU rises with stability and falls with the part outside the box."""
     rng = np.random.default_rng(seed)
     stab, out, head = rng.uniform(0, 1, n), rng.uniform(0, 0.5, n), rng.uniform(0.5, 0.7, n)
     true = np.clip(0.8 * stab - 0.8 * out + 0.2 + rng.normal(0, 0.05, n), 0, 1)
     return [{"protocol": "box", "kind": "box", "iou": t, "iou_head": h, "stability": s, "confidence": 0.9,
-             "box_fill": 0.7, "outside_box": o, "points_agree": np.nan, "area": 0.1}
+             "box_fill": 0.7, "outside_box": o, "points_agree": np.nan, "area": 0.1, "contrast": 1.0, "edge": 1.0}
             for t, h, s, o in zip(true, head, stab, out)]
 
 
@@ -63,7 +76,8 @@ def test_calibration_is_monotone_bounded_and_ranks_what_it_was_fitted_on():
     model = calibrator.models["box"]
     grid = np.linspace(-5, 5, 41)  # far outside the fitted range too
     base = {k: np.full(41, 0.5) for k in SIGNALS}
-    for name, sign in (("stability", 1), ("iou_head", 1), ("confidence", 1), ("outside_box", -1)):
+    for name, sign in (("stability", 1), ("iou_head", 1), ("confidence", 1), ("outside_box", -1), ("contrast", 1),
+                       ("edge", 1)):
         scores = model({**base, name: grid})
         assert np.all(sign * np.diff(scores) >= -1e-12), name
         assert np.all((scores >= 0) & (scores <= 1))
@@ -109,7 +123,7 @@ def test_predictions_carry_signals_and_use_the_calibrated_score():
     image = np.random.default_rng(0).uniform(0, 1, (96, 80)).astype(np.float32)
     prompts = Prompts.make([(40, 50)], box=(20, 30, 60, 70))
     raw = predictor.predict(image, prompts, multimask=True)
-    assert set(raw.signals) == set(SIGNALS) and raw.score == pytest.approx(raw.iou_head)
+    assert set(raw.signals) == set(SIGNALS) - {"consistency"} and raw.score == pytest.approx(raw.iou_head)
     assert raw.iou_head == pytest.approx(float(np.max(raw.all_signals["iou_head"])))  # the head picks the mask
     predictor.calibrator = QualityCalibrator({"box": LogisticQuality(["stability"], [2.0], -1.0, [0.0], [1.0], [0.0])})
     cal = predictor.predict(image, prompts, multimask=True)
@@ -122,6 +136,15 @@ def test_predictions_carry_signals_and_use_the_calibrated_score():
     assert other.signals["stability"] == pytest.approx(cal.all_signals["stability"][2])
     points_only = predictor.predict(image, Prompts.make([(40, 50)]))  # no "points" model: the raw head, clipped
     assert points_only.score == pytest.approx(float(np.clip(points_only.iou_head, 0, 1)))
+    # consistency (one more decoder call) is computed when the calibration reads it, or when asked for
+    assert not predictor.wants_consistency
+    predictor.calibrator = QualityCalibrator({"box": LogisticQuality(["consistency"], [1.0], 0.0, [0.5], [1.0], [0.5])})
+    with_consistency = predictor.predict(image, prompts, multimask=True)
+    assert np.array_equal(with_consistency.mask, raw.mask)
+    assert with_consistency.all_signals["consistency"].shape == (3,)
+    assert np.all((with_consistency.all_signals["consistency"] >= 0) & (with_consistency.all_signals["consistency"] <= 1))
+    predictor.consistency = False
+    assert "consistency" not in predictor.predict(image, prompts).signals
 
 
 def test_evaluate_rows_and_summary_carry_the_signals(tmp_path):

@@ -19,23 +19,26 @@ from synthfm.utils.masks import iou
 
 #: +1: higher is better (the score may only rise with it), -1: lower is better, 0: either way
 SIGNS = {"iou_head": 1, "stability": 1, "confidence": 1, "points_agree": 1, "outside_box": -1, "box_fill": 0,
-         "area": 0}
+         "area": 0, "contrast": 1, "edge": 1, "consistency": 1}
 #: the signals each prompt kind's model uses (those that exist for that kind)
-FEATURES = {"points": ("iou_head", "stability", "confidence", "points_agree", "area"),
-            "box": ("iou_head", "stability", "confidence", "box_fill", "outside_box"),
-            "mask": ("iou_head", "stability", "confidence", "box_fill", "outside_box", "area")}
+FEATURES = {"points": ("iou_head", "stability", "confidence", "points_agree", "area", "contrast", "edge",
+                       "consistency"),
+            "box": ("iou_head", "stability", "confidence", "box_fill", "outside_box", "contrast", "edge", "consistency"),
+            "mask": ("iou_head", "stability", "confidence", "box_fill", "outside_box", "area", "contrast", "edge",
+                     "consistency")}
 FIT_PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter", "clicks")
 
 
 def image_rows(predictor, image: np.ndarray, truth: np.ndarray, key, rng: np.random.Generator,
-               protocols: Sequence[str] = FIT_PROTOCOLS, clicks: int = 3) -> List[dict]:
+               protocols: Sequence[str] = FIT_PROTOCOLS, clicks: int = 3,
+               value_range: Optional[Tuple[float, float]] = None) -> List[dict]:
     """One row per prediction on a 2D ``image``: protocol, prompt kind, true IoU and the quality signals
     (``clicks``: the first point and each of ``clicks - 1`` correction clicks)."""
     rows = []
     for protocol in protocols:
         prompts = make_prompts(protocol, truth, rng)
         for _ in range(clicks if protocol == "clicks" else 1):
-            pred = predictor.predict(image, prompts, key=key)
+            pred = predictor.predict(image, prompts, key=key, value_range=value_range)
             rows.append({"protocol": protocol, "kind": prompt_kind(prompts), "iou": iou(pred.mask, truth),
                          "score": pred.score, **pred.signals})
             if protocol == "clicks":
@@ -47,23 +50,30 @@ def image_rows(predictor, image: np.ndarray, truth: np.ndarray, key, rng: np.ran
 
 def cache_rows(predictor, folder, count: int, seed: int, protocols: Sequence[str] = FIT_PROTOCOLS) -> List[dict]:
     """:func:`image_rows` for the first ``count`` filled items of an embedding cache (``synthfm train``'s
-    ``cache/train`` or ``cache/val``): the stored embeddings are put in ``predictor``'s cache, so no image is encoded.
+    ``cache/train`` or ``cache/val``): the stored embeddings are put in ``predictor``'s cache, so no image is encoded
+    (the images, needed for the image signals, are drawn again from the cache's generator settings).
     Only use a cache whose images the decoder was not trained on."""
+    from synthfm.generate.config import GeneratorConfig
     from synthfm.segment.preprocess import SliceTransform
-    from synthfm.train.embed_cache import EmbeddingCache
+    from synthfm.train.embed_cache import EmbeddingCache, SyntheticItems
 
     cache = EmbeddingCache(folder, mode="r")
     size = int(cache.manifest["size"])
+    items = SyntheticItems(GeneratorConfig.from_dict(cache.manifest["generator"]), int(cache.manifest["seed"]),
+                           int(cache.manifest["first"]))
     transform = SliceTransform(size, size, predictor.model.image_size)
-    blank = np.zeros((size, size), np.float32)
     rows: List[dict] = []
     for i in np.flatnonzero(np.asarray(cache.filled))[:count]:
         emb, labels, targets = cache.get(np.array([i]), str(predictor.device))
+        image01, item_labels, target = items(np.array([i]))[0]
+        if not (np.array_equal(item_labels, labels[0]) and target == int(targets[0])):
+            raise ValueError(f"{folder}: item {i} drawn again differs from the cached one (another generator version?)")
         key = ("embedding-cache", str(folder), int(i))
         predictor.put_embedding(key, emb[:1], transform)
         truth = np.asarray(labels[0]) == int(targets[0])
         rng = np.random.default_rng([seed, int(i)])
-        rows += [{**r, "item": f"{folder}:{i}"} for r in image_rows(predictor, blank, truth, key, rng, protocols)]
+        rows += [{**r, "item": f"{folder}:{i}"}
+                 for r in image_rows(predictor, image01, truth, key, rng, protocols, value_range=(0.0, 1.0))]
     return rows
 
 

@@ -23,26 +23,26 @@ def _thumb(image, truth, pred) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def reliability_plot(rows, path: Path, bins: int = 10) -> bool:
-    """Quality score vs true IoU per model (points, and the mean true IoU per bin of the score): a calibrated
-    score lies on the diagonal. The score is the calibrated one when the model has a calibration, else the raw
-    predicted IoU (the panel's title says which). False when no row has a score."""
-    by_model: dict = {}
+def reliability_plot(rows, path: Path, bins: int = 10, group: str = "model", score: str = "pred_iou") -> bool:
+    """Quality score vs true IoU, one panel per ``group`` value (points, and the mean true IoU per bin of the
+    score): a calibrated score lies on the diagonal. ``score`` ``pred_iou`` is the model's score, calibrated when
+    the model has a calibration, else the raw predicted IoU (the axis says which). False when no row has a score."""
+    by_group: dict = {}
     calibrated: dict = {}
     for r in rows:
-        if r.get("pred_iou") is not None:
-            by_model.setdefault(r["model"], []).append((r["pred_iou"], r["iou"]))
-            calibrated[r["model"]] = bool(r.get("score_calibrated"))
-    if not by_model:
+        if r.get(score) is not None and r[score] == r[score]:
+            by_group.setdefault(r[group], []).append((r[score], r["iou"]))
+            calibrated[r[group]] = bool(r.get("score_calibrated"))
+    if not by_group:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(by_model), figsize=(4 * len(by_model), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(by_group), figsize=(4 * len(by_group), 4), squeeze=False)
     edges = np.linspace(0, 1, bins + 1)
-    for ax, (model, pairs) in zip(axes[0], by_model.items()):
+    for ax, (name, pairs) in zip(axes[0], by_group.items()):
         pred, true = np.clip(np.array(pairs, float).T, 0, 1)
         ax.scatter(pred, true, s=6, alpha=0.3)
         which = np.clip(np.digitize(pred, edges) - 1, 0, bins - 1)
@@ -50,8 +50,8 @@ def reliability_plot(rows, path: Path, bins: int = 10) -> bool:
         means = [true[which == b].mean() for b in range(bins) if (which == b).any()]
         ax.plot(centres, means, "o-", color="C3", label="mean true IoU per bin")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="calibrated score" if calibrated[model] else "predicted IoU (head)",
-               ylabel="true IoU", title=model)
+        xlabel = ("calibrated score" if calibrated[name] else "predicted IoU (head)") if score == "pred_iou" else score
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel="true IoU", title=str(name))
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -16,9 +16,9 @@ import torch
 
 from synthfm.models.sam import PromptableModel
 from synthfm.models.sam import LOW_RES
-from synthfm.segment.preprocess import SliceTransform, Window, prepare_slice
+from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
 from synthfm.segment.prompts import Prompts
-from synthfm.segment.quality import QualityCalibrator, prompt_kind, quality_signals
+from synthfm.segment.quality import QualityCalibrator, image_signals, prompt_kind, quality_signals
 from synthfm.utils.masks import iou
 
 
@@ -84,6 +84,8 @@ class SlicePredictor:
         self.encoder_calls = 0
         #: turns the quality signals into ``Prediction.score`` (None: the raw IoU head); set by load_model
         self.calibrator: Optional[QualityCalibrator] = getattr(model, "quality_calibrator", None)
+        #: compute the ``consistency`` signal (one more decoder call per prediction); None: when the calibration uses it
+        self.consistency: Optional[bool] = None
 
     def share_embeddings(self, other: "SlicePredictor") -> bool:
         """Use ``other``'s embedding cache when both models run the same frozen encoder on the same device with
@@ -171,12 +173,43 @@ class SlicePredictor:
             out = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi)
         low = out.logits[0].float()
         signals = self._signals(low, out.iou[0], transform, prompts)
-        scores = self._scores(signals, prompts)
+        if self.wants_consistency:
+            signals["consistency"] = self._consistency(low, emb, coords, labels, boxes, masks, multi, transform)
         masks = np.stack([(transform.logits_to_slice(m) > 0).cpu().numpy() for m in low])
+        lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
+        signals.update(image_signals(normalize(image, lo, hi), masks))
+        scores = self._scores(signals, prompts)
         best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         low = low.cpu().numpy()
         return Prediction(masks[best], float(scores[best]), low[best], scores,
                           masks if multi else None, low if multi else None, signals, best)
+
+    @property
+    def wants_consistency(self) -> bool:
+        """Whether predictions compute the ``consistency`` signal (one more decoder call): when asked for with
+        ``self.consistency`` (True / False) or, by default (None), when the calibration uses it."""
+        if self.consistency is not None:
+            return self.consistency
+        return self.calibrator is not None and self.calibrator.uses("consistency")
+
+    def _consistency(self, low, emb, coords, labels, boxes, masks, multi, transform) -> np.ndarray:
+        """IoU of each candidate with the same candidate decoded from slightly moved prompts (points shifted by 2%
+        of the input size, box grown by 5% of its size on each side): a mask that holds when the prompt moves a
+        little is one the decoder is sure of."""
+        rh, rw = transform.resized
+        limit = torch.tensor([rw - 1, rh - 1], dtype=torch.float32, device=self.device)
+        shift = 0.02 * transform.size
+        coords = None if coords is None else torch.minimum(coords + shift, limit)
+        if boxes is not None:
+            grow = 0.05 * (boxes[:, 2:] - boxes[:, :2])
+            boxes = torch.cat([(boxes[:, :2] - grow).clamp(min=0), torch.minimum(boxes[:, 2:] + grow, limit)], 1)
+        with self._autocast():
+            moved = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi).logits[0].float()
+        factor = LOW_RES / transform.size
+        h, w = max(1, round(rh * factor)), max(1, round(rw * factor))
+        a, b = low[:, :h, :w] > 0, moved[:, :h, :w] > 0
+        inter, union = (a & b).flatten(1).sum(1).float(), (a | b).flatten(1).sum(1).float()
+        return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).cpu().numpy().astype(np.float64)
 
     @staticmethod
     def _signals(low: torch.Tensor, iou_head: torch.Tensor, transform: SliceTransform,

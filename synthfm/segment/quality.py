@@ -12,7 +12,13 @@ encoder frame) in a few tensor operations:
 * ``outside_box``: fraction of the mask outside the prompt box (only with a box);
 * ``points_agree``: fraction of prompt points the mask agrees with (positives inside, negatives outside;
   nan without points);
-* ``area``: mask area as a fraction of the slice.
+* ``area``: mask area as a fraction of the slice;
+* ``contrast``: |mean intensity inside - mean in a 3-pixel ring outside| / their pooled standard deviation, on
+  the windowed slice (a mask that follows a real structure stands out from its surroundings);
+* ``edge``: mean intensity gradient on the mask's boundary / mean gradient over the slice (a mask whose edge lies
+  on image edges);
+* ``consistency`` (only when asked for, or when the calibration uses it: one more decoder call): IoU of each
+  candidate with the same candidate decoded from slightly moved prompts (``SlicePredictor._consistency``).
 
 :class:`QualityCalibrator` maps them to a score in [0, 1] that estimates the mask's IoU: one logistic model per
 prompt kind (``mask``: a previous mask was given, as in propagation; else ``box``: a box was given; else
@@ -31,7 +37,8 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-SIGNALS = ("iou_head", "stability", "confidence", "box_fill", "outside_box", "points_agree", "area")
+SIGNALS = ("iou_head", "stability", "confidence", "box_fill", "outside_box", "points_agree", "area", "contrast",
+           "edge", "consistency")
 KINDS = ("box", "points", "mask")
 STABILITY_OFFSET = 1.0  # segment-anything's default stability_score_offset
 CALIBRATION_FORMAT = "synthfm-quality-calibration"
@@ -48,7 +55,8 @@ def stability_score(logits: torch.Tensor, offset: float = STABILITY_OFFSET) -> t
 
 def quality_signals(logits: torch.Tensor, iou_head: torch.Tensor, box: Optional[np.ndarray] = None,
                     points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-    """The signals of :data:`SIGNALS` for ``M`` candidate masks.
+    """The logit and prompt signals of :data:`SIGNALS` for ``M`` candidate masks (the image signals come from
+    :func:`image_signals`).
 
     ``logits`` ``(M, h, w)``: low-res logits cropped to the slice; ``iou_head`` ``(M,)``; ``box`` (x0, y0, x1, y1)
     and ``points`` ``(N, 2)`` (x, y) in the same ``h x w`` pixel frame as ``logits``; ``labels`` 1/0 per point.
@@ -80,12 +88,37 @@ def quality_signals(logits: torch.Tensor, iou_head: torch.Tensor, box: Optional[
         out["points_agree"] = (at == want).mean(1).astype(np.float64)
     else:
         out["points_agree"] = nan.copy()
-    return {k: np.asarray(out[k], np.float64) for k in SIGNALS}
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
 def prompt_kind(prompts) -> str:
     """Which calibration model applies to ``prompts`` (:data:`KINDS`)."""
     return "mask" if prompts.mask_logits is not None else "box" if prompts.box is not None else "points"
+
+
+def image_signals(image01: np.ndarray, masks: np.ndarray, ring: int = 3) -> Dict[str, np.ndarray]:
+    """``contrast`` and ``edge`` (see the module docstring) of ``M`` masks ``(M, H, W)`` on a windowed slice
+    ``image01`` ``(H, W)``; each mask is handled in its bounding box grown by ``ring + 1`` pixels."""
+    from scipy import ndimage as ndi
+
+    image01 = np.asarray(image01, np.float32)
+    gy, gx = np.gradient(image01)
+    grad = np.hypot(gx, gy)
+    mean_grad = float(grad.mean()) + 1e-6
+    contrast, edge = np.zeros(len(masks)), np.zeros(len(masks))
+    for k, mask in enumerate(masks):
+        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        if not len(rows):
+            continue
+        box = (slice(max(rows[0] - ring - 1, 0), rows[-1] + ring + 2), slice(max(cols[0] - ring - 1, 0), cols[-1] + ring + 2))
+        m, img = mask[box], image01[box]
+        around = ndi.binary_dilation(m, iterations=ring) & ~m
+        border = m & ~ndi.binary_erosion(m, border_value=0)
+        inside, outside = img[m], img[around] if around.any() else img[m]
+        pooled = np.sqrt((inside.var() + outside.var()) / 2) + 0.01
+        contrast[k] = abs(float(inside.mean()) - float(outside.mean())) / pooled
+        edge[k] = float(grad[box][border].mean()) / mean_grad
+    return {"contrast": contrast, "edge": edge}
 
 
 @dataclass
@@ -121,6 +154,10 @@ class QualityCalibrator:
         if model is None:  # no model for this kind: the raw head, clipped
             return np.clip(np.asarray(signals["iou_head"], np.float64), 0.0, 1.0)
         return model(signals)
+
+    def uses(self, signal: str) -> bool:
+        """Whether any of the models reads ``signal``."""
+        return any(signal in m.features for m in self.models.values())
 
     def to_json(self) -> str:
         return json.dumps({"format": CALIBRATION_FORMAT, "version": 1, "decoder_sha256": self.decoder_sha256,
