@@ -133,7 +133,9 @@ class LogisticQuality:
     fill: Sequence[float]
 
     def __call__(self, signals: Mapping[str, np.ndarray]) -> np.ndarray:
-        x = np.stack([np.asarray(signals[f], np.float64) for f in self.features], -1)
+        n = np.shape(next(iter(signals.values())))  # a signal not computed (e.g. consistency turned off) takes fill
+        x = np.stack([np.asarray(signals[f], np.float64) if f in signals else np.full(n, np.nan)
+                      for f in self.features], -1)
         x = np.where(np.isnan(x), np.asarray(self.fill), x)
         z = self.bias + ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef)
         return 1.0 / (1.0 + np.exp(-z))
