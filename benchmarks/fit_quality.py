@@ -61,8 +61,9 @@ def collect(model, predictor, split: str, images: int, volumes: int, preset: str
                      for r in volume_rows(predictor, s.image, s.mask, ("q3", split, i), options)]
         return rows
 
-    sources = [(f"{split} cache {folder} {count}",
-                lambda f=folder, n=count: cache_rows(predictor, f, n, seed2d, **protocols)) for folder, count in caches]
+    sources = [(f"{split} cache {folder} {start}:{start + count}",
+                lambda f=folder, a=start, n=count: cache_rows(predictor, f, n, seed2d, start=a, **protocols))
+               for folder, start, count in caches]
     sources += [(f"{split} images {images} seed {seed2d}", images_rows)] if images else []
     sources += [(f"{split} volumes {volumes} seed {seed3d}", volumes_rows)] if volumes else []
     rows = []
@@ -77,6 +78,12 @@ def collect(model, predictor, split: str, images: int, volumes: int, preset: str
     return rows
 
 
+def _span(folder: str, text: str) -> tuple:
+    """``FOLDER``, ``"START:COUNT"`` or ``"COUNT"`` -> (folder, start, count)."""
+    start, _, count = text.rpartition(":")
+    return folder, int(start or 0), int(count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="synthfm-lite")
@@ -85,10 +92,10 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=150)
     parser.add_argument("--fit-volumes", type=int, default=8)
     parser.add_argument("--test-volumes", type=int, default=6)
-    parser.add_argument("--fit-cache", nargs=2, action="append", default=[], metavar=("FOLDER", "COUNT"),
-                        help="also fit on the first COUNT images of a `synthfm train` embedding cache (no encoding); "
-                             "only caches of images the decoder was not trained on")
-    parser.add_argument("--test-cache", nargs=2, action="append", default=[], metavar=("FOLDER", "COUNT"))
+    parser.add_argument("--fit-cache", nargs=2, action="append", default=[], metavar=("FOLDER", "[START:]COUNT"),
+                        help="also fit on COUNT images (from position START) of a `synthfm train` embedding cache (no "
+                             "encoding); only images the decoder was not trained on")
+    parser.add_argument("--test-cache", nargs=2, action="append", default=[], metavar=("FOLDER", "[START:]COUNT"))
     parser.add_argument("--rows", type=Path, help="JSON store of the collected rows of each source (reused)")
     parser.add_argument("--drop", nargs="*", default=["consistency"],
                         help="signals the calibration must not use (default: consistency, which costs a second "
@@ -100,9 +107,9 @@ def main() -> None:
     predictor = SlicePredictor(model, cache_size=64)
     predictor.calibrator, predictor.consistency = None, True  # collect every raw signal
     data = {"fit": collect(model, predictor, "fit", args.fit_images, args.fit_volumes, args.preset,
-                           [(f, int(n)) for f, n in args.fit_cache], args.rows),
+                           [_span(f, n) for f, n in args.fit_cache], args.rows),
             "test": collect(model, predictor, "test", args.test_images, args.test_volumes, args.preset,
-                            [(f, int(n)) for f, n in args.test_cache], args.rows)}
+                            [_span(f, n) for f, n in args.test_cache], args.rows)}
     decoder = Path(args.model) if args.model.endswith(".pt") else find_decoder(get_spec(args.model).decoder_file or "")
     info = {"fitted_on": f"held-out synthetic ({args.preset}): {args.fit_images} images of seed {SEEDS['fit'][0]}, "
                          f"embedding caches {args.fit_cache} x protocols, propagation through {args.fit_volumes} "

@@ -48,8 +48,9 @@ def image_rows(predictor, image: np.ndarray, truth: np.ndarray, key, rng: np.ran
     return rows
 
 
-def cache_rows(predictor, folder, count: int, seed: int, protocols: Sequence[str] = FIT_PROTOCOLS) -> List[dict]:
-    """:func:`image_rows` for the first ``count`` filled items of an embedding cache (``synthfm train``'s
+def cache_rows(predictor, folder, count: int, seed: int, protocols: Sequence[str] = FIT_PROTOCOLS,
+               start: int = 0) -> List[dict]:
+    """:func:`image_rows` for the first ``count`` filled items from position ``start`` of an embedding cache (``synthfm train``'s
     ``cache/train`` or ``cache/val``): the stored embeddings are put in ``predictor``'s cache, so no image is encoded
     (the images, needed for the image signals, are drawn again from the cache's generator settings).
     Only use a cache whose images the decoder was not trained on."""
@@ -63,7 +64,7 @@ def cache_rows(predictor, folder, count: int, seed: int, protocols: Sequence[str
                            int(cache.manifest["first"]))
     transform = SliceTransform(size, size, predictor.model.image_size)
     rows: List[dict] = []
-    for i in np.flatnonzero(np.asarray(cache.filled))[:count]:
+    for i in np.flatnonzero(np.asarray(cache.filled)[start:])[:count] + start:
         emb, labels, targets = cache.get(np.array([i]), str(predictor.device))
         image01, item_labels, target = items(np.array([i]))[0]
         if not (np.array_equal(item_labels, labels[0]) and target == int(targets[0])):
