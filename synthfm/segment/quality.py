@@ -28,7 +28,6 @@ sign its signal was declared with (monotone), fitted on held-out synthetic image
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,11 +190,9 @@ def calibration_path(decoder: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from synthfm.models.weights import sha256_of
+
+    return sha256_of(Path(path))
 
 
 def load_calibration(decoder: Path) -> Optional[QualityCalibrator]:
