@@ -49,7 +49,11 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False}, "no mask prompt": {"use_mask_prompt": False},
             "split boxes > 2:1": {"split_box": 2.0}, "split boxes > 1.5:1": {"split_box": 1.5},
-            "split boxes > 2:1, contrast>=0.5": {"split_box": 2.0, "min_contrast_ratio": 0.5}}
+            "split boxes > 2:1, contrast>=0.5": {"split_box": 2.0, "min_contrast_ratio": 0.5},
+            # stops on the model's score: calibrated for decoders with a calibration (benchmarks/fit_quality.py)
+            **{f"score>={t}": {"min_score": t} for t in (0.2, 0.3, 0.4, 0.5)},
+            **{f"score>={t}, no shift stop": {"min_score": t, "max_intensity_shift": 0.0} for t in (0.2, 0.3, 0.4)},
+            **{f"score>={r}*first": {"min_score_ratio": r} for r in (0.5, 0.7)}}
 SETTINGS = {"default": {}, **{f"default, {v}": o for v, o in VARIANTS.items()},
             **{f"{p} | {s}": {**po, **so} for p, po in PROMPTS.items() for s, so in STOPS.items()}}
 SEED = 777  # held-out: training draws 2D images from seed 0
@@ -75,6 +79,7 @@ def main() -> None:
     for name in args.models:
         model = load_model(name)
         predictor = SlicePredictor(model, cache_size=40 * len(samples))  # every slice encoded once
+        print(f"{name}: score = {'calibrated quality score' if predictor.calibrator else 'raw predicted IoU'}")
         for n_prompted, (setting, overrides) in itertools.product(args.prompted_slices, SETTINGS.items()):
             if args.only and not any(part == setting or (part not in SETTINGS and part in setting) for part in args.only):
                 continue

@@ -85,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     title = (f"SynthFM evaluation: propagation from {slices} ({view}), 3D metrics" if args.volume else
              "SynthFM evaluation" + (f" ({view} slices)" if args.axis else ""))
     summary = write_report(results, Path(args.out), title)
-    print(f"{'model | protocol':<44}{'n':>5}{'Dice':>8}{'NSD':>8}{'IoU rho':>9}")
+    print(f"{'model | protocol':<44}{'n':>5}{'Dice':>8}{'NSD':>8}{'IoU rho':>9}{'head rho':>10}")
     for key, v in summary["by_model_protocol"].items():
         rho = f"{v['iou_spearman']:>9.2f}" if "iou_spearman" in v else f"{'':>9}"
+        head = v.get("signal_spearman", {}).get("iou_head")
+        rho += f"{head:>10.2f}" if head is not None else f"{'':>10}"
         print(f"{key:<44}{v['n']:>5}{v['dice']:>8.3f}{v['nsd']:>8.3f}{rho}")
     for s in summary["skipped"]:
         print(f"skipped {s['model']} | {s['protocol']}: {s['reason']}")

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from synthfm.evaluate.runner import Results, summarize
+from synthfm.segment.quality import SIGNALS
 from synthfm.io.atomic import atomic_path, atomic_write_text
 from synthfm.io.png import GREEN, YELLOW, overlay
 
@@ -22,23 +23,26 @@ def _thumb(image, truth, pred) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def reliability_plot(rows, path: Path, bins: int = 10) -> bool:
-    """Predicted vs true IoU per model (points, and the mean true IoU per bin of predicted IoU): a calibrated
-    head lies on the diagonal. False when no row has a predicted IoU."""
-    by_model: dict = {}
+def reliability_plot(rows, path: Path, bins: int = 10, group: str = "model", score: str = "pred_iou") -> bool:
+    """Quality score vs true IoU, one panel per ``group`` value (points, and the mean true IoU per bin of the
+    score): a calibrated score lies on the diagonal. ``score`` ``pred_iou`` is the model's score, calibrated when
+    the model has a calibration, else the raw predicted IoU (the axis says which). False when no row has a score."""
+    by_group: dict = {}
+    calibrated: dict = {}
     for r in rows:
-        if r.get("pred_iou") is not None:
-            by_model.setdefault(r["model"], []).append((r["pred_iou"], r["iou"]))
-    if not by_model:
+        if r.get(score) is not None and r[score] == r[score]:
+            by_group.setdefault(r[group], []).append((r[score], r["iou"]))
+            calibrated[r[group]] = bool(r.get("score_calibrated"))
+    if not by_group:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(by_model), figsize=(4 * len(by_model), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(by_group), figsize=(4 * len(by_group), 4), squeeze=False)
     edges = np.linspace(0, 1, bins + 1)
-    for ax, (model, pairs) in zip(axes[0], by_model.items()):
+    for ax, (name, pairs) in zip(axes[0], by_group.items()):
         pred, true = np.clip(np.array(pairs, float).T, 0, 1)
         ax.scatter(pred, true, s=6, alpha=0.3)
         which = np.clip(np.digitize(pred, edges) - 1, 0, bins - 1)
@@ -46,7 +50,8 @@ def reliability_plot(rows, path: Path, bins: int = 10) -> bool:
         means = [true[which == b].mean() for b in range(bins) if (which == b).any()]
         ax.plot(centres, means, "o-", color="C3", label="mean true IoU per bin")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted IoU", ylabel="true IoU", title=model)
+        xlabel = ("calibrated score" if calibrated[name] else "predicted IoU (head)") if score == "pred_iou" else score
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel="true IoU", title=str(name))
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -59,6 +64,10 @@ def _mm(value) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def _rho(value) -> str:
+    return "" if value is None or value != value else f"{value:.2f}"
+
+
 def write_report(results: Results, out: Path, title: str = "SynthFM evaluation") -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +75,7 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     text = io.StringIO()
     fields = ["case", "label", "slice", "model", "protocol", "dice", "iou", "hd95", "nsd", "dice_per_click",
-              "slices_truth", "slices_kept", "pred_iou", "axis", "prompted_slices"]
+              "slices_truth", "slices_kept", "pred_iou", "score_calibrated", *SIGNALS, "axis", "prompted_slices"]
     writer = csv.DictWriter(text, fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(results.rows)
@@ -75,11 +84,14 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
     reliability = reliability_plot(results.rows, out / "reliability.png")
 
     def table(rows: dict, first: str) -> str:
-        head = f"<tr><th>{first}</th><th>n</th><th>Dice</th><th>IoU</th><th>HD95 mm</th><th>NSD</th></tr>"
+        head = (f"<tr><th>{first}</th><th>n</th><th>Dice</th><th>IoU</th><th>HD95 mm</th><th>NSD</th>"
+                "<th>score rho</th><th>IoU head rho</th><th>stability rho</th></tr>")
         body = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{v['n']}</td><td>{v['dice']:.3f}</td><td>{v['iou']:.3f}</td>"
             f"<td>{_mm(v['hd95_mm'])}</td>"
-            f"<td>{v['nsd']:.3f}</td></tr>" for k, v in rows.items())
+            f"<td>{v['nsd']:.3f}</td><td>{_rho(v.get('iou_spearman'))}</td>"
+            f"<td>{_rho(v.get('signal_spearman', {}).get('iou_head'))}</td>"
+            f"<td>{_rho(v.get('signal_spearman', {}).get('stability'))}</td></tr>" for k, v in rows.items())
         return f"<table>{head}{body}</table>"
 
     pictures = "".join(
@@ -95,7 +107,10 @@ padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}figure{{displ
 img{{width:192px;image-rendering:pixelated}}</style>
 <h1>{html.escape(title)}</h1><p>Mean Dice over everything evaluated: {summary['mean_dice']:.3f}.
 Green: truth, yellow: prediction.</p><h2>Models x prompt protocols</h2>{table(summary['by_model_protocol'], 'model | protocol')}
-{"<h2>Predicted vs true IoU</h2><img src=reliability.png style='width:auto'>" if reliability else ""}
+{"<h2>Quality score vs true IoU</h2><p>rho: Spearman correlation with the true IoU of the model's score "
+  "(calibrated when the model has a calibration), of its decoder's raw IoU head and of the stability score; "
+  "every signal is in summary.json (signal_spearman) and slices.csv.</p>"
+  "<img src=reliability.png style='width:auto'>" if reliability else ""}
 <h2>Skipped (with reasons)</h2><ul>{skipped or '<li>none</li>'}</ul>
 <h2>Worst and best slices</h2>{pictures}
 <h2>Per case and structure</h2>{table(summary['by_case'], 'model | protocol | case | label')}"""

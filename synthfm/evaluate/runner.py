@@ -56,12 +56,14 @@ class _ModelRunner:
 
     def predict(self, image, prompts, key, value_range):
         prediction = self.predictor.predict(image, prompts, key=key, value_range=value_range)
-        self.last_score = prediction.score  # the decoder's predicted IoU, for the calibration summary
+        self.last_score = prediction.score  # the model's quality score (calibrated when it has a calibration)
+        self.last_signals = prediction.signals  # the raw signals it came from (synthfm.segment.quality)
         return prediction.mask
 
 
 class _FloorRunner:
     last_score = None
+    last_signals: dict = {}
 
     def __init__(self, name: str) -> None:
         self.name, self.floor = name, FLOORS[name]
@@ -163,6 +165,8 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
                     row["dice_per_click"] = curve
                 if runner.last_score is not None:
                     row["pred_iou"] = runner.last_score
+                    row["score_calibrated"] = runner.predictor.calibrator is not None
+                    row.update(runner.last_signals)
                 results.rows.append(row)
                 _keep_example(results, row, image, truth, pred, vrange, f"{lc.case.name} label {value} slice {s}")
         report(progress, done, len(jobs), lc.case.name)
@@ -221,16 +225,23 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
     return results
 
 
-def iou_calibration(rows: Sequence[dict]) -> Dict[str, float]:
-    """How well the decoder's predicted IoU ranks its own masks: Spearman correlation with the true IoU and
-    the mean absolute error (rows without a prediction, e.g. floors, give nothing)."""
-    pairs = np.array([(r["pred_iou"], r["iou"]) for r in rows if r.get("pred_iou") is not None], float)
+def iou_calibration(rows: Sequence[dict]) -> Dict[str, object]:
+    """How well the model's quality score (``pred_iou``: calibrated when the model has a calibration, else the
+    decoder's predicted IoU) ranks its own masks: Spearman correlation with the true IoU, the mean absolute
+    error, and ``signal_spearman``: the same correlation for each raw quality signal (``iou_head`` included).
+    Rows without a prediction (e.g. floors) give nothing."""
+    from synthfm.evaluate.calibrate import spearman
+    from synthfm.segment.quality import SIGNALS
+
+    rows = [r for r in rows if r.get("pred_iou") is not None]
+    pairs = np.array([(r["pred_iou"], r["iou"]) for r in rows], float)
     if len(pairs) < 3 or np.ptp(pairs[:, 0]) == 0 or np.ptp(pairs[:, 1]) == 0:
         return {}
-    from scipy.stats import spearmanr
-
-    return {"iou_spearman": float(spearmanr(pairs[:, 0], pairs[:, 1])[0]),
-            "iou_mae": float(np.mean(np.abs(pairs[:, 0] - pairs[:, 1])))}
+    signals = {s: round(spearman(rows, s), 4) for s in SIGNALS if any(s in r for r in rows)}
+    return {"iou_spearman": spearman(rows, "pred_iou"),
+            "iou_mae": float(np.mean(np.abs(pairs[:, 0] - pairs[:, 1]))),
+            "score_calibrated": bool(rows[0].get("score_calibrated", False)),
+            "signal_spearman": {k: (None if np.isnan(v) else v) for k, v in signals.items()}}
 
 
 def summarize(results: Results) -> Dict[str, object]:

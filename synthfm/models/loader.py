@@ -133,6 +133,10 @@ def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] 
         if bad:
             raise ValueError(f"decoder checkpoint {decoder_path} does not fit model '{spec.name}': {bad[:5]}")
         model.checkpoint_meta = meta
+    from synthfm.segment.quality import load_calibration
+
+    # the calibrated quality score fitted for this decoder (benchmarks/fit_quality.py), next to its checkpoint
+    model.quality_calibrator = load_calibration(decoder_path) if decoder_path is not None else None
     model = _freeze_encoder(model).to(device)
     model.name, model.trained_points = spec.name, spec.trained_points
     return model.eval()

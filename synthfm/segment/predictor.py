@@ -9,35 +9,53 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Hashable, Optional, Tuple, Union
+from typing import Dict, Hashable, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from synthfm.models.sam import PromptableModel
 from synthfm.models.sam import LOW_RES
-from synthfm.segment.preprocess import SliceTransform, Window, prepare_slice
+from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
 from synthfm.segment.prompts import Prompts
+from synthfm.segment.quality import QualityCalibrator, image_signals, prompt_kind, quality_signals
 from synthfm.utils.masks import iou
 
 
 @dataclass
 class Prediction:
-    """A predicted mask on the slice grid, its predicted IoU, and the low-res logits (for the next prompt)."""
+    """A predicted mask on the slice grid, its quality score, and the low-res logits (for the next prompt).
+
+    ``score`` estimates the mask's IoU: the calibrated quality score when the model has a calibration
+    (:mod:`synthfm.segment.quality`), else the decoder's raw predicted IoU; ``iou_head`` is always the raw one.
+    """
 
     mask: np.ndarray
     score: float
     logits: np.ndarray  # (256, 256)
-    all_scores: np.ndarray  # predicted IoU of every candidate mask
+    all_scores: np.ndarray  # score of every candidate mask
     candidates: Optional[np.ndarray] = None  # (M, H, W) every candidate mask, when several were asked for
     candidate_logits: Optional[np.ndarray] = None  # (M, 256, 256)
+    all_signals: Optional[Dict[str, np.ndarray]] = None  # quality signals of every candidate, (M,) each
+    index: int = 0  # which candidate this prediction is
+
+    @property
+    def signals(self) -> Dict[str, float]:
+        """The quality signals of this mask (:data:`synthfm.segment.quality.SIGNALS`; empty when not computed)."""
+        return {k: float(v[self.index]) for k, v in (self.all_signals or {}).items()}
+
+    @property
+    def iou_head(self) -> float:
+        """The decoder's raw predicted IoU of this mask."""
+        return self.signals.get("iou_head", self.score)
 
     def closest_to(self, reference: np.ndarray) -> "Prediction":
         """The candidate with the highest IoU against ``reference`` (e.g. the neighbouring slice's mask)."""
         if self.candidates is None or len(self.candidates) < 2:
             return self
         k = int(np.argmax([iou(c, reference) for c in self.candidates]))
-        return replace(self, mask=self.candidates[k], score=float(self.all_scores[k]), logits=self.candidate_logits[k])
+        return replace(self, mask=self.candidates[k], score=float(self.all_scores[k]), logits=self.candidate_logits[k],
+                       index=k)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -64,6 +82,10 @@ class SlicePredictor:
         self.bf16 = (self.device.type == "cpu") if bf16 is None else bf16
         self._cache: "OrderedDict[Hashable, Tuple[torch.Tensor, SliceTransform]]" = OrderedDict()
         self.encoder_calls = 0
+        #: turns the quality signals into ``Prediction.score`` (None: the raw IoU head); set by load_model
+        self.calibrator: Optional[QualityCalibrator] = getattr(model, "quality_calibrator", None)
+        #: compute the ``consistency`` signal (one more decoder call per prediction); None: when the calibration uses it
+        self.consistency: Optional[bool] = None
 
     def share_embeddings(self, other: "SlicePredictor") -> bool:
         """Use ``other``'s embedding cache when both models run the same frozen encoder on the same device with
@@ -87,6 +109,13 @@ class SlicePredictor:
 
     def is_cached(self, key: Hashable) -> bool:
         return key in self._cache
+
+    def put_embedding(self, key: Hashable, embedding: torch.Tensor, transform: SliceTransform) -> None:
+        """Use an embedding ``(1, 256, 64, 64)`` computed elsewhere (e.g. a training cache) for slice ``key``."""
+        self._cache[key] = (embedding.to(self.device, torch.float32), transform)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     def embed_many(self, images, keys, value_range: Optional[Tuple[float, float]] = None) -> None:
         """Encode several slices in one batch (those not cached yet)."""
@@ -142,13 +171,61 @@ class SlicePredictor:
             masks = torch.as_tensor(prompts.mask_logits, dtype=torch.float32, device=self.device)[None, None]
         with self._autocast():
             out = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi)
-        scores = out.iou[0].float().cpu().numpy()
         low = out.logits[0].float()
+        signals = self._signals(low, out.iou[0], transform, prompts)
+        if self.wants_consistency:
+            signals["consistency"] = self._consistency(low, emb, coords, labels, boxes, masks, multi, transform)
         masks = np.stack([(transform.logits_to_slice(m) > 0).cpu().numpy() for m in low])
-        best = int(np.argmax(scores))
+        lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
+        signals.update(image_signals(normalize(image, lo, hi), masks))
+        scores = self._scores(signals, prompts)
+        best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         low = low.cpu().numpy()
         return Prediction(masks[best], float(scores[best]), low[best], scores,
-                          masks if multi else None, low if multi else None)
+                          masks if multi else None, low if multi else None, signals, best)
+
+    @property
+    def wants_consistency(self) -> bool:
+        """Whether predictions compute the ``consistency`` signal (one more decoder call): when asked for with
+        ``self.consistency`` (True / False) or, by default (None), when the calibration uses it."""
+        if self.consistency is not None:
+            return self.consistency
+        return self.calibrator is not None and self.calibrator.uses("consistency")
+
+    def _consistency(self, low, emb, coords, labels, boxes, masks, multi, transform) -> np.ndarray:
+        """IoU of each candidate with the same candidate decoded from slightly moved prompts (points shifted by 2%
+        of the input size, box grown by 5% of its size on each side): a mask that holds when the prompt moves a
+        little is one the decoder is sure of."""
+        rh, rw = transform.resized
+        limit = torch.tensor([rw - 1, rh - 1], dtype=torch.float32, device=self.device)
+        shift = 0.02 * transform.size
+        coords = None if coords is None else torch.minimum(coords + shift, limit)
+        if boxes is not None:
+            grow = 0.05 * (boxes[:, 2:] - boxes[:, :2])
+            boxes = torch.cat([(boxes[:, :2] - grow).clamp(min=0), torch.minimum(boxes[:, 2:] + grow, limit)], 1)
+        with self._autocast():
+            moved = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi).logits[0].float()
+        factor = LOW_RES / transform.size
+        h, w = max(1, round(rh * factor)), max(1, round(rw * factor))
+        a, b = low[:, :h, :w] > 0, moved[:, :h, :w] > 0
+        inter, union = (a & b).flatten(1).sum(1).float(), (a | b).flatten(1).sum(1).float()
+        return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).cpu().numpy().astype(np.float64)
+
+    @staticmethod
+    def _signals(low: torch.Tensor, iou_head: torch.Tensor, transform: SliceTransform,
+                 prompts: Prompts) -> Dict[str, np.ndarray]:
+        """Quality signals of the candidates, on the part of the low-res logits that covers the slice."""
+        factor = LOW_RES / transform.size
+        rh, rw = transform.resized
+        crop = low[:, :max(1, round(rh * factor)), :max(1, round(rw * factor))]
+        box = transform.box_to_input(prompts.box) * factor if prompts.box is not None else None
+        points = transform.to_input(prompts.points) * factor if len(prompts.labels) else None
+        return quality_signals(crop, iou_head, box, points, prompts.labels)
+
+    def _scores(self, signals: Dict[str, np.ndarray], prompts: Prompts) -> np.ndarray:
+        if self.calibrator is None:
+            return signals["iou_head"].copy()
+        return self.calibrator(signals, prompt_kind(prompts))
 
     def _predict_tiles(self, image: np.ndarray, prompts: Prompts, tiles: list, key: Optional[Hashable],
                        multimask: Union[str, bool], value_range: Optional[Tuple[float, float]]) -> Prediction:
@@ -157,7 +234,7 @@ class SlicePredictor:
         _, transform = self.embed(image, key, value_range)
         axis = tiles[0][0]  # 0: the box is long in x (columns), 1: in y (rows)
         n_pixels, factor = image.shape[1 - axis], LOW_RES / transform.size
-        masks = logits = scores = None
+        masks = logits = scores = signals = None
         for t, (_, lo, hi, box) in enumerate(tiles):
             lo = 0 if t == 0 else lo
             hi = n_pixels if t == len(tiles) - 1 else hi
@@ -169,6 +246,7 @@ class SlicePredictor:
             if masks is None:
                 masks, logits = np.zeros_like(cands), np.full_like(cand_logits, -20.0)
                 scores = np.zeros(len(cands))
+                signals = {k: np.zeros(len(cands)) for k in (pred.all_signals or {})}
             span = [slice(None), slice(None), slice(None)]
             span[2 - axis] = slice(int(np.floor(lo)), int(np.ceil(hi)))
             masks[tuple(span)] |= cands[tuple(span)]
@@ -176,10 +254,12 @@ class SlicePredictor:
             span[2 - axis] = slice(int(np.floor(low[0])), int(np.ceil(low[1])))
             logits[tuple(span)] = cand_logits[tuple(span)]
             scores += pred.all_scores / len(tiles)
-        best = int(np.argmax(scores))
+            for k, v in (pred.all_signals or {}).items():  # each tile's signals, averaged like the scores
+                signals[k] += v / len(tiles)
+        best = int(np.argmax(signals["iou_head"] if signals else scores))
         several = len(masks) > 1
         return Prediction(masks[best], float(scores[best]), logits[best], scores,
-                          masks if several else None, logits if several else None)
+                          masks if several else None, logits if several else None, signals or None, best)
 
 
 def _box_tiles(box: np.ndarray, ratio: float) -> list:

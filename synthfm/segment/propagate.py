@@ -84,6 +84,7 @@ class SliceRecord:
     score: float
     stop: Optional[str] = None  # why propagation stopped at this slice (the slice itself is not kept)
     source: str = "propagated"  # "prompt" (a prompted slice), "between" (filled between two) or "propagated"
+    signals: Dict[str, float] = field(default_factory=dict)  # the mask's quality signals (Prediction.signals)
 
 
 @dataclass
@@ -231,7 +232,8 @@ class VolumeSegmenter:
                                  + (" (or leave that slice out)" if len(order) > 1 else ""))
         result = PropagationResult(np.zeros(self.volume.shape, bool))
         for i in order:
-            result.records.append(SliceRecord(i, int(firsts[i].mask.sum()), firsts[i].score, source="prompt"))
+            result.records.append(SliceRecord(i, int(firsts[i].mask.sum()), firsts[i].score, source="prompt",
+                                              signals=firsts[i].signals))
             self._put(result.mask, i, firsts[i].mask)
         for a, b in zip(order, order[1:]):
             if not _boxes_overlap(tight_box(firsts[a].mask), tight_box(firsts[b].mask)):
@@ -244,7 +246,8 @@ class VolumeSegmenter:
         ticker = _Ticker(progress, total)
         for a, b in zip(order, order[1:]):
             for i, pred in self._fill_between(a, firsts[a], b, firsts[b], options, cancel, ticker).items():
-                result.records.append(SliceRecord(i, int(pred.mask.sum()), pred.score, source="between"))
+                result.records.append(SliceRecord(i, int(pred.mask.sum()), pred.score, source="between",
+                                                  signals=pred.signals))
                 self._put(result.mask, i, pred.mask)
         for step in steps:
             start = order[-1] if step > 0 else order[0]
@@ -275,7 +278,7 @@ class VolumeSegmenter:
                     "intensity jump" if track and shift > options.max_intensity_shift else
                     "contrast lost" if (options.min_contrast_ratio and self._contrast(i, pred.mask)
                                         < options.min_contrast_ratio * contrast) else None)
-            result.records.append(SliceRecord(i, area, pred.score, stop))
+            result.records.append(SliceRecord(i, area, pred.score, stop, signals=pred.signals))
             ticker.tick(f"slice {i}")
             if stop:
                 return
