@@ -136,6 +136,27 @@ def test_fast_bf16_follows_fp32_as_closely_as_the_plain_bf16_path(model, mask_in
         assert (logits - ref_logits).abs().mean() < 0.02 * ref_logits.abs().mean()
 
 
+def test_fast_bf16_keeps_every_gradient_whole(model):
+    """A loss that pushes every pixel the same way (as a Dice loss early in training does): each parameter's
+    bf16 gradient keeps its size.  The fused bf16 ``layer_norm`` backward once summed the upscaling LayerNorm's
+    weight gradient over all pixels in bf16 and lost most of it (a user fine-tune then diverged); the overall
+    cosine above does not see a small tensor like that."""
+    emb, coords, labels, boxes, masks = _inputs(False, True)
+
+    def grads(**kw):
+        model.zero_grad(set_to_none=True)
+        out = model.decode(emb, coords, labels, boxes, masks, False, **kw)
+        out.logits.float().mean().backward()
+        return {n: p.grad.clone() for n, p in model.mask_decoder.named_parameters() if p.grad is not None}
+
+    ref, fast = grads(fast=False), grads(compute_dtype=torch.bfloat16, fast=True)
+    scale = max(g.norm() for g in ref.values())
+    for name, g in ref.items():
+        if g.norm() > 1e-3 * scale:
+            ratio = float(fast[name].float().norm() / g.norm())
+            assert 0.8 < ratio < 1.25, (name, ratio)
+
+
 def test_decode_bf16_fast_and_plain_agree(model):
     """Through PromptableModel.decode (prompt encoder under autocast, decoder on a bf16 weight cast)."""
     args = _inputs(True, True)

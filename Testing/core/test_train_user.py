@@ -86,7 +86,9 @@ def _user_fit(trainer):
 
 
 def test_fine_tuning_fits_the_user_volume(tmp_path):
-    trainer = Trainer(_config(tmp_path, steps=25, lr=3e-3, correction_prob=0.0, user_fraction=0.75,
+    # lr 1e-3 x 40 steps: 0.94-0.95 Dice on 5 of 5 seeds with either decoder path (lr 3e-3 x 25 steps reached it
+    # on 1-3 of 5, also in float32: a chaotic setting, once mistaken for a fault of the fast path)
+    trainer = Trainer(_config(tmp_path, steps=40, lr=1e-3, correction_prob=0.0, user_fraction=0.75,
                               val_every=1000, ckpt_every=1000))
     trainer.prepare_data()
     loss0, dice0 = _user_fit(trainer)

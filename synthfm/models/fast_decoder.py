@@ -23,8 +23,8 @@ This forward rewrites the image-token work with the same parameters, reassociati
 * **Only the masks returned are computed** from the upscaled embedding (1 of 4 without multimask); every
   hypernetwork MLP still runs, so every parameter gets a gradient (zero for unused outputs, as in SAM).
 
-Off by default (see ``_state``); switched on with ``SYNTHFM_FAST_DECODER=1`` or :func:`set_enabled`; a decoder whose layout differs from
-SAM's (other upscaling layers) runs the plain path.
+On by default; ``SYNTHFM_FAST_DECODER=0`` or :func:`set_enabled` switches it off.  A decoder whose layout differs
+from SAM's (other upscaling layers) runs the plain path.
 """
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MaskDecoder
 from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
 
-# Off by default: a user-volume fine-tune (Testing/core/test_train_user.py) diverges with it (Dice 0.0 vs 0.89
-# with the plain path) although the forward and gradients match segment-anything in the unit tests; until that
-# is understood the fast forward runs only with SYNTHFM_FAST_DECODER=1 (or set_enabled(True)).
-_state = {"enabled": os.environ.get("SYNTHFM_FAST_DECODER", "0") == "1"}
+# On unless SYNTHFM_FAST_DECODER=0.  (It was off for a while: a user fine-tune test diverged with it; the test's
+# lr 3e-3 x 25 steps turned out chaotic in every path, float32 included, and the fused bf16 layer_norm backward
+# lost LayerNorm gradients, which sam.LayerNormOutsideAffine and the upscaling norm below now avoid.)
+_state = {"enabled": os.environ.get("SYNTHFM_FAST_DECODER", "1") != "0"}
 
 
 def set_enabled(enabled: bool) -> bool:
@@ -195,7 +195,9 @@ def _upscaled_masks(up: nn.Sequential, keys: Tensor, hyper: Tensor, h: int, w: i
     deconv1, norm, act1, deconv2, act2 = up
     b, m = hyper.shape[:2]
     x = F.linear(keys, *_deconv_as_linear(deconv1)).view(b, -1, deconv1.out_channels)  # (B, h*w*4, C/4)
-    x = act1(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+    # the affine part outside layer_norm: its fused CPU backward sums the weight's gradient over every pixel in
+    # bf16 and lost ~95% of it in bf16 training (the plain path's broadcast product sums in float32)
+    x = act1(torch.addcmul(norm.bias, F.layer_norm(x, (x.shape[-1],), eps=norm.eps), norm.weight))
     x = act2(F.linear(x, *_deconv_as_linear(deconv2)).view(b, -1, deconv2.out_channels))  # (B, h*w*16, C/8)
     masks = x @ hyper.transpose(1, 2)  # (B, pixels, M) with pixel = (i, j, di1, dj1, di2, dj2)
     masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # row 4i+2di1+di2, col 4j+2dj1+dj2

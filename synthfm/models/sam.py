@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
@@ -75,15 +76,36 @@ def build_prompt_encoder(image_size: int) -> PromptEncoder:
     )
 
 
+class LayerNormOutsideAffine(nn.LayerNorm):
+    """``nn.LayerNorm`` (same parameters and result) with the affine part applied outside the fused kernel.
+
+    The fused CPU ``layer_norm`` backward sums the weight and bias gradients over every row in the input's dtype:
+    in bf16 training, over the decoder's 4096 image tokens per sample, it kept only 40-66% of their size (and the
+    user fine-tune of ``Testing/core/test_train_user.py`` diverged once a second such norm lost ~95%).  A broadcast
+    ``addcmul`` sums them in float32 (Testing/core/test_fast_decoder.py checks every gradient's size)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x, self.normalized_shape, eps=self.eps)
+        return y if self.weight is None else torch.addcmul(self.bias, y, self.weight)
+
+
+def _split_affine_norms(module: nn.Module) -> nn.Module:
+    """Make every ``nn.LayerNorm`` inside ``module`` a :class:`LayerNormOutsideAffine` (same parameters)."""
+    for m in module.modules():
+        if type(m) is nn.LayerNorm and m.elementwise_affine and m.bias is not None:
+            m.__class__ = LayerNormOutsideAffine
+    return module
+
+
 def build_mask_decoder() -> BatchedMaskDecoder:
     """SAM's mask decoder (two-way transformer, 3 multimask outputs + IoU head), freshly initialised."""
-    return BatchedMaskDecoder(
+    return _split_affine_norms(BatchedMaskDecoder(
         num_multimask_outputs=3,
         transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, mlp_dim=2048, num_heads=8),
         transformer_dim=EMBED_DIM,
         iou_head_depth=3,
         iou_head_hidden_dim=256,
-    )
+    ))
 
 
 @dataclass
