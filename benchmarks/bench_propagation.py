@@ -70,6 +70,8 @@ def main() -> None:
                              "whose name contains it")
     parser.add_argument("--prompted-slices", type=int, nargs="+", default=[1],
                         help="prompted slices per volume (largest + near the ends); several values: one table each")
+    parser.add_argument("--clip-to-box", choices=("on", "off"), nargs="+", default=["on"],
+                        help="keep each slice's mask inside its box prompt (SlicePredictor.clip_to_box); both: rows each")
     args = parser.parse_args()
     gen = SyntheticGenerator(GeneratorConfig.from_preset(args.preset, size=128, depth=40), SEED)
     samples = [gen.sample_3d(i) for i in range(args.first, args.first + args.volumes)]
@@ -80,7 +82,10 @@ def main() -> None:
         model = load_model(name)
         predictor = SlicePredictor(model, cache_size=40 * len(samples))  # every slice encoded once
         print(f"{name}: score = {'calibrated quality score' if predictor.calibrator else 'raw predicted IoU'}")
-        for n_prompted, (setting, overrides) in itertools.product(args.prompted_slices, SETTINGS.items()):
+        for clip, n_prompted, (setting, overrides) in itertools.product(args.clip_to_box, args.prompted_slices,
+                                                                        SETTINGS.items()):
+            predictor.clip_to_box = clip == "on"
+            label = setting if len(args.clip_to_box) == 1 else f"{setting} [clip {clip}]"
             if args.only and not any(part == setting or (part not in SETTINGS and part in setting) for part in args.only):
                 continue
             options = (PropagationOptions.for_model(model, **overrides) if setting.startswith("default") else
@@ -101,7 +106,7 @@ def main() -> None:
                 kept.append(n)
                 truth_n.append(int(s.mask.any(axis=(1, 2)).sum()))
             seconds = (time.perf_counter() - start) / len(samples)
-            print(f"{name:<16}{n_prompted:>3} {setting:<36}{np.mean(scores):>9.3f}{np.mean(kept):>10.1f}/{np.mean(truth_n):<8.1f}"
+            print(f"{name:<16}{n_prompted:>3} {label:<36}{np.mean(scores):>9.3f}{np.mean(kept):>10.1f}/{np.mean(truth_n):<8.1f}"
                   f"{seconds:>10.2f}")
 
 

@@ -1,6 +1,8 @@
 """Overlap of binary masks, shared by the stages (propagation compares slices; evaluation scores them)."""
 from __future__ import annotations
 
+from typing import Sequence, Tuple
+
 import numpy as np
 
 
@@ -16,6 +18,14 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     union = (pred | truth).sum()
     return 1.0 if union == 0 else float((pred & truth).sum() / union)
+
+
+def box_region(shape: Tuple[int, int], box: Sequence[float]) -> np.ndarray:
+    """Boolean ``shape`` map of the pixels a box ``x0, y0, x1, y1`` (inclusive, may be fractional) covers."""
+    x0, y0, x1, y1 = box
+    region = np.zeros(shape, bool)
+    region[max(0, int(np.floor(y0))): max(0, int(np.ceil(y1)) + 1), max(0, int(np.floor(x0))): max(0, int(np.ceil(x1)) + 1)] = True
+    return region
 
 
 def tight_box(mask: np.ndarray) -> np.ndarray:
