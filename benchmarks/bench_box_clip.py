@@ -1,0 +1,100 @@
+"""Keeping box-prompted masks inside the box (``SlicePredictor.clip_to_box``): Dice without clipping and with the
+box grown by a margin before clipping, on held-out synthetic images (the choice) and, for reporting, real slices.
+
+Run: .venv/bin/python benchmarks/bench_box_clip.py --cache runs/lite3/cache/val 0:64 --cache runs/lite3/cache/train 600:750
+     [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
+Cache items are ``synthfm train`` embedding-cache items the decoder never trained on (stored embeddings, images drawn
+again from the cache's generator settings); real slices are only reported, never used to choose.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from synthfm.evaluate.metrics import dice
+from synthfm.evaluate.protocols import make_prompts
+from synthfm.models import load_model
+from synthfm.segment import SlicePredictor
+from synthfm.utils.masks import box_region
+
+MARGINS = (None, 0.0, 0.05, 0.1, 0.2)  # None: the decoder's raw mask; else the box grown by margin x its size
+PROTOCOLS = ("box", "box-jitter")
+
+
+def grown_box(box: np.ndarray, margin: float) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    mx, my = margin * (x1 - x0 + 1), margin * (y1 - y0 + 1)
+    return np.array([x0 - mx, y0 - my, x1 + mx, y1 + my])
+
+
+def rows(predict: Callable, truth: np.ndarray, rng: np.random.Generator) -> Dict[str, List[float]]:
+    out = {}
+    for protocol in PROTOCOLS:
+        prompts = make_prompts(protocol, truth, rng)
+        mask = predict(prompts)
+        out[protocol] = [dice(mask if m is None else mask & box_region(mask.shape, grown_box(prompts.box, m)), truth)
+                         for m in MARGINS]
+    return out
+
+
+def cache_items(predictor: SlicePredictor, folder: str, start: int, stop: int):
+    from synthfm.generate.config import GeneratorConfig
+    from synthfm.segment.preprocess import SliceTransform
+    from synthfm.train.embed_cache import EmbeddingCache, SyntheticItems
+
+    cache = EmbeddingCache(folder, mode="r")
+    size = int(cache.manifest["size"])
+    items = SyntheticItems(GeneratorConfig.from_dict(cache.manifest["generator"]), int(cache.manifest["seed"]),
+                           int(cache.manifest["first"]))
+    transform = SliceTransform(size, size, predictor.model.image_size)
+    for i in range(start, stop):
+        emb, labels, targets = cache.get(np.array([i]), str(predictor.device))
+        image01 = items(np.array([i]))[0][0]
+        key = ("bench_box_clip", folder, i)
+        predictor.put_embedding(key, emb[:1], transform)
+        yield image01, np.asarray(labels[0]) == int(targets[0]), key, (0.0, 1.0), i
+
+
+def real_items(predictor: SlicePredictor, pairs: str, max_slices: Optional[int]):
+    from synthfm.evaluate.cases import load_case, read_cases_csv
+    from synthfm.evaluate.runner import _slices_with
+    from synthfm.segment.preprocess import intensity_range
+
+    for lc in map(load_case, read_cases_csv(Path(pairs))):
+        vrange = intensity_range(lc.image.array, "auto")
+        for value in lc.values:
+            for s in _slices_with(lc.label.array == value, max_slices, 0):
+                yield (lc.image.array[s].astype(np.float32), lc.label.array[s] == value, (str(lc.case.image), 0, s),
+                       vrange, s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="synthfm-lite")
+    parser.add_argument("--cache", nargs=2, action="append", default=[], metavar=("FOLDER", "START:STOP"))
+    parser.add_argument("--pairs", help="real cases CSV (reported only)")
+    parser.add_argument("--max-slices", type=int, default=10)
+    args = parser.parse_args()
+    predictor = SlicePredictor(load_model(args.model), "cpu", clip_to_box=False)
+    sources = [(f"synthetic {folder} {span}", cache_items(predictor, folder, *map(int, span.split(":"))))
+               for folder, span in args.cache]
+    if args.pairs:
+        sources.append((f"real {args.pairs}", real_items(predictor, args.pairs, args.max_slices)))
+    print(f"{'data':<48}{'prompt':<12}{'n':>5}" + "".join(f"{'raw' if m is None else f'clip+{m:g}':>10}" for m in MARGINS))
+    for name, items in sources:
+        table: Dict[str, List[List[float]]] = {}
+        for image, truth, key, vrange, seed in items:
+            r = rows(lambda p: predictor.predict(image, p, key=key, value_range=vrange).mask, truth,
+                     np.random.default_rng([0, seed]))
+            for protocol, values in r.items():
+                table.setdefault(protocol, []).append(values)
+        for protocol, values in table.items():
+            mean = np.mean(values, axis=0)
+            print(f"{name:<48}{protocol:<12}{len(values):>5}" + "".join(f"{v:>10.3f}" for v in mean))
+
+
+if __name__ == "__main__":
+    main()
