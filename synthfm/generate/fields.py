@@ -46,18 +46,31 @@ def _along(core: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(np.tensordot(matrix, np.moveaxis(core, axis, 0), axes=(1, 0)), 0, axis)
 
 
-def _transform(core: np.ndarray, matrices: Sequence[np.ndarray]) -> np.ndarray:
+def _along_last(core: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``_along(core, matrix, core.ndim - 1)`` with the same products, laid out C-contiguous.
+
+    ``_along`` on the last axis returns a transposed view, and every later full-volume pass over such
+    a view runs about 20x slower than over a contiguous array.  Here the rows of ``core`` times
+    ``matrix.T`` land in memory order (one BLAS product, the same dot products: identical values).
+    """
+    rows = np.ascontiguousarray(core).reshape(-1, core.shape[-1])
+    return (rows @ matrix.T).reshape(core.shape[:-1] + (matrix.shape[0],))
+
+
+def _transform(core: np.ndarray, matrices: Sequence[np.ndarray], contiguous: bool = False) -> np.ndarray:
     """``core`` with ``matrices[axis]`` (new, old) applied along every axis.
 
-    2D (the common case) is two matrix products in the cheaper order.
+    2D (the common case) is two matrix products in the cheaper order.  ``contiguous`` (nD): the result
+    is C-contiguous (see :func:`_along_last`), for fields that whole images are computed with.
     """
     if len(matrices) == 2:
         a, b = matrices
         if a.shape[0] * b.shape[1] > b.shape[0] * a.shape[1]:
             return a @ (core @ b.T)
         return (a @ core) @ b.T
+    last = len(matrices) - 1
     for axis, matrix in enumerate(matrices):
-        core = _along(core, matrix, axis)
+        core = _along_last(core, matrix) if contiguous and axis == last else _along(core, matrix, axis)
     return core
 
 
@@ -75,7 +88,7 @@ class SmoothField:
         self.ndim = len(self.shape)
 
     def _expand(self, bases: Sequence[np.ndarray]) -> np.ndarray:
-        return _transform(self.core, bases)
+        return _transform(self.core, bases, contiguous=True)
 
     def __getitem__(self, window) -> np.ndarray:
         if not isinstance(window, tuple):
