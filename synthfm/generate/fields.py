@@ -10,7 +10,7 @@ which is how contour perturbations cost little for small structures.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -78,7 +78,8 @@ class SmoothField:
     """A smooth field held as coefficients: ``field[window]`` expands only the requested window.
 
     ``np.asarray(field)`` gives the whole array.  Supports the basic slicing used by the renderer
-    (a tuple of slices, one per axis).
+    (a tuple of slices, one per axis).  The last window expanded is kept (read-only): the slices of a
+    volume ask a structure's contour perturbation for the same window again and again.
     """
 
     def __init__(self, core: np.ndarray, bases: Sequence[np.ndarray]) -> None:
@@ -86,6 +87,7 @@ class SmoothField:
         self.bases = list(bases)
         self.shape = tuple(b.shape[0] for b in self.bases)
         self.ndim = len(self.shape)
+        self._last: Tuple[object, Optional[np.ndarray]] = (None, None)
 
     def _expand(self, bases: Sequence[np.ndarray]) -> np.ndarray:
         return _transform(self.core, bases, contiguous=True)
@@ -95,7 +97,12 @@ class SmoothField:
             window = (window,)
         if len(window) != self.ndim or not all(isinstance(w, slice) for w in window):
             return np.asarray(self)[window]
-        return self._expand([b[w] for b, w in zip(self.bases, window)])
+        key = tuple(w.indices(n) for w, n in zip(window, self.shape))
+        if key != self._last[0]:
+            values = self._expand([b[w] for b, w in zip(self.bases, window)])
+            values.flags.writeable = False
+            self._last = (key, values)
+        return self._last[1]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         field = self._expand(self.bases)
