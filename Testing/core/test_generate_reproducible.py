@@ -64,3 +64,27 @@ def test_version_3_variants_are_unchanged(knob, value):
 def test_version_3_ultrasound_volumes_are_unchanged():
     gen = SyntheticGenerator(GeneratorConfig.from_preset("us", size=64, depth=16), 2)
     assert _hash(gen.sample_3d(i) for i in range(4)) == V3_VARIANT_HASHES["us-3d"]
+
+
+def test_volume_fields_are_contiguous_with_the_same_values_and_windows_are_reused():
+    import numpy as np
+
+    from synthfm.generate.fields import _along, multiscale_field, smooth_field
+
+    shape = (12, 40, 32)
+    lazy = smooth_field(np.random.default_rng(4), shape, 3, lazy=True)
+    whole = np.asarray(lazy)
+    assert whole.flags.c_contiguous and whole.shape == shape
+    strided = lazy.core
+    for axis, basis in enumerate(lazy.bases):  # the layout before: one transposed product per axis
+        strided = _along(strided, basis, axis)
+    assert not strided.flags.c_contiguous and np.array_equal(whole, strided)
+    assert multiscale_field(np.random.default_rng(5), shape).flags.c_contiguous
+
+    plane = smooth_field(np.random.default_rng(6), (64, 64), 6, lazy=True)
+    window = (slice(3, 40), slice(10, 64))
+    first = plane[window]
+    assert plane[(slice(3, 40), slice(10, None))] is first  # the same window again: kept, not recomputed
+    assert not first.flags.writeable  # shared between slices: nobody may change it
+    other = plane[(slice(4, 40), slice(10, 64))]
+    assert other is not first and np.allclose(other, first[1:], atol=1e-6)
