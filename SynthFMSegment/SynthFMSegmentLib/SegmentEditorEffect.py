@@ -755,10 +755,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         logging.warning(f"SynthFM: {what}: {message}")
         if "predict" in what:
-            if tag is not None:
-                self.sliceMasks.pop(tag[1][2], None)
-            else:
+            if tag is None:
                 self.sliceMasks = {}
+            elif self.plane is not None and tag[1][:2] == self.plane[:2] and (
+                    self._slice_generation.get(tag[1][2]) == tag[0]):  # that slice's current prompts failed
+                self.sliceMasks.pop(tag[1][2], None)
             self._show_slices()
         if "propagat" in what:
             if self._progress is not None:
