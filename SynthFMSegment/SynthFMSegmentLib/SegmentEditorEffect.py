@@ -131,7 +131,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.sliceBox = qt.QComboBox()
         self.sliceBox.setToolTip("A prompted slice; 'Remove slice' deletes its prompts and its preview.")
         self.removeSliceButton = qt.QPushButton("Remove slice")
-        self.removeSliceButton.setToolTip("Delete the prompts and the preview of the slice chosen on the left.")
+        self.removeSliceButton.setToolTip("Delete the prompts and the preview of the prompted slice chosen above.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
         self.workerLabel = qt.QLabel("")
         self.workerLabel.setToolTip("The SynthFM worker process that runs the model (local, or the server set in "
