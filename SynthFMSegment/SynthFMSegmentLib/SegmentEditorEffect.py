@@ -50,16 +50,19 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.settings = Settings()
         self.logic = self._new_logic()
-        self.promptNodes = {True: None, False: None}  # positive / negative markups fiducial nodes
-        self.boxNode = None  # markups ROI showing the box prompt (the user drags its handles)
-        self.box = None  # two RAS corners: the box (from the ROI) that the current preview used
-        self.plane = None  # (volume ID, axis, slice index) of the current prompt set
-        self.preview = None  # (k, j, i) bool mask waiting for Apply
+        self.promptNodes = {True: None, False: None}  # positive / negative markups fiducial nodes (every slice's)
+        self.boxNodes = {}  # slice index -> markups ROI showing that slice's box prompt (the user drags its handles)
+        self.box = None  # two RAS corners: the current slice's box (from its ROI) that its preview used
+        self.plane = None  # (volume ID, axis, slice index) of the slice prompted last (the current slice)
+        self.sliceMasks = {}  # slice index -> (2D mask, predicted IoU): each prompted slice's preview
+        self.preview = None  # (k, j, i) bool mask waiting for Apply: every prompted slice's, or a propagation's
         self.previewNode = None
+        self._sent = {}  # slice index -> the prompts (voxel ijk) last sent for it: only changed slices are sent
+        self._slice_generation = {}  # slice index -> generation of its last request (older answers are not shown)
         self._active, self._volume_id, self._press, self._quiet, self._box_drag = False, None, None, False, False
         self._busy = False  # a propagation is running: clicks, prompt edits and buttons wait for its end
         self._encode_axis = 0
-        self._generation = 0  # of the prompts: an answer to older prompts is not shown
+        self._generation = 0  # counts prompt requests: an answer to older prompts is not shown
         self._progress = None  # the propagation's progress dialog
         self.workerTimer = qt.QTimer()
         self.workerTimer.setInterval(POLL_MS)
@@ -89,7 +92,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 "<b>Left click:</b> positive point (green); with <b>Negative points</b> pressed, a negative point "
                 "(red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point to move it, "
                 "right-click it to delete it: the preview updates. Slicer's view gestures keep working (right drag "
-                "zooms, Shift + left drag pans). Prompts on another slice or view start a new prompt set.<br>"
+                "zooms, Shift + left drag pans). Prompts on another slice or view start a new prompt set, unless "
+                "<b>Keep prompts on other slices</b> is ticked: then prompts on several slices of one view add up, "
+                "each slice keeps its preview, and Propagate fills the slices between them (model-driven).<br>"
                 "<b>Apply</b> writes the preview into the selected segment (undoable, masking settings apply); "
                 "<b>Propagate</b> follows the structure through the slices (Apply to keep); <b>Cancel</b> discards."
                 "</html>")
@@ -114,6 +119,19 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.negativeButton = qt.QPushButton("Negative points")
         self.negativeButton.checkable = True
         self.negativeButton.setToolTip("While pressed, clicks add negative points (red): where the structure is not.")
+        self.keepSlicesBox = qt.QCheckBox("Keep prompts on other slices")
+        self.keepSlicesBox.checked = self.settings.keep_slices == "true"
+        self.keepSlicesBox.setToolTip("Ticked: prompts on another slice of the same view are added to the set (mark the "
+                                      "structure near both ends and in the middle); Propagate fills the slices between "
+                                      "them and follows the structure beyond. Unticked: prompts on another slice start "
+                                      "a new set.")
+        self.slicesLabel = qt.QLabel("")
+        self.slicesLabel.setToolTip("The slices that have prompts (index along the view's axis, as in the Data Probe's "
+                                    "IJK) and each one's predicted quality.")
+        self.sliceBox = qt.QComboBox()
+        self.sliceBox.setToolTip("A prompted slice; 'Remove slice' deletes its prompts and its preview.")
+        self.removeSliceButton = qt.QPushButton("Remove slice")
+        self.removeSliceButton.setToolTip("Delete the prompts and the preview of the prompted slice chosen above.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
         self.workerLabel = qt.QLabel("")
         self.workerLabel.setToolTip("The SynthFM worker process that runs the model (local, or the server set in "
@@ -128,10 +146,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.addLabeledOptionsWidget("Device:", self.deviceBox)
         self.scriptedEffect.addLabeledOptionsWidget("Intensity window:", self.windowBox)
         self.scriptedEffect.addLabeledOptionsWidget("Propagate:", self.directionBox)
-        for widget in (self.negativeButton, self.qualityLabel, self.workerLabel, self.propagateButton, self.clearButton,
-                       self.applyButton,
-                       self.cancelButton):
+        for widget in (self.negativeButton, self.keepSlicesBox, self.slicesLabel):
             self.scriptedEffect.addOptionsWidget(widget)
+        self.scriptedEffect.addLabeledOptionsWidget("Prompted slice:", self.sliceBox)
+        for widget in (self.removeSliceButton, self.qualityLabel, self.workerLabel, self.propagateButton,
+                       self.clearButton, self.applyButton, self.cancelButton):
+            self.scriptedEffect.addOptionsWidget(widget)
+        self.keepSlicesBox.clicked.connect(self.onKeepSlicesToggled)
+        self.removeSliceButton.clicked.connect(self.onRemoveSlice)
+        self._list_slices()
         self.modelBox.currentTextChanged.connect(self.onModelChanged)
         self.deviceBox.currentTextChanged.connect(self.onModelChanged)
         self.windowBox.currentTextChanged.connect(self.onModelChanged)
@@ -165,7 +188,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self._active:
             self._link()
             self._start_encoding(self._encode_axis)
-            self.updatePreview()
+            self.updatePreview(every_slice=True)
+
+    def onKeepSlicesToggled(self, _checked=None) -> None:
+        """Remembered between sessions; prompts already placed stay until a prompt on another slice (unticked: it
+        starts a new set, as Slicer's effects replace their input)."""
+        self.settings.keep_slices = "true" if self.keepSlicesBox.checked else "false"
+
+    def _keep_slices(self) -> bool:
+        return hasattr(self, "keepSlicesBox") and bool(self.keepSlicesBox.checked)
 
     def activate(self) -> None:
         self._active = True
@@ -249,16 +280,24 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 node.AddObserver(event, self._on_prompt_edited)
         return node
 
-    def _box_node(self):
-        """The ROI showing the box: ModifiedEvent fires once per change (handle drags batch theirs with a
+    def _box_node(self, index: int):
+        """The ROI showing slice ``index``'s box (one per prompted slice: an ROI one voxel thick is drawn only in
+        views through its slice). ModifiedEvent fires once per change (handle drags batch theirs with a
         MRMLNodeModifyBlocker); a drag is bracketed by Point{Start,End}InteractionEvent: predict at its end."""
-        if not _in_scene(self.boxNode):
-            node = self.boxNode = _temporary_markups("vtkMRMLMarkupsROINode", *BOX_NODE)
+        node = self.boxNodes.get(index)
+        if not _in_scene(node):
+            node = self.boxNodes[index] = _temporary_markups("vtkMRMLMarkupsROINode", *BOX_NODE)
             node.SetROIType(slicer.vtkMRMLMarkupsROINode.ROITypeBox)
             node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._on_box_edited)
             node.AddObserver(slicer.vtkMRMLMarkupsNode.PointStartInteractionEvent, self._on_box_drag_start)
             node.AddObserver(slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self._on_box_drag_end)
-        return self.boxNode
+        return node
+
+    @property
+    def boxNode(self):
+        """The current slice's box ROI (None without one)."""
+        node = self.boxNodes.get(self.plane[2]) if self.plane is not None else None
+        return node if _in_scene(node) else None
 
     def _on_box_drag_start(self, caller=None, event=None) -> None:
         self._box_drag = True
@@ -268,19 +307,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._on_box_edited()
 
     def _on_box_edited(self, caller=None, event=None) -> None:
-        """The user changed the ROI (handles, Markups module): one prediction per change of the box it gives."""
-        if self._quiet or self._box_drag:
-            return
-        box = self._roi_box()
-        if box is not None and (self.box is None or not np.allclose(box, self.box, atol=1e-6)):
+        """The user changed an ROI (handles, Markups module): one prediction per change of the box it gives."""
+        if not (self._quiet or self._box_drag):
             self.updatePreview()
 
-    def _roi_box(self):
-        """Two opposite RAS corners on the prompted slice, from the ROI: what the model sees."""
-        if not _in_scene(self.boxNode) or self.plane is None:
+    def _roi_box(self, index: int):
+        """Two opposite RAS corners on slice ``index``, from its ROI: what the model sees."""
+        node = self.boxNodes.get(index)
+        if not _in_scene(node) or self.plane is None:
             return None
-        return box_from_roi(self._source_volume(), self.boxNode.GetObjectToWorldMatrix(), self.boxNode.GetSize(),
-                            *self.plane[1:])
+        return box_from_roi(self._source_volume(), node.GetObjectToWorldMatrix(), node.GetSize(), self.plane[1], index)
 
     @contextlib.contextmanager
     def _muted(self):
@@ -296,13 +332,44 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if not self._quiet:
             self.updatePreview()
 
-    def prompts(self):
-        """Positive and negative RAS points (from the markups nodes) and the box."""
+    def _points(self):
+        """Every positive and negative RAS point (from the markups nodes), of every prompted slice."""
         points = {}
         for positive, node in self.promptNodes.items():
-            count = node.GetNumberOfControlPoints() if node is not None else 0
+            count = node.GetNumberOfControlPoints() if _in_scene(node) else 0
             points[positive] = [list(node.GetNthControlPointPositionWorld(n)) for n in range(count)]
-        return points[True], points[False], self._roi_box()
+        return points[True], points[False]
+
+    def _slice_of(self, ras) -> int:
+        """The slice (along the prompted axis) a RAS point lies on; points outside the volume keep their index (the
+        worker refuses them with a message)."""
+        return int(np.round(ras_to_ijk(self._source_volume(), ras)[2 - self.plane[1]]))
+
+    def promptedSlices(self):
+        """``{slice index: (positive, negative, box)}`` (RAS; box None or two corners) of every prompted slice along
+        the current axis, sorted by index; points belong to the slice they lie on."""
+        if self.plane is None or self._source_volume() is None:
+            return {}
+        pos, neg = self._points()
+        slices = {}
+        for positive, points in ((True, pos), (False, neg)):
+            for ras in points:
+                slices.setdefault(self._slice_of(ras), ([], [], None))[0 if positive else 1].append(ras)
+        for index in list(self.boxNodes):
+            box = self._roi_box(index)
+            if box is None:
+                del self.boxNodes[index]
+            else:
+                entry = slices.get(index, ([], [], None))
+                slices[index] = (entry[0], entry[1], box)
+        return dict(sorted(slices.items()))
+
+    def prompts(self):
+        """Positive and negative RAS points and the box of the current slice (the one prompted last)."""
+        if self.plane is None:
+            pos, neg = self._points()
+            return pos, neg, None
+        return self.promptedSlices().get(self.plane[2], ([], [], None))
 
     def addPoint(self, ras, positive: bool) -> None:
         node = self._prompt_node(positive)
@@ -311,32 +378,65 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.updatePreview()
 
     def setBox(self, corner0, corner1) -> None:
-        """Show the box (two RAS corners on the prompted slice) as an ROI along the volume's axes, then predict."""
+        """Show the box (two RAS corners on the current slice) as an ROI along the volume's axes, then predict; a new
+        box on a slice replaces that slice's box."""
         object_to_node, size = box_roi(self._source_volume(), corner0, corner1, *self.plane[1:])
-        node = self._box_node()
+        node = self._box_node(self.plane[2])
         with self._muted():
             node.SetAndObserveObjectToNodeMatrix(numpy_to_matrix(object_to_node))
             node.SetSize(*size)
         self.updatePreview()
 
     def clearPrompts(self) -> None:
+        """Every slice's prompts and previews go (the prompt nodes stay in the scene, empty, until deactivate)."""
         with self._muted():
             for node in self.promptNodes.values():
                 if _in_scene(node):
                     node.RemoveAllControlPoints()
-            self.boxNode = _remove(self.boxNode)
+            for index in list(self.boxNodes):
+                _remove(self.boxNodes.pop(index))
+        self._forget_slices(list(self._sent))
         self.box, self.preview, self.plane = None, None, None
+        self.sliceMasks, self._sent, self._slice_generation = {}, {}, {}
         self._show_preview(None)
+        self._list_slices()
         if hasattr(self, "qualityLabel"):
             self.qualityLabel.text = "Click in a slice view to add prompts."
 
+    def removeSlice(self, index: int) -> None:
+        """Delete the prompts and the preview of one prompted slice; the other slices keep theirs."""
+        if self.plane is None:
+            return
+        with self._muted():
+            for node in self.promptNodes.values():
+                if _in_scene(node):
+                    for n in reversed(range(node.GetNumberOfControlPoints())):
+                        if self._slice_of(list(node.GetNthControlPointPositionWorld(n))) == index:
+                            node.RemoveNthControlPoint(n)
+            if index in self.boxNodes:
+                _remove(self.boxNodes.pop(index))
+        left = list(self.promptedSlices())
+        if not left:
+            return self.clearPrompts()
+        if self.plane[2] == index:  # the current slice becomes the nearest prompted one
+            self.plane = (*self.plane[:2], min(left, key=lambda i: abs(i - index)))
+        self.updatePreview()
+
+    def onRemoveSlice(self) -> None:
+        index = self._slice_items.get(self.sliceBox.currentText) if hasattr(self, "sliceBox") else None
+        if index is not None and not self._busy:
+            self.removeSlice(index)
+
     def _near_prompt(self, xy, viewWidget) -> bool:
-        """True when the press is on a prompt point or on the box's outline (its edge and corner handles) shown
-        in this view: the markups widgets then drag it.  A click inside the box (its centre too) adds a point."""
+        """True when the press is on a prompt point or on a box's outline (its edge and corner handles) shown
+        in this view: the markups widgets then drag it.  A click inside a box (its centre too) adds a point."""
         slice_node = viewWidget.sliceLogic().GetSliceNode()
         to_xy = np.linalg.inv(matrix_to_numpy(slice_node.GetXYToRAS()))
-        pos, neg, box = self.prompts()
-        if box is not None:
+        pos, neg = self._points()
+        for index in list(self.boxNodes):
+            box = self._roi_box(index)
+            if box is None:
+                continue
             outline = np.array([to_xy @ np.r_[ras, 1.0] for ras in box_outline(self._source_volume(), box,
                                                                                 self.plane[1])])
             if np.all(np.abs(outline[:, 2]) < 0.5) and distance_to_outline(xy, outline[:, :2]) <= GRAB_PX:
@@ -381,8 +481,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         except ValueError as exc:
             slicer.util.errorDisplay(f"SynthFM: {exc}")
             return
-        if plane != self.plane:  # another view, slice or volume: a new prompt set
-            self.clearPrompts()
+        if plane != self.plane:
+            kept = self.promptedSlices() if self._keep_slices() and self.plane and self.plane[0] == plane[0] else {}
+            if kept and plane[1] != self.plane[1]:
+                view = ("axial", "coronal", "sagittal")
+                slicer.util.errorDisplay(
+                    f"SynthFM: prompts on several slices must all be in one view: yours are on {view[self.plane[1]]} "
+                    f"slices {', '.join(map(str, kept))}. Prompt in the {view[self.plane[1]]} view, or press 'Clear "
+                    f"prompts' (or untick 'Keep prompts on other slices') to start over in the {view[axis]} view.")
+                return
+            if not kept:  # another view, slice or volume: a new prompt set
+                self.clearPrompts()
             self.plane = plane
             if axis != self._encode_axis:
                 self._start_encoding(axis, around=plane[2])
@@ -392,38 +501,106 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.setBox(self.xyToRas(start_xy, viewWidget), ras)
 
     # ---- preview / apply / propagate --------------------------------------------------------------
-    def updatePreview(self) -> None:
-        """Send the prompts to the worker; the preview is shown when its answer arrives (``_on_preview``)."""
+    def _request(self, volume, pos, neg, box):
+        """One slice's prompts as the worker takes them (voxel ijk)."""
+        to_ijk = lambda points: [ras_to_ijk(volume, p).tolist() for p in points]  # noqa: E731
+        return to_ijk(pos), to_ijk(neg), (to_ijk(box) if box is not None else None)
+
+    def updatePreview(self, every_slice: bool = False) -> None:
+        """Send the prompts of each slice whose prompts changed (``every_slice``: of all, e.g. for a new model) to
+        the worker; a slice's preview is shown when its answer arrives (``_on_preview``)."""
         if self._busy:  # a markups edit while a propagation runs: ignored (the propagation result is shown)
             return
-        pos, neg, box = self.prompts()
-        self.box = box
-        self._generation += 1
-        if not (pos or neg or box) or self.plane is None:
-            self.preview = None
-            self._show_preview(None)
-            return
+        slices = self.promptedSlices()
+        self.box = slices.get(self.plane[2], ([], [], None))[2] if self.plane is not None else None
         volume = self._source_volume()
-        to_ijk = lambda points: [ras_to_ijk(volume, p).tolist() for p in points]  # noqa: E731
-        link = self._link()
-        self._send_volume(link, volume)
-        link.predict(self.plane[1], to_ijk(pos), to_ijk(neg), to_ijk(box) if box is not None else None,
-                     tag=(self._generation, self.plane))
+        requests = {i: self._request(volume, *prompts) for i, prompts in slices.items()}
+        gone = [i for i in set(self._sent) | set(self.sliceMasks) if i not in requests]
+        self._forget_slices(gone)
+        for index in gone:
+            self._sent.pop(index, None)
+            self.sliceMasks.pop(index, None)
+            self._slice_generation.pop(index, None)
+        changed = [i for i, r in requests.items() if every_slice or not _same_request(r, self._sent.get(i))]
+        if changed:
+            link = self._link()
+            self._send_volume(link, volume)
+            for index in changed:
+                self._generation += 1
+                self._sent[index], self._slice_generation[index] = requests[index], self._generation
+                plane = (*self.plane[:2], index)
+                link.predict(self.plane[1], *requests[index], tag=(self._generation, plane), slot=plane)
+        if gone or not requests:
+            self._show_slices()
+        else:
+            self._list_slices()
+
+    def _forget_slices(self, indices) -> None:
+        """Prompts of these slices were removed: the worker link forgets them (not sent again after a restart)."""
+        from SynthFMSegmentLib.worker_client import current_link
+
+        link = current_link() if indices and self.plane is not None else None
+        for index in indices if link is not None else ():
+            link.forget((*self.plane[:2], index))
 
     def _on_preview(self, answer, tag) -> None:
-        """The worker's answer to prompts: shown if they are still the current ones."""
+        """The worker's answer to one slice's prompts: shown if they are still that slice's current ones."""
         from synthfm.serve.protocol import decode_mask
 
         generation, plane = tag
-        if generation != self._generation or plane != self.plane:
+        if self.plane is None or plane[:2] != self.plane[:2] or self._slice_generation.get(plane[2]) != generation:
             return  # the user changed the prompts meanwhile: their own answer follows
+        self.sliceMasks[plane[2]] = (decode_mask(answer["mask"]), float(answer["score"]))
+        self._show_slices(plane[2])
+
+    def _slices_mask(self):
+        """Every prompted slice's preview in one ``(k, j, i)`` mask (None without any)."""
         volume = self._source_volume()
-        if volume is None:
-            return
+        if not self.sliceMasks or volume is None or self.plane is None:
+            return None
         mask = np.zeros(slicer.util.arrayFromVolume(volume).shape, bool)
-        np.moveaxis(mask, answer["axis"], 0)[answer["index"]] = decode_mask(answer["mask"])
-        self.preview = mask
-        self._show_preview(mask, f"Predicted quality (IoU): {answer['score']:.2f}. Apply to keep.")
+        for index, (slice_mask, _) in self.sliceMasks.items():
+            np.moveaxis(mask, self.plane[1], 0)[index] = slice_mask
+        return mask
+
+    def _show_slices(self, answered=None) -> None:
+        """Show the prompted slices' previews together (each stays visible in views through its slice); the panel
+        lists the prompted slices and says the quality of the slice just answered."""
+        self.preview = self._slices_mask()
+        text = ""
+        if answered is not None and answered in self.sliceMasks:
+            score = self.sliceMasks[answered][1]
+            if len(self.sliceMasks) == 1:
+                text = f"Predicted quality (IoU): {score:.2f}. Apply to keep."
+            else:
+                text = (f"Predicted quality (IoU) on slice {answered}: {score:.2f} ({len(self.sliceMasks)} prompted "
+                        "slices: Propagate fills the slices between them). Apply keeps the prompted slices only.")
+        self._show_preview(self.preview, text)
+        self._list_slices()
+
+    def _list_slices(self) -> None:
+        """The panel's list of prompted slices (with each one's predicted quality) and the slice chooser."""
+        if not hasattr(self, "slicesLabel"):
+            return
+        slices = self.promptedSlices()
+        self._slice_items = {}
+        for index, (pos, neg, box) in slices.items():
+            what = (["box"] if box is not None else []) + ([f"{len(pos)} positive"] if pos else []) + (
+                [f"{len(neg)} negative"] if neg else [])
+            score = self.sliceMasks.get(index)
+            label = f"slice {index}: {', '.join(what)}" + (f"; IoU {score[1]:.2f}" if score else "")
+            self._slice_items[label] = index
+        view = ("axial", "coronal", "sagittal")[self.plane[1]] if self.plane is not None else ""
+        self.slicesLabel.text = (f"Prompted {view} slice{'s' * (len(slices) > 1)}: {', '.join(map(str, slices))}"
+                                 if slices else "No prompted slice yet.")
+        self.sliceBox.blockSignals(True)
+        self.sliceBox.clear()
+        self.sliceBox.addItems(list(self._slice_items))
+        current = [label for label, i in self._slice_items.items() if self.plane is not None and i == self.plane[2]]
+        if current:
+            self.sliceBox.setCurrentText(current[0])
+        self.sliceBox.blockSignals(False)
+        self.removeSliceButton.setEnabled(bool(slices))
 
     def _show_preview(self, mask, text: str = "") -> None:
         """A translucent overlay: a temporary segmentation node, hidden from node selectors, never saved."""
@@ -477,22 +654,28 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onPropagate(self) -> None:
         """Propagate through the volume as a job of the worker; progress and Cancel in a window-modal dialog (Qt
         blocks clicks in the views and panel meanwhile; any that arrive are ignored until it ends), polled by the
-        timer: the GUI thread never waits for the model."""
+        timer: the GUI thread never waits for the model.  With several prompted slices the worker fills the slices
+        between them (``VolumeSegmenter.propagate_slices``) and follows the structure beyond."""
         if self._busy:
             return
-        pos, neg, box = self.prompts()
-        problem = self._problem() or ("" if self.plane and (pos or neg or box)
-                                      else "add prompts on a slice first, then Propagate.")
+        slices = self.promptedSlices()
+        problem = self._problem() or ("" if slices else "add prompts on a slice first, then Propagate.")
         if problem:
             slicer.util.errorDisplay(f"SynthFM: {problem}")
             return
         volume = self._source_volume()
-        to_ijk = lambda points: [ras_to_ijk(volume, p).tolist() for p in points]  # noqa: E731
+        requests = [self._request(volume, *prompts) for prompts in slices.values()]
         direction = self.directionBox.currentText if hasattr(self, "directionBox") else "both"
         link = self._link()
         self._send_volume(link, volume)
-        link.propagate(self.plane[1], to_ijk(pos), to_ijk(neg), to_ijk(box) if box is not None else None, direction)
-        self._progress = slicer.util.createProgressDialog(labelText="SynthFM: propagating", maximum=100,
+        pos, neg = [p for r in requests for p in r[0]], [p for r in requests for p in r[1]]
+        if len(requests) == 1:  # as any worker version takes it
+            link.propagate(self.plane[1], pos, neg, requests[0][2], direction)
+            text = "SynthFM: propagating"
+        else:
+            link.propagate(self.plane[1], pos, neg, None, direction, boxes=[r[2] for r in requests if r[2]])
+            text = f"SynthFM: filling between slices {', '.join(map(str, slices))} and propagating"
+        self._progress = slicer.util.createProgressDialog(labelText=text, maximum=100,
                                                           windowModality=qt.Qt.WindowModal)
         self._progress_tag, self._busy = (self._generation, self.plane), True
 
@@ -501,14 +684,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._progress.setValue(int(100 * done / max(total, 1)))
 
     def _on_propagated(self, result) -> None:
-        """The propagation's result becomes the preview (Apply keeps it as one undo step)."""
+        """The propagation's result becomes the preview (Apply keeps it as one undo step); the core's notes (e.g.
+        prompted slices whose masks do not overlap) are shown with it."""
         from synthfm.serve.protocol import decode_mask
 
         self._end_propagation()
         if self._progress_tag != (self._generation, self.plane):
             return
         self.preview = decode_mask(result["mask"])
-        self._show_preview(self.preview, f"Propagated over {result['describe']}. Apply to keep.")
+        notes = " ".join(f"Note: {note}." for note in result.get("notes", ()))
+        self._show_preview(self.preview, f"Propagated over {result['describe']}. Apply to keep." + (
+            f" {notes}" if notes else ""))
 
     def _stop_propagation(self) -> None:
         """Cancel a running propagation (Cancel pressed, the effect left, another volume); the preview stays."""
@@ -561,16 +747,23 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if hasattr(self, "workerLabel"):
             self.workerLabel.text = text
 
-    def _on_failed(self, what: str, message: str) -> None:
-        """A request failed: the panel says what and why; the preview of older prompts is dropped, no segment
+    def _on_failed(self, what: str, message: str, tag=None) -> None:
+        """A request failed: the panel says what and why (a propagation the user waited for also in a message box);
+        the preview of older prompts is dropped (only that slice's when the worker says which), no segment
         changes."""
         import logging
 
         logging.warning(f"SynthFM: {what}: {message}")
         if "predict" in what:
-            self.preview = None
-            self._show_preview(None)
+            if tag is None:
+                self.sliceMasks = {}
+            elif self.plane is not None and tag[1][:2] == self.plane[:2] and (
+                    self._slice_generation.get(tag[1][2]) == tag[0]):  # that slice's current prompts failed
+                self.sliceMasks.pop(tag[1][2], None)
+            self._show_slices()
         if "propagat" in what:
+            if self._progress is not None:
+                slicer.util.errorDisplay(f"SynthFM: {what}: {message}")
             self._end_propagation()
         if hasattr(self, "workerLabel"):
             self.workerLabel.text = f"SynthFM: {what}: {message}"
@@ -586,6 +779,18 @@ def _startup_environment():
         return startup() if startup is not None else None
     except Exception:  # noqa: BLE001  no application (tests): the current environment
         return None
+
+
+def _same_request(a, b) -> bool:
+    """Whether two slices' prompts (voxel ijk: positive, negative, box) are the same, to 1e-6 voxel."""
+    if a is None or b is None:
+        return a is b
+    for x, y in zip(a, b):
+        if (x is None) != (y is None) or (x is not None and np.shape(x) != np.shape(y)):
+            return False
+        if x is not None and len(x) and not np.allclose(x, y, atol=1e-6):
+            return False
+    return True
 
 
 # ---- temporary nodes: never saved with the scene, hidden from node selectors, removed when done ------------------

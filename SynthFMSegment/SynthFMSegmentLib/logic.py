@@ -3,6 +3,7 @@
     from SynthFMSegmentLib.logic import SynthFMSegmentLogic
     logic = SynthFMSegmentLogic()                       # default model synthfm-lite, CPU or GPU
     mask = logic.segment(volumeNode, segmentationNode, segmentId, positive_ras=[[12.5, -30.0, 41.0]])
+    mask = logic.segment(volumeNode, segmentationNode, segmentId, boxes_ras=[box_on_slice_a, box_on_slice_b])
 
 All model work goes through the ``synthfm`` core; this class only converts between MRML nodes and
 the core's arrays (``geometry``) and keeps one predictor per volume so embeddings are reused.
@@ -109,27 +110,37 @@ class SynthFMSegmentLogic:
 
     def propagate(self, volume_node, positive_ras: Sequence = (), negative_ras: Sequence = (),
                   box_ras: Optional[Sequence] = None, axis: int = 0, direction: str = "both",
-                  progress=None, cancel=None):
-        """Segment the prompted slice and follow the structure; the core's PropagationResult."""
-        from synthfm.segment import PropagationOptions
+                  progress=None, cancel=None, boxes_ras: Sequence = ()):
+        """Segment the prompted slice(s) and follow the structure; the core's PropagationResult.
 
-        index, prompts = self.slice_prompts(volume_node, positive_ras, negative_ras, box_ras, axis)
+        Points may lie on several slices, and ``boxes_ras`` holds one box per slice: the slices between prompted
+        slices are filled (``VolumeSegmenter.propagate_slices``), propagation runs beyond the outermost ones."""
+        from synthfm.segment import PropagationOptions
+        from synthfm.segment.volume_prompts import prompts_by_slice
+
+        to_ijk = lambda pts: [ras_to_ijk(volume_node, p) for p in pts]  # noqa: E731
+        boxes = [to_ijk(b) for b in boxes_ras] + ([to_ijk(box_ras)] if box_ras is not None else [])
+        prompted = prompts_by_slice(to_ijk(positive_ras), to_ijk(negative_ras), boxes, axis)
         seg = self.segmenter(volume_node, axis)
         options = PropagationOptions.for_model(getattr(self.predictor, "model", None))
-        return seg.propagate(index, prompts, direction, progress, cancel, options)
+        return seg.propagate_slices(prompted, direction, progress, cancel, options)
 
     def segment(self, volume_node, segmentation_node, segment_id: str, positive_ras: Sequence = (),
                 negative_ras: Sequence = (), box_ras: Optional[Sequence] = None, axis: int = 0,
-                propagate: bool = True, direction: str = "both", progress=None, cancel=None) -> np.ndarray:
-        """Segment from prompts (RAS mm; a box as two opposite corners) and write the mask into the segment.
+                propagate: bool = True, direction: str = "both", progress=None, cancel=None,
+                boxes_ras: Sequence = ()) -> np.ndarray:
+        """Segment from prompts (RAS mm; a box as two opposite corners; ``boxes_ras``: boxes on several slices) and
+        write the mask into the segment.
 
-        Returns the mask ``(k, j, i)``.  ``axis`` is the array axis normal to the prompted slice.
+        Returns the mask ``(k, j, i)``.  ``axis`` is the array axis normal to the prompted slices.
         """
         import slicer
 
         if propagate:
             mask = self.propagate(volume_node, positive_ras, negative_ras, box_ras, axis, direction,
-                                  progress, cancel).mask
+                                  progress, cancel, boxes_ras).mask
+        elif len(boxes_ras):
+            raise ValueError("boxes on several slices are filled between by propagation: use propagate=True")
         else:
             mask = self.predict(volume_node, positive_ras, negative_ras, box_ras, axis)[0]
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node, segment_id,

@@ -8,10 +8,12 @@ PREFIX = "SynthFM/"
 
 class Settings:
     """``model`` (default synthfm-lite), ``device`` (auto/cpu/cuda), ``window`` (display: the volume's display
-    window/level; auto or a named window of the core), and ``server``/``token`` of a remote ``synthfm serve`` (empty
-    server: the effect starts its own worker on this machine), read and written through QSettings."""
+    window/level; auto or a named window of the core), ``keep_slices`` ("true": prompts on another slice add to the
+    set), and ``server``/``token`` of a remote ``synthfm serve`` (empty server: the effect starts its own worker on
+    this machine), read and written through QSettings."""
 
-    defaults = {"model": "synthfm-lite", "device": "auto", "window": "display", "server": "", "token": ""}
+    defaults = {"model": "synthfm-lite", "device": "auto", "window": "display", "keep_slices": "false", "server": "",
+                "token": ""}
 
     def __getattr__(self, name: str) -> str:
         if name not in Settings.defaults:

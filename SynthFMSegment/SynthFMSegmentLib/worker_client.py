@@ -58,8 +58,9 @@ class WorkerLink:
 
     ``on_status(text)``: the worker's state for the panel; ``on_preview(answer, tag)``: a prompt's answer
     (``synthfm.serve`` predict JSON) with the tag given to :meth:`predict`; ``on_progress(done, total)`` and
-    ``on_propagated(result)``: a propagation job; ``on_failed(what, message)``: a request that failed (nothing
-    was changed); ``on_ready()``: the worker (re)started and can take prompts.
+    ``on_propagated(result)``: a propagation job; ``on_failed(what, message, tag)``: a request that failed
+    (nothing was changed; ``tag``: the failed prediction's, else None); ``on_ready()``: the worker (re)started and
+    can take prompts.
     """
 
     def __init__(self, server_url: str = "", token: str = "", model: str = "synthfm-lite", device: str = "auto",
@@ -80,8 +81,8 @@ class WorkerLink:
         self._uploaded: Optional[str] = None
         self._upload: Optional[PendingCall] = None
         self._predict: Optional[Tuple[PendingCall, Any]] = None
-        self._next_predict: Optional[Tuple[Dict[str, Any], Any]] = None
-        self.last_predict: Optional[Tuple[Dict[str, Any], Any]] = None
+        self._next_predict: Dict[Hashable, Tuple[Dict[str, Any], Any]] = {}  # per slot, sent in this order
+        self.last_predict: Dict[Hashable, Tuple[Dict[str, Any], Any]] = {}  # sent again after a restart
         self._encode_wanted: Optional[Tuple[int, Optional[int]]] = None
         self._encode: Optional[PendingCall] = None
         self.encode_job: Optional[Dict[str, Any]] = None
@@ -115,8 +116,8 @@ class WorkerLink:
             self.local.stop()
             self.local = None
         self.client, self.state, self._uploaded = None, "stopped", None
-        self._upload = self._predict = self._next_predict = self._encode = self._propagate = self._result = None
-        self._health, self.encode_job, self.propagation_job = None, None, None
+        self._upload = self._predict = self._encode = self._propagate = self._result = None
+        self._health, self.encode_job, self.propagation_job, self._next_predict = None, None, None, {}
 
     def set_volume(self, key: Hashable, array_of: Callable[[], Any], window: Any = "auto",
                    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
@@ -128,19 +129,28 @@ class WorkerLink:
         self.volume_id = f"{self.client_id}:{abs(hash(key)):x}"
         self._uploaded, self._upload, self.encode_job = None, None, None
 
-    def predict(self, axis: int, positive, negative, box, tag: Any = None) -> None:
-        """Ask for the preview of these prompts (voxel ijk); a newer call replaces one not sent yet."""
+    def predict(self, axis: int, positive, negative, box, tag: Any = None, slot: Hashable = None) -> None:
+        """Ask for the preview of these prompts (voxel ijk, one slice); a newer call for the same ``slot`` (e.g. the
+        slice) replaces one not sent yet; calls for other slots wait their turn."""
         request = {"axis": axis, "positive": positive, "negative": negative, "box": box}
-        self._next_predict = self.last_predict = (request, tag)
+        self._next_predict.pop(slot, None)
+        self._next_predict[slot] = self.last_predict[slot] = (request, tag)
+
+    def forget(self, slot: Hashable = None) -> None:
+        """Drop the prompts of ``slot`` (its prompts were removed): not sent, nor sent again after a restart."""
+        self._next_predict.pop(slot, None)
+        self.last_predict.pop(slot, None)
 
     def encode(self, axis: int, around: Optional[int] = None) -> None:
         """Encode the slices along ``axis`` in the worker, nearest to ``around`` first."""
         self._encode_wanted = (axis, around)
 
-    def propagate(self, axis: int, positive, negative, box, direction: str = "both") -> None:
+    def propagate(self, axis: int, positive, negative, box, direction: str = "both", boxes=()) -> None:
+        """Propagation from the prompted slice, or from several (points on several slices, ``boxes`` one per
+        slice): the worker fills the slices between them."""
         self.cancel_propagation()
         self._propagate_wanted = {"axis": axis, "positive": positive, "negative": negative, "box": box,
-                                  "direction": direction}
+                                  "direction": direction, "boxes": list(boxes)}
 
     def cancel_propagation(self) -> None:
         """Stop a running propagation (the worker stops before its next slice); its result is never applied."""
@@ -157,7 +167,7 @@ class WorkerLink:
         if self.state in ("failed", "stopped"):
             return False
         return (self.state == "starting" or any(x is not None for x in (
-            self._upload, self._predict, self._next_predict, self._encode, self._propagate, self._result,
+            self._upload, self._predict, self._next_predict or None, self._encode, self._propagate, self._result,
             self._propagate_wanted, self.propagation_job)) or (self._encode_wanted is not None and self.state == "ready")
             or bool(self.encode_job and self.encode_job.get("state") in ("queued", "running")))
 
@@ -196,8 +206,8 @@ class WorkerLink:
     def _ready(self, text: str) -> None:
         self.state, self._uploaded = "ready", None
         self._say(text)
-        if self.last_predict is not None and self._next_predict is None and self._predict is None:
-            self._next_predict = self.last_predict  # after a restart: the prompts are kept, their preview comes back
+        if self.last_predict and not self._next_predict and self._predict is None:
+            self._next_predict = dict(self.last_predict)  # after a restart: the prompts are kept, previews come back
         if self.on_ready:
             self.on_ready()
 
@@ -243,7 +253,7 @@ class WorkerLink:
             self._say(f"SynthFM worker ready ({self.model}, {self.device}).")
             return True
         if self.state == "ready":  # the worker refused it: drop what waited for it (the next request tries again)
-            self._next_predict = self._encode_wanted = None
+            self._next_predict, self._encode_wanted = {}, None
             if self._propagate_wanted is not None:
                 self._propagate_wanted = None
                 self._fail("propagation failed", "the volume could not be sent")
@@ -255,10 +265,10 @@ class WorkerLink:
             if not call.done():
                 return
             self._predict = None
-            if self._check(call, "could not predict a mask") and self.on_preview:
+            if self._check(call, "could not predict a mask", tag) and self.on_preview:
                 self.on_preview(call.result(), tag)
-        if self._next_predict is not None and self._predict is None:
-            (request, tag), self._next_predict = self._next_predict, None
+        if self._next_predict and self._predict is None:
+            request, tag = self._next_predict.pop(next(iter(self._next_predict)))
             self._predict = (self.client.predict(self.volume_id, **request), tag)
 
     def _tick_encode(self) -> None:
@@ -317,7 +327,7 @@ class WorkerLink:
             if self._check(call, "could not fetch the propagation result") and self.on_propagated:
                 self.on_propagated(call.result())
 
-    def _check(self, call: PendingCall, what: str) -> bool:
+    def _check(self, call: PendingCall, what: str, tag: Any = None) -> bool:
         """True when ``call`` succeeded; otherwise the failure is reported (and a crashed local worker restarted)."""
         if not call.failed:
             return True
@@ -327,14 +337,13 @@ class WorkerLink:
             return False
         if error.status == 404 and "upload it again" in str(error):  # the server forgot the volume (restarted)
             self._uploaded = None
-            if self.last_predict is not None:
-                self._next_predict = self.last_predict
-        self._fail(what, str(error))
+            self._next_predict.update(self.last_predict)
+        self._fail(what, str(error), tag)
         return False
 
-    def _fail(self, what: str, message: str) -> None:
+    def _fail(self, what: str, message: str, tag: Any = None) -> None:
         if self.on_failed:
-            self.on_failed(what, message)
+            self.on_failed(what, message, tag)
 
     def _say(self, text: str) -> None:
         self.message = text

@@ -16,7 +16,7 @@ import pytest
 
 from synthfm.models import load_model
 from synthfm.segment import PropagationOptions, SlicePredictor, VolumeSegmenter
-from synthfm.segment.volume_prompts import slice_prompts
+from synthfm.segment.volume_prompts import prompts_by_slice, slice_prompts
 from synthfm.serve import protocol
 from synthfm.serve.app import BackgroundServer, create_app, openapi_schema
 from synthfm.serve.client import LocalWorker, WorkerClient, WorkerError
@@ -216,6 +216,76 @@ def test_propagation_job_matches_the_core_and_can_be_cancelled(served, tiny_pred
     assert status["state"] == "cancelled" and status["done"] < status["total"]
     with pytest.raises(WorkerError, match="cancelled: it has no result"):
         client.job_result(job["id"]).wait()
+
+
+def test_propagation_with_several_prompted_slices_fills_between_them_as_the_core_does(served, tiny_predictor):
+    """Boxes on slices 2 and 6 (and a point joining slice 6): the job is the core's propagate_slices on those
+    slices, and its records say which slices were prompted and which were filled between them."""
+    worker, client, _ = served
+    volume = blob_volume()
+    client.upload_volume("v", volume).wait()
+    boxes, positive = [[[16, 14, 2], [32, 26, 2]], [[14, 12, 6], [34, 28, 6]]], [[24, 20, 6]]
+    options = {"min_score": 0.0, "min_area_px": 0}  # the tiny model's masks may be empty: no refusal for that
+    job = client.propagate("v", 0, positive=positive, boxes=boxes, options=options).wait()
+    assert job["prompted"] == [2, 6] and job["index"] == 2
+    status = finish(client, job)
+    assert status["state"] == "done", status
+    result = client.job_result(job["id"]).wait()
+    prompted = prompts_by_slice(positive, (), boxes, 0)
+    assert sorted(prompted) == [2, 6] and len(prompted[6].labels) == 1
+    expected = VolumeSegmenter(SlicePredictor(tiny_predictor.model, "cpu"), volume, 0).propagate_slices(
+        prompted, "both", options=PropagationOptions.for_model(tiny_predictor.model, min_score=0.0, min_area_px=0))
+    assert np.array_equal(protocol.decode_mask(result["mask"]), expected.mask)
+    assert result["slices"] == expected.slices and result["describe"] == expected.describe()
+    assert result["prompted"] == [2, 6] and result["notes"] == expected.notes
+    sources = {r["index"]: r["source"] for r in result["records"] if r["stop"] is None}
+    assert [sources[i] for i in range(2, 7)] == ["prompt", "between", "between", "between", "prompt"]
+
+
+class BrightInBox:
+    """A stand-in predictor: the bright voxels (> 140) inside the box; so a box on background gives nothing."""
+
+    window, model = "auto", None
+
+    def is_cached(self, key) -> bool:
+        return True
+
+    def embed(self, image, key=None, value_range=None) -> None:
+        pass
+
+    def predict(self, image, prompts, key=None, value_range=None, multimask="auto"):
+        from synthfm.segment import Prediction
+
+        x0, y0, x1, y1 = np.round(prompts.box).astype(int)
+        mask = np.zeros(image.shape, bool)
+        mask[y0:y1 + 1, x0:x1 + 1] = image[y0:y1 + 1, x0:x1 + 1] > 140
+        return Prediction(mask, 0.9, np.where(mask, 5.0, -5.0).astype(np.float32), np.array([0.9]))
+
+
+def test_prompted_slices_that_disagree_or_bad_slices_end_in_one_message():
+    """A box where the structure is not (slice 8 of a blob on slices 1..7): the job fails with the core's message
+    naming the slice; prompts that cannot be used are refused before any work, naming their slice."""
+    worker = Worker("fake", "cpu", predictor_factory=lambda model, device: BrightInBox(), quiet_s=0.0)
+    worker.add_volume("v", blob_volume())
+    job = worker.start_propagation("v", 0, boxes=[[[14, 12, 4], [34, 28, 4]], [[14, 12, 8], [34, 28, 8]]])
+    end = time.monotonic() + 30
+    while not job.finished and time.monotonic() < end:
+        time.sleep(0.01)
+    assert job.state == "failed" and job.error == ("the prompts give an empty mask on slice 8; move or add prompts "
+                                                   "there first (or leave that slice out)")
+    with pytest.raises(ValueError, match="slice 6: only negative points given"):
+        worker.start_propagation("v", 0, negative=[[24, 20, 6]], boxes=[[[14, 12, 4], [34, 28, 4]]])
+    with pytest.raises(ValueError, match="two boxes on slice 4"):
+        worker.start_propagation("v", 0, box=[[14, 12, 4], [34, 28, 4]], boxes=[[[15, 12, 4], [34, 28, 4]]])
+    with pytest.raises(ValueError, match="slice 12 is outside the volume"):
+        worker.start_propagation("v", 0, boxes=[[[14, 12, 4], [34, 28, 4]], [[14, 12, 12], [34, 28, 12]]])
+    single = Worker("fake", "cpu", predictor_factory=lambda model, device: BrightInBox(), quiet_s=0.0)
+    single.add_volume("one", blob_volume()[4:5])  # a single-slice volume: the prompted slice is the result
+    job = single.start_propagation("one", 0, box=[[14, 12, 0], [34, 28, 0]])
+    while not job.finished and time.monotonic() < end:
+        time.sleep(0.01)
+    assert job.state == "done" and job.result["slices"] == [0]
+    assert job.result["describe"] == "1 slice (0..0), up to the volume's ends"
 
 
 def test_several_clients_share_one_model_with_their_own_volumes(served):

@@ -73,3 +73,24 @@ def test_logic_segments_from_ras_prompts_into_the_segment():
     calls = logic.predictor.encoder_calls
     logic.segment(node, segmentation, "tumour", box_ras=box, propagate=False)  # same slice: embedding reused
     assert logic.predictor.encoder_calls == calls
+
+
+def test_logic_fills_between_boxes_on_several_slices():
+    """Boxes on slices 2 and 6 of a structure on slices 1..7: the slices between are filled, propagation runs
+    beyond; the fake predictor (bright voxels near the box centre) stands in for the model."""
+    from test_segment_effect import FakePredictor
+
+    zz, yy, xx = np.mgrid[:9, :40, :48]
+    truth = ((xx - 24) / 9.0) ** 2 + ((yy - 20) / 7.0) ** 2 + ((zz - 4) / 3.5) ** 2 < 1
+    node, geometry = volume_node((100 + 80 * truth).astype(np.float32), angle=0.3)
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.GetSegmentation().AddEmptySegment("organ")
+    logic = SynthFMSegmentLogic(device="cpu")
+    logic._predictor = fake = FakePredictor()
+    boxes = [[geometry.index_to_ras([17, 14, k]), geometry.index_to_ras([31, 26, k])] for k in (6, 2)]
+    mask = logic.segment(node, segmentation, "organ", boxes_ras=boxes)
+    assert sorted(set(np.nonzero(mask)[0])) == sorted(set(np.nonzero(truth)[0]))  # 1..7: filled and beyond
+    assert [p.box is not None for p in fake.prompts[:2]] == [True, True] and (mask <= truth).all()
+    assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node) > 0, mask)
+    with pytest.raises(ValueError, match="use propagate=True"):
+        logic.segment(node, segmentation, "organ", boxes_ras=boxes, propagate=False)

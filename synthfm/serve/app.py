@@ -36,6 +36,9 @@ class PredictRequest(PromptSet):
 
 
 class PropagateRequest(PromptSet):
+    boxes: List[List[Point]] = Field(
+        default_factory=list, description="boxes on several slices, one per slice (each two opposite corners); "
+                                          "points join the slice they lie on")
     direction: str = Field("both", description="both, up (higher slice indices) or down")
     options: Dict[str, Union[float, int, bool, None]] = Field(
         default_factory=dict, description="PropagationOptions overrides, e.g. {\"min_score\": 0.5}")
@@ -153,10 +156,11 @@ def create_app(worker: Worker, token: str, allow_paths: bool = False) -> FastAPI
     def encode(volume_id: str, request: EncodeRequest) -> Dict[str, Any]:
         return worker.start_encoding(volume_id, request.axis, request.around).status()
 
-    @api.post("/volumes/{volume_id}/propagate", summary="propagate from the prompted slice through the volume (a job)")
+    @api.post("/volumes/{volume_id}/propagate", summary="propagate from the prompted slices through the volume (a job); "
+                                                        "slices between two prompted slices are filled")
     def propagate(volume_id: str, request: PropagateRequest) -> Dict[str, Any]:
         return worker.start_propagation(volume_id, request.axis, request.positive, request.negative, request.box,
-                                        request.direction, request.options).status()
+                                        request.direction, request.options, request.boxes).status()
 
     @api.get("/jobs/{job_id}", summary="a job's state and progress")
     def job(job_id: str) -> Dict[str, Any]:

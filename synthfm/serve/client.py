@@ -251,9 +251,12 @@ class WorkerClient:
         return self.call("POST", f"/volumes/{_quote(volume_id)}/encode", {"axis": axis, "around": around})
 
     def propagate(self, volume_id: str, axis: int, positive=(), negative=(), box=None, direction: str = "both",
-                  options: Optional[Dict[str, Any]] = None) -> PendingCall:
-        return self.call("POST", f"/volumes/{_quote(volume_id)}/propagate",
-                         dict(_prompts(axis, positive, negative, box), direction=direction, options=options or {}))
+                  options: Optional[Dict[str, Any]] = None, boxes: Sequence = ()) -> PendingCall:
+        """Propagation job; points (and ``boxes``, one per slice) on several slices: the slices between are filled."""
+        request = dict(_prompts(axis, positive, negative, box), direction=direction, options=options or {})
+        if boxes:
+            request["boxes"] = [[[float(v) for v in corner] for corner in b] for b in boxes]
+        return self.call("POST", f"/volumes/{_quote(volume_id)}/propagate", request)
 
     def job(self, job_id: str) -> PendingCall:
         return self.call("GET", f"/jobs/{_quote(job_id)}")

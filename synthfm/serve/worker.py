@@ -1,8 +1,9 @@
 """The worker: one model in memory, volumes keyed by client-chosen ids, prompts, encoding and propagation jobs.
 
 No web code here (``synthfm.serve.app`` maps HTTP onto these methods), so tests and benchmarks can drive it
-directly.  Prompts are voxel indices ``(i, j, k)`` of the volume (``synthfm.segment.volume_prompts``); all
-prompts of one request lie on one slice along ``axis`` (0 axial k, 1 coronal j, 2 sagittal i).
+directly.  Prompts are voxel indices ``(i, j, k)`` of the volume (``synthfm.segment.volume_prompts``); the
+prompts of a prediction lie on one slice along ``axis`` (0 axial k, 1 coronal j, 2 sagittal i), those of a
+propagation on one or several slices (grouped by the slice they lie on; the slices between are filled).
 """
 from __future__ import annotations
 
@@ -210,29 +211,39 @@ class Worker:
 
     def start_propagation(self, volume_id: str, axis: int, positive: Sequence = (), negative: Sequence = (),
                           box: Optional[Sequence] = None, direction: str = "both",
-                          options: Optional[Dict[str, Any]] = None) -> Job:
-        """Segment the prompted slice and follow the structure through the volume, as a job."""
+                          options: Optional[Dict[str, Any]] = None, boxes: Sequence = ()) -> Job:
+        """Segment the prompted slices and follow the structure through the volume, as a job.
+
+        Points and boxes (``box`` and ``boxes``, one per slice) are grouped by the slice they lie on: with several
+        prompted slices the slices between them are filled (``VolumeSegmenter.propagate_slices``)."""
         from synthfm.segment import PropagationOptions
         from synthfm.segment.propagate import DIRECTIONS
-        from synthfm.segment.volume_prompts import slice_prompts
+        from synthfm.segment.volume_prompts import prompts_by_slice
 
         session = self.volume(volume_id)
-        index, prompts = slice_prompts(positive, negative, box, axis)
+        prompted = prompts_by_slice(positive, negative, list(boxes) + ([box] if box is not None else []), axis)
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got '{direction}'")
         seg = self.segmenter(session, axis, PROPAGATE)
-        prompts.validate(*seg.slice(index).shape)
+        for index, prompts in prompted.items():
+            try:
+                prompts.validate(*seg.slice(index).shape)
+            except ValueError as exc:
+                raise ValueError(f"slice {index}: {exc}" if len(prompted) > 1 else str(exc)) from None
         overrides = PropagationOptions.parse_overrides([f"{k}={v}" for k, v in (options or {}).items()])
         chosen = PropagationOptions.for_model(getattr(seg.predictor, "model", None), **overrides)
-        job = Job("propagate", volume_id, {"axis": axis, "index": index, "direction": direction})
+        order = sorted(prompted)
+        job = Job("propagate", volume_id, {"axis": axis, "index": order[0], "prompted": order,
+                                           "direction": direction})
 
         def work(job: Job) -> Dict[str, Any]:
-            result = seg.propagate(index, prompts, direction, job.progress, job.cancel_token, chosen)
+            result = seg.propagate_slices(prompted, direction, job.progress, job.cancel_token, chosen)
             voxel_ml = float(np.prod(session.spacing)) / 1000.0
-            return {"volume_id": volume_id, "axis": axis, "index": index, "mask": encode_mask(result.mask, crop=True),
-                    "slices": result.slices, "describe": result.describe(),
-                    "records": [{"index": r.index, "area": r.area, "score": float(r.score), "stop": r.stop}
-                                for r in result.records],
+            return {"volume_id": volume_id, "axis": axis, "index": order[0], "prompted": order,
+                    "mask": encode_mask(result.mask, crop=True), "slices": result.slices,
+                    "describe": result.describe(), "notes": list(result.notes),
+                    "records": [{"index": r.index, "area": r.area, "score": float(r.score), "stop": r.stop,
+                                 "source": r.source} for r in result.records],
                     "volume_ml": round(float(result.mask.sum()) * voxel_ml, 3)}
 
         return self.jobs.start(job, work)

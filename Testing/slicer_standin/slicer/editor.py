@@ -709,6 +709,7 @@ def confirmOkCancelDisplay(text: str, windowTitle=None, parent=None, **kwargs) -
 def createProgressDialog(parent=None, value: int = 0, maximum: int = 100, labelText: str = "",
                          windowTitle: str = "Processing...", **kwargs):
     dialog = _ProgressDialog(maximum, progress_dialog_cancel_at[0])
+    dialog.labelText, dialog.windowTitle = labelText, windowTitle
     for key, argument in kwargs.items():
         if hasattr(dialog, key):
             setattr(dialog, key, argument)
