@@ -180,15 +180,15 @@ class SlicePredictor:
         if self.wants_consistency:
             signals["consistency"] = self._consistency(low, emb, coords, labels, boxes, masks, multi, transform)
         masks = np.stack([(transform.logits_to_slice(m) > 0).cpu().numpy() for m in low])
-        lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
-        signals.update(image_signals(normalize(image, lo, hi), masks))  # on the decoder's own masks, as calibrated
-        scores = self._scores(signals, prompts)
-        best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         low = low.cpu().numpy()
         if self.clip_to_box and prompts.box is not None:
             masks &= box_region(masks.shape[-2:], prompts.box)
             low = np.where(box_region(low.shape[-2:], transform.box_to_input(prompts.box) * (LOW_RES / transform.size)),
                            low, np.minimum(low, -20.0))
+        lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
+        signals.update(image_signals(normalize(image, lo, hi), masks))  # contrast and edge of the masks returned
+        scores = self._scores(signals, prompts)
+        best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         return Prediction(masks[best], float(scores[best]), low[best], scores,
                           masks if multi else None, low if multi else None, signals, best)
 
