@@ -1,0 +1,133 @@
+"""Time of the README's accuracy evaluation (``synthfm evaluate``), this tree against an earlier commit, in one run.
+
+Both versions evaluate the same cases with the README's models and prompts, each in its own process (started one
+after the other, alternating with ``--repeats``), and the table gives per mode and version: wall and CPU seconds,
+the CPU seconds inside the encoder, the decoder and the metrics, the counts (slices encoded, decoder calls, rows),
+and whether the rows are identical to the baseline's (every number of every row).
+
+Run (a subset; paths in the CSV are relative to it):
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/bench_evaluate.py --pairs subset.csv --max-slices 2
+The baseline is extracted with ``git archive REF synthfm Resources/models`` into a temporary folder (default REF:
+the commit before the evaluation speed-ups). CPU seconds are the processes' own (``time.process_time``): on a
+shared core they stay comparable where wall times do not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "f11a951"  # main before the evaluation speed-ups (issue 11)
+MODES = {  # the README's two commands (models, prompts, volume)
+    "2d": (["synthfm-lite", "medsam-lite", "floor-ellipse", "floor-region-growing"],
+           ["point1", "point3", "point1neg2", "box", "box-jitter", "clicks"], False),
+    "volume": (["synthfm-lite", "medsam-lite"], ["point1", "box"], True),
+}
+
+CHILD = r'''
+import json, sys, time
+t0, c0 = time.perf_counter(), time.process_time()
+from pathlib import Path
+import synthfm.evaluate.runner as runner
+from synthfm.evaluate.cases import read_cases_csv
+from synthfm.models.sam import PromptableModel
+from synthfm.segment.predictor import SlicePredictor
+
+spent = {"encoder": 0.0, "decoder": 0.0, "metrics": 0.0}
+counts = {"slices encoded": 0, "decoder calls": 0}
+
+def timed(owner, name, part, count=None):
+    inner = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[part] += time.process_time() - start
+            if count == "images":
+                counts["slices encoded"] += len(args[1])
+            elif count:
+                counts[count] += 1
+    setattr(owner, name, wrapper)
+
+timed(PromptableModel, "encode", "encoder", "images")
+timed(PromptableModel, "decode", "decoder", "decoder calls")
+timed(runner, "all_metrics", "metrics")
+args = json.loads(sys.argv[1])
+results = runner.evaluate(read_cases_csv(Path(args["pairs"])), args["models"], args["prompts"],
+                          max_slices=args["max_slices"], volume=args["volume"])
+out = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, **spent, **counts,
+       "rows": [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in results.rows]}
+Path(args["out"]).write_text(json.dumps(out, default=str))
+'''
+
+
+def baseline_tree(ref: str, folder: Path) -> Path:
+    """``synthfm/`` and ``Resources/models`` of commit ``ref`` in ``folder``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "synthfm", "Resources/models"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def run(root: Path, mode: str, pairs: Path, max_slices: int, out: Path) -> dict:
+    models, prompts, volume = MODES[mode]
+    spec = {"pairs": str(pairs), "models": models, "prompts": prompts, "max_slices": max_slices or None,
+            "volume": volume, "out": str(out)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=env, check=True, cwd=str(root))
+    return json.loads(out.read_text())
+
+
+def same_rows(a: list, b: list) -> str:
+    """'yes' when every row holds the same values (inf == inf), else the first difference."""
+    if len(a) != len(b):
+        return f"no ({len(a)} vs {len(b)} rows)"
+    for i, (x, y) in enumerate(zip(a, b)):
+        for k in set(x) | set(y):
+            u, v = x.get(k), y.get(k)
+            if u != v and not (isinstance(u, float) and isinstance(v, float) and math.isinf(u) and u == v):
+                return f"no (row {i} {k}: {u} vs {v})"
+    return "yes"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", required=True, help="cases CSV (e.g. a subset of data/real/cases.csv)")
+    parser.add_argument("--modes", nargs="+", choices=tuple(MODES), default=list(MODES))
+    parser.add_argument("--max-slices", type=int, default=10, help="per structure in the 2D mode (README: 10)")
+    parser.add_argument("--baseline", default=BASELINE, help="git commit to compare with (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per mode and version, alternating")
+    args = parser.parse_args()
+    pairs = Path(args.pairs).resolve()
+    table = []
+    with tempfile.TemporaryDirectory() as tmp:
+        old = baseline_tree(args.baseline, Path(tmp))
+        for mode in args.modes:
+            for rep in range(args.repeats):
+                results = {}
+                for name, root in ((f"{args.baseline} (before)", old), ("this tree", ROOT)):
+                    results[name] = run(root, mode, pairs, args.max_slices, Path(tmp) / f"{mode}_{rep}.json")
+                    print(f"{mode} {name}: {results[name]['cpu']:.1f} CPU s", flush=True)
+                base = next(iter(results.values()))
+                for name, r in results.items():
+                    table.append((mode, name, r, same_rows(base["rows"], r["rows"])))
+    print(f"\ncases: {pairs}, max slices {args.max_slices}; CPU seconds per process (time.process_time)\n")
+    head = ("mode", "version", "wall s", "CPU s", "encoder", "decoder", "metrics", "other", "slices enc.",
+            "dec. calls", "rows", "same rows")
+    print("| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
+    for mode, name, r, same in table:
+        other = r["cpu"] - r["encoder"] - r["decoder"] - r["metrics"]
+        print(f"| {mode} | {name} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['encoder']:.1f} | {r['decoder']:.1f} | "
+              f"{r['metrics']:.1f} | {other:.1f} | {r['slices encoded']} | {r['decoder calls']} | {len(r['rows'])} | "
+              f"{same} |")
+
+
+if __name__ == "__main__":
+    main()
