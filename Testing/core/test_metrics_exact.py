@@ -80,3 +80,23 @@ def test_masks_filling_the_array_and_touching_corners():
     for pred, truth in ((full, corner), (corner, full), (full, full), (corner, corner)):
         ours = all_metrics(pred, truth, (0.5, 1.5), 2.0)
         assert (ours["hd95"], ours["nsd"]) == monai_surface(pred, truth, (0.5, 1.5), 2.0)
+
+
+def test_interior_point_in_the_bounding_box_equals_the_whole_slice():
+    from synthfm.evaluate.protocols import interior_point
+
+    def whole_slice(mask, spacing):  # the computation before the crop
+        dist = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1]
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        return np.array([x, y], float)
+
+    rng = np.random.default_rng(3)
+    for k in range(150):
+        shape = tuple(int(s) for s in rng.integers(4, 80, 2))
+        mask = random_blob(rng, shape, touch_border=k % 2 == 0)
+        if k % 10 == 0:  # square blocks: many pixels equally interior
+            mask = np.zeros(shape, bool)
+            mask[1:shape[0] // 2 + 1, 2:shape[1] // 2 + 2] = True
+        spacing = tuple(float(s) for s in rng.choice([0.57, 0.78125, 1.0, 2.1, 6.5], 2))
+        assert np.array_equal(interior_point(mask, spacing), whole_slice(mask, spacing)), (k, spacing)
+    assert np.array_equal(interior_point(np.zeros((5, 6), bool)), whole_slice(np.zeros((5, 6), bool), (1.0, 1.0)))
