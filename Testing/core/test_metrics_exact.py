@@ -1,25 +1,12 @@
 """The evaluation's HD95 and NSD (one pass over cropped edges) give exactly MONAI's numbers."""
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage as ndi
 
-from synthfm.evaluate.metrics import all_metrics
-
-
-def monai_surface(pred, truth, spacing, tolerance):
-    """HD95 and NSD as the evaluation computed them before: MONAI on the full arrays, one call per metric."""
-    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
-
-    p, t = (torch.from_numpy(np.asarray(m, bool))[None, None] for m in (pred, truth))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hd = float(compute_hausdorff_distance(p, t, percentile=95, spacing=list(spacing)))
-        nsd = float(compute_surface_dice(p, t, class_thresholds=[tolerance], spacing=list(spacing)))
-    return hd, nsd
+from synthfm.evaluate.metrics import all_metrics, monai_surface
 
 
 def random_blob(rng, shape, touch_border=False):

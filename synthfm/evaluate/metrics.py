@@ -56,6 +56,22 @@ def _surface(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], tole
     return hd, nsd
 
 
+def monai_surface(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], tolerance: float
+                  ) -> Tuple[float, float]:
+    """HD95 and NSD from MONAI itself, one call per metric on the whole arrays (how they were computed before):
+    the reference that Testing/core/test_metrics_exact.py and benchmarks/bench_evaluate.py compare with."""
+    import warnings
+
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    p, t = (torch.from_numpy(np.asarray(m, bool))[None, None] for m in (pred, truth))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hd = float(compute_hausdorff_distance(p, t, percentile=95, spacing=list(spacing)))
+        nsd = float(compute_surface_dice(p, t, class_thresholds=[tolerance], spacing=list(spacing)))
+    return hd, nsd
+
+
 def all_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 2.0
                 ) -> Dict[str, float]:
     """Dice, IoU, HD95 (mm) and NSD at ``tolerance_mm``; ``spacing`` per array axis (mm)."""
