@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE = "4b37bfc"  # main before the evaluation speed-ups (issue 11)
+BASELINE = "0dcdbfb"  # main before the evaluation speed-ups (issue 11)
 MODES = {  # the README's two commands (models, prompts, volume)
     "2d": (["synthfm-lite", "medsam-lite", "floor-ellipse", "floor-region-growing"],
            ["point1", "point3", "point1neg2", "box", "box-jitter", "clicks"], False),
