@@ -76,6 +76,25 @@ def test_case_checks_name_the_problem(tmp_path):
         read_cases_csv(tmp_path / "cases.csv")
 
 
+def test_cases_sharing_files_read_them_once(tmp_path, monkeypatch):
+    import synthfm.evaluate.cases as cases_module
+    from synthfm.evaluate.cases import _label_values, load_cases
+
+    _write_case(tmp_path, "a")
+    reads = []
+    real_read = cases_module.read_volume
+    monkeypatch.setattr(cases_module, "read_volume", lambda path: reads.append(path) or real_read(path))
+    img, lab = tmp_path / "a_img.nii.gz", tmp_path / "a_lab.nii.gz"
+    shared = load_cases([Case("one", img, lab), Case("two", img, lab, 3), Case("all", img, lab)])
+    assert len(reads) == 2  # one image, one label map
+    alone = [load_case(Case("one", img, lab)), load_case(Case("two", img, lab, 3))]
+    for got, want in zip(shared, alone):
+        assert got.values == want.values and np.array_equal(got.image.array, want.image.array)
+    for labels in (np.array([[0, 3], [7, 3]], np.uint8), np.array([-2, 0, 5], np.int16), np.array([0, 0], np.int64),
+                   np.array([2 ** 40, 1], np.uint64), np.arange(6, dtype=np.int32) * 1000):
+        assert _label_values(labels) == sorted(int(v) for v in np.unique(labels) if v != 0)
+
+
 def test_msd_layout_is_read(tmp_path):
     (tmp_path / "imagesTr").mkdir()
     (tmp_path / "labelsTr").mkdir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -81,11 +81,25 @@ def read_msd_folder(root: Path) -> List[Case]:
     return cases
 
 
-def load_case(case: Case, tolerance: float = 1e-3) -> LoadedCase:
-    """Read and check a case: finite image, an integer label map on the same grid, the requested label present."""
+def load_cases(cases: Sequence[Case], tolerance: float = 1e-3) -> List[LoadedCase]:
+    """:func:`load_case` for every case, reading each file once (cases often share an image and a label map)."""
+    volumes: Dict[Path, Volume] = {}
+
+    def read(path: Path) -> Volume:
+        key = Path(path).resolve()
+        if key not in volumes:
+            volumes[key] = read_volume(path)
+        return volumes[key]
+
+    return [load_case(c, tolerance, read) for c in cases]
+
+
+def load_case(case: Case, tolerance: float = 1e-3, read: Callable[[Path], Volume] = read_volume) -> LoadedCase:
+    """Read and check a case: finite image, an integer label map on the same grid, the requested label present.
+    ``read`` reads a volume (e.g. a memo shared by several cases)."""
     from synthfm.io.checks import check_finite, check_integer_labels
 
-    image, label = read_volume(case.image), read_volume(case.label)
+    image, label = read(case.image), read(case.label)
     check_finite(image.array, f"case {case.name}: image {case.image}")
     label = label.with_array(check_integer_labels(label.array, f"{case.label} (case {case.name})"))
     if image.shape != label.shape:
@@ -94,7 +108,7 @@ def load_case(case: Case, tolerance: float = 1e-3) -> LoadedCase:
                        ("direction", image.direction.ravel(), label.direction.ravel())):
         if not np.allclose(a, b, atol=tolerance, rtol=tolerance):
             raise ValueError(f"case {case.name}: image and label {what} differ ({a} vs {b}); resample the label")
-    present = sorted(int(v) for v in np.unique(label.array) if v != 0)
+    present = _label_values(label.array)
     if case.label_value is not None:
         if case.label_value not in present:
             raise ValueError(f"case {case.name}: label {case.label_value} is not in {case.label} (has {present})")
@@ -102,3 +116,12 @@ def load_case(case: Case, tolerance: float = 1e-3) -> LoadedCase:
     if not present:
         raise ValueError(f"case {case.name}: {case.label} has no non-zero label")
     return LoadedCase(case, image, label, present)
+
+
+def _label_values(labels: np.ndarray) -> List[int]:
+    """The non-zero values of an integer label map, ascending (a count per value when none is negative: no sort)."""
+    flat = labels.ravel()
+    countable = flat.dtype.kind == "i" or (flat.dtype.kind == "u" and flat.dtype.itemsize < 8)
+    if flat.size and countable and flat.min() >= 0 and flat.max() < 2 ** 24:
+        return [int(v) for v in np.flatnonzero(np.bincount(flat)) if v != 0]
+    return sorted(int(v) for v in np.unique(flat) if v != 0)

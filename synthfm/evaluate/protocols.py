@@ -13,10 +13,17 @@ PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter", "clicks")
 
 
 def interior_point(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
-    """The most interior pixel ``(x, y)`` (maximum of the spacing-aware distance to the boundary)."""
-    dist = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1]
+    """The most interior pixel ``(x, y)`` (maximum of the spacing-aware distance to the boundary; the first in
+    row-major order among equals). Computed in the mask's bounding box grown by one background pixel: the nearest
+    background pixel of any mask pixel lies in that box, so the distances and the chosen pixel are those of the
+    whole slice."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return np.array([0.0, 0.0])  # no interior: the first pixel, as the whole-slice argmax gives
+    crop = np.pad(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], 1)
+    dist = ndi.distance_transform_edt(crop, sampling=spacing)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return np.array([x, y], float)
+    return np.array([x + cols[0], y + rows[0]], float)
 
 
 def make_prompts(protocol: str, mask: np.ndarray, rng: np.random.Generator,

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from synthfm.evaluate.baselines import FLOORS
-from synthfm.evaluate.cases import Case, LoadedCase, load_case
+from synthfm.evaluate.cases import Case, LoadedCase, load_cases
 from synthfm.evaluate.metrics import all_metrics, dice
 from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, next_click, prompt_slices
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -129,7 +129,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
     from synthfm.segment.preprocess import intensity_range
 
     results = Results()
-    loaded = [load_case(c) for c in cases]  # bad data is found before any model is loaded
+    loaded = load_cases(cases)  # bad data is found before any model is loaded; each file is read once
     runners = _runners(models, protocols, device, volume, results)
     if volume:
         return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,
@@ -137,12 +137,15 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
     skipped = results.skipped_pairs()
     jobs = [(lc, v, s) for lc in loaded for v in lc.values
             for s in _slices_with(lc.label.array == v, max_slices, axis)]
+    ranges: Dict[str, tuple] = {}  # the intensity window of each image, computed once
     for done, (lc, value, s) in enumerate(jobs, 1):
         check_cancel(cancel)
         image = np.take(lc.image.array, s, axis=axis).astype(np.float32)
         truth = np.take(lc.label.array, s, axis=axis) == value
         spacing2d = _spacing2d(lc, axis)
-        vrange = intensity_range(lc.image.array, "auto")
+        if str(lc.case.image) not in ranges:
+            ranges[str(lc.case.image)] = intensity_range(lc.image.array, "auto")
+        vrange = ranges[str(lc.case.image)]
         for runner in runners:
             for protocol in protocols:
                 if (runner.name, protocol) in skipped:
