@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from synthfm.evaluate.calibrate import cache_items
 from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import make_prompts
 from synthfm.models import load_model
@@ -40,24 +41,6 @@ def rows(predict: Callable, truth: np.ndarray, rng: np.random.Generator) -> Dict
     return out
 
 
-def cache_items(predictor: SlicePredictor, folder: str, start: int, stop: int):
-    from synthfm.generate.config import GeneratorConfig
-    from synthfm.segment.preprocess import SliceTransform
-    from synthfm.train.embed_cache import EmbeddingCache, SyntheticItems
-
-    cache = EmbeddingCache(folder, mode="r")
-    size = int(cache.manifest["size"])
-    items = SyntheticItems(GeneratorConfig.from_dict(cache.manifest["generator"]), int(cache.manifest["seed"]),
-                           int(cache.manifest["first"]))
-    transform = SliceTransform(size, size, predictor.model.image_size)
-    for i in range(start, stop):
-        emb, labels, targets = cache.get(np.array([i]), str(predictor.device))
-        image01 = items(np.array([i]))[0][0]
-        key = ("bench_box_clip", folder, i)
-        predictor.put_embedding(key, emb[:1], transform)
-        yield image01, np.asarray(labels[0]) == int(targets[0]), key, (0.0, 1.0), i
-
-
 def real_items(predictor: SlicePredictor, pairs: str, max_slices: Optional[int]):
     from synthfm.evaluate.cases import load_case, read_cases_csv
     from synthfm.evaluate.runner import _slices_with
@@ -79,8 +62,11 @@ def main() -> None:
     parser.add_argument("--max-slices", type=int, default=10)
     args = parser.parse_args()
     predictor = SlicePredictor(load_model(args.model), "cpu", clip_to_box=False)
-    sources = [(f"synthetic {folder} {span}", cache_items(predictor, folder, *map(int, span.split(":"))))
-               for folder, span in args.cache]
+    sources = []
+    for folder, span in args.cache:
+        start, stop = map(int, span.split(":"))
+        sources.append((f"synthetic {folder} {span}", ((image, truth, key, (0.0, 1.0), i) for i, image, truth, key
+                                                       in cache_items(predictor, folder, stop - start, start))))
     if args.pairs:
         sources.append((f"real {args.pairs}", real_items(predictor, args.pairs, args.max_slices)))
     print(f"{'data':<48}{'prompt':<12}{'n':>5}" + "".join(f"{'raw' if m is None else f'clip+{m:g}':>10}" for m in MARGINS))

@@ -7,7 +7,7 @@ rule must recognise). Real data never enters here.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import minimize
@@ -48,12 +48,11 @@ def image_rows(predictor, image: np.ndarray, truth: np.ndarray, key, rng: np.ran
     return rows
 
 
-def cache_rows(predictor, folder, count: int, seed: int, protocols: Sequence[str] = FIT_PROTOCOLS,
-               start: int = 0) -> List[dict]:
-    """:func:`image_rows` for the first ``count`` filled items from position ``start`` of an embedding cache (``synthfm train``'s
-    ``cache/train`` or ``cache/val``): the stored embeddings are put in ``predictor``'s cache, so no image is encoded
-    (the images, needed for the image signals, are drawn again from the cache's generator settings).
-    Only use a cache whose images the decoder was not trained on."""
+def cache_items(predictor, folder, count: int, start: int = 0) -> Iterator[tuple]:
+    """``(item, image01, truth, key)`` for the first ``count`` filled items from position ``start`` of an embedding
+    cache (``synthfm train``'s ``cache/train`` or ``cache/val``): each stored embedding is put in ``predictor``'s
+    cache under ``key`` (no image is encoded) and the image, needed for the image signals, is drawn again from the
+    cache's generator settings. Only use a cache whose images the decoder was not trained on."""
     from synthfm.generate.config import GeneratorConfig
     from synthfm.segment.preprocess import SliceTransform
     from synthfm.train.embed_cache import EmbeddingCache, SyntheticItems
@@ -63,7 +62,6 @@ def cache_rows(predictor, folder, count: int, seed: int, protocols: Sequence[str
     items = SyntheticItems(GeneratorConfig.from_dict(cache.manifest["generator"]), int(cache.manifest["seed"]),
                            int(cache.manifest["first"]))
     transform = SliceTransform(size, size, predictor.model.image_size)
-    rows: List[dict] = []
     for i in np.flatnonzero(np.asarray(cache.filled)[start:])[:count] + start:
         emb, labels, targets = cache.get(np.array([i]), str(predictor.device))
         image01, item_labels, target = items(np.array([i]))[0]
@@ -71,8 +69,15 @@ def cache_rows(predictor, folder, count: int, seed: int, protocols: Sequence[str
             raise ValueError(f"{folder}: item {i} drawn again differs from the cached one (another generator version?)")
         key = ("embedding-cache", str(folder), int(i))
         predictor.put_embedding(key, emb[:1], transform)
-        truth = np.asarray(labels[0]) == int(targets[0])
-        rng = np.random.default_rng([seed, int(i)])
+        yield int(i), image01, np.asarray(labels[0]) == int(targets[0]), key
+
+
+def cache_rows(predictor, folder, count: int, seed: int, protocols: Sequence[str] = FIT_PROTOCOLS,
+               start: int = 0) -> List[dict]:
+    """:func:`image_rows` for the items :func:`cache_items` gives (``count`` from position ``start``)."""
+    rows: List[dict] = []
+    for i, image01, truth, key in cache_items(predictor, folder, count, start):
+        rng = np.random.default_rng([seed, i])
         rows += [{**r, "item": f"{folder}:{i}"}
                  for r in image_rows(predictor, image01, truth, key, rng, protocols, value_range=(0.0, 1.0))]
     return rows
