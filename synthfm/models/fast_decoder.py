@@ -189,15 +189,22 @@ def _image_to_tokens(attn: Attention, q: Tensor, k: Tensor, v: Tensor, residual:
     return torch.baddbmm(residual, weights, v_out.reshape(b, heads * n, c))
 
 
+def layer_norm_outside_affine(x: Tensor, shape: Tuple[int, ...], weight: Optional[Tensor], bias: Optional[Tensor],
+                              eps: float) -> Tensor:
+    """``F.layer_norm`` with the affine part outside the fused kernel, whose CPU backward sums the weight and bias
+    gradients over every row in the input's dtype (in bf16 training it kept 5-66% of them); a broadcast ``addcmul``
+    sums them in float32."""
+    y = F.layer_norm(x, shape, eps=eps)
+    return y if weight is None else torch.addcmul(bias, y, weight)
+
+
 def _upscaled_masks(up: nn.Sequential, keys: Tensor, hyper: Tensor, h: int, w: int) -> Tensor:
     """SAM's output upscaling + hypernetwork product on channels-last image tokens ``(B, h*w, C)``:
     ``(B, M, 4h, 4w)`` mask logits for the ``M`` hypernetwork outputs ``hyper`` ``(B, M, C/8)``."""
     deconv1, norm, act1, deconv2, act2 = up
     b, m = hyper.shape[:2]
     x = F.linear(keys, *_deconv_as_linear(deconv1)).view(b, -1, deconv1.out_channels)  # (B, h*w*4, C/4)
-    # the affine part outside layer_norm: its fused CPU backward sums the weight's gradient over every pixel in
-    # bf16 and lost ~95% of it in bf16 training (the plain path's broadcast product sums in float32)
-    x = act1(torch.addcmul(norm.bias, F.layer_norm(x, (x.shape[-1],), eps=norm.eps), norm.weight))
+    x = act1(layer_norm_outside_affine(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
     x = act2(F.linear(x, *_deconv_as_linear(deconv2)).view(b, -1, deconv2.out_channels))  # (B, h*w*16, C/8)
     masks = x @ hyper.transpose(1, 2)  # (B, pixels, M) with pixel = (i, j, di1, dj1, di2, dj2)
     masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # row 4i+2di1+di2, col 4j+2dj1+dj2

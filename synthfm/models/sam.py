@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
@@ -85,8 +84,7 @@ class LayerNormOutsideAffine(nn.LayerNorm):
     ``addcmul`` sums them in float32 (Testing/core/test_fast_decoder.py checks every gradient's size)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x, self.normalized_shape, eps=self.eps)
-        return y if self.weight is None else torch.addcmul(self.bias, y, self.weight)
+        return fast_decoder.layer_norm_outside_affine(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
 def _split_affine_norms(module: nn.Module) -> nn.Module:
