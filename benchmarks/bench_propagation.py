@@ -52,6 +52,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "oracle stop": {"min_score": 0.0, "max_intensity_shift": 0.0, "max_growth": float("inf")},
             "box margin 0.1, oracle stop": {"box_margin": 0.1, "min_score": 0.0, "max_intensity_shift": 0.0,
                                             "max_growth": float("inf")},
+            "model's own choice, not closest": {"pick_closest": False},  # ModelSpec.mask_choice on every slice
             "split boxes > 2:1": {"split_box": 2.0}, "split boxes > 1.5:1": {"split_box": 1.5},
             "split boxes > 2:1, contrast>=0.5": {"split_box": 2.0, "min_contrast_ratio": 0.5},
             # stops on the model's score: calibrated for decoders with a calibration (benchmarks/fit_quality.py)

@@ -138,7 +138,7 @@ def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] 
     # the calibrated quality score fitted for this decoder (benchmarks/fit_quality.py), next to its checkpoint
     model.quality_calibrator = load_calibration(decoder_path) if decoder_path is not None else None
     model = _freeze_encoder(model).to(device)
-    model.name, model.trained_points = spec.name, spec.trained_points
+    model.name, model.trained_points, model.mask_choice = spec.name, spec.trained_points, dict(spec.mask_choice)
     return model.eval()
 
 

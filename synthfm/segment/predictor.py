@@ -19,7 +19,7 @@ from synthfm.models.sam import LOW_RES
 from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
 from synthfm.segment.prompts import Prompts
 from synthfm.segment.quality import QualityCalibrator, image_signals, prompt_kind, quality_signals
-from synthfm.utils.masks import box_region, iou
+from synthfm.utils.masks import box_fit, box_region, iou
 
 
 @dataclass
@@ -152,7 +152,10 @@ class SlicePredictor:
     def predict(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable] = None,
                 multimask: Union[str, bool] = "auto", value_range: Optional[Tuple[float, float]] = None,
                 split_box: float = 0.0) -> Prediction:
-        """Segment ``image`` (H, W) from ``prompts``; ``multimask='auto'`` asks for 3 masks when ambiguous.
+        """Segment ``image`` (H, W) from ``prompts``; ``multimask='auto'`` follows the model's ``mask_choice``
+        (:class:`synthfm.models.registry.ModelSpec`): three candidates for a box, the one whose bounding box fits it
+        best ("box-fit"), or the single-mask output; three candidates for one point, the IoU head's pick ("multi"),
+        or the single-mask output. ``True``: three candidates, the IoU head picks; ``False``: the single-mask output.
 
         ``split_box`` > 0: a box longer than ``split_box`` times its width is cut across its length into tiles no
         longer than that, each tile is segmented on its own (with the points inside it) and the tiles' masks are
@@ -164,7 +167,12 @@ class SlicePredictor:
         if len(tiles) > 1:
             return self._predict_tiles(image, prompts, tiles, key, multimask, value_range)
         emb, transform = self.embed(image, key, value_range)
-        multi = prompts.ambiguous if multimask == "auto" else bool(multimask)
+        choice = getattr(self.model, "mask_choice", {})
+        pick_box_fit = multimask == "auto" and prompts.box is not None and choice.get("box") == "box-fit"
+        if multimask == "auto":
+            multi = pick_box_fit or (prompts.ambiguous and choice.get("point", "multi") == "multi")
+        else:
+            multi = bool(multimask)
         coords = labels = boxes = masks = None
         if len(prompts.labels):
             coords = torch.as_tensor(transform.to_input(prompts.points), dtype=torch.float32, device=self.device)[None]
@@ -188,7 +196,10 @@ class SlicePredictor:
         lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
         signals.update(image_signals(normalize(image, lo, hi), masks))  # contrast and edge of the masks returned
         scores = self._scores(signals, prompts)
-        best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
+        if pick_box_fit:  # the candidate whose bounding box fits the box best (ties: the IoU head's choice)
+            best = int(np.lexsort((signals["iou_head"], box_fit(masks, prompts.box)))[-1])
+        else:
+            best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         return Prediction(masks[best], float(scores[best]), low[best], scores,
                           masks if multi else None, low if multi else None, signals, best)
 
@@ -248,21 +259,26 @@ class SlicePredictor:
             hi = n_pixels if t == len(tiles) - 1 else hi
             inside = (prompts.points[:, axis] >= lo) & (prompts.points[:, axis] < hi)
             sub = Prompts(prompts.points[inside], prompts.labels[inside], box, prompts.mask_logits)
-            pred = self.predict(image, sub, key, True if multimask is True else False, value_range)
-            cands = pred.candidates if pred.candidates is not None else pred.mask[None]
-            cand_logits = pred.candidate_logits if pred.candidate_logits is not None else pred.logits[None]
+            pred = self.predict(image, sub, key, multimask, value_range)
+            if multimask is True:  # every candidate, joined tile by tile
+                cands, cand_logits, tile_scores = pred.candidates, pred.candidate_logits, pred.all_scores
+                tile_signals = pred.all_signals or {}
+            else:  # each tile's own choice
+                one = slice(pred.index, pred.index + 1)
+                cands, cand_logits, tile_scores = pred.mask[None], pred.logits[None], pred.all_scores[one]
+                tile_signals = {k: v[one] for k, v in (pred.all_signals or {}).items()}
             if masks is None:
                 masks, logits = np.zeros_like(cands), np.full_like(cand_logits, -20.0)
                 scores = np.zeros(len(cands))
-                signals = {k: np.zeros(len(cands)) for k in (pred.all_signals or {})}
+                signals = {k: np.zeros(len(cands)) for k in tile_signals}
             span = [slice(None), slice(None), slice(None)]
             span[2 - axis] = slice(int(np.floor(lo)), int(np.ceil(hi)))
             masks[tuple(span)] |= cands[tuple(span)]
             low = transform.to_input(np.array([[lo, lo], [hi, hi]]))[:, axis] * factor
             span[2 - axis] = slice(int(np.floor(low[0])), int(np.ceil(low[1])))
             logits[tuple(span)] = cand_logits[tuple(span)]
-            scores += pred.all_scores / len(tiles)
-            for k, v in (pred.all_signals or {}).items():  # each tile's signals, averaged like the scores
+            scores += tile_scores / len(tiles)
+            for k, v in tile_signals.items():  # each tile's signals, averaged like the scores
                 signals[k] += v / len(tiles)
         best = int(np.argmax(signals["iou_head"] if signals else scores))
         several = len(masks) > 1

@@ -31,7 +31,8 @@ class PromptSet(BaseModel):
 
 
 class PredictRequest(PromptSet):
-    multimask: Union[bool, str] = Field("auto", description="'auto' asks for 3 masks when the prompts are ambiguous")
+    multimask: Union[bool, str] = Field("auto", description="'auto': the model's own choice (ModelSpec.mask_choice); "
+                                                          "true: 3 candidates, the IoU head picks; false: one mask")
     candidates: bool = Field(False, description="also return every candidate mask")
 
 

@@ -28,6 +28,22 @@ def box_region(shape: Tuple[int, int], box: Sequence[float]) -> np.ndarray:
     return region
 
 
+def box_fit(masks: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """IoU of each mask's bounding box (``masks``: (M, H, W)) with ``box`` ``x0, y0, x1, y1``; 0 for an empty mask."""
+    masks = np.asarray(masks, bool)
+    rows, cols = masks.any(2), masks.any(1)
+    fits = np.zeros(len(masks))
+    bx0, by0, bx1, by1 = box
+    for m in np.flatnonzero(rows.any(1)):
+        ys, xs = np.flatnonzero(rows[m]), np.flatnonzero(cols[m])
+        x0, y0, x1, y1 = xs[0], ys[0], xs[-1], ys[-1]
+        iw = max(0.0, min(x1, bx1) - max(x0, bx0) + 1)
+        ih = max(0.0, min(y1, by1) - max(y0, by0) + 1)
+        inter = iw * ih
+        fits[m] = inter / ((x1 - x0 + 1) * (y1 - y0 + 1) + (bx1 - bx0 + 1) * (by1 - by0 + 1) - inter)
+    return fits
+
+
 def tight_box(mask: np.ndarray) -> np.ndarray:
     """``x0, y0, x1, y1`` (pixel columns and rows) of a non-empty 2D mask's pixels."""
     ys, xs = np.nonzero(mask)
