@@ -10,6 +10,7 @@ PY=${PYTHON:-python3}
 NEED_GB=${SYNTHFM_SETUP_NEED_GB:-6}
 if ! { [ -x .venv/bin/python ] && .venv/bin/python -c "import torch, torchvision" 2>/dev/null; }; then
   for dir in . "${TMPDIR:-/tmp}"; do
+    [ -d "$dir" ] || continue
     free_gb=$(( $(df -Pk "$dir" | awk 'NR == 2 {print $4}') / 1048576 ))
     if [ "$free_gb" -lt "$NEED_GB" ]; then
       echo "setup.sh: only $free_gb GB free on the disk of $(cd "$dir" && pwd); installing SynthFM's dependencies" \
