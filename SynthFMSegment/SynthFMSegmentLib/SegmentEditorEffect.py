@@ -29,7 +29,7 @@ if __name__ == "SynthFMSegmentLib":
     __path__ = [os.path.dirname(os.path.abspath(__file__))]
 
 from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, ijk_to_ras_matrix,
-                                        matrix_to_numpy, numpy_to_matrix, ras_to_ijk, slice_axis)
+                                        matrix_to_numpy, numpy_to_matrix, on_slice, ras_to_ijk, slice_axis)
 from SynthFMSegmentLib.logic import DISPLAY_WINDOW, SynthFMSegmentLogic, labelmap_from_mask
 from SynthFMSegmentLib.settings import Settings
 
@@ -94,7 +94,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 "right-click it to delete it: the preview updates. Slicer's view gestures keep working (right drag "
                 "zooms, Shift + left drag pans). Prompts on another slice or view start a new prompt set, unless "
                 "<b>Keep prompts on other slices</b> is ticked: then prompts on several slices of one view add up, "
-                "each slice keeps its preview, and Propagate fills the slices between them (model-driven).<br>"
+                "each slice keeps its preview (choose one in <b>Prompted slice</b> to go to it), and Propagate fills the "
+                "slices between them (model-driven).<br>"
                 "<b>Apply</b> writes the preview into the selected segment (undoable, masking settings apply); "
                 "<b>Propagate</b> follows the structure through the slices (Apply to keep); <b>Cancel</b> discards."
                 "</html>")
@@ -129,7 +130,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.slicesLabel.setToolTip("The slices that have prompts (index along the view's axis, as in the Data Probe's "
                                     "IJK) and each one's predicted quality.")
         self.sliceBox = qt.QComboBox()
-        self.sliceBox.setToolTip("A prompted slice; 'Remove slice' deletes its prompts and its preview.")
+        self.sliceBox.setToolTip("The prompted slices. Choose one to show it: the views of the prompted orientation "
+                                 "move to it (pan and zoom stay) and it becomes the current slice; 'Remove slice' "
+                                 "deletes its prompts and its preview.")
         self.removeSliceButton = qt.QPushButton("Remove slice")
         self.removeSliceButton.setToolTip("Delete the prompts and the preview of the prompted slice chosen above.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
@@ -154,6 +157,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.scriptedEffect.addOptionsWidget(widget)
         self.keepSlicesBox.clicked.connect(self.onKeepSlicesToggled)
         self.removeSliceButton.clicked.connect(self.onRemoveSlice)
+        # activated(int): the user chose an item (even the current one); never emitted when _list_slices refills the
+        # list, as SegmentEditorThresholdEffect connects its method combo boxes
+        self.sliceBox.connect("activated(int)", self.onSlicePicked)
         self._list_slices()
         self.modelBox.currentTextChanged.connect(self.onModelChanged)
         self.deviceBox.currentTextChanged.connect(self.onModelChanged)
@@ -421,6 +427,47 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.plane[2] == index:  # the current slice becomes the nearest prompted one
             self.plane = (*self.plane[:2], min(left, key=lambda i: abs(i - index)))
         self.updatePreview()
+
+    def onSlicePicked(self, row: int) -> None:
+        """The user chose a prompted slice in the list: it becomes the current slice (its prompts are the ones a new
+        box replaces, Remove slice and the panel refer to) and the views showing the prompted orientation move to
+        it, so its prompts and preview are in sight.  Nothing is sent to the worker: its preview is there already."""
+        indices = list(getattr(self, "_slice_items", {}).values())
+        if self._busy or self.plane is None or not 0 <= row < len(indices):
+            return  # a propagation runs: its result belongs to the current prompt set (the panel waits for it)
+        slices = self.promptedSlices()
+        index = indices[row]
+        if index not in slices:
+            return
+        self.plane, self.box = (*self.plane[:2], index), slices[index][2]
+        self._show_slice_in_views(self._slice_centre(index, *slices[index]))
+
+    def _slice_centre(self, index: int, pos, neg, box):
+        """Where a prompted slice's prompts are (RAS, on the slice): the box centre, else the mean of its positive
+        points, else of its negative ones."""
+        points = box if box is not None else (pos or neg)
+        return on_slice(self._source_volume(), np.mean(points, axis=0), self.plane[1], index)
+
+    def _show_slice_in_views(self, ras) -> None:
+        """Move the slice views whose normal is the prompted axis to the slice through ``ras``
+        (vtkMRMLSliceNode::JumpSliceByOffsetting: along the normal only, keeping pan and zoom, as Markups does for
+        the view a control point is picked in).  Views of other orientations and oblique views stay where the user
+        left them: they do not show the prompted slice."""
+        layout = slicer.app.layoutManager()
+        volume = self._source_volume()
+        if layout is None or volume is None:  # Slicer without a main window: no views
+            return
+        for name in layout.sliceViewNames():
+            widget = layout.sliceWidget(name)
+            slice_node = widget.sliceLogic().GetSliceNode() if widget is not None else None
+            if slice_node is None:
+                continue
+            try:
+                shows_axis = slice_axis(slice_node, volume) == self.plane[1]
+            except ValueError:  # an oblique view
+                continue
+            if shows_axis:
+                slice_node.JumpSliceByOffsetting(*(float(v) for v in ras))
 
     def onRemoveSlice(self) -> None:
         index = self._slice_items.get(self.sliceBox.currentText) if hasattr(self, "sliceBox") else None

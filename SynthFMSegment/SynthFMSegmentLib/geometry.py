@@ -44,6 +44,14 @@ def ras_to_ijk(volume_node, ras: Sequence[float]) -> np.ndarray:
     return (np.linalg.inv(ijk_to_ras_matrix(volume_node)) @ np.r_[np.asarray(ras, float), 1.0])[:3]
 
 
+def on_slice(volume_node, ras: Sequence[float], axis: int, index: int) -> np.ndarray:
+    """``ras`` moved along array ``axis`` onto the centre of slice ``index`` (RAS): a point a view shows on that
+    slice, whatever rounding put the prompt near it."""
+    ijk = ras_to_ijk(volume_node, ras)
+    ijk[2 - axis] = index
+    return (ijk_to_ras_matrix(volume_node) @ np.r_[ijk, 1.0])[:3]
+
+
 def xy_to_ras(slice_node, xy: Sequence[float]) -> np.ndarray:
     """A click in a slice view (display pixels ``x, y``) -> RAS millimetres, as Slicer maps it."""
     return (matrix_to_numpy(slice_node.GetXYToRAS()) @ np.array([xy[0], xy[1], 0.0, 1.0]))[:3]

@@ -3,7 +3,9 @@
 Signals are plain callback lists, also reachable PythonQt's way (``widget.connect("clicked()", slot)``);
 ``QTimer`` does not run by itself: tests call ``fire()`` as the event loop would.  QSettings is one in-memory
 store shared by all instances, like Slicer's settings file.  QComboBox emits ``currentTextChanged`` from
-``addItems`` (the first item becomes current) and ``clear`` (current text becomes ""), as Qt does.
+``addItems`` (the first item becomes current) and ``clear`` (current text becomes ""), as Qt does; its
+``activated(int)`` is emitted only when the user chooses an item (Qt: even the current one), never by a change
+made in code, so tests emit it themselves after ``setCurrentText``, in Qt's order.
 ``QProcess`` runs a real process (subprocess), its state read when asked, as after the event loop ran.
 """
 from __future__ import annotations
@@ -166,6 +168,7 @@ class QComboBox(QWidget):
         self.items: list = []
         self.currentText = ""
         self.currentTextChanged = Signal()
+        self.activated = Signal()  # activated(int): only a user's choice emits it (even of the current item)
 
     def _set_current(self, text: str) -> None:
         if text != self.currentText:

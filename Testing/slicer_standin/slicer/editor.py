@@ -632,10 +632,27 @@ def _drop_selection_reference(node) -> None:
         selection.SetReferenceActivePlaceNodeID(None)
 
 
+class _LayoutManager:
+    """qSlicerLayoutManager (Base/QTGUI/qSlicerLayoutManager.h, qMRMLLayoutManager.h): ``sliceViewNames()`` lists
+    the slice views of the layout, ``sliceWidget(name)`` gives one (a qMRMLSliceWidget: ``sliceLogic()
+    .GetSliceNode()``) or None for a name the layout has not.  The layout starts empty: tests put the views they
+    show in ``slice_widgets`` (name -> widget) and take them out afterwards."""
+
+    def __init__(self) -> None:
+        self.slice_widgets: dict = {}
+
+    def sliceViewNames(self) -> list:
+        return list(self.slice_widgets)
+
+    def sliceWidget(self, name: str):
+        return self.slice_widgets.get(name)
+
+
 class _App:
     """slicer.app: signal connections are recorded; processEvents does nothing without an event loop.
 
     ``majorVersion``/``minorVersion`` as qSlicerCoreApplication has them (tests set them to play Slicer 5.8).
+    ``layoutManager()``: qSlicerApplication's (None in Slicer without a main window; tests may set ``layout`` None).
     """
 
     def __init__(self) -> None:
@@ -643,9 +660,13 @@ class _App:
         self.user_input: list = []  # no event loop: nothing happens unless a test queues input and one runs
         self.majorVersion, self.minorVersion = 5, 12
         self._logic = _ApplicationLogic()
+        self.layout = _LayoutManager()
 
     def applicationLogic(self) -> _ApplicationLogic:
         return self._logic
+
+    def layoutManager(self):
+        return self.layout
 
     def version(self) -> tuple:
         return (self.majorVersion, self.minorVersion)

@@ -166,6 +166,14 @@ class SliceNode(Node):
         """Centre the view on a RAS point (the slice plane passes through it)."""
         self.slice_to_ras[:3, 3] = [r, a, s]
 
+    def JumpSliceByOffsetting(self, r: float, a: float, s: float) -> None:
+        """vtkMRMLSliceNode::JumpSliceByOffsetting(r, a, s): move the slice plane along its normal until it holds the
+        RAS point; the view's position in the plane (pan) stays.  Slicer subtracts ActiveSlice * spacing, which is
+        0 outside lightbox layouts (the stand-in has none; the (k, r, a, s) overload for lightbox is not modelled)."""
+        normal, origin = self.slice_to_ras[:3, 2], self.slice_to_ras[:3, 3]
+        d = float(np.dot(np.array([r, a, s], float) - origin, normal))
+        self.slice_to_ras[:3, 3] = origin + d * normal
+
     def GetSliceToRAS(self) -> vtk.vtkMatrix4x4:
         return _vtk_matrix(self.slice_to_ras)
 
