@@ -94,8 +94,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 "right-click it to delete it: the preview updates. Slicer's view gestures keep working (right drag "
                 "zooms, Shift + left drag pans). Prompts on another slice or view start a new prompt set, unless "
                 "<b>Keep prompts on other slices</b> is ticked: then prompts on several slices of one view add up, "
-                "each slice keeps its preview (choose one in <b>Prompted slice</b> to go to it), and Propagate fills the "
-                "slices between them (model-driven).<br>"
+                "each slice keeps its preview (choose one in <b>Prompted slice</b> to go to it), and Propagate fills "
+                "the slices between them (model-driven).<br>"
                 "<b>Apply</b> writes the preview into the selected segment (undoable, masking settings apply); "
                 "<b>Propagate</b> follows the structure through the slices (Apply to keep); <b>Cancel</b> discards."
                 "</html>")
