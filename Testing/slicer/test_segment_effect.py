@@ -160,6 +160,10 @@ def scene(fake_worker):
     wrapper = slicer.qSlicerSegmentEditorEffectFactory.instance().effects[0]
     wrapper.parameter_node = editor.SegmentEditorNode(node, segmentation, "organ")
     effect = wrapper.self()
+    from SynthFMSegmentLib.settings import Settings
+
+    # the option at its default: QSettings (one store, like Slicer's settings file) remembers a test's tick
+    Settings().keep_slices = Settings.defaults["keep_slices"]
     effect.setupOptionsFrame()
     effect.logic._predictor = fake_worker[1]  # the worker's predictor, to look at what it was sent
     editor.messages.clear()
