@@ -46,6 +46,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "contrast>=0.7": {"min_contrast_ratio": 0.7}, "overlap>=0.3": {"min_overlap": 0.3},
             "growth<=1.5": {"max_growth": 1.5}, "shift<=0.3": {"max_intensity_shift": 0.3},
             "shift<=1": {"max_intensity_shift": 1.0}, "no shift stop": {"max_intensity_shift": 0.0},
+            **{f"drift<={t}": {"max_intensity_drift": t} for t in (0.5, 1.0, 1.5)},
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False}, "no mask prompt": {"use_mask_prompt": False},
             "box margin 0.1": {"box_margin": 0.1}, "box margin 0.2": {"box_margin": 0.2},

@@ -27,6 +27,7 @@ def test_volume_mode_propagates_from_the_largest_slice(tmp_path):
     row = results.rows[0]
     assert row["slice"] == int(np.argmax(truth.sum(axis=(1, 2)))) and row["slices_truth"] == 9
     assert row["dice"] > 0.75 and 5 <= row["slices_kept"] <= 11  # follows the structure (small tips may stop it)
+    assert 0 <= row["slices_outside"] <= max(0, row["slices_kept"] - 5)
     reasons = {(s["model"], s["protocol"]): s["reason"] for s in results.skipped}
     assert "single slices" in reasons[("floor-ellipse", "box")]
     assert "box prompts only" in reasons[("medsam-lite", "clicks")]
@@ -109,3 +110,16 @@ def test_volume_slices_need_volume_mode(tmp_path, capsys):
     rows = list(csv.DictReader(open(out / "slices.csv")))
     assert rows[0]["axis"] == "0" and len(rows[0]["prompted_slices"].split()) == 3
     assert "propagation from 3 prompted slices (axial)" in (out / "report.html").read_text()
+
+
+def test_volume_summary_reports_the_worst_leak_past_the_structure():
+    from synthfm.evaluate.runner import Results, summarize
+
+    base = {"model": "m", "protocol": "box", "label": 1, "dice": 0.5, "iou": 0.3, "nsd": 0.4, "hd95": 3.0}
+    rows = [{**base, "case": "short", "slices_outside": 0, "slices_kept": 5, "slices_truth": 6},
+            {**base, "case": "leaky", "slices_outside": 150, "slices_kept": 182, "slices_truth": 30}]
+    summary = summarize(Results(rows=rows))
+    assert summary["by_model_protocol"]["m | box"]["worst_leak"] == {
+        "case": "leaky", "label": 1, "slices_outside": 150, "slices_kept": 182, "slices_truth": 30}
+    slices_only = summarize(Results(rows=[{**base, "case": "a"}]))  # 2D rows: no leak to report
+    assert "worst_leak" not in slices_only["by_model_protocol"]["m | box"]

@@ -91,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
         head = v.get("signal_spearman", {}).get("iou_head")
         rho += f"{head:>10.2f}" if head is not None else f"{'':>10}"
         print(f"{key:<44}{v['n']:>5}{v['dice']:>8.3f}{v['nsd']:>8.3f}{rho}")
+    for key, v in summary["by_model_protocol"].items():
+        if "worst_leak" in v:
+            w = v["worst_leak"]
+            print(f"{key}: worst leak {w['slices_outside']} slice(s) kept outside the structure ({w['case']} label "
+                  f"{w['label']}: {w['slices_kept']} slices kept, the structure is on {w['slices_truth']})")
     for s in summary["skipped"]:
         print(f"skipped {s['model']} | {s['protocol']}: {s['reason']}")
     print(f"wrote {args.out}/summary.json, slices.csv, report.html")

@@ -217,9 +217,11 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                     pred, kept = result.mask, len(result.slices)
                 except ValueError:  # a prompted slice itself came out empty: nothing to propagate
                     pred, kept = np.zeros_like(truth), 0
+                on_truth, on_pred = truth.any(axis=_others(axis)), pred.any(axis=_others(axis))
                 row = {"case": lc.case.name, "label": value, "slice": s, "model": runner.name, "protocol": protocol,
                        "axis": axis, "prompted_slices": " ".join(map(str, prompted)),
-                       "slices_truth": int(truth.any(axis=_others(axis)).sum()), "slices_kept": kept,
+                       "slices_truth": int(on_truth.sum()), "slices_kept": kept,
+                       "slices_outside": int((on_pred & ~on_truth).sum()),  # kept where the structure is not: leaks
                        **all_metrics(pred, truth, spacing3d, tolerance_mm)}
                 results.rows.append(row)
                 _keep_example(results, row, seg.slice(s), np.take(truth, s, axis=axis), np.take(pred, s, axis=axis),
@@ -257,6 +259,9 @@ def summarize(results: Results) -> Dict[str, object]:
         out["hd95_mm"] = float(np.mean(finite)) if finite else None
         out["hd95_undefined"] = len(rows) - len(finite)
         out.update(iou_calibration(rows))
+        if rows and "slices_outside" in rows[0]:  # volume mode: the worst leak past the structure's ends
+            worst = max(rows, key=lambda r: r["slices_outside"])
+            out["worst_leak"] = {k: worst[k] for k in ("case", "label", "slices_outside", "slices_kept", "slices_truth")}
         return out
 
     groups: Dict[str, list] = {}

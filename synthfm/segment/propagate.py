@@ -40,6 +40,7 @@ class PropagationOptions:
     min_score_ratio: float = 0.0  # ... or below this fraction of the prompted slice's predicted IoU
     max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
     max_intensity_shift: float = 0.0  # mean under the mask moved by more than this x the object's contrast: stop
+    max_intensity_drift: float = 0.0  # ... the same, measured from the start slice's mean (slow drifts into a neighbour)
     pick_closest: bool = False  # ask for 3 candidates and keep the one closest (IoU) to the previous mask
     min_overlap: float = 0.0  # IoU with the previous slice's mask below this: the shape jumped, stop
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
@@ -259,9 +260,10 @@ class VolumeSegmenter:
                 result: PropagationResult, cancel: Optional[CancelToken], ticker: "_Ticker") -> None:
         """Propagate from the segmented slice ``index`` by ``step`` until the stop rule or the volume's end."""
         floor = max(options.min_score, options.min_score_ratio * first.score)
-        track = bool(options.max_intensity_shift)  # the mean under the mask, slice to slice
+        track = bool(options.max_intensity_shift or options.max_intensity_drift)  # the mean under the mask
         contrast = self._contrast(index, first.mask) if track or options.min_contrast_ratio else 1.0
-        prev, prev_mean, i, count = first, (self._mean_in(index, first.mask) if track else 0.0), index + step, 0
+        start_mean = self._mean_in(index, first.mask) if track else 0.0
+        prev, prev_mean, i, count = first, start_mean, index + step, 0
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
             pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
@@ -270,12 +272,13 @@ class VolumeSegmenter:
                 pred = pred.closest_to(prev.mask)
             area = int(pred.mask.sum())
             mean = self._mean_in(i, pred.mask) if track and area else prev_mean
-            shift = abs(mean - prev_mean) / contrast
+            shift, drift = abs(mean - prev_mean) / contrast, abs(mean - start_mean) / contrast
             stop = ("empty" if area < options.min_area_px else
                     "low score" if pred.score < floor else
                     "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
                     "shape jump" if options.min_overlap and iou(pred.mask, prev.mask) < options.min_overlap else
-                    "intensity jump" if track and shift > options.max_intensity_shift else
+                    "intensity jump" if options.max_intensity_shift and shift > options.max_intensity_shift else
+                    "intensity drift" if options.max_intensity_drift and drift > options.max_intensity_drift else
                     "contrast lost" if (options.min_contrast_ratio and self._contrast(i, pred.mask)
                                         < options.min_contrast_ratio * contrast) else None)
             result.records.append(SliceRecord(i, area, pred.score, stop, signals=pred.signals))
