@@ -43,7 +43,8 @@ def test_volume_mode_uses_3d_spacing_and_writes_the_report(tmp_path):
     assert list(summary["by_model_protocol"]) == ["medsam-lite | box"] and summary["by_model_protocol"][
         "medsam-lite | box"]["n"] == 1
     rows = list(csv.DictReader(open(out / "slices.csv")))
-    assert int(rows[0]["slices_kept"]) >= 5
+    assert int(rows[0]["slices_kept"]) >= 5 and 0 <= int(rows[0]["slices_outside"]) <= int(rows[0]["slices_kept"])
+    assert summary["by_model_protocol"]["medsam-lite | box"]["worst_leak"]["case"] == "ellipsoid"
     # the same prediction scored with 10x the slice spacing: HD95 along z grows, so spacing reaches the metric
     (tmp_path / "wide").mkdir()
     wide, _ = _ellipsoid_case(tmp_path / "wide", spacing=(0.8, 0.8, 30.0))

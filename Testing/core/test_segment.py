@@ -255,6 +255,25 @@ def test_intensity_jump_stops_a_leak_past_the_structure():
 
 
 
+def test_intensity_drift_stops_a_slow_slide_that_no_single_step_reveals():
+    class Sticky(TruthPredictor):  # always returns the structure's cross-section, even where it has ended
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            return Prediction(self.truth[5], 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
+
+    truth = np.zeros((11, 20, 20), bool)
+    truth[3:8, 5:12, 5:12] = True
+    # the structure (180 against a 100 background) fades into a neighbour 20 units darker per slice past its ends
+    fade = np.array([180.0 - 20 * max(0, 3 - z, z - 7) for z in range(11)])
+    volume = np.where(truth[5][None], fade[:, None, None], 100.0)  # the cross-section's footprint on every slice
+    seg = VolumeSegmenter(Sticky(truth, 0), volume)
+    prompt = Prompts.make(positive=[(8, 8)])
+    steps = PropagationOptions(max_intensity_shift=0.3)  # each step moves 0.25 x the contrast: never a jump
+    assert seg.propagate(5, prompt, options=steps).slices == list(range(11))
+    result = seg.propagate(5, prompt, options=PropagationOptions(max_intensity_shift=0.3, max_intensity_drift=0.6))
+    # 0.25, 0.5 past each end are kept; the third slice out has drifted 0.75 x the contrast
+    assert result.slices == list(range(1, 10)) and {r.stop for r in result.records if r.stop} == {"intensity drift"}
+
+
 def test_intensity_jump_is_relative_to_the_contrast_and_tolerates_an_overshoot():
     class Overshoot(TruthPredictor):  # exact on the prompted slice, one pixel too wide elsewhere
         def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
