@@ -54,21 +54,33 @@ def real_items(predictor: SlicePredictor, pairs: str, max_slices: Optional[int])
                        vrange, s)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="synthfm-lite")
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cache FOLDER START:STOP`` (repeatable), ``--pairs``, ``--max-slices``: the data :func:`data_sources` reads."""
     parser.add_argument("--cache", nargs=2, action="append", default=[], metavar=("FOLDER", "START:STOP"))
     parser.add_argument("--pairs", help="real cases CSV (reported only)")
     parser.add_argument("--max-slices", type=int, default=10)
-    args = parser.parse_args()
-    predictor = SlicePredictor(load_model(args.model), "cpu", clip_to_box=False)
+
+
+def data_sources(predictor: SlicePredictor, caches, pairs: Optional[str], max_slices: Optional[int]) -> list:
+    """``[(name, items)]``: held-out synthetic cache items per ``(folder, "start:stop")``, then the real slices of
+    ``pairs``; each item ``(image, truth, key, value_range, seed)``."""
     sources = []
-    for folder, span in args.cache:
+    for folder, span in caches:
         start, stop = map(int, span.split(":"))
         sources.append((f"synthetic {folder} {span}", ((image, truth, key, (0.0, 1.0), i) for i, image, truth, key
                                                        in cache_items(predictor, folder, stop - start, start))))
-    if args.pairs:
-        sources.append((f"real {args.pairs}", real_items(predictor, args.pairs, args.max_slices)))
+    if pairs:
+        sources.append((f"real {pairs}", real_items(predictor, pairs, max_slices)))
+    return sources
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="synthfm-lite")
+    add_data_arguments(parser)
+    args = parser.parse_args()
+    predictor = SlicePredictor(load_model(args.model), "cpu", clip_to_box=False)
+    sources = data_sources(predictor, args.cache, args.pairs, args.max_slices)
     print(f"{'data':<48}{'prompt':<12}{'n':>5}" + "".join(f"{'raw' if m is None else f'clip+{m:g}':>10}" for m in MARGINS))
     for name, items in sources:
         table: Dict[str, List[List[float]]] = {}

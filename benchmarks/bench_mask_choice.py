@@ -13,8 +13,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from bench_box_clip import real_items
-from synthfm.evaluate.calibrate import cache_items
+from bench_box_clip import add_data_arguments, data_sources
 from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import interior_point, make_prompts
 from synthfm.models import load_model
@@ -46,19 +45,11 @@ def choices(predict, prompts: Prompts, truth: np.ndarray) -> Dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="synthfm-lite")
-    parser.add_argument("--cache", nargs=2, action="append", default=[], metavar=("FOLDER", "START:STOP"))
-    parser.add_argument("--pairs", help="real cases CSV (reported only)")
-    parser.add_argument("--max-slices", type=int, default=10)
+    add_data_arguments(parser)
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     args = parser.parse_args()
     predictor = SlicePredictor(load_model(args.model), "cpu")
-    sources = []
-    for folder, span in args.cache:
-        start, stop = map(int, span.split(":"))
-        sources.append((f"synthetic {folder} {span}", ((image, truth, key, (0.0, 1.0), i) for i, image, truth, key
-                                                       in cache_items(predictor, folder, stop - start, start))))
-    if args.pairs:
-        sources.append((f"real {args.pairs}", real_items(predictor, args.pairs, args.max_slices)))
+    sources = data_sources(predictor, args.cache, args.pairs, args.max_slices)
     print(f"{'data':<48}{'prompt':<12}{'n':>5}" + "".join(f"{c:>10}" for c in CHOICES))
     for name, items in sources:
         table: Dict[str, List[Dict[str, float]]] = {}

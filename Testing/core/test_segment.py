@@ -239,11 +239,14 @@ def test_point_only_prompts_between_slices():
     assert prompts_from_mask(pred, PropagationOptions(use_box=False, use_points=False)).box is not None  # never empty
 
 
-def test_intensity_jump_stops_a_leak_past_the_structure():
-    class Sticky(TruthPredictor):  # always returns the structure's cross-section, even where it has ended
-        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
-            return Prediction(self.truth[5], 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
+class Sticky(TruthPredictor):
+    """Always returns the structure's cross-section on slice 5, even where the structure has ended."""
 
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+        return Prediction(self.truth[5], 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
+
+
+def test_intensity_jump_stops_a_leak_past_the_structure():
     truth = np.zeros((11, 20, 20), bool)
     truth[3:8, 5:12, 5:12] = True
     volume = np.where(truth, 180.0, 100.0)
@@ -256,10 +259,6 @@ def test_intensity_jump_stops_a_leak_past_the_structure():
 
 
 def test_intensity_drift_stops_a_slow_slide_that_no_single_step_reveals():
-    class Sticky(TruthPredictor):  # always returns the structure's cross-section, even where it has ended
-        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
-            return Prediction(self.truth[5], 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
-
     truth = np.zeros((11, 20, 20), bool)
     truth[3:8, 5:12, 5:12] = True
     # the structure (180 against a 100 background) fades into a neighbour 20 units darker per slice past its ends
@@ -280,10 +279,6 @@ def test_intensity_jump_is_relative_to_the_contrast_and_tolerates_an_overshoot()
             mask = self.truth[key[2]]
             return Prediction(ndi.binary_dilation(mask) if key[2] != 5 and mask.any() else mask, 0.95,
                               np.zeros((256, 256), np.float32), np.array([0.95]))
-
-    class Sticky(TruthPredictor):  # past the structure's end, keeps returning its cross-section
-        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
-            return Prediction(self.truth[5], 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
 
     truth = np.zeros((11, 40, 40), bool)
     truth[2:9, 10:30, 10:30] = True
