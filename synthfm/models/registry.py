@@ -68,9 +68,10 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   description="LiteMedSAM TinyViT encoder (frozen) + decoder trained from scratch on synthetic "
                               "images only. Default: fast on CPU, works offline.",
                   license="Apache-2.0",
-                  # held-out synthetic images (bench_mask_choice.py): box 0.645 single -> 0.694 box-fit, box + point
-                  # 0.663 -> 0.695; one point 0.345 multi -> 0.368 single
-                  mask_choice=(("box", "box-fit"), ("point", "single")),
+                  # held-out synthetic images (bench_mask_choice.py, the lite3 run's 64 validation images), for the
+                  # decoder shipped on 2026-11-30 night (lite3 step 9248): box 0.610 single -> 0.699 box-fit, box +
+                  # point 0.664 -> 0.698; one point 0.405 multi vs 0.371 single (the decoder before it: single)
+                  mask_choice=(("box", "box-fit"), ("point", "multi")),
                   # held-out synthetic volumes 12..35 (bench_propagation.py --first 12 --volumes 24): 3D Dice 0.264
                   # vs 0.197 with the IoU floor 0.7, whose predicted IoU is too poorly calibrated to stop on
                   # + a drift from the start slice's mean <= 0.5 (volumes 0..23, 1 / 3 prompted slices): 0.266 ->
