@@ -18,7 +18,7 @@ from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import interior_point, make_prompts
 from synthfm.models import load_model
 from synthfm.segment import Prompts, SlicePredictor
-from synthfm.utils.masks import box_fit
+from synthfm.utils.masks import best_box_fit
 
 PROTOCOLS = ("box", "box-jitter", "box+point", "point1", "point3", "point1neg2")
 CHOICES = ("single", "multi", "box-fit", "oracle")
@@ -37,7 +37,7 @@ def choices(predict, prompts: Prompts, truth: np.ndarray) -> Dict[str, float]:
     scores = [dice(m, truth) for m in multi.candidates]
     out = {"single": dice(single.mask, truth), "multi": scores[multi.index]}
     if prompts.box is not None:
-        out["box-fit"] = scores[int(np.lexsort((multi.all_signals["iou_head"], box_fit(multi.candidates, prompts.box)))[-1])]
+        out["box-fit"] = scores[best_box_fit(multi.candidates, prompts.box, multi.all_signals["iou_head"])]
     out["oracle"] = max(scores + [out["single"]])
     return out
 

@@ -19,7 +19,7 @@ from synthfm.models.sam import LOW_RES
 from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
 from synthfm.segment.prompts import Prompts
 from synthfm.segment.quality import QualityCalibrator, image_signals, prompt_kind, quality_signals
-from synthfm.utils.masks import box_fit, box_region, iou
+from synthfm.utils.masks import best_box_fit, box_region, iou
 
 
 @dataclass
@@ -197,7 +197,7 @@ class SlicePredictor:
         signals.update(image_signals(normalize(image, lo, hi), masks))  # contrast and edge of the masks returned
         scores = self._scores(signals, prompts)
         if pick_box_fit:  # the candidate whose bounding box fits the box best (ties: the IoU head's choice)
-            best = int(np.lexsort((signals["iou_head"], box_fit(masks, prompts.box)))[-1])
+            best = best_box_fit(masks, prompts.box, signals["iou_head"])
         else:
             best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         return Prediction(masks[best], float(scores[best]), low[best], scores,

@@ -30,18 +30,21 @@ def box_region(shape: Tuple[int, int], box: Sequence[float]) -> np.ndarray:
 
 def box_fit(masks: np.ndarray, box: Sequence[float]) -> np.ndarray:
     """IoU of each mask's bounding box (``masks``: (M, H, W)) with ``box`` ``x0, y0, x1, y1``; 0 for an empty mask."""
-    masks = np.asarray(masks, bool)
-    rows, cols = masks.any(2), masks.any(1)
     fits = np.zeros(len(masks))
     bx0, by0, bx1, by1 = box
-    for m in np.flatnonzero(rows.any(1)):
-        ys, xs = np.flatnonzero(rows[m]), np.flatnonzero(cols[m])
-        x0, y0, x1, y1 = xs[0], ys[0], xs[-1], ys[-1]
-        iw = max(0.0, min(x1, bx1) - max(x0, bx0) + 1)
-        ih = max(0.0, min(y1, by1) - max(y0, by0) + 1)
-        inter = iw * ih
+    for m, mask in enumerate(np.asarray(masks, bool)):
+        if not mask.any():
+            continue
+        x0, y0, x1, y1 = tight_box(mask)
+        inter = max(0.0, min(x1, bx1) - max(x0, bx0) + 1) * max(0.0, min(y1, by1) - max(y0, by0) + 1)
         fits[m] = inter / ((x1 - x0 + 1) * (y1 - y0 + 1) + (bx1 - bx0 + 1) * (by1 - by0 + 1) - inter)
     return fits
+
+
+def best_box_fit(masks: np.ndarray, box: Sequence[float], tiebreak: np.ndarray) -> int:
+    """Index of the mask whose bounding box fits ``box`` best; ties go to the highest ``tiebreak`` (e.g. the IoU
+    head)."""
+    return int(np.lexsort((np.asarray(tiebreak), box_fit(masks, box)))[-1])
 
 
 def tight_box(mask: np.ndarray) -> np.ndarray:
