@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from synthfm.evaluate.metrics import dice
-from synthfm.evaluate.protocols import point_and_box, prompt_slices
+from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, point_and_box, prompt_slices
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.models import load_model
 from synthfm.segment import PropagationOptions, SlicePredictor, VolumeSegmenter
@@ -47,6 +47,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "growth<=1.5": {"max_growth": 1.5}, "shift<=0.3": {"max_intensity_shift": 0.3},
             "shift<=1": {"max_intensity_shift": 1.0}, "no shift stop": {"max_intensity_shift": 0.0},
             **{f"drift<={t}": {"max_intensity_drift": t} for t in (0.5, 1.0, 1.5)},
+            "no drift stop": {"max_intensity_drift": 0.0},
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False}, "no mask prompt": {"use_mask_prompt": False},
             "box margin 0.1": {"box_margin": 0.1}, "box margin 0.2": {"box_margin": 0.2},
@@ -76,13 +77,16 @@ def main() -> None:
                              "whose name contains it")
     parser.add_argument("--prompted-slices", type=int, nargs="+", default=[1],
                         help="prompted slices per volume (largest + near the ends); several values: one table each")
+    parser.add_argument("--prompt", default="point+box", choices=("point+box", *PROTOCOLS),
+                        help="prompts on each prompted slice: the interior point and tight box (default; box only "
+                             "for box-only models), or a protocol of `synthfm evaluate` (point1: one point...)")
     parser.add_argument("--clip-to-box", choices=("on", "off"), nargs="+", default=["on"],
                         help="keep each slice's mask inside its box prompt (SlicePredictor.clip_to_box); both: rows each")
     args = parser.parse_args()
     gen = SyntheticGenerator(GeneratorConfig.from_preset(args.preset, size=128, depth=40), SEED)
     samples = [gen.sample_3d(i) for i in range(args.first, args.first + args.volumes)]
     print(f"{args.volumes} synthetic {args.preset} volumes 40x128x128, seed {SEED}, "
-          f"volumes {args.first}..{args.first + args.volumes - 1}\n")
+          f"volumes {args.first}..{args.first + args.volumes - 1}, prompts: {args.prompt}\n")
     print(f"{'model':<16}{'K':>3} {'setting':<36}{'3D Dice':>9}{'slices kept/truth':>19}{'s/volume':>10}")
     for name in args.models:
         model = load_model(name)
@@ -98,8 +102,9 @@ def main() -> None:
                        PropagationOptions(use_points=model.trained_points, **overrides))
             scores, kept, truth_n, start = [], [], [], time.perf_counter()
             for i, s in enumerate(samples):
-                prompts = {k: point_and_box(s.mask[k], model.trained_points)
-                           for k in prompt_slices(s.mask, n_prompted)}
+                rng = np.random.default_rng([SEED, args.first + i])
+                prompts = {k: point_and_box(s.mask[k], model.trained_points) if args.prompt == "point+box" else
+                           make_prompts(args.prompt, s.mask[k], rng) for k in prompt_slices(s.mask, n_prompted)}
                 seg = VolumeSegmenter(predictor, s.image, volume_id=("bench", i))
                 try:
                     result = seg.propagate_slices(prompts, options=options)
