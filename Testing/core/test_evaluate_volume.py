@@ -124,3 +124,18 @@ def test_volume_summary_reports_the_worst_leak_past_the_structure():
         "case": "leaky", "label": 1, "slices_outside": 150, "slices_kept": 182, "slices_truth": 30}
     slices_only = summarize(Results(rows=[{**base, "case": "a"}]))  # 2D rows: no leak to report
     assert "worst_leak" not in slices_only["by_model_protocol"]["m | box"]
+
+
+def test_propagation_settings_override_the_models_defaults(tmp_path, capsys):
+    case, _ = _ellipsoid_case(tmp_path)
+    (tmp_path / "cases.csv").write_text("image,label,name\nimg.nii.gz,lab.nii.gz,ellipsoid\n")
+    args = ["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "medsam-lite", "--prompt", "box"]
+    out = tmp_path / "out"
+    assert main(args + ["--volume", "--propagation", "max_slices=1", "--out", str(out)]) == 0
+    row = list(csv.DictReader(open(out / "slices.csv")))[0]
+    assert row["slices_kept"] == "3"  # the prompted slice and one slice each way
+    assert "propagation max_slices=1" in (out / "report.html").read_text()
+    for bad, message in ((["--volume", "--propagation", "max_slice=1"], "not KEY=VALUE with KEY one of"),
+                         (["--propagation", "max_slices=1"], "applies to volume mode: add --volume")):
+        assert main(args + bad + ["--out", str(tmp_path / "bad")]) != 0
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()

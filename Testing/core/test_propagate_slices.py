@@ -141,3 +141,32 @@ def test_contrast_loss_stops_a_mask_on_flat_background():
     assert seg.propagate(5, prompt).slices == list(range(11))
     result = seg.propagate(5, prompt, options=PropagationOptions(min_contrast_ratio=0.5))
     assert result.slices == list(range(3, 8)) and {r.stop for r in result.records if r.stop} == {"contrast lost"}
+
+
+def test_growth_past_the_outermost_prompted_slice_stops_there():
+    """Past a prompted end slice a structure tapers; a mask that grows there is a neighbour (max_end_growth)."""
+    sides = {z: 12 - abs(z - 8) for z in range(3, 14)}  # a double pyramid on slices 3..13, sides 7..12..7
+
+    class Swelling(TruthPredictor):  # right where the structure is, a growing neighbour beyond its ends
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            i = key[2]
+            side = sides.get(i, 7 + min(abs(i - 3), abs(i - 13)))
+            mask = np.zeros(image.shape, bool)
+            mask[20 - side // 2:20 - side // 2 + side, 20 - side // 2:20 - side // 2 + side] = True
+            return Prediction(mask, 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+
+    truth = np.zeros((17, 40, 40), bool)
+    for z, side in sides.items():
+        truth[z, 20 - side // 2:20 - side // 2 + side, 20 - side // 2:20 - side // 2 + side] = True
+    seg = VolumeSegmenter(Swelling(truth, 0), truth * 1.0)
+    prompts = {z: _box(truth[z]) for z in (3, 8, 13)}
+    assert seg.propagate_slices(prompts).slices == list(range(17))  # without the rule: the neighbour is kept
+    result = seg.propagate_slices(prompts, options=PropagationOptions(max_end_growth=1.0))
+    assert result.slices == list(range(3, 14)) and np.array_equal(result.mask, truth)
+    stops = {r.index: r.stop for r in result.records if r.stop}
+    assert stops == {2: "growing past the end", 14: "growing past the end"}
+    # one prompted slice says nothing about where the ends are: the rule does not apply; nor past a prompted slice
+    # whose mask is the larger of the outermost two (the structure's largest slice, not its end)
+    assert seg.propagate(8, prompts[8], options=PropagationOptions(max_end_growth=1.0)).slices == list(range(17))
+    two = seg.propagate_slices({8: prompts[8], 13: prompts[13]}, options=PropagationOptions(max_end_growth=1.0))
+    assert two.slices == list(range(14)) and {r.stop for r in two.records if r.stop} == {"growing past the end"}

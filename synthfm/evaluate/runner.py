@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -113,19 +113,23 @@ def _keep_example(results: Results, row: dict, image, truth, pred, vrange, title
 def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[str], seed: int = 0,
              max_slices: Optional[int] = 20, clicks: int = 5, device: str = "cpu", tolerance_mm: float = 2.0,
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-             volume: bool = False, axis: int = 0, volume_slices: int = 1) -> Results:
+             volume: bool = False, axis: int = 0, volume_slices: int = 1,
+             propagation: Optional[Mapping[str, object]] = None) -> Results:
     """Evaluate every (model, protocol) on the structure slices of every case, slicing along ``axis``
     (0 axial, 1 coronal, 2 sagittal).
 
     ``volume=True`` instead prompts each structure on ``volume_slices`` slices (its largest, plus slices near
     both ends: :func:`~synthfm.evaluate.protocols.prompt_slices`), propagates through the volume
-    (:class:`synthfm.segment.VolumeSegmenter`) and scores the 3D result.
+    (:class:`synthfm.segment.VolumeSegmenter`) and scores the 3D result; ``propagation`` overrides settings of
+    every model's propagation defaults (``PropagationOptions`` keyword arguments).
     """
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0 (axial), 1 (coronal) or 2 (sagittal), got {axis}")
     if volume_slices < 1 or (volume_slices > 1 and not volume):
         raise ValueError(f"several prompted slices ({volume_slices}) need volume mode (--volume); "
                          "the per-slice protocol prompts every slice on its own")
+    if propagation and not volume:
+        raise ValueError("propagation settings apply to volume mode (--volume) only")
     from synthfm.segment.preprocess import intensity_range
 
     results = Results()
@@ -133,7 +137,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
     runners = _runners(models, protocols, device, volume, results)
     if volume:
         return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,
-                                 axis, volume_slices)
+                                 axis, volume_slices, dict(propagation or {}))
     skipped = results.skipped_pairs()
     jobs = [(lc, v, s) for lc in loaded for v in lc.values
             for s in _slices_with(lc.label.array == v, max_slices, axis)]
@@ -184,7 +188,8 @@ def _spacing2d(lc: LoadedCase, axis: int) -> tuple:
 
 def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Sequence[str], seed: int,
                       tolerance_mm: float, results: Results, progress: Optional[ProgressCallback],
-                      cancel: Optional[CancelToken], axis: int = 0, volume_slices: int = 1) -> Results:
+                      cancel: Optional[CancelToken], axis: int = 0, volume_slices: int = 1,
+                      propagation: Optional[Dict[str, object]] = None) -> Results:
     """Per structure: prompts on its largest slice along ``axis`` (and near its ends when ``volume_slices`` > 1),
     propagation both ways, 3D metrics."""
     from synthfm.segment import PropagationOptions, VolumeSegmenter
@@ -212,7 +217,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                 rng = np.random.default_rng([seed, done])
                 prompts = {i: make_prompts(protocol, np.take(truth, i, axis=axis), rng, spacing2d) for i in prompted}
                 try:
-                    result = seg.propagate_slices(prompts, options=PropagationOptions.for_model(runner.model),
+                    result = seg.propagate_slices(prompts, options=PropagationOptions.for_model(runner.model, **(propagation or {})),
                                                   cancel=cancel)
                     pred, kept = result.mask, len(result.slices)
                 except ValueError:  # a prompted slice itself came out empty: nothing to propagate

@@ -39,8 +39,9 @@ class PropagationOptions:
     min_score: float = 0.7  # predicted IoU below this stops propagation (LiteMedSAM: ~0.6 past the end)
     min_score_ratio: float = 0.0  # ... or below this fraction of the prompted slice's predicted IoU
     max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
+    max_end_growth: float = 0.0  # > 0: past a prompted end (docs/segment.md), area > this x its area: stop
     max_intensity_shift: float = 0.0  # mean under the mask moved by more than this x the object's contrast: stop
-    max_intensity_drift: float = 0.0  # ... the same, measured from the start slice's mean (slow drifts into a neighbour)
+    max_intensity_drift: float = 0.0  # ... measured from the start slice's mean (slow drifts into a neighbour)
     pick_closest: bool = False  # ask for 3 candidates and keep the one closest (IoU) to the previous mask
     min_overlap: float = 0.0  # IoU with the previous slice's mask below this: the shape jumped, stop
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
@@ -251,18 +252,26 @@ class VolumeSegmenter:
                                                   signals=pred.signals))
                 self._put(result.mask, i, pred.mask)
         for step in steps:
-            start = order[-1] if step > 0 else order[0]
-            self._follow(start, firsts[start], step, options, result, cancel, ticker)
+            start, inner = (order[-1], order[-2:][0]) if step > 0 else (order[0], order[:2][-1])
+            tapering = firsts[start].mask.sum() < firsts[inner].mask.sum()  # prompted masks shrink toward this end
+            self._follow(start, firsts[start], step, options, result, cancel, ticker, tapering)
         report(progress, total, total, "done")
         return result
 
     def _follow(self, index: int, first: Prediction, step: int, options: PropagationOptions,
-                result: PropagationResult, cancel: Optional[CancelToken], ticker: "_Ticker") -> None:
-        """Propagate from the segmented slice ``index`` by ``step`` until the stop rule or the volume's end."""
+                result: PropagationResult, cancel: Optional[CancelToken], ticker: "_Ticker",
+                from_end: bool = False) -> None:
+        """Propagate from the segmented slice ``index`` by ``step`` until the stop rule or the volume's end.
+
+        ``from_end``: ``index`` is the outermost of several prompted slices and its mask is smaller than the next
+        prompted slice's (the user marked the structure near its end), so ``options.max_end_growth`` applies: past
+        its end a structure tapers on, it does not grow.
+        """
         floor = max(options.min_score, options.min_score_ratio * first.score)
         track = bool(options.max_intensity_shift or options.max_intensity_drift)  # the mean under the mask
         contrast = self._contrast(index, first.mask) if track or options.min_contrast_ratio else 1.0
         start_mean = self._mean_in(index, first.mask) if track else 0.0
+        end_area = options.max_end_growth * first.mask.sum() if from_end and options.max_end_growth else np.inf
         prev, prev_mean, i, count = first, start_mean, index + step, 0
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
@@ -276,6 +285,7 @@ class VolumeSegmenter:
             stop = ("empty" if area < options.min_area_px else
                     "low score" if pred.score < floor else
                     "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
+                    "growing past the end" if area > end_area else
                     "shape jump" if options.min_overlap and iou(pred.mask, prev.mask) < options.min_overlap else
                     "intensity jump" if options.max_intensity_shift and shift > options.max_intensity_shift else
                     "intensity drift" if options.max_intensity_drift and drift > options.max_intensity_drift else
