@@ -252,7 +252,8 @@ class VolumeSegmenter:
                                                   signals=pred.signals))
                 self._put(result.mask, i, pred.mask)
         for step in steps:
-            start, inner = (order[-1], order[-2:][0]) if step > 0 else (order[0], order[:2][-1])
+            start = order[-1] if step > 0 else order[0]
+            inner = order[-2 if step > 0 else 1] if len(order) > 1 else start  # the next prompted slice inward
             tapering = firsts[start].mask.sum() < firsts[inner].mask.sum()  # prompted masks shrink toward this end
             self._follow(start, firsts[start], step, options, result, cancel, ticker, tapering)
         report(progress, total, total, "done")
