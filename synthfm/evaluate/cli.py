@@ -64,8 +64,6 @@ def check_arguments(args: argparse.Namespace):
     check_range(args.max_slices, "--max-slices", 0, why="0 means every slice")
     check_range(args.clicks, "--clicks", 1)
     check_range(args.tolerance, "--tolerance", 0.0)
-    if args.propagation and not args.volume:
-        raise ValueError("--propagation applies to volume mode: add --volume (or drop --propagation)")
     PropagationOptions.parse_overrides(args.propagation)
     if args.pairs:
         check_input_path(args.pairs, "--pairs", "cases CSV")

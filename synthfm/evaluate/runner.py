@@ -129,7 +129,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
         raise ValueError(f"several prompted slices ({volume_slices}) need volume mode (--volume); "
                          "the per-slice protocol prompts every slice on its own")
     if propagation and not volume:
-        raise ValueError("propagation settings apply to volume mode (--volume) only")
+        raise ValueError("--propagation applies to volume mode: add --volume (or drop --propagation)")
     from synthfm.segment.preprocess import intensity_range
 
     results = Results()
