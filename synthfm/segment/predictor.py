@@ -166,6 +166,29 @@ class SlicePredictor:
         tiles = _box_tiles(prompts.box, split_box) if split_box and prompts.box is not None else []
         if len(tiles) > 1:
             return self._predict_tiles(image, prompts, tiles, key, multimask, value_range)
+        if getattr(self.model, "points_in_rounds", False) and prompts.mask_logits is None and len(prompts.labels) > 1:
+            return self._predict_rounds(image, prompts, key, multimask, value_range)
+        return self._predict_once(image, prompts, key, multimask, value_range, prompt_kind(prompts))
+
+    def _predict_rounds(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
+                        multimask: Union[str, bool], value_range: Optional[Tuple[float, float]]) -> Prediction:
+        """The points given one per round, in their order (the box, if any, in every round): the first round
+        decodes the first point, each later one adds the next point and feeds the previous round's low-res logits
+        back as the mask prompt, as SAM's interactive rounds and our decoders' correction rounds in training. The
+        result depends on the order only, never on what was predicted before this call. Scored as ``prompts``."""
+        kind = prompt_kind(prompts)
+        pred = self._predict_once(image, replace(prompts, points=prompts.points[:1], labels=prompts.labels[:1]), key,
+                                  "auto", value_range, kind)
+        for n in range(2, len(prompts.labels) + 1):
+            step = replace(prompts, points=prompts.points[:n], labels=prompts.labels[:n], mask_logits=pred.logits)
+            pred = self._predict_once(image, step, key, multimask if n == len(prompts.labels) else "auto",
+                                      value_range, kind)
+        return pred
+
+    def _predict_once(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
+                      multimask: Union[str, bool], value_range: Optional[Tuple[float, float]],
+                      kind: str) -> Prediction:
+        """One decoder call on ``prompts`` (see :meth:`predict`); the scores are those of prompt kind ``kind``."""
         emb, transform = self.embed(image, key, value_range)
         choice = getattr(self.model, "mask_choice", {})
         pick_box_fit = multimask == "auto" and prompts.box is not None and choice.get("box") == "box-fit"
@@ -195,7 +218,7 @@ class SlicePredictor:
                            low, np.minimum(low, -20.0))
         lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
         signals.update(image_signals(normalize(image, lo, hi), masks))  # contrast and edge of the masks returned
-        scores = self._scores(signals, prompts)
+        scores = self._scores(signals, kind)
         if pick_box_fit:  # the candidate whose bounding box fits the box best (ties: the IoU head's choice)
             best = best_box_fit(masks, prompts.box, signals["iou_head"])
         else:
@@ -241,10 +264,10 @@ class SlicePredictor:
         points = transform.to_input(prompts.points) * factor if len(prompts.labels) else None
         return quality_signals(crop, iou_head, box, points, prompts.labels)
 
-    def _scores(self, signals: Dict[str, np.ndarray], prompts: Prompts) -> np.ndarray:
+    def _scores(self, signals: Dict[str, np.ndarray], kind: str) -> np.ndarray:
         if self.calibrator is None:
             return signals["iou_head"].copy()
-        return self.calibrator(signals, prompt_kind(prompts))
+        return self.calibrator(signals, kind)
 
     def _predict_tiles(self, image: np.ndarray, prompts: Prompts, tiles: list, key: Optional[Hashable],
                        multimask: Union[str, bool], value_range: Optional[Tuple[float, float]]) -> Prediction:

@@ -1,0 +1,79 @@
+"""Several points decoded in rounds (ModelSpec.points_in_rounds): one point per round, each later round fed the
+previous round's low-res logits as the mask prompt, scored as the user's prompts; or all points at once."""
+import numpy as np
+import pytest
+import torch
+
+from synthfm.models import load_model
+from synthfm.models.registry import MODEL_REGISTRY
+from synthfm.models.sam import DecoderOutput, LOW_RES
+from synthfm.segment import Prompts, SlicePredictor
+
+IMAGE = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+POINTS = Prompts.make([[20, 20], [40, 30]], [[5, 60]], box=[2, 2, 50, 50])
+
+
+@pytest.fixture()
+def recorded():
+    """tiny-test whose decoder records each call and answers logits of value 10 x the number of points (+ a tenth
+    of the mask prompt's maximum), on rows that move with the number of points."""
+    model = load_model("tiny-test")
+    predictor = SlicePredictor(model)
+    calls = []
+
+    def decode(emb, coords, labels, boxes, masks, multimask=False, **kw):
+        calls.append({"labels": labels[0].tolist(), "coords": coords[0].clone(), "masks": masks, "multi": multimask})
+        logits = torch.full((1, 3 if multimask else 1, LOW_RES, LOW_RES), -5.0)
+        n = len(labels[0])
+        logits[..., 10 * n:10 * n + 40, 10:60] = 10.0 * n + (0.0 if masks is None else float(masks.max()) / 10)
+        return DecoderOutput(logits, torch.full((1, logits.shape[1]), 0.5))
+
+    model.decode = decode
+    kinds = []
+    predictor.consistency = False
+    predictor.calibrator = lambda signals, kind: kinds.append(kind) or signals["iou_head"].copy()
+    return model, predictor, calls, kinds
+
+
+def test_rounds_add_one_point_each_and_feed_back_the_previous_logits(recorded):
+    model, predictor, calls, kinds = recorded
+    model.points_in_rounds = True
+    pred = predictor.predict(IMAGE, POINTS)
+    assert [c["labels"] for c in calls] == [[1], [1, 1], [1, 1, 0]]  # the points in their order, one more per round
+    assert calls[0]["masks"] is None
+    assert not calls[1]["multi"] and not calls[2]["multi"]  # several points: one mask, as in training's rounds
+    for k, before in ((1, 10.0), (2, 21.0)):  # each round is fed what the round before returned
+        assert calls[k]["masks"].shape == (1, 1, LOW_RES, LOW_RES) and calls[k]["masks"].max() == pytest.approx(before)
+    assert kinds == ["box"] * 3  # scored as the user's prompts (a box), never as a propagated mask
+    assert pred.mask.any() and pred.logits.max() == pytest.approx(32.1)  # the last round's answer
+
+
+def test_all_points_at_once_without_rounds(recorded):
+    model, predictor, calls, kinds = recorded
+    model.points_in_rounds = False
+    pred = predictor.predict(IMAGE, POINTS)
+    assert [c["labels"] for c in calls] == [[1, 1, 0]] and calls[0]["masks"] is None
+    assert pred.logits.max() == pytest.approx(30.0) and kinds == ["box"]
+
+
+def test_given_mask_logits_or_one_point_are_one_call(recorded):
+    model, predictor, calls, kinds = recorded
+    model.points_in_rounds = True
+    with_mask = Prompts(POINTS.points, POINTS.labels, None, np.zeros((LOW_RES, LOW_RES), np.float32))
+    predictor.predict(IMAGE, with_mask)  # a propagated slice: the mask prompt is already there
+    predictor.predict(IMAGE, Prompts.make([[20, 20]]))
+    assert [c["labels"] for c in calls] == [[1, 1, 0], [1]] and kinds[0] == "mask"
+
+
+def test_the_order_decides_not_what_came_before(recorded):
+    model, predictor, calls, _ = recorded
+    model.points_in_rounds = True
+    first = predictor.predict(IMAGE, POINTS)
+    predictor.predict(IMAGE, Prompts.make([[30, 30]]))  # something else in between
+    again = predictor.predict(IMAGE, POINTS)
+    np.testing.assert_array_equal(first.mask, again.mask)
+
+
+def test_synthfm_decoders_take_points_in_rounds_and_published_ones_at_once():
+    assert MODEL_REGISTRY["synthfm-lite"].points_in_rounds and MODEL_REGISTRY["synthfm-vit-b"].points_in_rounds
+    assert not MODEL_REGISTRY["medsam-lite"].points_in_rounds and not MODEL_REGISTRY["sam-vit-b"].points_in_rounds

@@ -1,0 +1,68 @@
+"""Several points at once or in rounds (``ModelSpec.points_in_rounds``): Dice per prompt protocol on held-out
+synthetic images (the choice) and, for reporting only, real slices. In rounds, the points are decoded one per
+round in their order, each later round fed the previous round's logits as the mask prompt (training's correction
+rounds); ``clicks`` is one point then 4 correction clicks (evaluate's protocol; the Dice after each click).
+
+Run: .venv/bin/python benchmarks/bench_point_rounds.py --cache runs/lite3/cache/val 0:64
+     [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Dict, List
+
+import numpy as np
+
+from bench_box_clip import add_data_arguments, data_sources
+from synthfm.evaluate.metrics import dice
+from synthfm.evaluate.protocols import make_prompts, next_click
+from synthfm.models import load_model
+from synthfm.segment import SlicePredictor
+
+PROTOCOLS = ("point3", "point1neg2", "clicks")
+CLICKS = 5
+
+
+def dice_curve(predict, protocol: str, truth: np.ndarray, rng: np.random.Generator) -> List[float]:
+    """Dice of the protocol's prompts; for ``clicks`` after each of the 5 clicks (the last repeated when perfect)."""
+    prompts = make_prompts(protocol, truth, rng)
+    pred = predict(prompts)
+    curve = [dice(pred, truth)]
+    while protocol == "clicks" and len(curve) < CLICKS:
+        prompts = next_click(prompts, pred, truth)
+        if prompts is None:
+            curve += [curve[-1]] * (CLICKS - len(curve))
+            break
+        pred = predict(prompts)
+        curve.append(dice(pred, truth))
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="synthfm-lite")
+    add_data_arguments(parser)
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
+    args = parser.parse_args()
+    predictor = SlicePredictor(load_model(args.model), "cpu")
+    sources = data_sources(predictor, args.cache, args.pairs, args.max_slices)
+    print(f"{'data':<44}{'prompt':<12}{'n':>5}{'at once':>10}{'rounds':>10}  clicks 1..5 (at once | rounds)")
+    for name, items in sources:
+        table: Dict[tuple, List[List[float]]] = {}
+        for image, truth, key, vrange, seed in items:
+            for rounds in (False, True):
+                predictor.model.points_in_rounds = rounds
+                for protocol in args.protocols:
+                    curve = dice_curve(lambda p: predictor.predict(image, p, key=key, value_range=vrange).mask,
+                                       protocol, truth, np.random.default_rng([0, seed]))
+                    table.setdefault((protocol, rounds), []).append(curve)
+        for protocol in args.protocols:
+            once, rounds = (np.mean(table[(protocol, r)], 0) for r in (False, True))
+            curves = (f"  {' '.join(f'{v:.3f}' for v in once)} | {' '.join(f'{v:.3f}' for v in rounds)}"
+                      if protocol == "clicks" else "")
+            print(f"{name:<44}{protocol:<12}{len(table[(protocol, False)]):>5}{once[-1]:>10.3f}{rounds[-1]:>10.3f}"
+                  + curves, flush=True)
+
+
+if __name__ == "__main__":
+    main()
