@@ -1,6 +1,7 @@
 """Which mask to return (``ModelSpec.mask_choice``): the decoder's single-mask output, the IoU head's pick of its
-three candidates, or the candidate whose bounding box best fits the box prompt, per prompt protocol; Dice on held-out
-synthetic images (the choice) and, for reporting only, real slices. The oracle row is the best of the four.
+three candidates, the calibrated quality score's pick (the model's calibration; the IoU head's without one), or the
+candidate whose bounding box best fits the box prompt, per prompt protocol; Dice on held-out synthetic images (the
+choice) and, for reporting only, real slices. The oracle column is the best of them.
 
 Run: .venv/bin/python benchmarks/bench_mask_choice.py --cache runs/lite3/cache/val 0:64 --cache runs/lite3/cache/train 600:750
      [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
@@ -21,7 +22,7 @@ from synthfm.segment import Prompts, SlicePredictor
 from synthfm.utils.masks import best_box_fit
 
 PROTOCOLS = ("box", "box-jitter", "box+point", "point1", "point3", "point1neg2")
-CHOICES = ("single", "multi", "box-fit", "oracle")
+CHOICES = ("single", "multi", "calibrated", "box-fit", "oracle")
 
 
 def prompts_for(protocol: str, truth: np.ndarray, rng: np.random.Generator) -> Prompts:
@@ -35,7 +36,8 @@ def choices(predict, prompts: Prompts, truth: np.ndarray) -> Dict[str, float]:
     """Dice of each way to choose, from one single-mask and one three-candidate prediction."""
     single, multi = predict(prompts, False), predict(prompts, True)
     scores = [dice(m, truth) for m in multi.candidates]
-    out = {"single": dice(single.mask, truth), "multi": scores[multi.index]}
+    out = {"single": dice(single.mask, truth), "multi": scores[int(np.argmax(multi.all_signals["iou_head"]))],
+           "calibrated": scores[int(np.argmax(multi.all_scores))]}
     if prompts.box is not None:
         out["box-fit"] = scores[best_box_fit(multi.candidates, prompts.box, multi.all_signals["iou_head"])]
     out["oracle"] = max(scores + [out["single"]])

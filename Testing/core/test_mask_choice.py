@@ -74,6 +74,19 @@ def test_one_point_gives_the_single_mask_output_or_three_candidates(scripted):
     assert predictor.predict(IMAGE, Prompts.make([[20, 20], [30, 20]])).candidates is None  # not ambiguous
 
 
+def test_one_point_calibrated_choice_takes_the_best_quality_score(scripted):
+    model, predictor = scripted
+    model.mask_choice = {"box": "box-fit", "point": "calibrated"}
+    point = Prompts.make([[20, 20]])
+    assert predictor.predict(IMAGE, point).index == 0  # no calibration: the IoU head's pick
+    predictor.consistency = False
+    predictor.calibrator = lambda signals, kind: np.array([0.2, 0.3, 0.8])  # rates the box's left half best
+    pred = predictor.predict(IMAGE, point)
+    assert pred.index == 2 and pred.score == pytest.approx(0.8) and pred.candidates.shape[0] == 3
+    assert predictor.predict(IMAGE, Prompts.make(box=BOX)).index == 1  # a box keeps its own rule (box fit)
+    assert predictor.predict(IMAGE, point, multimask=True).index == 0  # asked explicitly: SAM's rule
+
+
 def test_box_tiles_join_each_tiles_own_choice(scripted):
     model, predictor = scripted
     model.mask_choice = {"box": "box-fit", "point": "single"}
@@ -87,5 +100,5 @@ def test_box_tiles_join_each_tiles_own_choice(scripted):
 def test_registry_choices_are_known_values():
     for spec in MODEL_REGISTRY.values():
         choice = dict(spec.mask_choice)
-        assert choice["box"] in ("single", "box-fit") and choice["point"] in ("single", "multi"), spec.name
+        assert choice["box"] in ("single", "box-fit") and choice["point"] in ("single", "multi", "calibrated"), spec.name
     assert dict(MODEL_REGISTRY["medsam-lite"].mask_choice)["box"] == "single"  # the baseline stays as published

@@ -57,7 +57,8 @@ class ModelSpec:
     #: which mask ``SlicePredictor.predict(multimask="auto")`` returns, chosen on held-out synthetic images
     #: (benchmarks/bench_mask_choice.py): for box prompts "single" (the decoder's single-mask output) or "box-fit"
     #: (of its three candidates, the one whose bounding box best fits the box); for one point "multi" (SAM: three
-    #: candidates, the IoU head picks) or "single"
+    #: candidates, the IoU head picks), "calibrated" (three candidates, the calibrated quality score picks; the IoU
+    #: head without a calibration) or "single"
     mask_choice: Tuple[Tuple[str, str], ...] = (("box", "single"), ("point", "multi"))
     #: several points are decoded one per round, each round fed the previous round's mask logits (``True``; the
     #: correction rounds the decoder was trained with, see ``SlicePredictor.predict``), or all at once (``False``)
@@ -73,8 +74,10 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   license="Apache-2.0",
                   # held-out synthetic images (bench_mask_choice.py, the lite3 run's 64 validation images), for the
                   # decoder shipped on 2026-11-30 night (lite3 step 9248): box 0.610 single -> 0.699 box-fit, box +
-                  # point 0.664 -> 0.698; one point 0.405 multi vs 0.371 single (the decoder before it: single)
-                  mask_choice=(("box", "box-fit"), ("point", "multi")),
+                  # point 0.664 -> 0.698; one point 0.405 multi vs 0.371 single (the decoder before it: single),
+                  # 0.468 calibrated (2026-12-01; with points in rounds: 3 points 0.508 -> 0.513, far negatives
+                  # 0.397 -> 0.413, clicks 0.700 -> 0.693, bench_point_rounds.py)
+                  mask_choice=(("box", "box-fit"), ("point", "calibrated")),
                   # held-out synthetic volumes 12..35 (bench_propagation.py --first 12 --volumes 24): 3D Dice 0.264
                   # vs 0.197 with the IoU floor 0.7, whose predicted IoU is too poorly calibrated to stop on
                   # + a drift from the start slice's mean <= 0.5 (volumes 0..23, 1 / 3 prompted slices): 0.266 ->

@@ -155,7 +155,9 @@ class SlicePredictor:
         """Segment ``image`` (H, W) from ``prompts``; ``multimask='auto'`` follows the model's ``mask_choice``
         (:class:`synthfm.models.registry.ModelSpec`): three candidates for a box, the one whose bounding box fits it
         best ("box-fit"), or the single-mask output; three candidates for one point, the IoU head's pick ("multi"),
-        or the single-mask output. ``True``: three candidates, the IoU head picks; ``False``: the single-mask output.
+        the one with the highest quality score ("calibrated": :attr:`calibrator`'s score, the IoU head's pick without
+        a calibration), or the single-mask output. ``True``: three candidates, the IoU head picks; ``False``: the
+        single-mask output.
 
         ``split_box`` > 0: a box longer than ``split_box`` times its width is cut across its length into tiles no
         longer than that, each tile is segmented on its own (with the points inside it) and the tiles' masks are
@@ -192,8 +194,9 @@ class SlicePredictor:
         emb, transform = self.embed(image, key, value_range)
         choice = getattr(self.model, "mask_choice", {})
         pick_box_fit = multimask == "auto" and prompts.box is not None and choice.get("box") == "box-fit"
+        point_choice = choice.get("point", "multi") if multimask == "auto" and prompts.ambiguous else None
         if multimask == "auto":
-            multi = pick_box_fit or (prompts.ambiguous and choice.get("point", "multi") == "multi")
+            multi = pick_box_fit or point_choice in ("multi", "calibrated")
         else:
             multi = bool(multimask)
         coords = labels = boxes = masks = None
@@ -221,6 +224,8 @@ class SlicePredictor:
         scores = self._scores(signals, kind)
         if pick_box_fit:  # the candidate whose bounding box fits the box best (ties: the IoU head's choice)
             best = best_box_fit(masks, prompts.box, signals["iou_head"])
+        elif point_choice == "calibrated":  # the candidate the quality score rates best (the score shown)
+            best = int(np.argmax(scores))
         else:
             best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         return Prediction(masks[best], float(scores[best]), low[best], scores,
