@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -72,6 +72,18 @@ def data_sources(predictor: SlicePredictor, caches, pairs: Optional[str], max_sl
     if pairs:
         sources.append((f"real {pairs}", real_items(predictor, pairs, max_slices)))
     return sources
+
+
+def protocol_bench(description: str, protocols: Sequence[str]) -> Tuple[argparse.Namespace, SlicePredictor, list]:
+    """The set-up of the per-protocol benchmarks: ``--model``, the data arguments and ``--protocols`` parsed, the
+    model's predictor on the CPU, and its :func:`data_sources`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default="synthfm-lite")
+    add_data_arguments(parser)
+    parser.add_argument("--protocols", nargs="+", default=list(protocols), choices=protocols)
+    args = parser.parse_args()
+    predictor = SlicePredictor(load_model(args.model), "cpu")
+    return args, predictor, data_sources(predictor, args.cache, args.pairs, args.max_slices)
 
 
 def main() -> None:

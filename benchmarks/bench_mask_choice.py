@@ -9,16 +9,14 @@ Run: .venv/bin/python benchmarks/bench_mask_choice.py --cache runs/lite3/cache/v
 """
 from __future__ import annotations
 
-import argparse
 from typing import Dict, List
 
 import numpy as np
 
-from bench_box_clip import add_data_arguments, data_sources
+from bench_box_clip import protocol_bench
 from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import interior_point, make_prompts
-from synthfm.models import load_model
-from synthfm.segment import Prompts, SlicePredictor
+from synthfm.segment import Prompts
 from synthfm.utils.masks import best_box_fit
 
 PROTOCOLS = ("box", "box-jitter", "box+point", "point1", "point3", "point1neg2")
@@ -45,13 +43,7 @@ def choices(predict, prompts: Prompts, truth: np.ndarray) -> Dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="synthfm-lite")
-    add_data_arguments(parser)
-    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
-    args = parser.parse_args()
-    predictor = SlicePredictor(load_model(args.model), "cpu")
-    sources = data_sources(predictor, args.cache, args.pairs, args.max_slices)
+    args, predictor, sources = protocol_bench(__doc__.splitlines()[0], PROTOCOLS)
     print(f"{'data':<48}{'prompt':<12}{'n':>5}" + "".join(f"{c:>10}" for c in CHOICES))
     for name, items in sources:
         table: Dict[str, List[Dict[str, float]]] = {}

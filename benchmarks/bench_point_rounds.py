@@ -8,16 +8,13 @@ Run: .venv/bin/python benchmarks/bench_point_rounds.py --cache runs/lite3/cache/
 """
 from __future__ import annotations
 
-import argparse
 from typing import Dict, List
 
 import numpy as np
 
-from bench_box_clip import add_data_arguments, data_sources
+from bench_box_clip import protocol_bench
 from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import make_prompts, next_click
-from synthfm.models import load_model
-from synthfm.segment import SlicePredictor
 
 PROTOCOLS = ("point3", "point1neg2", "clicks")
 CLICKS = 5
@@ -39,13 +36,7 @@ def dice_curve(predict, protocol: str, truth: np.ndarray, rng: np.random.Generat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="synthfm-lite")
-    add_data_arguments(parser)
-    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
-    args = parser.parse_args()
-    predictor = SlicePredictor(load_model(args.model), "cpu")
-    sources = data_sources(predictor, args.cache, args.pairs, args.max_slices)
+    args, predictor, sources = protocol_bench(__doc__.splitlines()[0], PROTOCOLS)
     print(f"{'data':<44}{'prompt':<12}{'n':>5}{'at once':>10}{'rounds':>10}  clicks 1..5 (at once | rounds)")
     for name, items in sources:
         table: Dict[tuple, List[List[float]]] = {}
