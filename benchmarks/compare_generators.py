@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -68,11 +68,13 @@ def evaluate(py: List[str], pairs: Path, model: str, run: Path, args: argparse.N
     _run(cmd)
 
 
-def per_structure_dice(slices_csv: Path) -> Dict[Tuple[str, str, str], float]:
-    """Mean Dice per (protocol, case, label) from an evaluation's ``slices.csv``."""
+def per_structure_dice(slices_csv: Path, model: Optional[str] = None) -> Dict[Tuple[str, str, str], float]:
+    """Mean Dice per (protocol, case, label) from an evaluation's ``slices.csv`` (only ``model``'s rows if given)."""
     groups: Dict[Tuple[str, str, str], List[float]] = {}
     with open(slices_csv, newline="") as handle:
         for row in csv.DictReader(handle):
+            if model is not None and row["model"] != model:
+                continue
             groups.setdefault((row["protocol"], row["case"], row["label"]), []).append(float(row["dice"]))
     return {key: float(np.mean(v)) for key, v in groups.items()}
 
