@@ -46,7 +46,7 @@ def comparison(per_model: Dict[str, Dict[Structure, float]], reference: str) -> 
     protocols = sorted({key[0] for key in ref})
     rows = []
     for protocol in protocols:
-        for model, dice in per_model.items():
+        for model, dice in sorted(per_model.items(), key=lambda item: item[0] != reference):  # reference first
             keys = [k for k in dice if k[0] == protocol]
             if not keys:
                 continue
