@@ -44,7 +44,7 @@ def choices(predict, prompts: Prompts, truth: np.ndarray) -> Dict[str, float]:
 
 def main() -> None:
     args, predictor, sources = protocol_bench(__doc__.splitlines()[0], PROTOCOLS)
-    print(f"{'data':<48}{'prompt':<12}{'n':>5}" + "".join(f"{c:>10}" for c in CHOICES))
+    print(f"{'data':<48}{'prompt':<12}{'n':>5}" + "".join(f"{c:>11}" for c in CHOICES))
     for name, items in sources:
         table: Dict[str, List[Dict[str, float]]] = {}
         for image, truth, key, vrange, seed in items:
@@ -55,7 +55,7 @@ def main() -> None:
                                                                                    np.random.default_rng([0, seed])), truth))
         for protocol, rows in table.items():
             cells = [np.mean([r[c] for r in rows]) if c in rows[0] else np.nan for c in CHOICES]
-            print(f"{name:<48}{protocol:<12}{len(rows):>5}" + "".join(f"{v:>10.3f}" for v in cells), flush=True)
+            print(f"{name:<48}{protocol:<12}{len(rows):>5}" + "".join(f"{v:>11.3f}" for v in cells), flush=True)
 
 
 if __name__ == "__main__":
