@@ -22,6 +22,8 @@ from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.models import load_model
 from synthfm.segment import PropagationOptions, SlicePredictor, VolumeSegmenter
 
+#: every stop off: with the slices outside the truth then removed, "oracle stop" rows bound what a perfect stop gives
+NO_STOP = {"min_score": 0.0, "max_growth": float("inf"), "max_intensity_shift": 0.0, "max_intensity_drift": 0.0}
 #: stop rule x prompt set; every model also runs its registry default ("default")
 STOPS = {"score>=0.7": {"min_score": 0.7}, "score>=0.5": {"min_score": 0.5},
          "score>=0.8*first": {"min_score": 0.0, "min_score_ratio": 0.8},
@@ -38,8 +40,8 @@ STOPS = {"score>=0.7": {"min_score": 0.7}, "score>=0.5": {"min_score": 0.5},
                                                "max_intensity_shift": 0.5},
          "closest, shift<=0.5": {"min_score": 0.0, "pick_closest": True, "max_intensity_shift": 0.5},
          "score>=0.7, shift<=0.5": {"min_score": 0.7, "max_intensity_shift": 0.5},
-         "closest, oracle stop": {"min_score": 0.0, "pick_closest": True, "max_growth": float("inf")},
-         "oracle stop": {"min_score": 0.0, "max_growth": float("inf")}}  # kept only where the truth is: a bound
+         "closest, oracle stop": {**NO_STOP, "pick_closest": True},
+         "oracle stop": NO_STOP}  # kept only where the truth is: a bound
 PROMPTS = {"box+mask": {}, "box": {"use_mask_prompt": False}, "tight box+mask": {"box_margin": 0.0}}
 #: one change to the model's registry default: stop rules, and how slices between prompted slices are filled
 VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min_contrast_ratio": 0.5},
@@ -52,9 +54,8 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False}, "no mask prompt": {"use_mask_prompt": False},
             "box margin 0.1": {"box_margin": 0.1}, "box margin 0.2": {"box_margin": 0.2},
-            "oracle stop": {"min_score": 0.0, "max_intensity_shift": 0.0, "max_growth": float("inf")},
-            "box margin 0.1, oracle stop": {"box_margin": 0.1, "min_score": 0.0, "max_intensity_shift": 0.0,
-                                            "max_growth": float("inf")},
+            "oracle stop": NO_STOP,
+            "box margin 0.1, oracle stop": {**NO_STOP, "box_margin": 0.1},
             "model's own choice, not closest": {"pick_closest": False},  # ModelSpec.mask_choice on every slice
             "split boxes > 2:1": {"split_box": 2.0}, "split boxes > 1.5:1": {"split_box": 1.5},
             "split boxes > 2:1, contrast>=0.5": {"split_box": 2.0, "min_contrast_ratio": 0.5},
