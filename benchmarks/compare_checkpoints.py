@@ -8,12 +8,15 @@ structures it is better (the figures the README and the model card quote when a 
     synthfm evaluate --pairs data/real/cases.csv --model Resources/models/synthfm-lite.pt --model runs/x/ckpt.pt \\
         --prompt point1 --prompt box --max-slices 10 --out runs/eval_x
     python benchmarks/compare_checkpoints.py runs/eval_x/slices.csv --reference Resources/models/synthfm-lite.pt
+    python benchmarks/compare_checkpoints.py runs/eval_old/slices.csv runs/eval_new/slices.csv \
+        --reference "synthfm-lite @ eval_old"          # the same model name in two runs: told apart by folder
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -24,17 +27,25 @@ Structure = Tuple[str, str, str]
 
 
 def load(paths: Sequence[Path]) -> Dict[str, Dict[Structure, float]]:
-    """Per model: mean Dice per (protocol, case, label) over every given ``slices.csv``."""
-    per_model: Dict[str, Dict[Structure, float]] = {}
-    for path in paths:
-        if not Path(path).is_file():
+    """Per model: mean Dice per (protocol, case, label) over every given ``slices.csv``. A model name found in
+    several files (``synthfm-lite`` before and after a new checkpoint was shipped) is told apart by its folder:
+    ``synthfm-lite @ eval_old``."""
+    models_in: Dict[Path, List[str]] = {}
+    for path in map(Path, paths):
+        if not path.is_file():
             raise SystemExit(f"{path}: no such file; give the slices.csv that `synthfm evaluate --out DIR` wrote")
+        if path in models_in:
+            raise SystemExit(f"{path} is given twice")
         with open(path, newline="") as handle:
-            models = sorted({row["model"] for row in csv.DictReader(handle)})
+            models_in[path] = sorted({row["model"] for row in csv.DictReader(handle)})
+    counts = Counter(m for models in models_in.values() for m in models)
+    per_model: Dict[str, Dict[Structure, float]] = {}
+    for path, models in models_in.items():
         for model in models:
-            if model in per_model:
-                raise SystemExit(f"model {model!r} appears in more than one of {list(map(str, paths))}")
-            per_model[model] = per_structure_dice(path, model)
+            key = model if counts[model] == 1 else f"{model} @ {path.parent.name}"
+            if key in per_model:
+                raise SystemExit(f"model {model!r} is in two files of folder {path.parent.name}: rename one folder")
+            per_model[key] = per_structure_dice(path, model)
     return per_model
 
 

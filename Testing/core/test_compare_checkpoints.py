@@ -46,7 +46,14 @@ def test_runs_in_separate_files_and_bad_input(tmp_path):
     assert table["point1", "new"]["diff"] == pytest.approx(0.2)
     with pytest.raises(SystemExit, match="reference model 'shipped' is not in the evaluation"):
         cc.comparison(cc.load([a, b]), "shipped")
-    with pytest.raises(SystemExit, match="more than one"):
+    with pytest.raises(SystemExit, match="given twice"):
         cc.load([a, a])
+    (tmp_path / "old").mkdir(), (tmp_path / "new").mkdir()
+    old = _write(tmp_path / "old" / "slices.csv", _rows("synthfm-lite", lambda i, pr: 0.4))
+    new = _write(tmp_path / "new" / "slices.csv", _rows("synthfm-lite", lambda i, pr: 0.45))
+    table = {(r["protocol"], r["model"]): r for r in cc.comparison(cc.load([old, new]), "synthfm-lite @ old")}
+    assert table["box", "synthfm-lite @ new"]["diff"] == pytest.approx(0.05)
+    with pytest.raises(SystemExit, match="two files of folder old"):
+        cc.load([old, _write(tmp_path / "old" / "other.csv", _rows("synthfm-lite", lambda i, pr: 0.4))])
     with pytest.raises(SystemExit, match="no such file"):
         cc.load([tmp_path / "missing.csv"])
