@@ -76,7 +76,9 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # decoder shipped on 2026-11-30 night (lite3 step 9248): box 0.610 single -> 0.699 box-fit, box +
                   # point 0.664 -> 0.698; one point 0.405 multi vs 0.371 single (the decoder before it: single),
                   # 0.468 calibrated (2026-12-01; with points in rounds: 3 points 0.508 -> 0.513, far negatives
-                  # 0.397 -> 0.413, clicks 0.700 -> 0.693, bench_point_rounds.py)
+                  # 0.397 -> 0.413, clicks 0.700 -> 0.693, bench_point_rounds.py); re-checked for lite3 step 19170
+                  # (2026-12-01, the shipped decoder's fork point): box 0.674 single -> 0.702 box-fit, box + point
+                  # 0.696 -> 0.710, one point 0.451 single / 0.481 multi / 0.480 calibrated
                   mask_choice=(("box", "box-fit"), ("point", "calibrated")),
                   # held-out synthetic volumes 12..35 (bench_propagation.py --first 12 --volumes 24): 3D Dice 0.264
                   # vs 0.197 with the IoU floor 0.7, whose predicted IoU is too poorly calibrated to stop on
