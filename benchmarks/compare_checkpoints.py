@@ -8,7 +8,7 @@ structures it is better (the figures the README and the model card quote when a 
     synthfm evaluate --pairs data/real/cases.csv --model Resources/models/synthfm-lite.pt --model runs/x/ckpt.pt \\
         --prompt point1 --prompt box --max-slices 10 --out runs/eval_x
     python benchmarks/compare_checkpoints.py runs/eval_x/slices.csv --reference Resources/models/synthfm-lite.pt
-    python benchmarks/compare_checkpoints.py runs/eval_old/slices.csv runs/eval_new/slices.csv \
+    python benchmarks/compare_checkpoints.py runs/eval_old/slices.csv runs/eval_new/slices.csv \\
         --reference "synthfm-lite @ eval_old"          # the same model name in two runs: told apart by folder
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_generators import paired_difference, per_structure_dice  # noqa: E402
+from compare_generators import paired_difference, per_structure_dice_by_model  # noqa: E402
 
 Structure = Tuple[str, str, str]
 
@@ -30,22 +30,21 @@ def load(paths: Sequence[Path]) -> Dict[str, Dict[Structure, float]]:
     """Per model: mean Dice per (protocol, case, label) over every given ``slices.csv``. A model name found in
     several files (``synthfm-lite`` before and after a new checkpoint was shipped) is told apart by its folder:
     ``synthfm-lite @ eval_old``."""
-    models_in: Dict[Path, List[str]] = {}
+    by_file: Dict[Path, Dict[str, Dict[Structure, float]]] = {}
     for path in map(Path, paths):
         if not path.is_file():
             raise SystemExit(f"{path}: no such file; give the slices.csv that `synthfm evaluate --out DIR` wrote")
-        if path in models_in:
+        if path in by_file:
             raise SystemExit(f"{path} is given twice")
-        with open(path, newline="") as handle:
-            models_in[path] = sorted({row["model"] for row in csv.DictReader(handle)})
-    counts = Counter(m for models in models_in.values() for m in models)
+        by_file[path] = per_structure_dice_by_model(path)
+    counts = Counter(m for models in by_file.values() for m in models)
     per_model: Dict[str, Dict[Structure, float]] = {}
-    for path, models in models_in.items():
-        for model in models:
+    for path, models in by_file.items():
+        for model, dice in models.items():
             key = model if counts[model] == 1 else f"{model} @ {path.parent.name}"
             if key in per_model:
                 raise SystemExit(f"model {model!r} is in two files of folder {path.parent.name}: rename one folder")
-            per_model[key] = per_structure_dice(path, model)
+            per_model[key] = dice
     return per_model
 
 

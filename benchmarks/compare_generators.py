@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -68,15 +68,22 @@ def evaluate(py: List[str], pairs: Path, model: str, run: Path, args: argparse.N
     _run(cmd)
 
 
-def per_structure_dice(slices_csv: Path, model: Optional[str] = None) -> Dict[Tuple[str, str, str], float]:
-    """Mean Dice per (protocol, case, label) from an evaluation's ``slices.csv`` (only ``model``'s rows if given)."""
-    groups: Dict[Tuple[str, str, str], List[float]] = {}
+def per_structure_dice_by_model(slices_csv: Path) -> Dict[str, Dict[Tuple[str, str, str], float]]:
+    """Per model: mean Dice per (protocol, case, label) from an evaluation's ``slices.csv`` (one pass)."""
+    groups: Dict[str, Dict[Tuple[str, str, str], List[float]]] = {}
     with open(slices_csv, newline="") as handle:
         for row in csv.DictReader(handle):
-            if model is not None and row["model"] != model:
-                continue
-            groups.setdefault((row["protocol"], row["case"], row["label"]), []).append(float(row["dice"]))
-    return {key: float(np.mean(v)) for key, v in groups.items()}
+            per_model = groups.setdefault(row["model"], {})
+            per_model.setdefault((row["protocol"], row["case"], row["label"]), []).append(float(row["dice"]))
+    return {model: {key: float(np.mean(v)) for key, v in g.items()} for model, g in groups.items()}
+
+
+def per_structure_dice(slices_csv: Path) -> Dict[Tuple[str, str, str], float]:
+    """Mean Dice per (protocol, case, label) from a one-model evaluation's ``slices.csv``."""
+    by_model = per_structure_dice_by_model(slices_csv)
+    if len(by_model) > 1:
+        raise SystemExit(f"{slices_csv} holds several models ({sorted(by_model)}); use per_structure_dice_by_model")
+    return next(iter(by_model.values()), {})
 
 
 def paired_difference(a: Dict[tuple, float], b: Dict[tuple, float], protocol: str, seed: int = 0,
