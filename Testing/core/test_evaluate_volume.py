@@ -28,6 +28,13 @@ def test_volume_mode_propagates_from_the_largest_slice(tmp_path):
     assert row["slice"] == int(np.argmax(truth.sum(axis=(1, 2)))) and row["slices_truth"] == 9
     assert row["dice"] > 0.75 and 5 <= row["slices_kept"] <= 11  # follows the structure (small tips may stop it)
     assert 0 <= row["slices_outside"] <= max(0, row["slices_kept"] - 5)
+    z = np.flatnonzero(truth.any(axis=(1, 2)))
+    assert row["truth_range"] == f"{z[0]}..{z[-1]}"
+    first, last = map(int, row["kept_range"].split(".."))
+    assert last - first + 1 >= row["slices_kept"] and first <= row["slice"] <= last
+    # each direction that ended inside the volume names the slice it stopped before and why
+    ends = [int(part.split(":")[0].removeprefix("before ")) for part in row["stops"].split("; ") if part]
+    assert all(e in (first - 1, last + 1) for e in ends) and (first == 0 or first - 1 in ends)
     reasons = {(s["model"], s["protocol"]): s["reason"] for s in results.skipped}
     assert "single slices" in reasons[("floor-ellipse", "box")]
     assert "box prompts only" in reasons[("medsam-lite", "clicks")]

@@ -75,8 +75,8 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     text = io.StringIO()
     fields = ["case", "label", "slice", "model", "protocol", "dice", "iou", "hd95", "nsd", "dice_per_click",
-              "slices_truth", "slices_kept", "slices_outside", "pred_iou", "score_calibrated", *SIGNALS, "axis",
-              "prompted_slices"]
+              "slices_truth", "slices_kept", "slices_outside", "truth_range", "kept_range", "stops", "pred_iou",
+              "score_calibrated", *SIGNALS, "axis", "prompted_slices"]
     writer = csv.DictWriter(text, fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(results.rows)

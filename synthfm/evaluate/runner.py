@@ -180,6 +180,12 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
     return results
 
 
+def _span(present: np.ndarray) -> str:
+    """``"first..last"`` of the slices where ``present`` is true (``""`` when none)."""
+    idx = np.flatnonzero(present)
+    return f"{idx[0]}..{idx[-1]}" if len(idx) else ""
+
+
 def _spacing2d(lc: LoadedCase, axis: int) -> tuple:
     """Pixel spacing (rows, columns) of a slice normal to array ``axis`` (the volume's spacing is x, y, z)."""
     zyx = tuple(lc.image.spacing[::-1])
@@ -220,13 +226,16 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                     result = seg.propagate_slices(prompts, options=PropagationOptions.for_model(runner.model, **(propagation or {})),
                                                   cancel=cancel)
                     pred, kept = result.mask, len(result.slices)
+                    stops = "; ".join(f"before {r.index}: {r.stop}" for r in sorted(result.records, key=lambda r: r.index)
+                                      if r.stop)
                 except ValueError:  # a prompted slice itself came out empty: nothing to propagate
-                    pred, kept = np.zeros_like(truth), 0
+                    pred, kept, stops = np.zeros_like(truth), 0, "prompted slice empty"
                 on_truth, on_pred = truth.any(axis=_others(axis)), pred.any(axis=_others(axis))
                 row = {"case": lc.case.name, "label": value, "slice": s, "model": runner.name, "protocol": protocol,
                        "axis": axis, "prompted_slices": " ".join(map(str, prompted)),
                        "slices_truth": int(on_truth.sum()), "slices_kept": kept,
                        "slices_outside": int((on_pred & ~on_truth).sum()),  # kept where the structure is not: leaks
+                       "truth_range": _span(on_truth), "kept_range": _span(on_pred), "stops": stops,
                        **all_metrics(pred, truth, spacing3d, tolerance_mm)}
                 results.rows.append(row)
                 _keep_example(results, row, seg.slice(s), np.take(truth, s, axis=axis), np.take(pred, s, axis=axis),
