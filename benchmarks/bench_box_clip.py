@@ -2,7 +2,7 @@
 box grown by a margin before clipping, on held-out synthetic images (the choice) and, for reporting, real slices.
 
 Run: .venv/bin/python benchmarks/bench_box_clip.py --cache runs/lite3/cache/val 0:64 --cache runs/lite3/cache/train 600:750
-     [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
+     [--generated 300] [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
 Cache items are ``synthfm train`` embedding-cache items the decoder never trained on (stored embeddings, images drawn
 again from the cache's generator settings); real slices are only reported, never used to choose.
 """
@@ -23,6 +23,7 @@ from synthfm.utils.masks import box_region
 
 MARGINS = (None, 0.0, 0.05, 0.1, 0.2)  # None: the decoder's raw mask; else the box grown by margin x its size
 PROTOCOLS = ("box", "box-jitter")
+GENERATED_SEED = 5105  # fresh generator images for --generated
 
 
 def grown_box(box: np.ndarray, margin: float) -> np.ndarray:
@@ -57,18 +58,34 @@ def real_items(predictor: SlicePredictor, pairs: str, max_slices: Optional[int])
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--cache FOLDER START:STOP`` (repeatable), ``--pairs``, ``--max-slices``: the data :func:`data_sources` reads."""
     parser.add_argument("--cache", nargs=2, action="append", default=[], metavar=("FOLDER", "START:STOP"))
+    parser.add_argument("--generated", type=int, default=0, metavar="N",
+                        help="N fresh generator images (preset mixed, seed 5105: never trained or calibrated on)")
     parser.add_argument("--pairs", help="real cases CSV (reported only)")
     parser.add_argument("--max-slices", type=int, default=10)
 
 
-def data_sources(predictor: SlicePredictor, caches, pairs: Optional[str], max_slices: Optional[int]) -> list:
-    """``[(name, items)]``: held-out synthetic cache items per ``(folder, "start:stop")``, then the real slices of
-    ``pairs``; each item ``(image, truth, key, value_range, seed)``."""
+def generated_items(count: int, seed: int = GENERATED_SEED):
+    """``count`` fresh 256x256 images of the generator's ``mixed`` preset drawn from ``seed`` (training draws from
+    seed 0, the quality calibration from 5101 and 5102): items as :func:`data_sources` gives them."""
+    from synthfm.generate import GeneratorConfig, SyntheticGenerator
+
+    gen = SyntheticGenerator(GeneratorConfig.from_preset("mixed", size=256), seed)
+    for i in range(count):
+        s = gen.sample_2d(i)
+        yield s.image, s.mask, ("generated", seed, i), (0.0, 1.0), i
+
+
+def data_sources(predictor: SlicePredictor, caches, pairs: Optional[str], max_slices: Optional[int],
+                 generated: int = 0) -> list:
+    """``[(name, items)]``: held-out synthetic cache items per ``(folder, "start:stop")``, ``generated`` fresh
+    generator images, then the real slices of ``pairs``; each item ``(image, truth, key, value_range, seed)``."""
     sources = []
     for folder, span in caches:
         start, stop = map(int, span.split(":"))
         sources.append((f"synthetic {folder} {span}", ((image, truth, key, (0.0, 1.0), i) for i, image, truth, key
                                                        in cache_items(predictor, folder, stop - start, start))))
+    if generated:
+        sources.append((f"synthetic generated {generated}, seed {GENERATED_SEED}", generated_items(generated)))
     if pairs:
         sources.append((f"real {pairs}", real_items(predictor, pairs, max_slices)))
     return sources
@@ -83,7 +100,7 @@ def protocol_bench(description: str, protocols: Sequence[str]) -> Tuple[argparse
     parser.add_argument("--protocols", nargs="+", default=list(protocols), choices=protocols)
     args = parser.parse_args()
     predictor = SlicePredictor(load_model(args.model), "cpu")
-    return args, predictor, data_sources(predictor, args.cache, args.pairs, args.max_slices)
+    return args, predictor, data_sources(predictor, args.cache, args.pairs, args.max_slices, args.generated)
 
 
 def main() -> None:
@@ -92,7 +109,7 @@ def main() -> None:
     add_data_arguments(parser)
     args = parser.parse_args()
     predictor = SlicePredictor(load_model(args.model), "cpu", clip_to_box=False)
-    sources = data_sources(predictor, args.cache, args.pairs, args.max_slices)
+    sources = data_sources(predictor, args.cache, args.pairs, args.max_slices, args.generated)
     print(f"{'data':<48}{'prompt':<12}{'n':>5}" + "".join(f"{'raw' if m is None else f'clip+{m:g}':>10}" for m in MARGINS))
     for name, items in sources:
         table: Dict[str, List[List[float]]] = {}

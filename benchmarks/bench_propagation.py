@@ -50,6 +50,13 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "shift<=1": {"max_intensity_shift": 1.0}, "no shift stop": {"max_intensity_shift": 0.0},
             **{f"drift<={t}": {"max_intensity_drift": t} for t in (0.5, 1.0, 1.5)},
             "no drift stop": {"max_intensity_drift": 0.0},
+            "median intensity": {"intensity_stat": "median"},
+            **{f"intensity in spread units{'' if t is None else f', shift/drift<={t}'}": {
+                "intensity_scale": "spread", **({} if t is None else {"max_intensity_shift": t, "max_intensity_drift": t})}
+               for t in (None, 0.3, 0.4)},
+            **{f"intensity in spread units{'' if t is None else f', shift/drift<={t}'}, end growth<=1.0": {
+                "intensity_scale": "spread", "max_end_growth": 1.0,
+                **({} if t is None else {"max_intensity_shift": t, "max_intensity_drift": t})} for t in (None, 0.3)},
             **{f"end growth<={r}": {"max_end_growth": r} for r in (1.0, 1.2)},
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False}, "no mask prompt": {"use_mask_prompt": False},

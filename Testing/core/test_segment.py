@@ -1,5 +1,6 @@
 """Slice preprocessing round trips, prompt validation, the embedding cache and propagation."""
 import functools
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -271,6 +272,28 @@ def test_intensity_drift_stops_a_slow_slide_that_no_single_step_reveals():
     result = seg.propagate(5, prompt, options=PropagationOptions(max_intensity_shift=0.3, max_intensity_drift=0.6))
     # 0.25, 0.5 past each end are kept; the third slice out has drifted 0.75 x the contrast
     assert result.slices == list(range(1, 10)) and {r.stop for r in result.records if r.stop} == {"intensity drift"}
+
+
+def test_intensity_in_spread_units_follows_a_textured_structure_and_still_stops_at_a_neighbour():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((13, 40, 40), bool)
+    truth[2:11, 10:30, 10:30] = True
+    # a textured structure (std 20) only 5 brighter than its surroundings, whose mean wanders by 3 per slice;
+    # past its ends the same footprint lies in a neighbour 60 brighter
+    wander = np.array([0, 0, 6, 3, 0, -3, 0, 3, 6, 3, 0, 0, 0], float)
+    volume = np.where(truth, 105.0 + wander[:, None, None] + rng.normal(0, 20, truth.shape), 100.0)
+    volume[[0, 1, 11, 12], 10:30, 10:30] = 165.0
+    seg = VolumeSegmenter(Sticky(truth, 0), volume)
+    prompt = Prompts.make(positive=[(20, 20)])
+    contrast = PropagationOptions(max_intensity_shift=0.5, max_intensity_drift=0.5)
+    cut = seg.propagate(6, prompt, options=contrast).slices
+    assert len(cut) < 9  # in units of the 5-unit contrast the wandering mean looks like leaving the structure
+    spread = replace(contrast, intensity_scale="spread")
+    result = seg.propagate(6, prompt, options=spread)
+    assert result.slices == list(range(2, 11))  # in units of its texture (std 20) it is the same structure
+    assert {r.stop for r in result.records if r.stop} == {"intensity jump"}  # the neighbour, 3 std brighter
+    with pytest.raises(ValueError, match="intensity_scale must be one of contrast, spread"):
+        seg.propagate(6, prompt, options=replace(contrast, intensity_scale="std"))
 
 
 def test_intensity_jump_is_relative_to_the_contrast_and_tolerates_an_overshoot():

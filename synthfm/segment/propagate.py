@@ -25,6 +25,9 @@ from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, 
 DIRECTIONS = ("both", "up", "down")
 #: how the two fronts between prompted slices are reconciled (PropagationOptions.between)
 BETWEEN = ("seam", "nearest", "score")
+#: what the intensity stops compare (PropagationOptions.intensity_stat) and in which unit (intensity_scale)
+INTENSITY_STATS = ("mean", "median")
+INTENSITY_SCALES = ("contrast", "spread")
 
 
 @dataclass
@@ -42,6 +45,8 @@ class PropagationOptions:
     max_end_growth: float = 0.0  # > 0: past a prompted end (docs/segment.md), area > this x its area: stop
     max_intensity_shift: float = 0.0  # mean under the mask moved by more than this x the object's contrast: stop
     max_intensity_drift: float = 0.0  # ... measured from the start slice's mean (slow drifts into a neighbour)
+    intensity_stat: str = "mean"  # what the intensity stops compare: the "mean" or the "median" under the mask
+    intensity_scale: str = "contrast"  # their unit: the start slice's "contrast" or max(contrast, inside std) "spread"
     pick_closest: bool = False  # ask for 3 candidates and keep the one closest (IoU) to the previous mask
     min_overlap: float = 0.0  # IoU with the previous slice's mask below this: the shape jumped, stop
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
@@ -184,9 +189,10 @@ class VolumeSegmenter:
         return self.predictor.predict(self.slice(index), prompts, key=self.key(index), multimask=multimask,
                                       value_range=self.value_range, **tiles)
 
-    def _mean_in(self, index: int, mask: np.ndarray) -> float:
-        """Mean intensity under ``mask`` on slice ``index``."""
-        return float(self.slice(index)[mask].mean())
+    def _mean_in(self, index: int, mask: np.ndarray, stat: str = "mean") -> float:
+        """Mean (or ``stat="median"``) intensity under ``mask`` on slice ``index``."""
+        values = self.slice(index)[mask]
+        return float(np.median(values) if stat == "median" else values.mean())
 
     def _contrast(self, index: int, mask: np.ndarray) -> float:
         """|mean inside - mean of a 3-pixel ring outside| of ``mask``, at least 2% of the intensity window."""
@@ -224,6 +230,9 @@ class VolumeSegmenter:
         options = options or PropagationOptions()
         if options.between not in BETWEEN:
             raise ValueError(f"between must be one of {', '.join(BETWEEN)}, got '{options.between}'")
+        for name, allowed in (("intensity_stat", INTENSITY_STATS), ("intensity_scale", INTENSITY_SCALES)):
+            if getattr(options, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{getattr(options, name)}'")
         order = sorted(int(i) for i in prompted)
         firsts: Dict[int, Prediction] = {}
         for i in order:
@@ -271,7 +280,11 @@ class VolumeSegmenter:
         floor = max(options.min_score, options.min_score_ratio * first.score)
         track = bool(options.max_intensity_shift or options.max_intensity_drift)  # the mean under the mask
         contrast = self._contrast(index, first.mask) if track or options.min_contrast_ratio else 1.0
-        start_mean = self._mean_in(index, first.mask) if track else 0.0
+        scale = contrast
+        if track and options.intensity_scale == "spread":
+            scale = max(contrast, float(self.slice(index)[first.mask].std()))
+        stat = options.intensity_stat
+        start_mean = self._mean_in(index, first.mask, stat) if track else 0.0
         end_area = options.max_end_growth * first.mask.sum() if from_end and options.max_end_growth else np.inf
         prev, prev_mean, i, count = first, start_mean, index + step, 0
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
@@ -281,8 +294,8 @@ class VolumeSegmenter:
             if options.pick_closest:
                 pred = pred.closest_to(prev.mask)
             area = int(pred.mask.sum())
-            mean = self._mean_in(i, pred.mask) if track and area else prev_mean
-            shift, drift = abs(mean - prev_mean) / contrast, abs(mean - start_mean) / contrast
+            mean = self._mean_in(i, pred.mask, stat) if track and area else prev_mean
+            shift, drift = abs(mean - prev_mean) / scale, abs(mean - start_mean) / scale
             stop = ("empty" if area < options.min_area_px else
                     "low score" if pred.score < floor else
                     "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
