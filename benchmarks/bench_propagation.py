@@ -52,8 +52,11 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "no drift stop": {"max_intensity_drift": 0.0},
             "median intensity": {"intensity_stat": "median"},
             **{f"intensity in spread units{'' if t is None else f', shift/drift<={t}'}": {
-                "intensity_scale": "spread", **({} if t is None else {"max_intensity_shift": t, "max_intensity_drift": t})}
+                "intensity_scale": "spread",
+                **({} if t is None else {"max_intensity_shift": t, "max_intensity_drift": t})}
                for t in (None, 0.3, 0.4)},
+            "intensity in contrast units": {"intensity_scale": "contrast"},
+            "intensity in spread units from one prompted slice": {"intensity_scale": "spread-single"},
             **{f"intensity in spread units{'' if t is None else f', shift/drift<={t}'}, end growth<=1.0": {
                 "intensity_scale": "spread", "max_end_growth": 1.0,
                 **({} if t is None else {"max_intensity_shift": t, "max_intensity_drift": t})} for t in (None, 0.3)},

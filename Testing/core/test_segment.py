@@ -292,6 +292,12 @@ def test_intensity_in_spread_units_follows_a_textured_structure_and_still_stops_
     result = seg.propagate(6, prompt, options=spread)
     assert result.slices == list(range(2, 11))  # in units of its texture (std 20) it is the same structure
     assert {r.stop for r in result.records if r.stop} == {"intensity jump"}  # the neighbour, 3 std brighter
+    # "spread-single": spread from one prompted slice; past the outermost of several, the strict contrast unit
+    single = replace(contrast, intensity_scale="spread-single")
+    assert seg.propagate(6, prompt, options=single).slices == list(range(2, 11))
+    several = seg.propagate_slices({4: Prompts.make(positive=[(20, 20)]), 8: prompt}, options=single).slices
+    assert several == seg.propagate_slices({4: Prompts.make(positive=[(20, 20)]), 8: prompt}, options=contrast).slices
+    assert len(several) < 9
     with pytest.raises(ValueError, match="intensity_scale must be one of contrast, spread"):
         seg.propagate(6, prompt, options=replace(contrast, intensity_scale="std"))
 

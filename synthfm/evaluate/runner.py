@@ -226,8 +226,8 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                     result = seg.propagate_slices(prompts, options=PropagationOptions.for_model(runner.model, **(propagation or {})),
                                                   cancel=cancel)
                     pred, kept = result.mask, len(result.slices)
-                    stops = "; ".join(f"before {r.index}: {r.stop}" for r in sorted(result.records, key=lambda r: r.index)
-                                      if r.stop)
+                    ends = sorted((r for r in result.records if r.stop), key=lambda r: r.index)
+                    stops = "; ".join(f"before {r.index}: {r.stop}" for r in ends)
                 except ValueError:  # a prompted slice itself came out empty: nothing to propagate
                     pred, kept, stops = np.zeros_like(truth), 0, "prompted slice empty"
                 on_truth, on_pred = truth.any(axis=_others(axis)), pred.any(axis=_others(axis))

@@ -84,8 +84,13 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # vs 0.197 with the IoU floor 0.7, whose predicted IoU is too poorly calibrated to stop on
                   # + a drift from the start slice's mean <= 0.5 (volumes 0..23, 1 / 3 prompted slices): 0.266 ->
                   # 0.317 / 0.568 -> 0.620 (bench_propagation.py, "default, drift<=0.5")
+                  # + intensity stops in units of the structure's spread (max of contrast and inside std) from a
+                  # single prompted slice (2026-12-01, bench_propagation.py "default, intensity in contrast units"
+                  # vs default): K = 1 volumes 0..23 0.417 -> 0.451, 24..47 0.415 -> 0.484; K = 3 unchanged (spread
+                  # there too: 0.668 -> 0.613, leaks)
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
-                               ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5)),
+                               ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
+                               ("intensity_scale", "spread-single")),
                   # trained with correction rounds; held-out synthetic (bench_point_rounds.py, lite3 val 0:64, the
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,

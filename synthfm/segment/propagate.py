@@ -27,7 +27,7 @@ DIRECTIONS = ("both", "up", "down")
 BETWEEN = ("seam", "nearest", "score")
 #: what the intensity stops compare (PropagationOptions.intensity_stat) and in which unit (intensity_scale)
 INTENSITY_STATS = ("mean", "median")
-INTENSITY_SCALES = ("contrast", "spread")
+INTENSITY_SCALES = ("contrast", "spread", "spread-single")
 
 
 @dataclass
@@ -46,7 +46,9 @@ class PropagationOptions:
     max_intensity_shift: float = 0.0  # mean under the mask moved by more than this x the object's contrast: stop
     max_intensity_drift: float = 0.0  # ... measured from the start slice's mean (slow drifts into a neighbour)
     intensity_stat: str = "mean"  # what the intensity stops compare: the "mean" or the "median" under the mask
-    intensity_scale: str = "contrast"  # their unit: the start slice's "contrast" or max(contrast, inside std) "spread"
+    #: the intensity stops' unit: the start slice's "contrast", max(contrast, inside std) "spread", or
+    #: "spread-single": spread from a single prompted slice, contrast past the outermost of several
+    intensity_scale: str = "contrast"
     pick_closest: bool = False  # ask for 3 candidates and keep the one closest (IoU) to the previous mask
     min_overlap: float = 0.0  # IoU with the previous slice's mask below this: the shape jumped, stop
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
@@ -264,24 +266,25 @@ class VolumeSegmenter:
             start = order[-1] if step > 0 else order[0]
             inner = order[-2 if step > 0 else 1] if len(order) > 1 else start  # the next prompted slice inward
             tapering = firsts[start].mask.sum() < firsts[inner].mask.sum()  # prompted masks shrink toward this end
-            self._follow(start, firsts[start], step, options, result, cancel, ticker, tapering)
+            self._follow(start, firsts[start], step, options, result, cancel, ticker, tapering, len(order) == 1)
         report(progress, total, total, "done")
         return result
 
     def _follow(self, index: int, first: Prediction, step: int, options: PropagationOptions,
                 result: PropagationResult, cancel: Optional[CancelToken], ticker: "_Ticker",
-                from_end: bool = False) -> None:
+                from_end: bool = False, single: bool = True) -> None:
         """Propagate from the segmented slice ``index`` by ``step`` until the stop rule or the volume's end.
 
         ``from_end``: ``index`` is the outermost of several prompted slices and its mask is smaller than the next
         prompted slice's (the user marked the structure near its end), so ``options.max_end_growth`` applies: past
-        its end a structure tapers on, it does not grow.
+        its end a structure tapers on, it does not grow. ``single``: ``index`` is the only prompted slice (for
+        ``intensity_scale="spread-single"``).
         """
         floor = max(options.min_score, options.min_score_ratio * first.score)
         track = bool(options.max_intensity_shift or options.max_intensity_drift)  # the mean under the mask
         contrast = self._contrast(index, first.mask) if track or options.min_contrast_ratio else 1.0
         scale = contrast
-        if track and options.intensity_scale == "spread":
+        if track and (options.intensity_scale == "spread" or (options.intensity_scale == "spread-single" and single)):
             scale = max(contrast, float(self.slice(index)[first.mask].std()))
         stat = options.intensity_stat
         start_mean = self._mean_in(index, first.mask, stat) if track else 0.0
