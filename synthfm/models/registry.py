@@ -86,8 +86,8 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # 0.317 / 0.568 -> 0.620 (bench_propagation.py, "default, drift<=0.5")
                   # + intensity stops in units of the structure's spread (max of contrast and inside std) from a
                   # single prompted slice (2026-12-01, bench_propagation.py "default, intensity in contrast units"
-                  # vs default): K = 1 volumes 0..23 0.417 -> 0.451, 24..47 0.415 -> 0.484; K = 3 unchanged (spread
-                  # there too: 0.668 -> 0.613, leaks)
+                  # vs default): K = 1 volumes 0..23 0.417 -> 0.451, 24..47 0.415 -> 0.484, one point 0.244 -> 0.273;
+                  # K = 3 unchanged (spread there too: 0.668 -> 0.613, leaks)
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
                                ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
                                ("intensity_scale", "spread-single")),
