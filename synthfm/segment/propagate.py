@@ -230,9 +230,8 @@ class VolumeSegmenter:
         if not prompted:
             raise ValueError("no prompted slice given: prompt at least one slice")
         options = options or PropagationOptions()
-        if options.between not in BETWEEN:
-            raise ValueError(f"between must be one of {', '.join(BETWEEN)}, got '{options.between}'")
-        for name, allowed in (("intensity_stat", INTENSITY_STATS), ("intensity_scale", INTENSITY_SCALES)):
+        for name, allowed in (("between", BETWEEN), ("intensity_stat", INTENSITY_STATS),
+                              ("intensity_scale", INTENSITY_SCALES)):
             if getattr(options, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{getattr(options, name)}'")
         order = sorted(int(i) for i in prompted)
