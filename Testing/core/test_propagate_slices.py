@@ -170,3 +170,27 @@ def test_growth_past_the_outermost_prompted_slice_stops_there():
     assert seg.propagate(8, prompts[8], options=PropagationOptions(max_end_growth=1.0)).slices == list(range(17))
     two = seg.propagate_slices({8: prompts[8], 13: prompts[13]}, options=PropagationOptions(max_end_growth=1.0))
     assert two.slices == list(range(14)) and {r.stop for r in two.records if r.stop} == {"growing past the end"}
+
+
+def test_propagation_past_a_prompted_end_is_capped_by_the_span_of_the_prompted_slices():
+    """Past a prompted end (its mask smaller than the next prompted one), at most ceil(max_end_extension x span)
+    slices are kept: the user prompted near the structure's end."""
+    truth = np.zeros((40, 30, 30), bool)
+    for z in range(40):  # tapers from side 12 on slice 20 to 5; a neighbour of side 5 runs on through the volume
+        side = max(5, 12 - abs(z - 20) // 3)
+        truth[z, 15 - side // 2:15 - side // 2 + side, 15 - side // 2:15 - side // 2 + side] = True
+    seg = VolumeSegmenter(TruthPredictor(truth, 0), truth * 1.0)
+    prompts = {z: _box(truth[z]) for z in (10, 20, 30)}
+    assert seg.propagate_slices(prompts).slices == list(range(40))  # off by default: to the volume's ends
+    options = PropagationOptions(max_end_extension=0.25)
+    result = seg.propagate_slices(prompts, options=options)
+    assert result.slices == list(range(5, 36))  # span 20: 5 slices past each end
+    assert {r.index: r.stop for r in result.records if r.stop} == {4: "past the prompted span",
+                                                                   36: "past the prompted span"}
+    assert "stopped before slice 4 (past the prompted span)" in result.describe()
+    # one prompted slice says nothing about the ends; past the larger of two prompted slices (the structure's
+    # largest slice, not its end) the structure goes on: no cap there
+    assert seg.propagate(20, prompts[20], options=options).slices == list(range(40))
+    assert seg.propagate_slices({20: prompts[20], 30: prompts[30]}, options=options).slices == list(range(34))
+    with pytest.raises(ValueError, match="max_end_extension"):
+        seg.propagate_slices(prompts, options=PropagationOptions(max_end_extension=-1.0))

@@ -43,6 +43,9 @@ class PropagationOptions:
     min_score_ratio: float = 0.0  # ... or below this fraction of the prompted slice's predicted IoU
     max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
     max_end_growth: float = 0.0  # > 0: past a prompted end (docs/segment.md), area > this x its area: stop
+    #: > 0: past a prompted end (as for max_end_growth), at most ceil(this x the span of the prompted slices) slices
+    #: are kept (the user prompted near the structure's end, docs/segment.md)
+    max_end_extension: float = 0.0
     max_intensity_shift: float = 0.0  # mean under the mask moved by more than this x the object's contrast: stop
     max_intensity_drift: float = 0.0  # ... measured from the start slice's mean (slow drifts into a neighbour)
     intensity_stat: str = "mean"  # what the intensity stops compare: the "mean" or the "median" under the mask
@@ -234,6 +237,9 @@ class VolumeSegmenter:
                               ("intensity_scale", INTENSITY_SCALES)):
             if getattr(options, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{getattr(options, name)}'")
+        if not options.max_end_extension >= 0:
+            raise ValueError(f"max_end_extension must be 0 (off) or a positive fraction of the prompted span, "
+                             f"got {options.max_end_extension}")
         order = sorted(int(i) for i in prompted)
         firsts: Dict[int, Prediction] = {}
         for i in order:
@@ -265,19 +271,21 @@ class VolumeSegmenter:
             start = order[-1] if step > 0 else order[0]
             inner = order[-2 if step > 0 else 1] if len(order) > 1 else start  # the next prompted slice inward
             tapering = firsts[start].mask.sum() < firsts[inner].mask.sum()  # prompted masks shrink toward this end
-            self._follow(start, firsts[start], step, options, result, cancel, ticker, tapering, len(order) == 1)
+            limit = (int(np.ceil(options.max_end_extension * (order[-1] - order[0])))
+                     if tapering and options.max_end_extension > 0 else None)
+            self._follow(start, firsts[start], step, options, result, cancel, ticker, tapering, len(order) == 1, limit)
         report(progress, total, total, "done")
         return result
 
     def _follow(self, index: int, first: Prediction, step: int, options: PropagationOptions,
                 result: PropagationResult, cancel: Optional[CancelToken], ticker: "_Ticker",
-                from_end: bool = False, single: bool = True) -> None:
+                from_end: bool = False, single: bool = True, limit: Optional[int] = None) -> None:
         """Propagate from the segmented slice ``index`` by ``step`` until the stop rule or the volume's end.
 
         ``from_end``: ``index`` is the outermost of several prompted slices and its mask is smaller than the next
         prompted slice's (the user marked the structure near its end), so ``options.max_end_growth`` applies: past
         its end a structure tapers on, it does not grow. ``single``: ``index`` is the only prompted slice (for
-        ``intensity_scale="spread-single"``).
+        ``intensity_scale="spread-single"``). ``limit``: at most this many slices are kept (``max_end_extension``, at a prompted end).
         """
         floor = max(options.min_score, options.min_score_ratio * first.score)
         track = bool(options.max_intensity_shift or options.max_intensity_drift)  # the mean under the mask
@@ -298,7 +306,8 @@ class VolumeSegmenter:
             area = int(pred.mask.sum())
             mean = self._mean_in(i, pred.mask, stat) if track and area else prev_mean
             shift, drift = abs(mean - prev_mean) / scale, abs(mean - start_mean) / scale
-            stop = ("empty" if area < options.min_area_px else
+            stop = ("past the prompted span" if limit is not None and count >= limit else
+                    "empty" if area < options.min_area_px else
                     "low score" if pred.score < floor else
                     "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
                     "growing past the end" if area > end_area else
