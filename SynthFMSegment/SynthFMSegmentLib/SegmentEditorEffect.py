@@ -124,9 +124,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.keepSlicesBox.checked = self.settings.keep_slices == "true"
         self.keepSlicesBox.setToolTip("Ticked: prompts on another slice of the same view are added to the set (mark the "
                                       "structure near both ends and in the middle); Propagate fills the slices between "
-                                      "them and follows the structure beyond (synthfm-lite: past an end slice whose mask "
-                                      "is smaller than the next prompted one, by at most 30% of the prompted span). "
-                                      "Unticked: prompts on another slice start a new set.")
+                                      "them and follows the structure beyond (synthfm-lite: past an end slice whose "
+                                      "mask is smaller than the next prompted one, by at most 30% of the prompted "
+                                      "span). Unticked: prompts on another slice start a new set.")
         self.slicesLabel = qt.QLabel("")
         self.slicesLabel.setToolTip("The slices that have prompts (index along the view's axis, as in the Data Probe's "
                                     "IJK) and each one's predicted quality.")

@@ -285,7 +285,8 @@ class VolumeSegmenter:
         ``from_end``: ``index`` is the outermost of several prompted slices and its mask is smaller than the next
         prompted slice's (the user marked the structure near its end), so ``options.max_end_growth`` applies: past
         its end a structure tapers on, it does not grow. ``single``: ``index`` is the only prompted slice (for
-        ``intensity_scale="spread-single"``). ``limit``: at most this many slices are kept (``max_end_extension``, at a prompted end).
+        ``intensity_scale="spread-single"``). ``limit``: at most this many slices are kept (``max_end_extension``,
+        at a prompted end).
         """
         floor = max(options.min_score, options.min_score_ratio * first.score)
         track = bool(options.max_intensity_shift or options.max_intensity_drift)  # the mean under the mask
