@@ -194,3 +194,42 @@ def test_propagation_past_a_prompted_end_is_capped_by_the_span_of_the_prompted_s
     assert seg.propagate_slices({20: prompts[20], 30: prompts[30]}, options=options).slices == list(range(34))
     with pytest.raises(ValueError, match="max_end_extension"):
         seg.propagate_slices(prompts, options=PropagationOptions(max_end_extension=-1.0))
+
+
+def test_learned_stop_reads_each_slices_evidence_and_replays_exactly():
+    """A keep rule over the slice's evidence stops where the mask's intensity leaves the structure's; the evidence
+    recorded with every stop off replays the same stop (benchmarks/fit_stop.py relies on it)."""
+    from synthfm.segment.propagate import EVIDENCE, keep_probability, stop_reason
+
+    class Sticky(TruthPredictor):  # the structure's cross-section on every slice, past its ends too
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            return Prediction(self.truth[5], 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+
+    truth = np.zeros((11, 30, 30), bool)
+    truth[2:9, 10:20, 10:20] = True
+    volume = np.where(truth, 160.0, 100.0) + np.random.default_rng(0).normal(0, 2, truth.shape)
+    seg = VolumeSegmenter(Sticky(truth, 0), volume)
+    prompt = Prompts.make(positive=[(15, 15)])
+    loose = seg.propagate(5, prompt)
+    assert loose.slices == list(range(11))
+    for r in loose.records:
+        if r.source == "propagated":
+            assert set(r.evidence) == set(EVIDENCE)
+            inside = 2 <= r.index <= 8
+            assert (r.evidence["drift"] < 0.1) == inside  # off the structure the mean falls by its whole contrast
+            assert (r.evidence["toward"] > 0.5) == (not inside)  # ... towards the surroundings' intensity
+    rule = (("bias", 4.0), ("drift", -8.0))  # keep probability 0.5 at a drift of half the spread
+    options = PropagationOptions(keep_rule=rule, min_keep=0.5)
+    result = seg.propagate(5, prompt, options=options)
+    assert result.slices == list(range(2, 9))
+    assert {r.index: r.stop for r in result.records if r.stop} == {1: "unlike the structure", 9: "unlike the structure"}
+    keep = keep_probability(rule)
+    replayed = [r.index for r in loose.records if r.source == "propagated"
+                and stop_reason(options, r.evidence, r.area, r.area, keep=keep)]
+    assert sorted(replayed) == [0, 1, 9, 10]  # the slices past both ends: the live run stopped at the first of each
+    assert seg.propagate(5, prompt, options=PropagationOptions(keep_rule=rule)).slices == list(range(11))  # min_keep 0
+    with pytest.raises(ValueError, match="keep_rule names"):
+        seg.propagate(5, prompt, options=PropagationOptions(keep_rule=(("width", 1.0),), min_keep=0.5))
+    with pytest.raises(ValueError, match="turn the learned stop off with min_keep=0"):
+        PropagationOptions.parse_overrides(["keep_rule=1"])
+    assert PropagationOptions.parse_overrides(["min_keep=0"]) == {"min_keep": 0.0}

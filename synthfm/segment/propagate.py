@@ -28,6 +28,12 @@ BETWEEN = ("seam", "nearest", "score")
 #: what the intensity stops compare (PropagationOptions.intensity_stat) and in which unit (intensity_scale)
 INTENSITY_STATS = ("mean", "median")
 INTENSITY_SCALES = ("contrast", "spread", "spread-single")
+#: what each propagated slice records about itself against the previous and the prompted slice (SliceRecord.evidence):
+#: the mask's score; the mean intensity under it moved from the previous slice's ("shift"), from the prompted slice's
+#: ("drift") and towards the prompted slice's surroundings ("toward"), in units of the prompted structure's spread
+#: (max of its contrast and inside std); |log area ratio| to the previous mask ("growth"), log area ratio to the
+#: prompted mask ("size"), IoU with the previous mask ("overlap"), contrast against its ring / the prompted one's
+EVIDENCE = ("score", "shift", "drift", "toward", "growth", "size", "overlap", "contrast")
 
 
 @dataclass
@@ -59,6 +65,10 @@ class PropagationOptions:
     between: str = "seam"  # between prompted slices: switch fronts where they agree best, "nearest" or "score"
     split_box: float = 0.0  # > 0: boxes longer than this x their width are segmented in tiles (SlicePredictor.predict)
     interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
+    #: learned stop: ``sigmoid(bias + sum w * evidence)`` over a slice's :data:`EVIDENCE` estimates whether it is
+    #: still the structure (fitted on synthetic volumes by benchmarks/fit_stop.py); ``(("bias", b), (name, w), ...)``
+    keep_rule: Tuple[Tuple[str, float], ...] = ()
+    min_keep: float = 0.0  # > 0 (with a keep_rule): a slice whose keep probability is below this stops propagation
 
     @classmethod
     def parse_overrides(cls, items: List[str]) -> Dict[str, object]:
@@ -68,6 +78,9 @@ class PropagationOptions:
         for item in items:
             key, sep, text = item.partition("=")
             key = key.strip().replace("-", "_")
+            if key == "keep_rule":
+                raise ValueError("keep_rule is set by the model (benchmarks/fit_stop.py fits it); turn the learned "
+                                 "stop off with min_keep=0 or change its threshold with min_keep=P")
             if not sep or key not in names:
                 raise ValueError(f"propagation setting '{item}' is not KEY=VALUE with KEY one of {', '.join(names)}")
             try:
@@ -97,6 +110,7 @@ class SliceRecord:
     stop: Optional[str] = None  # why propagation stopped at this slice (the slice itself is not kept)
     source: str = "propagated"  # "prompt" (a prompted slice), "between" (filled between two) or "propagated"
     signals: Dict[str, float] = field(default_factory=dict)  # the mask's quality signals (Prediction.signals)
+    evidence: Dict[str, float] = field(default_factory=dict)  # propagated slices: EVIDENCE, what the stop rule reads
 
 
 @dataclass
@@ -289,15 +303,13 @@ class VolumeSegmenter:
         at a prompted end).
         """
         floor = max(options.min_score, options.min_score_ratio * first.score)
-        track = bool(options.max_intensity_shift or options.max_intensity_drift)  # the mean under the mask
-        contrast = self._contrast(index, first.mask) if track or options.min_contrast_ratio else 1.0
-        scale = contrast
-        if track and (options.intensity_scale == "spread" or (options.intensity_scale == "spread-single" and single)):
-            scale = max(contrast, float(self.slice(index)[first.mask].std()))
-        stat = options.intensity_stat
-        start_mean = self._mean_in(index, first.mask, stat) if track else 0.0
+        ref = self._reference(index, first.mask, options.intensity_stat)
+        scale = ref.contrast
+        if options.intensity_scale == "spread" or (options.intensity_scale == "spread-single" and single):
+            scale = ref.spread
+        keep = keep_probability(options.keep_rule) if options.min_keep > 0 and options.keep_rule else None
         end_area = options.max_end_growth * first.mask.sum() if from_end and options.max_end_growth else np.inf
-        prev, prev_mean, i, count = first, start_mean, index + step, 0
+        prev, prev_mean, i, count = first, ref.mean, index + step, 0
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
             pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
@@ -305,24 +317,36 @@ class VolumeSegmenter:
             if options.pick_closest:
                 pred = pred.closest_to(prev.mask)
             area = int(pred.mask.sum())
-            mean = self._mean_in(i, pred.mask, stat) if track and area else prev_mean
-            shift, drift = abs(mean - prev_mean) / scale, abs(mean - start_mean) / scale
+            mean = self._mean_in(i, pred.mask, options.intensity_stat) if area else prev_mean
+            evidence = self._evidence(i, pred, prev, area, mean, prev_mean, ref)
             stop = ("past the prompted span" if limit is not None and count >= limit else
-                    "empty" if area < options.min_area_px else
-                    "low score" if pred.score < floor else
-                    "area jump" if area > options.max_growth * prev.mask.sum() + options.min_area_px else
                     "growing past the end" if area > end_area else
-                    "shape jump" if options.min_overlap and iou(pred.mask, prev.mask) < options.min_overlap else
-                    "intensity jump" if options.max_intensity_shift and shift > options.max_intensity_shift else
-                    "intensity drift" if options.max_intensity_drift and drift > options.max_intensity_drift else
-                    "contrast lost" if (options.min_contrast_ratio and self._contrast(i, pred.mask)
-                                        < options.min_contrast_ratio * contrast) else None)
-            result.records.append(SliceRecord(i, area, pred.score, stop, signals=pred.signals))
+                    stop_reason(options, evidence, area, int(prev.mask.sum()), floor, ref.spread / scale, keep))
+            result.records.append(SliceRecord(i, area, pred.score, stop, signals=pred.signals, evidence=evidence))
             ticker.tick(f"slice {i}")
             if stop:
                 return
             self._put(result.mask, i, pred.mask)
             prev, prev_mean, i, count = pred, mean, i + step, count + 1
+
+    def _reference(self, index: int, mask: np.ndarray, stat: str) -> "_Reference":
+        """The prompted slice's intensity statistics that later slices are compared with."""
+        inside = self.slice(index)[mask]
+        ring = ndi.binary_dilation(mask, iterations=3) & ~mask
+        contrast = self._contrast(index, mask)
+        around = self._mean_in(index, ring) if ring.any() else float(inside.mean())
+        return _Reference(self._mean_in(index, mask, stat), contrast, max(contrast, float(inside.std())),
+                          float(np.sign(around - inside.mean())), int(mask.sum()))
+
+    def _evidence(self, index: int, pred: Prediction, prev: Prediction, area: int, mean: float, prev_mean: float,
+                  ref: "_Reference") -> Dict[str, float]:
+        """:data:`EVIDENCE` of the propagated slice ``index``."""
+        prev_area = int(prev.mask.sum())
+        return {"score": float(pred.score), "shift": abs(mean - prev_mean) / ref.spread,
+                "drift": abs(mean - ref.mean) / ref.spread, "toward": (mean - ref.mean) * ref.polarity / ref.spread,
+                "growth": abs(float(np.log((area + 1) / (prev_area + 1)))),
+                "size": float(np.log((area + 1) / (ref.area + 1))), "overlap": iou(pred.mask, prev.mask),
+                "contrast": self._contrast(index, pred.mask) / ref.contrast if area else 0.0}
 
     def _fill_between(self, a: int, first_a: Prediction, b: int, first_b: Prediction, options: PropagationOptions,
                       cancel: Optional[CancelToken], ticker: "_Ticker") -> Dict[int, Prediction]:
@@ -360,6 +384,46 @@ class VolumeSegmenter:
             seam = max(range(a + 1, b + 1), key=lambda t: (round(iou(before[t - 1].mask, after[t].mask), 3),
                                                            -abs(t - 0.5 - middle)))
         return {i: forward[i] if i < seam else backward[i] for i in inner}
+
+
+def stop_reason(options: PropagationOptions, evidence: Mapping[str, float], area: int, prev_area: int,
+                floor: float = 0.0, unit: float = 1.0, keep=None) -> Optional[str]:
+    """Why the stop rule ends propagation at a slice with this ``evidence`` (:data:`EVIDENCE`), mask ``area`` and
+    previous mask ``prev_area``, or None; ``floor``: the lowest score kept, ``unit``: the intensity stops' unit in
+    ``evidence``'s units, ``keep``: the ``keep_rule``'s probability (None: off). A slice's evidence depends only on
+    the slices before it, so a rule can be replayed on recorded evidence (benchmarks/fit_stop.py)."""
+    return ("empty" if area < options.min_area_px else
+            "low score" if evidence["score"] < floor else
+            "area jump" if area > options.max_growth * prev_area + options.min_area_px else
+            "shape jump" if options.min_overlap and evidence["overlap"] < options.min_overlap else
+            "intensity jump" if (options.max_intensity_shift and evidence["shift"] * unit
+                                 > options.max_intensity_shift) else
+            "intensity drift" if (options.max_intensity_drift and evidence["drift"] * unit
+                                  > options.max_intensity_drift) else
+            "contrast lost" if options.min_contrast_ratio and evidence["contrast"] < options.min_contrast_ratio else
+            "unlike the structure" if keep is not None and keep(evidence) < options.min_keep else None)
+
+
+def keep_probability(rule: Tuple[Tuple[str, float], ...]):
+    """``evidence -> sigmoid(bias + sum w * evidence[name])`` of a ``keep_rule``; unknown names are an error."""
+    weights = dict(rule)
+    unknown = set(weights) - set(EVIDENCE) - {"bias"}
+    if unknown:
+        raise ValueError(f"keep_rule names {sorted(unknown)}; known: bias, {', '.join(EVIDENCE)}")
+    bias = weights.pop("bias", 0.0)
+    return lambda evidence: 1.0 / (1.0 + np.exp(-(bias + sum(w * evidence[k] for k, w in weights.items()))))
+
+
+@dataclass
+class _Reference:
+    """The prompted slice's mask: mean (or median) intensity under it, contrast against its ring, spread (max of
+    contrast and inside std), the sign from inside towards the ring (``polarity``) and area."""
+
+    mean: float
+    contrast: float
+    spread: float
+    polarity: float
+    area: int
 
 
 class _Ticker:
