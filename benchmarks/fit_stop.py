@@ -60,14 +60,14 @@ def record_volume(predictor: SlicePredictor, model, image: np.ndarray, truth: np
     return out
 
 
-def record_set(model_name: str, seed: int, count: int, folder: Path) -> List[dict]:
-    """The records of ``count`` volumes of ``seed`` (read back from ``folder`` when made before)."""
-    path = folder / f"{Path(model_name).stem}_seed{seed}_{count}.json"
+def record_set(model_name: str, seed: int, count: int, folder: Path, depth: int = 40) -> List[dict]:
+    """The records of ``count`` volumes of ``seed`` with ``depth`` slices (read back from ``folder`` when made)."""
+    path = folder / f"{Path(model_name).stem}_seed{seed}_{count}{'' if depth == 40 else f'_depth{depth}'}.json"
     if path.is_file():
         return json.loads(path.read_text())
     model = load_model(model_name)
     predictor = SlicePredictor(model, cache_size=48)
-    gen = SyntheticGenerator(GeneratorConfig.from_preset("mixed", size=128, depth=40), seed)
+    gen = SyntheticGenerator(GeneratorConfig.from_preset("mixed", size=128, depth=depth), seed)
     rows = []
     for i in tqdm(range(count), desc=f"volumes of seed {seed}", unit="volume"):
         s = gen.sample_3d(i)
@@ -77,7 +77,7 @@ def record_set(model_name: str, seed: int, count: int, folder: Path) -> List[dic
     return rows
 
 
-Rule = Callable[[dict, int], bool]  # (slice record, previous area) -> stop here
+Rule = Callable[[dict, int, List[float]], bool]  # (slice record, previous area, kept slices' "toward") -> stop here
 
 
 def replay(volumes: Sequence[dict], rule: Optional[Rule], oracle: bool = False) -> tuple:
@@ -87,13 +87,14 @@ def replay(volumes: Sequence[dict], rule: Optional[Rule], oracle: bool = False) 
     for v in volumes:
         area, inter, n = v["start"][0], v["start"][1], 1
         for chain in (v["up"], v["down"]):
-            prev = v["start"][0]
+            prev, towards = v["start"][0], [0.0]
             for r in chain:
-                if (rule is not None and rule(r, prev)) or (oracle and r["truth"] == 0):
+                if (rule is not None and rule(r, prev, towards)) or (oracle and r["truth"] == 0):
                     if not oracle:
                         break
                     continue
                 area, inter, n, prev = area + r["area"], inter + r["inter"], n + 1, r["area"]
+                towards.append(r["toward"])
         dices.append(2 * inter / max(area + v["truth"], 1))
         kept.append(n)
     return float(np.mean(dices)), float(np.mean(kept))
@@ -104,7 +105,8 @@ def best_cut(volumes: Sequence[dict]) -> tuple:
     can beat."""
     dices, kept = [], []
     for v in volumes:
-        sums = [np.cumsum([[0, 0]] + [[r["area"], r["inter"]] for r in chain], axis=0) for chain in (v["up"], v["down"])]
+        sums = [np.cumsum([[0, 0]] + [[r["area"], r["inter"]] for r in chain], axis=0)
+                for chain in (v["up"], v["down"])]
         best = max(((2 * (v["start"][1] + u[1] + d[1]) / max(v["start"][0] + u[0] + d[0] + v["truth"], 1), a + b + 1)
                     for a, u in enumerate(sums[0]) for b, d in enumerate(sums[1])), key=lambda t: t[0])
         dices.append(best[0])
@@ -118,7 +120,9 @@ def options_rule(options: PropagationOptions) -> Rule:
     if options.intensity_scale == "contrast":
         raise ValueError("replay needs intensity stops in spread units (intensity_scale spread or spread-single)")
     keep = keep_probability(options.keep_rule) if options.min_keep > 0 and options.keep_rule else None
-    return lambda r, prev: stop_reason(options, r, r["area"], prev, options.min_score, 1.0, keep) is not None
+    window = options.drift_window
+    return lambda r, prev, towards: stop_reason(options, r, r["area"], prev, options.min_score, 1.0, keep,
+                                                towards[max(0, len(towards) - window)] if window else 0.0) is not None
 
 
 def slice_rows(volumes: Sequence[dict]) -> List[dict]:
@@ -149,10 +153,12 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=24, help="held-out volumes (seed 777)")
     parser.add_argument("--rows", type=Path, default=Path("runs/stop_rows"))
     parser.add_argument("--features", nargs="+", default=list(EVIDENCE), choices=EVIDENCE)
+    parser.add_argument("--depth", type=int, default=40, help="slices per volume (40: bench_propagation.py's; more "
+                        "slices: thinner slices through the same structures, as the 1 mm MNI152 volumes)")
     parser.add_argument("--grid", action="store_true", help="also search the hand-set thresholds (GRID)")
     args = parser.parse_args()
-    fit = record_set(args.model, FIT_SEED, args.fit, args.rows)
-    held = record_set(args.model, HELD_OUT_SEED, args.held_out, args.rows)
+    fit = record_set(args.model, FIT_SEED, args.fit, args.rows, args.depth)
+    held = record_set(args.model, HELD_OUT_SEED, args.held_out, args.rows, args.depth)
     model = load_model(args.model)
     default = PropagationOptions.for_model(model)
     rule = fit_rule(fit, args.features)

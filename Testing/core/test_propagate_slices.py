@@ -1,4 +1,6 @@
 """Several prompted slices: the slices between are filled by two fronts, reconciled; beyond them, propagation."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -233,3 +235,25 @@ def test_learned_stop_reads_each_slices_evidence_and_replays_exactly():
     with pytest.raises(ValueError, match="turn the learned stop off with min_keep=0"):
         PropagationOptions.parse_overrides(["keep_rule=1"])
     assert PropagationOptions.parse_overrides(["min_keep=0"]) == {"min_keep": 0.0}
+
+
+def test_drift_window_follows_a_slow_intensity_trend_that_the_drift_from_the_prompted_slice_stops():
+    """A structure whose intensity rises slowly along z (a bias field, 8 per slice against a contrast of 60): the
+    drift from the prompted slice passes half the spread 4 slices away; measured from 3 kept slices back it never
+    does. A window longer than the chain is the drift from the prompted slice."""
+    class Sticky(TruthPredictor):
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            return Prediction(self.truth[5], 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+
+    truth = np.zeros((11, 30, 30), bool)
+    truth[:, 10:20, 10:20] = True
+    ramp = 8.0 * np.abs(np.arange(11) - 5)[:, None, None]
+    volume = np.where(truth, 160.0, 100.0) + ramp + np.random.default_rng(0).normal(0, 1, truth.shape)
+    seg = VolumeSegmenter(Sticky(truth, 0), volume)
+    prompt = Prompts.make(positive=[(15, 15)])
+    options = PropagationOptions(max_intensity_drift=0.5, intensity_scale="spread")
+    assert seg.propagate(5, prompt, options=options).slices == list(range(2, 9))
+    assert seg.propagate(5, prompt, options=replace(options, drift_window=3)).slices == list(range(11))
+    assert seg.propagate(5, prompt, options=replace(options, drift_window=20)).slices == list(range(2, 9))
+    with pytest.raises(ValueError, match="drift_window"):
+        seg.propagate(5, prompt, options=replace(options, drift_window=-1))

@@ -54,6 +54,7 @@ class PropagationOptions:
     max_end_extension: float = 0.0
     max_intensity_shift: float = 0.0  # mean under the mask moved by more than this x the object's contrast: stop
     max_intensity_drift: float = 0.0  # ... measured from the start slice's mean (slow drifts into a neighbour)
+    drift_window: int = 0  # > 0: the drift is measured from the mean this many kept slices back (0: the start slice's)
     intensity_stat: str = "mean"  # what the intensity stops compare: the "mean" or the "median" under the mask
     #: the intensity stops' unit: the start slice's "contrast", max(contrast, inside std) "spread", or
     #: "spread-single": spread from a single prompted slice, contrast past the outermost of several
@@ -251,6 +252,9 @@ class VolumeSegmenter:
                               ("intensity_scale", INTENSITY_SCALES)):
             if getattr(options, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{getattr(options, name)}'")
+        if options.drift_window < 0:
+            raise ValueError(f"drift_window must be 0 (drift from the prompted slice) or a number of slices, "
+                             f"got {options.drift_window}")
         if not options.max_end_extension >= 0:
             raise ValueError(f"max_end_extension must be 0 (off) or a positive fraction of the prompted span, "
                              f"got {options.max_end_extension}")
@@ -309,7 +313,7 @@ class VolumeSegmenter:
             scale = ref.spread
         keep = keep_probability(options.keep_rule) if options.min_keep > 0 and options.keep_rule else None
         end_area = options.max_end_growth * first.mask.sum() if from_end and options.max_end_growth else np.inf
-        prev, prev_mean, i, count = first, ref.mean, index + step, 0
+        prev, prev_mean, i, count, towards = first, ref.mean, index + step, 0, [0.0]  # kept slices' "toward"
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
             pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
@@ -321,13 +325,15 @@ class VolumeSegmenter:
             evidence = self._evidence(i, pred, prev, area, mean, prev_mean, ref)
             stop = ("past the prompted span" if limit is not None and count >= limit else
                     "growing past the end" if area > end_area else
-                    stop_reason(options, evidence, area, int(prev.mask.sum()), floor, ref.spread / scale, keep))
+                    stop_reason(options, evidence, area, int(prev.mask.sum()), floor, ref.spread / scale, keep,
+                                towards[max(0, len(towards) - options.drift_window)] if options.drift_window else 0.0))
             result.records.append(SliceRecord(i, area, pred.score, stop, signals=pred.signals, evidence=evidence))
             ticker.tick(f"slice {i}")
             if stop:
                 return
             self._put(result.mask, i, pred.mask)
             prev, prev_mean, i, count = pred, mean, i + step, count + 1
+            towards.append(evidence["toward"])
 
     def _reference(self, index: int, mask: np.ndarray, stat: str) -> "_Reference":
         """The prompted slice's intensity statistics that later slices are compared with."""
@@ -336,7 +342,7 @@ class VolumeSegmenter:
         contrast = self._contrast(index, mask)
         around = self._mean_in(index, ring) if ring.any() else float(inside.mean())
         return _Reference(self._mean_in(index, mask, stat), contrast, max(contrast, float(inside.std())),
-                          float(np.sign(around - inside.mean())), int(mask.sum()))
+                          float(np.sign(around - inside.mean()) or 1.0), int(mask.sum()))
 
     def _evidence(self, index: int, pred: Prediction, prev: Prediction, area: int, mean: float, prev_mean: float,
                   ref: "_Reference") -> Dict[str, float]:
@@ -387,19 +393,21 @@ class VolumeSegmenter:
 
 
 def stop_reason(options: PropagationOptions, evidence: Mapping[str, float], area: int, prev_area: int,
-                floor: float = 0.0, unit: float = 1.0, keep=None) -> Optional[str]:
+                floor: float = 0.0, unit: float = 1.0, keep=None, window_base: float = 0.0) -> Optional[str]:
     """Why the stop rule ends propagation at a slice with this ``evidence`` (:data:`EVIDENCE`), mask ``area`` and
     previous mask ``prev_area``, or None; ``floor``: the lowest score kept, ``unit``: the intensity stops' unit in
-    ``evidence``'s units, ``keep``: the ``keep_rule``'s probability (None: off). A slice's evidence depends only on
-    the slices before it, so a rule can be replayed on recorded evidence (benchmarks/fit_stop.py)."""
+    ``evidence``'s units, ``keep``: the ``keep_rule``'s probability (None: off), ``window_base``: with a
+    ``drift_window``, the "toward" evidence of the kept slice that many slices back (0.0: the prompted slice). A
+    slice's evidence depends only on the slices before it, so a rule can be replayed on recorded evidence
+    (benchmarks/fit_stop.py)."""
+    drift = abs(evidence["toward"] - window_base) if options.drift_window else evidence["drift"]
     return ("empty" if area < options.min_area_px else
             "low score" if evidence["score"] < floor else
             "area jump" if area > options.max_growth * prev_area + options.min_area_px else
             "shape jump" if options.min_overlap and evidence["overlap"] < options.min_overlap else
             "intensity jump" if (options.max_intensity_shift and evidence["shift"] * unit
                                  > options.max_intensity_shift) else
-            "intensity drift" if (options.max_intensity_drift and evidence["drift"] * unit
-                                  > options.max_intensity_drift) else
+            "intensity drift" if options.max_intensity_drift and drift * unit > options.max_intensity_drift else
             "contrast lost" if options.min_contrast_ratio and evidence["contrast"] < options.min_contrast_ratio else
             "unlike the structure" if keep is not None and keep(evidence) < options.min_keep else None)
 
