@@ -34,6 +34,13 @@ class BoxPredictor(TruthPredictor):
         return Prediction(mask, 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
 
 
+class Sticky(TruthPredictor):
+    """The truth's slice 5 on every slice, past the structure's ends too (score 0.9)."""
+
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+        return Prediction(self.truth[5], 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+
+
 def test_slices_between_prompted_slices_follow_interpolated_boxes():
     truth = _tilted_tube()
     pred = BoxPredictor(truth, 0)
@@ -131,10 +138,6 @@ def test_single_slice_volumes():
 
 
 def test_contrast_loss_stops_a_mask_on_flat_background():
-    class Sticky(TruthPredictor):  # keeps returning the structure's cross-section past its end
-        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
-            return Prediction(self.truth[5], 0.95, np.zeros((256, 256), np.float32), np.array([0.95]))
-
     truth = np.zeros((11, 30, 30), bool)
     truth[3:8, 10:20, 10:20] = True
     volume = np.where(truth, 160.0, 100.0) + np.random.default_rng(0).normal(0, 2, truth.shape)
@@ -203,10 +206,6 @@ def test_learned_stop_reads_each_slices_evidence_and_replays_exactly():
     recorded with every stop off replays the same stop (benchmarks/fit_stop.py relies on it)."""
     from synthfm.segment.propagate import EVIDENCE, keep_probability, stop_reason
 
-    class Sticky(TruthPredictor):  # the structure's cross-section on every slice, past its ends too
-        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
-            return Prediction(self.truth[5], 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
-
     truth = np.zeros((11, 30, 30), bool)
     truth[2:9, 10:20, 10:20] = True
     volume = np.where(truth, 160.0, 100.0) + np.random.default_rng(0).normal(0, 2, truth.shape)
@@ -241,10 +240,6 @@ def test_drift_window_follows_a_slow_intensity_trend_that_the_drift_from_the_pro
     """A structure whose intensity rises slowly along z (a bias field, 8 per slice against a contrast of 60): the
     drift from the prompted slice passes half the spread 4 slices away; measured from 3 kept slices back it never
     does. A window longer than the chain is the drift from the prompted slice."""
-    class Sticky(TruthPredictor):
-        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
-            return Prediction(self.truth[5], 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
-
     truth = np.zeros((11, 30, 30), bool)
     truth[:, 10:20, 10:20] = True
     ramp = 8.0 * np.abs(np.arange(11) - 5)[:, None, None]
