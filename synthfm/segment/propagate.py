@@ -214,11 +214,16 @@ class VolumeSegmenter:
         values = self.slice(index)[mask]
         return float(np.median(values) if stat == "median" else values.mean())
 
-    def _contrast(self, index: int, mask: np.ndarray) -> float:
-        """|mean inside - mean of a 3-pixel ring outside| of ``mask``, at least 2% of the intensity window."""
+    def _inside_and_ring(self, index: int, mask: np.ndarray) -> Tuple[float, float]:
+        """Mean intensity under ``mask`` and in a 3-pixel ring outside it (the inside mean when there is no ring)."""
         ring = ndi.binary_dilation(mask, iterations=3) & ~mask
         inside = self._mean_in(index, mask)
-        outside = self._mean_in(index, ring) if ring.any() else inside
+        return inside, (self._mean_in(index, ring) if ring.any() else inside)
+
+    def _contrast(self, index: int, mask: np.ndarray, means: Optional[Tuple[float, float]] = None) -> float:
+        """|mean inside - mean of a 3-pixel ring outside| of ``mask`` (``means``: those two, when already measured),
+        at least 2% of the intensity window."""
+        inside, outside = self._inside_and_ring(index, mask) if means is None else means
         lo, hi = self.value_range
         return max(abs(inside - outside), 0.02 * (hi - lo), 1e-6)
 
@@ -337,12 +342,11 @@ class VolumeSegmenter:
 
     def _reference(self, index: int, mask: np.ndarray, stat: str) -> "_Reference":
         """The prompted slice's intensity statistics that later slices are compared with."""
-        inside = self.slice(index)[mask]
-        ring = ndi.binary_dilation(mask, iterations=3) & ~mask
-        contrast = self._contrast(index, mask)
-        around = self._mean_in(index, ring) if ring.any() else float(inside.mean())
-        return _Reference(self._mean_in(index, mask, stat), contrast, max(contrast, float(inside.std())),
-                          float(np.sign(around - inside.mean()) or 1.0), int(mask.sum()))
+        mean, around = self._inside_and_ring(index, mask)
+        contrast = self._contrast(index, mask, (mean, around))
+        spread = max(contrast, float(self.slice(index)[mask].std()))
+        return _Reference(self._mean_in(index, mask, stat), contrast, spread, float(np.sign(around - mean) or 1.0),
+                          int(mask.sum()))
 
     def _evidence(self, index: int, pred: Prediction, prev: Prediction, area: int, mean: float, prev_mean: float,
                   ref: "_Reference") -> Dict[str, float]:
