@@ -73,7 +73,13 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             # stops on the model's score: calibrated for decoders with a calibration (benchmarks/fit_quality.py)
             **{f"score>={t}": {"min_score": t} for t in (0.2, 0.3, 0.4, 0.5)},
             **{f"score>={t}, no shift stop": {"min_score": t, "max_intensity_shift": 0.0} for t in (0.2, 0.3, 0.4)},
-            **{f"score>={r}*first": {"min_score_ratio": r} for r in (0.5, 0.7)}}
+            **{f"score>={r}*first": {"min_score_ratio": r} for r in (0.5, 0.7)},
+            # masks cut where a structure cannot be: far from the previous mask, or unlike the prompted intensity
+            **{f"step<={r}": {"max_step": r} for r in (0.15, 0.3)},
+            **{f"intensity gate {k}": {"intensity_gate": k} for k in (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)},
+            "intensity gate 2.0, step<=0.15": {"intensity_gate": 2.0, "max_step": 0.15},
+            **{f"step<={r}, oracle stop": {**NO_STOP, "max_step": r} for r in (0.15, 0.3)},
+            **{f"intensity gate {k}, oracle stop": {**NO_STOP, "intensity_gate": k} for k in (1.5, 2.0, 3.0)}}
 SETTINGS = {"default": {}, **{f"default, {v}": o for v, o in VARIANTS.items()},
             **{f"{p} | {s}": {**po, **so} for p, po in PROMPTS.items() for s, so in STOPS.items()}}
 SEED = 777  # held-out: training draws 2D images from seed 0

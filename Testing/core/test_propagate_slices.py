@@ -252,3 +252,65 @@ def test_drift_window_follows_a_slow_intensity_trend_that_the_drift_from_the_pro
     assert seg.propagate(5, prompt, options=replace(options, drift_window=20)).slices == list(range(2, 9))
     with pytest.raises(ValueError, match="drift_window"):
         seg.propagate(5, prompt, options=replace(options, drift_window=-1))
+
+
+class Leaky(TruthPredictor):
+    """The truth on the prompted slices (``clean``); elsewhere the truth joined to a touching neighbour (a leak)."""
+
+    def __init__(self, truth, neighbour, clean=(5,)):
+        super().__init__(truth, 0)
+        self.neighbour, self.clean = neighbour, clean
+
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+        i = key[2]
+        mask = self.truth[i] | (self.neighbour[i] if i not in self.clean else False)
+        return Prediction(mask, 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+
+
+def _leak_volume():
+    truth = np.zeros((11, 40, 50), bool)
+    truth[:, 10:20, 10:20] = True
+    neighbour = np.zeros_like(truth)
+    neighbour[:, 10:20, 20:45] = True  # touches the structure and runs 25 px away from it
+    volume = np.where(truth, 160.0, np.where(neighbour, 240.0, 100.0))
+    return truth, neighbour, volume + np.random.default_rng(0).normal(0, 2, truth.shape)
+
+
+def test_intensity_gate_cuts_a_leak_into_a_neighbour_of_another_intensity():
+    truth, neighbour, volume = _leak_volume()
+    seg = VolumeSegmenter(Leaky(truth, neighbour), volume)
+    prompt = Prompts.make(positive=[(15, 15)])
+    leaked = seg.propagate(5, prompt, options=PropagationOptions(max_growth=10.0))
+    assert leaked.mask[6].sum() == truth[6].sum() + neighbour[6].sum()
+    gated = seg.propagate(5, prompt, options=PropagationOptions(max_growth=10.0, intensity_gate=2.0))
+    # every propagated slice: the neighbour (240 vs 160 +- 2) cut, to within the smoothing's 2 px
+    assert gated.mask[truth].all() and not (gated.mask & ~truth)[:, :, 22:].any()
+    assert gated.slices == list(range(11))
+    seg = VolumeSegmenter(Leaky(truth, neighbour, clean=(2, 8)), volume)  # between prompted slices too
+    gated = seg.propagate_slices({2: prompt, 8: prompt}, options=PropagationOptions(max_growth=10.0,
+                                                                                   intensity_gate=2.0))
+    assert gated.mask[truth].all() and not (gated.mask & ~truth)[:, :, 22:].any()
+
+
+def test_max_step_keeps_a_propagated_mask_near_the_previous_one():
+    """Per slice the mask may reach at most max(2 px, max_step x equivalent radius) past the previous mask."""
+    truth, neighbour, volume = _leak_volume()
+    seg = VolumeSegmenter(Leaky(truth, neighbour), volume)
+    result = seg.propagate(5, Prompts.make(positive=[(15, 15)]),
+                           options=PropagationOptions(max_growth=10.0, max_step=0.3))
+    for i in (4, 6):  # next to the prompted slice: the truth (10 x 10, radius 5.6 -> 2 px) plus 2 columns
+        assert result.mask[i].sum() == 120 and not (result.mask[i] & ~truth[i])[:, 22:].any()
+    widths = [int(result.mask[i].any(axis=0).sum()) for i in range(6, 11)]
+    assert widths == sorted(widths) and widths[-1] < 10 + 25  # the leak creeps, slowly, and never all the way
+
+
+def test_restrict_cuts_the_mask_and_the_logits_the_next_slice_is_prompted_with():
+    truth, neighbour, _ = _leak_volume()
+    predictor = TruthPredictor(truth, 0)
+    pred = Prediction(truth[0] | neighbour[0], 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+    cut = predictor.restrict(pred, truth[0])
+    assert np.array_equal(cut.mask, truth[0]) and cut.score == pred.score
+    # the slice (40 x 50) fills rows 0..204 and every column of the low-res frame; the neighbour's columns 20..44
+    assert (cut.logits[60:90, 110:220] <= -20).all() and (cut.logits[60:90, :95] == 0).all()
+    assert (cut.logits[:40] == 0).all() and (cut.logits[110:] == 0).all()  # rows outside the neighbour's 10..19
+    assert predictor.restrict(pred, pred.mask) is pred  # nothing cut: the same prediction

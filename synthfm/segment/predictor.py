@@ -172,6 +172,16 @@ class SlicePredictor:
             return self._predict_rounds(image, prompts, key, multimask, value_range)
         return self._predict_once(image, prompts, key, multimask, value_range, prompt_kind(prompts))
 
+    def restrict(self, pred: Prediction, keep: np.ndarray) -> Prediction:
+        """``pred`` with its mask cut to ``keep`` and its low-res logits lowered to <= -20 where the cut removed
+        pixels, so that a mask prompt made from it (propagation) carries the cut too; the other candidates stay."""
+        removed = pred.mask & ~keep
+        if not removed.any():
+            return pred
+        transform = SliceTransform(*pred.mask.shape, self.model.image_size)
+        cut = transform.mask_to_lowres(removed).numpy() > 0.5
+        return replace(pred, mask=pred.mask & keep, logits=np.where(cut, np.minimum(pred.logits, -20.0), pred.logits))
+
     def _predict_rounds(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
                         multimask: Union[str, bool], value_range: Optional[Tuple[float, float]]) -> Prediction:
         """The points given one per round, in their order (the box, if any, in every round): the first round

@@ -70,6 +70,13 @@ class PropagationOptions:
     #: still the structure (fitted on synthetic volumes by benchmarks/fit_stop.py); ``(("bias", b), (name, w), ...)``
     keep_rule: Tuple[Tuple[str, float], ...] = ()
     min_keep: float = 0.0  # > 0 (with a keep_rule): a slice whose keep probability is below this stops propagation
+    #: > 0: a propagated mask is cut to the previous mask grown by this x its equivalent radius (at least 2 px): a
+    #: structure's outline moves little from one slice to the next, a leak into a neighbour moves far
+    max_step: float = 0.0
+    #: > 0: pixels of a propagated mask whose (1-pixel Gaussian smoothed) intensity is more than this many spreads of
+    #: the prompted structure away from its mean are cut (then opened, holes filled, parts not touching the previous
+    #: mask dropped: partial-volume seams along a neighbour's edges go too)
+    intensity_gate: float = 0.0
 
     @classmethod
     def parse_overrides(cls, items: List[str]) -> Dict[str, object]:
@@ -325,6 +332,7 @@ class VolumeSegmenter:
                                       options.split_box)
             if options.pick_closest:
                 pred = pred.closest_to(prev.mask)
+            pred = self._constrain(i, pred, prev.mask, ref, options)
             area = int(pred.mask.sum())
             mean = self._mean_in(i, pred.mask, options.intensity_stat) if area else prev_mean
             evidence = self._evidence(i, pred, prev, area, mean, prev_mean, ref)
@@ -339,6 +347,26 @@ class VolumeSegmenter:
             self._put(result.mask, i, pred.mask)
             prev, prev_mean, i, count = pred, mean, i + step, count + 1
             towards.append(evidence["toward"])
+
+    def _constrain(self, index: int, pred: Prediction, prev_mask: np.ndarray, ref: Optional["_Reference"],
+                   options: PropagationOptions) -> Prediction:
+        """``pred`` with its mask (and its logits, for the next slice's mask prompt) cut by ``options.max_step`` and
+        ``options.intensity_gate``; unchanged when both are off or the cut would leave under ``min_area_px``."""
+        if not (options.max_step > 0 or options.intensity_gate > 0) or not pred.mask.any():
+            return pred
+        mask = pred.mask.copy()
+        if options.max_step > 0:
+            radius = max(2.0, options.max_step * float(np.sqrt(prev_mask.sum() / np.pi)))
+            mask &= ndi.distance_transform_edt(~prev_mask) <= radius
+        if options.intensity_gate > 0:
+            smooth = ndi.gaussian_filter(self.slice(index).astype(np.float32), 1.0)
+            mask &= np.abs(smooth - ref.mean) <= options.intensity_gate * ref.spread
+            mask = ndi.binary_fill_holes(ndi.binary_opening(mask, np.ones((3, 3), bool)))  # no 1-2 px seams
+        labels, n = ndi.label(mask)
+        touching = np.unique(labels[prev_mask & mask])
+        if n > 1 and touching.size:
+            mask = np.isin(labels, touching[touching > 0])
+        return self.predictor.restrict(pred, mask) if mask.sum() >= options.min_area_px else pred
 
     def _reference(self, index: int, mask: np.ndarray, stat: str) -> "_Reference":
         """The prompted slice's intensity statistics that later slices are compared with."""
@@ -368,6 +396,7 @@ class VolumeSegmenter:
 
         def front(start: int, first: Prediction, step: int) -> Dict[int, Prediction]:
             preds, prev = {}, first
+            ref = self._reference(start, first.mask, options.intensity_stat) if options.intensity_gate > 0 else None
             for i in range(start + step, b if step > 0 else a, step):
                 check_cancel(cancel)
                 t = (i - a) / (b - a)
@@ -375,7 +404,8 @@ class VolumeSegmenter:
                 if options.interpolate_box and prompts.box is not None:  # (no box for point-only settings)
                     prompts = replace(prompts, box=_with_margin((1 - t) * box_a + t * box_b, shape, options.box_margin))
                 pred = self.segment_slice(i, prompts, options.pick_closest or "auto", options.split_box)
-                preds[i] = pred.closest_to(prev.mask) if options.pick_closest else pred
+                pred = pred.closest_to(prev.mask) if options.pick_closest else pred
+                preds[i] = self._constrain(i, pred, prev.mask, ref, options)
                 if preds[i].mask.sum() >= options.min_area_px:  # an empty slice does not prompt the next one
                     prev = preds[i]
                 ticker.tick(f"slice {i}", 0.5)
