@@ -314,3 +314,17 @@ def test_restrict_cuts_the_mask_and_the_logits_the_next_slice_is_prompted_with()
     assert (cut.logits[60:90, 110:220] <= -20).all() and (cut.logits[60:90, :95] == 0).all()
     assert (cut.logits[:40] == 0).all() and (cut.logits[110:] == 0).all()  # rows outside the neighbour's 10..19
     assert predictor.restrict(pred, pred.mask) is pred  # nothing cut: the same prediction
+
+
+def test_the_stop_rule_reads_the_decoders_mask_not_the_gated_one():
+    """A gate that cuts a leak keeps the mask's intensity the structure's; the drift stop still sees the leak the
+    decoder made (mean 217 against 160, 2 spreads) and stops, so a gated chain is never longer than an ungated one."""
+    truth, neighbour, volume = _leak_volume()
+    seg = VolumeSegmenter(Leaky(truth, neighbour), volume)
+    options = PropagationOptions(max_growth=10.0, max_intensity_drift=0.5, intensity_scale="spread")
+    prompt = Prompts.make(positive=[(15, 15)])
+    assert seg.propagate(5, prompt, options=options).slices == [5]
+    gated = seg.propagate(5, prompt, options=replace(options, intensity_gate=2.0))
+    assert gated.slices == [5] and {r.stop for r in gated.records if r.stop} == {"intensity drift"}
+    record = next(r for r in gated.records if r.index == 6)
+    assert record.area < 150 and record.evidence["drift"] > 1.5  # the kept (cut) area; the decoder's mask's drift

@@ -91,9 +91,14 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # + past a prompted end at most 0.3 x the prompted span (2026-12-01, stage-5 decoder, "default, end
                   # extension<=0.3"): K = 3 / K = 2 volumes 0..23 0.669 -> 0.670 / 0.586 -> 0.586, 24..47 0.649 ->
                   # 0.653 / 0.590 -> 0.595; real (reported) all 23 K = 3 box 0.682 -> 0.697, worst leak 41 -> 11
+                  # + propagated masks cut to the prompted structure's intensity, 1.5 spreads (2026-12-02, "default,
+                  # intensity gate 1.5"; the stop rule still reads the decoder's masks): K = 1 volumes 0..23 0.480 ->
+                  # 0.517, K = 3 0.670 -> 0.674 / 24..47 0.653 -> 0.660; real (reported) K = 1 box 0.545 -> 0.582,
+                  # one point 0.415 -> 0.463
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
                                ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
-                               ("intensity_scale", "spread-single"), ("max_end_extension", 0.3)),
+                               ("intensity_scale", "spread-single"), ("max_end_extension", 0.3),
+                               ("intensity_gate", 1.5)),
                   # trained with correction rounds; held-out synthetic (bench_point_rounds.py, lite3 val 0:64, the
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,

@@ -326,26 +326,28 @@ class VolumeSegmenter:
         keep = keep_probability(options.keep_rule) if options.min_keep > 0 and options.keep_rule else None
         end_area = options.max_end_growth * first.mask.sum() if from_end and options.max_end_growth else np.inf
         prev, prev_mean, i, count, towards = first, ref.mean, index + step, 0, [0.0]  # kept slices' "toward"
+        prev_seen = first  # the stop rule reads the decoder's masks, before intensity_gate / max_step cut them
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
-            pred = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
+            seen = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
                                       options.split_box)
             if options.pick_closest:
-                pred = pred.closest_to(prev.mask)
-            pred = self._constrain(i, pred, prev.mask, ref, options)
-            area = int(pred.mask.sum())
-            mean = self._mean_in(i, pred.mask, options.intensity_stat) if area else prev_mean
-            evidence = self._evidence(i, pred, prev, area, mean, prev_mean, ref)
+                seen = seen.closest_to(prev.mask)
+            pred = self._constrain(i, seen, prev.mask, ref, options)
+            area = int(seen.mask.sum())
+            mean = self._mean_in(i, seen.mask, options.intensity_stat) if area else prev_mean
+            evidence = self._evidence(i, seen, prev_seen, area, mean, prev_mean, ref)
             stop = ("past the prompted span" if limit is not None and count >= limit else
                     "growing past the end" if area > end_area else
-                    stop_reason(options, evidence, area, int(prev.mask.sum()), floor, ref.spread / scale, keep,
+                    stop_reason(options, evidence, area, int(prev_seen.mask.sum()), floor, ref.spread / scale, keep,
                                 towards[max(0, len(towards) - options.drift_window)] if options.drift_window else 0.0))
-            result.records.append(SliceRecord(i, area, pred.score, stop, signals=pred.signals, evidence=evidence))
+            result.records.append(SliceRecord(i, int(pred.mask.sum()), pred.score, stop, signals=pred.signals,
+                                              evidence=evidence))
             ticker.tick(f"slice {i}")
             if stop:
                 return
             self._put(result.mask, i, pred.mask)
-            prev, prev_mean, i, count = pred, mean, i + step, count + 1
+            prev, prev_seen, prev_mean, i, count = pred, seen, mean, i + step, count + 1
             towards.append(evidence["toward"])
 
     def _constrain(self, index: int, pred: Prediction, prev_mask: np.ndarray, ref: Optional["_Reference"],
