@@ -78,6 +78,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             **{f"step<={r}": {"max_step": r} for r in (0.15, 0.3)},
             **{f"intensity gate {k}": {"intensity_gate": k} for k in (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)},
             "intensity gate 2.0, step<=0.15": {"intensity_gate": 2.0, "max_step": 0.15},
+            "no intensity gate": {"intensity_gate": 0.0},
             **{f"step<={r}, oracle stop": {**NO_STOP, "max_step": r} for r in (0.15, 0.3)},
             **{f"intensity gate {k}, oracle stop": {**NO_STOP, "intensity_gate": k} for k in (1.5, 2.0, 3.0)}}
 SETTINGS = {"default": {}, **{f"default, {v}": o for v, o in VARIANTS.items()},
