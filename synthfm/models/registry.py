@@ -93,8 +93,8 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # 0.653 / 0.590 -> 0.595; real (reported) all 23 K = 3 box 0.682 -> 0.697, worst leak 41 -> 11
                   # + propagated masks cut to the prompted structure's intensity, 1.5 spreads (2026-12-02, "default,
                   # intensity gate 1.5"; the stop rule still reads the decoder's masks): K = 1 volumes 0..23 0.480 ->
-                  # 0.517 (24..47 0.512 -> 0.511), K = 3 24..47 0.653 -> 0.664; real (reported) K = 1 box 0.545 -> 0.582,
-                  # one point 0.415 -> 0.463
+                  # 0.517 (24..47 0.512 -> 0.511), K = 3 24..47 0.653 -> 0.664; real (reported) K = 1 box 0.545 ->
+                  # 0.582, one point 0.415 -> 0.463
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
                                ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
                                ("intensity_scale", "spread-single"), ("max_end_extension", 0.3),
