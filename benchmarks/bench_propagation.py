@@ -48,7 +48,8 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "contrast>=0.7": {"min_contrast_ratio": 0.7}, "overlap>=0.3": {"min_overlap": 0.3},
             "growth<=1.5": {"max_growth": 1.5}, "shift<=0.3": {"max_intensity_shift": 0.3},
             "shift<=1": {"max_intensity_shift": 1.0}, "no shift stop": {"max_intensity_shift": 0.0},
-            **{f"drift<={t}": {"max_intensity_drift": t} for t in (0.5, 1.0, 1.5)},
+            **{f"drift<={t}": {"max_intensity_drift": t} for t in (0.5, 0.75, 1.0, 1.5)},
+            **{f"shift/drift<={t}": {"max_intensity_shift": t, "max_intensity_drift": t} for t in (0.75, 1.0)},
             "no drift stop": {"max_intensity_drift": 0.0},
             "median intensity": {"intensity_stat": "median"},
             **{f"intensity in spread units{'' if t is None else f', shift/drift<={t}'}": {
@@ -79,6 +80,10 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             **{f"intensity gate {k}": {"intensity_gate": k} for k in (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)},
             "intensity gate 2.0, step<=0.15": {"intensity_gate": 2.0, "max_step": 0.15},
             "no intensity gate": {"intensity_gate": 0.0},
+            # the stop rule reading the cut masks, and a stop where the cut removes much of the decoder's mask
+            "stop on cut masks": {"stop_on_cut": True},
+            **{f"{'stop on cut masks, ' if on else ''}cut<={c}": {"stop_on_cut": on, "max_cut": c}
+               for on in (False, True) for c in (0.3, 0.5)},
             **{f"step<={r}, oracle stop": {**NO_STOP, "max_step": r} for r in (0.15, 0.3)},
             **{f"intensity gate {k}, oracle stop": {**NO_STOP, "intensity_gate": k} for k in (1.5, 2.0, 3.0)}}
 SETTINGS = {"default": {}, **{f"default, {v}": o for v, o in VARIANTS.items()},

@@ -328,3 +328,21 @@ def test_the_stop_rule_reads_the_decoders_mask_not_the_gated_one():
     assert gated.slices == [5] and {r.stop for r in gated.records if r.stop} == {"intensity drift"}
     record = next(r for r in gated.records if r.index == 6)
     assert record.area < 150 and record.evidence["drift"] > 1.5  # the kept (cut) area; the decoder's mask's drift
+
+
+def test_stop_on_cut_reads_the_gated_mask_and_max_cut_stops_where_the_gate_cuts_much():
+    """``stop_on_cut``: the drift stop reads the gated mask (the structure's intensity): the chain runs on. The
+    neighbour is 250 of the decoder's 350 px, so each slice's "cut" evidence is ~0.7: ``max_cut=0.5`` stops there,
+    ``max_cut=0.8`` does not."""
+    truth, neighbour, volume = _leak_volume()
+    seg = VolumeSegmenter(Leaky(truth, neighbour), volume)
+    options = PropagationOptions(max_growth=10.0, max_intensity_drift=0.5, intensity_scale="spread",
+                                 intensity_gate=2.0, stop_on_cut=True)
+    prompt = Prompts.make(positive=[(15, 15)])
+    on_cut = seg.propagate(5, prompt, options=options)
+    assert on_cut.slices == list(range(11)) and on_cut.mask[truth].all() and not (on_cut.mask & ~truth)[:, :, 22:].any()
+    cut = next(r for r in on_cut.records if r.index == 6).evidence["cut"]
+    assert 0.6 < cut < 0.75
+    stopped = seg.propagate(5, prompt, options=replace(options, max_cut=0.5))
+    assert stopped.slices == [5] and {r.stop for r in stopped.records if r.stop} == {"cut off"}
+    assert seg.propagate(5, prompt, options=replace(options, max_cut=0.8)).slices == list(range(11))

@@ -32,8 +32,9 @@ INTENSITY_SCALES = ("contrast", "spread", "spread-single")
 #: the mask's score; the mean intensity under it moved from the previous slice's ("shift"), from the prompted slice's
 #: ("drift") and towards the prompted slice's surroundings ("toward"), in units of the prompted structure's spread
 #: (max of its contrast and inside std); |log area ratio| to the previous mask ("growth"), log area ratio to the
-#: prompted mask ("size"), IoU with the previous mask ("overlap"), contrast against its ring / the prompted one's
-EVIDENCE = ("score", "shift", "drift", "toward", "growth", "size", "overlap", "contrast")
+#: prompted mask ("size"), IoU with the previous mask ("overlap"), contrast against its ring / the prompted one's,
+#: the fraction of the decoder's mask that intensity_gate / max_step cut off ("cut")
+EVIDENCE = ("score", "shift", "drift", "toward", "growth", "size", "overlap", "contrast", "cut")
 
 
 @dataclass
@@ -77,6 +78,10 @@ class PropagationOptions:
     #: the prompted structure away from its mean are cut (then opened, holes filled, parts not touching the previous
     #: mask dropped: partial-volume seams along a neighbour's edges go too)
     intensity_gate: float = 0.0
+    #: the stop rule reads the masks as cut by intensity_gate / max_step (default: the decoder's own masks, so that
+    #: a cut cannot hide a leak from the intensity stops)
+    stop_on_cut: bool = False
+    max_cut: float = 0.0  # > 0: the cut removed more than this fraction of the decoder's mask: it left the structure
 
     @classmethod
     def parse_overrides(cls, items: List[str]) -> Dict[str, object]:
@@ -326,7 +331,7 @@ class VolumeSegmenter:
         keep = keep_probability(options.keep_rule) if options.min_keep > 0 and options.keep_rule else None
         end_area = options.max_end_growth * first.mask.sum() if from_end and options.max_end_growth else np.inf
         prev, prev_mean, i, count, towards = first, ref.mean, index + step, 0, [0.0]  # kept slices' "toward"
-        prev_seen = first  # the stop rule reads the decoder's masks, before intensity_gate / max_step cut them
+        prev_seen = first  # the masks the stop rule reads (the decoder's, before cuts, unless options.stop_on_cut)
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
             seen = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
@@ -334,9 +339,11 @@ class VolumeSegmenter:
             if options.pick_closest:
                 seen = seen.closest_to(prev.mask)
             pred = self._constrain(i, seen, prev.mask, ref, options)
+            cut = 1.0 - pred.mask.sum() / max(1, seen.mask.sum())
+            seen = pred if options.stop_on_cut else seen
             area = int(seen.mask.sum())
             mean = self._mean_in(i, seen.mask, options.intensity_stat) if area else prev_mean
-            evidence = self._evidence(i, seen, prev_seen, area, mean, prev_mean, ref)
+            evidence = {**self._evidence(i, seen, prev_seen, area, mean, prev_mean, ref), "cut": float(cut)}
             stop = ("past the prompted span" if limit is not None and count >= limit else
                     "growing past the end" if area > end_area else
                     stop_reason(options, evidence, area, int(prev_seen.mask.sum()), floor, ref.spread / scale, keep,
@@ -440,6 +447,7 @@ def stop_reason(options: PropagationOptions, evidence: Mapping[str, float], area
     return ("empty" if area < options.min_area_px else
             "low score" if evidence["score"] < floor else
             "area jump" if area > options.max_growth * prev_area + options.min_area_px else
+            "cut off" if options.max_cut and evidence.get("cut", 0.0) > options.max_cut else
             "shape jump" if options.min_overlap and evidence["overlap"] < options.min_overlap else
             "intensity jump" if (options.max_intensity_shift and evidence["shift"] * unit
                                  > options.max_intensity_shift) else
