@@ -4,6 +4,11 @@ choice) and, for reporting only, real slices.
 
 Run: .venv/bin/python benchmarks/bench_point_refine.py --cache runs/lite3/cache/val 0:64 --generated 200
      [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
+
+Measured 2026-12-02 (stage-6 decoder, the 64 validation images; not adopted): one point 0.539 as is, 0.531 with
+the first pass's logits, 0.502 / 0.477 / 0.450 / 0.424 with its box grown by 0 / 0.1 / 0.2 / 0.3 (and the logits);
+3 points 0.607 -> 0.603 / 0.525 / 0.479 / 0.433 / 0.395; 1 point + 2 far negatives 0.531 -> 0.528 / 0.517 / 0.499
+/ 0.480 / 0.460. A box drawn around a one-point mask makes the decoder fill the box: errors grow, not shrink.
 """
 from __future__ import annotations
 
