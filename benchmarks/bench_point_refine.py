@@ -27,7 +27,8 @@ from synthfm.utils.masks import tight_box
 PROTOCOLS = ("point1", "point3", "point1neg2")
 #: second pass: (name, box margin or None for no box, feed the first pass's logits)
 REFINES = (("as is", None, False), ("+logits", None, True), ("+box 0", 0.0, True), ("+box 0.1", 0.1, True),
-           ("+box 0.2", 0.2, True), ("+box 0.1 nolog", 0.1, False), ("+box 0.3", 0.3, True))
+           ("+box 0.2", 0.2, True), ("+box 0.1 nolog", 0.1, False), ("+box 0.3", 0.3, True),
+           ("vote 0.01", 0.01, False), ("vote 0.02", 0.02, False), ("vote 0.04", 0.04, False))
 
 
 def refined(predict: Callable, prompts: Prompts, margin: Optional[float], logits: bool, first) -> np.ndarray:
@@ -35,6 +36,18 @@ def refined(predict: Callable, prompts: Prompts, margin: Optional[float], logits
         return first.mask
     box = None if margin is None else _with_margin(tight_box(first.mask), first.mask.shape, margin)
     return predict(replace(prompts, box=box, mask_logits=first.logits if logits else None)).mask
+
+
+def jitter_vote(predict: Callable, prompts: Prompts, shift: float, shape) -> np.ndarray:
+    """Majority vote of the masks from the prompts as given and with every point moved by ``shift`` x the slice's
+    longer side up, down, left and right (clipped to the slice)."""
+    h, w = shape
+    step = shift * max(h, w)
+    masks = [predict(prompts).mask]
+    for dx, dy in ((step, 0), (-step, 0), (0, step), (0, -step)):
+        moved = np.clip(prompts.points + [dx, dy], 0, [w - 1, h - 1])
+        masks.append(predict(replace(prompts, points=moved)).mask)
+    return np.mean(masks, 0) > 0.5
 
 
 def main() -> None:
@@ -48,6 +61,7 @@ def main() -> None:
                 prompts = make_prompts(protocol, truth, np.random.default_rng([0, seed]))
                 first = predict(prompts)
                 row = [dice(first.mask, truth) if r[0] == "as is" else
+                       dice(jitter_vote(predict, prompts, r[1], truth.shape), truth) if r[0].startswith("vote") else
                        dice(refined(predict, prompts, r[1], r[2], first), truth) for r in REFINES]
                 table.setdefault(protocol, []).append(row)
         for protocol in args.protocols:
