@@ -6,6 +6,10 @@ images (the choice) and, for reporting only, real slices.
 
 Run: .venv/bin/python benchmarks/bench_point_pick.py --fit 300 --cache runs/lite3/cache/val 0:64 --generated 300
      [--pairs data/real/cases.csv --max-slices 10]
+
+Measured 2026-12-02 (stage-6 decoder; not adopted): IoU head / calibrated / selector / best of three, one point:
+64 validation images 0.534 / 0.539 / 0.535 / 0.626; 300 fresh images of seed 5105 0.516 / 0.519 / 0.525 / 0.620.
+The candidates hold ~0.09 more than any pick finds, but these signals do not say which: the selector is level.
 """
 from __future__ import annotations
 
