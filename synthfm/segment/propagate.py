@@ -67,6 +67,7 @@ class PropagationOptions:
     between: str = "seam"  # between prompted slices: switch fronts where they agree best, "nearest" or "score"
     split_box: float = 0.0  # > 0: boxes longer than this x their width are segmented in tiles (SlicePredictor.predict)
     interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
+    between_margin: float = 0.0  # added to box_margin for the interpolated boxes (structures do not grow linearly)
     #: learned stop: ``sigmoid(bias + sum w * evidence)`` over a slice's :data:`EVIDENCE` estimates whether it is
     #: still the structure (fitted on synthetic volumes by benchmarks/fit_stop.py); ``(("bias", b), (name, w), ...)``
     keep_rule: Tuple[Tuple[str, float], ...] = ()
@@ -411,7 +412,8 @@ class VolumeSegmenter:
                 t = (i - a) / (b - a)
                 prompts = prompts_from_mask(prev, options)
                 if options.interpolate_box and prompts.box is not None:  # (no box for point-only settings)
-                    prompts = replace(prompts, box=_with_margin((1 - t) * box_a + t * box_b, shape, options.box_margin))
+                    prompts = replace(prompts, box=_with_margin((1 - t) * box_a + t * box_b, shape,
+                                                                options.box_margin + options.between_margin))
                 pred = self.segment_slice(i, prompts, options.pick_closest or "auto", options.split_box)
                 pred = pred.closest_to(prev.mask) if options.pick_closest else pred
                 preds[i] = self._constrain(i, pred, prev.mask, ref, options)
