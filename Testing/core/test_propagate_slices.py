@@ -56,6 +56,13 @@ def test_slices_between_prompted_slices_follow_interpolated_boxes():
     expected = (tight_box(truth[2]) + tight_box(truth[10])) / 2
     assert np.allclose(boxes[6], expected + [-2, -2, 2, 2])  # plus the 2-pixel margin
     assert result.describe().startswith("17 slices (2..18) from prompted slices 2, 10, 18, stopped before slice 1")
+    pred.prompts_seen.clear()  # between_margin grows the interpolated boxes only: by 0.25 x their size (+ 2 px)
+    seg.propagate_slices({2: _box(truth[2]), 10: _box(truth[10])}, options=PropagationOptions(box_margin=0.0,
+                                                                                             between_margin=0.25))
+    grown = [p.box for i, p in pred.prompts_seen if i == 6]
+    size = expected[2:] - expected[:2] + 1
+    assert grown and all(np.allclose(g, np.concatenate([expected[:2] - 0.25 * size - 2, expected[2:] + 0.25 * size + 2]))
+                         for g in grown)
 
 
 class Drifting(TruthPredictor):
