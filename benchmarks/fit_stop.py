@@ -32,7 +32,8 @@ from synthfm.segment.propagate import EVIDENCE, keep_probability, stop_reason
 FIT_SEED, HELD_OUT_SEED = 778, 777  # bench_propagation.py's volumes are seed 777
 #: the sign each evidence's weight is held to (monotone): a slice is less likely the structure as its intensity moves
 #: or its area jumps, more likely as its score, overlap with the previous mask and contrast rise; "size" is free
-SIGNS = {"score": 1, "shift": -1, "drift": -1, "toward": -1, "growth": -1, "size": 0, "overlap": 1, "contrast": 1}
+SIGNS = {"score": 1, "shift": -1, "drift": -1, "toward": -1, "growth": -1, "size": 0, "overlap": 1, "contrast": 1,
+         "cut": -1}
 #: every stop off; the recorded chain is the one any rule follows up to its first stop
 #: the hand-set thresholds ``--grid`` searches (every combination)
 GRID = {"max_intensity_shift": (0.0, 0.3, 0.5, 0.75, 1.0), "max_intensity_drift": (0.0, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0),
@@ -64,7 +65,10 @@ def record_set(model_name: str, seed: int, count: int, folder: Path, depth: int 
     """The records of ``count`` volumes of ``seed`` with ``depth`` slices (read back from ``folder`` when made)."""
     path = folder / f"{Path(model_name).stem}_seed{seed}_{count}{'' if depth == 40 else f'_depth{depth}'}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        rows = json.loads(path.read_text())
+        if all(set(EVIDENCE) <= set(r) for v in rows for chain in (v["up"], v["down"]) for r in chain):
+            return rows
+        print(f"{path} was recorded before the evidence {', '.join(EVIDENCE)}: recording again")
     model = load_model(model_name)
     predictor = SlicePredictor(model, cache_size=48)
     gen = SyntheticGenerator(GeneratorConfig.from_preset("mixed", size=128, depth=depth), seed)
