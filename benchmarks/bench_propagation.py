@@ -65,7 +65,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             **{f"end extension<={f}": {"max_end_extension": f} for f in (0.1, 0.2, 0.3, 0.5)},
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False},
-            **{f"between boxes +{m}": {"between_margin": m} for m in (0.05, 0.1, 0.2)}, "no mask prompt": {"use_mask_prompt": False},
+            **{f"between boxes +{m}": {"between_margin": m} for m in (0.05, 0.1, 0.2)}, "no mask prompt": {"use_mask_prompt": False}, "no interior point": {"use_points": False},
             **{f"box margin {m}": {"box_margin": m} for m in (0.05, 0.1, 0.2)},
             "oracle stop": NO_STOP,
             "box margin 0.1, oracle stop": {**NO_STOP, "box_margin": 0.1},
