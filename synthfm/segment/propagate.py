@@ -341,10 +341,10 @@ class VolumeSegmenter:
                 seen = seen.closest_to(prev.mask)
             pred = self._constrain(i, seen, prev.mask, ref, options)
             cut = 1.0 - pred.mask.sum() / max(1, seen.mask.sum())
-            seen = pred if options.stop_on_cut else seen
-            area = int(seen.mask.sum())
-            mean = self._mean_in(i, seen.mask, options.intensity_stat) if area else prev_mean
-            evidence = {**self._evidence(i, seen, prev_seen, area, mean, prev_mean, ref), "cut": float(cut)}
+            judged = pred if options.stop_on_cut else seen  # the mask the stop rule reads
+            area = int(judged.mask.sum())
+            mean = self._mean_in(i, judged.mask, options.intensity_stat) if area else prev_mean
+            evidence = {**self._evidence(i, judged, prev_seen, area, mean, prev_mean, ref), "cut": float(cut)}
             stop = ("past the prompted span" if limit is not None and count >= limit else
                     "growing past the end" if area > end_area else
                     stop_reason(options, evidence, area, int(prev_seen.mask.sum()), floor, ref.spread / scale, keep,
@@ -355,7 +355,7 @@ class VolumeSegmenter:
             if stop:
                 return
             self._put(result.mask, i, pred.mask)
-            prev, prev_seen, prev_mean, i, count = pred, seen, mean, i + step, count + 1
+            prev, prev_seen, prev_mean, i, count = pred, judged, mean, i + step, count + 1
             towards.append(evidence["toward"])
 
     def _constrain(self, index: int, pred: Prediction, prev_mask: np.ndarray, ref: Optional["_Reference"],
