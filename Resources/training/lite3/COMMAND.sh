@@ -8,11 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 mkdir -p runs/lite3
-for f in synthfm-lite.pt history.json; do
-  [ -f "Resources/training/lite3/$f" ] && [ ! -f "runs/lite3/$f" ] && cp "Resources/training/lite3/$f" runs/lite3/
-done
+# The decoders are kept in git history, not in the working tree (a GPU call carries at most 64 MiB of it):
+# init.pt as committed in d7c4cdf, the end of the run (step 37,500) = the shipped stage 6 of 4804fc0.
+[ -f runs/lite3/init.pt ] || git show d7c4cdf:Resources/training/lite3/init.pt > runs/lite3/init.pt
+[ -f runs/lite3/synthfm-lite.pt ] || git show 4804fc0:Resources/models/synthfm-lite.pt > runs/lite3/synthfm-lite.pt
+[ -f runs/lite3/history.json ] || cp Resources/training/lite3/history.json runs/lite3/
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/synthfm train --model synthfm-lite \
-  --init Resources/training/lite3/init.pt --preset mixed --generator '{}' --samples 5000 --val-samples 64 \
+  --init runs/lite3/init.pt --preset mixed --generator '{}' --samples 5000 --val-samples 64 \
   --steps 37500 --batch-size 8 --lr 2e-4 --lr-warmup 100 --correction-prob 0.6 --correction-rounds 3 \
   --val-every 250 --ckpt-every 50 --threads "${THREADS:-1}" --out runs/lite3 "$@"
 # Afterwards copy runs/lite3/{synthfm-lite.pt,synthfm-lite.md,history.json,curve.png} back here and commit.
