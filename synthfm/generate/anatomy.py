@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-
 from synthfm.generate.config import GeneratorConfig
 from synthfm.generate.scene import BODY, Scene, Structure, _choice, _log_uniform
-from synthfm.generate.shapes import Shape, draw_shape
+from synthfm.generate.shapes import PROFILE_SAMPLES, Shape, draw_shape
 
 ORGANS = ("liver", "spleen", "kidney", "soft", "muscle", "bowel")
 
@@ -23,14 +22,15 @@ ORGANS = ("liver", "spleen", "kidney", "soft", "muscle", "bowel")
 class _Builder:
     """Collects structures with consecutive labels."""
 
-    def __init__(self, rng: np.random.Generator, size: int) -> None:
-        self.rng, self.size = rng, size
+    def __init__(self, rng: np.random.Generator, size: int, version: int = 3) -> None:
+        self.rng, self.size, self.version = rng, size, version
         self.structures: List[Structure] = []
         self.label = BODY
 
     def add(self, shape: Shape, tissue: str, role: str = "tissue", layers: Tuple[Tuple[float, str], ...] = (),
-            extent: str = "local", targetable: bool = True, host: int = 0) -> Structure:
-        s = Structure(self.label, shape, role, tissue=tissue, extent=extent, targetable=targetable, host=host)
+            extent: str = "local", targetable: bool = True, host: int = 0, part_of: int = 0) -> Structure:
+        s = Structure(self.label, shape, role, tissue=tissue, extent=extent, targetable=targetable and not part_of,
+                      host=host, part_of=part_of)
         self.label += 1
         for fraction, tissue_name in layers:
             s.layers.append((float(fraction), self.label, tissue_name))
@@ -48,12 +48,13 @@ class _Builder:
                      float(np.clip(b / max(a, 1e-6), 0.15, 3.0)), harmonics, wobble=float(rng.uniform(0.0, 0.06)))
 
     def tube(self, centre: Tuple[float, float], width: float, half_length: float, angle: float,
-             bend: float = 0.5) -> Shape:
+             bend: float = 0.5, curve: Optional[float] = None) -> Shape:
+        """A bent tube; ``curve`` fixes the quadratic bend (a crescent), else it is drawn within ``bend``."""
         rng = self.rng
+        b0 = float(rng.uniform(-bend, bend)) if curve is None else float(curve)
         return Shape("tube", (float(centre[0]), float(centre[1])), float(max(width, 0.8)), float(angle),
                      harmonics=np.zeros((0, 2)), half_length=float(half_length),
-                     bend=(float(rng.uniform(-bend, bend)), float(rng.uniform(-bend, bend) * 0.6)),
-                     wobble=float(rng.uniform(0.0, 0.08)))
+                     bend=(b0, float(rng.uniform(-bend, bend) * 0.6)), wobble=float(rng.uniform(0.0, 0.08)))
 
     def lesions(self, host: Structure, a: float, b: float, count: int) -> None:
         """``count`` small lesions (or cysts) inside ``host`` whose semi-axes are ``a``, ``b``."""
@@ -88,16 +89,25 @@ def _body(bld: _Builder, inner_tissue: str) -> Tuple[Structure, Tuple[float, flo
 
 
 def _vertebra(bld: _Builder, x: float, y: float, r: float, with_ribs_from: Optional[Tuple] = None) -> Structure:
-    """Vertebral body (cortical rim + marrow), spinal canal, spinous and transverse processes."""
+    """Vertebral body (cortical rim + marrow), spinal canal, spinous and transverse processes.
+
+    Version 4: the arch (pedicles and laminae round the canal, with marrow) and the processes are parts of the
+    vertebra, whose target mask is then the whole bone (as real vertebra labels are).
+    """
     rng = bld.rng
     vb = bld.add(bld.ellipse((x, y), r, r * rng.uniform(0.75, 0.95), rng.normal(0, 0.05), 0.04), "bone",
                  layers=((rng.uniform(0.7, 0.85), "marrow"),), extent="long")
     canal_r = r * rng.uniform(0.4, 0.55)
     cy = y + r * 0.95 + canal_r
-    bld.add(bld.tube((x, cy + canal_r * 1.2), r * 0.18, r * 0.7, np.pi / 2, 0.2), "bone", extent="long")
+    part = vb.label if bld.version >= 4 else 0
+    if part:  # the arch: a ring of bone round the canal, thick enough to hold marrow
+        ring = bld.ellipse((x, cy), canal_r * rng.uniform(1.5, 1.8), canal_r * rng.uniform(1.3, 1.6), 0, 0.05)
+        bld.add(ring, "bone", layers=((rng.uniform(0.75, 0.9), "marrow"),), extent="long", part_of=part)
+    bld.add(bld.tube((x, cy + canal_r * 1.2), r * 0.18, r * 0.7, np.pi / 2, 0.2), "bone", extent="long",
+            part_of=part)
     for side in (-1, 1):
         bld.add(bld.tube((x + side * r * 0.95, cy - canal_r * 0.2), r * 0.16, r * 0.6,
-                         side * rng.uniform(0.1, 0.4), 0.2), "bone", extent="long")
+                         side * rng.uniform(0.1, 0.4), 0.2), "bone", extent="long", part_of=part)
     bld.add(bld.ellipse((x, cy), canal_r, canal_r * 0.85, 0, 0.05), "soft", extent="long")
     return vb
 
@@ -173,7 +183,11 @@ def trunk(bld: _Builder) -> str:
 
 
 def head(bld: _Builder) -> str:
-    """Scalp, skull, cerebrospinal fluid, grey and white matter, ventricles, deep nuclei, lesions."""
+    """Scalp, skull, cerebrospinal fluid, grey and white matter, ventricles, deep nuclei, lesions.
+
+    Version 4 folds the cortex: a grey-matter ribbon (about 2-4 px) on a white-matter core with 20-45 sulci of
+    adult depth, CSF in the clefts between gyri, and crescent-shaped lateral ventricles.
+    """
     rng, size = bld.rng, bld.size
     a = size * rng.uniform(0.34, 0.42)
     b = a * rng.uniform(1.1, 1.3)
@@ -181,17 +195,36 @@ def head(bld: _Builder) -> str:
     t = np.cumsum([rng.uniform(1.0, 2.0), rng.uniform(1.5, 4.0), rng.uniform(3.0, 6.0), rng.uniform(0.8, 2.5)])
     shape = bld.ellipse(centre, a, b, rng.normal(0, 0.05), 0.03)
     shape.wobble = 0.02
-    body = bld.add(shape, "skin", "body", layers=((1 - t[0] / a, "fat"), (1 - t[1] / a, "bone"),
-                                                   (1 - t[2] / a, "csf"), (1 - t[3] / a, "gm")),
-                   extent="long", targetable=False)
+    folded = bld.version >= 4
+    layers = ((1 - t[0] / a, "fat"), (1 - t[1] / a, "bone"), (1 - t[2] / a, "csf"))
+    if folded and rng.random() < 0.25:  # a brain-extracted (skull-stripped) image: the brain and a rim of CSF
+        ia = a - t[3]
+        shape = bld.ellipse(centre, ia, ia * b / a, shape.angle, 0.03)
+        shape.wobble = 0.02
+        body = bld.add(shape, "csf", "body", extent="long", targetable=False)
+    else:
+        body = bld.add(shape, "skin", "body", layers=layers if folded else layers + ((1 - t[3] / a, "gm"),),
+                       extent="long", targetable=False)
     body.label = BODY
     ia = a - t[3]
-    wm = bld.add(bld.ellipse(centre, ia * rng.uniform(0.7, 0.82), ia * b / a * rng.uniform(0.7, 0.82), 0, 0.3,
-                             "lobulated"), "wm", extent="long")
+    if folded:
+        wm = _folded_brain(bld, centre, ia, b / a)
+    else:
+        wm = bld.add(bld.ellipse(centre, ia * rng.uniform(0.7, 0.82), ia * b / a * rng.uniform(0.7, 0.82), 0, 0.3,
+                                 "lobulated"), "wm", extent="long")
+    bow = (1 if rng.random() < 0.7 else -1) if folded else 0  # ventricles bowing towards (1) or away from the midline
     for side in (-1, 1):  # lateral ventricles, deep grey nuclei
         vx = centre[0] + side * ia * rng.uniform(0.05, 0.15)
-        bld.add(bld.tube((vx, centre[1] - ia * 0.05), ia * rng.uniform(0.02, 0.07), ia * rng.uniform(0.2, 0.35),
-                         np.pi / 2 + side * rng.uniform(0, 0.3), 0.8), "csf")
+        if folded:  # a crescent, mostly bowing towards the midline (the caudate nucleus in its lateral concavity)
+            width = ia * rng.uniform(0.02, 0.1)
+            tube = bld.tube((vx, centre[1] - ia * 0.05), width, ia * rng.uniform(0.2, 0.4),
+                            np.pi / 2 + side * rng.uniform(0, 0.2), 0.2, curve=-side * bow * rng.uniform(0.4, 1.2))
+            _keep_lateral(tube, side, centre[0], 1.5 * width + ia * rng.uniform(0.01, 0.08))  # the septum between
+            vx = tube.center[0]
+            bld.add(tube, "csf")
+        else:
+            bld.add(bld.tube((vx, centre[1] - ia * 0.05), ia * rng.uniform(0.02, 0.07), ia * rng.uniform(0.2, 0.35),
+                             np.pi / 2 + side * rng.uniform(0, 0.3), 0.8), "csf")
         for _ in range(int(rng.integers(1, 3))):
             r = ia * rng.uniform(0.06, 0.12)
             bld.add(bld.ellipse((vx + side * ia * rng.uniform(0.15, 0.3), centre[1] + ia * rng.uniform(-0.15, 0.2)),
@@ -199,6 +232,72 @@ def head(bld: _Builder) -> str:
     if rng.random() < 0.6:
         bld.lesions(wm, 0.6 * ia, 0.6 * ia * b / a, int(rng.integers(1, 3)))
     return "head"
+
+
+def _keep_lateral(tube: Shape, side: int, midline: float, clearance: float) -> None:
+    """Move ``tube`` sideways (``side`` -1: left, 1: right) until its centre line stays ``clearance`` px off the
+    midline everywhere (a lateral ventricle never crosses the septum)."""
+    t = np.linspace(-1, 1, 41)
+    u = tube.half_length * t
+    v = tube.half_length * t * t * (0.5 * tube.bend[0] + 0.3 * tube.bend[1] * t)
+    x = tube.center[0] + np.cos(tube.angle) * u - np.sin(tube.angle) * v
+    deficit = clearance - float(np.min(side * (x - midline)))
+    if deficit > 0:
+        tube.center = (tube.center[0] + side * deficit, tube.center[1])
+
+
+def _folded_brain(bld: _Builder, centre: Tuple[float, float], ia: float, aspect: float) -> Structure:
+    """Grey matter and white matter of a folded cortex; returns the white matter.
+
+    The white matter is a core with 28-48 tapering fingers reaching into the gyri (sulci 25-50 % of its radius
+    deep between them), notched by 30-60 shallow secondary sulci, each at a jittered angle with its own height and
+    width, and cut by the interhemispheric fissure front and back.  The grey matter fills the brain's surface down
+    to the white matter except for a CSF cleft along each sulcus (0.5-5 px wide), and covers every finger with
+    at least the cortical thickness (the white matter's outline grown by a disc), so the ribbon follows the folds.
+    """
+    rng = bld.rng
+    ribbon = rng.uniform(2.0, 5.0)  # cortical thickness (px)
+    outer = ia * rng.uniform(0.9, 0.97)  # the brain's surface, inside the subarachnoid CSF
+    inner = outer - ribbon
+    theta = np.linspace(-np.pi, np.pi, PROFILE_SAMPLES, endpoint=False)
+
+    def around(angles: np.ndarray) -> np.ndarray:  # (samples, len(angles)) signed angle from each
+        return np.angle(np.exp(1j * (theta[:, None] - np.asarray(angles)[None, :])))
+
+    count, depth = int(rng.integers(28, 49)), rng.uniform(0.25, 0.5)
+    spacing = 2 * np.pi / count
+    fingers = np.sort((rng.uniform(0, 2 * np.pi) + spacing * (np.arange(count) + rng.uniform(-0.35, 0.35, count)))
+                      % (2 * np.pi))
+    gyri = depth * rng.uniform(0.4, 1.0, count) * np.exp(-np.abs(around(fingers)) / (spacing * rng.uniform(0.15, 0.3, count)))
+    dip = depth - gyri.max(1)
+    notches = int(rng.integers(30, 61))
+    spots = rng.uniform(0, 2 * np.pi, notches)
+    dip = np.maximum(dip, (rng.uniform(0.02, 0.08) * rng.uniform(0.4, 1.0, notches)
+                           * np.exp(-np.square(around(spots) / (2 * np.pi / notches * rng.uniform(0.1, 0.2, notches))))).max(1))
+    poles = np.array([-np.pi / 2, np.pi / 2])  # the interhemispheric fissure, front and back
+    fissure = rng.uniform(0.25, 0.6, 2) * np.exp(-np.square(around(poles) / rng.uniform(0.03, 0.06, 2)))
+    dip = np.minimum(np.maximum(dip, fissure.max(1)), 0.7)
+    radius = inner * (1 - dip)
+    wm = bld.ellipse(centre, inner, inner * aspect, 0.0, 0.06)
+    wm.wobble, wm.profile = 0.01, (-dip).astype(np.float32)
+
+    step = 2 * np.pi / PROFILE_SAMPLES  # the white matter grown by a disc of the ribbon's radius
+    grown = radius + ribbon
+    for k in range(1, int(ribbon / (radius.min() * step)) + 1):
+        for shifted in (np.roll(radius, k), np.roll(radius, -k)):
+            across = k * step * shifted  # arc length to the neighbouring angle
+            cap = np.sqrt(np.clip(ribbon ** 2 - across ** 2, 0, None))
+            grown = np.maximum(grown, np.where(across < ribbon, shifted + cap, 0))
+    sulci = np.concatenate([(fingers + np.roll(fingers, -1) + np.where(np.arange(count) == count - 1, 2 * np.pi, 0)) / 2,
+                            poles])
+    floor = np.interp(sulci % (2 * np.pi) - np.pi * (sulci % (2 * np.pi) > np.pi) * 2, theta, radius, period=2 * np.pi)
+    half_width = np.exp(rng.uniform(np.log(0.5), np.log(5.0), len(sulci))) / outer  # radians at the surface
+    clefts = ((outer - floor) * np.exp(-np.square(around(sulci) / half_width))).max(1)
+    surface = np.maximum(grown, outer - clefts)
+    gm = bld.ellipse(centre, outer, outer * aspect, 0.0, 0.0)
+    gm.harmonics, gm.wobble, gm.profile = wm.harmonics, wm.wobble, (surface / outer - 1).astype(np.float32)
+    bld.add(gm, "gm", extent="long")
+    return bld.add(wm, "wm", extent="long")
 
 
 def organs(bld: _Builder) -> str:
@@ -270,7 +369,7 @@ BUILDERS: Dict[str, Callable[[_Builder], str]] = {"trunk": trunk, "head": head, 
 
 def draw_anatomy(rng: np.random.Generator, cfg: GeneratorConfig, size: int, modality: str) -> Scene:
     """An anatomy-like scene with one target among its structures (or a shape primitive placed inside it)."""
-    bld = _Builder(rng, size)
+    bld = _Builder(rng, size, cfg.version)
     kind = ultrasound(bld) if modality == "us" else BUILDERS[_choice(rng, cfg.scene_weights)](bld)
     primitive = {}
     if rng.random() < 0.3:  # one of the shape primitives, inside the body like a lesion or an odd organ

@@ -12,8 +12,12 @@ MODALITIES = ("ct", "mr", "us")
 # Bump when the same seed would give different images.  2: float32 outlines, Box-Muller noise.
 # 3: anatomy-like scenes with tissue intensities from physics, a visible-target difficulty mix, ultrasound
 #    speckle/resolution by depth, the ablation switches.  Version 2 stays selectable (``version=2``).
+# 4 (selectable, ``version=4``; same knobs as 3): folded cortex (grey-matter ribbon on folded white matter, CSF in
+#    the sulci), crescent lateral ventricles, whole-vertebra and whole-organ targets (inner layers and parts such as
+#    marrow or the vertebral arch belong to the structure's mask).  The default stays 3 until a decoder trained on
+#    version 4 is judged better on real images.
 GENERATOR_VERSION = 3
-VERSIONS = (2, 3)
+VERSIONS = (2, 3, 4)
 SCENE_KINDS = ("trunk", "head", "organs")  # anatomy-like scenes (version 3)
 
 

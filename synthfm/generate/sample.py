@@ -12,7 +12,8 @@ import dataclasses
 from synthfm.generate.anatomy import draw_anatomy
 from synthfm.generate.appearance import Probe, draw_probe, render_image, render_image_v3
 from synthfm.generate.config import GeneratorConfig
-from synthfm.generate.scene import BODY, Scene, _choice, bounding_box, draw_scene, grid, paint, simplify_shapes
+from synthfm.generate.scene import (BODY, Scene, _choice, bounding_box, draw_scene, grid, merge_labels, paint,
+                                   simplify_shapes, whole_structures)
 from synthfm.generate.shapes import contour_perturbation
 
 MIN_TARGET_PIXELS = 12
@@ -45,6 +46,12 @@ class Sample3D:
         from synthfm.io import Volume
 
         return Volume(self.image if array is None else array, self.spacing)
+
+
+def _target_mask(labels: np.ndarray, target: int, owner: Dict[int, int]) -> np.ndarray:
+    """The target's pixels: its label and those of its layers and parts (``owner``)."""
+    parts = [target] + [label for label, top in owner.items() if top == target]
+    return labels == target if len(parts) == 1 else np.isin(labels, parts)
 
 
 def touches(labels: np.ndarray, target_label: int) -> bool:
@@ -91,6 +98,10 @@ class SyntheticGenerator:
         perturb = {s.label: contour_perturbation(rng, (size, size)) for s in scene.structures}
         return scene, perturb
 
+    def _owners(self, scene: Scene) -> Dict[int, int]:
+        """Version 4: the labels merged into their structure once the image is drawn (none before)."""
+        return whole_structures(scene) if self.effective.version >= 4 else {}
+
     def _render(self, rng, scene, labels, spacing=(1.0, 1.0), probe=None):
         draw = render_image if self.effective.version == 2 else render_image_v3
         return draw(rng, self.effective, scene, labels, spacing=spacing, probe=probe)
@@ -105,12 +116,14 @@ class SyntheticGenerator:
             probe: Optional[Probe] = draw_probe(rng, cfg, (size, size)) if scene.modality == "us" else None
             if probe is not None:
                 labels[~probe.fov] = 0
-            mask = labels == scene.target_label
+            owner = self._owners(scene)
+            mask = _target_mask(labels, scene.target_label, owner)
             if mask.sum() >= MIN_TARGET_PIXELS:
                 break
         else:  # pragma: no cover - would mean the configuration cannot place a target
             raise RuntimeError(f"could not place a visible target in 50 attempts with {cfg}")
         image, meta = self._render(rng, scene, labels, probe=probe)
+        merge_labels(labels, owner)
         meta.update(scene.meta, index=index, attempts=attempt + 1, touching=touches(labels, scene.target_label),
                     target_fraction=float(mask.mean()), preset=cfg.preset)
         return Sample2D(image, mask, labels, scene.target_label, meta)
@@ -135,13 +148,15 @@ class SyntheticGenerator:
             probe = draw_probe(rng, cfg, (size, size)) if scene.modality == "us" else None
             if probe is not None:
                 labels[:, ~probe.fov] = 0
-            mask = labels == scene.target_label
+            owner = self._owners(scene)
+            mask = _target_mask(labels, scene.target_label, owner)
             mid = mask[depth // 2]
             if mid.sum() >= MIN_TARGET_PIXELS:
                 break
         else:  # pragma: no cover
             raise RuntimeError("could not place a target on the middle slice in 50 attempts")
         image, meta = self._render(rng, scene, labels, spacing=(sz, sx, sx), probe=probe)
+        merge_labels(labels, owner)
         present = np.nonzero(mask.any(axis=(1, 2)))[0]
         meta.update(scene.meta, index=index, attempts=attempt + 1, target_slices=(int(present[0]), int(present[-1])),
                     preset=cfg.preset)

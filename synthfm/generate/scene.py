@@ -31,6 +31,7 @@ class Structure:
     extent: str = "local"  # 3D: "local" appears and vanishes through the slices, "long" runs through the volume
     targetable: bool = True  # anatomy scenes: may be the target
     host: int = 0  # a lesion's host structure label (its intensity is the host's plus a contrast)
+    part_of: int = 0  # version 4: label of the structure this one is a part of (a vertebra's arch), else 0
 
 
 @dataclass
@@ -191,6 +192,31 @@ def _paint_layers(labels: np.ndarray, s: Structure, xx, yy, scale: float, shift,
     painted[mask] = s.label
     for (_, label, _), m in zip(s.layers, inner):
         painted[m & mask] = label
+
+
+def whole_structures(scene: Scene) -> Dict[int, int]:
+    """``label -> owner label`` for the inner layers and parts of every structure but the body (version 4):
+    a kidney with its sinus, a bone with its marrow, a vertebra with its arch are each one structure."""
+    owner: Dict[int, int] = {}
+    for s in scene.structures:
+        if s.role == "body":
+            continue
+        top = s.part_of or s.label
+        if s.part_of:
+            owner[s.label] = top
+        for _, label, _ in s.layers:
+            owner[label] = top
+    return owner
+
+
+def merge_labels(labels: np.ndarray, owner: Dict[int, int]) -> np.ndarray:
+    """``labels`` with each label in ``owner`` replaced by its owner (in place; returns ``labels``)."""
+    if owner:
+        lut = np.arange(max(int(labels.max()), max(owner)) + 1, dtype=labels.dtype)
+        for label, top in owner.items():
+            lut[label] = top
+        labels[...] = lut[labels]
+    return labels
 
 
 def simplify_shapes(scene: Scene) -> None:

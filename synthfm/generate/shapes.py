@@ -14,6 +14,8 @@ import numpy as np
 
 from synthfm.generate.fields import smooth_field
 
+PROFILE_SAMPLES = 2048  # angular samples of a Shape.profile
+
 
 @dataclass
 class Shape:
@@ -31,6 +33,7 @@ class Shape:
     bend: Tuple[float, float] = (0.0, 0.0)  # tube: quadratic and cubic bend
     half_length: float = 0.0  # tube
     wobble: float = 0.0  # amplitude of the smooth contour perturbation (fraction of radius)
+    profile: Optional[np.ndarray] = None  # star shapes: radius offset (fraction) at PROFILE_SAMPLES angles on [-pi, pi)
 
 
 def draw_shape(rng: np.random.Generator, kind: str, center: Tuple[float, float], area_px: float) -> Shape:
@@ -87,6 +90,11 @@ def _star(shape: Shape, u: np.ndarray, v: np.ndarray, perturb: Optional[np.ndarr
         np.cos(tmp, out=tmp)
         tmp *= np.float32(amp)
         r += tmp
+    if shape.profile is not None:  # a sampled outline (a folded cortex): nearest of PROFILE_SAMPLES angles
+        n = len(shape.profile)
+        index = np.multiply(theta, np.float32(n / (2 * np.pi)), out=tmp)
+        index += np.float32(n / 2)
+        r += shape.profile[np.clip(index.astype(np.int32), 0, n - 1)]
     return rho, r
 
 
