@@ -71,14 +71,14 @@ def measure(fn: Callable[[int], object], n: int, first: int = 1) -> Dict[str, ob
 def cases(quick: bool) -> List[Tuple[str, int]]:
     n2, n3 = (20, 2) if quick else (100, 6)
     out = []
-    for version in (GENERATOR_VERSION, 2):
+    for version in (GENERATOR_VERSION, 4, 2):
         out += [(f"v{version} 2D {preset}", n2) for preset in ("ct", "mr", "us", "mixed")]
         out.append((f"v{version} 3D mixed", n3))
     return out
 
 
 def print_rates(quick: bool) -> None:
-    print(f"generator version {GENERATOR_VERSION} (and 2), one thread; 2D 256x256, 3D 128x128x64")
+    print(f"generator version {GENERATOR_VERSION} (and 4, 2), one thread; 2D 256x256, 3D 128x128x64")
     print(f"{'case':<16}{'per cpu s':>10}{'ms each':>9}{'per wall s':>11}{'cpu share':>10}  unit  target")
     for case, n in cases(quick):
         fn, unit = case_sampler(case)
