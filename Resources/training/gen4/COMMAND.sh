@@ -4,10 +4,12 @@
 #   v4: 2,500 new images of generator version 4 (seed 2; encoded into runs/gen4/cache, ~20 min on two cores), or
 #   v3: lite4's 5,000 version-3 images (seed 1; runs/lite4/cache, encoded by lite4/COMMAND.sh): the control arm.
 # Only the generator differs in what the two arms train on (and the number of images: 2,500 vs 5,000, each image
-# seen about 5 vs 2.4 times). Usage, from the project root after `bash setup.sh`: bash COMMAND.sh v4|v3
+# seen about 5 vs 2.4 times). v3seen: the control's recipe on lite3's 5,000 version-3 images (seed 0, which stage 6
+# was trained on), a replicate of the control. Usage, from the project root after `bash setup.sh`:
+# bash COMMAND.sh v4|v3|v3seen
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-ARM=${1:?usage: COMMAND.sh v4|v3}
+ARM=${1:?usage: COMMAND.sh v4|v3|v3seen}
 shift
 INIT=runs/gen4/stage6.pt
 mkdir -p runs/gen4
@@ -15,7 +17,8 @@ mkdir -p runs/gen4
 case "$ARM" in
   v4) DATA=(--generator '{"version": 4}' --seed 2 --samples 2500 --cache runs/gen4/cache) ;;
   v3) DATA=(--generator '{}' --seed 1 --samples 5000 --cache runs/lite4/cache) ;;
-  *) echo "unknown arm '$ARM': v4 or v3" >&2; exit 2 ;;
+  v3seen) DATA=(--generator '{}' --seed 0 --samples 5000 --cache runs/lite3/cache) ;;  # a replicate: lite3's images
+  *) echo "unknown arm '$ARM': v4, v3 or v3seen" >&2; exit 2 ;;
 esac
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/synthfm train --model synthfm-lite --init "$INIT" --preset mixed \
   "${DATA[@]}" --val-samples 64 --steps 1500 --batch-size 8 --lr 1e-4 --lr-warmup 50 --correction-prob 0.6 \
