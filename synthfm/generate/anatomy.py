@@ -290,7 +290,7 @@ def _folded_brain(bld: _Builder, centre: Tuple[float, float], ia: float, aspect:
             grown = np.maximum(grown, np.where(across < ribbon, shifted + cap, 0))
     sulci = np.concatenate([(fingers + np.roll(fingers, -1) + np.where(np.arange(count) == count - 1, 2 * np.pi, 0)) / 2,
                             poles])
-    floor = np.interp(sulci % (2 * np.pi) - np.pi * (sulci % (2 * np.pi) > np.pi) * 2, theta, radius, period=2 * np.pi)
+    floor = np.interp(sulci, theta, radius, period=2 * np.pi)  # the white matter's radius at each sulcus
     half_width = np.exp(rng.uniform(np.log(0.5), np.log(5.0), len(sulci))) / outer  # radians at the surface
     clefts = ((outer - floor) * np.exp(-np.square(around(sulci) / half_width))).max(1)
     surface = np.maximum(grown, outer - clefts)
