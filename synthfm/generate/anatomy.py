@@ -185,8 +185,9 @@ def trunk(bld: _Builder) -> str:
 def head(bld: _Builder) -> str:
     """Scalp, skull, cerebrospinal fluid, grey and white matter, ventricles, deep nuclei, lesions.
 
-    Version 4 folds the cortex: a grey-matter ribbon (about 2-4 px) on a white-matter core with 20-45 sulci of
-    adult depth, CSF in the clefts between gyri, and crescent-shaped lateral ventricles.
+    Version 4 folds the cortex (``_folded_brain``: a 2-5 px grey-matter ribbon on white matter with 28-48 gyral
+    fingers, CSF in the clefts between gyri), draws crescent lateral ventricles kept apart by the septum, and
+    strips the skull from a quarter of the heads.
     """
     rng, size = bld.rng, bld.size
     a = size * rng.uniform(0.34, 0.42)
@@ -268,12 +269,15 @@ def _folded_brain(bld: _Builder, centre: Tuple[float, float], ia: float, aspect:
     spacing = 2 * np.pi / count
     fingers = np.sort((rng.uniform(0, 2 * np.pi) + spacing * (np.arange(count) + rng.uniform(-0.35, 0.35, count)))
                       % (2 * np.pi))
-    gyri = depth * rng.uniform(0.4, 1.0, count) * np.exp(-np.abs(around(fingers)) / (spacing * rng.uniform(0.15, 0.3, count)))
+    finger_height = depth * rng.uniform(0.4, 1.0, count)
+    finger_width = spacing * rng.uniform(0.15, 0.3, count)
+    gyri = finger_height * np.exp(-np.abs(around(fingers)) / finger_width)
     dip = depth - gyri.max(1)
     notches = int(rng.integers(30, 61))
     spots = rng.uniform(0, 2 * np.pi, notches)
-    dip = np.maximum(dip, (rng.uniform(0.02, 0.08) * rng.uniform(0.4, 1.0, notches)
-                           * np.exp(-np.square(around(spots) / (2 * np.pi / notches * rng.uniform(0.1, 0.2, notches))))).max(1))
+    notch_depth = rng.uniform(0.02, 0.08) * rng.uniform(0.4, 1.0, notches)
+    notch_width = 2 * np.pi / notches * rng.uniform(0.1, 0.2, notches)
+    dip = np.maximum(dip, (notch_depth * np.exp(-np.square(around(spots) / notch_width))).max(1))
     poles = np.array([-np.pi / 2, np.pi / 2])  # the interhemispheric fissure, front and back
     fissure = rng.uniform(0.25, 0.6, 2) * np.exp(-np.square(around(poles) / rng.uniform(0.03, 0.06, 2)))
     dip = np.minimum(np.maximum(dip, fissure.max(1)), 0.7)
@@ -288,8 +292,8 @@ def _folded_brain(bld: _Builder, centre: Tuple[float, float], ia: float, aspect:
             across = k * step * shifted  # arc length to the neighbouring angle
             cap = np.sqrt(np.clip(ribbon ** 2 - across ** 2, 0, None))
             grown = np.maximum(grown, np.where(across < ribbon, shifted + cap, 0))
-    sulci = np.concatenate([(fingers + np.roll(fingers, -1) + np.where(np.arange(count) == count - 1, 2 * np.pi, 0)) / 2,
-                            poles])
+    wrap = np.where(np.arange(count) == count - 1, 2 * np.pi, 0)  # the last finger's neighbour is the first
+    sulci = np.concatenate([(fingers + np.roll(fingers, -1) + wrap) / 2, poles])  # midway between fingers; fissure
     floor = np.interp(sulci, theta, radius, period=2 * np.pi)  # the white matter's radius at each sulcus
     half_width = np.exp(rng.uniform(np.log(0.5), np.log(5.0), len(sulci))) / outer  # radians at the surface
     clefts = ((outer - floor) * np.exp(-np.square(around(sulci) / half_width))).max(1)
