@@ -26,5 +26,5 @@ run .venv/bin/synthfm evaluate --pairs "$PAIRS" --model "$MODEL" --prompt point1
   --out "runs/vol_$TAG" > "runs/vol_$TAG.log" 2>&1
 run .venv/bin/synthfm evaluate --pairs "$PAIRS" --model "$MODEL" --prompt point1 --prompt box --volume \
   --volume-slices 3 --overwrite --out "runs/volk3_$TAG" > "runs/volk3_$TAG.log" 2>&1
-grep -h " | " "runs/eval_$TAG.log" "runs/vol_$TAG.log" "runs/volk3_$TAG.log" | grep -v "worst leak" || true
+grep -h " | " "runs/eval_$TAG.log" "runs/vol_$TAG.log" "runs/volk3_$TAG.log" | grep -v -e "worst leak" -e "^evaluate" || true
 grep -i "dice" "runs/demo_$TAG.log" | tail -3 || true
