@@ -37,6 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.checkpoints) < 2:
         raise SystemExit("give at least two checkpoints to average")
+    if args.out.exists():
+        raise SystemExit(f"{args.out} already exists; choose another --out (an earlier result is never replaced)")
     state, meta = average(args.checkpoints)
     save_torch_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta, "state_dict": state},
                       args.out, overwrite=False)

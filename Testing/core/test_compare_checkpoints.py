@@ -57,3 +57,32 @@ def test_runs_in_separate_files_and_bad_input(tmp_path):
         cc.load([old, _write(tmp_path / "old" / "other.csv", _rows("synthfm-lite", lambda i, pr: 0.4))])
     with pytest.raises(SystemExit, match="no such file"):
         cc.load([tmp_path / "missing.csv"])
+
+
+def test_checkpoints_are_averaged_tensor_by_tensor_and_other_models_refused(tmp_path):
+    import torch
+
+    from synthfm.models import build_model, load_decoder_checkpoint, load_model, save_decoder_checkpoint
+
+    spec_avg = importlib.util.spec_from_file_location("average_checkpoints", BENCH / "average_checkpoints.py")
+    avg = importlib.util.module_from_spec(spec_avg)
+    spec_avg.loader.exec_module(avg)
+    torch.manual_seed(0)
+    a, b = build_model("tiny-test"), build_model("tiny-test")
+    pa = save_decoder_checkpoint(tmp_path / "a.pt", a, {"model": "tiny-test", "step": 3})
+    pb = save_decoder_checkpoint(tmp_path / "b.pt", b, {"model": "tiny-test", "step": 5})
+    out = tmp_path / "soup.pt"
+    sys.argv = ["average_checkpoints.py", str(pa), str(pb), "--out", str(out)]
+    avg.main()
+    state, meta = load_decoder_checkpoint(out)
+    sa, sb = load_decoder_checkpoint(pa)[0], load_decoder_checkpoint(pb)[0]
+    key = next(k for k, v in sa.items() if v.is_floating_point() and not torch.equal(v, sb[k]))
+    assert torch.allclose(state[key].float(), (sa[key].float() + sb[key].float()) / 2, atol=1e-3)
+    assert meta["step"] == 3 and meta["averaged_from"] == [str(pa), str(pb)]
+    assert load_model(str(out)).name == "tiny-test"  # a loadable decoder checkpoint
+    with pytest.raises(SystemExit, match="exists|overwrite|already"):
+        avg.main()  # never replaces an earlier result
+    other = save_decoder_checkpoint(tmp_path / "c.pt", a, {"model": "synthfm-lite"})
+    sys.argv = ["average_checkpoints.py", str(pa), str(other), "--out", str(tmp_path / "bad.pt")]
+    with pytest.raises(SystemExit, match="model 'synthfm-lite' differs"):
+        avg.main()
