@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Judge a candidate decoder on the real cases with the README's commands, the way every shipped decoder was judged:
-# its quality calibration fitted on held-out synthetic data (fit_quality.py --write, next to the checkpoint), the 2D
-# table (6 protocols, up to 10 slices per structure), the demo volume, and whole volumes with 1 and 3 prompted slices.
+# its quality calibration fitted on held-out synthetic images as the shipped one was (fit_quality.py --fit-volumes 0
+# --test-volumes 0 --write, next to the checkpoint), the 2D table (6 protocols, up to 10 slices per structure), the
+# demo volume, and whole volumes with 1 and 3 prompted slices.
 # Usage, from the project root after `bash setup.sh` and `synthfm evaluate-data --out data/real`:
-#   CORE=0 bash benchmarks/judge.sh CHECKPOINT TAG      # ~35-40 min on one core; outputs in runs/*_TAG
+#   CORE=0 bash benchmarks/judge.sh CHECKPOINT TAG      # ~20 min on one core; outputs in runs/*_TAG
 # CORE pins the job to one core (two judges, or a judge beside training, then share the machine's two cores);
 # SKIP_FIT=1 keeps an existing calibration. Then compare, paired per structure, e.g.
 #   .venv/bin/python benchmarks/compare_checkpoints.py runs/eval_REF/slices.csv runs/eval_TAG/slices.csv
@@ -18,7 +19,8 @@ PIN=()
 [ -n "${CORE:-}" ] && PIN=(taskset -c "$CORE")
 run() { echo "== $*" >&2; "${PIN[@]}" "$@"; }
 mkdir -p runs
-[ -n "${SKIP_FIT:-}" ] || run .venv/bin/python benchmarks/fit_quality.py --model "$MODEL" --write > "runs/fit_$TAG.log"
+[ -n "${SKIP_FIT:-}" ] || run .venv/bin/python benchmarks/fit_quality.py --model "$MODEL" --fit-volumes 0 --test-volumes 0 --write \
+  > "runs/fit_$TAG.log"
 run .venv/bin/synthfm evaluate --pairs "$PAIRS" --model "$MODEL" --prompt point1 --prompt point3 --prompt point1neg2 \
   --prompt box --prompt box-jitter --prompt clicks --max-slices 10 --overwrite --out "runs/eval_$TAG" > "runs/eval_$TAG.log" 2>&1
 run .venv/bin/synthfm demo --model "$MODEL" --overwrite --out "runs/demo_$TAG" > "runs/demo_$TAG.log" 2>&1
