@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from synthfm.models.checkpoint import FORMAT, FORMAT_VERSION, load_decoder_checkpoint, save_torch_atomic
+from synthfm.models.checkpoint import load_decoder_checkpoint, save_decoder_state
 
 
 def average(paths: list) -> tuple:
@@ -40,8 +40,7 @@ def main() -> None:
     if args.out.exists():
         raise SystemExit(f"{args.out} already exists; choose another --out (an earlier result is never replaced)")
     state, meta = average(args.checkpoints)
-    save_torch_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta, "state_dict": state},
-                      args.out, overwrite=False)
+    save_decoder_state(args.out, state, meta, overwrite=False)
     print(f"wrote {args.out}: mean of {len(args.checkpoints)} checkpoints")
 
 

@@ -25,19 +25,21 @@ def save_decoder_checkpoint(path: PathLike, model, meta: Dict[str, Any], half: b
     """Write ``model``'s prompt encoder + mask decoder and ``meta`` atomically to ``path``."""
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
              for k, v in model.decoder_state_dict().items()}
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "meta": {
-            **meta,
-            "encoder": model.encoder_name,
-            "image_size": model.image_size,
-            "synthfm_version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        },
-        "state_dict": state,
-    }
-    return save_torch_atomic(payload, path, overwrite)
+    return save_decoder_state(path, state, {
+        **meta,
+        "encoder": model.encoder_name,
+        "image_size": model.image_size,
+        "synthfm_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }, overwrite)
+
+
+def save_decoder_state(path: PathLike, state: Dict[str, torch.Tensor], meta: Dict[str, Any],
+                       overwrite: bool = True) -> Path:
+    """Write a decoder ``state`` dict with its complete ``meta`` (as :func:`load_decoder_checkpoint` returns them)
+    atomically to ``path`` in the checkpoint format."""
+    return save_torch_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta, "state_dict": state},
+                             path, overwrite)
 
 
 def save_torch_atomic(obj: Any, path: PathLike, overwrite: bool = True) -> Path:
