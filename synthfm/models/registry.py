@@ -63,6 +63,9 @@ class ModelSpec:
     #: several points are decoded one per round, each round fed the previous round's mask logits (``True``; the
     #: correction rounds the decoder was trained with, see ``SlicePredictor.predict``), or all at once (``False``)
     points_in_rounds: bool = False
+    #: each prompt decoded on the slice and on its left-right mirror image, the two views' mask logits averaged
+    #: (``SlicePredictor.mirror``; one more encoder call per prompted slice; propagated slices take one view)
+    mirror_average: bool = False
 
 
 MODEL_REGISTRY: Dict[str, ModelSpec] = {
@@ -103,7 +106,10 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,
                   # 0.552 -> 0.536
-                  points_in_rounds=True),
+                  points_in_rounds=True,
+                  # 300 fresh generator images (seed 5105; bench_mirror.py), stage-7 decoder, one view -> the slice
+                  # and its mirror image averaged: 1 point 0.530 -> 0.551, 3 points 0.600 -> 0.613, box 0.707 -> 0.716
+                  mirror_average=True),
         ModelSpec("medsam-lite", "tinyvit", 256, LITEMEDSAM, "published",
                   description="LiteMedSAM as published (trained on real medical images; box prompts only).",
                   license="Apache-2.0", trained_points=False,

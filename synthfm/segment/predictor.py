@@ -90,6 +90,9 @@ class SlicePredictor:
         #: it (14.7% of synthfm-lite's predicted pixels on the real cases). Chosen on held-out synthetic images
         #: (docs/segment.md): tight box Dice 0.557 -> 0.645, jittered 0.547 -> 0.614; a margin did worse.
         self.clip_to_box = clip_to_box
+        #: decode each prompt on the slice and on its left-right mirror image and average the two views' low-res
+        #: logits (one more encoder call per slice); None: the model's ``mirror_average`` (ModelSpec)
+        self.mirror: Optional[bool] = None
 
     def share_embeddings(self, other: "SlicePredictor") -> bool:
         """Use ``other``'s embedding cache when both models run the same frozen encoder on the same device with
@@ -103,6 +106,11 @@ class SlicePredictor:
         if same:
             self._cache = other._cache
         return same
+
+    @property
+    def mirrors(self) -> bool:
+        """Whether :meth:`predict` averages the slice's mirror image by default (:attr:`mirror`)."""
+        return bool(getattr(self.model, "mirror_average", False) if self.mirror is None else self.mirror)
 
     @staticmethod
     def key_of(image: np.ndarray) -> str:
@@ -151,7 +159,7 @@ class SlicePredictor:
     @torch.inference_mode()
     def predict(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable] = None,
                 multimask: Union[str, bool] = "auto", value_range: Optional[Tuple[float, float]] = None,
-                split_box: float = 0.0) -> Prediction:
+                split_box: float = 0.0, mirror: Optional[bool] = None) -> Prediction:
         """Segment ``image`` (H, W) from ``prompts``; ``multimask='auto'`` follows the model's ``mask_choice``
         (:class:`synthfm.models.registry.ModelSpec`): three candidates for a box, the one whose bounding box fits it
         best ("box-fit"), or the single-mask output; three candidates for one point, the IoU head's pick ("multi"),
@@ -162,9 +170,26 @@ class SlicePredictor:
         ``split_box`` > 0: a box longer than ``split_box`` times its width is cut across its length into tiles no
         longer than that, each tile is segmented on its own (with the points inside it) and the tiles' masks are
         joined; decoders trained on compact shapes miss most of a long thin structure from one elongated box.
+
+        ``mirror`` (None: :attr:`mirrors`): the same prediction is made on the slice's left-right mirror image (its
+        own embedding, cached under ``(key, "mirror")``) with mirrored prompts, and the two views' low-res logits
+        are averaged (test-time augmentation; docs/segment.md, item 9). Each view picks its own candidate.
         """
         image = np.asarray(image)
         prompts.validate(*image.shape[-2:])
+        if not (self.mirrors if mirror is None else mirror):
+            return self._predict_view(image, prompts, key, multimask, value_range, split_box)
+        key = self.key_of(image) if key is None else key
+        transform = self.embed(image, key, value_range)[1]
+        seen = self._predict_view(image, prompts, key, multimask, value_range, split_box)
+        mirrored = self._predict_view(np.ascontiguousarray(image[:, ::-1]), _mirror_prompts(prompts, transform),
+                                      (key, "mirror"), multimask, value_range, split_box)
+        return self._average_views(seen, mirrored, transform, prompts)
+
+    def _predict_view(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
+                      multimask: Union[str, bool], value_range: Optional[Tuple[float, float]],
+                      split_box: float) -> Prediction:
+        """:meth:`predict` on one view of the slice."""
         tiles = _box_tiles(prompts.box, split_box) if split_box and prompts.box is not None else []
         if len(tiles) > 1:
             return self._predict_tiles(image, prompts, tiles, key, multimask, value_range)
@@ -223,12 +248,7 @@ class SlicePredictor:
         signals = self._signals(low, out.iou[0], transform, prompts)
         if self.wants_consistency:
             signals["consistency"] = self._consistency(low, emb, coords, labels, boxes, masks, multi, transform)
-        masks = np.stack([(transform.logits_to_slice(m) > 0).cpu().numpy() for m in low])
-        low = low.cpu().numpy()
-        if self.clip_to_box and prompts.box is not None:
-            masks &= box_region(masks.shape[-2:], prompts.box)
-            low = np.where(box_region(low.shape[-2:], transform.box_to_input(prompts.box) * (LOW_RES / transform.size)),
-                           low, np.minimum(low, -20.0))
+        masks, low = self._masks_of(low, transform, prompts.box)
         lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
         signals.update(image_signals(normalize(image, lo, hi), masks))  # contrast and edge of the masks returned
         scores = self._scores(signals, kind)
@@ -240,6 +260,40 @@ class SlicePredictor:
             best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         return Prediction(masks[best], float(scores[best]), low[best], scores,
                           masks if multi else None, low if multi else None, signals, best)
+
+    def _masks_of(self, low: Union[torch.Tensor, np.ndarray], transform: SliceTransform, box: Optional[np.ndarray]
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+        """Slice masks ``(M, H, W)`` and low-res logits ``(M, 256, 256)`` of low-res logits ``(M, 256, 256)``, both
+        kept inside ``box`` when :attr:`clip_to_box` (the logits lowered to <= -20 outside it)."""
+        low = torch.as_tensor(low, dtype=torch.float32)
+        masks = np.stack([(transform.logits_to_slice(m) > 0).cpu().numpy() for m in low])
+        low = low.cpu().numpy()
+        if self.clip_to_box and box is not None:
+            masks &= box_region(masks.shape[-2:], box)
+            low = np.where(box_region(low.shape[-2:], transform.box_to_input(box) * (LOW_RES / transform.size)),
+                           low, np.minimum(low, -20.0))
+        return masks, low
+
+    def _average_views(self, seen: Prediction, mirrored: Prediction, transform: SliceTransform,
+                       prompts: Prompts) -> Prediction:
+        """One prediction from a slice's and its mirror image's: each view's chosen low-res logits averaged (the
+        mirror's mirrored back), likewise every candidate (same index) and the scores and signals."""
+        mask, logits = self._masks_of((seen.logits + _mirror_lowres(mirrored.logits, transform))[None] / 2,
+                                      transform, prompts.box)
+        candidates = candidate_logits = None
+        if seen.candidate_logits is not None and mirrored.candidate_logits is not None:
+            candidates, candidate_logits = self._masks_of(
+                (seen.candidate_logits + _mirror_lowres(mirrored.candidate_logits, transform)) / 2, transform,
+                prompts.box)
+        signals = seen.all_signals
+        if signals is not None and mirrored.all_signals is not None:
+            signals = {k: (v + mirrored.all_signals[k]) / 2 if k in mirrored.all_signals
+                       and np.shape(mirrored.all_signals[k]) == np.shape(v) else v for k, v in signals.items()}
+        scores = seen.all_scores
+        if np.shape(mirrored.all_scores) == np.shape(scores):
+            scores = (scores + mirrored.all_scores) / 2
+        return Prediction(mask[0], (seen.score + mirrored.score) / 2, logits[0], scores, candidates, candidate_logits,
+                          signals, seen.index)
 
     @property
     def wants_consistency(self) -> bool:
@@ -297,7 +351,7 @@ class SlicePredictor:
             hi = n_pixels if t == len(tiles) - 1 else hi
             inside = (prompts.points[:, axis] >= lo) & (prompts.points[:, axis] < hi)
             sub = Prompts(prompts.points[inside], prompts.labels[inside], box, prompts.mask_logits)
-            pred = self.predict(image, sub, key, multimask, value_range)
+            pred = self.predict(image, sub, key, multimask, value_range, mirror=False)
             if multimask is True:  # every candidate, joined tile by tile
                 cands, cand_logits, tile_scores = pred.candidates, pred.candidate_logits, pred.all_scores
                 tile_signals = pred.all_signals or {}
@@ -322,6 +376,26 @@ class SlicePredictor:
         several = len(masks) > 1
         return Prediction(masks[best], float(scores[best]), logits[best], scores,
                           masks if several else None, logits if several else None, signals or None, best)
+
+
+def _mirror_lowres(logits: np.ndarray, transform: SliceTransform) -> np.ndarray:
+    """Low-res logits ``(..., 256, 256)`` of a slice's mirror image as those of the slice (or the reverse): the
+    columns that cover the slice (the rest is the encoder input's padding) in reverse order."""
+    width = max(1, round(transform.resized[1] * LOW_RES / transform.size))
+    out = np.array(logits, dtype=np.float32, copy=True)
+    out[..., :width] = np.asarray(logits)[..., :width][..., ::-1]
+    return out
+
+
+def _mirror_prompts(prompts: Prompts, transform: SliceTransform) -> Prompts:
+    """``prompts`` on the slice's left-right mirror image (x -> width - 1 - x; a mask prompt mirrored too)."""
+    last = transform.width - 1
+    points = prompts.points.astype(np.float64, copy=True)
+    points[:, 0] = last - points[:, 0]
+    box = None if prompts.box is None else np.array([last - prompts.box[2], prompts.box[1], last - prompts.box[0],
+                                                     prompts.box[3]], np.float64)
+    mask = None if prompts.mask_logits is None else _mirror_lowres(prompts.mask_logits, transform)
+    return replace(prompts, points=points, box=box, mask_logits=mask)
 
 
 def _box_tiles(box: np.ndarray, ratio: float) -> list:

@@ -83,6 +83,9 @@ class PropagationOptions:
     #: a cut cannot hide a leak from the intensity stops)
     stop_on_cut: bool = False
     max_cut: float = 0.0  # > 0: the cut removed more than this fraction of the decoder's mask: it left the structure
+    #: propagated slices decoded on their mirror image too, as prompted slices are with a ``mirror_average`` model
+    #: (twice the encoder time per slice); off: one view
+    mirror_steps: bool = False
 
     @classmethod
     def parse_overrides(cls, items: List[str]) -> Dict[str, object]:
@@ -217,10 +220,15 @@ class VolumeSegmenter:
             report(progress, done, len(order), "encoding slices")
 
     def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto",
-                      split_box: float = 0.0) -> Prediction:
-        tiles = {"split_box": split_box} if split_box else {}  # only when asked: predictors without tiling work
+                      split_box: float = 0.0, propagated: bool = False,
+                      options: Optional[PropagationOptions] = None) -> Prediction:
+        """One slice's prediction; a ``propagated`` step takes one view of the slice unless ``options.mirror_steps``
+        (a prompted slice follows the predictor's own default: the model's ``mirror_average``)."""
+        extra: Dict[str, object] = {"split_box": split_box} if split_box else {}  # only when asked: predictors
+        if propagated and getattr(self.predictor, "mirrors", False):  # without tiling or mirroring work
+            extra["mirror"] = bool(options is not None and options.mirror_steps)
         return self.predictor.predict(self.slice(index), prompts, key=self.key(index), multimask=multimask,
-                                      value_range=self.value_range, **tiles)
+                                      value_range=self.value_range, **extra)
 
     def _mean_in(self, index: int, mask: np.ndarray, stat: str = "mean") -> float:
         """Mean (or ``stat="median"``) intensity under ``mask`` on slice ``index``."""
@@ -336,7 +344,7 @@ class VolumeSegmenter:
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
             seen = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
-                                      options.split_box)
+                                      options.split_box, propagated=True, options=options)
             if options.pick_closest:
                 seen = seen.closest_to(prev.mask)
             pred = self._constrain(i, seen, prev.mask, ref, options)
@@ -414,7 +422,8 @@ class VolumeSegmenter:
                 if options.interpolate_box and prompts.box is not None:  # (no box for point-only settings)
                     prompts = replace(prompts, box=_with_margin((1 - t) * box_a + t * box_b, shape,
                                                                 options.box_margin + options.between_margin))
-                pred = self.segment_slice(i, prompts, options.pick_closest or "auto", options.split_box)
+                pred = self.segment_slice(i, prompts, options.pick_closest or "auto", options.split_box,
+                                          propagated=True, options=options)
                 pred = pred.closest_to(prev.mask) if options.pick_closest else pred
                 preds[i] = self._constrain(i, pred, prev.mask, ref, options)
                 if preds[i].mask.sum() >= options.min_area_px:  # an empty slice does not prompt the next one
