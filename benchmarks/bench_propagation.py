@@ -66,6 +66,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False},
             **{f"between boxes +{m}": {"between_margin": m} for m in (0.05, 0.1, 0.2)},
+            "mirror steps": {"mirror_steps": True},  # propagated slices averaged with their mirror image too
             "no mask prompt": {"use_mask_prompt": False}, "no interior point": {"use_points": False},
             **{f"box margin {m}": {"box_margin": m} for m in (0.05, 0.1, 0.2)},
             "oracle stop": NO_STOP,
@@ -109,6 +110,9 @@ def main() -> None:
                              "for box-only models), or a protocol of `synthfm evaluate` (point1: one point...)")
     parser.add_argument("--clip-to-box", choices=("on", "off"), nargs="+", default=["on"],
                         help="keep each slice's mask inside its box prompt (SlicePredictor.clip_to_box); both: rows each")
+    parser.add_argument("--mirror", choices=("model", "on", "off"), nargs="+", default=["model"],
+                        help="prompted slices averaged with their mirror image (SlicePredictor.mirror; model: the "
+                             "model's mirror_average); several: rows each")
     args = parser.parse_args()
     gen = SyntheticGenerator(GeneratorConfig.from_preset(args.preset, size=128, depth=40), SEED)
     samples = [gen.sample_3d(i) for i in range(args.first, args.first + args.volumes)]
@@ -119,10 +123,12 @@ def main() -> None:
         model = load_model(name)
         predictor = SlicePredictor(model, cache_size=40 * len(samples))  # every slice encoded once
         print(f"{name}: score = {'calibrated quality score' if predictor.calibrator else 'raw predicted IoU'}")
-        for clip, n_prompted, (setting, overrides) in itertools.product(args.clip_to_box, args.prompted_slices,
-                                                                        SETTINGS.items()):
+        for clip, mirror, n_prompted, (setting, overrides) in itertools.product(
+                args.clip_to_box, args.mirror, args.prompted_slices, SETTINGS.items()):
             predictor.clip_to_box = clip == "on"
+            predictor.mirror = None if mirror == "model" else mirror == "on"
             label = setting if len(args.clip_to_box) == 1 else f"{setting} [clip {clip}]"
+            label = label if len(args.mirror) == 1 else f"{label} [mirror {mirror}]"
             if args.only and not any(part == setting or (part not in SETTINGS and part in setting) for part in args.only):
                 continue
             options = (PropagationOptions.for_model(model, **overrides) if setting.startswith("default") else

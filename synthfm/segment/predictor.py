@@ -186,6 +186,11 @@ class SlicePredictor:
                                       (key, "mirror"), multimask, value_range, split_box)
         return self._average_views(seen, mirrored, transform, prompts)
 
+    def embed_mirror(self, image: np.ndarray, key: Hashable, value_range: Optional[Tuple[float, float]] = None) -> None:
+        """Encode the slice's mirror image ahead of a prompt (as :meth:`predict` with ``mirror`` encodes it)."""
+        if (key, "mirror") not in self._cache:
+            self.embed(np.ascontiguousarray(np.asarray(image)[:, ::-1]), (key, "mirror"), value_range)
+
     def _predict_view(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
                       multimask: Union[str, bool], value_range: Optional[Tuple[float, float]],
                       split_box: float) -> Prediction:

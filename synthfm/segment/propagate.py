@@ -210,13 +210,17 @@ class VolumeSegmenter:
 
     def encode_all(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
                    order: Optional[List[int]] = None) -> None:
-        """Pre-encode slices (by default outward from the middle), skipping cached ones; cancellable."""
+        """Pre-encode slices (by default outward from the middle), skipping cached ones; cancellable. With a
+        predictor that averages mirror images, the first slice's mirror image too (the slice in view: its first
+        prompt then needs no encoder call)."""
         mid = self.n_slices // 2
         order = order or sorted(range(self.n_slices), key=lambda i: abs(i - mid))
         for done, i in enumerate(order, 1):
             check_cancel(cancel)
             if not self.predictor.is_cached(self.key(i)):
                 self.predictor.embed(self.slice(i), self.key(i), self.value_range)
+            if done == 1 and getattr(self.predictor, "mirrors", False):
+                self.predictor.embed_mirror(self.slice(i), self.key(i), self.value_range)
             report(progress, done, len(order), "encoding slices")
 
     def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto",
