@@ -393,9 +393,9 @@ def test_long_boxes_are_split_into_tiles_whose_masks_are_joined():
     assert predictor_module._box_tiles(np.array([5, 0, 14, 79]), 2.0)[0][0] == 1  # tall: split along y
 
     class ThirdsOnly(SlicePredictor):  # a decoder of compact shapes: a square at the left end of any box
-        def predict(self, image, prompts, key=None, multimask="auto", value_range=None, split_box=0.0):
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None, split_box=0.0, mirror=None):
             if split_box:
-                return super().predict(image, prompts, key, multimask, value_range, split_box)
+                return super().predict(image, prompts, key, multimask, value_range, split_box, mirror)
             x0, y0, x1, y1 = np.round(prompts.box).astype(int)
             mask = np.zeros(image.shape, bool)
             mask[y0:y1 + 1, x0:x0 + (y1 - y0 + 1)] = True
