@@ -9,7 +9,7 @@ from synthfm.models import load_model
 from synthfm.models.registry import MODEL_REGISTRY
 from synthfm.models.sam import LOW_RES, DecoderOutput
 from synthfm.segment import Prompts, SlicePredictor, VolumeSegmenter
-from synthfm.segment.predictor import _mirror_lowres, _mirror_prompts
+from synthfm.segment.predictor import _agreement, _mirror_lowres, _mirror_prompts
 from synthfm.segment.preprocess import SliceTransform
 from synthfm.segment.propagate import PropagationOptions
 
@@ -67,8 +67,25 @@ def test_the_average_is_the_mean_of_the_two_views(predictor):
     mirrored = predictor.predict(np.ascontiguousarray(TALL[:, ::-1]), _mirror_prompts(prompts, transform), mirror=False)
     both = predictor.predict(TALL, prompts, mirror=True)
     np.testing.assert_allclose(both.logits, (seen.logits + _mirror_lowres(mirrored.logits, transform)) / 2, atol=1e-5)
-    assert both.score == pytest.approx((seen.score + mirrored.score) / 2)
+    np.testing.assert_allclose(both.all_signals["iou_head"], (seen.all_signals["iou_head"]
+                                                              + mirrored.all_signals["iou_head"]) / 2)
+    agreement = both.all_signals["mirror_agreement"]
+    assert agreement.shape == both.all_scores.shape and ((agreement >= 0) & (agreement <= 1)).all()
+    assert agreement[both.index] == pytest.approx(_agreement(seen.logits[None], _mirror_lowres(
+        mirrored.logits, transform)[None], transform)[0])  # the two views' chosen masks
+    assert both.score == both.all_scores[both.index]  # scored from the averaged signals (no calibrator: the head)
+    assert "mirror_agreement" not in seen.all_signals  # one view has no such signal
     assert both.mask.shape == TALL.shape
+
+
+def test_agreement_is_the_iou_of_the_two_views_masks_on_the_slice():
+    transform = SliceTransform(56, 40, 128)  # 182 low-res columns cover the slice
+    a = np.full((3, LOW_RES, LOW_RES), -1.0, np.float32)
+    b = a.copy()
+    a[0, :10, :10] = b[0, :10, :10] = 1  # the same mask
+    a[1, :10, :10], b[1, 20:30, 20:30] = 1, 1  # disjoint
+    b[2, :10, 200:] = 1  # only in the padding: nothing on the slice for either -> 0
+    np.testing.assert_allclose(_agreement(a, b, transform), [1.0, 0.0, 0.0])
 
 
 def test_a_box_keeps_the_averaged_mask_inside_it(predictor):
@@ -127,4 +144,45 @@ def test_pre_encoding_adds_the_mirror_image_of_the_slice_in_view_only():
     assert p.encoder_calls == 7
     p.predict(seg.slice(3), Prompts.make([[10, 10]]), key=seg.key(3))  # slice 3's mirror image: one encoding
     assert p.encoder_calls == 8
+
+
+def test_the_worker_gate_holds_the_mirror_encoding_too():
+    """The Slicer effect's worker runs one model call at a time: encoding a mirror image ahead holds the gate."""
+    from synthfm.serve.gate import ENCODE, GatedPredictor, PriorityGate
+
+    gate, busy = PriorityGate(quiet_s=0.0), []
+
+    class Recorder:
+        mirrors = True
+
+        def embed_mirror(self, image, key, value_range=None):
+            busy.append(gate.waiting()["busy"])
+
+    gated = GatedPredictor(Recorder(), gate, ENCODE)
+    gated.embed_mirror(np.zeros((4, 4), np.float32), "k")
+    assert busy == [1] and gated.mirrors and gate.waiting()["busy"] == 0
+
+
+def test_the_worker_encodes_the_slice_in_view_with_its_mirror_image():
+    """The effect's background encoding: every slice, and the mirror image of the slice in view, so that the first
+    prompt there is decoded at once ("encoded_before"); elsewhere the mirror image is encoded by the prompt."""
+    import time
+
+    from synthfm.serve.worker import Worker
+
+    def factory(model, device):
+        p = SlicePredictor(load_model("tiny-test"))
+        p.mirror = True
+        return p
+
+    worker = Worker("fake", "cpu", predictor_factory=factory, quiet_s=0.0)
+    worker.add_volume("v", np.random.default_rng(5).normal(size=(6, 32, 32)).astype(np.float32))
+    job = worker.start_encoding("v", 0, around=3)
+    end = time.monotonic() + 60
+    while not job.finished and time.monotonic() < end:
+        time.sleep(0.01)
+    assert job.state == "done"
+    assert worker.predict("v", 0, positive=[[10, 12, 3]])["encoded_before"]
+    assert not worker.predict("v", 0, positive=[[10, 12, 5]])["encoded_before"]  # its mirror image was not ready
+    assert worker.predict("v", 0, positive=[[11, 12, 5]])["encoded_before"]
 

@@ -184,7 +184,7 @@ class SlicePredictor:
         seen = self._predict_view(image, prompts, key, multimask, value_range, split_box)
         mirrored = self._predict_view(np.ascontiguousarray(image[:, ::-1]), _mirror_prompts(prompts, transform),
                                       (key, "mirror"), multimask, value_range, split_box)
-        return self._average_views(seen, mirrored, transform, prompts)
+        return self._average_views(seen, mirrored, transform, prompts, prompt_kind(prompts))
 
     def embed_mirror(self, image: np.ndarray, key: Hashable, value_range: Optional[Tuple[float, float]] = None) -> None:
         """Encode the slice's mirror image ahead of a prompt (as :meth:`predict` with ``mirror`` encodes it)."""
@@ -280,25 +280,33 @@ class SlicePredictor:
         return masks, low
 
     def _average_views(self, seen: Prediction, mirrored: Prediction, transform: SliceTransform,
-                       prompts: Prompts) -> Prediction:
+                       prompts: Prompts, kind: str) -> Prediction:
         """One prediction from a slice's and its mirror image's: each view's chosen low-res logits averaged (the
-        mirror's mirrored back), likewise every candidate (same index) and the scores and signals."""
-        mask, logits = self._masks_of((seen.logits + _mirror_lowres(mirrored.logits, transform))[None] / 2,
-                                      transform, prompts.box)
+        mirror's mirrored back), likewise every candidate (same index) and the signals; the two views' agreement
+        is one more signal (``mirror_agreement``), and the scores are those of the averaged signals."""
+        back = _mirror_lowres(mirrored.logits, transform)
+        mask, logits = self._masks_of((seen.logits + back)[None] / 2, transform, prompts.box)
+        chosen = _agreement(seen.logits[None], back[None], transform)[0]
         candidates = candidate_logits = None
+        agreement = np.array([chosen])
         if seen.candidate_logits is not None and mirrored.candidate_logits is not None:
-            candidates, candidate_logits = self._masks_of(
-                (seen.candidate_logits + _mirror_lowres(mirrored.candidate_logits, transform)) / 2, transform,
-                prompts.box)
-        signals = seen.all_signals
-        if signals is not None and mirrored.all_signals is not None:
-            signals = {k: (v + mirrored.all_signals[k]) / 2 if k in mirrored.all_signals
-                       and np.shape(mirrored.all_signals[k]) == np.shape(v) else v for k, v in signals.items()}
+            back_all = _mirror_lowres(mirrored.candidate_logits, transform)
+            candidates, candidate_logits = self._masks_of((seen.candidate_logits + back_all) / 2, transform,
+                                                          prompts.box)
+            agreement = _agreement(seen.candidate_logits, back_all, transform)
+            agreement[seen.index] = chosen  # this prediction's own mask: the two views' chosen masks
+        signals = dict(seen.all_signals or {})
+        for k, v in (mirrored.all_signals or {}).items():
+            if k in signals and np.shape(v) == np.shape(signals[k]):
+                signals[k] = (signals[k] + v) / 2
         scores = seen.all_scores
-        if np.shape(mirrored.all_scores) == np.shape(scores):
+        if signals and np.shape(signals["iou_head"]) == np.shape(agreement):
+            signals["mirror_agreement"] = agreement
+            scores = self._scores(signals, kind)
+        elif np.shape(mirrored.all_scores) == np.shape(scores):  # signals of different shapes: the scores' mean
             scores = (scores + mirrored.all_scores) / 2
-        return Prediction(mask[0], (seen.score + mirrored.score) / 2, logits[0], scores, candidates, candidate_logits,
-                          signals, seen.index)
+        return Prediction(mask[0], float(scores[seen.index]), logits[0], scores, candidates, candidate_logits,
+                          signals or None, seen.index)
 
     @property
     def wants_consistency(self) -> bool:
@@ -390,6 +398,16 @@ def _mirror_lowres(logits: np.ndarray, transform: SliceTransform) -> np.ndarray:
     out = np.array(logits, dtype=np.float32, copy=True)
     out[..., :width] = np.asarray(logits)[..., :width][..., ::-1]
     return out
+
+
+def _agreement(a: np.ndarray, b: np.ndarray, transform: SliceTransform) -> np.ndarray:
+    """IoU of the masks of low-res logits ``a`` and ``b`` ``(M, 256, 256)`` on the part that covers the slice, per
+    mask (0 when both are empty)."""
+    rh, rw = transform.resized
+    h, w = (max(1, round(v * LOW_RES / transform.size)) for v in (rh, rw))
+    a, b = np.asarray(a)[:, :h, :w] > 0, np.asarray(b)[:, :h, :w] > 0
+    inter, union = (a & b).sum((1, 2)), (a | b).sum((1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float64)
 
 
 def _mirror_prompts(prompts: Prompts, transform: SliceTransform) -> Prompts:

@@ -18,7 +18,10 @@ encoder frame) in a few tensor operations:
 * ``edge``: mean intensity gradient on the mask's boundary / mean gradient over the slice (a mask whose edge lies
   on image edges);
 * ``consistency`` (only when asked for, or when the calibration uses it: one more decoder call): IoU of each
-  candidate with the same candidate decoded from slightly moved prompts (``SlicePredictor._consistency``).
+  candidate with the same candidate decoded from slightly moved prompts (``SlicePredictor._consistency``);
+* ``mirror_agreement`` (only when the prediction averages the slice's mirror image, ``SlicePredictor.mirror``):
+  IoU of the two views' masks (the mirror's mirrored back; 0 when both are empty): where the encoder's two views
+  of the slice disagree, the mask is unsure.
 
 :class:`QualityCalibrator` maps them to a score in [0, 1] that estimates the mask's IoU: one logistic model per
 prompt kind (``mask``: a previous mask was given, as in propagation; else ``box``: a box was given; else
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 
 SIGNALS = ("iou_head", "stability", "confidence", "box_fill", "outside_box", "points_agree", "area", "contrast",
-           "edge", "consistency")
+           "edge", "consistency", "mirror_agreement")
 KINDS = ("box", "points", "mask")
 STABILITY_OFFSET = 1.0  # segment-anything's default stability_score_offset
 CALIBRATION_FORMAT = "synthfm-quality-calibration"

@@ -63,7 +63,8 @@ class PriorityGate:
 
 
 class GatedPredictor:
-    """A SlicePredictor whose model calls hold ``gate`` at ``priority`` (one call per slice)."""
+    """A SlicePredictor whose model calls (``embed``, ``embed_mirror``, ``predict``) hold ``gate`` at ``priority``
+    (one call per slice); everything else is the predictor's."""
 
     def __init__(self, predictor, gate: PriorityGate, priority: int) -> None:
         self._predictor, self._gate, self._priority = predictor, gate, priority
@@ -78,3 +79,7 @@ class GatedPredictor:
     def predict(self, *args, **kwargs):
         with self._gate.hold(self._priority):
             return self._predictor.predict(*args, **kwargs)
+
+    def embed_mirror(self, *args, **kwargs):
+        with self._gate.hold(self._priority):
+            return self._predictor.embed_mirror(*args, **kwargs)

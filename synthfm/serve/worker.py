@@ -181,7 +181,9 @@ class Worker:
         seg = self.segmenter(session, axis, PROMPT)
         prompts.validate(*seg.slice(index).shape)
         start = time.perf_counter()
-        encoded_before = seg.predictor.is_cached(seg.key(index))
+        key = seg.key(index)  # encoded before: every view this prompt is decoded on (the mirror image too)
+        encoded_before = seg.predictor.is_cached(key) and (not getattr(seg.predictor, "mirrors", False)
+                                                           or seg.predictor.is_cached((key, "mirror")))
         pred = seg.segment_slice(index, prompts, multimask)
         answer = {"volume_id": volume_id, "axis": axis, "index": index, "score": pred.score,
                   "scores": [float(s) for s in pred.all_scores], "mask": encode_mask(pred.mask),
