@@ -145,3 +145,27 @@ def test_several_prompted_slices_from_a_prompts_file_and_bad_combinations(sagitt
     assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--axis", "2", "--box", "9,2,3,9,20,10",
                  "--neg-point", "15,5,5", "--out", str(tmp_path / "w.nii.gz")]) == 2
     assert "prompts on slice 15 along axis 2 (sagittal): only negative points" in capsys.readouterr().err
+
+
+def test_mirror_averaging_from_the_command_line(oblique_volume, tmp_path, monkeypatch):
+    """--mirror auto follows the model (synthfm-lite: on, medsam-lite: off); on/off override it."""
+    from synthfm.segment import propagate
+
+    seen, original = [], propagate.VolumeSegmenter.__init__
+
+    def spy(self, predictor, *args, **kwargs):
+        seen.append(predictor.mirrors)
+        original(self, predictor, *args, **kwargs)
+
+    monkeypatch.setattr(propagate.VolumeSegmenter, "__init__", spy)
+    path, vol, truth = oblique_volume
+    ys, xs = np.nonzero(truth[4])
+    box = f"{xs.min()},{ys.min()},4,{xs.max()},{ys.max()},4"
+    for i, (model, flag) in enumerate((("synthfm-lite", "auto"), ("synthfm-lite", "off"), ("medsam-lite", "auto"),
+                                       ("medsam-lite", "on"))):
+        assert main(["segment", "--image", str(path), "--model", model, "--no-propagate", "--mirror", flag,
+                     "--box", box, "--out", str(tmp_path / f"l{i}.nii.gz")]) == 0
+    assert seen == [True, False, False, True]
+    for i in range(4):
+        mask = read_volume(tmp_path / f"l{i}.nii.gz").array[4] > 0
+        assert 2 * (mask & truth[4]).sum() / (mask.sum() + truth[4].sum()) > 0.8

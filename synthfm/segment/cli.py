@@ -136,6 +136,10 @@ def register(subparsers) -> None:
     p.add_argument("--propagation", action="append", default=[], metavar="KEY=VALUE",
                    help="override a propagation setting, e.g. min_score=0.5 or max_slices=20 (repeatable; "
                         "see PropagationOptions in docs/segment.md)")
+    p.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
+                   help="decode the prompted slices on the slice and its left-right mirror image and average them: "
+                        "auto follows the model (synthfm-lite: on; more accurate, one more encoder call per prompted "
+                        "slice), off is faster (docs/segment.md)")
     p.add_argument("--window", default="auto", help="auto, percentile, minmax or a CT preset (ct-soft, ct-lung, ...)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--label", type=int, default=1,
@@ -178,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
         check_contrast(_around(slice_, prompts), *value_range, f"slice {index} (axis {axis}) around the prompts")
 
     model = load_model(args.model)
-    segmenter = VolumeSegmenter(SlicePredictor(model, device, args.window), volume.array, axis=axis)
+    predictor = SlicePredictor(model, device, args.window)
+    predictor.mirror = None if args.mirror == "auto" else args.mirror == "on"
+    segmenter = VolumeSegmenter(predictor, volume.array, axis=axis)
     options = PropagationOptions.for_model(model, **PropagationOptions.parse_overrides(args.propagation))
     if args.no_propagate:
         mask = np.zeros(volume.shape, bool)
