@@ -176,3 +176,28 @@ def test_iou_calibration_summary_and_reliability_plot(tmp_path):
     assert iou_calibration([{"model": "floor", "iou": 0.5}] * 5) == {}  # floors predict no IoU
     assert reliability_plot(ranked, tmp_path / "r.png") and (tmp_path / "r.png").stat().st_size > 1000
     assert not reliability_plot([{"model": "floor", "iou": 0.5}], tmp_path / "none.png")
+
+
+def test_evaluate_mirror_setting_reaches_every_model(tmp_path, monkeypatch):
+    """--mirror auto follows each model (synthfm-lite averages its mirror image, medsam-lite does not); off / on
+    set it for every model, and the report's title says so."""
+    from synthfm.segment import SlicePredictor
+
+    _write_case(tmp_path, "one")
+    (tmp_path / "cases.csv").write_text("image,label,name\none_img.nii.gz,one_lab.nii.gz,one\n")
+    seen, original = [], SlicePredictor.predict
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.model.name, self.mirrors))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SlicePredictor, "predict", spy)
+    for flag, expected in (("auto", {("synthfm-lite", True), ("medsam-lite", False)}),
+                           ("off", {("synthfm-lite", False), ("medsam-lite", False)}),
+                           ("on", {("synthfm-lite", True), ("medsam-lite", True)})):
+        seen.clear()
+        out = tmp_path / f"out_{flag}"
+        assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "synthfm-lite", "--model",
+                     "medsam-lite", "--prompt", "box", "--mirror", flag, "--out", str(out)]) == 0
+        assert set(seen) == expected
+        assert ("mirror image" in (out / "report.html").read_text()) == (flag != "auto")

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--propagation", action="append", default=[], metavar="KEY=VALUE",
                    help="with --volume: override a propagation setting of every model, e.g. max_end_growth=1.0 "
                         "(repeatable; see PropagationOptions in docs/segment.md)")
+    p.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
+                   help="decode prompts on the slice and its mirror image, averaged: auto follows each model "
+                        "(synthfm-lite: on), on/off for every model (off: the one-view figures)")
     p.set_defaults(func=run)
     d = subparsers.add_parser("evaluate-data", help="build real evaluation cases from data that PyPI packages ship",
                               description="Brain MRI structures from the MNI152 template and FSL's Harvard-Oxford "
@@ -86,12 +89,14 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(cases, args.model, args.prompt, args.seed, args.max_slices or None, args.clicks,
                        device, args.tolerance, progress=tqdm_progress("evaluate", "structure" if args.volume else "slice"),
                        volume=args.volume, axis=args.axis, volume_slices=args.volume_slices,
-                       propagation=PropagationOptions.parse_overrides(args.propagation))
+                       propagation=PropagationOptions.parse_overrides(args.propagation),
+                       mirror=None if args.mirror == "auto" else args.mirror == "on")
     view = ("axial", "coronal", "sagittal")[args.axis]
     slices = "one slice" if args.volume_slices == 1 else f"{args.volume_slices} prompted slices"
     title = (f"SynthFM evaluation: propagation from {slices} ({view}), 3D metrics" if args.volume else
              "SynthFM evaluation" + (f" ({view} slices)" if args.axis else ""))
     title += f"; propagation {', '.join(args.propagation)}" if args.propagation else ""
+    title += f"; mirror image {args.mirror}" if args.mirror != "auto" else ""
     summary = write_report(results, Path(args.out), title)
     print(f"{'model | protocol':<44}{'n':>5}{'Dice':>8}{'NSD':>8}{'IoU rho':>9}{'head rho':>10}")
     for key, v in summary["by_model_protocol"].items():

@@ -41,13 +41,14 @@ def _slices_with(mask: np.ndarray, limit: Optional[int], axis: int = 0) -> List[
 class _ModelRunner:
     """A registry model behind one SlicePredictor (embeddings shared by all protocols of a slice)."""
 
-    def __init__(self, name: str, device: str) -> None:
+    def __init__(self, name: str, device: str, mirror: Optional[bool] = None) -> None:
         from synthfm.models import load_model
         from synthfm.segment import SlicePredictor
 
         self.name = name
         self.model = load_model(name)
         self.predictor = SlicePredictor(self.model, device)
+        self.predictor.mirror = mirror  # None: the model's own (ModelSpec.mirror_average)
 
     def accepts(self, protocol: str) -> Optional[str]:
         if not self.model.trained_points and protocol not in ("box", "box-jitter"):
@@ -78,13 +79,14 @@ class _FloorRunner:
         return self.floor.predict(image, prompts)
 
 
-def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volume: bool, results: Results) -> list:
+def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volume: bool, results: Results,
+             mirror: Optional[bool] = None) -> list:
     """One runner per model; (model, protocol) pairs that cannot run are listed in ``results.skipped``
     (the evaluation loops leave those out)."""
     for p in protocols:
         if p not in PROTOCOLS:
             raise ValueError(f"unknown prompt protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
-    runners = [_FloorRunner(m) if m in FLOORS else _ModelRunner(m, device) for m in models]
+    runners = [_FloorRunner(m) if m in FLOORS else _ModelRunner(m, device, mirror) for m in models]
     models_seen: list = []
     for runner in runners:  # models with the same frozen encoder encode each slice once between them
         if isinstance(runner, _ModelRunner):
@@ -114,14 +116,15 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
              max_slices: Optional[int] = 20, clicks: int = 5, device: str = "cpu", tolerance_mm: float = 2.0,
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
              volume: bool = False, axis: int = 0, volume_slices: int = 1,
-             propagation: Optional[Mapping[str, object]] = None) -> Results:
+             propagation: Optional[Mapping[str, object]] = None, mirror: Optional[bool] = None) -> Results:
     """Evaluate every (model, protocol) on the structure slices of every case, slicing along ``axis``
     (0 axial, 1 coronal, 2 sagittal).
 
     ``volume=True`` instead prompts each structure on ``volume_slices`` slices (its largest, plus slices near
     both ends: :func:`~synthfm.evaluate.protocols.prompt_slices`), propagates through the volume
     (:class:`synthfm.segment.VolumeSegmenter`) and scores the 3D result; ``propagation`` overrides settings of
-    every model's propagation defaults (``PropagationOptions`` keyword arguments).
+    every model's propagation defaults (``PropagationOptions`` keyword arguments). ``mirror`` (None: each model's
+    own ``mirror_average``) sets ``SlicePredictor.mirror`` for every model.
     """
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0 (axial), 1 (coronal) or 2 (sagittal), got {axis}")
@@ -134,7 +137,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
 
     results = Results()
     loaded = load_cases(cases)  # bad data is found before any model is loaded; each file is read once
-    runners = _runners(models, protocols, device, volume, results)
+    runners = _runners(models, protocols, device, volume, results, mirror)
     if volume:
         return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,
                                  axis, volume_slices, dict(propagation or {}))
