@@ -329,8 +329,7 @@ class SlicePredictor:
             boxes = torch.cat([(boxes[:, :2] - grow).clamp(min=0), torch.minimum(boxes[:, 2:] + grow, limit)], 1)
         with self._autocast():
             moved = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi).logits[0].float()
-        factor = LOW_RES / transform.size
-        h, w = max(1, round(rh * factor)), max(1, round(rw * factor))
+        h, w = transform.lowres_shape
         a, b = low[:, :h, :w] > 0, moved[:, :h, :w] > 0
         inter, union = (a & b).flatten(1).sum(1).float(), (a | b).flatten(1).sum(1).float()
         return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).cpu().numpy().astype(np.float64)
@@ -340,8 +339,8 @@ class SlicePredictor:
                  prompts: Prompts) -> Dict[str, np.ndarray]:
         """Quality signals of the candidates, on the part of the low-res logits that covers the slice."""
         factor = LOW_RES / transform.size
-        rh, rw = transform.resized
-        crop = low[:, :max(1, round(rh * factor)), :max(1, round(rw * factor))]
+        h, w = transform.lowres_shape
+        crop = low[:, :h, :w]
         box = transform.box_to_input(prompts.box) * factor if prompts.box is not None else None
         points = transform.to_input(prompts.points) * factor if len(prompts.labels) else None
         return quality_signals(crop, iou_head, box, points, prompts.labels)
@@ -394,7 +393,7 @@ class SlicePredictor:
 def _mirror_lowres(logits: np.ndarray, transform: SliceTransform) -> np.ndarray:
     """Low-res logits ``(..., 256, 256)`` of a slice's mirror image as those of the slice (or the reverse): the
     columns that cover the slice (the rest is the encoder input's padding) in reverse order."""
-    width = max(1, round(transform.resized[1] * LOW_RES / transform.size))
+    width = transform.lowres_shape[1]
     out = np.array(logits, dtype=np.float32, copy=True)
     out[..., :width] = np.asarray(logits)[..., :width][..., ::-1]
     return out
@@ -403,8 +402,7 @@ def _mirror_lowres(logits: np.ndarray, transform: SliceTransform) -> np.ndarray:
 def _agreement(a: np.ndarray, b: np.ndarray, transform: SliceTransform) -> np.ndarray:
     """IoU of the masks of low-res logits ``a`` and ``b`` ``(M, 256, 256)`` on the part that covers the slice, per
     mask (0 when both are empty)."""
-    rh, rw = transform.resized
-    h, w = (max(1, round(v * LOW_RES / transform.size)) for v in (rh, rw))
+    h, w = transform.lowres_shape
     a, b = np.asarray(a)[:, :h, :w] > 0, np.asarray(b)[:, :h, :w] > 0
     inter, union = (a & b).sum((1, 2)), (a | b).sum((1, 2))
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float64)

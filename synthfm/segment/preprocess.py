@@ -73,6 +73,12 @@ class SliceTransform:
         """(height, width) of the slice inside the input, before padding."""
         return int(self.height * self.scale + 0.5), int(self.width * self.scale + 0.5)
 
+    @property
+    def lowres_shape(self) -> Tuple[int, int]:
+        """(height, width) of the part of the decoder's 256 x 256 low-res logits that covers the slice."""
+        rh, rw = self.resized
+        return max(1, round(rh * LOW_RES / self.size)), max(1, round(rw * LOW_RES / self.size))
+
     def _factors(self) -> np.ndarray:
         rh, rw = self.resized
         return np.array([rw / self.width, rh / self.height])
@@ -90,8 +96,7 @@ class SliceTransform:
 
     def logits_to_slice(self, logits: torch.Tensor) -> torch.Tensor:
         """Low-res logits ``(..., 256, 256)`` -> logits on the slice's pixel grid ``(..., H, W)``."""
-        rh, rw = self.resized
-        crop_h, crop_w = max(1, round(rh * LOW_RES / self.size)), max(1, round(rw * LOW_RES / self.size))
+        crop_h, crop_w = self.lowres_shape
         lead = logits.shape[:-2]
         x = logits.reshape(-1, 1, *logits.shape[-2:])[..., :crop_h, :crop_w].float()
         x = F.interpolate(x, size=(self.height, self.width), mode="bilinear", align_corners=False)
