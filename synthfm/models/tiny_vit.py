@@ -65,7 +65,9 @@ def _expand_in_bands(conv1: nn.Module, conv2: nn.Module, x: torch.Tensor, stride
         o1 = min(out_h, o0 + rows)
         a, b = stride * o0 - 1, stride * (o1 - 1) + 2  # input rows [a, b) including the margins
         y = fused_cpu.conv(conv1, x[:, :, max(0, a):min(h, b)], "gelu")
-        y = F.pad(y, (0, 0, int(a < 0), max(0, b - h))).contiguous(memory_format=torch.channels_last)
+        if a < 0 or b > h:  # a band at the map's edge gets its zero rows (inner bands need no copy)
+            y = F.pad(y, (0, 0, int(a < 0), max(0, b - h)))
+        y = y.contiguous(memory_format=torch.channels_last)
         yield slice(o0, o1), fused_cpu.conv(conv2, y, "gelu", padding=(0, 1))
 
 
@@ -147,13 +149,30 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = fused_cpu.linear(self.qkv, self.norm(x)).view(b, n, self.num_heads, 3, self.head_dim).permute(3, 0, 2, 1, 4)
+        qkv = fused_cpu.linear(self.qkv, self.norm(x)).view(b, n, self.num_heads, 3, self.head_dim)
+        if fused_cpu.available(x):
+            return fused_cpu.linear(self.proj, self._heads_one_by_one(qkv))
+        q, k, v = qkv.permute(3, 0, 2, 1, 4)
         # explicit softmax((q * scale) k^T + bias) v: on this CPU, scaled_dot_product_attention with a float mask
         # took 23 ms against 3 ms for one stage-3 block's 25 x 5 windows of 196 tokens in bf16; scaling q and
         # adding the (heads, n, n) bias in place avoids copying it to every window (1.8x on 361 windows of 49)
         attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).add_(self._bias(q.dtype)).softmax(-1)
         out = attn @ v
         return fused_cpu.linear(self.proj, out.transpose(1, 2).reshape(b, n, c))
+
+    def _heads_one_by_one(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Attention from ``qkv`` ``(b, n, heads, 3, head_dim)`` head by head, into ``(b, n, heads * head_dim)``: on
+        the CPU, ``baddbmm`` adds the bias and scales inside the matrix product, and each head's output is written
+        straight into the token-major layout the projection reads (one stage-1 block's attention, bf16, 2 cores:
+        8.4 -> 6.2 ms; no copies of q, k or v). The same arithmetic as the batched path below, in another order."""
+        b, n, heads, _, d = qkv.shape
+        bias = self._bias(qkv.dtype)
+        out = torch.empty(b, n, heads, d, dtype=qkv.dtype, device=qkv.device)
+        for h in range(heads):
+            q, k, v = qkv[:, :, h].unbind(2)
+            attn = torch.baddbmm(bias[h], q, k.transpose(1, 2), alpha=self.scale).softmax(-1)
+            out[:, :, h] = torch.bmm(attn, v)
+        return out.view(b, n, heads * d)
 
 
 class Mlp(nn.Module):
