@@ -127,6 +127,54 @@ def test_propagated_slices_take_one_view_unless_asked():
         assert p.encoder_calls == (2 * n if steps else n + 1)  # only the prompted slice's mirror image, or all
 
 
+def test_mirror_steps_auto_means_on_a_gpu_only():
+    auto = PropagationOptions()
+    assert auto.mirror_steps is None  # the default
+    assert not auto.mirrors_steps("cpu") and not auto.mirrors_steps(torch.device("cpu"))
+    assert auto.mirrors_steps("cuda:0") and auto.mirrors_steps("mps")
+    assert not PropagationOptions(mirror_steps=False).mirrors_steps("cuda")
+    assert PropagationOptions(mirror_steps=True).mirrors_steps("cpu")
+    parse = PropagationOptions.parse_overrides
+    assert parse(["mirror_steps=auto"]) == {"mirror_steps": None}
+    assert parse(["mirror_steps=true"]) == {"mirror_steps": True}
+    assert parse(["mirror-steps=no"]) == {"mirror_steps": False}
+    assert parse(["mirror_steps=1"]) == {"mirror_steps": True}
+    with pytest.raises(ValueError, match="mirror_steps"):
+        parse(["mirror_steps=sometimes"])
+
+
+class _SaysDevice:
+    """A CPU predictor that reports another device (what the step rule reads) and records each call's ``mirror``."""
+
+    def __init__(self, predictor: SlicePredictor, device: str) -> None:
+        self._predictor, self.device, self.asked = predictor, torch.device(device), []
+
+    def __getattr__(self, name):
+        return getattr(self._predictor, name)
+
+    def predict(self, *args, **kwargs):
+        self.asked.append(kwargs.get("mirror"))
+        return self._predictor.predict(*args, **kwargs)
+
+
+def test_auto_mirror_steps_follow_the_predictors_device():
+    """The same propagation on a predictor that says it runs on a GPU mirrors every propagated slice."""
+    volume = np.random.default_rng(3).normal(size=(4, 40, 40)).astype(np.float32)
+    volume[:, 12:30, 12:30] += 4.0
+    opts = PropagationOptions(min_score=0.0, max_growth=1e9, min_area_px=1)
+    calls = {}
+    for device in ("cpu", "cuda"):
+        p = SlicePredictor(load_model("tiny-test"))
+        p.mirror = True
+        says = _SaysDevice(p, device)
+        VolumeSegmenter(says, volume).propagate(1, Prompts.make(box=[12, 12, 29, 29]), options=opts)
+        calls[device] = (says.asked, p.encoder_calls)
+    (cpu, cpu_encoded), (gpu, gpu_encoded) = calls["cpu"], calls["cuda"]
+    assert cpu[0] is None and gpu[0] is None  # the prompted slice: the predictor's own default (both views)
+    assert len(cpu) == len(gpu) == 4 and set(cpu[1:]) == {False} and set(gpu[1:]) == {True}
+    assert (cpu_encoded, gpu_encoded) == (5, 8)
+
+
 def test_synthfm_decoders_average_the_mirror_and_published_ones_do_not():
     assert MODEL_REGISTRY["synthfm-lite"].mirror_average
     assert not MODEL_REGISTRY["medsam-lite"].mirror_average  # the baseline as published

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Dict, Hashable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
 
 from synthfm.segment.predictor import Prediction, SlicePredictor
@@ -84,8 +85,14 @@ class PropagationOptions:
     stop_on_cut: bool = False
     max_cut: float = 0.0  # > 0: the cut removed more than this fraction of the decoder's mask: it left the structure
     #: propagated slices decoded on their mirror image too, as prompted slices are with a ``mirror_average`` model
-    #: (twice the encoder time per slice); off: one view
-    mirror_steps: bool = False
+    #: (twice the encoder time per slice); False: one view; None ("auto"): on a GPU only, where encoding is cheap
+    mirror_steps: Optional[bool] = None
+
+    def mirrors_steps(self, device: Union[str, torch.device]) -> bool:
+        """Whether propagated slices take both views on ``device`` (:attr:`mirror_steps`; "auto": not on a CPU)."""
+        if self.mirror_steps is None:
+            return torch.device(device).type != "cpu"
+        return bool(self.mirror_steps)
 
     @classmethod
     def parse_overrides(cls, items: List[str]) -> Dict[str, object]:
@@ -101,7 +108,9 @@ class PropagationOptions:
             if not sep or key not in names:
                 raise ValueError(f"propagation setting '{item}' is not KEY=VALUE with KEY one of {', '.join(names)}")
             try:
-                parsed[key] = _parse_value(text.strip(), getattr(defaults, key))
+                like = False if key == "mirror_steps" else getattr(defaults, key)  # true / false, or auto (None)
+                auto = key == "mirror_steps" and text.strip().lower() == "auto"
+                parsed[key] = None if auto else _parse_value(text.strip(), like)
             except ValueError:
                 raise ValueError(f"propagation setting '{item}': '{text}' is not a valid value for {key} "
                                  f"(default: {getattr(defaults, key)})") from None
@@ -226,11 +235,13 @@ class VolumeSegmenter:
     def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto",
                       split_box: float = 0.0, propagated: bool = False,
                       options: Optional[PropagationOptions] = None) -> Prediction:
-        """One slice's prediction; a ``propagated`` step takes one view of the slice unless ``options.mirror_steps``
-        (a prompted slice follows the predictor's own default: the model's ``mirror_average``)."""
+        """One slice's prediction; a ``propagated`` step takes one view of the slice unless ``options`` mirror steps
+        on the predictor's device (:meth:`PropagationOptions.mirrors_steps`; a prompted slice follows the predictor's
+        own default: the model's ``mirror_average``)."""
         extra: Dict[str, object] = {"split_box": split_box} if split_box else {}  # only when asked: predictors
         if propagated and getattr(self.predictor, "mirrors", False):  # without tiling or mirroring work
-            extra["mirror"] = bool(options is not None and options.mirror_steps)
+            device = getattr(self.predictor, "device", "cpu")
+            extra["mirror"] = options is not None and options.mirrors_steps(device)
         return self.predictor.predict(self.slice(index), prompts, key=self.key(index), multimask=multimask,
                                       value_range=self.value_range, **extra)
 
