@@ -62,6 +62,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
                 "intensity_scale": "spread", "max_end_growth": 1.0,
                 **({} if t is None else {"max_intensity_shift": t, "max_intensity_drift": t})} for t in (None, 0.3)},
             **{f"end growth<={r}": {"max_end_growth": r} for r in (1.0, 1.2)},
+            **{f"size<={r}x": {"max_size": r} for r in (1.5, 2.0, 3.0)},  # larger than the prompted mask: stop
             **{f"end extension<={f}": {"max_end_extension": f} for f in (0.1, 0.2, 0.3, 0.5)},
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False},

@@ -107,18 +107,20 @@ def test_the_mirror_image_is_encoded_once_per_slice():
     assert p.encoder_calls == 2
 
 
+def _square(emb, coords, labels, boxes, masks, multimask=False, **kw):
+    """A decoder that finds a square in the middle of every slice."""
+    logits = torch.full((1, 3 if multimask else 1, LOW_RES, LOW_RES), -10.0)
+    logits[..., 80:180, 80:180] = 10.0
+    return DecoderOutput(logits, torch.full((1, logits.shape[1]), 0.9))
+
+
 def test_propagated_slices_take_one_view_unless_asked():
     volume = np.random.default_rng(3).normal(size=(5, 48, 48)).astype(np.float32)
     volume[:, 15:35, 15:35] += 4.0
     opts = dict(min_score=0.0, max_growth=1e9, min_area_px=1)
-    def decode(emb, coords, labels, boxes, masks, multimask=False, **kw):  # a square in the middle, every slice
-        logits = torch.full((1, 3 if multimask else 1, LOW_RES, LOW_RES), -10.0)
-        logits[..., 80:180, 80:180] = 10.0
-        return DecoderOutput(logits, torch.full((1, logits.shape[1]), 0.9))
-
     for steps in (False, True):
         p = SlicePredictor(load_model("tiny-test"))
-        p.model.decode, p.mirror = decode, True
+        p.model.decode, p.mirror = _square, True
         seg = VolumeSegmenter(p, volume)
         result = seg.propagate(2, Prompts.make(box=[15, 15, 34, 34]),
                                options=PropagationOptions(**opts, mirror_steps=steps))
@@ -128,8 +130,8 @@ def test_propagated_slices_take_one_view_unless_asked():
 
 
 def test_mirror_steps_auto_means_on_a_gpu_only():
-    auto = PropagationOptions()
-    assert auto.mirror_steps is None  # the default
+    assert PropagationOptions().mirror_steps is False  # the default: one view on every device
+    auto = PropagationOptions(mirror_steps=None)
     assert not auto.mirrors_steps("cpu") and not auto.mirrors_steps(torch.device("cpu"))
     assert auto.mirrors_steps("cuda:0") and auto.mirrors_steps("mps")
     assert not PropagationOptions(mirror_steps=False).mirrors_steps("cuda")
@@ -161,11 +163,11 @@ def test_auto_mirror_steps_follow_the_predictors_device():
     """The same propagation on a predictor that says it runs on a GPU mirrors every propagated slice."""
     volume = np.random.default_rng(3).normal(size=(4, 40, 40)).astype(np.float32)
     volume[:, 12:30, 12:30] += 4.0
-    opts = PropagationOptions(min_score=0.0, max_growth=1e9, min_area_px=1)
+    opts = PropagationOptions(min_score=0.0, max_growth=1e9, min_area_px=1, mirror_steps=None)  # auto
     calls = {}
     for device in ("cpu", "cuda"):
         p = SlicePredictor(load_model("tiny-test"))
-        p.mirror = True
+        p.model.decode, p.mirror = _square, True
         says = _SaysDevice(p, device)
         VolumeSegmenter(says, volume).propagate(1, Prompts.make(box=[12, 12, 29, 29]), options=opts)
         calls[device] = (says.asked, p.encoder_calls)

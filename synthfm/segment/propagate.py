@@ -50,6 +50,9 @@ class PropagationOptions:
     min_score: float = 0.7  # predicted IoU below this stops propagation (LiteMedSAM: ~0.6 past the end)
     min_score_ratio: float = 0.0  # ... or below this fraction of the prompted slice's predicted IoU
     max_growth: float = 2.0  # area larger than this factor x previous area: leak, stop
+    #: > 0: a propagated mask larger than this x the prompted mask its direction started from: stop (a structure
+    #: prompted on a large cross-section does not grow far past it; a slow leak into a neighbour does)
+    max_size: float = 0.0
     max_end_growth: float = 0.0  # > 0: past a prompted end (docs/segment.md), area > this x its area: stop
     #: > 0: past a prompted end (as for max_end_growth), at most ceil(this x the span of the prompted slices) slices
     #: are kept (the user prompted near the structure's end, docs/segment.md)
@@ -85,8 +88,9 @@ class PropagationOptions:
     stop_on_cut: bool = False
     max_cut: float = 0.0  # > 0: the cut removed more than this fraction of the decoder's mask: it left the structure
     #: propagated slices decoded on their mirror image too, as prompted slices are with a ``mirror_average`` model
-    #: (twice the encoder time per slice); False: one view; None ("auto"): on a GPU only, where encoding is cheap
-    mirror_steps: Optional[bool] = None
+    #: (twice the encoder time per slice); False (default): one view; None ("auto"): on a GPU only, where encoding
+    #: is cheap (not the default: it lost on the real volumes with one point, docs/segment.md item 9)
+    mirror_steps: Optional[bool] = False
 
     def mirrors_steps(self, device: Union[str, torch.device]) -> bool:
         """Whether propagated slices take both views on ``device`` (:attr:`mirror_steps`; "auto": not on a CPU)."""
@@ -473,6 +477,7 @@ def stop_reason(options: PropagationOptions, evidence: Mapping[str, float], area
     return ("empty" if area < options.min_area_px else
             "low score" if evidence["score"] < floor else
             "area jump" if area > options.max_growth * prev_area + options.min_area_px else
+            "larger than the prompt" if options.max_size and evidence["size"] > np.log(options.max_size) else
             "cut off" if options.max_cut and evidence.get("cut", 0.0) > options.max_cut else
             "shape jump" if options.min_overlap and evidence["overlap"] < options.min_overlap else
             "intensity jump" if (options.max_intensity_shift and evidence["shift"] * unit
