@@ -353,3 +353,27 @@ def test_stop_on_cut_reads_the_gated_mask_and_max_cut_stops_where_the_gate_cuts_
     stopped = seg.propagate(5, prompt, options=replace(options, max_cut=0.5))
     assert stopped.slices == [5] and {r.stop for r in stopped.records if r.stop} == {"cut off"}
     assert seg.propagate(5, prompt, options=replace(options, max_cut=0.8)).slices == list(range(11))
+
+
+def test_a_mask_growing_past_max_size_times_the_prompted_one_stops():
+    """A slow leak (each slice only a little larger than the last, never an area jump) stops where the mask is
+    larger than max_size x the prompted mask; off (0), it runs to the volume's ends."""
+    class Creeping(TruthPredictor):  # a square of side 10 on the prompted slice 10, one pixel wider per slice away
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            side = 10 + abs(key[2] - 10)
+            mask = np.zeros(image.shape, bool)
+            mask[2:2 + side, 2:2 + side] = True
+            return Prediction(mask, 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+
+    truth = np.zeros((21, 40, 40), bool)
+    truth[:, 2:12, 2:12] = True
+    seg = VolumeSegmenter(Creeping(truth, 0), truth * 1.0)
+    prompt = _box(truth[10])
+    assert seg.propagate(10, prompt, options=PropagationOptions(max_size=0.0)).slices == list(range(21))
+    result = seg.propagate(10, prompt, options=PropagationOptions(max_size=3.0))
+    assert result.slices == list(range(3, 18))  # side 17 (289 px) is kept, side 18 (324 px > 3 x 100) is not
+    assert {r.index: r.stop for r in result.records if r.stop} == {2: "larger than the prompt",
+                                                                   18: "larger than the prompt"}
+    assert PropagationOptions.for_model(type("M", (), {"name": "synthfm-lite"})()).max_size == 3.0
+    with pytest.raises(ValueError, match="max_size"):
+        seg.propagate(10, prompt, options=PropagationOptions(max_size=-1.0))

@@ -303,6 +303,9 @@ class VolumeSegmenter:
         if not options.max_end_extension >= 0:
             raise ValueError(f"max_end_extension must be 0 (off) or a positive fraction of the prompted span, "
                              f"got {options.max_end_extension}")
+        if not options.max_size >= 0:
+            raise ValueError(f"max_size must be 0 (off) or a positive factor of the prompted mask's area, "
+                             f"got {options.max_size}")
         order = sorted(int(i) for i in prompted)
         firsts: Dict[int, Prediction] = {}
         for i in order:
