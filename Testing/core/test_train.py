@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage as ndi
 
 from synthfm.models import load_model
 from synthfm.train import TrainConfig, Trainer, train
@@ -36,6 +37,15 @@ def test_simulated_prompts_are_where_they_should_be():
     missed[10:30, 35:45] = False  # prediction misses the right part -> positive click there
     p = correction_click(rng, simulate(rng, mask, labels, "point1"), missed, mask)
     assert p.labels[-1] == 1 and p.points[-1][0] >= 35
+    far = ndi.distance_transform_edt(~mask)
+    kinds = set()
+    for _ in range(40):  # clicks a user adds without looking at the error: inside, or far outside
+        p = correction_click(rng, simulate(rng, mask, labels, "point1"), missed, mask, extra_prob=1.0)
+        (x, y), lab = p.points[-1].astype(int), p.labels[-1]
+        assert mask[y, x] if lab == 1 else far[y, x] >= 0.3 * far.max()
+        kinds.add((int(lab), bool(x >= 35)))
+    assert (0, False) in kinds or (0, True) in kinds
+    assert (1, False) in kinds  # a positive away from the missed part: not a correction click
 
 
 def test_training_lowers_loss_on_a_fixed_batch(tmp_path):
@@ -140,7 +150,8 @@ def test_bf16_decoder_cast_matches_autocast_and_trains_float32_weights():
 
 
 def test_several_correction_rounds_and_prompt_mix(tmp_path):
-    cfg = _config(tmp_path, correction_prob=1.0, correction_rounds=3, prompt_modes=["far_neg", "box"], steps=3)
+    cfg = _config(tmp_path, correction_prob=1.0, correction_rounds=3, prompt_modes=["far_neg", "box"], steps=3,
+                  extra_click_prob=0.5)
     trainer = Trainer(cfg)
     trainer.prepare_data()
     for _ in range(3):
@@ -148,6 +159,8 @@ def test_several_correction_rounds_and_prompt_mix(tmp_path):
         assert np.isfinite(metrics["loss"])
     with pytest.raises(ValueError, match="correction_rounds"):
         _config(tmp_path, correction_rounds=0).validate()
+    with pytest.raises(ValueError, match="extra_click_prob"):
+        _config(tmp_path, extra_click_prob=1.5).validate()
     with pytest.raises(ValueError, match="prompt_modes"):
         _config(tmp_path, prompt_modes=["lasso"]).validate()
 
@@ -195,8 +208,9 @@ def test_model_card_command_reproduces_the_run_settings(tmp_path):
     from synthfm.train.model_card import command_line
 
     cfg = _config(tmp_path, correction_prob=0.6, correction_rounds=3, prompt_modes=["far_neg", "box"], warmup=7,
-                  generator={"size": 64, "version": 2}, lr=2e-4, data="on-the-fly")
+                  generator={"size": 64, "version": 2}, lr=2e-4, data="on-the-fly", extra_click_prob=0.3)
     args = build_parser().parse_args(shlex.split(command_line(cfg.to_dict()))[1:] + ["--out", cfg.out, "--device", "cpu"])
     again = config_from_args(args).to_dict()
-    for key in ("correction_prob", "correction_rounds", "prompt_modes", "warmup", "generator", "lr", "steps", "data"):
+    for key in ("correction_prob", "correction_rounds", "extra_click_prob", "prompt_modes", "warmup", "generator", "lr",
+                "steps", "data"):
         assert again[key] == cfg.to_dict()[key], key

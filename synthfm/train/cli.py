@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     p.add_argument("--correction-rounds", type=int, default=1,
                    help="up to this many correction clicks per sample; all but the last run without gradient, as "
                         "in SAM's interactive training (default 1)")
+    p.add_argument("--extra-click-prob", type=float, default=0.0,
+                   help="chance that a correction round's click is one a user adds without looking at the error "
+                        "(a point inside the target or a far negative; the answer must not change; default 0)")
     p.add_argument("--prompt-modes", nargs="+", metavar="MODE",
                    help="first-round prompt kinds to draw from: point1 points pos_neg far_neg box box_point "
                         "(default: all)")
@@ -99,7 +102,7 @@ def config_from_args(args: argparse.Namespace):
                        user_data=user_data, user_fraction=args.user_fraction,
                        neighbour_volumes=args.neighbour_volumes, neighbour_prob=args.neighbour_prob,
                        correction_prob=args.correction_prob, correction_rounds=args.correction_rounds,
-                       prompt_modes=args.prompt_modes, warmup=args.lr_warmup, workers=args.workers)
+                       extra_click_prob=args.extra_click_prob, prompt_modes=args.prompt_modes, warmup=args.lr_warmup, workers=args.workers)
 
 
 def check_arguments(args: argparse.Namespace):

@@ -86,8 +86,16 @@ def simulate(rng: np.random.Generator, mask: np.ndarray, labels: np.ndarray, mod
     return prompt
 
 
-def correction_click(rng: np.random.Generator, prompt: SimPrompt, pred: np.ndarray, mask: np.ndarray) -> SimPrompt:
-    """Add a click at the most interior point of the largest error: positive if missed, negative if extra."""
+def correction_click(rng: np.random.Generator, prompt: SimPrompt, pred: np.ndarray, mask: np.ndarray,
+                     extra_prob: float = 0.0) -> SimPrompt:
+    """Add a click at the most interior point of the largest error: positive if missed, negative if extra.
+
+    With chance ``extra_prob`` the click is instead one a user adds without looking at the error (the answer must
+    not change): half the time a positive anywhere in the target, half the time a negative far outside it."""
+    if extra_prob and rng.random() < extra_prob:
+        if rng.random() < 0.5 or mask.all():
+            return prompt.add(_random_point(rng, mask), True)
+        return prompt.add(_far_point(rng, mask), False)
     missed, extra = mask & ~pred, pred & ~mask
     error = missed if missed.sum() >= extra.sum() else extra
     if not error.any():

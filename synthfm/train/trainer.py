@@ -63,6 +63,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     correction_prob: float = 0.5  # chance of corrective rounds in a step
     correction_rounds: int = 1  # up to this many correction clicks (rounds before the last run without gradient)
+    extra_click_prob: float = 0.0  # chance that a round's click is not on the error (a point inside, a far negative)
     prompt_modes: Optional[List[str]] = None  # first-round prompt kinds drawn per step (None: all of PROMPT_MODES)
     seed: int = 0
     device: str = "cpu"
@@ -103,6 +104,8 @@ class TrainConfig:
             raise ValueError(f"data must be one of {', '.join(DATA_PATHS)}, got '{self.data}'")
         if self.correction_rounds < 1:
             raise ValueError(f"correction_rounds must be at least 1, got {self.correction_rounds}")
+        if not 0.0 <= self.extra_click_prob <= 1.0:
+            raise ValueError(f"extra_click_prob must be between 0 and 1, got {self.extra_click_prob}")
         unknown = set(self.prompt_modes or ()) - set(PROMPT_MODES)
         if unknown or self.prompt_modes == []:
             raise ValueError(f"prompt_modes must be a non-empty list of {', '.join(PROMPT_MODES)}, got {self.prompt_modes}")
@@ -168,14 +171,15 @@ def _decode(model: PromptableModel, emb: torch.Tensor, batch: Batch, bf16: bool,
         return model.decode(emb, batch.point_coords, batch.point_labels, batch.boxes, mask_inputs, multimask)
 
 
-def _correct(rng, model, emb, batch, out, transform, bf16, autocast=True):
-    """Next round: a correction click on each sample's error + the previous logits as mask prompt.
+def _correct(rng, model, emb, batch, out, transform, bf16, autocast=True, extra_prob=0.0):
+    """Next round: a correction click on each sample's error (or, with chance ``extra_prob``, a click that must not
+    change the answer: :func:`~synthfm.train.prompt_sim.correction_click`) + the previous logits as mask prompt.
     Returns the new output and the batch with the click added (for a further round)."""
     rows = torch.arange(len(emb), device=emb.device)
     best = out.iou.detach().argmax(1) if batch.multimask else torch.zeros_like(rows)
     prev = out.logits.detach()[rows, best][:, None].float()
     preds = (transform.logits_to_slice(prev[:, 0]) > 0).cpu().numpy()
-    prompts = [correction_click(rng, p, pr, m) for p, pr, m in zip(batch.prompts, preds, batch.masks)]
+    prompts = [correction_click(rng, p, pr, m, extra_prob) for p, pr, m in zip(batch.prompts, preds, batch.masks)]
     coords, labels, boxes = prompt_tensors(prompts, transform)
     batch2 = dataclasses.replace(batch, prompts=prompts, point_coords=coords, point_labels=labels, boxes=boxes,
                                  multimask=False).to(emb.device)
@@ -197,8 +201,10 @@ class StepLoss(torch.nn.Module):
             rounds = 1 if cfg.correction_rounds == 1 else int(rng.integers(1, cfg.correction_rounds + 1))
             for _ in range(rounds - 1):  # earlier clicks: forward only, as SAM's interactive training
                 with torch.no_grad():
-                    out, batch = _correct(rng, self.model, emb, batch, out, transform, cfg.bf16, cfg.bf16_autocast)
-            out2, _ = _correct(rng, self.model, emb, batch, out, transform, cfg.bf16, cfg.bf16_autocast)
+                    out, batch = _correct(rng, self.model, emb, batch, out, transform, cfg.bf16, cfg.bf16_autocast,
+                                          cfg.extra_click_prob)
+            out2, _ = _correct(rng, self.model, emb, batch, out, transform, cfg.bf16, cfg.bf16_autocast,
+                               cfg.extra_click_prob)
             loss2, dice_l = mask_loss(out2.logits, out2.iou, batch.targets)
             loss = 0.5 * (loss + loss2)
         return loss, dice_l
