@@ -102,7 +102,8 @@ def config_from_args(args: argparse.Namespace):
                        user_data=user_data, user_fraction=args.user_fraction,
                        neighbour_volumes=args.neighbour_volumes, neighbour_prob=args.neighbour_prob,
                        correction_prob=args.correction_prob, correction_rounds=args.correction_rounds,
-                       extra_click_prob=args.extra_click_prob, prompt_modes=args.prompt_modes, warmup=args.lr_warmup, workers=args.workers)
+                       extra_click_prob=args.extra_click_prob, prompt_modes=args.prompt_modes, warmup=args.lr_warmup,
+                       workers=args.workers)
 
 
 def check_arguments(args: argparse.Namespace):
