@@ -60,6 +60,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", nargs=2, action="append", default=[], metavar=("FOLDER", "START:STOP"))
     parser.add_argument("--generated", type=int, default=0, metavar="N",
                         help="N fresh generator images (preset mixed, seed 5105: never trained or calibrated on)")
+    parser.add_argument("--generated-seed", type=int, default=GENERATED_SEED, metavar="SEED",
+                        help="their seed (5105 has been used for choices since 2026-12-02; 5106 was fresh on 2026-12-03)")
     parser.add_argument("--pairs", help="real cases CSV (reported only)")
     parser.add_argument("--max-slices", type=int, default=10)
 
@@ -76,7 +78,7 @@ def generated_items(count: int, seed: int = GENERATED_SEED):
 
 
 def data_sources(predictor: SlicePredictor, caches, pairs: Optional[str], max_slices: Optional[int],
-                 generated: int = 0) -> list:
+                 generated: int = 0, generated_seed: int = GENERATED_SEED) -> list:
     """``[(name, items)]``: held-out synthetic cache items per ``(folder, "start:stop")``, ``generated`` fresh
     generator images, then the real slices of ``pairs``; each item ``(image, truth, key, value_range, seed)``."""
     sources = []
@@ -85,7 +87,8 @@ def data_sources(predictor: SlicePredictor, caches, pairs: Optional[str], max_sl
         sources.append((f"synthetic {folder} {span}", ((image, truth, key, (0.0, 1.0), i) for i, image, truth, key
                                                        in cache_items(predictor, folder, stop - start, start))))
     if generated:
-        sources.append((f"synthetic generated {generated}, seed {GENERATED_SEED}", generated_items(generated)))
+        sources.append((f"synthetic generated {generated}, seed {generated_seed}",
+                        generated_items(generated, generated_seed)))
     if pairs:
         sources.append((f"real {pairs}", real_items(predictor, pairs, max_slices)))
     return sources
@@ -100,7 +103,8 @@ def protocol_bench(description: str, protocols: Sequence[str]) -> Tuple[argparse
     parser.add_argument("--protocols", nargs="+", default=list(protocols), choices=protocols)
     args = parser.parse_args()
     predictor = SlicePredictor(load_model(args.model), "cpu")
-    return args, predictor, data_sources(predictor, args.cache, args.pairs, args.max_slices, args.generated)
+    return args, predictor, data_sources(predictor, args.cache, args.pairs, args.max_slices, args.generated,
+                                         args.generated_seed)
 
 
 def main() -> None:

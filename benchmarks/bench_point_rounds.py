@@ -1,7 +1,8 @@
 """Several points at once or in rounds (``ModelSpec.points_in_rounds``): Dice per prompt protocol on held-out
 synthetic images (the choice) and, for reporting only, real slices. In rounds, the points are decoded one per
 round in their order, each later round fed the previous round's logits as the mask prompt (training's correction
-rounds); ``clicks`` is one point then 4 correction clicks (evaluate's protocol; the Dice after each click).
+rounds); "corrections" opens a round only for a point the current mask gets wrong (``SlicePredictor`` docstring);
+``clicks`` is one point then 4 correction clicks (evaluate's protocol; the Dice after each click).
 
 Run: .venv/bin/python benchmarks/bench_point_rounds.py --cache runs/lite3/cache/val 0:64
      [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
@@ -37,22 +38,24 @@ def dice_curve(predict, protocol: str, truth: np.ndarray, rng: np.random.Generat
 
 def main() -> None:
     args, predictor, sources = protocol_bench(__doc__.splitlines()[0], PROTOCOLS)
-    print(f"{'data':<44}{'prompt':<12}{'n':>5}{'at once':>10}{'rounds':>10}  clicks 1..5 (at once | rounds)")
+    modes = (False, True, "corrections")
+    print(f"{'data':<44}{'prompt':<12}{'n':>5}{'at once':>10}{'rounds':>10}{'corr.':>10}"
+          "  clicks 1..5 (at once | rounds | corrections)")
     for name, items in sources:
         table: Dict[tuple, List[List[float]]] = {}
         for image, truth, key, vrange, seed in items:
-            for rounds in (False, True):
+            for rounds in modes:
                 predictor.model.points_in_rounds = rounds
                 for protocol in args.protocols:
                     curve = dice_curve(lambda p: predictor.predict(image, p, key=key, value_range=vrange).mask,
                                        protocol, truth, np.random.default_rng([0, seed]))
                     table.setdefault((protocol, rounds), []).append(curve)
         for protocol in args.protocols:
-            once, rounds = (np.mean(table[(protocol, r)], 0) for r in (False, True))
-            curves = (f"  {' '.join(f'{v:.3f}' for v in once)} | {' '.join(f'{v:.3f}' for v in rounds)}"
+            means = [np.mean(table[(protocol, r)], 0) for r in modes]
+            curves = ("  " + " | ".join(" ".join(f"{v:.3f}" for v in m) for m in means)
                       if protocol == "clicks" else "")
-            print(f"{name:<44}{protocol:<12}{len(table[(protocol, False)]):>5}{once[-1]:>10.3f}{rounds[-1]:>10.3f}"
-                  + curves, flush=True)
+            print(f"{name:<44}{protocol:<12}{len(table[(protocol, False)]):>5}"
+                  + "".join(f"{m[-1]:>10.3f}" for m in means) + curves, flush=True)
 
 
 if __name__ == "__main__":

@@ -75,5 +75,57 @@ def test_the_order_decides_not_what_came_before(recorded):
 
 
 def test_synthfm_decoders_take_points_in_rounds_and_published_ones_at_once():
-    assert MODEL_REGISTRY["synthfm-lite"].points_in_rounds and MODEL_REGISTRY["synthfm-vit-b"].points_in_rounds
+    assert MODEL_REGISTRY["synthfm-lite"].points_in_rounds is True and MODEL_REGISTRY["synthfm-vit-b"].points_in_rounds
     assert not MODEL_REGISTRY["medsam-lite"].points_in_rounds and not MODEL_REGISTRY["sam-vit-b"].points_in_rounds
+
+
+@pytest.fixture()
+def left_half():
+    """tiny-test whose decoder records each call and always answers the left half of the 64 x 64 image (low-res
+    columns 0..127 of 256: the image is scaled x2 to the 128 input, the low-res logits x0.5 from it)."""
+    model = load_model("tiny-test")
+    predictor = SlicePredictor(model)
+    predictor.consistency = False
+    calls = []
+
+    def decode(emb, coords, labels, boxes, masks, multimask=False, **kw):
+        calls.append({"labels": labels[0].tolist(), "masks": masks})
+        logits = torch.full((1, 3 if multimask else 1, LOW_RES, LOW_RES), -5.0)
+        logits[..., :, :128] = 5.0
+        return DecoderOutput(logits, torch.full((1, logits.shape[1]), 0.5))
+
+    model.decode = decode
+    model.points_in_rounds = "corrections"
+    return predictor, calls
+
+
+def test_corrections_points_the_mask_honours_go_at_once_without_a_mask_prompt(left_half):
+    predictor, calls = left_half
+    pred = predictor.predict(IMAGE, Prompts.make([[10, 20], [20, 30]], [[50, 10]]))  # all inside / outside as given
+    assert pred.mask[:, :32].all() and not pred.mask[:, 32:].any()
+    assert [c["labels"] for c in calls] == [[1], [1, 1, 0]]  # the first point, then all at once ...
+    assert calls[1]["masks"] is None  # ... as training's first rounds (several points, far negatives)
+
+
+def test_corrections_a_point_the_mask_gets_wrong_opens_a_round_with_the_points_before_it(left_half):
+    predictor, calls = left_half
+    predictor.predict(IMAGE, Prompts.make([[10, 20], [20, 30], [50, 30]]))  # the third lies outside the mask
+    assert [c["labels"] for c in calls] == [[1], [1, 1, 1]]  # one round for the honoured and the wrong point
+    assert calls[1]["masks"] is not None and calls[1]["masks"].max() == pytest.approx(5.0)
+    calls.clear()
+    predictor.predict(IMAGE, Prompts.make([[10, 20], [50, 30], [20, 30]]))  # wrong, then honoured after the round
+    assert [c["labels"] for c in calls] == [[1], [1, 1], [1, 1, 1]]
+    assert all(c["masks"] is not None for c in calls[1:])  # the last honoured point joins with the logits
+    calls.clear()
+    predictor.predict(IMAGE, Prompts.make([[10, 20]], [[20, 30]]))  # a negative inside the mask is a correction
+    assert [c["labels"] for c in calls] == [[1], [1, 0]] and calls[1]["masks"] is not None
+
+
+def test_honours_reads_the_mask_at_the_point():
+    from synthfm.segment.predictor import honours
+
+    mask = np.zeros((10, 20), bool)
+    mask[2:5, 3:8] = True
+    assert honours(mask, np.array([4.0, 3.0]), 1) and not honours(mask, np.array([4.0, 3.0]), 0)
+    assert honours(mask, np.array([12.0, 3.0]), 0) and not honours(mask, np.array([12.0, 3.0]), 1)
+    assert honours(mask, np.array([-3.0, 40.0]), 0)  # off the slice: outside

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 from synthfm.models.weights import WeightSource, cache_dir
 
@@ -61,8 +61,9 @@ class ModelSpec:
     #: head without a calibration) or "single"
     mask_choice: Tuple[Tuple[str, str], ...] = (("box", "single"), ("point", "multi"))
     #: several points are decoded one per round, each round fed the previous round's mask logits (``True``; the
-    #: correction rounds the decoder was trained with, see ``SlicePredictor.predict``), or all at once (``False``)
-    points_in_rounds: bool = False
+    #: correction rounds the decoder was trained with, see ``SlicePredictor.predict``), all at once (``False``), or
+    #: ``"corrections"``: a round only for a point the current mask gets wrong, the others at once with the first
+    points_in_rounds: Union[bool, str] = False
     #: each prompt decoded on the slice and on its left-right mirror image, the two views' mask logits averaged
     #: (``SlicePredictor.mirror``; one more encoder call per prompted slice; propagated slices take one view)
     mirror_average: bool = False
@@ -106,6 +107,8 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,
                   # 0.552 -> 0.536
+                  # "corrections" not adopted (2026-12-03, docs/segment.md item 7): synthetic 3 points 0.603 ->
+                  # 0.622, far negatives 0.524 -> 0.533, but real far negatives -0.018 per structure
                   points_in_rounds=True,
                   # 300 fresh generator images (seed 5105; bench_mirror.py), stage-7 decoder, one view -> the slice
                   # and its mirror image averaged: 1 point 0.530 -> 0.551, 3 points 0.600 -> 0.613, box 0.707 -> 0.716

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Dict, Hashable, Optional, Tuple, Union
+from typing import Dict, Hashable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -217,14 +217,31 @@ class SlicePredictor:
         """The points given one per round, in their order (the box, if any, in every round): the first round
         decodes the first point, each later one adds the next point and feeds the previous round's low-res logits
         back as the mask prompt, as SAM's interactive rounds and our decoders' correction rounds in training. The
-        result depends on the order only, never on what was predicted before this call. Scored as ``prompts``."""
+        result depends on the order only, never on what was predicted before this call. Scored as ``prompts``.
+
+        With the model's ``points_in_rounds == "corrections"`` only a point the current mask gets wrong (a positive
+        outside it, a negative inside) opens a round, as training's correction clicks always lie on an error; a
+        point the mask already honours joins the next round, and if no round follows the first, all points are
+        decoded at once without a mask prompt (training's first rounds: several points, or far negatives)."""
         kind = prompt_kind(prompts)
-        pred = self._predict_once(image, replace(prompts, points=prompts.points[:1], labels=prompts.labels[:1]), key,
-                                  "auto", value_range, kind)
-        for n in range(2, len(prompts.labels) + 1):
-            step = replace(prompts, points=prompts.points[:n], labels=prompts.labels[:n], mask_logits=pred.logits)
-            pred = self._predict_once(image, step, key, multimask if n == len(prompts.labels) else "auto",
-                                      value_range, kind)
+
+        def upto(idx: List[int], logits: Optional[np.ndarray], last: bool) -> Prediction:
+            step = replace(prompts, points=prompts.points[idx], labels=prompts.labels[idx], mask_logits=logits)
+            return self._predict_once(image, step, key, multimask if last else "auto", value_range, kind)
+
+        n = len(prompts.labels)
+        pred = upto([0], None, n == 1)
+        if getattr(self.model, "points_in_rounds", False) != "corrections":
+            for m in range(2, n + 1):
+                pred = upto(list(range(m)), pred.logits, m == n)
+            return pred
+        given, rounds = [0], 0
+        for i in range(1, n):
+            given.append(i)
+            if not honours(pred.mask, prompts.points[i], prompts.labels[i]):
+                pred, rounds = upto(given, pred.logits, i == n - 1), rounds + 1
+            elif i == n - 1:  # the last points are honoured already: one more decode with them
+                pred = upto(given, pred.logits if rounds else None, True)
         return pred
 
     def _predict_once(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
@@ -388,6 +405,14 @@ class SlicePredictor:
         several = len(masks) > 1
         return Prediction(masks[best], float(scores[best]), logits[best], scores,
                           masks if several else None, logits if several else None, signals or None, best)
+
+
+def honours(mask: np.ndarray, point: np.ndarray, label: int) -> bool:
+    """Whether ``mask`` already agrees with the click ``point`` ``(x, y)``: inside for a positive, outside for a
+    negative (a point off the slice counts as outside)."""
+    x, y = int(round(float(point[0]))), int(round(float(point[1])))
+    inside = 0 <= y < mask.shape[0] and 0 <= x < mask.shape[1] and bool(mask[y, x])
+    return inside == bool(label)
 
 
 def _mirror_lowres(logits: np.ndarray, transform: SliceTransform) -> np.ndarray:
