@@ -27,7 +27,7 @@ from synthfm.io.atomic import atomic_write_text
 from synthfm.models import load_model
 from synthfm.models.registry import find_decoder, get_spec
 from synthfm.segment import PropagationOptions, SlicePredictor
-from synthfm.segment.quality import SIGNALS, calibration_path, file_sha256
+from synthfm.segment.quality import KINDS, SIGNALS, calibration_path, file_sha256, load_calibration
 
 SEEDS = {"fit": (5101, 5103), "test": (5102, 5104)}  # (2D images, 3D volumes)
 
@@ -100,6 +100,14 @@ def main() -> None:
     parser.add_argument("--drop", nargs="*", default=["consistency"],
                         help="signals the calibration must not use (default: consistency, which costs a second "
                              "decoder call per prediction)")
+    parser.add_argument("--drop-for", nargs="+", action="append", default=[], metavar=("KIND", "SIGNAL"),
+                        help="signals one prompt kind's model must not use, e.g. --drop-for points contrast edge "
+                             "area (repeatable)")
+    parser.add_argument("--keep-kind", nargs="+", default=[], choices=KINDS, metavar="KIND",
+                        help="keep these kinds' models of the calibration already next to the decoder (refit the rest)")
+    parser.add_argument("--pick-with-previous", nargs="+", default=[], choices=KINDS, metavar="KIND",
+                        help="these kinds' candidates are chosen by the calibration already next to the decoder (its "
+                             "model, or its picker), the refitted model gives only the score shown")
     parser.add_argument("--plot", type=Path, help="reliability plot of the test rows: raw IoU head vs calibrated")
     parser.add_argument("--write", action="store_true", help="store the calibration next to the decoder checkpoint")
     args = parser.parse_args()
@@ -115,8 +123,21 @@ def main() -> None:
                          f"embedding caches {args.fit_cache} x protocols, propagation through {args.fit_volumes} "
                          f"volumes of seed {SEEDS['fit'][1]}; {len(data['fit'])} rows",
             "command": "benchmarks/fit_quality.py " + " ".join(sys.argv[1:])}
-    features = {k: tuple(f for f in v if f not in args.drop) for k, v in FEATURES.items()}
+    dropped = {kind: set(signals) for kind, *signals in args.drop_for}
+    unknown = set(dropped) - set(KINDS)
+    if unknown:
+        parser.error(f"--drop-for: unknown prompt kind {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    features = {k: tuple(f for f in v if f not in args.drop and f not in dropped.get(k, ())) for k, v in FEATURES.items()}
     calibrator = fit_calibrator(data["fit"], features, decoder_sha256=file_sha256(decoder) if decoder else None, info=info)
+    if args.keep_kind or args.pick_with_previous:
+        existing = load_calibration(decoder) if decoder else None
+        if existing is None:
+            raise SystemExit(f"--keep-kind / --pick-with-previous: no calibration fitted for {decoder} next to it")
+        calibrator.models.update({k: existing.models[k] for k in args.keep_kind if k in existing.models})
+        calibrator.pickers.update({k: existing.pickers.get(k, existing.models[k]) for k in args.pick_with_previous
+                                   if k in existing.pickers or k in existing.models})
+        calibrator.info["from_previous"] = {"kept": args.keep_kind, "pickers": args.pick_with_previous,
+                                            "previous_command": existing.info.get("command", "")}
     test = rescore(data["test"], calibrator)
     table = spearman_table(test, (*SIGNALS, "calibrated"))
     print(f"\nSpearman(signal, true IoU) on held-out synthetic test rows, {args.model}")

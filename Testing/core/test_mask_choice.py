@@ -102,3 +102,20 @@ def test_registry_choices_are_known_values():
         choice = dict(spec.mask_choice)
         assert choice["box"] in ("single", "box-fit") and choice["point"] in ("single", "multi", "calibrated"), spec.name
     assert dict(MODEL_REGISTRY["medsam-lite"].mask_choice)["box"] == "single"  # the baseline stays as published
+
+
+def test_a_calibration_picker_chooses_and_its_score_model_scores(scripted):
+    from synthfm.segment.quality import LogisticQuality, QualityCalibrator
+
+    model, predictor = scripted
+    model.mask_choice = {"box": "box-fit", "point": "calibrated"}
+    predictor.consistency = False
+    area = LogisticQuality(["area"], [1.0], 0.0, [0.0], [1.0], [0.0])  # larger masks score higher
+    head = LogisticQuality(["iou_head"], [1.0], 0.0, [0.0], [1.0], [0.0])  # the IoU head's order
+    point = Prompts.make([[20, 20]])
+    predictor.calibrator = QualityCalibrator({"points": head})
+    assert predictor.predict(IMAGE, point).index == 0  # no picker: the score model picks (the small square)
+    predictor.calibrator = QualityCalibrator({"points": head}, pickers={"points": area})
+    pred = predictor.predict(IMAGE, point)
+    assert pred.index == 1  # the picker prefers the largest candidate ...
+    assert pred.score == pytest.approx(1 / (1 + np.exp(-0.1)))  # ... and the score model scores it (IoU head 0.1)

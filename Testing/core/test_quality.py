@@ -102,6 +102,12 @@ def test_calibration_file_round_trip_and_checks(tmp_path):
     signals = {k: np.array([0.3, 0.8]) for k in SIGNALS}
     np.testing.assert_allclose(loaded(signals, "box"), calibrator(signals, "box"))
     assert loaded.info["fitted_on"] == "test"
+    calibrator.pickers = {"points": calibrator.models["box"]}  # a picker travels with the file; files without load
+    path.write_text(calibrator.to_json())
+    loaded = load_calibration(decoder)
+    np.testing.assert_allclose(loaded.pick(signals, "points"), calibrator(signals, "box"))
+    np.testing.assert_allclose(loaded.pick(signals, "box"), loaded(signals, "box"))  # no picker: the score itself
+    assert "pickers" not in json.loads(fit_calibrator(_rows()).to_json())
     decoder.write_bytes(b"retrained")  # another decoder in the same place: the calibration no longer applies
     assert load_calibration(decoder) is None
     path.write_text(json.dumps({"format": "something else"}))

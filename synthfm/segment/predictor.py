@@ -276,8 +276,9 @@ class SlicePredictor:
         scores = self._scores(signals, kind)
         if pick_box_fit:  # the candidate whose bounding box fits the box best (ties: the IoU head's choice)
             best = best_box_fit(masks, prompts.box, signals["iou_head"])
-        elif point_choice == "calibrated":  # the candidate the quality score rates best (the score shown)
-            best = int(np.argmax(scores))
+        elif point_choice == "calibrated":  # the candidate the calibration's picker (or its score) rates best
+            pick = getattr(self.calibrator, "pick", None)
+            best = int(np.argmax(scores if pick is None else pick(signals, kind)))
         else:
             best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         return Prediction(masks[best], float(scores[best]), low[best], scores,

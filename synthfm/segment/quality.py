@@ -145,11 +145,16 @@ class LogisticQuality:
 
 @dataclass
 class QualityCalibrator:
-    """Calibrated quality score (estimated IoU in [0, 1]) from the signals, one logistic model per prompt kind."""
+    """Calibrated quality score (estimated IoU in [0, 1]) from the signals, one logistic model per prompt kind.
+
+    ``pickers`` (optional, per kind): models that only choose among one prediction's candidates (:meth:`pick`),
+    where ``models`` give the score shown. Choosing compares masks of the same image, ranking compares masks of
+    different images: a signal such as contrast can serve the first and mislead the second."""
 
     models: Dict[str, LogisticQuality]
     decoder_sha256: Optional[str] = None  # the decoder checkpoint it was fitted for (None: not tied to a file)
     info: Dict[str, object] = field(default_factory=dict)  # how it was fitted, held-out figures
+    pickers: Dict[str, LogisticQuality] = field(default_factory=dict)
 
     def __call__(self, signals: Mapping[str, np.ndarray], kind: str) -> np.ndarray:
         if kind not in KINDS:
@@ -159,15 +164,25 @@ class QualityCalibrator:
             return np.clip(np.asarray(signals["iou_head"], np.float64), 0.0, 1.0)
         return model(signals)
 
+    def pick(self, signals: Mapping[str, np.ndarray], kind: str) -> np.ndarray:
+        """Scores that choose among candidates: the kind's picker, or the score itself without one."""
+        picker = self.pickers.get(kind)
+        return self(signals, kind) if picker is None else picker(signals)
+
     def uses(self, signal: str) -> bool:
-        """Whether any of the models reads ``signal``."""
-        return any(signal in m.features for m in self.models.values())
+        """Whether any of the models or pickers reads ``signal``."""
+        return any(signal in m.features for m in (*self.models.values(), *self.pickers.values()))
 
     def to_json(self) -> str:
-        return json.dumps({"format": CALIBRATION_FORMAT, "version": 1, "decoder_sha256": self.decoder_sha256,
-                           "models": {k: {name: list(v) if isinstance(v, (list, tuple, np.ndarray)) else v
-                                          for name, v in vars(m).items()} for k, m in self.models.items()},
-                           "info": self.info}, indent=1)
+        def plain(models: Dict[str, LogisticQuality]) -> dict:
+            return {k: {name: list(v) if isinstance(v, (list, tuple, np.ndarray)) else v for name, v in vars(m).items()}
+                    for k, m in models.items()}
+
+        data = {"format": CALIBRATION_FORMAT, "version": 1, "decoder_sha256": self.decoder_sha256,
+                "models": plain(self.models), "info": self.info}
+        if self.pickers:
+            data["pickers"] = plain(self.pickers)
+        return json.dumps(data, indent=1)
 
     @classmethod
     def from_json(cls, text: str, source: str = "calibration") -> "QualityCalibrator":
@@ -175,8 +190,9 @@ class QualityCalibrator:
             data = json.loads(text)
             if data.get("format") != CALIBRATION_FORMAT:
                 raise ValueError(f"no '{CALIBRATION_FORMAT}' header")
-            models = {k: LogisticQuality(**{**m, "bias": float(m["bias"])}) for k, m in data["models"].items()}
-            for k, m in models.items():
+            models, pickers = ({k: LogisticQuality(**{**m, "bias": float(m["bias"])}) for k, m in part.items()}
+                               for part in (data["models"], data.get("pickers", {})))
+            for k, m in (*models.items(), *pickers.items()):
                 if k not in KINDS or not set(m.features) <= set(SIGNALS):
                     raise ValueError(f"unknown prompt kind '{k}' or signal in {list(m.features)}")
                 if not (len(m.features) == len(m.coef) == len(m.mean) == len(m.scale) == len(m.fill)):
@@ -184,7 +200,7 @@ class QualityCalibrator:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{source} is not a valid quality calibration ({exc}); delete it or refit it with "
                              "benchmarks/fit_quality.py") from None
-        return cls(models, data.get("decoder_sha256"), data.get("info", {}))
+        return cls(models, data.get("decoder_sha256"), data.get("info", {}), pickers)
 
 
 def calibration_path(decoder: Path) -> Path:
