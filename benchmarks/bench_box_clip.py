@@ -61,7 +61,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generated", type=int, default=0, metavar="N",
                         help="N fresh generator images (preset mixed, seed 5105: never trained or calibrated on)")
     parser.add_argument("--generated-seed", type=int, default=GENERATED_SEED, metavar="SEED",
-                        help="their seed (5105 has been used for choices since 2026-12-02; 5106 was fresh on 2026-12-03)")
+                        help="their seed (5105: used for choices since 2026-12-02; 5106 was fresh on 2026-12-03)")
     parser.add_argument("--pairs", help="real cases CSV (reported only)")
     parser.add_argument("--max-slices", type=int, default=10)
 
@@ -113,7 +113,7 @@ def main() -> None:
     add_data_arguments(parser)
     args = parser.parse_args()
     predictor = SlicePredictor(load_model(args.model), "cpu", clip_to_box=False)
-    sources = data_sources(predictor, args.cache, args.pairs, args.max_slices, args.generated)
+    sources = data_sources(predictor, args.cache, args.pairs, args.max_slices, args.generated, args.generated_seed)
     print(f"{'data':<48}{'prompt':<12}{'n':>5}" + "".join(f"{'raw' if m is None else f'clip+{m:g}':>10}" for m in MARGINS))
     for name, items in sources:
         table: Dict[str, List[List[float]]] = {}

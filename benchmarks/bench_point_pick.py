@@ -30,7 +30,8 @@ FIT_SEED = 5101
 
 
 def candidate_table(predictor: SlicePredictor, items) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per one-point prompt: features (n, 3, F), Dice of each candidate (n, 3), calibrated scores, IoU head."""
+    """Per one-point prompt: features (n, 3, F), Dice of each candidate (n, 3), the calibration's picking scores
+    (its points picker when it has one, as ``SlicePredictor`` picks), IoU head."""
     feats, dices, calibrated, head = [], [], [], []
     for image, truth, key, vrange, seed in items:
         prompts = make_prompts("point1", truth, np.random.default_rng([0, seed]))
@@ -41,7 +42,8 @@ def candidate_table(predictor: SlicePredictor, items) -> Tuple[np.ndarray, np.nd
         f += [np.log(area / area.max()), *np.eye(3)]
         feats.append(np.stack(f, 1))
         dices.append([dice(c, truth) for c in pred.candidates])
-        calibrated.append(pred.all_scores)
+        pick = getattr(predictor.calibrator, "pick", None)
+        calibrated.append(pred.all_scores if pick is None else pick(s, "points"))
         head.append(s["iou_head"])
     return np.array(feats), np.array(dices), np.array(calibrated), np.array(head)
 
@@ -75,7 +77,8 @@ def main() -> None:
     print(f"fitted on {len(d)} one-point prompts (seed {FIT_SEED}); the selector's pick on them: Dice "
           f"{np.mean(d[np.arange(len(d)), np.argmax(select(x), 1)]):.3f}", flush=True)
     print(f"{'data':<48}{'n':>5}{'IoU head':>10}{'calibrated':>11}{'selector':>10}{'oracle':>8}", flush=True)
-    for name, items in data_sources(predictor, args.cache, args.pairs, args.max_slices, args.generated):
+    for name, items in data_sources(predictor, args.cache, args.pairs, args.max_slices, args.generated,
+                                    args.generated_seed):
         x, d, cal, head = candidate_table(predictor, items)
         idx = np.arange(len(d))
         picks = [d[idx, np.argmax(head, 1)], d[idx, np.argmax(cal, 1)], d[idx, np.argmax(select(x), 1)], d.max(1)]
