@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from synthfm.models import build_model, fused_cpu, load_model
 from synthfm.segment import Prompts, SlicePredictor, VolumeSegmenter
+from synthfm.segment.predictor import cpu_has_fast_bf16
 
 
 def timed(fn, repeat: int) -> float:
@@ -42,9 +43,13 @@ def gemm_gflops(dtype: torch.dtype, n: int = 2048) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip ViT-B and use 20 slices for propagation")
+    parser.add_argument("--emulated-bf16", action="store_true",
+                        help="time bf16 rows even on a CPU without native bf16 (minutes: oneDNN emulates it there)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    peak = {torch.float32: gemm_gflops(torch.float32), torch.bfloat16: gemm_gflops(torch.bfloat16)}
+    native = cpu_has_fast_bf16()
+    dtypes = (torch.float32, torch.bfloat16) if native or args.emulated_bf16 else (torch.float32,)
+    peak = {dtype: gemm_gflops(dtype) for dtype in (torch.float32, torch.bfloat16)}
     rows = []
 
     def row(name, seconds, fl, dtype):
@@ -53,7 +58,7 @@ def main() -> None:
     lite = load_model("medsam-lite").requires_grad_(False)
     x = torch.rand(1, 3, 256, 256)
     f = flops(lambda: lite.encode(x))
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in dtypes:
         for fused in (False, True):  # plain layers vs oneDNN conv/linear + GELU fusion (synthfm.models.fused_cpu)
             fused_cpu.set_enabled(fused)
             with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
@@ -62,7 +67,7 @@ def main() -> None:
     emb = lite.encode(x)
     pts, lab = torch.tensor([[[100.0, 120.0]]]), torch.tensor([[1]])
     f = flops(lambda: lite.decode(emb, pts, lab, multimask=True))
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in dtypes:
         with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
             row(f"decoder per prompt {str(dtype)[6:]}", timed(lambda: lite.decode(emb, pts, lab, multimask=True), 10),
                 f, dtype)
@@ -70,7 +75,7 @@ def main() -> None:
         vitb = build_model("sam-vit-b", pretrained=False).requires_grad_(False)  # random weights: timing only
         xb = torch.rand(1, 3, 1024, 1024)
         f = flops(lambda: vitb.encode(xb))
-        for dtype in (torch.float32, torch.bfloat16):
+        for dtype in dtypes:
             with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
                 row(f"ViT-B encoder 1024 {str(dtype)[6:]}", timed(lambda: vitb.encode(xb), 1), f, dtype)
 
@@ -85,11 +90,11 @@ def main() -> None:
     total = time.perf_counter() - start
 
     print(f"GEMM 2048^3 on this CPU: fp32 {peak[torch.float32]:.0f} GFLOP/s, bf16 {peak[torch.bfloat16]:.0f} GFLOP/s "
-          f"({torch.get_num_threads()} threads)\n")
+          f"({torch.get_num_threads()} threads; bf16 {'native' if native else 'emulated: its rows need --emulated-bf16'})\n")
     print(f"{'what':<28}{'ms':>10}{'GFLOP':>9}{'GFLOP/s':>10}{'% of GEMM':>11}")
     for name, ms, gf, rate, pct in rows:
         print(f"{name:<28}{ms:>10.1f}{gf:>9.2f}{rate:>10.1f}{pct:>10.0f}%")
-    print(f"\npropagation, {n} slices of 256x256 (medsam-lite, bf16, box prompt): {total:.1f} s end to end, "
+    print(f"\npropagation, {n} slices of 256x256 (medsam-lite, {'bf16' if seg.predictor.bf16 else 'fp32'}, box prompt): {total:.1f} s end to end, "
           f"{len(result.records)} slices decoded, {seg.predictor.encoder_calls} encoded")
 
 

@@ -65,9 +65,14 @@ def test_fused_kernels_are_really_used(encoder, image, monkeypatch):
     counter = _Counting()
     monkeypatch.setattr(fused_cpu, "_OPS", counter)
     monkeypatch.setattr(tiny_vit, "BAND_ROWS", 10**6)  # one call per layer (no row bands)
-    _encode(encoder, image, True, True)
+    _encode(encoder, image, True, False)
     # convolutions: patch embed 2 + MBConv 2x3 + 3 merges x 3 + 10 local convs; linear: 10 blocks x 4
     assert counter.calls == 2 + 6 + 9 + 10 + 40
+    counter.calls = 0
+    _encode(encoder, image, True, True)
+    # bf16 only where oneDNN computes it (an AVX2 CPU refuses it: plain layers there, fp32 keeps its kernels)
+    assert counter.calls == (2 + 6 + 9 + 10 + 40 if fused_cpu.bf16_kernels() else 0)
+    assert fused_cpu._state["enabled"]
 
 
 def test_missing_kernels_fall_back_with_one_warning(encoder, image, monkeypatch, caplog):

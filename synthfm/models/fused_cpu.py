@@ -42,10 +42,24 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
         return torch.get_autocast_cpu_dtype() if x.device.type == "cpu" and torch.is_autocast_cpu_enabled() else x.dtype
 
 
+def bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX512 BW/VL/DQ or AVX-NE-CONVERT); it refuses bf16 elsewhere."""
+    if "bf16" in _state:
+        return _state["bf16"]
+    probe = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        _state["bf16"] = bool(probe()) if probe is not None else True  # unknown: try; the first refusal falls back
+    except RuntimeError:
+        _state["bf16"] = True
+    return _state["bf16"]
+
+
 def available(x: torch.Tensor) -> bool:
-    """Whether the fused kernels will be tried on ``x`` (CPU, no autograd, switched on, present)."""
+    """Whether the fused kernels will be tried on ``x`` (CPU, no autograd, switched on, present, and for bf16
+    work a CPU that oneDNN computes bf16 on: an AVX2 CPU keeps its fp32 fused kernels while bf16 runs plain)."""
     return (_state["enabled"] and _OPS is not None and x.device.type == "cpu" and not torch.is_grad_enabled()
-            and torch.backends.mkldnn.is_available())
+            and torch.backends.mkldnn.is_available()
+            and (compute_dtype(x) != torch.bfloat16 or bf16_kernels()))
 
 
 def _fallback(error: Exception) -> None:

@@ -27,7 +27,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, help="stop after this many minutes (checkpoint kept; rerun resumes)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true", default=None,
+                           help="train in bf16 (default: on a GPU, or a CPU with native bf16 such as AVX512-BF16/AMX)")
+    precision.add_argument("--no-bf16", dest="bf16", action="store_false",
+                           help="train in fp32 (default on CPUs without native bf16, e.g. AVX2 laptops)")
     p.add_argument("--cache", help="folder for cached embeddings (default: OUT/cache)")
     p.add_argument("--data", default="cache", choices=("cache", "on-the-fly"),
                    help="cache: encode each image once, memory-mapped (CPU); on-the-fly: generate + encode every "
@@ -96,7 +100,7 @@ def config_from_args(args: argparse.Namespace):
     user_data = cases_from_csv(args.user_data) if args.user_data else []
     return TrainConfig(model=args.model, preset=args.preset, generator=overrides, samples=args.samples,
                        val_samples=args.val_samples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                       seed=args.seed, device=str(pick_device(args.device)), bf16=not args.no_bf16,
+                       seed=args.seed, device=str(pick_device(args.device)), bf16=args.bf16,
                        time_budget_min=args.time_budget, out=args.out, cache=args.cache, data=args.data,
                        val_every=args.val_every, ckpt_every=args.ckpt_every, init=args.init,
                        user_data=user_data, user_fraction=args.user_fraction,

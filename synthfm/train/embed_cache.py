@@ -39,6 +39,7 @@ from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.io.atomic import PathLike, atomic_write_text
 from synthfm.io.checks import InputError, check_disk_space, format_bytes, free_disk_bytes, is_disk_full
 from synthfm.models.sam import EMBED_DIM, EMBED_SIZE, PromptableModel
+from synthfm.segment.predictor import default_bf16
 from synthfm.segment.preprocess import intensity_range, normalize, to_model_input
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
@@ -55,8 +56,10 @@ Item = Tuple[np.ndarray, np.ndarray, int]  # image in [0, 1] (S, S), label map (
 ItemSource = Callable[[np.ndarray], List[Item]]
 
 
-def encode_images(model: PromptableModel, images01: Sequence[np.ndarray], bf16: bool = True) -> torch.Tensor:
-    """Encode ``[0, 1]`` images ``(S, S)`` (resized + padded like user slices) -> ``(B, 256, 64, 64)``."""
+def encode_images(model: PromptableModel, images01: Sequence[np.ndarray], bf16: Optional[bool] = None) -> torch.Tensor:
+    """Encode ``[0, 1]`` images ``(S, S)`` (resized + padded like user slices) -> ``(B, 256, 64, 64)``; ``bf16``
+    None: the inference default for the model's device (:func:`synthfm.segment.predictor.default_bf16`)."""
+    bf16 = default_bf16(model.device) if bf16 is None else bf16
     images = torch.stack([to_model_input(im, model.image_size)[0] for im in images01]).to(model.device)
     with torch.inference_mode(), torch.autocast(model.device.type, torch.bfloat16, enabled=bf16):
         return model.encode(images).float()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import tempfile
 import time
@@ -25,6 +26,7 @@ from synthfm.models import build_model, save_decoder_checkpoint
 from synthfm.models.checkpoint import save_torch_atomic
 from synthfm.models.loader import init_decoder_state
 from synthfm.models.sam import PromptableModel
+from synthfm.segment.predictor import cpu_has_fast_bf16
 from synthfm.segment.preprocess import SliceTransform
 from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, prompt_tensors
 from synthfm.train.embed_cache import (DataSource, EmbeddingCache, OnTheFlySource, encode_images, fingerprint_folder,
@@ -37,6 +39,8 @@ from synthfm.train.prefetch import BatchPrefetcher, draw_indices
 from synthfm.train.prompt_sim import correction_click
 from synthfm.train.user_data import UserCase, user_cache
 from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
+
+log = logging.getLogger(__name__)
 
 VAL_OFFSET = 10_000_000  # validation images come from a disjoint index range of the same generator
 NEIGHBOUR_OFFSET = 20_000_000  # so do the 3D volumes of neighbouring-slice pairs
@@ -67,7 +71,7 @@ class TrainConfig:
     prompt_modes: Optional[List[str]] = None  # first-round prompt kinds drawn per step (None: all of PROMPT_MODES)
     seed: int = 0
     device: str = "cpu"
-    bf16: bool = True
+    bf16: Optional[bool] = None  # None: bf16 on a GPU or a CPU with native bf16 (segment.predictor.cpu_has_fast_bf16)
     bf16_autocast: bool = False  # bf16 through autocast (slower, pre-0.2 runs) instead of a bf16 cast of the decoder
     val_every: int = 200
     ckpt_every: int = 100
@@ -84,6 +88,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.user_data = [c if isinstance(c, UserCase) else UserCase(*c) for c in self.user_data]
+        if self.bf16 is None:
+            self.bf16 = str(self.device).startswith("cuda") or cpu_has_fast_bf16()
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-able settings (user volumes as name/shape/labels/SHA-256) for metadata and resume checks."""
@@ -417,7 +423,13 @@ class Trainer:
         """Refuse to continue a run with other settings. With the run's resolved generator settings at hand,
         those are compared instead of the overrides (a run of generator version 2 continues under version 3's
         code when ``--generator`` now says ``"version": 2``)."""
-        ignore = ("steps", "time_budget_min", "device", "out", "cache", "workers") + (("generator",) if saved_generator else ())
+        # the precision follows the machine (an AVX2 CPU would take ~10x longer in bf16): a run may change it on resume
+        ignore = ("steps", "time_budget_min", "device", "out", "cache", "workers", "bf16") + (
+            ("generator",) if saved_generator else ())
+        if "bf16" in saved_config and bool(saved_config["bf16"]) != bool(self.config.bf16):
+            log.warning("resuming %s in %s; it was trained so far in %s (the precision this machine computes fast), so "
+                        "it will not match an uninterrupted run bit for bit", path, "bf16" if self.config.bf16 else
+                        "fp32", "bf16" if saved_config["bf16"] else "fp32")
         if saved_generator and json.dumps(saved_generator, sort_keys=True) != self.config.generator_config().to_json():
             raise ValueError(f"cannot resume {path}: it was trained on other generator settings "
                              f"({json.dumps(saved_generator, sort_keys=True)}); give the same --generator (older runs: "
