@@ -74,9 +74,9 @@ def pick_device(device: str = "auto") -> torch.device:
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so that bf16 autocast is the fast choice.
 
-    Without it PyTorch's oneDNN emulates bf16 and every matrix product converts: on a 2-core AVX2 EPYC one
-    256 x 256 TinyViT slice took 15.4 s in bf16 against 1.2 s in fp32 (docs/segment.md, "Speed (CPU)"), while on
-    CPUs with AVX512-BF16 bf16 is about 4x faster than fp32.  ``SYNTHFM_BF16=1`` / ``=0`` overrides the choice.
+    Without it PyTorch's oneDNN emulates bf16: on a 2-core AVX2 EPYC one 256 x 256 TinyViT slice took 15.4 s in
+    bf16 against 1.2 s in fp32 (docs/segment.md, "Precision follows the CPU"), while on CPUs with AVX512-BF16 bf16
+    is about 4x faster than fp32.  ``SYNTHFM_BF16=1`` / ``=0`` overrides the choice.
     """
     forced = os.environ.get("SYNTHFM_BF16", "").strip().lower()
     if forced in ("1", "true", "yes", "on"):
