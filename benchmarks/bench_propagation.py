@@ -1,6 +1,7 @@
 """Propagation settings compared on held-out synthetic volumes (never on real data): 3D Dice and slices kept.
 
 Run: .venv/bin/python benchmarks/bench_propagation.py [--models synthfm-lite medsam-lite CKPT.pt] [--volumes 12]
+     [--embedding-cache runs/embeddings] (slice embeddings kept between runs)
      [--first 12] (other held-out volumes, to check a choice) [--only "tight box+mask | closest"] (settings by name)
      [--prompted-slices 3] (prompt the largest slice and two near the ends, as `synthfm evaluate --volume-slices`)
 The "oracle stop" rows keep only the slices where the truth is: how good propagation would be with a perfect stop.
@@ -64,6 +65,9 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             **{f"end growth<={r}": {"max_end_growth": r} for r in (1.0, 1.2)},
             **{f"size<={r}x": {"max_size": r} for r in (1.5, 2.0, 3.0)},  # larger than the prompted mask: stop
             **{f"end extension<={f}": {"max_end_extension": f} for f in (0.1, 0.2, 0.3, 0.5)},
+            # with 3 or more prompted slices both outermost are ends, whatever their masks' areas
+            "outer ends": {"outer_ends": True},
+            "outer ends, end extension<=0.1": {"outer_ends": True, "max_end_extension": 0.1},
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "previous box between": {"interpolate_box": False},
             **{f"between boxes +{m}": {"between_margin": m} for m in (0.05, 0.1, 0.2)},
@@ -114,6 +118,9 @@ def main() -> None:
     parser.add_argument("--mirror", choices=("model", "on", "off"), nargs="+", default=["model"],
                         help="prompted slices averaged with their mirror image (SlicePredictor.mirror; model: the "
                              "model's mirror_average); several: rows each")
+    parser.add_argument("--embedding-cache", metavar="DIR",
+                        help="keep the volumes' slice embeddings in DIR: a later run (other settings, another decoder "
+                             "on the same encoder) decodes them without encoding (docs/evaluate.md)")
     args = parser.parse_args()
     gen = SyntheticGenerator(GeneratorConfig.from_preset(args.preset, size=128, depth=40), SEED)
     samples = [gen.sample_3d(i) for i in range(args.first, args.first + args.volumes)]
@@ -123,6 +130,7 @@ def main() -> None:
     for name in args.models:
         model = load_model(name)
         predictor = SlicePredictor(model, cache_size=40 * len(samples))  # every slice encoded once
+        predictor.use_store(args.embedding_cache)
         print(f"{name}: score = {'calibrated quality score' if predictor.calibrator else 'raw predicted IoU'}")
         for clip, mirror, n_prompted, (setting, overrides) in itertools.product(
                 args.clip_to_box, args.mirror, args.prompted_slices, SETTINGS.items()):

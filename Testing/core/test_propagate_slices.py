@@ -208,6 +208,24 @@ def test_propagation_past_a_prompted_end_is_capped_by_the_span_of_the_prompted_s
         seg.propagate_slices(prompts, options=PropagationOptions(max_end_extension=-1.0))
 
 
+def test_outer_ends_caps_both_ends_of_three_prompted_slices_whatever_their_masks():
+    """A decoder that over-segments a thin end slice (its mask larger than the middle one's) hides that end from
+    the area test; with outer_ends, three or more prompted slices mark both ends, so the cap applies on both sides."""
+    truth = np.zeros((40, 30, 30), bool)
+    truth[:, 10:20, 10:20] = True  # one size everywhere: no prompted mask is smaller than the next one inward
+    truth[10, 5:25, 5:25] = True  # the first prompted slice: its mask the largest
+    seg = VolumeSegmenter(TruthPredictor(truth, 0), truth * 1.0)
+    prompts = {z: _box(truth[z]) for z in (10, 20, 30)}
+    capped = PropagationOptions(max_end_extension=0.25)
+    assert seg.propagate_slices(prompts, options=capped).slices == list(range(40))  # no end is tapering
+    both = seg.propagate_slices(prompts, options=replace(capped, outer_ends=True))
+    assert both.slices == list(range(5, 36))
+    assert {r.stop for r in both.records if r.stop} == {"past the prompted span"}
+    two = {20: prompts[20], 30: prompts[30]}  # two prompted slices: one may be the structure's largest, not an end
+    assert (seg.propagate_slices(two, options=replace(capped, outer_ends=True)).slices
+            == seg.propagate_slices(two, options=capped).slices == list(range(11, 40)))  # (11: the wide slice 10)
+
+
 def test_learned_stop_reads_each_slices_evidence_and_replays_exactly():
     """A keep rule over the slice's evidence stops where the mask's intensity leaves the structure's; the evidence
     recorded with every stop off replays the same stop (benchmarks/fit_stop.py relies on it)."""

@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
                    help="decode prompts on the slice and its mirror image, averaged: auto follows each model "
                         "(synthfm-lite: on), on/off for every model (off: the one-view figures)")
+    p.add_argument("--embedding-cache", metavar="DIR",
+                   help="keep slice embeddings in DIR between runs (2 MB per slice): judging another decoder on "
+                        "the same encoder and images then needs no encoder call (docs/evaluate.md)")
     p.set_defaults(func=run)
     d = subparsers.add_parser("evaluate-data", help="build real evaluation cases from data that PyPI packages ship",
                               description="Brain MRI structures from the MNI152 template and FSL's Harvard-Oxford "
@@ -55,7 +58,7 @@ def check_arguments(args: argparse.Namespace):
     from synthfm.evaluate.baselines import FLOORS
     from synthfm.evaluate.protocols import PROTOCOLS
     from synthfm.io.checks import (check_device, check_input_path, check_model_name, check_output_files,
-                                   check_range)
+                                   check_range, check_writable_folder)
     from synthfm.segment.propagate import PropagationOptions
 
     check_output_files(args.out, REPORT_FILES, args.overwrite)
@@ -68,6 +71,8 @@ def check_arguments(args: argparse.Namespace):
     check_range(args.clicks, "--clicks", 1)
     check_range(args.tolerance, "--tolerance", 0.0)
     PropagationOptions.parse_overrides(args.propagation)
+    if args.embedding_cache is not None:
+        check_writable_folder(args.embedding_cache, "--embedding-cache")
     if args.pairs:
         check_input_path(args.pairs, "--pairs", "cases CSV")
     else:
@@ -90,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                        device, args.tolerance, progress=tqdm_progress("evaluate", "structure" if args.volume else "slice"),
                        volume=args.volume, axis=args.axis, volume_slices=args.volume_slices,
                        propagation=PropagationOptions.parse_overrides(args.propagation),
-                       mirror=None if args.mirror == "auto" else args.mirror == "on")
+                       mirror=None if args.mirror == "auto" else args.mirror == "on",
+                       embedding_cache=args.embedding_cache)
     view = ("axial", "coronal", "sagittal")[args.axis]
     slices = "one slice" if args.volume_slices == 1 else f"{args.volume_slices} prompted slices"
     title = (f"SynthFM evaluation: propagation from {slices} ({view}), 3D metrics" if args.volume else
@@ -109,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             w = v["worst_leak"]
             print(f"{key}: worst leak {w['slices_outside']} slice(s) kept outside the structure ({w['case']} label "
                   f"{w['label']}: {w['slices_kept']} slices kept, the structure is on {w['slices_truth']})")
+    for note in results.notes:
+        print(note)
     for s in summary["skipped"]:
         print(f"skipped {s['model']} | {s['protocol']}: {s['reason']}")
     print(f"wrote {args.out}/summary.json, slices.csv, report.html")

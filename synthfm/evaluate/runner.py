@@ -19,6 +19,7 @@ class Results:
     rows: List[Dict[str, object]] = field(default_factory=list)
     skipped: List[Dict[str, str]] = field(default_factory=list)
     examples: Dict[tuple, list] = field(default_factory=dict)  # (model, protocol) -> [(dice, image, truth, pred)]
+    notes: List[str] = field(default_factory=list)  # lines for people (e.g. how the embedding cache was used)
 
     def skipped_pairs(self) -> set:
         """``{(model, protocol)}`` of the pairs listed in ``skipped`` (the evaluation loops leave them out)."""
@@ -41,7 +42,8 @@ def _slices_with(mask: np.ndarray, limit: Optional[int], axis: int = 0) -> List[
 class _ModelRunner:
     """A registry model behind one SlicePredictor (embeddings shared by all protocols of a slice)."""
 
-    def __init__(self, name: str, device: str, mirror: Optional[bool] = None) -> None:
+    def __init__(self, name: str, device: str, mirror: Optional[bool] = None,
+                 embedding_cache: Optional[str] = None) -> None:
         from synthfm.models import load_model
         from synthfm.segment import SlicePredictor
 
@@ -49,6 +51,7 @@ class _ModelRunner:
         self.model = load_model(name)
         self.predictor = SlicePredictor(self.model, device)
         self.predictor.mirror = mirror  # None: the model's own (ModelSpec.mirror_average)
+        self.predictor.use_store(embedding_cache)  # None: embeddings in memory only
 
     def accepts(self, protocol: str) -> Optional[str]:
         if not self.model.trained_points and protocol not in ("box", "box-jitter"):
@@ -80,13 +83,13 @@ class _FloorRunner:
 
 
 def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volume: bool, results: Results,
-             mirror: Optional[bool] = None) -> list:
+             mirror: Optional[bool] = None, embedding_cache: Optional[str] = None) -> list:
     """One runner per model; (model, protocol) pairs that cannot run are listed in ``results.skipped``
     (the evaluation loops leave those out)."""
     for p in protocols:
         if p not in PROTOCOLS:
             raise ValueError(f"unknown prompt protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
-    runners = [_FloorRunner(m) if m in FLOORS else _ModelRunner(m, device, mirror) for m in models]
+    runners = [_FloorRunner(m) if m in FLOORS else _ModelRunner(m, device, mirror, embedding_cache) for m in models]
     models_seen: list = []
     for runner in runners:  # models with the same frozen encoder encode each slice once between them
         if isinstance(runner, _ModelRunner):
@@ -116,7 +119,8 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
              max_slices: Optional[int] = 20, clicks: int = 5, device: str = "cpu", tolerance_mm: float = 2.0,
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
              volume: bool = False, axis: int = 0, volume_slices: int = 1,
-             propagation: Optional[Mapping[str, object]] = None, mirror: Optional[bool] = None) -> Results:
+             propagation: Optional[Mapping[str, object]] = None, mirror: Optional[bool] = None,
+             embedding_cache: Optional[str] = None) -> Results:
     """Evaluate every (model, protocol) on the structure slices of every case, slicing along ``axis``
     (0 axial, 1 coronal, 2 sagittal).
 
@@ -124,7 +128,9 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
     both ends: :func:`~synthfm.evaluate.protocols.prompt_slices`), propagates through the volume
     (:class:`synthfm.segment.VolumeSegmenter`) and scores the 3D result; ``propagation`` overrides settings of
     every model's propagation defaults (``PropagationOptions`` keyword arguments). ``mirror`` (None: each model's
-    own ``mirror_average``) sets ``SlicePredictor.mirror`` for every model.
+    own ``mirror_average``) sets ``SlicePredictor.mirror`` for every model. ``embedding_cache``: a folder where slice
+    embeddings are kept between runs (:mod:`synthfm.segment.embedding_store`; another decoder on the same encoder
+    then needs no encoder call on these images).
     """
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0 (axial), 1 (coronal) or 2 (sagittal), got {axis}")
@@ -133,14 +139,26 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
                          "the per-slice protocol prompts every slice on its own")
     if propagation and not volume:
         raise ValueError("--propagation applies to volume mode: add --volume (or drop --propagation)")
-    from synthfm.segment.preprocess import intensity_range
-
     results = Results()
     loaded = load_cases(cases)  # bad data is found before any model is loaded; each file is read once
-    runners = _runners(models, protocols, device, volume, results, mirror)
+    runners = _runners(models, protocols, device, volume, results, mirror, embedding_cache)
     if volume:
-        return _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,
-                                 axis, volume_slices, dict(propagation or {}))
+        _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,
+                          axis, volume_slices, dict(propagation or {}))
+    else:
+        _evaluate_slices(loaded, runners, protocols, seed, max_slices, clicks, tolerance_mm, results, progress, cancel,
+                         axis)
+    results.notes += [r.predictor.store.describe() for r in runners
+                      if isinstance(r, _ModelRunner) and r.predictor.store is not None]
+    return results
+
+
+def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Sequence[str], seed: int,
+                     max_slices: Optional[int], clicks: int, tolerance_mm: float, results: Results,
+                     progress: Optional[ProgressCallback], cancel: Optional[CancelToken], axis: int = 0) -> Results:
+    """Per structure slice: each (model, protocol) prompted on the slice alone, 2D metrics."""
+    from synthfm.segment.preprocess import intensity_range
+
     skipped = results.skipped_pairs()
     jobs = [(lc, v, s) for lc in loaded for v in lc.values
             for s in _slices_with(lc.label.array == v, max_slices, axis)]

@@ -99,10 +99,13 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # intensity gate 1.5"; the stop rule still reads the decoder's masks): K = 1 volumes 0..23 0.480 ->
                   # 0.517 (24..47 0.512 -> 0.511), K = 3 24..47 0.653 -> 0.664; real (reported) K = 1 box 0.545 ->
                   # 0.582, one point 0.415 -> 0.463
+                  # + with 3 or more prompted slices both outermost are ends (2026-12-03, "default, outer ends"):
+                  # K = 3 volumes 0..11 0.713 -> 0.713, 12..23 0.654 -> 0.654; real (reported) K = 3 box 0.721 ->
+                  # 0.724 (lateral ventricle 0.169 -> 0.243, worst leak 13 -> 4 slices), one point 0.596 -> 0.596
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
                                ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
                                ("intensity_scale", "spread-single"), ("max_end_extension", 0.3),
-                               ("intensity_gate", 1.5), ("max_size", 3.0)),
+                               ("outer_ends", True), ("intensity_gate", 1.5), ("max_size", 3.0)),
                   # trained with correction rounds; held-out synthetic (bench_point_rounds.py, lite3 val 0:64, the
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,

@@ -69,7 +69,8 @@ def prompt_sources(args: argparse.Namespace):
 def check_arguments(args: argparse.Namespace):
     """Every check that needs neither the image's voxels nor the model; returns (sources, axis, device)."""
     from synthfm.io.checks import (PNG_EXTENSIONS, VOLUME_EXTENSIONS, check_device, check_distinct,
-                                   check_input_path, check_model_name, check_output_file, check_range)
+                                   check_input_path, check_model_name, check_output_file, check_range,
+                                   check_writable_folder)
     from synthfm.segment.preprocess import WINDOWS
     from synthfm.segment.propagate import PropagationOptions
 
@@ -83,6 +84,8 @@ def check_arguments(args: argparse.Namespace):
         raise InputError(f"--window {args.window}: unknown window; choose one of {', '.join(WINDOWS)}")
     PropagationOptions.parse_overrides(args.propagation)
     check_model_name(args.model)
+    if args.embedding_cache is not None:
+        check_writable_folder(args.embedding_cache, "--embedding-cache")
     sources, axis = prompt_sources(args)
     if not any(s.positive or s.negative or s.boxes for s in sources):
         raise InputError("no prompts given: add --point x,y,z or --box (or --prompts FILE)")
@@ -141,6 +144,9 @@ def register(subparsers) -> None:
                         "auto follows the model (synthfm-lite: on; more accurate, one more encoder call per prompted "
                         "slice), off is faster (docs/segment.md)")
     p.add_argument("--window", default="auto", help="auto, percentile, minmax or a CT preset (ct-soft, ct-lung, ...)")
+    p.add_argument("--embedding-cache", metavar="DIR",
+                   help="keep slice embeddings in DIR (2 MB per slice): segmenting the same volume again, with other "
+                        "prompts or settings, then needs no encoder call for the slices seen before")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--label", type=int, default=1,
                    help=f"label value written for the structure, 1..{MAX_LABEL} (default 1)")
@@ -184,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     predictor = SlicePredictor(model, device, args.window)
     predictor.mirror = None if args.mirror == "auto" else args.mirror == "on"
+    predictor.use_store(args.embedding_cache)
     segmenter = VolumeSegmenter(predictor, volume.array, axis=axis)
     options = PropagationOptions.for_model(model, **PropagationOptions.parse_overrides(args.propagation))
     if args.no_propagate:
@@ -200,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"stopped before slice {record.index}: {record.stop} (area {record.area}, score {record.score:.2f})")
         for note in result.notes:
             print(f"warning: {note}")
+    if predictor.store is not None:
+        print(predictor.store.describe())
     dtype = np.uint8 if args.label <= 255 else np.uint16
     write_volume(args.out, volume.with_array(mask.astype(dtype) * dtype(args.label)), overwrite=args.overwrite)
     print(f"wrote {args.out}: {int(mask.sum())} voxels of label {args.label} on {len(kept)} slices "

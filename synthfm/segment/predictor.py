@@ -10,6 +10,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Dict, Hashable, List, Optional, Tuple, Union
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from synthfm.models.sam import PromptableModel
 from synthfm.models.sam import LOW_RES
+from synthfm.segment.embedding_store import EmbeddingStore
 from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
 from synthfm.segment.prompts import Prompts
 from synthfm.segment.quality import QualityCalibrator, image_signals, prompt_kind, quality_signals
@@ -119,6 +121,14 @@ class SlicePredictor:
         #: decode each prompt on the slice and on its left-right mirror image and average the two views' low-res
         #: logits (one more encoder call per slice); None: the model's ``mirror_average`` (ModelSpec)
         self.mirror: Optional[bool] = None
+        #: slice embeddings kept on disk between runs (:meth:`use_store`); None: in memory only
+        self.store: Optional[EmbeddingStore] = None
+
+    def use_store(self, folder: Union[str, Path, None]) -> Optional[EmbeddingStore]:
+        """Keep slice embeddings in ``folder`` (:class:`~synthfm.segment.embedding_store.EmbeddingStore`) as well as
+        in memory, and read them from there; None: in memory only."""
+        self.store = None if folder is None else EmbeddingStore(folder, self.model, self.bf16)
+        return self.store
 
     def share_embeddings(self, other: "SlicePredictor") -> bool:
         """Use ``other``'s embedding cache when both models run the same frozen encoder on the same device with
@@ -161,10 +171,18 @@ class SlicePredictor:
         if not todo:
             return
         inputs, transforms = zip(*(prepare_slice(img, self.model.image_size, self.window, value_range) for img, _ in todo))
-        with torch.inference_mode(), self._autocast():
-            emb = self.model.encode(torch.stack(inputs).to(self.device)).float()
-        self.encoder_calls += 1
+        emb = [self.store.load(x) if self.store is not None else None for x in inputs]
+        missing = [j for j, e in enumerate(emb) if e is None]
+        if missing:
+            with torch.inference_mode(), self._autocast():
+                new = self.model.encode(torch.stack([inputs[j] for j in missing]).to(self.device)).float()
+            self.encoder_calls += 1
+            for j, e in zip(missing, new):
+                emb[j] = e
+                if self.store is not None:
+                    self.store.save(inputs[j], e)
         for (_, key), e, t in zip(todo, emb, transforms):
+            e = e.to(self.device, torch.float32)
             self._cache[key] = (e[None], t)
             self._cache.move_to_end(key)
         while len(self._cache) > self.cache_size:

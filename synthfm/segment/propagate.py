@@ -57,6 +57,10 @@ class PropagationOptions:
     #: > 0: past a prompted end (as for max_end_growth), at most ceil(this x the span of the prompted slices) slices
     #: are kept (the user prompted near the structure's end, docs/segment.md)
     max_end_extension: float = 0.0
+    #: with 3 or more prompted slices both outermost are the structure's ends (the user marked it near both ends and
+    #: in between), whatever their masks' areas; False: an outermost prompted slice is an end only when its mask is
+    #: smaller than the next prompted one's (with one or two prompted slices this is always how ends are found)
+    outer_ends: bool = False
     max_intensity_shift: float = 0.0  # mean under the mask moved by more than this x the object's contrast: stop
     max_intensity_drift: float = 0.0  # ... measured from the start slice's mean (slow drifts into a neighbour)
     drift_window: int = 0  # > 0: the drift is measured from the mean this many kept slices back (0: the start slice's)
@@ -336,7 +340,8 @@ class VolumeSegmenter:
         for step in steps:
             start = order[-1] if step > 0 else order[0]
             inner = order[-2 if step > 0 else 1] if len(order) > 1 else start  # the next prompted slice inward
-            tapering = firsts[start].mask.sum() < firsts[inner].mask.sum()  # prompted masks shrink toward this end
+            tapering = (firsts[start].mask.sum() < firsts[inner].mask.sum()  # prompted masks shrink toward this end
+                        or (options.outer_ends and len(order) >= 3))
             limit = (int(np.ceil(options.max_end_extension * (order[-1] - order[0])))
                      if tapering and options.max_end_extension > 0 else None)
             self._follow(start, firsts[start], step, options, result, cancel, ticker, tapering, len(order) == 1, limit)

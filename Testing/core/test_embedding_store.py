@@ -1,0 +1,142 @@
+"""Slice embeddings kept on disk between runs (synthfm.segment.embedding_store): reused only for the same encoder,
+precision and encoder input, the same masks with or without them, unreadable files encoded again."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from synthfm.cli import main
+from synthfm.io import Volume, write_volume
+from synthfm.models import load_model
+from synthfm.segment import Prompts, SlicePredictor
+from synthfm.segment.embedding_store import EmbeddingStore
+
+SLICES = [np.random.default_rng(i).normal(100, 20, (40, 50)).astype(np.float32) for i in range(3)]
+PROMPTS = Prompts.make(positive=[(20, 18)], box=(8, 6, 36, 30))
+
+
+def _predictor(state=None, **kwargs) -> SlicePredictor:
+    model = load_model("tiny-test")  # random weights: copy ``state`` to get the same model twice
+    if state is not None:
+        model.load_state_dict(state)
+    return SlicePredictor(model, **kwargs)
+
+
+def _run(pred: SlicePredictor):
+    return [pred.predict(s, PROMPTS, key=i) for i, s in enumerate(SLICES)]
+
+
+def test_a_second_run_reads_every_embedding_and_gives_the_same_masks(tmp_path):
+    first = _predictor(bf16=False)
+    first.use_store(tmp_path)
+    before = _run(first)
+    assert first.encoder_calls == 3 and first.store.misses == 3 and first.store.hits == 0
+    files = sorted(tmp_path.rglob("*.npy"))
+    assert len(files) == 3 and all(np.load(f).dtype == np.float32 for f in files)  # fp32 encoder: float32
+    second = _predictor(first.model.state_dict(), bf16=False)  # another process, same weights
+    second.use_store(tmp_path)
+    after = _run(second)
+    assert second.encoder_calls == 0 and second.store.hits == 3
+    for a, b in zip(before, after):
+        assert np.array_equal(a.mask, b.mask) and np.array_equal(a.logits, b.logits) and a.score == b.score
+    assert "3 slice(s) read, 0 encoded" in second.store.describe()
+
+
+def test_a_store_changes_no_number(tmp_path):
+    """Embeddings are kept exactly, so a run with a store (filling it or reading it) decodes what a run without one
+    decodes: judging with and without the cache gives the same figures."""
+    plain = _predictor(bf16=False)
+    expected = _run(plain)
+    for _ in range(2):  # fill, then read
+        stored = _predictor(plain.model.state_dict(), bf16=False)
+        stored.use_store(tmp_path)
+        for a, b in zip(expected, _run(stored)):
+            assert np.array_equal(a.mask, b.mask) and np.array_equal(a.logits, b.logits) and a.score == b.score
+    assert stored.encoder_calls == 0
+
+
+def test_another_encoder_precision_or_window_does_not_reuse_embeddings(tmp_path):
+    base = _predictor(bf16=False)
+    base.use_store(tmp_path)
+    base.embed(SLICES[0], "s")
+    changed = _predictor(base.model.state_dict(), bf16=False)
+    with torch.no_grad():
+        next(changed.model.image_encoder.parameters()).add_(0.01)
+    other_bf16 = _predictor(base.model.state_dict(), bf16=True)
+    other_window = _predictor(base.model.state_dict(), bf16=False, window=(0.0, 50.0))
+    same_decoder_changed = _predictor(base.model.state_dict(), bf16=False)
+    with torch.no_grad():  # a new decoder on the same encoder still finds the embeddings
+        next(same_decoder_changed.model.mask_decoder.parameters()).add_(1.0)
+    for pred, calls in ((changed, 1), (other_bf16, 1), (other_window, 1), (same_decoder_changed, 0)):
+        pred.use_store(tmp_path)
+        pred.embed(SLICES[0], "s")
+        assert pred.encoder_calls == calls
+    assert {p.store.folder for p in (base, same_decoder_changed)} == {base.store.folder}
+    assert len({p.store.folder for p in (base, changed, other_bf16)}) == 3
+
+
+def test_an_unreadable_file_is_encoded_again_and_replaced(tmp_path, caplog):
+    first = _predictor(bf16=False)
+    first.use_store(tmp_path)
+    first.embed(SLICES[0], "s")
+    (path,) = tmp_path.rglob("*.npy")
+    path.write_bytes(b"not an array")  # e.g. a disk that filled up under another tool
+    again = _predictor(first.model.state_dict(), bf16=False)
+    again.use_store(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        again.embed(SLICES[0], "s")
+    assert again.encoder_calls == 1 and "unreadable" in caplog.text and str(path) in caplog.text
+    assert np.load(path).shape == (256, 64, 64)  # rewritten whole
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".npy"]  # no temporaries left
+
+
+def test_a_full_disk_stops_storing_not_the_run(tmp_path, caplog, monkeypatch):
+    from synthfm.segment import embedding_store
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    pred = _predictor(bf16=False)
+    pred.use_store(tmp_path)
+    monkeypatch.setattr(embedding_store, "atomic_write_bytes", full)
+    with caplog.at_level(logging.WARNING):
+        masks = _run(pred)
+    assert len(masks) == 3 and pred.encoder_calls == 3 and not list(tmp_path.rglob("*.npy"))
+    assert caplog.text.count("No space left on device") == 1  # said once, not for every slice
+    assert "storing stopped: No space left on device" in pred.store.describe()
+
+
+def test_bf16_embeddings_are_kept_as_their_bits_and_others_as_float32(tmp_path):
+    store = EmbeddingStore(tmp_path, load_model("tiny-test"), bf16=False)
+    inputs = [torch.rand(3, 128, 128) for _ in range(2)]
+    bf16_valued = (torch.randn(256, 8, 8) * 1e4).to(torch.bfloat16).float()  # what a bf16 encoder gives
+    fp32_valued = torch.randn(256, 8, 8) / 3
+    for x, value, dtype in ((inputs[0], bf16_valued, np.uint16), (inputs[1], fp32_valued, np.float32)):
+        store.save(x, value)
+        assert torch.equal(store.load(x), value)
+        assert np.load(store._path(x)).dtype == dtype
+    assert store.load(torch.zeros(3, 128, 128)) is None and (store.hits, store.misses) == (2, 1)
+
+
+def test_the_commands_name_an_unusable_cache_folder(tmp_path, capsys):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    (tmp_path / "cases.csv").write_text("image,label\na.nii.gz,b.nii.gz\n")
+    image = write_volume(tmp_path / "img.nii.gz", Volume(np.random.default_rng(0).normal(size=(4, 30, 30)), (1, 1, 2)))
+    for command in (["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "synthfm-lite", "--prompt", "box",
+                     "--out", str(tmp_path / "out")],
+                    ["segment", "--image", str(image), "--model", "synthfm-lite", "--point", "15,15,2",
+                     "--out", str(tmp_path / "x.nii.gz")]):
+        assert main(command + ["--embedding-cache", str(not_a_folder)]) != 0
+        err = capsys.readouterr().err
+        assert "--embedding-cache" in err and "is a file, not a folder" in err, err
+
+
+def test_decoders_on_litemedsams_encoder_share_one_store():
+    """synthfm-lite's decoders are trained on LiteMedSAM's frozen TinyViT: one folder of embeddings serves both."""
+    from synthfm.segment.embedding_store import encoder_fingerprint
+
+    lite, medsam = load_model("synthfm-lite"), load_model("medsam-lite")
+    assert encoder_fingerprint(lite, False) == encoder_fingerprint(medsam, False)
+    assert encoder_fingerprint(lite, False) != encoder_fingerprint(lite, True)
