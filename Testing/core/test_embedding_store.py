@@ -1,6 +1,7 @@
 """Slice embeddings kept on disk between runs (synthfm.segment.embedding_store): reused only for the same encoder,
 precision and encoder input, the same masks with or without them, unreadable files encoded again."""
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -140,3 +141,115 @@ def test_decoders_on_litemedsams_encoder_share_one_store():
     lite, medsam = load_model("synthfm-lite"), load_model("medsam-lite")
     assert encoder_fingerprint(lite, False) == encoder_fingerprint(medsam, False)
     assert encoder_fingerprint(lite, False) != encoder_fingerprint(lite, True)
+
+
+# ---- a size cap: the least recently used embeddings are deleted ------------------------------------------------
+def _capped(folder, files: float, model=None) -> EmbeddingStore:
+    """A store of the tiny model capped at ``files`` times the size of one of :func:`_fill`'s files."""
+    return EmbeddingStore(folder, model or load_model("tiny-test"), bf16=False, max_bytes=int(files * _FILE_BYTES))
+
+
+def _input(i: int) -> torch.Tensor:
+    return torch.full((3, 16, 16), float(i))
+
+
+def _fill(store: EmbeddingStore, *items: int) -> None:
+    for i in items:
+        store.save(_input(i), torch.full((4, 8, 8), i + 1 / 3))  # float32 values: 4*8*8*4 bytes + the .npy header
+
+
+_FILE_BYTES = 4 * 8 * 8 * 4 + 128
+
+
+def _kept(store: EmbeddingStore) -> set:
+    return {i for i in range(100) if store._path(_input(i)).is_file()}
+
+
+def _bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_capped_store_evicts_the_least_recently_used_first_and_a_read_keeps_a_file(tmp_path):
+    store = _capped(tmp_path, 3.5)
+    _fill(store, 0, 1, 2)
+    assert _kept(store) == {0, 1, 2} and store.evicted == 0
+    assert store.load(_input(0)) is not None  # slice 0 used again: 1 is now the least recently used
+    _fill(store, 3)
+    assert _kept(store) == {0, 2, 3} and store.evicted == 1 and _bytes(store.folder) <= store.max_bytes
+    assert f"1 least recently used evicted (0 MB) to stay under {store.max_bytes / 1e9:g} GB" in store.describe()
+    # another process (or the next run) finds the order on disk: file times are the last use
+    again = _capped(tmp_path, 3.5)
+    assert again.load(_input(2)) is not None  # 2 used again there: 0 is the oldest now
+    _fill(again, 4)
+    assert _kept(again) == {2, 3, 4} and _bytes(again.folder) <= again.max_bytes
+    assert torch.equal(again.load(_input(3)), torch.full((4, 8, 8), 3 + 1 / 3))  # what is kept is intact
+
+
+def test_the_folder_is_scanned_rarely_not_on_every_save(tmp_path):
+    store = _capped(tmp_path, 40.5)
+    _fill(store, *range(4))
+    assert store.scans == 1  # the first save reads the folder once
+    _fill(store, *range(4, 40))
+    assert store.evicted == 0 and store.scans <= 1 + 40 // 4  # again after 10% of the cap is written (4.05 files)
+    _fill(store, 40)  # past the cap: down to 90% of it (36 files), the least recently used first
+    assert _kept(store) == set(range(5, 41)) and store.evicted == 5
+
+
+def test_two_processes_sharing_a_folder_keep_it_near_the_cap(tmp_path):
+    """Each store sees the other's files at its next scan (at the latest after 10% of the cap written)."""
+    first, second = _capped(tmp_path, 10.5), _capped(tmp_path, 10.5)
+    for i in range(0, 40, 2):
+        _fill(first, i)
+        _fill(second, i + 1)
+        assert _bytes(first.folder) <= 1.25 * first.max_bytes
+    assert first.evicted and second.evicted and len(_kept(first)) <= 12
+
+
+def test_a_file_another_process_deleted_during_eviction_is_skipped(tmp_path, monkeypatch):
+    store = _capped(tmp_path, 3.5)
+    _fill(store, 0, 1, 2)
+    scan = EmbeddingStore._scan
+
+    def scan_then_other_process_deletes(self):
+        scan(self)
+        self._path(_input(0)).unlink()  # the other process evicts the oldest between our listing and our delete
+
+    monkeypatch.setattr(EmbeddingStore, "_scan", scan_then_other_process_deletes)
+    _fill(store, 3)
+    assert _kept(store) == {1, 2, 3} and store.evicted == 0  # 0 vanished: that freed the space, nothing else goes
+    assert _bytes(store.folder) <= store.max_bytes and store._total == 3 * _FILE_BYTES
+    assert store.load(_input(0)) is None  # an evicted file is a plain miss
+
+
+def test_eviction_deletes_nothing_but_its_own_encoders_embeddings(tmp_path):
+    store = _capped(tmp_path, 0.5)  # under one file: every embedding goes
+    store.folder.mkdir(parents=True)
+    others = [tmp_path / "notes.txt", store.folder / "README.txt", store.folder / "ab" / "keep.npy",
+              store.folder / "ab" / ("cd" + "0" * 62 + ".npy"),  # an embedding's name in the wrong subfolder
+              tmp_path / "other-encoder" / "ab" / ("ab" + "0" * 62 + ".npy")]  # another encoder's folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ("ef" + "1" * 62 + ".npy")).write_bytes(b"x" * 5000)
+    (store.folder / "ef").symlink_to(elsewhere, target_is_directory=True)  # a link to another folder
+    for path in others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 5000)
+    _fill(store, 0, 1)
+    assert _kept(store) == set() and store.evicted == 2
+    assert all(p.is_file() for p in others) and len(list(elsewhere.iterdir())) == 1
+
+
+def test_a_read_only_store_without_a_cap_still_marks_what_it_reads(tmp_path):
+    """Without a cap nothing is deleted, yet a read refreshes the file's time, so a capped worker sharing the
+    folder keeps what evaluate runs use."""
+    store = EmbeddingStore(tmp_path, load_model("tiny-test"), bf16=False)
+    _fill(store, 0, 1)
+    path = store._path(_input(0))
+    os.utime(path, (1_000_000, 1_000_000))
+    assert store.load(_input(0)) is not None and path.stat().st_mtime > 1_000_000
+    assert store.scans == 0 and "evicted" not in store.describe()
+
+
+def test_a_cap_must_be_above_zero(tmp_path):
+    with pytest.raises(ValueError, match="above 0 bytes"):
+        _capped(tmp_path, 0)

@@ -124,10 +124,11 @@ class SlicePredictor:
         #: slice embeddings kept on disk between runs (:meth:`use_store`); None: in memory only
         self.store: Optional[EmbeddingStore] = None
 
-    def use_store(self, folder: Union[str, Path, None]) -> Optional[EmbeddingStore]:
+    def use_store(self, folder: Union[str, Path, None], max_bytes: Optional[int] = None) -> Optional[EmbeddingStore]:
         """Keep slice embeddings in ``folder`` (:class:`~synthfm.segment.embedding_store.EmbeddingStore`) as well as
-        in memory, and read them from there; None: in memory only."""
-        self.store = None if folder is None else EmbeddingStore(folder, self.model, self.bf16)
+        in memory, and read them from there, the least recently used deleted past ``max_bytes`` (None: no cap);
+        None: in memory only."""
+        self.store = None if folder is None else EmbeddingStore(folder, self.model, self.bf16, max_bytes=max_bytes)
         return self.store
 
     def share_embeddings(self, other: "SlicePredictor") -> bool:
