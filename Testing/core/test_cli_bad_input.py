@@ -385,6 +385,19 @@ REFUSALS = {
                                                 ["image 3 is marked as encoded, but its embedding holds NaN"]),
     "train: zero embeddings marked as encoded": (lambda t: _cache(t, _values("embeddings.f16", np.float16, 0, 0)),
                                                  ["image 0 is marked as encoded, but its embedding is all zeros"]),
+    # the interactive worker's embedding cache (before the port is taken or the model loaded)
+    "serve: --embedding-cache is a file": (
+        lambda t: (_existing(t, "emb"), ["serve", "--port", "0", "--embedding-cache", str(Path(t) / "emb")])[1],
+        ["--embedding-cache", "is a file, not a folder"]),
+    "serve: --embedding-cache cannot be written": (
+        lambda t: ["serve", "--port", "0", "--embedding-cache", "/sys/synthfm-test/emb"],
+        ["--embedding-cache /sys/synthfm-test/emb", "cannot write in /sys"]),
+    "serve: --embedding-cache-gb 0": (
+        lambda t: ["serve", "--port", "0", "--embedding-cache", str(Path(t) / "emb"), "--embedding-cache-gb", "0"],
+        ["--embedding-cache-gb 0: must be a size above 0 GB"]),
+    "serve: --embedding-cache-gb -1": (
+        lambda t: ["serve", "--port", "0", "--embedding-cache", str(Path(t) / "emb"), "--embedding-cache-gb", "-1"],
+        ["--embedding-cache-gb -1: must be a size above 0 GB"]),
     "train-compare: a damaged --val-cache": (
         lambda t: (_cache(t, _cut("labels.i16"), "val"), ["train-compare", "--models", "tiny-test", "--val-cache",
                                                           str(Path(t) / "run" / "cache" / "val")])[1],

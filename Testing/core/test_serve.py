@@ -304,6 +304,35 @@ def test_several_clients_share_one_model_with_their_own_volumes(served):
     assert loads == ["tiny-test"] and sorted(client.info().wait()["volumes"]) == ["slicer-A:vol1", "slicer-B:vol1"]
 
 
+def test_the_workers_predictors_keep_embeddings_on_disk_also_after_a_model_switch(tmp_path, tiny_predictor):
+    """--embedding-cache: every predictor the worker makes (at start, after a model switch) gets the capped store, and
+    a worker started again (Slicer restarted, the volume opened again) reads the slices instead of encoding them."""
+    made = []
+
+    def factory(model, device):
+        made.append(SlicePredictor(tiny_predictor.model, "cpu", bf16=False))
+        return made[-1]
+
+    def worker():
+        return Worker("tiny-test", "cpu", predictor_factory=factory, quiet_s=0.0, embedding_cache=str(tmp_path),
+                      embedding_cache_bytes=50_000_000)
+
+    first = worker()
+    first.add_volume("v", blob_volume())
+    first.predict("v", 0, positive=[[24, 20, 4]])
+    store = first.predictor.store
+    assert store is not None and store.folder.parent == tmp_path and store.max_bytes == 50_000_000
+    assert store.misses >= 1 and list(store.folder.rglob("*.npy"))
+    first.use_model("tiny-test-again")  # another model: a new predictor, with the store too
+    assert first.predictor is made[-1] and len(made) == 2 and made[-1].store is not None
+    assert made[-1].store.max_bytes == 50_000_000 and "embedding cache" in first.info()["embedding_cache"]
+    again = worker()  # the worker started again: nothing in memory
+    again.add_volume("v2", blob_volume())
+    answer = again.predict("v2", 0, positive=[[24, 20, 4]])
+    assert again.predictor.encoder_calls == 0 and again.predictor.store.hits >= 1 and not answer["encoded_before"]
+    assert Worker("tiny-test", "cpu", predictor_factory=factory).predictor.store is None  # off by default
+
+
 def test_an_unreachable_worker_is_a_message_not_a_hang():
     import socket
 

@@ -9,6 +9,8 @@ import sys
 import threading
 from typing import Optional
 
+EMBEDDING_CACHE_GB = 2.0  # --embedding-cache-gb's default: about 950 TinyViT slice embeddings in bf16 (2.1 MB each)
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="serve interactive segmentation over HTTP (Slicer's worker)",
@@ -23,6 +25,12 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="synthfm-lite", help="model loaded at start (registry name or checkpoint)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--cache-slices", type=int, default=512, help="slice embeddings kept in memory (4 MB each)")
+    p.add_argument("--embedding-cache", metavar="DIR",
+                   help="also keep slice embeddings in this folder, between runs: a volume opened again is not "
+                        "encoded again (default: in memory only)")
+    p.add_argument("--embedding-cache-gb", type=float, metavar="GB",
+                   help=f"size cap of --embedding-cache in GB; the least recently used embeddings are deleted past it "
+                        f"(default {EMBEDDING_CACHE_GB:g})")
     p.add_argument("--max-volumes", type=int, default=4, help="volumes kept; the least recently used goes first")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--allow-paths", action="store_true",
@@ -57,7 +65,27 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def check_embedding_cache(args: argparse.Namespace) -> Optional[int]:
+    """``--embedding-cache`` writable and ``--embedding-cache-gb`` above 0 (before anything is loaded); returns the
+    cap in bytes (None without a folder)."""
+    import math
+
+    from synthfm.io.checks import InputError, check_writable_folder, warn
+
+    gb = EMBEDDING_CACHE_GB if args.embedding_cache_gb is None else args.embedding_cache_gb
+    if not (gb > 0 and math.isfinite(gb)):
+        raise InputError(f"--embedding-cache-gb {gb:g}: must be a size above 0 GB (the disk space the slice "
+                         "embeddings may take); leave out --embedding-cache to keep none on disk")
+    if args.embedding_cache is None:
+        if args.embedding_cache_gb is not None:
+            warn("--embedding-cache-gb has no effect without --embedding-cache DIR")
+        return None
+    check_writable_folder(args.embedding_cache, "--embedding-cache")
+    return max(1, int(gb * 1e9))
+
+
 def run(args: argparse.Namespace) -> int:
+    cache_bytes = check_embedding_cache(args)
     missing = [name for name in ("torch", "fastapi", "uvicorn") if _missing(name)]
     if missing:
         print(f"synthfm serve: error: {', '.join(missing)} not installed in this Python ({sys.executable}); "
@@ -81,10 +109,13 @@ def run(args: argparse.Namespace) -> int:
     if not token:
         token = secrets.token_urlsafe(24)
         print(f"access token: {token}", flush=True)
-    worker = Worker(args.model, args.device, max_volumes=args.max_volumes, cache_slices=args.cache_slices)
+    worker = Worker(args.model, args.device, max_volumes=args.max_volumes, cache_slices=args.cache_slices,
+                    embedding_cache=args.embedding_cache, embedding_cache_bytes=cache_bytes)
     sock = _listen(args.host, args.port)  # before loading the model: a taken port fails at once
     print(f"loading {args.model} ...", flush=True)
     info = dict(worker.info(), **{"device": str(worker.predictor.device)})
+    if worker.predictor.store is not None:
+        print(f"slice embeddings kept in {worker.predictor.store.folder} (at most {cache_bytes / 1e9:g} GB)", flush=True)
     app = create_app(worker, token, allow_paths=args.allow_paths)
     port = sock.getsockname()[1]
     if not _is_loopback(args.host):

@@ -61,9 +61,13 @@ class Worker:
 
     def __init__(self, model: str = "synthfm-lite", device: str = "auto", max_volumes: int = 4,
                  cache_slices: int = 512, predictor_factory: Optional[PredictorFactory] = None,
-                 quiet_s: float = 0.5) -> None:
+                 quiet_s: float = 0.5, embedding_cache: Optional[str] = None,
+                 embedding_cache_bytes: Optional[int] = None) -> None:
         self.model_name, self.device, self.max_volumes = model, device, max_volumes
         self._factory = predictor_factory or (lambda m, d: default_predictor(m, d, cache_slices))
+        #: slice embeddings are also kept in this folder (``SlicePredictor.use_store``), at most this many bytes of
+        #: them (the least recently used go first): a volume opened again, even after a restart, is not encoded again
+        self.embedding_cache, self.embedding_cache_bytes = embedding_cache, embedding_cache_bytes
         self.gate = PriorityGate(quiet_s=quiet_s)
         self.jobs = JobTable()
         self._predictor = None
@@ -77,8 +81,15 @@ class Worker:
         """The loaded SlicePredictor (loads the model on first use)."""
         with self._lock:
             if self._predictor is None:
-                self._predictor = self._factory(self.model_name, self.device)
+                self._predictor = self._load(self.model_name)
             return self._predictor
+
+    def _load(self, name: str):
+        """A predictor for model ``name``, with the embedding store when the worker has one."""
+        predictor = self._factory(name, self.device)
+        if self.embedding_cache is not None:
+            predictor.use_store(self.embedding_cache, max_bytes=self.embedding_cache_bytes)
+        return predictor
 
     @property
     def model_loaded(self) -> bool:
@@ -90,7 +101,7 @@ class Worker:
             if name == self.model_name and self._predictor is not None:
                 return
             with self.gate.hold(PROMPT):
-                predictor = self._factory(name, self.device)
+                predictor = self._load(name)
                 self._predictor, self.model_name = predictor, name
                 for session in self._volumes.values():
                     session.segmenters.clear()
@@ -103,11 +114,13 @@ class Worker:
         except ImportError:
             models = []
         predictor = self._predictor
+        store = getattr(predictor, "store", None)
         return {"api": API_VERSION, "version": __version__, "model": self.model_name,
                 "model_loaded": self.model_loaded,
                 "device": str(getattr(predictor, "device", self.device)), "models": models,
                 "volumes": list(self._volumes), "queue": self.gate.waiting(),
-                "cached_slices": len(getattr(predictor, "_cache", ()))}
+                "cached_slices": len(getattr(predictor, "_cache", ())),
+                "embedding_cache": store.describe() if store is not None else None}
 
     # ---- volumes -----------------------------------------------------------------------------------------
     def add_volume(self, volume_id: str, array: np.ndarray, window: Window = "auto",
