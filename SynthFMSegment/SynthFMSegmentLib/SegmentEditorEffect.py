@@ -224,7 +224,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         from SynthFMSegmentLib.worker_client import shared_link
 
         link = shared_link(self.settings.server, self.settings.token, self.settings.model, self.settings.device,
-                           env=_startup_environment())
+                           env=_startup_environment(), extra_args=self.settings.worker_arguments())
         link.on_status, link.on_preview, link.on_failed = self._on_worker_status, self._on_preview, self._on_failed
         link.on_progress, link.on_propagated, link.on_ready = self._on_progress, self._on_propagated, None
         link.start()

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, Hashable, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Sequence, Tuple
 
 from synthfm.serve.client import LocalWorker, PendingCall, WorkerClient, WorkerError
 from synthfm.serve.protocol import window_text
@@ -60,15 +60,15 @@ class WorkerLink:
     (``synthfm.serve`` predict JSON) with the tag given to :meth:`predict`; ``on_progress(done, total)`` and
     ``on_propagated(result)``: a propagation job; ``on_failed(what, message, tag)``: a request that failed
     (nothing was changed; ``tag``: the failed prediction's, else None); ``on_ready()``: the worker (re)started and
-    can take prompts.
+    can take prompts. ``extra_args``: more ``synthfm serve`` options for a local worker (the embedding cache).
     """
 
     def __init__(self, server_url: str = "", token: str = "", model: str = "synthfm-lite", device: str = "auto",
                  python: Optional[str] = None, env: Optional[Dict[str, str]] = None,
-                 local_factory: Callable[..., LocalWorker] = LocalWorker) -> None:
+                 local_factory: Callable[..., LocalWorker] = LocalWorker, extra_args: Sequence[str] = ()) -> None:
         self.remote = bool(server_url.strip())
         self.server_url, self.token, self.model, self.device = server_url.strip(), token, model, device
-        self.python, self.env, self._local_factory = python, env, local_factory
+        self.python, self.env, self._local_factory, self.extra_args = python, env, local_factory, list(extra_args)
         self.client_id = secrets.token_hex(4)  # volumes of this Slicer are kept apart from other clients'
         self.local: Optional[LocalWorker] = None
         self.client: Optional[WorkerClient] = None
@@ -105,7 +105,7 @@ class WorkerLink:
             self._say(f"Connecting to the SynthFM server {self.server_url} ...")
             return
         self.local = self._local_factory(self.model, self.device, python=self.python or slicer_python(),
-                                         env=core_importable(self.env), popen=_popen_hidden)
+                                         env=core_importable(self.env), extra_args=self.extra_args, popen=_popen_hidden)
         self.local.start()
         self._say(f"Starting the SynthFM worker ({self.model}, {self.device}) ...")
 
@@ -355,14 +355,16 @@ _LINK: Dict[str, Any] = {"key": None, "link": None}
 
 
 def shared_link(server_url: str = "", token: str = "", model: str = "synthfm-lite", device: str = "auto",
-                env: Optional[Dict[str, str]] = None, python: Optional[str] = None) -> WorkerLink:
+                env: Optional[Dict[str, str]] = None, python: Optional[str] = None,
+                extra_args: Sequence[str] = ()) -> WorkerLink:
     """The one worker link of this Slicer for these settings; a link for other settings stops the previous one
     (its local worker ends: one model in memory).  The local worker also ends when Slicer does."""
-    key = (server_url.strip(), token, model, device)
+    key = (server_url.strip(), token, model, device, tuple(extra_args))
     if _LINK["key"] != key or _LINK["link"] is None:
         if _LINK["link"] is not None:
             _LINK["link"].stop()
-        _LINK["key"], _LINK["link"] = key, WorkerLink(server_url, token, model, device, python=python, env=env)
+        _LINK["key"], _LINK["link"] = key, WorkerLink(server_url, token, model, device, python=python, env=env,
+                                                      extra_args=extra_args)
     return _LINK["link"]
 
 

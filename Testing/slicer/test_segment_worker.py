@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import vtk
 
+import qt
 import slicer
 from slicer import editor
+from SynthFMSegmentLib.settings import PREFIX
 
 from test_segment_effect import SliceWidget, click, display_xy, fake_worker, scene, settle  # noqa: F401  (fixtures)
 
@@ -108,12 +110,15 @@ def local_mode(monkeypatch, tmp_path):
     monkeypatch.setattr("SynthFMSegmentLib.worker_client.slicer_python", lambda: sys.executable)
     settings = Settings()
     settings.server, settings.model, settings.device = "", "tiny-test", "cpu"
+    settings.embedding_cache = str(tmp_path / "embeddings")  # not the stand-in's default folder, shared by tests
     yield settings
     stop_shared_link()
     settings.model, settings.device = "synthfm-lite", "auto"
+    for name in ("embedding_cache", "embedding_cache_gb"):  # back to the defaults
+        qt.QSettings.store.pop(PREFIX + name, None)
 
 
-def test_the_effect_starts_its_worker_restarts_it_after_a_crash_and_keeps_the_prompts(scene, local_mode):
+def test_the_effect_starts_its_worker_restarts_it_after_a_crash_and_keeps_the_prompts(scene, local_mode, tmp_path):
     effect, wrapper, node, geometry, segmentation, truth, existing = scene
     from SynthFMSegmentLib.worker_client import current_link
 
@@ -122,6 +127,8 @@ def test_the_effect_starts_its_worker_restarts_it_after_a_crash_and_keeps_the_pr
     link = current_link()
     assert link.state == "ready" and not link.remote and link.local.alive()
     assert "Slices encoded in the background: 12/12" in effect.workerLabel.text
+    distinct = len({truth[k].tobytes() for k in range(12)})  # embeddings are keyed by what the encoder sees
+    assert len(list((tmp_path / "embeddings").rglob("*.npy"))) == distinct  # kept on disk for the next session
     view = SliceWidget(slicer.SliceNode("Red", "Axial"))
     click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
     assert effect.preview is not None and effect.preview.shape == truth.shape
@@ -142,6 +149,42 @@ def test_the_effect_starts_its_worker_restarts_it_after_a_crash_and_keeps_the_pr
 
     stop_shared_link()  # what Slicer's exit does (atexit); the worker also ends when its stdin closes
     assert process.wait(10) is not None
+
+
+def test_the_embedding_cache_settings_reach_the_local_workers_command_line(scene, local_mode, tmp_path, monkeypatch):
+    """Folder and cap go to ``synthfm serve`` as options it accepts; an empty folder turns the disk cache off; the
+    default folder is in Slicer's per-user cache location (not its SlicerIO folder, which Slicer prunes)."""
+    from synthfm.cli import build_parser
+
+    effect = scene[0]
+    commands = []
+
+    class Started:  # a worker process that is starting
+        stdin = None
+
+        def poll(self):
+            return None
+
+        def terminate(self):
+            pass
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr("SynthFMSegmentLib.worker_client._popen_hidden",
+                        lambda argv, **kwargs: commands.append(argv) or Started())
+    local_mode.embedding_cache, local_mode.embedding_cache_gb = str(tmp_path / "emb"), "0.5"
+    effect._link()
+    args = build_parser().parse_args(commands[-1][3:])  # [python, -m, synthfm.cli, serve, ...]
+    assert (args.embedding_cache, args.embedding_cache_gb) == (str(tmp_path / "emb"), 0.5)
+    local_mode.embedding_cache = ""  # off: a worker started again, without it
+    effect._link()
+    assert len(commands) == 2 and build_parser().parse_args(commands[-1][3:]).embedding_cache is None
+    qt.QSettings.store.pop(PREFIX + "embedding_cache")  # never set: the default
+    effect._link()
+    cache = qt.QStandardPaths.writableLocation(qt.QStandardPaths.CacheLocation)
+    assert build_parser().parse_args(commands[-1][3:]).embedding_cache == os.path.join(cache, "SynthFM", "embeddings")
+    assert not os.path.exists(os.path.join(cache, "SynthFM"))  # nothing written by Slicer: the worker creates it
 
 
 def test_a_worker_that_cannot_start_says_why_in_the_panel(scene, local_mode, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Minimal ``qt`` (PythonQt) stand-in: the widgets, QTimer, QSettings, QPoint and QVector3D the SynthFM modules touch.
+"""Minimal ``qt`` (PythonQt) stand-in: the widgets, QTimer, QSettings, QStandardPaths, QPoint and QVector3D the SynthFM
+modules touch.
 
 Signals are plain callback lists, also reachable PythonQt's way (``widget.connect("clicked()", slot)``);
 ``QTimer`` does not run by itself: tests call ``fire()`` as the event loop would.  QSettings is one in-memory
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 
 
 class Signal:
@@ -83,6 +85,20 @@ class QSettings(QObject):
 
     def setValue(self, key: str, value) -> None:
         QSettings.store[key] = value
+
+
+class QStandardPaths:
+    """``QStandardPaths.writableLocation`` (static) as Qt gives it in Slicer on Linux (organization and application
+    names "slicer.org" and "Slicer": qSlicerCoreApplication), under ``home``: a folder of the stand-in's, not the
+    user's home. Qt's enum value; only the location SynthFM uses (another raises); like Qt, nothing is created."""
+
+    CacheLocation = 10
+    home = os.path.join(tempfile.gettempdir(), "synthfm-slicer-standin-home")
+
+    @staticmethod
+    def writableLocation(location: int) -> str:
+        folders = {QStandardPaths.CacheLocation: os.path.join(".cache", "slicer.org", "Slicer")}
+        return os.path.join(QStandardPaths.home, folders[location])
 
 
 class QWidget(QObject):
