@@ -187,6 +187,18 @@ def test_the_embedding_cache_settings_reach_the_local_workers_command_line(scene
     assert not os.path.exists(os.path.join(cache, "SynthFM"))  # nothing written by Slicer: the worker creates it
 
 
+def test_an_unusable_embedding_cache_setting_is_named_in_the_panel(scene, local_mode, tmp_path):
+    effect = scene[0]
+    (tmp_path / "a-file").write_text("the user's file")
+    local_mode.embedding_cache = str(tmp_path / "a-file")
+    effect.activate()
+    settle(effect, timeout=120)
+    text = effect.workerLabel.text
+    assert "the SynthFM worker is unavailable" in text and f"--embedding-cache {tmp_path / 'a-file'}" in text
+    assert "is a file, not a folder" in text and "Traceback" not in text
+    assert (tmp_path / "a-file").read_text() == "the user's file"
+
+
 def test_a_worker_that_cannot_start_says_why_in_the_panel(scene, local_mode, tmp_path, monkeypatch):
     effect, wrapper, node, geometry, segmentation, truth, existing = scene
     (tmp_path / "sitecustomize.py").write_text(  # a Slicer Python without torch
