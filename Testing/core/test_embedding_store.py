@@ -253,3 +253,73 @@ def test_a_read_only_store_without_a_cap_still_marks_what_it_reads(tmp_path):
 def test_a_cap_must_be_above_zero(tmp_path):
     with pytest.raises(ValueError, match="above 0 bytes"):
         _capped(tmp_path, 0)
+
+
+# ---- the cache folder as a whole (synthfm.io.embedding_files): what the Slicer panel shows and clears -----------
+def test_cache_usage_counts_every_encoders_embeddings_and_nothing_else(tmp_path):
+    from synthfm.io.embedding_files import cache_usage, clear_cache
+
+    first, second = _capped(tmp_path, 100), EmbeddingStore(tmp_path, load_model("tiny-test"), bf16=True)
+    assert first.folder != second.folder  # two encoder folders (another precision)
+    _fill(first, 0, 1, 2)
+    _fill(second, 3)
+    others = [tmp_path / "notes.txt", tmp_path / ("ab" + "0" * 62 + ".npy"),  # an embedding's name, not in its place
+              tmp_path / "my-scans" / "ab" / ("ab" + "0" * 62 + ".npy"),  # a folder not named like an encoder's
+              first.folder / "README.txt", first.folder / "ab" / "keep.npy", first.folder / "ab" / ".tmp-write.npy",
+              first.folder / "ab" / ("cd" + "0" * 62 + ".npy")]  # an embedding's name in the wrong subfolder
+    for path in others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 5000)
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    (elsewhere / "ef").mkdir(parents=True)
+    (elsewhere / "ef" / ("ef" + "1" * 62 + ".npy")).write_bytes(b"x" * 5000)
+    (tmp_path / ("tiny-" + "e" * 20)).symlink_to(elsewhere, target_is_directory=True)  # a link to another folder
+    (first.folder / "ef").symlink_to(elsewhere / "ef", target_is_directory=True)
+    assert cache_usage(tmp_path) == (4, 4 * _FILE_BYTES)
+    assert clear_cache(tmp_path) == (4, 4 * _FILE_BYTES, [])
+    assert cache_usage(tmp_path) == (0, 0) and _kept(first) == _kept(second) == set()
+    assert all(p.read_bytes() == b"x" * 5000 for p in others) and len(list((elsewhere / "ef").iterdir())) == 1
+    assert first.folder.is_dir()  # folders stay: a worker writing meanwhile still finds them
+    _fill(first, 5)  # the store goes on after a clear (its running total is stale: the next scan corrects it)
+    assert cache_usage(tmp_path) == (1, _FILE_BYTES)
+
+
+def test_cache_usage_of_an_absent_folder_or_a_file_is_zero(tmp_path):
+    from synthfm.io.embedding_files import cache_usage, clear_cache
+
+    (tmp_path / "a-file").write_text("the user's file")
+    for root in (tmp_path / "absent", tmp_path / "a-file"):
+        assert cache_usage(root) == (0, 0) and clear_cache(root) == (0, 0, [])
+    assert (tmp_path / "a-file").read_text() == "the user's file"
+
+
+def test_a_file_that_cannot_be_deleted_is_named(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from synthfm.io.embedding_files import clear_cache
+
+    store = _capped(tmp_path, 100)
+    _fill(store, 0, 1)
+    stuck = store._path(_input(0))
+    unlink = Path.unlink
+
+    def refuse(self, *args, **kwargs):
+        if self == stuck:
+            raise PermissionError(13, "Permission denied")
+        return unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    assert clear_cache(tmp_path) == (1, _FILE_BYTES, [f"{stuck}: Permission denied"])
+    assert _kept(store) == {0}
+
+
+def test_the_cache_folder_helpers_import_without_torch():
+    """The Slicer panel lists and clears the folder before torch is installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"  # any import of torch fails
+            "from synthfm.io.embedding_files import cache_usage, clear_cache\n"
+            "print(cache_usage('.'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "(0, 0)", out.stderr

@@ -25,7 +25,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -37,6 +36,7 @@ import torch
 
 from synthfm.io.atomic import atomic_write_bytes
 from synthfm.io.checks import check_writable_folder
+from synthfm.io.embedding_files import FINGERPRINT_CHARS, embedding_files, encoder_folder
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 FORMAT = 2
 #: with a size cap, eviction goes down to this share of it (the next scan of the folder waits for 10% of new files)
 LOW_WATER = 0.9
-_NAME = re.compile(r"^[0-9a-f]{64}\.npy$")  # a stored embedding (temporaries of atomic writes start with a dot)
 
 
 def encoder_fingerprint(model, bf16: bool) -> str:
@@ -57,7 +56,7 @@ def encoder_fingerprint(model, bf16: bool) -> str:
     for name, tensor in sorted(model.image_encoder.state_dict().items()):
         h.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
         h.update(tensor.detach().cpu().flatten().clone().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:20]
+    return h.hexdigest()[:FINGERPRINT_CHARS]
 
 
 class EmbeddingStore:
@@ -68,7 +67,7 @@ class EmbeddingStore:
         root = check_writable_folder(folder, option)
         if max_bytes is not None and not max_bytes > 0:
             raise ValueError(f"an embedding cache's size cap must be above 0 bytes, got {max_bytes}")
-        self.folder = Path(root) / f"{model.encoder_name}-{encoder_fingerprint(model, bf16)}"
+        self.folder = encoder_folder(root, model.encoder_name, encoder_fingerprint(model, bf16))
         self.hits = self.misses = 0
         self.write_error: Optional[str] = None  # set when a write failed (e.g. a full disk): later ones are skipped
         #: the encoder folder is kept under this many bytes (None: no cap, nothing is ever deleted)
@@ -154,27 +153,10 @@ class EmbeddingStore:
 
     def _scan(self) -> None:
         """Read the encoder folder's embedding files into the in-memory order (oldest modification time first).
-        Only ``xx/<64 hex>.npy`` files in real subfolders (no links followed) count: nothing else is ever deleted."""
-        found = []
-        try:
-            subfolders = [e for e in os.scandir(self.folder) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
-        except OSError:
-            subfolders = []
-        for sub in subfolders:
-            try:
-                entries = list(os.scandir(sub.path))
-            except OSError:
-                continue
-            for entry in entries:
-                if not (_NAME.match(entry.name) and entry.name.startswith(sub.name)):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:  # deleted since the listing
-                    continue
-                found.append((info.st_mtime_ns, entry.path, info.st_size))
-        found.sort()
-        self._index = OrderedDict((Path(p), size) for _, p, size in found)
+        Only its embedding files count (:func:`synthfm.io.embedding_files.embedding_files`): nothing else is ever
+        deleted."""
+        found = sorted(embedding_files(self.folder))
+        self._index = OrderedDict((path, size) for _, path, size in found)
         self._total, self._written = sum(self._index.values()), 0
         self.scans += 1
 
