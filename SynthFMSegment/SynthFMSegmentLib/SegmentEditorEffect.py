@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+import ctk
 import numpy as np
 import qt
 import slicer
@@ -31,11 +32,15 @@ if __name__ == "SynthFMSegmentLib":
 from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, ijk_to_ras_matrix,
                                         matrix_to_numpy, numpy_to_matrix, on_slice, ras_to_ijk, slice_axis)
 from SynthFMSegmentLib.logic import DISPLAY_WINDOW, SynthFMSegmentLogic, labelmap_from_mask
-from SynthFMSegmentLib.settings import Settings
+from SynthFMSegmentLib.settings import Settings, default_embedding_cache
 
 DRAG_PX = 5  # a press-release farther apart than this (display pixels) is a box, not a click
 GRAB_PX = 6  # a press this close to a prompt point or the box outline is left to the markups widgets
 POLL_MS = 20  # the worker's answers are looked for this often while requests are in flight (each look: < 1 ms)
+CACHE_APPLY_MS = 1000  # a changed embedding cache setting restarts the local worker once the edits paused this long
+MAX_CACHE_GB = 1000.0  # the size limit box's maximum (about 470,000 TinyViT slice embeddings in bf16)
+NEXT_START = (" Used from the local worker's next start: at once while the effect is active (the worker restarts, "
+              "your prompts are kept).")
 PROMPT_NODES = {True: ("SynthFM positive prompts", (0.1, 0.9, 0.1)), False: ("SynthFM negative prompts", (0.95, 0.1, 0.1))}
 BOX_NODE = ("SynthFM box prompt", (0.95, 0.75, 0.1))
 LEFT_PRESS, LEFT_RELEASE = vtk.vtkCommand.LeftButtonPressEvent, vtk.vtkCommand.LeftButtonReleaseEvent
@@ -67,6 +72,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.workerTimer = qt.QTimer()
         self.workerTimer.setInterval(POLL_MS)
         self.workerTimer.timeout.connect(self._on_worker_tick)
+        self.cacheTimer = qt.QTimer()  # one shot after the last edit of the cache settings (typing a path: many)
+        self.cacheTimer.setSingleShot(True)
+        self.cacheTimer.setInterval(CACHE_APPLY_MS)
+        self.cacheTimer.timeout.connect(self._apply_cache_settings)
 
     def _new_logic(self) -> SynthFMSegmentLogic:
         return SynthFMSegmentLogic(self.settings.model, self.settings.device, self.settings.window)
@@ -79,9 +88,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return clonedEffect
 
     def cleanup(self) -> None:
-        """Disconnect the timer so the effect can be garbage collected (Slicer issue #7392)."""
+        """Disconnect the timers so the effect can be garbage collected (Slicer issue #7392)."""
         self.workerTimer.stop()
         self.workerTimer.timeout.disconnect(self._on_worker_tick)
+        self.cacheTimer.stop()
+        self.cacheTimer.timeout.disconnect(self._apply_cache_settings)
 
     def icon(self):
         path = os.path.join(os.path.dirname(__file__), "..", "Resources", "Icons", "SynthFMEffect.png")
@@ -169,6 +180,53 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.cancelButton.clicked.connect(self.onCancel)
         self.clearButton.clicked.connect(self.onCancel)
         self.propagateButton.clicked.connect(self.onPropagate)
+        self._setup_advanced()
+
+    def _setup_advanced(self) -> None:
+        """The collapsed 'Advanced' section: the local worker's disk cache of slice embeddings (settings
+        SynthFM/embedding_cache and SynthFM/embedding_cache_gb), what it holds and a button to clear it."""
+        self.advancedButton = ctk.ctkCollapsibleButton()
+        self.advancedButton.text = "Advanced"
+        self.advancedButton.collapsed = True
+        self.advancedButton.setToolTip("Settings of the worker this effect starts on this computer (a SynthFM server "
+                                       "keeps its own), remembered between sessions.")
+        form = qt.QFormLayout(self.advancedButton)
+        self.cacheBox = qt.QCheckBox("Keep slice embeddings on disk")
+        self.cacheBox.setToolTip("Ticked: the worker keeps each encoded slice's embedding in the folder below, so a "
+                                 "volume opened again (also after restarting Slicer) is read, not encoded again. "
+                                 "Unticked: embeddings are kept in memory only." + NEXT_START)
+        self.cachePathEdit = ctk.ctkPathLineEdit()
+        self.cachePathEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.cachePathEdit.setToolTip("Folder of the slice embeddings (empty: the default, SynthFM/embeddings in "
+                                      "Slicer's per-user cache folder); one subfolder per encoder, deleting it is "
+                                      "always safe. A folder the worker cannot write in is named below and in the "
+                                      "worker's message." + NEXT_START)
+        self.cacheLimitBox = qt.QDoubleSpinBox()
+        self.cacheLimitBox.setDecimals(1)
+        self.cacheLimitBox.setRange(0.1, MAX_CACHE_GB)
+        self.cacheLimitBox.setSingleStep(0.5)
+        self.cacheLimitBox.keyboardTracking = False  # a typed number counts when Enter is pressed or focus leaves
+        self.cacheLimitBox.setToolTip("Most disk space the slice embeddings may take (about 2.1 MB a slice in bf16, "
+                                      "4.2 MB in fp32); past it the least recently used are deleted." + NEXT_START)
+        self.cacheUsageLabel = qt.QLabel("")
+        self.cacheUsageLabel.wordWrap = True
+        self.cacheUsageLabel.setToolTip("What the folder holds now (the embeddings of every encoder), counted when "
+                                        "this section is opened, after a change and after 'Clear cache'.")
+        self.clearCacheButton = qt.QPushButton("Clear cache")
+        self.clearCacheButton.setToolTip("Delete the slice embeddings in the folder, after asking: only SynthFM's "
+                                         "embedding files, nothing else. Volumes are encoded again when next used.")
+        form.addRow(self.cacheBox)
+        form.addRow("Embedding cache:", self.cachePathEdit)
+        form.addRow("Cache size limit (GB):", self.cacheLimitBox)
+        form.addRow(self.cacheUsageLabel)
+        form.addRow(self.clearCacheButton)
+        self.scriptedEffect.addOptionsWidget(self.advancedButton)
+        self._show_cache_settings()
+        self.advancedButton.connect("contentsCollapsed(bool)", self.onAdvancedCollapsed)
+        self.cacheBox.clicked.connect(self.onCacheToggled)
+        self.cachePathEdit.connect("currentPathChanged(QString)", self.onCachePathChanged)
+        self.cacheLimitBox.connect("valueChanged(double)", self.onCacheLimitChanged)
+        self.clearCacheButton.clicked.connect(self.onClearCache)
 
     def _fill_models(self) -> None:
         """Model and window lists from the core (it imports torch: only once the dependencies are installed)."""
@@ -192,10 +250,106 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.settings.model, self.settings.device = self.modelBox.currentText, self.deviceBox.currentText
         self.settings.window = self.windowBox.currentText
         self.logic = self._new_logic()
+        self._restart_worker()
+
+    def _restart_worker(self) -> None:
+        """The worker for the current settings (a local one with another model, device or cache is started
+        instead of the running one); the volume is encoded again in the background, the prompts sent again."""
         if self._active:
             self._link()
             self._start_encoding(self._encode_axis)
             self.updatePreview(every_slice=True)
+
+    def _show_cache_settings(self) -> None:
+        """The Advanced section shows the settings (no signal: nothing is written back); usage once opened."""
+        folder = self.settings.embedding_cache.strip()
+        self.cacheBox.checked = bool(folder)
+        self._show_cache_folder(folder or default_embedding_cache())
+        self.cachePathEdit.setEnabled(bool(folder))
+        try:
+            limit = float(self.settings.embedding_cache_gb)
+        except ValueError:  # set by hand to something else: the worker says what is wrong; shown as the default
+            limit = float(Settings.defaults["embedding_cache_gb"])
+        self.cacheLimitBox.blockSignals(True)
+        self.cacheLimitBox.value = limit
+        self.cacheLimitBox.blockSignals(False)
+
+    def _show_cache_folder(self, folder: str) -> None:
+        self.cachePathEdit.blockSignals(True)  # setting currentPath emits currentPathChanged, as typing does
+        self.cachePathEdit.currentPath = folder
+        self.cachePathEdit.blockSignals(False)
+
+    def onAdvancedCollapsed(self, collapsed: bool) -> None:
+        if not collapsed:
+            self._show_cache_usage()
+
+    def onCacheToggled(self, _checked=None) -> None:
+        """On: the folder in the box (the default unless the user chose another); off: none (setting "")."""
+        on = bool(self.cacheBox.checked)
+        self.cachePathEdit.setEnabled(on)
+        folder = self.cachePathEdit.currentPath.strip() or default_embedding_cache()
+        self._show_cache_folder(folder)
+        self.settings.embedding_cache = folder if on else ""
+        self.cacheTimer.start()
+
+    def onCachePathChanged(self, path: str) -> None:
+        """Each edit of the folder (typing: each key) is written; the worker restarts once the edits paused."""
+        if self.cacheBox.checked:
+            self.settings.embedding_cache = path.strip() or default_embedding_cache()
+            self.cacheTimer.start()
+
+    def onCacheLimitChanged(self, value: float) -> None:
+        self.settings.embedding_cache_gb = f"{value:g}"
+        self.cacheTimer.start()
+
+    def _apply_cache_settings(self) -> None:
+        """The cache settings changed (the edits paused): the panel counts the folder again, and a running local
+        worker started with other options is started again with the new ones, as for another model."""
+        self._show_cache_usage()
+        if not self._active or self._busy or self.settings.server:
+            return
+        from SynthFMSegmentLib.worker_client import current_link
+
+        link = current_link()
+        if link is not None and link.extra_args != self.settings.worker_arguments():
+            self._restart_worker()
+
+    def _show_cache_usage(self) -> None:
+        """How much the cache folder holds (a listing: no file is read), or why the worker cannot use it; only when
+        the section is opened, after a change and after a clear, never polled."""
+        from synthfm.io.checks import InputError, check_writable_folder
+        from synthfm.io.embedding_files import cache_usage
+
+        folder, files = self.settings.embedding_cache.strip(), 0
+        if not folder:
+            text = "Off: the worker keeps slice embeddings in memory only."
+        else:
+            try:
+                check_writable_folder(folder, "")
+                files, size = cache_usage(folder)
+                text = (f"Holds {size / 1e6:.1f} MB: {files} slice embedding file{'s' * (files != 1)}." if files
+                        else "Empty: no slice embedding stored yet.")
+            except InputError as exc:
+                text = f"Cannot be used: {exc}."
+        self.cacheUsageLabel.text = text
+        self.clearCacheButton.setEnabled(files > 0)
+
+    def onClearCache(self) -> None:
+        """Delete the cache folder's embedding files (every encoder's, nothing else) once the user confirms; a
+        running worker encodes what it misses again."""
+        from synthfm.io.embedding_files import cache_usage, clear_cache
+
+        folder = self.settings.embedding_cache.strip()
+        files, size = cache_usage(folder) if folder else (0, 0)
+        if files and slicer.util.confirmOkCancelDisplay(
+                f"Delete the {files} slice embedding file{'s' * (files != 1)} ({size / 1e6:.1f} MB) in {folder}? "
+                "Only SynthFM's embedding files are deleted; volumes are encoded again when next used.",
+                windowTitle="SynthFM: clear the embedding cache"):
+            _, _, problems = clear_cache(folder)
+            if problems:
+                slicer.util.errorDisplay(f"SynthFM: {len(problems)} embedding file(s) could not be deleted: "
+                                         + "; ".join(problems[:3]))
+        self._show_cache_usage()
 
     def onKeepSlicesToggled(self, _checked=None) -> None:
         """Remembered between sessions; prompts already placed stay until a prompt on another slice (unticked: it
@@ -223,8 +377,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         receives its answers."""
         from SynthFMSegmentLib.worker_client import shared_link
 
-        link = shared_link(self.settings.server, self.settings.token, self.settings.model, self.settings.device,
-                           env=_startup_environment(), extra_args=self.settings.worker_arguments())
+        server = self.settings.server  # a server keeps its own options: a change of the local ones does not reconnect
+        link = shared_link(server, self.settings.token, self.settings.model, self.settings.device,
+                           env=_startup_environment(), extra_args=() if server else self.settings.worker_arguments())
         link.on_status, link.on_preview, link.on_failed = self._on_worker_status, self._on_preview, self._on_failed
         link.on_progress, link.on_propagated, link.on_ready = self._on_progress, self._on_propagated, None
         link.start()

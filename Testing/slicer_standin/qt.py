@@ -56,11 +56,19 @@ class Qt:
 
 
 class QTimer(QObject):
+    """A single-shot timer (``setSingleShot(True)``) stops before it emits ``timeout``, as QTimer::timerEvent."""
+
     def __init__(self, *args) -> None:
-        self.timeout, self.active, self.interval = Signal(), False, 0
+        self.timeout, self.active, self.interval, self.single = Signal(), False, 0, False
 
     def setInterval(self, ms: int) -> None:
         self.interval = ms
+
+    def setSingleShot(self, single: bool) -> None:
+        self.single = bool(single)
+
+    def isSingleShot(self) -> bool:
+        return self.single
 
     def start(self, *args) -> None:
         self.active = True
@@ -74,6 +82,8 @@ class QTimer(QObject):
     def fire(self) -> None:
         """What Qt's event loop does when the interval has passed."""
         if self.active:
+            if self.single:
+                self.active = False
             self.timeout.emit()
 
 
@@ -171,7 +181,39 @@ class QSpinBox(QWidget):
 
 
 class QDoubleSpinBox(QSpinBox):
-    pass
+    """Qt's defaults (range 0 to 99.99, 2 decimals, keyboardTracking); a value set (``value = x``, ``setValue``,
+    ``setRange``, ``setDecimals``) is rounded to ``decimals`` and bounded to the range, and ``valueChanged(double)``
+    is emitted when it changed (QAbstractSpinBoxPrivate::setValue with EmitIfChanged)."""
+
+    def __init__(self, *args) -> None:
+        QWidget.__init__(self, *args)
+        self.valueChanged = Signal()
+        self.minimum, self.maximum, self.decimals, self._value = 0.0, 99.99, 2, 0.0
+        self.singleStep, self.keyboardTracking = 1.0, True
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    @value.setter
+    def value(self, value: float) -> None:
+        value = min(max(round(float(value), self.decimals), self.minimum), self.maximum)
+        if value != self._value:
+            self._value = value
+            if not self.signalsBlocked():
+                self.valueChanged.emit(value)
+
+    def setValue(self, value: float) -> None:
+        self.value = value
+
+    def setRange(self, lo, hi) -> None:
+        self.minimum = round(float(lo), self.decimals)
+        self.maximum = max(self.minimum, round(float(hi), self.decimals))
+        self.value = self._value
+
+    def setDecimals(self, decimals: int) -> None:
+        self.decimals = int(decimals)
+        self.setRange(self.minimum, self.maximum)
 
 
 class QAbstractItemView(QWidget):
