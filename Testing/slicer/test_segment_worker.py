@@ -151,12 +151,9 @@ def test_the_effect_starts_its_worker_restarts_it_after_a_crash_and_keeps_the_pr
     assert process.wait(10) is not None
 
 
-def test_the_embedding_cache_settings_reach_the_local_workers_command_line(scene, local_mode, tmp_path, monkeypatch):
-    """Folder and cap go to ``synthfm serve`` as options it accepts; an empty folder turns the disk cache off; the
-    default folder is in Slicer's per-user cache location (not its SlicerIO folder, which Slicer prunes)."""
-    from synthfm.cli import build_parser
-
-    effect = scene[0]
+@pytest.fixture()
+def worker_commands(monkeypatch):
+    """The command lines of the local workers the effect starts; none is really started (each stays starting)."""
     commands = []
 
     class Started:  # a worker process that is starting
@@ -173,6 +170,16 @@ def test_the_embedding_cache_settings_reach_the_local_workers_command_line(scene
 
     monkeypatch.setattr("SynthFMSegmentLib.worker_client._popen_hidden",
                         lambda argv, **kwargs: commands.append(argv) or Started())
+    return commands
+
+
+def test_the_embedding_cache_settings_reach_the_local_workers_command_line(scene, local_mode, tmp_path,
+                                                                           worker_commands):
+    """Folder and cap go to ``synthfm serve`` as options it accepts; an empty folder turns the disk cache off; the
+    default folder is in Slicer's per-user cache location (not its SlicerIO folder, which Slicer prunes)."""
+    from synthfm.cli import build_parser
+
+    effect, commands = scene[0], worker_commands
     local_mode.embedding_cache, local_mode.embedding_cache_gb = str(tmp_path / "emb"), "0.5"
     effect._link()
     args = build_parser().parse_args(commands[-1][3:])  # [python, -m, synthfm.cli, serve, ...]
