@@ -14,7 +14,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from synthfm.models import build_model, fused_cpu, load_model
-from synthfm.segment import Prompts, SlicePredictor, VolumeSegmenter
+from synthfm.segment import PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
 from synthfm.segment.predictor import cpu_has_fast_bf16
 
 
@@ -84,18 +84,27 @@ def main() -> None:
     truth = ((xx - 128) / 50.0) ** 2 + ((yy - 120) / 40.0) ** 2 + ((zz - n / 2) / (0.45 * n)) ** 2 < 1
     volume = (100 + 80 * truth + np.random.default_rng(0).normal(0, 8, truth.shape)).astype(np.float32)
     ys, xs = np.nonzero(truth[n // 2])
-    start = time.perf_counter()
-    seg = VolumeSegmenter(SlicePredictor(lite), volume)
-    result = seg.propagate(n // 2, Prompts.make(box=(xs.min(), ys.min(), xs.max(), ys.max())))
-    total = time.perf_counter() - start
+    prompt = Prompts.make(box=(xs.min(), ys.min(), xs.max(), ys.max()))
+    runs = []  # (label, seconds, slices decoded, slices encoded)
+    for label, model, overrides in (("medsam-lite, options' defaults", lite, None),
+                                    ("synthfm-lite, every slice encoded", "synthfm-lite", {"encode_every": 1}),
+                                    ("synthfm-lite, every 2nd slice encoded", "synthfm-lite", {"encode_every": 2})):
+        model = load_model(model) if isinstance(model, str) else model
+        options = None if overrides is None else PropagationOptions.for_model(model, **overrides)
+        start = time.perf_counter()
+        seg = VolumeSegmenter(SlicePredictor(model), volume)
+        result = seg.propagate(n // 2, prompt, options=options)
+        runs.append((label, time.perf_counter() - start, len(result.records), seg.predictor.encoder_calls))
 
     print(f"GEMM 2048^3 on this CPU: fp32 {peak[torch.float32]:.0f} GFLOP/s, bf16 {peak[torch.bfloat16]:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads; bf16 {'native' if native else 'emulated: its rows need --emulated-bf16'})\n")
     print(f"{'what':<28}{'ms':>10}{'GFLOP':>9}{'GFLOP/s':>10}{'% of GEMM':>11}")
     for name, ms, gf, rate, pct in rows:
         print(f"{name:<28}{ms:>10.1f}{gf:>9.2f}{rate:>10.1f}{pct:>10.0f}%")
-    print(f"\npropagation, {n} slices of 256x256 (medsam-lite, {'bf16' if seg.predictor.bf16 else 'fp32'}, box prompt): {total:.1f} s end to end, "
-          f"{len(result.records)} slices decoded, {seg.predictor.encoder_calls} encoded")
+    precision = "bf16" if seg.predictor.bf16 else "fp32"
+    print(f"\npropagation of {n} slices of 256x256 ({precision}, box prompt on the middle slice), end to end:")
+    for label, seconds, decoded, encoded in runs:
+        print(f"  {label:<40}{seconds:>7.1f} s  {decoded:>4} slices decoded, {encoded:>4} encoder calls")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,8 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             **{f"intensity gate {k}": {"intensity_gate": k} for k in (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)},
             "intensity gate 2.0, step<=0.15": {"intensity_gate": 2.0, "max_step": 0.15},
             "no intensity gate": {"intensity_gate": 0.0},
+            # fewer encoder calls: every other (third) slice encoded, the ones between decoded on interpolated embeddings
+            **{f"encode every {k}": {"encode_every": k} for k in (2, 3)},
             # the stop rule reading the cut masks, and a stop where the cut removes much of the decoder's mask
             "stop on cut masks": {"stop_on_cut": True},
             **{f"{'stop on cut masks, ' if on else ''}cut<={c}": {"stop_on_cut": on, "max_cut": c}

@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from synthfm.segment import Prediction, PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
 from synthfm.utils.masks import tight_box
@@ -395,3 +396,28 @@ def test_a_mask_growing_past_max_size_times_the_prompted_one_stops():
     assert PropagationOptions.for_model(type("M", (), {"name": "synthfm-lite"})()).max_size == 3.0
     with pytest.raises(ValueError, match="max_size"):
         seg.propagate(10, prompt, options=PropagationOptions(max_size=-1.0))
+
+
+@pytest.mark.parametrize("every, encoded", [(2, [0, 2, 4, 6, 8, 10]), (3, [0, 3, 6, 9, 10])])
+def test_encode_every_decodes_the_slices_between_on_interpolated_embeddings(every, encoded):
+    volume = np.random.default_rng(3).normal(size=(11, 24, 24)).astype(np.float32)
+    pred = SlicePredictor(_tiny())
+    seg = VolumeSegmenter(pred, volume)
+    options = PropagationOptions(encode_every=every, min_area_px=0, min_score=0.0)
+    result = seg.propagate_slices({0: _box(np.ones((24, 24), bool)), 10: _box(np.ones((24, 24), bool))},
+                                  options=options)
+    assert sorted(r.index for r in result.records) == list(range(11))  # every slice filled between 0 and 10
+    assert pred.encoder_calls == len(encoded)  # only the grid (and the slice after its last multiple) is encoded
+    assert [i for i in range(11) if pred.is_cached(seg.key(i))] == encoded
+    below, above = pred._cache[seg.key(0)][0], pred._cache[seg.key(every)][0]
+    between = pred._cache[(seg.key(1), "interpolated", every)][0]  # linear between the encoded slices
+    assert torch.allclose(between, (1 - 1 / every) * below + (1 / every) * above)
+
+
+def test_encode_every_must_be_a_whole_number_of_slices():
+    seg = VolumeSegmenter(SlicePredictor(_tiny()), np.zeros((3, 8, 8), np.float32))
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="encode_every must be a whole number of slices"):
+            seg.propagate_slices({1: _box(np.ones((8, 8), bool))}, options=PropagationOptions(encode_every=bad))
+    with pytest.raises(ValueError, match="not a valid value for encode_every"):
+        PropagationOptions.parse_overrides(["encode_every=2.5"])

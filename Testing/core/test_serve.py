@@ -184,6 +184,24 @@ def test_background_encoding_reports_progress_and_fills_the_cache(served):
     assert client.predict("v", 2, positive=[[10, 20, 4]]).wait()["encoded_before"]
 
 
+def test_background_encoding_takes_the_slices_propagation_encodes_first(served, monkeypatch):
+    """With a model whose propagation encodes every other slice, the background job encodes the slice in view, then
+    those slices outward, then the interpolated ones (for prompts placed on them)."""
+    worker, client, _ = served
+    monkeypatch.setattr(PropagationOptions, "for_model",
+                        classmethod(lambda cls, model, **overrides: cls(**{"encode_every": 2, **overrides})))
+    client.upload_volume("v", blob_volume()).wait()  # 48 slices along axis 2
+    predictor, order = worker.predictor, []
+    embed = predictor.embed
+    monkeypatch.setattr(predictor, "embed", lambda image, key=None, value_range=None:
+                        order.append(key[2]) or embed(image, key, value_range))
+    assert finish(client, client.encode("v", 2, around=11).wait())["state"] == "done"
+    grid = [i for i in range(48) if i % 2 == 0 or i == 47]  # 47: no multiple of 2 after it, so it is encoded
+    assert order[0] == 11 and sorted(order) == list(range(48))
+    assert sorted(order[1:len(grid) + 1]) == grid and order[1:3] in ([10, 12], [12, 10])
+    assert [abs(i - 11) for i in order[len(grid) + 1:]] == sorted(abs(i - 11) for i in order[len(grid) + 1:])
+
+
 def test_propagation_job_matches_the_core_and_can_be_cancelled(served, tiny_predictor):
     worker, client, _ = served
     volume = blob_volume()

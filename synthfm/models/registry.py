@@ -102,10 +102,15 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # + with 3 or more prompted slices both outermost are ends (2026-12-03, "default, outer ends"):
                   # K = 3 volumes 0..11 0.713 -> 0.713, 12..23 0.654 -> 0.654; real (reported) K = 3 box 0.721 ->
                   # 0.724 (lateral ventricle 0.169 -> 0.243, worst leak 13 -> 4 slices), one point 0.596 -> 0.596
+                  # + every other slice encoded, the ones between decoded on interpolated embeddings (2026-12-03,
+                  # "default, encode every 2"; half the encoder calls): K = 1 volumes 0..11 0.518 -> 0.531, 12..23
+                  # 0.533 -> 0.532; K = 3 0.713 -> 0.710, 0.654 -> 0.664; real (reported; guard: no row below by more
+                  # than 0.01) K = 1 box 0.576 -> 0.589, one point 0.500 -> 0.501; K = 3 box 0.724 -> 0.719, one point
+                  # 0.596 -> 0.597
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
                                ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
                                ("intensity_scale", "spread-single"), ("max_end_extension", 0.3),
-                               ("outer_ends", True), ("intensity_gate", 1.5), ("max_size", 3.0)),
+                               ("outer_ends", True), ("intensity_gate", 1.5), ("max_size", 3.0), ("encode_every", 2)),
                   # trained with correction rounds; held-out synthetic (bench_point_rounds.py, lite3 val 0:64, the
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,

@@ -95,6 +95,11 @@ class PropagationOptions:
     #: (twice the encoder time per slice); False (default): one view; None ("auto"): on a GPU only, where encoding
     #: is cheap (not the default: it lost on the real volumes with one point, docs/segment.md item 9)
     mirror_steps: Optional[bool] = False
+    #: > 1: only every this-many-th slice (index a multiple of it) is encoded for propagation and filling; the
+    #: slices between are decoded on the embedding interpolated linearly between the nearest encoded ones (fewer
+    #: encoder calls, the expensive part on a CPU). Prompted slices, slices after the last multiple, and steps that
+    #: take the mirror image too (``mirror_steps``) are always encoded. 1: every slice encoded
+    encode_every: int = 1
 
     def mirrors_steps(self, device: Union[str, torch.device]) -> bool:
         """Whether propagated slices take both views on ``device`` (:attr:`mirror_steps`; "auto": not on a CPU)."""
@@ -250,8 +255,32 @@ class VolumeSegmenter:
         if propagated and getattr(self.predictor, "mirrors", False):  # without tiling or mirroring work
             device = getattr(self.predictor, "device", "cpu")
             extra["mirror"] = options is not None and options.mirrors_steps(device)
-        return self.predictor.predict(self.slice(index), prompts, key=self.key(index), multimask=multimask,
+        key = self.key(index)
+        if propagated and options is not None and options.encode_every > 1 and not extra.get("mirror"):
+            key = self._interpolated_key(index, options.encode_every)
+        return self.predictor.predict(self.slice(index), prompts, key=key, multimask=multimask,
                                       value_range=self.value_range, **extra)
+
+    def interpolated(self, index: int, every: int) -> bool:
+        """Whether propagation with ``encode_every = every`` decodes slice ``index`` on an interpolated embedding
+        (it is not a multiple of ``every`` and a multiple follows it in the volume)."""
+        low = index - index % every
+        return every > 1 and low != index and low + every < self.n_slices
+
+    def _interpolated_key(self, index: int, every: int) -> Hashable:
+        """The cache key of slice ``index``'s embedding for ``encode_every = every``: its own (encoded) when ``index``
+        is a multiple of ``every`` or past the last one, else one interpolated linearly between the encoded slices
+        on either side (put in the predictor's cache under a key of its own; nothing is stored on disk)."""
+        if not self.interpolated(index, every):
+            return self.key(index)
+        low = index - index % every
+        key = (self.key(index), "interpolated", every)
+        if not self.predictor.is_cached(key):
+            below, transform = self.predictor.embed(self.slice(low), self.key(low), self.value_range)
+            above, _ = self.predictor.embed(self.slice(low + every), self.key(low + every), self.value_range)
+            w = (index - low) / every
+            self.predictor.put_embedding(key, (1 - w) * below + w * above, transform)
+        return key
 
     def _mean_in(self, index: int, mask: np.ndarray, stat: str = "mean") -> float:
         """Mean (or ``stat="median"``) intensity under ``mask`` on slice ``index``."""
@@ -307,6 +336,9 @@ class VolumeSegmenter:
         if not options.max_end_extension >= 0:
             raise ValueError(f"max_end_extension must be 0 (off) or a positive fraction of the prompted span, "
                              f"got {options.max_end_extension}")
+        if not (isinstance(options.encode_every, int) and options.encode_every >= 1):
+            raise ValueError(f"encode_every must be a whole number of slices, 1 (every slice encoded) or more, "
+                             f"got {options.encode_every}")
         if not options.max_size >= 0:
             raise ValueError(f"max_size must be 0 (off) or a positive factor of the prompted mask's area, "
                              f"got {options.max_size}")

@@ -63,8 +63,8 @@ class PriorityGate:
 
 
 class GatedPredictor:
-    """A SlicePredictor whose model calls (``embed``, ``embed_mirror``, ``predict``) hold ``gate`` at ``priority``
-    (one call per slice); everything else is the predictor's."""
+    """A SlicePredictor whose model calls (``embed``, ``embed_mirror``, ``predict``) and cache writes
+    (``put_embedding``) hold ``gate`` at ``priority`` (one call per slice); everything else is the predictor's."""
 
     def __init__(self, predictor, gate: PriorityGate, priority: int) -> None:
         self._predictor, self._gate, self._priority = predictor, gate, priority
@@ -79,6 +79,10 @@ class GatedPredictor:
     def predict(self, *args, **kwargs):
         with self._gate.hold(self._priority):
             return self._predictor.predict(*args, **kwargs)
+
+    def put_embedding(self, *args, **kwargs):  # propagation's interpolated embeddings: the cache is shared
+        with self._gate.hold(self._priority):
+            return self._predictor.put_embedding(*args, **kwargs)
 
     def embed_mirror(self, *args, **kwargs):
         with self._gate.hold(self._priority):

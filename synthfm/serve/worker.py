@@ -208,12 +208,17 @@ class Worker:
     # ---- jobs --------------------------------------------------------------------------------------------
     def start_encoding(self, volume_id: str, axis: int, around: Optional[int] = None) -> Job:
         """Encode every slice along ``axis``, nearest to ``around`` (default: the middle) first, in the
-        background; an earlier encoding job of this volume is cancelled (the user moved to another axis)."""
+        background; an earlier encoding job of this volume is cancelled (the user moved to another axis). With the
+        model's ``encode_every`` > 1 the slices that propagation encodes come before the ones it interpolates
+        (those are encoded last, for prompts placed on them)."""
+        from synthfm.segment import PropagationOptions
+
         session = self.volume(volume_id)
         seg = self.segmenter(session, axis, ENCODE)
         n = seg.n_slices
         centre = n // 2 if around is None else min(max(int(around), 0), n - 1)
-        order = sorted(range(n), key=lambda i: abs(i - centre))
+        every = PropagationOptions.for_model(getattr(seg.predictor, "model", None)).encode_every
+        order = sorted(range(n), key=lambda i: (i != centre, seg.interpolated(i, every), abs(i - centre)))
         self.jobs.cancel_matching(volume_id, "encode")
         job = Job("encode", volume_id, {"axis": axis})
         job.total = n
