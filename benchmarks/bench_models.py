@@ -86,10 +86,10 @@ def main() -> None:
     ys, xs = np.nonzero(truth[n // 2])
     prompt = Prompts.make(box=(xs.min(), ys.min(), xs.max(), ys.max()))
     runs = []  # (label, seconds, slices decoded, slices encoded)
+    ours = load_model("synthfm-lite")
     for label, model, overrides in (("medsam-lite, options' defaults", lite, None),
-                                    ("synthfm-lite, every slice encoded", "synthfm-lite", {"encode_every": 1}),
-                                    ("synthfm-lite, every 2nd slice encoded", "synthfm-lite", {"encode_every": 2})):
-        model = load_model(model) if isinstance(model, str) else model
+                                    ("synthfm-lite, every slice encoded", ours, {"encode_every": 1}),
+                                    ("synthfm-lite, every 2nd slice encoded", ours, {"encode_every": 2})):
         options = None if overrides is None else PropagationOptions.for_model(model, **overrides)
         start = time.perf_counter()
         seg = VolumeSegmenter(SlicePredictor(model), volume)
