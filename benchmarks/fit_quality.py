@@ -1,7 +1,7 @@
 """Fit and check the calibrated quality score of a decoder on held-out synthetic data (never on real data).
 
 Run: .venv/bin/python benchmarks/fit_quality.py [--model synthfm-lite] [--fit-images 150] [--test-images 150]
-     [--fit-volumes 8] [--test-volumes 6] [--rows /tmp/quality_rows.json] [--write]
+     [--fit-volumes 8] [--test-volumes 6] [--rows /tmp/quality_rows.json] [--embedding-cache DIR] [--write]
 Fitting rows: generator images of seed 5101 prompted with the evaluation protocols (point1, point3, point1neg2,
 box, box-jitter, 3 clicks) and the slices propagation reaches in volumes of seed 5103 when nothing stops it; test
 rows: seed 5102 images and seed 5104 volumes. Training drew its images from seed 0, bench_propagation.py its
@@ -97,6 +97,9 @@ def main() -> None:
                              "encoding); only images the decoder was not trained on")
     parser.add_argument("--test-cache", nargs=2, action="append", default=[], metavar=("FOLDER", "[START:]COUNT"))
     parser.add_argument("--rows", type=Path, help="JSON store of the collected rows of each source (reused)")
+    parser.add_argument("--embedding-cache", type=Path, metavar="DIR",
+                        help="keep the images' embeddings in DIR: a later fit for another decoder on the same encoder "
+                             "and precision encodes nothing (benchmarks/judge.sh passes its EMBEDDINGS folder)")
     parser.add_argument("--drop", nargs="*", default=["consistency"],
                         help="signals the calibration must not use (default: consistency, which costs a second "
                              "decoder call per prediction)")
@@ -114,6 +117,7 @@ def main() -> None:
     model = load_model(args.model)
     predictor = SlicePredictor(model, cache_size=64)
     predictor.calibrator, predictor.consistency = None, True  # collect every raw signal
+    predictor.use_store(args.embedding_cache)
     data = {"fit": collect(model, predictor, "fit", args.fit_images, args.fit_volumes, args.preset,
                            [_span(f, n) for f, n in args.fit_cache], args.rows),
             "test": collect(model, predictor, "test", args.test_images, args.test_volumes, args.preset,

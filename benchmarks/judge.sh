@@ -6,7 +6,8 @@
 # Usage, from the project root after `bash setup.sh` and `synthfm evaluate-data --out data/real`:
 #   CORE=0 bash benchmarks/judge.sh CHECKPOINT TAG      # ~20 min on one core; outputs in runs/*_TAG
 # CORE pins the job to one core (two judges, or a judge beside training, then share the machine's two cores);
-# SKIP_FIT=1 keeps an existing calibration. The real slices' embeddings are kept in runs/embeddings between judges
+# SKIP_FIT=1 keeps an existing calibration. The real slices' embeddings, and the calibration's synthetic images', are
+# kept in runs/embeddings between judges
 # (EMBEDDINGS=DIR elsewhere, EMBEDDINGS= to encode every time): every later decoder on the same encoder and precision
 # decodes them without an encoder call (docs/evaluate.md "Embedding cache"). Then compare, paired per structure, e.g.
 #   .venv/bin/python benchmarks/compare_checkpoints.py runs/eval_REF/slices.csv runs/eval_TAG/slices.csv
@@ -24,7 +25,7 @@ EMBEDDINGS=${EMBEDDINGS-runs/embeddings}
 CACHE=()
 [ -n "$EMBEDDINGS" ] && CACHE=(--embedding-cache "$EMBEDDINGS")
 mkdir -p runs
-[ -n "${SKIP_FIT:-}" ] || run .venv/bin/python benchmarks/fit_quality.py --model "$MODEL" --fit-volumes 0 --test-volumes 0 --write \
+[ -n "${SKIP_FIT:-}" ] || run .venv/bin/python benchmarks/fit_quality.py --model "$MODEL" --fit-volumes 0 --test-volumes 0 --write "${CACHE[@]}" \
   > "runs/fit_$TAG.log"
 run .venv/bin/synthfm evaluate --pairs "$PAIRS" --model "$MODEL" --prompt point1 --prompt point3 --prompt point1neg2 \
   --prompt box --prompt box-jitter --prompt clicks --max-slices 10 --overwrite "${CACHE[@]}" --out "runs/eval_$TAG" > "runs/eval_$TAG.log" 2>&1
