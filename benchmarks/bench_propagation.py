@@ -4,7 +4,9 @@ Run: .venv/bin/python benchmarks/bench_propagation.py [--models synthfm-lite med
      [--embedding-cache runs/embeddings] (slice embeddings kept between runs)
      [--first 12] (other held-out volumes, to check a choice) [--only "tight box+mask | closest"] (settings by name)
      [--prompted-slices 3] (prompt the largest slice and two near the ends, as `synthfm evaluate --volume-slices`)
+     [--slice-step 2] (every 2nd slice kept: thick slices, decoded on the cached embeddings of the full volumes)
 The "oracle stop" rows keep only the slices where the truth is: how good propagation would be with a perfect stop.
+"encoded": the share of the slices decoded whose own embedding was needed (the rest decoded on interpolated ones).
 Each volume is prompted on the target's largest slice (interior point + tight box; box only for box-only
 models), or on K slices (`--prompted-slices`), then propagated both ways with each set of PropagationOptions;
 "default, ..." rows change one setting of the model's registry default.
@@ -12,6 +14,7 @@ models), or on K slices (`--prompted-slices`), then propagated both ways with ea
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import time
 
@@ -22,6 +25,7 @@ from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, point_and_box, p
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.models import load_model
 from synthfm.segment import PropagationOptions, SlicePredictor, VolumeSegmenter
+from synthfm.segment.preprocess import intensity_range
 
 #: every stop off: with the slices outside the truth then removed, "oracle stop" rows bound what a perfect stop gives
 NO_STOP = {"min_score": 0.0, "max_growth": float("inf"), "max_intensity_shift": 0.0, "max_intensity_drift": 0.0}
@@ -89,7 +93,10 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "intensity gate 2.0, step<=0.15": {"intensity_gate": 2.0, "max_step": 0.15},
             "no intensity gate": {"intensity_gate": 0.0},
             # fewer encoder calls: every other (third) slice encoded, the ones between decoded on interpolated embeddings
-            **{f"encode every {k}": {"encode_every": k} for k in (2, 3)},
+            **{f"encode every {k}": {"encode_every": k} for k in (1, 2, 3)},
+            # ... but a slice is encoded after all where its encoded neighbours' embeddings differ by more than t
+            **{f"encode every 2, change<={t}": {"encode_every": 2, "max_embedding_change": t}
+               for t in (0.4, 0.5, 0.6, 0.7, 0.8)},
             # the stop rule reading the cut masks, and a stop where the cut removes much of the decoder's mask
             "stop on cut masks": {"stop_on_cut": True},
             **{f"{'stop on cut masks, ' if on else ''}cut<={c}": {"stop_on_cut": on, "max_cut": c}
@@ -99,6 +106,21 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
 SETTINGS = {"default": {}, **{f"default, {v}": o for v, o in VARIANTS.items()},
             **{f"{p} | {s}": {**po, **so} for p, po in PROMPTS.items() for s, so in STOPS.items()}}
 SEED = 777  # held-out: training draws 2D images from seed 0
+
+
+def track_keys(predictor: SlicePredictor) -> set:
+    """The set of slice keys whose own embedding ``predictor`` is asked for from now on (what a cold run encodes,
+    mirror images aside): its ``predict`` and ``embed`` record their ``key``."""
+    keys: set = set()
+    for name in ("predict", "embed"):
+        method = getattr(predictor, name)
+        signature = inspect.signature(method)
+
+        def recording(*args, _method=method, _signature=signature, **kwargs):
+            keys.add(_signature.bind(*args, **kwargs).arguments.get("key"))
+            return _method(*args, **kwargs)
+        setattr(predictor, name, recording)
+    return keys
 
 
 def main() -> None:
@@ -123,16 +145,24 @@ def main() -> None:
     parser.add_argument("--embedding-cache", metavar="DIR",
                         help="keep the volumes' slice embeddings in DIR: a later run (other settings, another decoder "
                              "on the same encoder) decodes them without encoding (docs/evaluate.md)")
+    parser.add_argument("--slice-step", type=int, default=1,
+                        help="keep every N-th slice of each volume: thick slices (the same in-plane images, N times "
+                             "the slice distance), windowed as the whole volume, so that cached embeddings apply")
     args = parser.parse_args()
+    if args.slice_step < 1:
+        parser.error(f"--slice-step must be 1 (every slice) or more, got {args.slice_step}")
     gen = SyntheticGenerator(GeneratorConfig.from_preset(args.preset, size=128, depth=40), SEED)
     samples = [gen.sample_3d(i) for i in range(args.first, args.first + args.volumes)]
     print(f"{args.volumes} synthetic {args.preset} volumes 40x128x128, seed {SEED}, "
-          f"volumes {args.first}..{args.first + args.volumes - 1}, prompts: {args.prompt}\n")
-    print(f"{'model':<16}{'K':>3} {'setting':<36}{'3D Dice':>9}{'slices kept/truth':>19}{'s/volume':>10}")
+          f"volumes {args.first}..{args.first + args.volumes - 1}, prompts: {args.prompt}"
+          f"{f', every {args.slice_step} slices kept' if args.slice_step > 1 else ''}\n")
+    print(f"{'model':<16}{'K':>3} {'setting':<36}{'3D Dice':>9}{'slices kept/truth':>19}{'s/volume':>10}"
+          f"{'encoded':>9}")
     for name in args.models:
         model = load_model(name)
         predictor = SlicePredictor(model, cache_size=40 * len(samples))  # every slice encoded once
         predictor.use_store(args.embedding_cache)
+        requested = track_keys(predictor)
         print(f"{name}: score = {'calibrated quality score' if predictor.calibrator else 'raw predicted IoU'}")
         for clip, mirror, n_prompted, (setting, overrides) in itertools.product(
                 args.clip_to_box, args.mirror, args.prompted_slices, SETTINGS.items()):
@@ -144,25 +174,31 @@ def main() -> None:
                 continue
             options = (PropagationOptions.for_model(model, **overrides) if setting.startswith("default") else
                        PropagationOptions(use_points=model.trained_points, **overrides))
-            scores, kept, truth_n, start = [], [], [], time.perf_counter()
+            scores, kept, truth_n, encoded, start = [], [], [], [], time.perf_counter()
             for i, s in enumerate(samples):
                 rng = np.random.default_rng([SEED, args.first + i])
-                prompts = {k: point_and_box(s.mask[k], model.trained_points) if args.prompt == "point+box" else
-                           make_prompts(args.prompt, s.mask[k], rng) for k in prompt_slices(s.mask, n_prompted)}
-                seg = VolumeSegmenter(predictor, s.image, volume_id=("bench", i))
+                image, truth = s.image[::args.slice_step], s.mask[::args.slice_step]
+                prompts = {k: point_and_box(truth[k], model.trained_points) if args.prompt == "point+box" else
+                           make_prompts(args.prompt, truth[k], rng) for k in prompt_slices(truth, n_prompted)}
+                seg = VolumeSegmenter(predictor, image, volume_id=("bench", i, args.slice_step),
+                                      value_range=intensity_range(s.image, predictor.window))
+                requested.clear()
                 try:
                     result = seg.propagate_slices(prompts, options=options)
                     mask, n = result.mask, len(result.slices)
                 except ValueError:
-                    mask, n = np.zeros_like(s.mask), 0
+                    mask, n = np.zeros_like(truth), 0
                 if setting.endswith("oracle stop"):
-                    mask = mask & s.mask.any(axis=(1, 2))[:, None, None]
-                scores.append(dice(mask, s.mask))
+                    mask = mask & truth.any(axis=(1, 2))[:, None, None]
+                scores.append(dice(mask, truth))
                 kept.append(n)
-                truth_n.append(int(s.mask.any(axis=(1, 2)).sum()))
+                truth_n.append(int(truth.any(axis=(1, 2)).sum()))
+                own = {seg.key(k) for k in range(seg.n_slices)}
+                mixed = {k[0] for k in requested if isinstance(k, tuple) and k[1:2] == ("interpolated",)}
+                encoded.append(len(requested & own) / max(len((requested | mixed) & own), 1))
             seconds = (time.perf_counter() - start) / len(samples)
             print(f"{name:<16}{n_prompted:>3} {label:<36}{np.mean(scores):>9.3f}{np.mean(kept):>10.1f}/{np.mean(truth_n):<8.1f}"
-                  f"{seconds:>10.2f}")
+                  f"{seconds:>10.2f}{np.mean(encoded):>9.2f}")
 
 
 if __name__ == "__main__":

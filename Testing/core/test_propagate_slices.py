@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from synthfm.segment import Prediction, PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
+from synthfm.segment.propagate import embedding_change
 from synthfm.utils.masks import tight_box
 from synthfm.utils.progress import CancelToken, Cancelled
 
@@ -412,6 +413,41 @@ def test_encode_every_decodes_the_slices_between_on_interpolated_embeddings(ever
     below, above = pred._cache[seg.key(0)][0], pred._cache[seg.key(every)][0]
     between = pred._cache[(seg.key(1), "interpolated", every)][0]  # linear between the encoded slices
     assert torch.allclose(between, (1 - 1 / every) * below + (1 / every) * above)
+
+
+def test_a_slice_between_neighbours_that_differ_too_much_is_encoded_after_all():
+    """max_embedding_change: a slice is decoded on the mix of its encoded neighbours only where their embeddings
+    differ by at most that much; above it, the slice is encoded itself."""
+    volume = np.random.default_rng(4).normal(size=(11, 24, 24)).astype(np.float32)
+    volume[6:] += 3.0  # a jump between slices 5 and 6: only slice 5 lies between neighbours (4, 6) across it
+    prompts = {0: _box(np.ones((24, 24), bool)), 10: _box(np.ones((24, 24), bool))}
+
+    def run(max_change):
+        pred = SlicePredictor(_tiny())
+        seg = VolumeSegmenter(pred, volume)
+        options = PropagationOptions(encode_every=2, max_embedding_change=max_change, min_area_px=0, min_score=0.0)
+        seg.propagate_slices(prompts, options=options)
+        embedded = {i: pred._cache[seg.key(i)][0] for i in range(0, 11, 2)}
+        changes = {i: embedding_change(embedded[i - 1], embedded[i + 1]) for i in range(1, 10, 2)}
+        return [i for i in range(11) if pred.is_cached(seg.key(i))], changes
+
+    grid, changes = run(0.0)  # off: the grid only
+    assert grid == [0, 2, 4, 6, 8, 10]
+    assert max(changes, key=changes.get) == 5  # the jump is where the embeddings differ most
+    threshold = (changes[5] + max(v for i, v in changes.items() if i != 5)) / 2
+    assert run(threshold)[0] == [0, 2, 4, 5, 6, 8, 10]  # only the slice across the jump is encoded
+    assert run(min(changes.values()) / 2)[0] == list(range(11))  # below every change: every slice encoded
+    pred = SlicePredictor(_tiny())  # mixes cached by a run without the limit do not bypass it in the next run
+    seg = VolumeSegmenter(pred, volume)
+    for limit in (0.0, threshold):
+        seg.propagate_slices(prompts, options=PropagationOptions(encode_every=2, max_embedding_change=limit,
+                                                                 min_area_px=0, min_score=0.0))
+    assert pred.is_cached(seg.key(5)) and not pred.is_cached(seg.key(3))
+    assert embedding_change(torch.ones(3), torch.ones(3)) == 0.0
+    assert embedding_change(torch.ones(3), -torch.ones(3)) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="max_embedding_change must be 0"):
+        VolumeSegmenter(SlicePredictor(_tiny()), volume).propagate_slices(
+            prompts, options=PropagationOptions(encode_every=2, max_embedding_change=-0.1))
 
 
 def test_encode_every_must_be_a_whole_number_of_slices():

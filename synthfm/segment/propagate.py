@@ -100,6 +100,10 @@ class PropagationOptions:
     #: encoder calls, the expensive part on a CPU). Prompted slices, slices after the last multiple, and steps that
     #: take the mirror image too (``mirror_steps``) are always encoded. 1: every slice encoded
     encode_every: int = 1
+    #: with ``encode_every`` > 1 and > 0: a slice between two encoded ones is encoded after all when their embeddings
+    #: differ by more than this (relative: |above - below| / mean of their norms), where the image changes too much
+    #: between them for a linear mix (thick slices, a structure's ends). 0: always interpolated
+    max_embedding_change: float = 0.0
 
     def mirrors_steps(self, device: Union[str, torch.device]) -> bool:
         """Whether propagated slices take both views on ``device`` (:attr:`mirror_steps`; "auto": not on a CPU)."""
@@ -197,6 +201,12 @@ def prompts_from_mask(pred: Prediction, options: PropagationOptions) -> Prompts:
                    pred.logits if options.use_mask_prompt else None)
 
 
+def embedding_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative difference of two slice embeddings: |a - b| / mean of |a| and |b| (0: the same)."""
+    scale = 0.5 * (float(a.float().norm()) + float(b.float().norm()))
+    return float((a.float() - b.float()).norm()) / scale if scale > 0 else 0.0
+
+
 class VolumeSegmenter:
     """Segment a ``(Z, Y, X)`` volume slice by slice along ``axis`` (0: axial k, 1: coronal j, 2: sagittal i)."""
 
@@ -257,7 +267,7 @@ class VolumeSegmenter:
             extra["mirror"] = options is not None and options.mirrors_steps(device)
         key = self.key(index)
         if propagated and options is not None and options.encode_every > 1 and not extra.get("mirror"):
-            key = self._interpolated_key(index, options.encode_every)
+            key = self._interpolated_key(index, options.encode_every, options.max_embedding_change)
         return self.predictor.predict(self.slice(index), prompts, key=key, multimask=multimask,
                                       value_range=self.value_range, **extra)
 
@@ -267,19 +277,24 @@ class VolumeSegmenter:
         low = index - index % every
         return every > 1 and low != index and low + every < self.n_slices
 
-    def _interpolated_key(self, index: int, every: int) -> Hashable:
+    def _interpolated_key(self, index: int, every: int, max_change: float = 0.0) -> Hashable:
         """The cache key of slice ``index``'s embedding for ``encode_every = every``: its own (encoded) when ``index``
-        is a multiple of ``every`` or past the last one, else one interpolated linearly between the encoded slices
-        on either side (put in the predictor's cache under a key of its own; nothing is stored on disk)."""
+        is a multiple of ``every`` or past the last one, or when the encoded slices on either side differ by more
+        than ``max_change`` (> 0; :func:`embedding_change`); else one interpolated linearly between them (put in the
+        predictor's cache under a key of its own; nothing is stored on disk)."""
         if not self.interpolated(index, every):
             return self.key(index)
         low = index - index % every
         key = (self.key(index), "interpolated", every)
-        if not self.predictor.is_cached(key):
+        cached = self.predictor.is_cached(key)
+        if max_change > 0 or not cached:  # the mix may be cached from a run with another max_change
             below, transform = self.predictor.embed(self.slice(low), self.key(low), self.value_range)
             above, _ = self.predictor.embed(self.slice(low + every), self.key(low + every), self.value_range)
-            w = (index - low) / every
-            self.predictor.put_embedding(key, (1 - w) * below + w * above, transform)
+            if max_change > 0 and embedding_change(below, above) > max_change:
+                return self.key(index)
+            if not cached:
+                w = (index - low) / every
+                self.predictor.put_embedding(key, (1 - w) * below + w * above, transform)
         return key
 
     def _mean_in(self, index: int, mask: np.ndarray, stat: str = "mean") -> float:
@@ -339,6 +354,9 @@ class VolumeSegmenter:
         if not (isinstance(options.encode_every, int) and options.encode_every >= 1):
             raise ValueError(f"encode_every must be a whole number of slices, 1 (every slice encoded) or more, "
                              f"got {options.encode_every}")
+        if not options.max_embedding_change >= 0:
+            raise ValueError(f"max_embedding_change must be 0 (off) or a positive relative difference of two slices' "
+                             f"embeddings, got {options.max_embedding_change}")
         if not options.max_size >= 0:
             raise ValueError(f"max_size must be 0 (off) or a positive factor of the prompted mask's area, "
                              f"got {options.max_size}")
