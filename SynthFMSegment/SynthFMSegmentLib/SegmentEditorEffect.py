@@ -183,7 +183,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._setup_advanced()
 
     def _setup_advanced(self) -> None:
-        """The collapsed 'Advanced' section: the local worker's disk cache of slice embeddings (settings
+        """The collapsed 'Advanced' section: every slice encoded when propagating (setting
+        SynthFM/encode_every_slice), and the local worker's disk cache of slice embeddings (settings
         SynthFM/embedding_cache and SynthFM/embedding_cache_gb), what it holds and a button to clear it."""
         self.advancedButton = ctk.ctkCollapsibleButton()
         self.advancedButton.text = "Advanced"
@@ -191,6 +192,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.advancedButton.setToolTip("Settings of the worker this effect starts on this computer (a SynthFM server "
                                        "keeps its own), remembered between sessions.")
         form = qt.QFormLayout(self.advancedButton)
+        self.everySliceBox = qt.QCheckBox("Encode every slice when propagating")
+        self.everySliceBox.checked = self.settings.encode_every_slice == "true"
+        self.everySliceBox.setToolTip("Ticked: Propagate encodes every slice it segments (on a CPU about twice as "
+                                      "long). Unticked: the model's setting; synthfm-lite encodes every other slice "
+                                      "and segments the ones between on a mix of their neighbours' encodings, "
+                                      "which fits less well where slices are thick (5 mm and more) and the "
+                                      "structure spans only a few of them.")
         self.cacheBox = qt.QCheckBox("Keep slice embeddings on disk")
         self.cacheBox.setToolTip("Ticked: the worker keeps each encoded slice's embedding in the folder below, so a "
                                  "volume opened again (also after restarting Slicer) is read, not encoded again. "
@@ -215,6 +223,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.clearCacheButton = qt.QPushButton("Clear cache")
         self.clearCacheButton.setToolTip("Delete the slice embeddings in the folder, after asking: only SynthFM's "
                                          "embedding files, nothing else. Volumes are encoded again when next used.")
+        form.addRow(self.everySliceBox)
         form.addRow(self.cacheBox)
         form.addRow("Embedding cache:", self.cachePathEdit)
         form.addRow("Cache size limit (GB):", self.cacheLimitBox)
@@ -223,6 +232,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.addOptionsWidget(self.advancedButton)
         self._show_cache_settings()
         self.advancedButton.connect("contentsCollapsed(bool)", self.onAdvancedCollapsed)
+        self.everySliceBox.clicked.connect(self.onEverySliceToggled)
         self.cacheBox.clicked.connect(self.onCacheToggled)
         self.cachePathEdit.connect("currentPathChanged(QString)", self.onCachePathChanged)
         self.cacheLimitBox.connect("valueChanged(double)", self.onCacheLimitChanged)
@@ -282,6 +292,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onAdvancedCollapsed(self, collapsed: bool) -> None:
         if not collapsed:
             self._show_cache_usage()
+
+    def onEverySliceToggled(self, _checked=None) -> None:
+        """Remembered between sessions; used by the next Propagate (the worker is not restarted)."""
+        self.settings.encode_every_slice = "true" if self.everySliceBox.checked else "false"
+
+    def _propagation_options(self) -> dict:
+        """PropagationOptions overrides sent with Propagate: every slice encoded when ticked, else none."""
+        ticked = hasattr(self, "everySliceBox") and bool(self.everySliceBox.checked)
+        return {"encode_every": 1} if ticked else {}
 
     def onCacheToggled(self, _checked=None) -> None:
         """On: the folder in the box (the default unless the user chose another); off: none (setting "")."""
@@ -872,11 +891,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         link = self._link()
         self._send_volume(link, volume)
         pos, neg = [p for r in requests for p in r[0]], [p for r in requests for p in r[1]]
+        options = self._propagation_options()
         if len(requests) == 1:  # as any worker version takes it
-            link.propagate(self.plane[1], pos, neg, requests[0][2], direction)
+            link.propagate(self.plane[1], pos, neg, requests[0][2], direction, options=options)
             text = "SynthFM: propagating"
         else:
-            link.propagate(self.plane[1], pos, neg, None, direction, boxes=[r[2] for r in requests if r[2]])
+            link.propagate(self.plane[1], pos, neg, None, direction, boxes=[r[2] for r in requests if r[2]],
+                           options=options)
             text = f"SynthFM: filling between slices {', '.join(map(str, slices))} and propagating"
         self._progress = slicer.util.createProgressDialog(labelText=text, maximum=100,
                                                           windowModality=qt.Qt.WindowModal)

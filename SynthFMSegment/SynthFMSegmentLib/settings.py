@@ -21,12 +21,13 @@ class Settings:
     """``model`` (default synthfm-lite), ``device`` (auto/cpu/cuda), ``window`` (display: the volume's display
     window/level; auto or a named window of the core), ``keep_slices`` ("true": prompts on another slice add to the
     set), ``server``/``token`` of a remote ``synthfm serve`` (empty server: the effect starts its own worker on
-    this machine), and the local worker's ``embedding_cache`` (the folder where it keeps slice embeddings between
+    this machine), the local worker's ``embedding_cache`` (the folder where it keeps slice embeddings between
     sessions, default :func:`default_embedding_cache`; empty: in memory only) and ``embedding_cache_gb`` (its size
-    cap, default 2), read and written through QSettings."""
+    cap, default 2), and ``encode_every_slice`` ("true": propagation encodes every slice it segments instead of the
+    model's ``encode_every``), read and written through QSettings."""
 
     defaults = {"model": "synthfm-lite", "device": "auto", "window": "display", "keep_slices": "false", "server": "",
-                "token": "", "embedding_cache_gb": "2"}
+                "token": "", "embedding_cache_gb": "2", "encode_every_slice": "false"}
     #: defaults that depend on the running Slicer, computed when read
     computed = {"embedding_cache": default_embedding_cache}
 

@@ -145,12 +145,14 @@ class WorkerLink:
         """Encode the slices along ``axis`` in the worker, nearest to ``around`` first."""
         self._encode_wanted = (axis, around)
 
-    def propagate(self, axis: int, positive, negative, box, direction: str = "both", boxes=()) -> None:
+    def propagate(self, axis: int, positive, negative, box, direction: str = "both", boxes=(),
+                  options: Optional[Dict[str, Any]] = None) -> None:
         """Propagation from the prompted slice, or from several (points on several slices, ``boxes`` one per
-        slice): the worker fills the slices between them."""
+        slice): the worker fills the slices between them. ``options``: PropagationOptions overrides (none: the
+        model's settings)."""
         self.cancel_propagation()
         self._propagate_wanted = {"axis": axis, "positive": positive, "negative": negative, "box": box,
-                                  "direction": direction, "boxes": list(boxes)}
+                                  "direction": direction, "boxes": list(boxes), "options": dict(options or {})}
 
     def cancel_propagation(self) -> None:
         """Stop a running propagation (the worker stops before its next slice); its result is never applied."""

@@ -33,7 +33,7 @@ def embedding_folder(root, *sizes):
 def default_cache_settings():
     """QSettings is one store for all tests, like Slicer's settings file: each test leaves the defaults behind."""
     yield
-    for name in ("embedding_cache", "embedding_cache_gb"):
+    for name in ("embedding_cache", "embedding_cache_gb", "encode_every_slice"):
         qt.QSettings.store.pop(PREFIX + name, None)
 
 
@@ -246,3 +246,29 @@ def test_the_standins_widgets_behave_as_qt_and_ctk_do():
     timer.fire()
     timer.fire()
     assert fired == [False] and not timer.isActive()
+
+
+def test_encode_every_slice_is_remembered_and_sent_with_propagate(scene, monkeypatch):
+    """Unticked (the default) Propagate sends no propagation options (the model's encode_every); ticked, it sends
+    encode_every=1, and the tick is remembered for the next session's panel."""
+    from synthfm.segment import PropagationOptions
+    from SynthFMSegmentLib.settings import Settings
+
+    effect, _wrapper, _node, geometry, *_ = scene
+    assert not effect.everySliceBox.checked and effect.everySliceBox.toolTip
+    seen, parse = [], PropagationOptions.parse_overrides
+    monkeypatch.setattr(PropagationOptions, "parse_overrides",
+                        classmethod(lambda cls, items: seen.append(list(items)) or parse(items)))
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
+    effect.onPropagate()
+    settle(effect)
+    effect.everySliceBox.click()
+    assert Settings().encode_every_slice == "true"
+    effect.setupOptionsFrame()  # the panel built again (the next session) shows the tick
+    assert effect.everySliceBox.checked
+    effect.onPropagate()
+    settle(effect)
+    assert seen == [[], ["encode_every=1"]]
+    assert effect.preview is not None and effect.preview.any() and not editor.messages
+
