@@ -131,13 +131,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.negativeButton = qt.QPushButton("Negative points")
         self.negativeButton.checkable = True
         self.negativeButton.setToolTip("While pressed, clicks add negative points (red): where the structure is not.")
-        self.keepSlicesBox = qt.QCheckBox("Keep prompts on other slices")
-        self.keepSlicesBox.checked = self.settings.keep_slices == "true"
-        self.keepSlicesBox.setToolTip("Ticked: prompts on another slice of the same view are added to the set (mark the "
-                                      "structure near both ends and in the middle); Propagate fills the slices between "
-                                      "them and follows the structure beyond (synthfm-lite: past an end slice whose "
-                                      "mask is smaller than the next prompted one, by at most 30% of the prompted "
-                                      "span). Unticked: prompts on another slice start a new set.")
+        # Remembered between sessions; prompts already placed stay until a prompt on another slice (unticked: it
+        # starts a new set, as Slicer's effects replace their input)
+        self.keepSlicesBox = self._setting_box(
+            "Keep prompts on other slices", "keep_slices",
+            "Ticked: prompts on another slice of the same view are added to the set (mark the structure near both ends "
+            "and in the middle); Propagate fills the slices between them and follows the structure beyond "
+            "(synthfm-lite: past an end slice whose mask is smaller than the next prompted one, by at most 30% of the "
+            "prompted span). Unticked: prompts on another slice start a new set.")
         self.slicesLabel = qt.QLabel("")
         self.slicesLabel.setToolTip("The slices that have prompts (index along the view's axis, as in the Data Probe's "
                                     "IJK) and each one's predicted quality.")
@@ -167,7 +168,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for widget in (self.removeSliceButton, self.qualityLabel, self.workerLabel, self.propagateButton,
                        self.clearButton, self.applyButton, self.cancelButton):
             self.scriptedEffect.addOptionsWidget(widget)
-        self.keepSlicesBox.clicked.connect(self.onKeepSlicesToggled)
         self.removeSliceButton.clicked.connect(self.onRemoveSlice)
         # activated(int): the user chose an item (even the current one); never emitted when _list_slices refills the
         # list, as SegmentEditorThresholdEffect connects its method combo boxes
@@ -192,13 +192,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.advancedButton.setToolTip("Settings of the worker this effect starts on this computer (a SynthFM server "
                                        "keeps its own), remembered between sessions.")
         form = qt.QFormLayout(self.advancedButton)
-        self.everySliceBox = qt.QCheckBox("Encode every slice when propagating")
-        self.everySliceBox.checked = self.settings.encode_every_slice == "true"
-        self.everySliceBox.setToolTip("Ticked: Propagate encodes every slice it segments (on a CPU about twice as "
-                                      "long). Unticked: the model's setting; synthfm-lite encodes every other slice "
-                                      "and segments the ones between on a mix of their neighbours' encodings, "
-                                      "which fits less well where slices are thick (5 mm and more) and the "
-                                      "structure spans only a few of them.")
+        # used by the next Propagate (the worker is not restarted)
+        self.everySliceBox = self._setting_box(
+            "Encode every slice when propagating", "encode_every_slice",
+            "Ticked: Propagate encodes every slice it segments (on a CPU about twice as long). Unticked: the model's "
+            "setting; synthfm-lite encodes every other slice and segments the ones between on a mix of their "
+            "neighbours' encodings, which fits less well where slices are thick (5 mm and more) and the structure "
+            "spans only a few of them.")
         self.cacheBox = qt.QCheckBox("Keep slice embeddings on disk")
         self.cacheBox.setToolTip("Ticked: the worker keeps each encoded slice's embedding in the folder below, so a "
                                  "volume opened again (also after restarting Slicer) is read, not encoded again. "
@@ -232,7 +232,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.addOptionsWidget(self.advancedButton)
         self._show_cache_settings()
         self.advancedButton.connect("contentsCollapsed(bool)", self.onAdvancedCollapsed)
-        self.everySliceBox.clicked.connect(self.onEverySliceToggled)
         self.cacheBox.clicked.connect(self.onCacheToggled)
         self.cachePathEdit.connect("currentPathChanged(QString)", self.onCachePathChanged)
         self.cacheLimitBox.connect("valueChanged(double)", self.onCacheLimitChanged)
@@ -293,9 +292,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if not collapsed:
             self._show_cache_usage()
 
-    def onEverySliceToggled(self, _checked=None) -> None:
-        """Remembered between sessions; used by the next Propagate (the worker is not restarted)."""
-        self.settings.encode_every_slice = "true" if self.everySliceBox.checked else "false"
+    def _setting_box(self, text: str, setting: str, tip: str) -> "qt.QCheckBox":
+        """A check box showing the "true"/"false" setting ``setting`` and writing it back when the user clicks it."""
+        box = qt.QCheckBox(text)
+        box.checked = getattr(self.settings, setting) == "true"
+        box.setToolTip(tip)
+        box.clicked.connect(lambda _checked=None: setattr(self.settings, setting,
+                                                          "true" if box.checked else "false"))
+        return box
 
     def _propagation_options(self) -> dict:
         """PropagationOptions overrides sent with Propagate: every slice encoded when ticked, else none."""
@@ -369,11 +373,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 slicer.util.errorDisplay(f"SynthFM: {len(problems)} embedding file(s) could not be deleted: "
                                          + "; ".join(problems[:3]))
         self._show_cache_usage()
-
-    def onKeepSlicesToggled(self, _checked=None) -> None:
-        """Remembered between sessions; prompts already placed stay until a prompt on another slice (unticked: it
-        starts a new set, as Slicer's effects replace their input)."""
-        self.settings.keep_slices = "true" if self.keepSlicesBox.checked else "false"
 
     def _keep_slices(self) -> bool:
         return hasattr(self, "keepSlicesBox") and bool(self.keepSlicesBox.checked)
