@@ -73,6 +73,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "outer ends": {"outer_ends": True},
             "outer ends, end extension<=0.1": {"outer_ends": True, "max_end_extension": 0.1},
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
+            "fronts blended": {"between": "blend"},
             "previous box between": {"interpolate_box": False},
             **{f"between boxes +{m}": {"between_margin": m} for m in (0.05, 0.1, 0.2)},
             "mirror steps": {"mirror_steps": True},  # propagated slices averaged with their mirror image too

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from synthfm.segment import Prediction, PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
+from synthfm.segment.preprocess import SliceTransform
 from synthfm.segment.propagate import embedding_change
 from synthfm.utils.masks import tight_box
 from synthfm.utils.progress import CancelToken, Cancelled
@@ -94,6 +95,41 @@ def test_fronts_meet_where_they_agree(between, wrong_slices):
                                   options=PropagationOptions(min_score=0.0, between=between))
     wrong = [i for i in range(11) if not np.array_equal(result.mask[i], truth[i])]
     assert wrong == wrong_slices
+
+
+class Fronts(TruthPredictor):
+    """Each front's own mask on every slice between two prompted slices 0 and 10 of a 32 x 16 volume: columns
+    0..9 from the front of slice 0, columns 6..15 from the front of slice 10, held as low-res logits +-10 (the
+    front's start rides in the logits' padding column, which no slice pixel reads)."""
+
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+        i = key[2]
+        start = i if prompts.mask_logits is None else int(prompts.mask_logits[0, -1])
+        mask = np.zeros(image.shape, bool)
+        if start == 0:
+            mask[:, :10] = True
+        else:
+            mask[:, 6:] = True
+        transform = SliceTransform(*image.shape, self.model.image_size)
+        logits = 20 * transform.mask_to_lowres(mask).numpy() - 10
+        logits[:, -1] = start
+        return Prediction(mask, 0.8 if start == 0 else 0.6, logits.astype(np.float32), np.array([0.9]))
+
+
+def test_fronts_blended_by_distance():
+    truth = np.ones((11, 32, 16), bool)
+    seg = VolumeSegmenter(Fronts(truth, 0), truth * 1.0)
+    result = seg.propagate_slices({0: _box(truth[0]), 10: _box(truth[10])}, direction="up",
+                                  options=PropagationOptions(min_score=0.0, between="blend"))
+    columns = {i: np.nonzero(result.mask[i].all(axis=0))[0] for i in range(1, 10)}
+    assert not any(result.mask[i][:, ~np.isin(np.arange(16), columns[i])].any() for i in range(1, 10))
+    for i in range(1, 5):  # nearer slice 0: its front's columns 0..9
+        assert list(columns[i]) == list(range(10)), i
+    assert {6, 7, 8, 9} <= set(columns[5]) <= {5, 6, 7, 8, 9, 10}  # the middle: where both agree (+- a pixel's blur)
+    for i in range(6, 10):
+        assert list(columns[i]) == list(range(6, 16)), i
+    scores = {r.index: r.score for r in result.records if r.source == "between"}
+    assert scores[1] == pytest.approx(0.78) and scores[5] == pytest.approx(0.7) and scores[9] == pytest.approx(0.62)
 
 
 def test_prompted_slices_that_disagree_or_come_out_empty():

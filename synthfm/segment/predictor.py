@@ -257,6 +257,15 @@ class SlicePredictor:
         cut = transform.mask_to_lowres(removed).numpy() > 0.5
         return replace(pred, mask=pred.mask & keep, logits=np.where(cut, np.minimum(pred.logits, -20.0), pred.logits))
 
+    def blend(self, a: Prediction, b: Prediction, weight: float) -> Prediction:
+        """One slice's prediction from two of it (fronts meeting between prompted slices): the low-res logits mixed
+        ``(1 - weight) * a + weight * b``, the mask kept within the union of the two masks, the scores mixed alike."""
+        transform = SliceTransform(*a.mask.shape, self.model.image_size)
+        logits = (1 - weight) * a.logits + weight * b.logits
+        mask = (transform.logits_to_slice(torch.as_tensor(logits, dtype=torch.float32)) > 0).cpu().numpy()
+        return replace(a, mask=mask & (a.mask | b.mask), logits=logits, candidates=None, candidate_logits=None,
+                       score=float((1 - weight) * a.score + weight * b.score))
+
     def _predict_rounds(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
                         multimask: Union[str, bool], value_range: Optional[Tuple[float, float]]) -> Prediction:
         """The points given one per round, in their order (the box, if any, in every round): the first round

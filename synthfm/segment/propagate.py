@@ -25,7 +25,7 @@ from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, 
 
 DIRECTIONS = ("both", "up", "down")
 #: how the two fronts between prompted slices are reconciled (PropagationOptions.between)
-BETWEEN = ("seam", "nearest", "score")
+BETWEEN = ("seam", "nearest", "score", "blend")
 #: what the intensity stops compare (PropagationOptions.intensity_stat) and in which unit (intensity_scale)
 INTENSITY_STATS = ("mean", "median")
 INTENSITY_SCALES = ("contrast", "spread", "spread-single")
@@ -72,7 +72,9 @@ class PropagationOptions:
     min_overlap: float = 0.0  # IoU with the previous slice's mask below this: the shape jumped, stop
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
     max_slices: Optional[int] = None  # per direction
-    between: str = "seam"  # between prompted slices: switch fronts where they agree best, "nearest" or "score"
+    #: between prompted slices: switch fronts where they agree best ("seam"), at the middle ("nearest"), per slice by
+    #: score ("score"), or mix each slice's two fronts' logits by distance ("blend": the nearer front weighs more)
+    between: str = "seam"
     split_box: float = 0.0  # > 0: boxes longer than this x their width are segmented in tiles (SlicePredictor.predict)
     interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
     between_margin: float = 0.0  # added to box_margin for the interpolated boxes (structures do not grow linearly)
@@ -512,6 +514,8 @@ class VolumeSegmenter:
         inner = range(a + 1, b)
         if options.between == "score":
             return {i: max(forward[i], backward[i], key=lambda p: p.score) for i in inner}
+        if options.between == "blend":
+            return {i: self.predictor.blend(forward[i], backward[i], (i - a) / (b - a)) for i in inner}
         if options.between == "nearest":
             seam = a + 1 + (b - a) // 2  # forward up to the middle, backward from there
         else:  # "seam": switch fronts where they agree best, so that every slice agrees with both neighbours
