@@ -262,8 +262,8 @@ class SlicePredictor:
         ``(1 - weight) * a + weight * b``, the mask kept within the union of the two masks, the scores mixed alike."""
         transform = SliceTransform(*a.mask.shape, self.model.image_size)
         logits = (1 - weight) * a.logits + weight * b.logits
-        mask = (transform.logits_to_slice(torch.as_tensor(logits, dtype=torch.float32)) > 0).cpu().numpy()
-        return replace(a, mask=mask & (a.mask | b.mask), logits=logits, candidates=None, candidate_logits=None,
+        masks, _ = self._masks_of(logits[None], transform, None)
+        return replace(a, mask=masks[0] & (a.mask | b.mask), logits=logits, candidates=None, candidate_logits=None,
                        score=float((1 - weight) * a.score + weight * b.score))
 
     def _predict_rounds(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
