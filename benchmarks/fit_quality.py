@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/fit_quality.py [--model synthfm-lite] [--fit-images 150] [--test-images 150]
      [--fit-volumes 8] [--test-volumes 6] [--rows /tmp/quality_rows.json] [--embedding-cache DIR] [--write]
+     [--out candidate.quality.json]
 Fitting rows: generator images of seed 5101 prompted with the evaluation protocols (point1, point3, point1neg2,
 box, box-jitter, 3 clicks) and the slices propagation reaches in volumes of seed 5103 when nothing stops it; test
 rows: seed 5102 images and seed 5104 volumes. Training drew its images from seed 0, bench_propagation.py its
@@ -113,6 +114,8 @@ def main() -> None:
                              "model, or its picker), the refitted model gives only the score shown")
     parser.add_argument("--plot", type=Path, help="reliability plot of the test rows: raw IoU head vs calibrated")
     parser.add_argument("--write", action="store_true", help="store the calibration next to the decoder checkpoint")
+    parser.add_argument("--out", type=Path, help="also store the calibration in this file (a candidate to compare, e.g. "
+                                                  "with quality_report.py --calibration)")
     args = parser.parse_args()
     model = load_model(args.model)
     predictor = SlicePredictor(model, cache_size=64)
@@ -161,6 +164,9 @@ def main() -> None:
         panels.sort(key=lambda p: p["panel"])
         reliability_plot(panels, args.plot, group="panel", score="value")
         print(f"wrote {args.plot}")
+    if args.out:
+        atomic_write_text(args.out, calibrator.to_json())
+        print(f"wrote {args.out}")
     if args.write:
         if decoder is None:
             raise SystemExit(f"{args.model} has no decoder checkpoint to store a calibration next to")

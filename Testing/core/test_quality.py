@@ -31,7 +31,7 @@ def test_signals_on_hand_made_logits():
     box = np.array([2, 2, 5, 5])  # inclusive pixels 2..5: 16 pixels
     points, labels = np.array([[3, 3], [8, 8]]), np.array([1, 0])
     s = quality_signals(logits, torch.tensor([0.9, 0.4]), box, points, labels)
-    assert set(s) == set(SIGNALS) - {"contrast", "edge", "consistency", "mirror_agreement"}
+    assert set(s) == set(SIGNALS) - {"contrast", "edge", "consistency", "mirror_agreement", "split_agreement"}
     assert all(v.shape == (2,) for v in s.values())
     np.testing.assert_allclose(s["iou_head"], [0.9, 0.4], rtol=1e-6)
     np.testing.assert_allclose(s["stability"], [1.0, 0.0])  # candidate 1 has no pixel above logit 1
@@ -56,6 +56,26 @@ def test_image_signals_prefer_the_mask_on_the_structure():
     assert s["contrast"][0] > 10 and s["contrast"][0] > 3 * s["contrast"][1]
     assert s["edge"][0] > s["edge"][1] > 0
     assert s["contrast"][2] == 0 and s["edge"][2] == 0  # an empty mask: no contrast, no edge
+    assert "split_agreement" not in s  # only with a box
+
+
+def test_split_agreement_matches_the_mask_against_the_brighter_or_darker_side_of_the_box():
+    image = np.full((40, 40), 0.2, np.float32)
+    image[10:20, 10:20] = 0.8  # a bright square
+    image[25:35, 25:35] = 0.0  # a dark one
+    image += np.random.default_rng(0).normal(0, 0.02, image.shape).astype(np.float32)
+    right, shifted, empty, dark = (np.zeros((40, 40), bool) for _ in range(4))
+    right[10:20, 10:20] = True
+    shifted[13:23, 13:23] = True
+    dark[25:35, 25:35] = True
+    masks = np.stack([right, shifted, empty])
+    s = image_signals(image, masks, box=np.array([6.0, 6.0, 23.0, 23.0]))["split_agreement"]
+    assert s[0] > 0.9 and s[1] < 0.6 and s[2] == 0  # an empty mask agrees with neither side
+    # a dark structure is matched by the darker side; the box's 18 x 18 = 324 pixels hold 100 of it
+    d = image_signals(image, np.stack([dark]), box=np.array([21.0, 21.0, 38.0, 38.0]))["split_agreement"]
+    assert d[0] > 0.9
+    flat = image_signals(np.full((40, 40), 0.5, np.float32), masks, box=np.array([6.0, 6.0, 23.0, 23.0]))
+    np.testing.assert_array_equal(flat["split_agreement"], 0.0)  # nothing to split
 
 
 def _rows(n=300, seed=0):

@@ -19,12 +19,13 @@ from synthfm.utils.masks import iou
 
 #: +1: higher is better (the score may only rise with it), -1: lower is better, 0: either way
 SIGNS = {"iou_head": 1, "stability": 1, "confidence": 1, "points_agree": 1, "outside_box": -1, "box_fill": 0,
-         "area": 0, "contrast": 1, "edge": 1, "consistency": 1, "mirror_agreement": 1}
+         "area": 0, "contrast": 1, "edge": 1, "consistency": 1, "mirror_agreement": 1,
+         "split_agreement": 1}
 #: the signals each prompt kind's model uses (those that exist for that kind)
 FEATURES = {"points": ("iou_head", "stability", "confidence", "points_agree", "area", "contrast", "edge",
                        "consistency", "mirror_agreement"),
             "box": ("iou_head", "stability", "confidence", "box_fill", "outside_box", "contrast", "edge", "consistency",
-                    "mirror_agreement"),
+                    "mirror_agreement", "split_agreement"),
             "mask": ("iou_head", "stability", "confidence", "box_fill", "outside_box", "area", "contrast", "edge",
                      "consistency")}
 FIT_PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter", "clicks")

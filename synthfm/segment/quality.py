@@ -17,6 +17,9 @@ encoder frame) in a few tensor operations:
   the windowed slice (a mask that follows a real structure stands out from its surroundings);
 * ``edge``: mean intensity gradient on the mask's boundary / mean gradient over the slice (a mask whose edge lies
   on image edges);
+* ``split_agreement`` (only with a box): the box's pixels (smoothed, Gaussian sigma 1 px) split in two at their Otsu
+  threshold; the larger IoU, within the box, of the mask with either side (a structure that stands out in its box
+  is a bright or dark region the mask should match);
 * ``consistency`` (only when asked for, or when the calibration uses it: one more decoder call): IoU of each
   candidate with the same candidate decoded from slightly moved prompts (``SlicePredictor._consistency``);
 * ``mirror_agreement`` (only when the prediction averages the slice's mirror image, ``SlicePredictor.mirror``):
@@ -40,7 +43,7 @@ import numpy as np
 import torch
 
 SIGNALS = ("iou_head", "stability", "confidence", "box_fill", "outside_box", "points_agree", "area", "contrast",
-           "edge", "consistency", "mirror_agreement")
+           "edge", "consistency", "mirror_agreement", "split_agreement")
 KINDS = ("box", "points", "mask")
 STABILITY_OFFSET = 1.0  # segment-anything's default stability_score_offset
 CALIBRATION_FORMAT = "synthfm-quality-calibration"
@@ -98,9 +101,11 @@ def prompt_kind(prompts) -> str:
     return "mask" if prompts.mask_logits is not None else "box" if prompts.box is not None else "points"
 
 
-def image_signals(image01: np.ndarray, masks: np.ndarray, ring: int = 3) -> Dict[str, np.ndarray]:
+def image_signals(image01: np.ndarray, masks: np.ndarray, ring: int = 3,
+                  box: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """``contrast`` and ``edge`` (see the module docstring) of ``M`` masks ``(M, H, W)`` on a windowed slice
-    ``image01`` ``(H, W)``; each mask is handled in its bounding box grown by ``ring + 1`` pixels."""
+    ``image01`` ``(H, W)``; each mask is handled in its bounding box grown by ``ring + 1`` pixels. With ``box``
+    (x0, y0, x1, y1, slice pixels) also ``split_agreement``."""
     from scipy import ndimage as ndi
 
     image01 = np.asarray(image01, np.float32)
@@ -112,15 +117,44 @@ def image_signals(image01: np.ndarray, masks: np.ndarray, ring: int = 3) -> Dict
         rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
         if not len(rows):
             continue
-        box = (slice(max(rows[0] - ring - 1, 0), rows[-1] + ring + 2), slice(max(cols[0] - ring - 1, 0), cols[-1] + ring + 2))
-        m, img = mask[box], image01[box]
+        box_k = (slice(max(rows[0] - ring - 1, 0), rows[-1] + ring + 2), slice(max(cols[0] - ring - 1, 0), cols[-1] + ring + 2))
+        m, img = mask[box_k], image01[box_k]
         around = ndi.binary_dilation(m, iterations=ring) & ~m
         border = m & ~ndi.binary_erosion(m, border_value=0)
         inside, outside = img[m], img[around] if around.any() else img[m]
         pooled = np.sqrt((inside.var() + outside.var()) / 2) + 0.01
         contrast[k] = abs(float(inside.mean()) - float(outside.mean())) / pooled
-        edge[k] = float(grad[box][border].mean()) / mean_grad
-    return {"contrast": contrast, "edge": edge}
+        edge[k] = float(grad[box_k][border].mean()) / mean_grad
+    out = {"contrast": contrast, "edge": edge}
+    if box is not None:
+        out["split_agreement"] = split_agreement(image01, masks, box)
+    return out
+
+
+def split_agreement(image01: np.ndarray, masks: np.ndarray, box: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """``split_agreement`` (module docstring) of ``M`` masks ``(M, H, W)`` for the prompt ``box`` (x0, y0, x1, y1,
+    slice pixels, inclusive): 0 for a box of constant intensity."""
+    import SimpleITK as sitk
+    from scipy import ndimage as ndi
+
+    from synthfm.utils.masks import iou
+
+    h, w = image01.shape
+    x0, y0 = (int(np.clip(np.round(v), 0, n - 1)) for v, n in zip(box[:2], (w, h)))
+    x1, y1 = (int(np.clip(np.round(v), 0, n - 1)) for v, n in zip(box[2:], (w, h)))
+    pad = int(np.ceil(3 * sigma))
+    around = (slice(max(y0 - pad, 0), y1 + pad + 1), slice(max(x0 - pad, 0), x1 + pad + 1))
+    smooth = ndi.gaussian_filter(np.asarray(image01[around], np.float32), sigma)
+    inner = (slice(y0 - around[0].start, y1 - around[0].start + 1), slice(x0 - around[1].start, x1 - around[1].start + 1))
+    region = smooth[inner]
+    if region.size < 2 or float(region.max() - region.min()) < 1e-6:
+        return np.zeros(len(masks))
+    otsu = sitk.OtsuThresholdImageFilter()
+    otsu.SetNumberOfHistogramBins(128)
+    otsu.Execute(sitk.GetImageFromArray(np.ascontiguousarray(region)))
+    bright = region > otsu.GetThreshold()
+    cut = masks[:, y0:y1 + 1, x0:x1 + 1]
+    return np.array([max(iou(m, bright), iou(m, ~bright)) for m in cut], np.float64)
 
 
 @dataclass
