@@ -326,7 +326,8 @@ class SlicePredictor:
             signals["consistency"] = self._consistency(low, emb, coords, labels, boxes, masks, multi, transform)
         masks, low = self._masks_of(low, transform, prompts.box)
         lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
-        signals.update(image_signals(normalize(image, lo, hi), masks, box=prompts.box))  # contrast, edge: the masks returned
+        split_box = prompts.box if kind == "box" else None  # split_agreement: only the box kind's model reads it
+        signals.update(image_signals(normalize(image, lo, hi), masks, box=split_box))  # of the masks returned
         scores = self._scores(signals, kind)
         if pick_box_fit:  # the candidate whose bounding box fits the box best (ties: the IoU head's choice)
             best = best_box_fit(masks, prompts.box, signals["iou_head"])

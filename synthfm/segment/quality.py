@@ -17,7 +17,7 @@ encoder frame) in a few tensor operations:
   the windowed slice (a mask that follows a real structure stands out from its surroundings);
 * ``edge``: mean intensity gradient on the mask's boundary / mean gradient over the slice (a mask whose edge lies
   on image edges);
-* ``split_agreement`` (only with a box): the box's pixels (smoothed, Gaussian sigma 1 px) split in two at their Otsu
+* ``split_agreement`` (box prompts without a mask prompt, i.e. not propagation steps): the box's pixels (smoothed, Gaussian sigma 1 px) split in two at their Otsu
   threshold; the larger IoU, within the box, of the mask with either side (a structure that stands out in its box
   is a bright or dark region the mask should match);
 * ``consistency`` (only when asked for, or when the calibration uses it: one more decoder call): IoU of each
