@@ -17,9 +17,9 @@ encoder frame) in a few tensor operations:
   the windowed slice (a mask that follows a real structure stands out from its surroundings);
 * ``edge``: mean intensity gradient on the mask's boundary / mean gradient over the slice (a mask whose edge lies
   on image edges);
-* ``split_agreement`` (box prompts without a mask prompt, i.e. not propagation steps): the box's pixels (smoothed, Gaussian sigma 1 px) split in two at their Otsu
-  threshold; the larger IoU, within the box, of the mask with either side (a structure that stands out in its box
-  is a bright or dark region the mask should match);
+* ``split_agreement`` (box prompts without a mask prompt, so not on propagation steps): the box's pixels
+  (smoothed, Gaussian sigma 1 px) split in two at their Otsu threshold; the larger IoU, within the box, of the mask
+  with either side (a structure that stands out in its box is a bright or dark region the mask should match);
 * ``consistency`` (only when asked for, or when the calibration uses it: one more decoder call): IoU of each
   candidate with the same candidate decoded from slightly moved prompts (``SlicePredictor._consistency``);
 * ``mirror_agreement`` (only when the prediction averages the slice's mirror image, ``SlicePredictor.mirror``):
