@@ -46,6 +46,10 @@ def register(subparsers) -> None:
                                           "where setup.sh fetched those; see docs/real_data.md.")
     d.add_argument("--out", required=True, help="a new or empty folder for the cases and cases.csv")
     d.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+    d.add_argument("--set", dest="case_set", choices=("table", "judge"), default="table",
+                   help="table: the README accuracy table's 23 structures (default); judge: 24 other structures of "
+                        "the MNI152 and TotalSegmentator images, to judge a candidate decoder on structures that "
+                        "never chose a shipped one (docs/real_data.md)")
     d.set_defaults(func=run_data)
 
 
@@ -133,7 +137,7 @@ def run_data(args: argparse.Namespace) -> int:
 
     from synthfm.evaluate.realdata import build_cases
 
-    path, skipped = build_cases(args.out)
+    path, skipped = build_cases(args.out, args.case_set)
     for note in skipped:
         print(f"skipped {note}")
     print(f"wrote real evaluation cases; use: synthfm evaluate --pairs {path} ...")

@@ -20,6 +20,7 @@ import io
 import os
 import tarfile
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -38,6 +39,20 @@ STRUCTURES: Dict[int, tuple] = {
     101: (5, "brain stem"),
     102: (6, "left hippocampus"),
 }
+#: The judging set's Harvard-Oxford structures (``evaluate-data --set judge``): none of them is in ``STRUCTURES``.
+JUDGE_STRUCTURES: Dict[int, tuple] = {
+    105: (1, "right lateral ventricle"),
+    106: (2, "right thalamus"),
+    107: (3, "right caudate"),
+    108: (4, "right putamen"),
+    110: (5, "right hippocampus"),
+    100: (6, "left pallidum"),
+    103: (7, "left amygdala"),
+    111: (8, "right amygdala"),
+}
+#: The two sets of cases ``build_cases`` writes: ``table`` (the README's accuracy table) and ``judge`` (other
+#: structures of the same images, to judge candidate decoders on structures that never chose a shipped one).
+CASE_SETS = ("table", "judge")
 
 
 def _asset(relative: str) -> Path:
@@ -47,15 +62,16 @@ def _asset(relative: str) -> Path:
     return path
 
 
-def harvard_oxford_labels(template) -> np.ndarray:
-    """Subcortical label map (``STRUCTURES``) on the grid of the SimpleITK ``template`` image."""
+def harvard_oxford_labels(template, structures: Dict[int, tuple] = STRUCTURES) -> np.ndarray:
+    """Subcortical label map of ``structures`` (map index -> (label, name)) on the grid of the SimpleITK
+    ``template`` image."""
     import SimpleITK as sitk
 
     atlas4d = sitk.ReadImage(str(_asset("atlases/atlas_harvard_oxford.nii.gz")))
     probs = sitk.GetArrayFromImage(atlas4d)  # (maps, z, y, x), percent
-    keys = list(STRUCTURES)
+    keys = list(structures)
     chosen = probs[keys].astype(np.int16)
-    labels = np.where(chosen.max(0) >= 50, np.array([STRUCTURES[k][0] for k in keys])[chosen.argmax(0)], 0)
+    labels = np.where(chosen.max(0) >= 50, np.array([structures[k][0] for k in keys])[chosen.argmax(0)], 0)
     image = sitk.GetImageFromArray(labels.astype(np.uint8))
     image.SetSpacing(atlas4d.GetSpacing()[:3])
     image.SetOrigin(atlas4d.GetOrigin()[:3])
@@ -105,6 +121,13 @@ PYRADIOMICS_CASES: Dict[str, Tuple[str, str]] = {
 #: TotalSegmentator class values kept (its ``total`` / ``total_mr`` class maps) -> name.
 TOTALSEG_CT: Dict[int, str] = {5: "liver", 1: "spleen", 6: "stomach", 52: "aorta", 32: "vertebra T12"}
 TOTALSEG_MR: Dict[int, str] = {5: "liver", 1: "spleen", 2: "right kidney", 3: "left kidney", 6: "stomach"}
+#: The judging set's TotalSegmentator classes, in the same two images (none of them in the table's).
+TOTALSEG_CT_JUDGE: Dict[int, str] = {7: "pancreas", 20: "colon", 33: "vertebra T11", 63: "inferior vena cava",
+                                     64: "portal and splenic vein", 79: "spinal cord", 86: "left autochthon muscle",
+                                     87: "right autochthon muscle"}
+TOTALSEG_MR_JUDGE: Dict[int, str] = {4: "gallbladder", 7: "pancreas", 15: "colon", 19: "vertebrae", 23: "aorta",
+                                     24: "inferior vena cava", 46: "left autochthon muscle",
+                                     47: "right autochthon muscle"}
 
 
 def sdist_folder() -> Path:
@@ -189,11 +212,12 @@ def pyradiomics_cases(out: Path) -> list:
     return rows
 
 
-def totalsegmentator_cases(out: Path) -> list:
+def totalsegmentator_cases(out: Path, judge: bool = False) -> list:
     """TotalSegmentator's test inputs with its reference outputs (``tests/reference_files`` in its sdist):
     a 20-slice abdominal CT (DICOM) with ``example_seg_dicom.nii.gz`` and a small abdominal MR
     (``example_mr_sm.nii.gz``) with ``example_seg_mr.nii.gz``. The labels are TotalSegmentator's own
-    predictions, kept for the classes in ``TOTALSEG_CT`` / ``TOTALSEG_MR`` with their class numbers."""
+    predictions, kept for the classes in ``TOTALSEG_CT`` / ``TOTALSEG_MR`` with their class numbers
+    (``judge``: ``TOTALSEG_CT_JUDGE`` / ``TOTALSEG_MR_JUDGE``, other structures of the same images)."""
     import SimpleITK as sitk
 
     from synthfm.io import read_volume
@@ -208,8 +232,9 @@ def totalsegmentator_cases(out: Path) -> list:
         seg_ct, mr, seg_mr = extract_members(
             archive, [ref + "example_seg_dicom.nii.gz", ref + "example_mr_sm.nii.gz", ref + "example_seg_mr.nii.gz"],
             Path(tmp))
-        for image, seg, classes, tag in ((read_volume(dicom), seg_ct, TOTALSEG_CT, "ct"),
-                                         (read_volume(mr), seg_mr, TOTALSEG_MR, "mr")):
+        ct_classes, mr_classes = (TOTALSEG_CT_JUDGE, TOTALSEG_MR_JUDGE) if judge else (TOTALSEG_CT, TOTALSEG_MR)
+        for image, seg, classes, tag in ((read_volume(dicom), seg_ct, ct_classes, "ct"),
+                                         (read_volume(mr), seg_mr, mr_classes, "mr")):
             # the CT labels are stored flipped in y (another direction) on the same physical grid
             labels = from_sitk(_label_on_grid(sitk.ReadImage(str(seg)), _to_sitk(image))).array
             write_volume(out / f"totalseg_{tag}.nii.gz", image)
@@ -219,30 +244,39 @@ def totalsegmentator_cases(out: Path) -> list:
     return rows
 
 
-def build_cases(out: PathLike) -> Tuple[Path, List[str]]:
-    """Write every case whose source is here, and ``cases.csv``; returns its path and what was skipped (why)."""
+def build_cases(out: PathLike, case_set: str = "table") -> Tuple[Path, List[str]]:
+    """Write every case of ``case_set`` (:data:`CASE_SETS`) whose source is here, and ``cases.csv``; returns its
+    path and what was skipped (why). ``judge`` holds the MNI152 and TotalSegmentator structures of
+    ``JUDGE_STRUCTURES``, ``TOTALSEG_CT_JUDGE`` and ``TOTALSEG_MR_JUDGE`` (no case of the table)."""
     import SimpleITK as sitk
 
     from synthfm.io.volume import from_sitk
 
+    if case_set not in CASE_SETS:
+        raise ValueError(f"unknown case set '{case_set}'; choose one of {', '.join(CASE_SETS)}")
+    judge = case_set == "judge"
+    structures = JUDGE_STRUCTURES if judge else STRUCTURES
     out = Path(out)
     template = sitk.ReadImage(str(_asset("templates/MNI152_T1_1mm_brain.nii.gz")))
     t1 = from_sitk(template)
-    labels = harvard_oxford_labels(template)
+    labels = harvard_oxford_labels(template, structures)
     write_volume(out / "mni152_t1.nii.gz", t1)
     write_volume(out / "mni152_harvard_oxford.nii.gz", Volume(labels, t1.spacing, t1.origin, t1.direction))
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(["image", "label", "label_value", "name"])
-    for _, (value, name) in STRUCTURES.items():
+    for _, (value, name) in structures.items():
         writer.writerow(["mni152_t1.nii.gz", "mni152_harvard_oxford.nii.gz", value, f"mni152 {name}"])
-    writer.writerows(nilearn_tissue_case(out))
+    if not judge:
+        writer.writerows(nilearn_tissue_case(out))
     skipped = []
-    for source in (pyradiomics_cases, totalsegmentator_cases):
+    sources = [("totalsegmentator_cases", partial(totalsegmentator_cases, judge=True))] if judge else [
+        ("pyradiomics_cases", pyradiomics_cases), ("totalsegmentator_cases", totalsegmentator_cases)]
+    for name, source in sources:
         try:
             writer.writerows(source(out))
         except (FileNotFoundError, ValueError) as exc:
-            skipped.append(f"{source.__name__}: {exc}")
+            skipped.append(f"{name}: {exc}")
     atomic_write_text(out / "cases.csv", text.getvalue())
     return out / "cases.csv", skipped
 
