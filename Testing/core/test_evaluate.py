@@ -163,6 +163,28 @@ def test_sdist_cases_are_written_with_their_geometry_and_labels(tmp_path):
     assert int((ct.label.array == 5).sum()) == 366708  # liver voxels as shipped: resampling lost none
 
 
+def test_judge_set_holds_other_structures_than_the_table(tmp_path):
+    """`evaluate-data --set judge`: 24 structures of the same images, none of them a case of the README table."""
+    from synthfm.evaluate import realdata
+
+    assert main(["evaluate-data", "--set", "judge", "--out", str(tmp_path / "judge")]) == 0
+    judge = read_cases_csv(tmp_path / "judge" / "cases.csv")
+    table_names = {f"mni152 {name}" for _, name in realdata.STRUCTURES.values()}
+    table_names |= {f"totalseg {tag} {name}" for tag, classes in (("CT", realdata.TOTALSEG_CT),
+                                                                  ("MR", realdata.TOTALSEG_MR))
+                    for name in classes.values()}
+    names = [case.name for case in judge]
+    assert len(names) == 24 == len(set(names)) and not set(names) & table_names
+    assert not set(realdata.JUDGE_STRUCTURES) & set(realdata.STRUCTURES)
+    for case in judge:
+        loaded = load_case(case)
+        assert int((loaded.label.array == case.label_value).sum()) >= 50, case.name  # each structure is drawn
+        if case.name.startswith("mni152"):  # the judge set's own atlas map: its 8 labels, nothing else
+            assert np.unique(loaded.label.array).tolist() == list(range(9)), case.name
+    with pytest.raises(ValueError, match="unknown case set 'other'; choose one of table, judge"):
+        realdata.build_cases(tmp_path / "x", "other")
+
+
 def test_iou_calibration_summary_and_reliability_plot(tmp_path):
     from synthfm.evaluate.report import reliability_plot
     from synthfm.evaluate.runner import iou_calibration
