@@ -181,6 +181,14 @@ def test_judge_set_holds_other_structures_than_the_table(tmp_path):
         assert int((loaded.label.array == case.label_value).sum()) >= 50, case.name  # each structure is drawn
         if case.name.startswith("mni152"):  # the judge set's own atlas map: its 8 labels, nothing else
             assert np.unique(loaded.label.array).tolist() == list(range(9)), case.name
+    import argparse
+
+    from synthfm.evaluate import cli as evaluate_cli
+
+    parser = argparse.ArgumentParser().add_subparsers()
+    evaluate_cli.register(parser)  # the CLI lists the sets without importing realdata (it pulls torch): kept in step
+    choices = next(a.choices for a in parser.choices["evaluate-data"]._actions if a.dest == "case_set")
+    assert tuple(choices) == realdata.CASE_SETS
     with pytest.raises(ValueError, match="unknown case set 'other'; choose one of table, judge"):
         realdata.build_cases(tmp_path / "x", "other")
 
