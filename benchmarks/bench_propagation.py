@@ -98,6 +98,9 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             # ... but a slice is encoded after all where its encoded neighbours' embeddings differ by more than t
             **{f"encode every 2, change<={t}": {"encode_every": 2, "max_embedding_change": t}
                for t in (0.4, 0.5, 0.6, 0.7, 0.8)},
+            # an intensity stop ends propagation only when it fires on 1 (2) more slices in a row
+            **{f"stop patience {k}": {"stop_patience": k} for k in (1, 2)},
+            "stop patience 1, no drift stop": {"stop_patience": 1, "max_intensity_drift": 0.0},
             # the stop rule reading the cut masks, and a stop where the cut removes much of the decoder's mask
             "stop on cut masks": {"stop_on_cut": True},
             **{f"{'stop on cut masks, ' if on else ''}cut<={c}": {"stop_on_cut": on, "max_cut": c}

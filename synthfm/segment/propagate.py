@@ -29,6 +29,8 @@ BETWEEN = ("seam", "nearest", "score", "blend")
 #: what the intensity stops compare (PropagationOptions.intensity_stat) and in which unit (intensity_scale)
 INTENSITY_STATS = ("mean", "median")
 INTENSITY_SCALES = ("contrast", "spread", "spread-single")
+#: the stops that ``stop_patience`` lets a structure come back from (a small mask change can flip them)
+PATIENT_STOPS = ("intensity jump", "intensity drift")
 #: what each propagated slice records about itself against the previous and the prompted slice (SliceRecord.evidence):
 #: the mask's score; the mean intensity under it moved from the previous slice's ("shift"), from the prompted slice's
 #: ("drift") and towards the prompted slice's surroundings ("toward"), in units of the prompted structure's spread
@@ -68,6 +70,10 @@ class PropagationOptions:
     #: the intensity stops' unit: the start slice's "contrast", max(contrast, inside std) "spread", or
     #: "spread-single": spread from a single prompted slice, contrast past the outermost of several
     intensity_scale: str = "contrast"
+    #: > 0: an intensity stop (:data:`PATIENT_STOPS`) ends propagation only when it fires on this many more slices in a
+    #: row, each compared with (and prompted from) the last slice that passed; when one passes, the slices it fired
+    #: on are kept (a mask that moved a little onto a neighbour's edge for one slice does not end the structure)
+    stop_patience: int = 0
     pick_closest: bool = False  # ask for 3 candidates and keep the one closest (IoU) to the previous mask
     min_overlap: float = 0.0  # IoU with the previous slice's mask below this: the shape jumped, stop
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
@@ -350,6 +356,9 @@ class VolumeSegmenter:
         if options.drift_window < 0:
             raise ValueError(f"drift_window must be 0 (drift from the prompted slice) or a number of slices, "
                              f"got {options.drift_window}")
+        if not (isinstance(options.stop_patience, int) and options.stop_patience >= 0):
+            raise ValueError(f"stop_patience must be 0 (stop at once) or a whole number of slices, "
+                             f"got {options.stop_patience}")
         if not options.max_end_extension >= 0:
             raise ValueError(f"max_end_extension must be 0 (off) or a positive fraction of the prompted span, "
                              f"got {options.max_end_extension}")
@@ -420,6 +429,7 @@ class VolumeSegmenter:
         end_area = options.max_end_growth * first.mask.sum() if from_end and options.max_end_growth else np.inf
         prev, prev_mean, i, count, towards = first, ref.mean, index + step, 0, [0.0]  # kept slices' "toward"
         prev_seen = first  # the masks the stop rule reads (the decoder's, before cuts, unless options.stop_on_cut)
+        pending: List[Tuple[SliceRecord, Prediction]] = []  # slices an intensity stop fired on (stop_patience)
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
             seen = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
@@ -436,14 +446,25 @@ class VolumeSegmenter:
                     "growing past the end" if area > end_area else
                     stop_reason(options, evidence, area, int(prev_seen.mask.sum()), floor, ref.spread / scale, keep,
                                 towards[max(0, len(towards) - options.drift_window)] if options.drift_window else 0.0))
-            result.records.append(SliceRecord(i, int(pred.mask.sum()), pred.score, stop, signals=pred.signals,
-                                              evidence=evidence))
+            record = SliceRecord(i, int(pred.mask.sum()), pred.score, stop, signals=pred.signals, evidence=evidence)
             ticker.tick(f"slice {i}")
-            if stop:
+            if stop in PATIENT_STOPS and len(pending) < options.stop_patience and 0 <= i + step < self.n_slices:
+                pending.append((record, pred))  # wait: the next slice, from the last one that passed, decides
+                i, count = i + step, count + 1
+                continue
+            if stop:  # a pending slice's intensity stop held: propagation ends where it first fired
+                result.records.append(pending[0][0] if pending else record)
                 return
+            for held, held_pred in pending:  # the structure came back: the slices the stop fired on are kept
+                result.records.append(replace(held, stop=None))
+                self._put(result.mask, held.index, held_pred.mask)
+            pending.clear()
+            result.records.append(record)
             self._put(result.mask, i, pred.mask)
             prev, prev_seen, prev_mean, i, count = pred, judged, mean, i + step, count + 1
             towards.append(evidence["toward"])
+        if pending:  # the slice limit came first: the stop stands
+            result.records.append(pending[0][0])
 
     def _constrain(self, index: int, pred: Prediction, prev_mask: np.ndarray, ref: Optional["_Reference"],
                    options: PropagationOptions) -> Prediction:
