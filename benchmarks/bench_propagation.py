@@ -101,6 +101,8 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             # an intensity stop ends propagation only when it fires on 1 (2) more slices in a row
             **{f"stop patience {k}": {"stop_patience": k} for k in (1, 2)},
             "stop patience 1, no drift stop": {"stop_patience": 1, "max_intensity_drift": 0.0},
+            # ... or when it fires on the closest candidate, the other candidates tried before stopping
+            "stop candidates": {"stop_candidates": True},
             # the stop rule reading the cut masks, and a stop where the cut removes much of the decoder's mask
             "stop on cut masks": {"stop_on_cut": True},
             **{f"{'stop on cut masks, ' if on else ''}cut<={c}": {"stop_on_cut": on, "max_cut": c}

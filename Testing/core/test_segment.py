@@ -259,6 +259,37 @@ def test_intensity_jump_stops_a_leak_past_the_structure():
 
 
 
+@pytest.mark.parametrize("glitched, patience, kept", [
+    ((), 0, range(2, 11)), ((7,), 0, range(2, 7)), ((7,), 1, range(2, 11)),
+    ((7, 8), 1, range(2, 7)), ((7, 8), 2, range(2, 11))])
+def test_stop_patience_waits_for_an_intensity_stop_to_hold(glitched, patience, kept):
+    truth = np.zeros((13, 20, 20), bool)
+    truth[2:11, 5:12, 5:12] = True
+    volume = np.where(truth, 180.0, 100.0)
+    volume[list(glitched), 5:12, 5:12] = 120.0  # a slice or two where the structure looks like its surroundings
+    seg = VolumeSegmenter(Sticky(truth, 0), volume)  # masks leak past the structure's ends (slices 1 and 11)
+    result = seg.propagate(5, Prompts.make(positive=[(8, 8)]),
+                           options=PropagationOptions(max_intensity_shift=0.5, stop_patience=patience))
+    assert result.slices == list(kept)
+    stops = sorted((r.index, r.stop) for r in result.records if r.stop)
+    assert stops == [(1, "intensity jump"), (kept[-1] + 1, "intensity jump")]  # where the stop first fired
+    assert len({r.index for r in result.records}) == len(result.records)  # each slice recorded once
+    assert result.mask.any(axis=(1, 2)).nonzero()[0].tolist() == list(kept)
+
+
+def test_stop_patience_leaves_the_other_stops_at_once_and_rejects_bad_values():
+    truth = np.zeros((10, 20, 20), bool)
+    truth[:, 5:10, 5:10] = True
+    truth[7:, :, :] = True  # an area jump at slice 7
+    seg = VolumeSegmenter(TruthPredictor(truth, 0), truth * 1.0)
+    options = PropagationOptions(stop_patience=3)
+    result = seg.propagate(4, Prompts.make(positive=[(7, 7)]), direction="up", options=options)
+    assert result.slices == [4, 5, 6] and result.records[-1].stop == "area jump"
+    assert PropagationOptions.parse_overrides(["stop_patience=2"]) == {"stop_patience": 2}
+    with pytest.raises(ValueError, match="stop_patience"):
+        seg.propagate(4, Prompts.make(positive=[(7, 7)]), options=PropagationOptions(stop_patience=-1))
+
+
 def test_intensity_drift_stops_a_slow_slide_that_no_single_step_reveals():
     truth = np.zeros((11, 20, 20), bool)
     truth[3:8, 5:12, 5:12] = True

@@ -56,7 +56,10 @@ class Prediction:
         """The candidate with the highest IoU against ``reference`` (e.g. the neighbouring slice's mask)."""
         if self.candidates is None or len(self.candidates) < 2:
             return self
-        k = int(np.argmax([iou(c, reference) for c in self.candidates]))
+        return self.candidate(int(np.argmax([iou(c, reference) for c in self.candidates])))
+
+    def candidate(self, k: int) -> "Prediction":
+        """Candidate ``k`` as the prediction (needs :attr:`candidates`)."""
         return replace(self, mask=self.candidates[k], score=float(self.all_scores[k]), logits=self.candidate_logits[k],
                        index=k)
 

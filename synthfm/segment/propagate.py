@@ -74,6 +74,10 @@ class PropagationOptions:
     #: row, each compared with (and prompted from) the last slice that passed; when one passes, the slices it fired
     #: on are kept (a mask that moved a little onto a neighbour's edge for one slice does not end the structure)
     stop_patience: int = 0
+    #: with ``pick_closest``: when an intensity stop (:data:`PATIENT_STOPS`) fires on the candidate closest to the
+    #: previous mask, the other candidates are tried, closest first; the first the stop rule passes is kept (the
+    #: closest may have spread onto a neighbour where a smaller candidate holds the structure)
+    stop_candidates: bool = False
     pick_closest: bool = False  # ask for 3 candidates and keep the one closest (IoU) to the previous mask
     min_overlap: float = 0.0  # IoU with the previous slice's mask below this: the shape jumped, stop
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
@@ -432,20 +436,26 @@ class VolumeSegmenter:
         pending: List[Tuple[SliceRecord, Prediction]] = []  # slices an intensity stop fired on (stop_patience)
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
-            seen = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
-                                      options.split_box, propagated=True, options=options)
-            if options.pick_closest:
-                seen = seen.closest_to(prev.mask)
-            pred = self._constrain(i, seen, prev.mask, ref, options)
-            cut = 1.0 - pred.mask.sum() / max(1, seen.mask.sum())
-            judged = pred if options.stop_on_cut else seen  # the mask the stop rule reads
-            area = int(judged.mask.sum())
-            mean = self._mean_in(i, judged.mask, options.intensity_stat) if area else prev_mean
-            evidence = {**self._evidence(i, judged, prev_seen, area, mean, prev_mean, ref), "cut": float(cut)}
-            stop = ("past the prompted span" if limit is not None and count >= limit else
-                    "growing past the end" if area > end_area else
-                    stop_reason(options, evidence, area, int(prev_seen.mask.sum()), floor, ref.spread / scale, keep,
-                                towards[max(0, len(towards) - options.drift_window)] if options.drift_window else 0.0))
+            decoded = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
+                                         options.split_box, propagated=True, options=options)
+            for k, seen in enumerate(self._candidates(decoded, prev.mask, options)):
+                pred = self._constrain(i, seen, prev.mask, ref, options)
+                cut = 1.0 - pred.mask.sum() / max(1, seen.mask.sum())
+                judged = pred if options.stop_on_cut else seen  # the mask the stop rule reads
+                area = int(judged.mask.sum())
+                mean = self._mean_in(i, judged.mask, options.intensity_stat) if area else prev_mean
+                evidence = {**self._evidence(i, judged, prev_seen, area, mean, prev_mean, ref), "cut": float(cut)}
+                stop = ("past the prompted span" if limit is not None and count >= limit else
+                        "growing past the end" if area > end_area else
+                        stop_reason(options, evidence, area, int(prev_seen.mask.sum()), floor, ref.spread / scale,
+                                    keep, towards[max(0, len(towards) - options.drift_window)]
+                                    if options.drift_window else 0.0))
+                if k == 0:
+                    first_try = (pred, judged, area, mean, evidence, stop)
+                if stop not in PATIENT_STOPS or not options.stop_candidates:
+                    break
+            if stop and first_try[-1] in PATIENT_STOPS:  # no candidate passed: the closest one's stop stands
+                pred, judged, area, mean, evidence, stop = first_try
             record = SliceRecord(i, int(pred.mask.sum()), pred.score, stop, signals=pred.signals, evidence=evidence)
             ticker.tick(f"slice {i}")
             if stop in PATIENT_STOPS and len(pending) < options.stop_patience and 0 <= i + step < self.n_slices:
@@ -465,6 +475,17 @@ class VolumeSegmenter:
             towards.append(evidence["toward"])
         if pending:  # the slice limit came first: the stop stands
             result.records.append(pending[0][0])
+
+    @staticmethod
+    def _candidates(decoded: Prediction, prev_mask: np.ndarray, options: PropagationOptions) -> List[Prediction]:
+        """The masks a propagation step may keep, in order: the decoder's choice, or with ``pick_closest`` the
+        candidate closest to ``prev_mask`` (then, with ``stop_candidates``, the others by closeness)."""
+        if not options.pick_closest:
+            return [decoded]
+        if not options.stop_candidates or decoded.candidates is None or len(decoded.candidates) < 2:
+            return [decoded.closest_to(prev_mask)]
+        order = np.argsort([-iou(c, prev_mask) for c in decoded.candidates], kind="stable")
+        return [decoded.candidate(int(k)) for k in order]
 
     def _constrain(self, index: int, pred: Prediction, prev_mask: np.ndarray, ref: Optional["_Reference"],
                    options: PropagationOptions) -> Prediction:
