@@ -387,6 +387,33 @@ def test_picking_the_candidate_closest_to_the_previous_mask_follows_the_structur
     assert {r.stop for r in closest.records if r.stop} == {"area jump"}  # past the end only "whole slice" overlaps
 
 
+def test_stop_candidates_keeps_a_smaller_candidate_where_the_closest_spread_onto_a_neighbour():
+    truth = np.zeros((13, 30, 30), bool)
+    truth[2:11, 10:17, 10:17] = True  # a 7 x 7 structure, intensity 180 against 100
+    volume = np.where(truth, 180.0, 100.0)
+    volume[:, 17:19, 10:17] = 300.0  # a bright neighbour along one side, on every slice
+
+    class Spreading(TruthPredictor):  # the prompted slice exact; elsewhere the structure + the neighbour's strip
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):  # (IoU 0.78 with the
+            z = key[2]                                                        # structure), or its 5 x 5 core (0.51)
+            if z == 6:
+                return Prediction(truth[6], 0.9, np.zeros((256, 256), np.float32), np.array([0.9]))
+            spread, core = truth[z].copy(), np.zeros_like(truth[z])
+            spread[17:19, 10:17] = truth[z].any()
+            core[11:16, 11:16] = truth[z][11:16, 11:16]
+            masks, logits = np.stack([core, spread]), np.zeros((2, 256, 256), np.float32)
+            return Prediction(spread, 0.9, logits[1], np.array([0.8, 0.9]), masks, logits, index=1)
+
+    seg = VolumeSegmenter(Spreading(truth, 0), volume)
+    options = PropagationOptions(min_score=0.0, pick_closest=True, max_intensity_shift=0.2)
+    prompt = Prompts.make(positive=[(13, 13)])
+    assert seg.propagate(6, prompt, options=options).slices == [6]  # the spread candidate is brighter: stop
+    result = seg.propagate(6, prompt, options=replace(options, stop_candidates=True))
+    assert result.slices == list(range(2, 11))  # the core passes on every slice of the structure
+    assert (result.mask[7] == np.pad(np.ones((5, 5), bool), ((11, 14), (11, 14)))).all()
+    assert {(r.index, r.stop) for r in result.records if r.stop} == {(1, "empty"), (11, "empty")}
+
+
 def test_a_shape_jump_stops_propagation():
     class Jumping(TruthPredictor):  # past the structure's end, a same-sized square somewhere else
         def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
