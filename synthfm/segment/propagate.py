@@ -88,6 +88,9 @@ class PropagationOptions:
     split_box: float = 0.0  # > 0: boxes longer than this x their width are segmented in tiles (SlicePredictor.predict)
     interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
     between_margin: float = 0.0  # added to box_margin for the interpolated boxes (structures do not grow linearly)
+    #: between prompted slices, the previous mask's most interior point joins the box (with use_points; False: the
+    #: box and the previous logits only)
+    between_points: bool = True
     #: learned stop: ``sigmoid(bias + sum w * evidence)`` over a slice's :data:`EVIDENCE` estimates whether it is
     #: still the structure (fitted on synthetic volumes by benchmarks/fit_stop.py); ``(("bias", b), (name, w), ...)``
     keep_rule: Tuple[Tuple[str, float], ...] = ()
@@ -536,10 +539,11 @@ class VolumeSegmenter:
         def front(start: int, first: Prediction, step: int) -> Dict[int, Prediction]:
             preds, prev = {}, first
             ref = self._reference(start, first.mask, options.intensity_stat) if options.intensity_gate > 0 else None
+            carried = options if options.between_points else replace(options, use_points=False)  # what is carried
             for i in range(start + step, b if step > 0 else a, step):
                 check_cancel(cancel)
                 t = (i - a) / (b - a)
-                prompts = prompts_from_mask(prev, options)
+                prompts = prompts_from_mask(prev, carried)
                 if options.interpolate_box and prompts.box is not None:  # (no box for point-only settings)
                     prompts = replace(prompts, box=_with_margin((1 - t) * box_a + t * box_b, shape,
                                                                 options.box_margin + options.between_margin))
