@@ -68,6 +68,22 @@ def test_slices_between_prompted_slices_follow_interpolated_boxes():
                          for g in grown)
 
 
+def test_between_points_off_prompts_the_slices_between_without_the_interior_point():
+    truth = _tilted_tube()
+    pred = BoxPredictor(truth, 0)
+    seg = VolumeSegmenter(pred, truth * 1.0)
+    prompted = {2: _box(truth[2]), 10: _box(truth[10])}
+    seg.propagate_slices(prompted, options=PropagationOptions(box_margin=0.0))
+    with_points = {i: len(p.points) for i, p in pred.prompts_seen if i not in prompted}
+    assert set(with_points.values()) == {1}  # the default: the previous mask's most interior point everywhere
+    pred.prompts_seen.clear()
+    result = seg.propagate_slices(prompted, options=PropagationOptions(box_margin=0.0, between_points=False))
+    points = {i: len(p.points) for i, p in pred.prompts_seen if i not in prompted}
+    assert all(points[i] == 0 for i in range(3, 10)) and all(points[i] == 1 for i in range(11, 19))  # beyond: kept
+    assert all(p.box is not None and p.mask_logits is not None for i, p in pred.prompts_seen if i not in prompted)
+    assert np.array_equal(result.mask, truth)
+
+
 class Drifting(TruthPredictor):
     """Right for a few slices from where a front started, then a wrong blob; the start rides in the logits.
 
