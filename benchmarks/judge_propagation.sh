@@ -5,7 +5,7 @@
 # benchmarks/judge.sh runs the reference (compare with its runs/vol_TAG, runs/volk3_TAG and the judging set's).
 # Usage, from the project root after `synthfm evaluate-data --out data/real` and `... --set judge --out data/real_judge`:
 #   bash benchmarks/judge_propagation.sh TAG KEY=VALUE...    # outputs runs/{vol,volk3,jvol,jvolk3}_TAG
-# CORE=0 pins to one core; SETS="real:vol" runs one set (two sets at once: one per core). MODEL=CKPT another decoder.
+# CORE=0 pins to one core; KS=3 runs only three prompted slices; SETS="real:vol" runs one set (two sets at once: one per core). MODEL=CKPT another decoder.
 # Then e.g. .venv/bin/python benchmarks/compare_checkpoints.py runs/vol_ref/slices.csv runs/vol_TAG/slices.csv \
 #   --reference "synthfm-lite @ vol_ref"
 set -euo pipefail
@@ -21,7 +21,7 @@ for s in ${SETS:-real:vol real_judge:jvol}; do
   d=${s%%:*}
   pre=${s##*:}
   [ -f "data/$d/cases.csv" ] || { echo "judge_propagation.sh: data/$d/cases.csv is missing (synthfm evaluate-data)" >&2; exit 2; }
-  for k in 1 3; do
+  for k in ${KS:-1 3}; do
     out=runs/${pre}$([ $k = 3 ] && echo k3)_$TAG
     "${PIN[@]}" .venv/bin/synthfm evaluate --pairs "data/$d/cases.csv" --model "${MODEL:-synthfm-lite}" --prompt point1 \
       --prompt box --volume --volume-slices $k "${P[@]}" --overwrite --embedding-cache runs/embeddings --out "$out" \
