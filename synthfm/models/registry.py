@@ -107,10 +107,16 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # 0.533 -> 0.532; K = 3 0.713 -> 0.710, 0.654 -> 0.664; real (reported; guard: no row below by more
                   # than 0.01) K = 1 box 0.576 -> 0.589, one point 0.500 -> 0.501; K = 3 box 0.724 -> 0.719, one point
                   # 0.596 -> 0.597
+                  # + no interior point between prompted slices (2026-12-04, "default, no interior point between",
+                  # stage-7 decoder; rule in docs/segment.md): K = 3 volumes 0..23 box 0.657 -> 0.669, one point 0.383
+                  # -> 0.388; 24..47 0.647 -> 0.658, 0.456 -> 0.459; real K = 3 (reported, bf16; guard: mean of four
+                  # rows not lower, worst leak not longer) table box 0.719 -> 0.712, one point 0.584 -> 0.602, judging
+                  # set 0.645 -> 0.645, 0.504 -> 0.510; worst leaks unchanged
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
                                ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
                                ("intensity_scale", "spread-single"), ("max_end_extension", 0.3),
-                               ("outer_ends", True), ("intensity_gate", 1.5), ("max_size", 3.0), ("encode_every", 2)),
+                               ("outer_ends", True), ("intensity_gate", 1.5), ("max_size", 3.0), ("encode_every", 2),
+                               ("between_points", False)),
                   # trained with correction rounds; held-out synthetic (bench_point_rounds.py, lite3 val 0:64, the
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,
