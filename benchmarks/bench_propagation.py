@@ -73,6 +73,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "outer ends": {"outer_ends": True},
             "outer ends, end extension<=0.1": {"outer_ends": True, "max_end_extension": 0.1},
             "no interior point between": {"between_points": False},  # between prompted slices: box + logits
+            "no mask prompt between": {"between_mask_prompt": False},  # between prompted slices: the box alone
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "fronts blended": {"between": "blend"},
             "previous box between": {"interpolate_box": False},

@@ -68,7 +68,7 @@ def test_slices_between_prompted_slices_follow_interpolated_boxes():
                          for g in grown)
 
 
-def test_between_points_off_prompts_the_slices_between_without_the_interior_point():
+def test_between_points_and_mask_prompt_off_prompt_the_slices_between_with_less():
     truth = _tilted_tube()
     pred = BoxPredictor(truth, 0)
     seg = VolumeSegmenter(pred, truth * 1.0)
@@ -82,6 +82,13 @@ def test_between_points_off_prompts_the_slices_between_without_the_interior_poin
     assert all(points[i] == 0 for i in range(3, 10)) and all(points[i] == 1 for i in range(11, 19))  # beyond: kept
     assert all(p.box is not None and p.mask_logits is not None for i, p in pred.prompts_seen if i not in prompted)
     assert np.array_equal(result.mask, truth)
+    pred.prompts_seen.clear()  # between_mask_prompt=False: the interpolated box alone between them
+    seg.propagate_slices(prompted, options=PropagationOptions(box_margin=0.0, between_points=False,
+                                                              between_mask_prompt=False))
+    between = [p for i, p in pred.prompts_seen if 2 < i < 10]
+    beyond = [p for i, p in pred.prompts_seen if i > 10]
+    assert between and all(p.mask_logits is None and len(p.points) == 0 and p.box is not None for p in between)
+    assert beyond and all(p.mask_logits is not None for p in beyond)
 
 
 class Drifting(TruthPredictor):

@@ -91,6 +91,9 @@ class PropagationOptions:
     #: between prompted slices, the previous mask's most interior point joins the box (with use_points; False: the
     #: box and the previous logits only)
     between_points: bool = True
+    #: between prompted slices, the previous slice's low-res logits are the mask prompt (with use_mask_prompt; False:
+    #: each slice between is prompted by its interpolated box, and the point if between_points, alone)
+    between_mask_prompt: bool = True
     #: learned stop: ``sigmoid(bias + sum w * evidence)`` over a slice's :data:`EVIDENCE` estimates whether it is
     #: still the structure (fitted on synthetic volumes by benchmarks/fit_stop.py); ``(("bias", b), (name, w), ...)``
     keep_rule: Tuple[Tuple[str, float], ...] = ()
@@ -539,7 +542,8 @@ class VolumeSegmenter:
         def front(start: int, first: Prediction, step: int) -> Dict[int, Prediction]:
             preds, prev = {}, first
             ref = self._reference(start, first.mask, options.intensity_stat) if options.intensity_gate > 0 else None
-            carried = options if options.between_points else replace(options, use_points=False)  # what is carried
+            carried = replace(options, use_points=options.use_points and options.between_points,  # what is carried
+                              use_mask_prompt=options.use_mask_prompt and options.between_mask_prompt)
             for i in range(start + step, b if step > 0 else a, step):
                 check_cancel(cancel)
                 t = (i - a) / (b - a)
