@@ -11,7 +11,7 @@ prompted with boxes interpolated between the prompted masks) that are reconciled
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Dict, Hashable, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Hashable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -440,28 +440,32 @@ class VolumeSegmenter:
         prev, prev_mean, i, count, towards = first, ref.mean, index + step, 0, [0.0]  # kept slices' "toward"
         prev_seen = first  # the masks the stop rule reads (the decoder's, before cuts, unless options.stop_on_cut)
         pending: List[Tuple[SliceRecord, Prediction]] = []  # slices an intensity stop fired on (stop_patience)
+
+        def judge(seen: Prediction) -> _Step:
+            """A candidate mask of slice ``i`` cut (``_constrain``) and read by the stop rule."""
+            pred = self._constrain(i, seen, prev.mask, ref, options)
+            cut = 1.0 - pred.mask.sum() / max(1, seen.mask.sum())
+            judged = pred if options.stop_on_cut else seen  # the mask the stop rule reads
+            area = int(judged.mask.sum())
+            mean = self._mean_in(i, judged.mask, options.intensity_stat) if area else prev_mean
+            evidence = {**self._evidence(i, judged, prev_seen, area, mean, prev_mean, ref), "cut": float(cut)}
+            stop = ("past the prompted span" if limit is not None and count >= limit else
+                    "growing past the end" if area > end_area else
+                    stop_reason(options, evidence, area, int(prev_seen.mask.sum()), floor, ref.spread / scale, keep,
+                                towards[max(0, len(towards) - options.drift_window)] if options.drift_window else 0.0))
+            return _Step(pred, judged, mean, evidence, stop)
+
         while 0 <= i < self.n_slices and (options.max_slices is None or count < options.max_slices):
             check_cancel(cancel)
             decoded = self.segment_slice(i, prompts_from_mask(prev, options), options.pick_closest or "auto",
                                          options.split_box, propagated=True, options=options)
-            for k, seen in enumerate(self._candidates(decoded, prev.mask, options)):
-                pred = self._constrain(i, seen, prev.mask, ref, options)
-                cut = 1.0 - pred.mask.sum() / max(1, seen.mask.sum())
-                judged = pred if options.stop_on_cut else seen  # the mask the stop rule reads
-                area = int(judged.mask.sum())
-                mean = self._mean_in(i, judged.mask, options.intensity_stat) if area else prev_mean
-                evidence = {**self._evidence(i, judged, prev_seen, area, mean, prev_mean, ref), "cut": float(cut)}
-                stop = ("past the prompted span" if limit is not None and count >= limit else
-                        "growing past the end" if area > end_area else
-                        stop_reason(options, evidence, area, int(prev_seen.mask.sum()), floor, ref.spread / scale,
-                                    keep, towards[max(0, len(towards) - options.drift_window)]
-                                    if options.drift_window else 0.0))
-                if k == 0:
-                    first_try = (pred, judged, area, mean, evidence, stop)
-                if stop not in PATIENT_STOPS or not options.stop_candidates:
-                    break
-            if stop and first_try[-1] in PATIENT_STOPS:  # no candidate passed: the closest one's stop stands
-                pred, judged, area, mean, evidence, stop = first_try
+            tries = (judge(seen) for seen in self._candidates(decoded, prev.mask, options))
+            chosen = closest = next(tries)
+            if closest.stop in PATIENT_STOPS and options.stop_candidates:
+                # the next candidate whose stop is not an intensity one, if it passes; else the closest one's stop
+                chosen = next((t for t in tries if t.stop not in PATIENT_STOPS), closest)
+                chosen = closest if chosen.stop else chosen
+            pred, judged, mean, evidence, stop = chosen
             record = SliceRecord(i, int(pred.mask.sum()), pred.score, stop, signals=pred.signals, evidence=evidence)
             ticker.tick(f"slice {i}")
             if stop in PATIENT_STOPS and len(pending) < options.stop_patience and 0 <= i + step < self.n_slices:
@@ -607,6 +611,17 @@ def keep_probability(rule: Tuple[Tuple[str, float], ...]):
         raise ValueError(f"keep_rule names {sorted(unknown)}; known: bias, {', '.join(EVIDENCE)}")
     bias = weights.pop("bias", 0.0)
     return lambda evidence: 1.0 / (1.0 + np.exp(-(bias + sum(w * evidence[k] for k, w in weights.items()))))
+
+
+class _Step(NamedTuple):
+    """One propagation step's candidate: the mask kept (cut), the mask the stop rule read, the mean intensity under
+    the latter, its evidence and the stop it gives (None: kept)."""
+
+    pred: Prediction
+    judged: Prediction
+    mean: float
+    evidence: Dict[str, float]
+    stop: Optional[str]
 
 
 @dataclass
