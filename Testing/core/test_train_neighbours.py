@@ -1,12 +1,14 @@
 """Neighbouring-slice training pairs: right slices, prompts from the neighbour, empty targets past the end."""
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.segment.preprocess import SliceTransform
 from synthfm.train import TrainConfig, Trainer
 from synthfm.train.losses import hard_iou
-from synthfm.train.neighbour_data import PER_VOLUME, NeighbourItems, make_neighbour_batch, pair, split_labels
+from synthfm.train.neighbour_data import (PER_VOLUME, NeighbourItems, carried_logits, make_neighbour_batch, pair,
+                                          split_labels)
 
 CONFIG = GeneratorConfig.from_preset("mixed", size=64, depth=16)
 
@@ -42,6 +44,36 @@ def test_batches_prompt_from_the_neighbour_and_allow_empty_targets():
     assert batch.boxes.shape == (PER_VOLUME, 4) and batch.targets.shape == (PER_VOLUME, 1, 256, 256)  # low-res decoder frame
 
 
+def test_carried_logits_look_like_the_previous_answer_of_propagation():
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 15:35] = True
+    for seed in range(6):
+        logits = carried_logits(np.random.default_rng(seed), mask)
+        assert logits.shape == mask.shape and logits.dtype == np.float32
+        assert logits[30, 25] > 0 and logits[2, 2] == -20.0  # inside positive; far outside clipped like the box
+        edge = logits > 0
+        assert (edge ^ mask).sum() <= 0.45 * mask.sum()  # the mask grown or shrunk by at most 2 px
+        assert logits.max() <= 8.0 and logits.min() >= -20.0
+    assert (carried_logits(np.random.default_rng(0), np.zeros((8, 8), bool)) == -20.0).all()  # past the end
+
+
+def test_batches_with_the_carried_mask_give_it_as_the_first_rounds_prompt():
+    items = NeighbourItems(CONFIG, seed=0)(np.arange(PER_VOLUME))
+    labels = np.stack([it[1] for it in items])
+    targets = np.array([it[2] for it in items])
+    transform = SliceTransform(64, 64, 128)
+    plain = make_neighbour_batch(np.random.default_rng(0), labels, targets, np.arange(PER_VOLUME), transform, "box")
+    batch = make_neighbour_batch(np.random.default_rng(0), labels, targets, np.arange(PER_VOLUME), transform, "box",
+                                 with_mask=True)
+    assert plain.mask_inputs is None and batch.mask_inputs.shape == (PER_VOLUME, 1, 256, 256)
+    for k in range(PER_VOLUME):
+        previous = split_labels(labels[k])[1]
+        near = transform.mask_to_lowres(ndi.binary_dilation(previous, iterations=3)) > 0.01
+        positive = batch.mask_inputs[k, 0] > 0
+        assert positive.any() and not (positive & ~near).any()  # the neighbour's mask (grown <= 2 px), nothing else
+        assert batch.mask_inputs[k, 0, -1, -1] == -20.0  # the padding of the low-res frame is outside
+
+
 def test_iou_target_is_one_for_a_correctly_empty_answer():
     empty = torch.zeros(1, 1, 8, 8)
     assert hard_iou(-torch.ones(1, 1, 8, 8), empty).item() == 1.0  # nothing predicted, nothing there
@@ -52,7 +84,7 @@ def test_trainer_mixes_neighbour_steps_and_keeps_plain_runs_unchanged(tmp_path):
     base = dict(model="tiny-test", samples=8, val_samples=4, steps=2, batch_size=4, val_every=2, ckpt_every=2,
                 generator={"size": 64, "depth": 16}, out=str(tmp_path / "run"), cache=str(tmp_path / "cache"),
                 warmup=1)
-    trainer = Trainer(TrainConfig(**base, neighbour_volumes=2, neighbour_prob=1.0))
+    trainer = Trainer(TrainConfig(**base, neighbour_volumes=2, neighbour_prob=1.0, neighbour_mask_prob=1.0))
     trainer.prepare_data()
     assert len(trainer.neighbour_source) == 2 * PER_VOLUME and trainer.neighbour_source.complete
     seen = []
@@ -62,7 +94,19 @@ def test_trainer_mixes_neighbour_steps_and_keeps_plain_runs_unchanged(tmp_path):
 
     def spy(*args):
         seen.append(args[1])
-        return original(*args)
+        batch = original(*args)
+        given.append(batch.mask_inputs)
+        return batch
+
+    given = []
+    decoded = []
+    decode = trainer.model.decode
+
+    def decode_spy(emb, coords, labels, boxes, masks, *rest, **kw):
+        decoded.append(masks)
+        return decode(emb, coords, labels, boxes, masks, *rest, **kw)
+
+    trainer.model.decode = decode_spy
 
     trainer_module.make_neighbour_batch = spy
     try:
@@ -71,6 +115,7 @@ def test_trainer_mixes_neighbour_steps_and_keeps_plain_runs_unchanged(tmp_path):
         trainer_module.make_neighbour_batch = original
     assert len(seen) == 1 and np.isfinite(metrics["loss"])
     assert ((seen[0] & (1 << 14)) != 0).any()  # label maps carried the neighbour's mask
+    assert given[0] is not None and decoded[0] is given[0]  # ... and the first round decoded with it as mask prompt
     plain = Trainer(TrainConfig(**{**base, "out": str(tmp_path / "plain")}))
     plain.prepare_data()
     assert plain.neighbour_source is None
@@ -79,7 +124,7 @@ def test_trainer_mixes_neighbour_steps_and_keeps_plain_runs_unchanged(tmp_path):
 def test_model_card_states_the_neighbour_training():
     from synthfm.train.model_card import model_card
 
-    cfg = TrainConfig(init="synthfm-lite", neighbour_volumes=150, neighbour_prob=0.4).to_dict()
+    cfg = TrainConfig(init="synthfm-lite", neighbour_volumes=150, neighbour_prob=0.4, neighbour_mask_prob=0.7).to_dict()
     card = model_card("synthfm-lite", {"model": "synthfm-lite", "step": 10, "train_config": cfg}, "tinyvit")
-    assert "--init synthfm-lite --neighbour-volumes 150 --neighbour-prob 0.4" in card
+    assert "--init synthfm-lite --neighbour-volumes 150 --neighbour-prob 0.4 --neighbour-mask-prob 0.7" in card
     assert "neighbouring-slice pairs of 150 synthetic 3D volumes (0.4 of the steps)" in card

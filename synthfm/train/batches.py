@@ -28,11 +28,13 @@ class Batch:
     point_labels: Optional[torch.Tensor]
     boxes: Optional[torch.Tensor]
     multimask: bool
+    mask_inputs: Optional[torch.Tensor] = None  # (B, 1, 256, 256) low-res logits given as the first round's mask prompt
 
     def to(self, device) -> "Batch":
         """The same batch with its tensors on ``device`` (where the embeddings are: a GPU in on-the-fly training)."""
         return replace(self, targets=self.targets.to(device), point_coords=_to(self.point_coords, device),
-                       point_labels=_to(self.point_labels, device), boxes=_to(self.boxes, device))
+                       point_labels=_to(self.point_labels, device), boxes=_to(self.boxes, device),
+                       mask_inputs=_to(self.mask_inputs, device))
 
 
 def _to(tensor: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:

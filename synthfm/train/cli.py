@@ -53,6 +53,9 @@ def register(subparsers) -> None:
                         "Teaches propagation to follow a structure and to stop")
     p.add_argument("--neighbour-prob", type=float, default=0.3,
                    help="chance that a step trains on neighbouring-slice pairs (0..1, default 0.3)")
+    p.add_argument("--neighbour-mask-prob", type=float, default=0.0,
+                   help="chance that a neighbouring-slice step also gives the structure's mask on the neighbour as "
+                        "simulated logits, the mask prompt propagation carries from slice to slice (0..1, default 0)")
     p.add_argument("--correction-prob", type=float, default=0.5,
                    help="chance that a step adds interactive correction rounds (click on the error + previous "
                         "logits as mask prompt; default 0.5)")
@@ -105,6 +108,7 @@ def config_from_args(args: argparse.Namespace):
                        val_every=args.val_every, ckpt_every=args.ckpt_every, init=args.init,
                        user_data=user_data, user_fraction=args.user_fraction,
                        neighbour_volumes=args.neighbour_volumes, neighbour_prob=args.neighbour_prob,
+                       neighbour_mask_prob=args.neighbour_mask_prob,
                        correction_prob=args.correction_prob, correction_rounds=args.correction_rounds,
                        extra_click_prob=args.extra_click_prob, prompt_modes=args.prompt_modes, warmup=args.lr_warmup,
                        workers=args.workers)

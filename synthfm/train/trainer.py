@@ -84,6 +84,9 @@ class TrainConfig:
     user_fraction: float = 0.5  # share of each batch drawn from user_data (when given)
     neighbour_volumes: int = 0  # synthetic 3D volumes giving neighbouring-slice pairs (propagation training)
     neighbour_prob: float = 0.3  # chance that a step trains on neighbouring-slice pairs (when volumes > 0)
+    #: chance that a neighbour step also gives the neighbour's mask as simulated low-res logits (the mask prompt
+    #: propagation carries from the previous slice)
+    neighbour_mask_prob: float = 0.0
     workers: int = 0  # on-the-fly data: processes drawing the next steps' batches ahead (0: in this process)
 
     def __post_init__(self) -> None:
@@ -125,6 +128,8 @@ class TrainConfig:
         if not 0.0 <= self.neighbour_prob <= 1.0 or self.neighbour_volumes < 0:
             raise ValueError(f"neighbour_prob must be between 0 and 1 and neighbour_volumes >= 0, got "
                              f"{self.neighbour_prob} and {self.neighbour_volumes}")
+        if not 0.0 <= self.neighbour_mask_prob <= 1.0:
+            raise ValueError(f"neighbour_mask_prob must be between 0 and 1, got {self.neighbour_mask_prob}")
         from synthfm.models.registry import get_spec
 
         get_spec(self.model)
@@ -168,8 +173,10 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 def _decode(model: PromptableModel, emb: torch.Tensor, batch: Batch, bf16: bool, mask_inputs=None, multimask=None,
             autocast: bool = True):
     """Decode ``batch``; with ``bf16`` either under autocast (inference-like) or, with ``autocast=False``, the
-    whole mask decoder in bf16 on a differentiable cast of its weights (training's fast path)."""
+    whole mask decoder in bf16 on a differentiable cast of its weights (training's fast path). ``mask_inputs``
+    (a correction round's previous logits) replaces the batch's own first-round mask prompt."""
     multimask = batch.multimask if multimask is None else multimask
+    mask_inputs = batch.mask_inputs if mask_inputs is None else mask_inputs
     if bf16 and not autocast:
         return model.decode(emb, batch.point_coords, batch.point_labels, batch.boxes, mask_inputs, multimask,
                             compute_dtype=torch.bfloat16)
@@ -305,7 +312,9 @@ class Trainer:
             n = len(self.neighbour_source)
             idx = np.sort(nrng.choice(n, cfg.batch_size, replace=cfg.batch_size > n))
             emb, labels, targets = self.neighbour_source.get(idx, cfg.device)
-            batch = make_neighbour_batch(rng, labels, targets, idx, self.transform, str(nrng.choice(NEIGHBOUR_MODES)))
+            mode = str(nrng.choice(NEIGHBOUR_MODES))
+            with_mask = cfg.neighbour_mask_prob > 0 and nrng.random() < cfg.neighbour_mask_prob  # no draw when off
+            batch = make_neighbour_batch(rng, labels, targets, idx, self.transform, mode, with_mask)
         else:
             n_user, user_idx = self._draw_user(key)
             idx, mode = draw_indices(rng, len(self.train_source), cfg.batch_size - n_user,

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Propagation-style training (issue 14, 2026-12-04, twenty-first session). With three prompted slices a perfect stop
+# gains nothing: the loss is in how the filled slices fit (real structures 0.056 below each slice prompted with its
+# own box). Those slices are decoded from a box and the PREVIOUS SLICE's low-res logits as mask prompt, a pairing
+# the decoder never saw in training: its mask prompts came only in correction rounds, as its own previous answer on
+# the same image plus a new click. This arm adds neighbouring-slice steps (--neighbour-volumes, docs/train.md) in
+# which the first round also gets the structure's mask on the neighbouring slice as simulated logits
+# (--neighbour-mask-prob; synthfm.train.neighbour_data.carried_logits), the target being this slice's mask (empty past
+# the structure's end). Otherwise it is smoothmr2's command (same seed 7, same 2,500 images and cache), so smoothmr2 is
+# the control: the arms differ only in the neighbour steps.
+# Decision rule, written before it ran:
+#  1. held-out synthetic volumes 0..23 (bench_propagation.py --models synthfm-lite ARM CONTROL --volumes 24
+#     --prompted-slices 1 3 --only default --prompt box, then point1; seed 777): the mean of the four rows (box / one
+#     point x K = 1 / 3) must gain >= 0.01 against both stage 7 and smoothmr2, with the K = 3 box row gaining against both;
+#  2. then the real volumes of both sets (benchmarks/judge_propagation.sh with MODEL=ARM, after its quality
+#     calibration is fitted as judge.sh fits it), paired per structure against stage 7's runs on the same machine: the
+#     mean over the eight rows (two sets x box / one point x K = 1 / 3) must gain and no set's worst leak grow by more
+#     than 5 slices;
+#  3. it replaces stage 7 only if also the README's 2D protocols (judge.sh) lose no more than 0.01 each, mean over
+#     both sets. Otherwise it is reported and not shipped.
+# Usage, from the project root after `bash setup.sh` (run again to resume from runs/nbrmask/arm):
+#   bash Resources/training/nbrmask/COMMAND.sh
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+INIT=runs/clicks/stage7.pt
+mkdir -p runs/clicks runs/nbrmask/arm
+[ -f "$INIT" ] || git show 587c00c:Resources/models/synthfm-lite.pt > "$INIT"
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} .venv/bin/synthfm train --model synthfm-lite --init "$INIT" --preset mixed \
+  --generator '{"noise": [0.002, 0.04]}' --seed 7 \
+  --samples 2500 --cache runs/smoothmr2/cache --val-samples 64 --steps 1500 \
+  --batch-size 8 --lr 1e-4 --lr-warmup 50 --correction-prob 0.6 --correction-rounds 3 \
+  --neighbour-volumes 150 --neighbour-prob 0.4 --neighbour-mask-prob 0.75 \
+  --val-every 250 --ckpt-every 50 --threads "${THREADS:-2}" --out runs/nbrmask/arm "$@"
