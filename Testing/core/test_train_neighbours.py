@@ -66,6 +66,7 @@ def test_batches_with_the_carried_mask_give_it_as_the_first_rounds_prompt():
     batch = make_neighbour_batch(np.random.default_rng(0), labels, targets, np.arange(PER_VOLUME), transform, "box",
                                  with_mask=True)
     assert plain.mask_inputs is None and batch.mask_inputs.shape == (PER_VOLUME, 1, 256, 256)
+    assert not plain.multimask and batch.multimask  # propagation's steps pick among three candidates
     for k in range(PER_VOLUME):
         previous = split_labels(labels[k])[1]
         near = transform.mask_to_lowres(ndi.binary_dilation(previous, iterations=3)) > 0.01

@@ -121,11 +121,12 @@ def carried_logits(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
 def make_neighbour_batch(rng: np.random.Generator, labels: np.ndarray, targets: np.ndarray, index: np.ndarray,
                          transform, mode: str, with_mask: bool = False) -> Batch:
     """Targets: the structure on each slice (empty past its end); prompts: from its mask on the neighbour (with
-    ``with_mask`` also that mask as simulated logits, the first round's mask prompt: :func:`carried_logits`)."""
+    ``with_mask`` also that mask as simulated logits, the first round's mask prompt: :func:`carried_logits`, and
+    three candidate masks trained min-over-masks: propagation's steps choose among the three, ``pick_closest``)."""
     current, previous = split_labels(labels)
     masks = [current[k] == int(targets[k]) for k in range(len(index))]
     prompts = [simulate(rng, previous[k], current[k], mode) for k in range(len(index))]
-    batch = assemble(index, masks, prompts, transform, multimask=False)
+    batch = assemble(index, masks, prompts, transform, multimask=with_mask)
     if with_mask:
         batch.mask_inputs = torch.stack([lowres_logits(transform, carried_logits(rng, previous[k]))
                                          for k in range(len(index))])[:, None]

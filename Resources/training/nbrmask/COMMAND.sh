@@ -5,7 +5,8 @@
 # the decoder never saw in training: its mask prompts came only in correction rounds, as its own previous answer on
 # the same image plus a new click. This arm adds neighbouring-slice steps (--neighbour-volumes, docs/train.md) in
 # which the first round also gets the structure's mask on the neighbouring slice as simulated logits
-# (--neighbour-mask-prob; synthfm.train.neighbour_data.carried_logits), the target being this slice's mask (empty past
+# (--neighbour-mask-prob; synthfm.train.neighbour_data.carried_logits; three candidates trained min-over-masks, as
+# propagation picks among three), the target being this slice's mask (empty past
 # the structure's end). Otherwise it is smoothmr2's command (same seed 7, same 2,500 images and cache), so smoothmr2 is
 # the control: the arms differ only in the neighbour steps.
 # Decision rule, written before it ran:
