@@ -129,3 +129,32 @@ def test_model_card_states_the_neighbour_training():
     card = model_card("synthfm-lite", {"model": "synthfm-lite", "step": 10, "train_config": cfg}, "tinyvit")
     assert "--init synthfm-lite --neighbour-volumes 150 --neighbour-prob 0.4 --neighbour-mask-prob 0.7" in card
     assert "neighbouring-slice pairs of 150 synthetic 3D volumes (0.4 of the steps)" in card
+
+
+def test_carried_mask_steps_can_leave_out_the_slices_past_the_ends(tmp_path, monkeypatch):
+    import synthfm.train.trainer as trainer_module
+
+    base = dict(model="tiny-test", samples=8, val_samples=4, steps=3, batch_size=6, val_every=3, ckpt_every=3,
+                generator={"size": 64, "depth": 16}, out=str(tmp_path / "run"), cache=str(tmp_path / "cache"),
+                warmup=1, neighbour_volumes=2, neighbour_prob=1.0, neighbour_mask_prob=1.0)
+    drawn = []
+    original = make_neighbour_batch
+
+    def spy(rng, labels, targets, idx, *rest):
+        drawn.append((np.array(idx), np.array([(split_labels(lab)[0] == t).any() for lab, t in zip(labels, targets)])))
+        return original(rng, labels, targets, idx, *rest)
+
+    monkeypatch.setattr(trainer_module, "make_neighbour_batch", spy)
+    for past_end in (True, False):
+        trainer = Trainer(TrainConfig(**{**base, "out": str(tmp_path / f"run{past_end}")},
+                                      neighbour_mask_past_end=past_end))
+        trainer.prepare_data()
+        drawn.clear()
+        for _ in range(3):
+            trainer.train_step()
+        roles = np.concatenate([idx for idx, _ in drawn]) % PER_VOLUME
+        present = np.concatenate([p for _, p in drawn])
+        if past_end:
+            assert (roles < 2).any() and not present.all()  # slices past the ends, with empty targets, are drawn
+        else:
+            assert (roles >= 2).all() and present.all()  # only slices where the structure is

@@ -29,6 +29,7 @@ from synthfm.utils.progress import CancelToken, ProgressCallback
 
 PREVIOUS_BIT = 1 << 14  # label-map bit: the target's mask on the neighbouring (prompting) slice
 PER_VOLUME = 6  # past top end, past bottom end, top end, bottom end, two interior pairs
+PAST_END_ROLES = 2  # roles below this are the slices past the ends (interior pairs where an end is missing)
 MODES = ("box", "box_point")  # what propagation gives the next slice
 
 

@@ -33,8 +33,8 @@ from synthfm.train.embed_cache import (DataSource, EmbeddingCache, OnTheFlySourc
                                        synthetic_manifest)
 from synthfm.train.losses import hard_iou, mask_loss
 from synthfm.train.model_card import model_card
-from synthfm.train.neighbour_data import (MODES as NEIGHBOUR_MODES, make_neighbour_batch, neighbour_cache,
-                                          neighbour_manifest)
+from synthfm.train.neighbour_data import (MODES as NEIGHBOUR_MODES, PAST_END_ROLES, PER_VOLUME, make_neighbour_batch,
+                                          neighbour_cache, neighbour_manifest)
 from synthfm.train.prefetch import BatchPrefetcher, draw_indices
 from synthfm.train.prompt_sim import correction_click
 from synthfm.train.user_data import UserCase, user_cache
@@ -87,6 +87,9 @@ class TrainConfig:
     #: chance that a neighbour step also gives the neighbour's mask as simulated low-res logits (the mask prompt
     #: propagation carries from the previous slice)
     neighbour_mask_prob: float = 0.0
+    #: carried-mask steps also draw the slices past the structure's ends (empty targets); False: only slices where it
+    #: is present (an empty candidate trained to an IoU of 1 there made the IoU head pick empty masks for points)
+    neighbour_mask_past_end: bool = True
     workers: int = 0  # on-the-fly data: processes drawing the next steps' batches ahead (0: in this process)
 
     def __post_init__(self) -> None:
@@ -314,6 +317,10 @@ class Trainer:
             emb, labels, targets = self.neighbour_source.get(idx, cfg.device)
             mode = str(nrng.choice(NEIGHBOUR_MODES))
             with_mask = cfg.neighbour_mask_prob > 0 and nrng.random() < cfg.neighbour_mask_prob  # no draw when off
+            if with_mask and not cfg.neighbour_mask_past_end:
+                present = np.flatnonzero(np.arange(n) % PER_VOLUME >= PAST_END_ROLES)
+                idx = np.sort(nrng.choice(present, cfg.batch_size, replace=cfg.batch_size > len(present)))
+                emb, labels, targets = self.neighbour_source.get(idx, cfg.device)
             batch = make_neighbour_batch(rng, labels, targets, idx, self.transform, mode, with_mask)
         else:
             n_user, user_idx = self._draw_user(key)
