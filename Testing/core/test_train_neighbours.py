@@ -158,3 +158,23 @@ def test_carried_mask_steps_can_leave_out_the_slices_past_the_ends(tmp_path, mon
             assert (roles < 2).any() and not present.all()  # slices past the ends, with empty targets, are drawn
         else:
             assert (roles >= 2).all() and present.all()  # only slices where the structure is
+
+
+def test_carried_mask_steps_can_leave_the_iou_head_alone(tmp_path):
+    base = dict(model="tiny-test", samples=8, val_samples=4, steps=2, batch_size=4, val_every=2, ckpt_every=2,
+                generator={"size": 64, "depth": 16}, cache=str(tmp_path / "cache"), warmup=1, neighbour_volumes=2,
+                neighbour_prob=1.0, neighbour_mask_prob=1.0, correction_prob=0.0)
+    grads = {}
+    for train_iou in (True, False):
+        trainer = Trainer(TrainConfig(**base, out=str(tmp_path / f"run{train_iou}"), neighbour_mask_iou=train_iou))
+        trainer.prepare_data()
+        head = list(trainer.model.mask_decoder.iou_prediction_head.parameters())
+        step = trainer.optimizer.step
+
+        def record(*args, **kwargs):
+            grads[train_iou] = max(float(p.grad.abs().max()) for p in head if p.grad is not None)
+            return step(*args, **kwargs)
+
+        trainer.optimizer.step = record
+        trainer.train_step()
+    assert grads[True] > 0 and grads[False] == 0.0  # the head learns nothing from such a step

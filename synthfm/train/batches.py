@@ -29,6 +29,7 @@ class Batch:
     boxes: Optional[torch.Tensor]
     multimask: bool
     mask_inputs: Optional[torch.Tensor] = None  # (B, 1, 256, 256) low-res logits given as the first round's mask prompt
+    iou_weight: float = 1.0  # weight of the first round's IoU-head loss (0: the head learns nothing from this batch)
 
     def to(self, device) -> "Batch":
         """The same batch with its tensors on ``device`` (where the embeddings are: a GPU in on-the-fly training)."""

@@ -58,6 +58,8 @@ def register(subparsers) -> None:
                         "simulated logits, the mask prompt propagation carries from slice to slice (0..1, default 0)")
     p.add_argument("--no-neighbour-mask-past-end", dest="neighbour_mask_past_end", action="store_false",
                    help="carried-mask steps draw only slices where the structure is present (not those past its ends)")
+    p.add_argument("--no-neighbour-mask-iou", dest="neighbour_mask_iou", action="store_false",
+                   help="the IoU head does not learn from the carried-mask steps' first round")
     p.add_argument("--correction-prob", type=float, default=0.5,
                    help="chance that a step adds interactive correction rounds (click on the error + previous "
                         "logits as mask prompt; default 0.5)")
@@ -112,6 +114,7 @@ def config_from_args(args: argparse.Namespace):
                        neighbour_volumes=args.neighbour_volumes, neighbour_prob=args.neighbour_prob,
                        neighbour_mask_prob=args.neighbour_mask_prob,
                        neighbour_mask_past_end=args.neighbour_mask_past_end,
+                       neighbour_mask_iou=args.neighbour_mask_iou,
                        correction_prob=args.correction_prob, correction_rounds=args.correction_rounds,
                        extra_click_prob=args.extra_click_prob, prompt_modes=args.prompt_modes, warmup=args.lr_warmup,
                        workers=args.workers)

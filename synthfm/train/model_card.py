@@ -30,6 +30,8 @@ def command_line(cfg: Dict[str, Any]) -> str:
             parts.append(f"--neighbour-mask-prob {cfg['neighbour_mask_prob']}")
             if cfg.get("neighbour_mask_past_end") is False:
                 parts.append("--no-neighbour-mask-past-end")
+            if cfg.get("neighbour_mask_iou") is False:
+                parts.append("--no-neighbour-mask-iou")
     for key, default in (("warmup", 100), ("correction_prob", 0.5), ("correction_rounds", 1),
                          ("extra_click_prob", 0.0)):
         if key in cfg and cfg[key] != default:

@@ -90,6 +90,9 @@ class TrainConfig:
     #: carried-mask steps also draw the slices past the structure's ends (empty targets); False: only slices where it
     #: is present (an empty candidate trained to an IoU of 1 there made the IoU head pick empty masks for points)
     neighbour_mask_past_end: bool = True
+    #: the IoU head learns from the carried-mask steps' first round too; False: not (their candidates, past the ends
+    #: trained to be empty, taught it that an empty mask can have IoU 1)
+    neighbour_mask_iou: bool = True
     workers: int = 0  # on-the-fly data: processes drawing the next steps' batches ahead (0: in this process)
 
     def __post_init__(self) -> None:
@@ -212,7 +215,7 @@ class StepLoss(torch.nn.Module):
     def forward(self, rng: np.random.Generator, emb: torch.Tensor, batch: Batch, transform: SliceTransform):
         cfg = self.config
         out = _decode(self.model, emb, batch, cfg.bf16, autocast=cfg.bf16_autocast)
-        loss, dice_l = mask_loss(out.logits, out.iou, batch.targets)
+        loss, dice_l = mask_loss(out.logits, out.iou, batch.targets, iou_weight=batch.iou_weight)
         if rng.random() < cfg.correction_prob:
             rounds = 1 if cfg.correction_rounds == 1 else int(rng.integers(1, cfg.correction_rounds + 1))
             for _ in range(rounds - 1):  # earlier clicks: forward only, as SAM's interactive training
@@ -322,6 +325,8 @@ class Trainer:
                 idx = np.sort(nrng.choice(present, cfg.batch_size, replace=cfg.batch_size > len(present)))
                 emb, labels, targets = self.neighbour_source.get(idx, cfg.device)
             batch = make_neighbour_batch(rng, labels, targets, idx, self.transform, mode, with_mask)
+            if with_mask and not cfg.neighbour_mask_iou:
+                batch.iou_weight = 0.0
         else:
             n_user, user_idx = self._draw_user(key)
             idx, mode = draw_indices(rng, len(self.train_source), cfg.batch_size - n_user,
