@@ -169,12 +169,10 @@ def test_carried_mask_steps_can_leave_the_iou_head_alone(tmp_path):
         trainer = Trainer(TrainConfig(**base, out=str(tmp_path / f"run{train_iou}"), neighbour_mask_iou=train_iou))
         trainer.prepare_data()
         head = list(trainer.model.mask_decoder.iou_prediction_head.parameters())
-        step = trainer.optimizer.step
 
-        def record(*args, **kwargs):
-            grads[train_iou] = max(float(p.grad.abs().max()) for p in head if p.grad is not None)
-            return step(*args, **kwargs)
+        def record(optimizer, args, kwargs, head=head, key=train_iou):
+            grads[key] = max(float(p.grad.abs().max()) for p in head if p.grad is not None)
 
-        trainer.optimizer.step = record
+        trainer.optimizer.register_step_pre_hook(record)
         trainer.train_step()
     assert grads[True] > 0 and grads[False] == 0.0  # the head learns nothing from such a step
