@@ -317,13 +317,12 @@ class Trainer:
         elif self.neighbour_source is not None and nrng.random() < cfg.neighbour_prob:
             n = len(self.neighbour_source)
             idx = np.sort(nrng.choice(n, cfg.batch_size, replace=cfg.batch_size > n))
-            emb, labels, targets = self.neighbour_source.get(idx, cfg.device)
             mode = str(nrng.choice(NEIGHBOUR_MODES))
             with_mask = cfg.neighbour_mask_prob > 0 and nrng.random() < cfg.neighbour_mask_prob  # no draw when off
-            if with_mask and not cfg.neighbour_mask_past_end:
+            if with_mask and not cfg.neighbour_mask_past_end:  # drawn again among the slices the structure is on
                 present = np.flatnonzero(np.arange(n) % PER_VOLUME >= PAST_END_ROLES)
                 idx = np.sort(nrng.choice(present, cfg.batch_size, replace=cfg.batch_size > len(present)))
-                emb, labels, targets = self.neighbour_source.get(idx, cfg.device)
+            emb, labels, targets = self.neighbour_source.get(idx, cfg.device)
             batch = make_neighbour_batch(rng, labels, targets, idx, self.transform, mode, with_mask)
             if with_mask and not cfg.neighbour_mask_iou:
                 batch.iou_weight = 0.0
