@@ -25,6 +25,7 @@ from synthfm.segment.preprocess import intensity_range, normalize
 from synthfm.train.batches import Batch, assemble
 from synthfm.train.embed_cache import EmbeddingCache, Item
 from synthfm.train.prompt_sim import simulate
+from synthfm.utils.masks import box_region, tight_box
 from synthfm.utils.progress import CancelToken, ProgressCallback
 
 PREVIOUS_BIT = 1 << 14  # label-map bit: the target's mask on the neighbouring (prompting) slice
@@ -111,12 +112,10 @@ def carried_logits(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
     slope_in, plateau, slope_out = rng.uniform(1.0, 3.0), rng.uniform(3.0, 8.0), rng.uniform(2.0, 6.0)
     logits = np.where(mask, np.minimum(slope_in * (inside - 0.5), plateau),
                       np.maximum(-slope_out * (outside - 0.5), -20.0))
-    ys, xs = np.nonzero(mask)
-    margin = rng.uniform(0.05, 0.15) * np.array([np.ptp(xs) + 1, np.ptp(ys) + 1]) + 2
-    region = np.zeros(mask.shape, bool)
-    region[max(0, int(ys.min() - margin[1])):int(ys.max() + margin[1]) + 1,
-           max(0, int(xs.min() - margin[0])):int(xs.max() + margin[0]) + 1] = True
-    return np.where(region, logits, -20.0).astype(np.float32)
+    x0, y0, x1, y1 = tight_box(mask)
+    mx, my = rng.uniform(0.05, 0.15) * np.array([x1 - x0 + 1, y1 - y0 + 1]) + 2
+    clip = box_region(mask.shape, (x0 - mx, y0 - my, np.floor(x1 + mx), np.floor(y1 + my)))  # whole pixels inside
+    return np.where(clip, logits, -20.0).astype(np.float32)
 
 
 def make_neighbour_batch(rng: np.random.Generator, labels: np.ndarray, targets: np.ndarray, index: np.ndarray,
