@@ -36,6 +36,8 @@
 # neighbour set the twenty-first session's note proposed; one variable against noiou. Judged by the same rule (step 1
 # against stage 7 and smoothmr2 on volumes 0..23), and it must also keep noiou's box K = 3 gain (>= 0.680) while its
 # one-point K = 3 row is not below stage 7's 0.388 by more than 0.01 (noiou: 0.367, what failed it).
+# Result (2026-12-05 01:40 UTC): box K = 1 0.560, K = 3 0.690; one point K = 1 0.281, K = 3 0.336 (mean of four 0.467):
+# fails step 1 (and the one-point K = 3 condition); not adopted (docs/train.md).
 # Usage, from the project root after `bash setup.sh` (run again to resume from runs/nbrmask/ARM):
 #   bash Resources/training/nbrmask/COMMAND.sh [arm|present|noiou|big]
 set -euo pipefail
