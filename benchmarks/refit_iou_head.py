@@ -69,13 +69,20 @@ def collect(model, cache: EmbeddingCache, images: int, seed: int, size: int) -> 
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
+def held_mse(head: torch.nn.Module, rows: Dict[str, torch.Tensor], held: torch.Tensor) -> float:
+    """The training loss on the held rows (the early stop's measure)."""
+    with torch.no_grad():
+        pred = head(rows["X"][held]).float()
+    return float((((pred - rows["Y"][held]) ** 2) * rows["W"][held]).sum() / rows["W"][held].sum())
+
+
 def report(head: torch.nn.Module, rows: Dict[str, torch.Tensor], held: torch.Tensor) -> Dict[str, float]:
     """Held-out rows: per kind, the single output's Spearman, the candidates' Spearman and the IoU of the candidate
     the head picks (with the best candidate's for reference); ``mse`` over the outputs with a target."""
     with torch.no_grad():
         pred = head(rows["X"][held]).float()
-    y, w, kinds = rows["Y"][held], rows["W"][held], rows["K"][held]
-    out = {"mse": float((((pred - y) ** 2) * w).sum() / w.sum())}
+    y, kinds = rows["Y"][held], rows["K"][held]
+    out = {"mse": held_mse(head, rows, held)}
     for kind in sorted(set(kinds.tolist())):
         s = kinds == kind
         name = MODES[kind] if kind < CORRECTION else f"correction after {MODES[kind - CORRECTION]}"
@@ -93,7 +100,7 @@ def refit(head: torch.nn.Module, rows: Dict[str, torch.Tensor], held: torch.Tens
     head = copy.deepcopy(head).float().train().requires_grad_(True)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
     train = torch.nonzero(~held).flatten()
-    best = (report(head.eval(), rows, held)["mse"], copy.deepcopy(head.state_dict()))
+    best = (held_mse(head.eval(), rows, held), copy.deepcopy(head.state_dict()))
     for _ in tqdm(range(epochs), desc="fitting the head", unit="epoch"):
         head.train()
         for b in train[torch.randperm(len(train))].split(256):
@@ -101,7 +108,7 @@ def refit(head: torch.nn.Module, rows: Dict[str, torch.Tensor], held: torch.Tens
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        mse = report(head.eval(), rows, held)["mse"]
+        mse = held_mse(head.eval(), rows, held)
         if mse < best[0]:
             best = (mse, copy.deepcopy(head.state_dict()))
     head.load_state_dict(best[1])
