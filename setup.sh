@@ -6,15 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 # A fresh install (torch with its CUDA libraries, vtk, SimpleITK, ...) takes about 7 GB here and in pip's temporary
-# folder: stop early with a clear message rather than half way through pip with "No space left on device".
-NEED_GB=${SYNTHFM_SETUP_NEED_GB:-6}
+# folder, and the tests and demo write up to ~1 GB more: stop early with a clear message rather than half way through
+# pip (or the tests) with "No space left on device".
+NEED_GB=${SYNTHFM_SETUP_NEED_GB:-8}
 if ! { [ -x .venv/bin/python ] && .venv/bin/python -c "import torch, torchvision" 2>/dev/null; }; then
   for dir in . "${TMPDIR:-/tmp}"; do
     [ -d "$dir" ] || continue
     free_gb=$(( $(df -Pk "$dir" | awk 'NR == 2 {print $4}') / 1048576 ))
     if [ "$free_gb" -lt "$NEED_GB" ]; then
       echo "setup.sh: only $free_gb GB free on the disk of $(cd "$dir" && pwd); installing SynthFM's dependencies" \
-        "(torch, vtk, SimpleITK, ...) needs at least $NEED_GB GB there. Free some space (or point TMPDIR to a roomier" \
+        "(torch, vtk, SimpleITK, ...) needs at least $NEED_GB GB there (with room for the tests and demo). Free some space (or point TMPDIR to a roomier" \
         "disk) and run setup.sh again." >&2
       exit 1
     fi
