@@ -7,6 +7,10 @@ Run: .venv/bin/python benchmarks/bench_propagation.py [--models synthfm-lite med
      [--slice-step 2] (every 2nd slice kept: thick slices, decoded on the cached embeddings of the full volumes)
 The "oracle stop" rows keep only the slices where the truth is: how good propagation would be with a perfect stop.
 "encoded": the share of the slices decoded whose own embedding was needed (the rest decoded on interpolated ones).
+With several models, each row after the first model's gives its mean per-volume difference to the first model's row
+of the same K and setting, with a 95% bootstrap interval over volumes and on how many volumes it is better: two
+decoders 0.02 apart on 24 volumes can swap places on the next 24 (docs/train.md, twenty-third session), so read the
+interval. `--csv FILE` writes every volume's figures.
 Each volume is prompted on the target's largest slice (interior point + tight box; box only for box-only
 models), or on K slices (`--prompted-slices`), then propagated both ways with each set of PropagationOptions;
 "default, ..." rows change one setting of the model's registry default.
@@ -14,18 +18,26 @@ models), or on K slices (`--prompted-slices`), then propagated both ways with ea
 from __future__ import annotations
 
 import argparse
+import csv
 import inspect
+import io
 import itertools
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from synthfm.evaluate.metrics import dice
+from synthfm.io.atomic import atomic_write_text
 from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, point_and_box, prompt_slices
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.models import load_model
 from synthfm.segment import PropagationOptions, SlicePredictor, VolumeSegmenter
 from synthfm.segment.preprocess import intensity_range
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_generators import paired_difference  # noqa: E402
 
 #: every stop off: with the slices outside the truth then removed, "oracle stop" rows bound what a perfect stop gives
 NO_STOP = {"min_score": 0.0, "max_growth": float("inf"), "max_intensity_shift": 0.0, "max_intensity_drift": 0.0}
@@ -156,6 +168,8 @@ def main() -> None:
     parser.add_argument("--slice-step", type=int, default=1,
                         help="keep every N-th slice of each volume: thick slices (the same in-plane images, N times "
                              "the slice distance), windowed as the whole volume, so that cached embeddings apply")
+    parser.add_argument("--csv", metavar="FILE", type=Path,
+                        help="write one row per model, K, setting and volume (3D Dice, slices kept and true)")
     args = parser.parse_args()
     if args.slice_step < 1:
         parser.error(f"--slice-step must be 1 (every slice) or more, got {args.slice_step}")
@@ -165,8 +179,10 @@ def main() -> None:
           f"volumes {args.first}..{args.first + args.volumes - 1}, prompts: {args.prompt}"
           f"{f', every {args.slice_step} slices kept' if args.slice_step > 1 else ''}\n")
     print(f"{'model':<16}{'K':>3} {'setting':<36}{'3D Dice':>9}{'slices kept/truth':>19}{'s/volume':>10}"
-          f"{'encoded':>9}")
-    for name in args.models:
+          f"{'encoded':>9}" + (f"  vs {args.models[0]} [95% CI], better" if len(args.models) > 1 else ""))
+    first: dict = {}  # (K, setting) -> the first model's Dice per volume, for the paired column
+    rows: list = []
+    for index, name in enumerate(args.models):
         model = load_model(name)
         predictor = SlicePredictor(model, cache_size=40 * len(samples))  # every slice encoded once
         predictor.use_store(args.embedding_cache)
@@ -205,8 +221,25 @@ def main() -> None:
                 mixed = {k[0] for k in requested if isinstance(k, tuple) and k[1:2] == ("interpolated",)}
                 encoded.append(len(requested & own) / max(len((requested | mixed) & own), 1))
             seconds = (time.perf_counter() - start) / len(samples)
+            volumes = range(args.first, args.first + len(samples))
+            rows += [{"model": name, "prompt": args.prompt, "K": n_prompted, "setting": label, "volume": v,
+                      "dice": round(d, 5), "kept": k, "truth": t} for v, d, k, t in zip(volumes, scores, kept, truth_n)]
+            mine = {(label, v): d for v, d in zip(volumes, scores)}
+            paired = ""
+            if index == 0:
+                first[n_prompted, label] = mine
+            elif (n_prompted, label) in first:
+                d, lo, hi, better, n = paired_difference(mine, first[n_prompted, label], label)
+                paired = f"  {d:+.3f} [{lo:+.3f}, {hi:+.3f}] {better}/{n}"
             print(f"{name:<16}{n_prompted:>3} {label:<36}{np.mean(scores):>9.3f}{np.mean(kept):>10.1f}/{np.mean(truth_n):<8.1f}"
-                  f"{seconds:>10.2f}{np.mean(encoded):>9.2f}")
+                  f"{seconds:>10.2f}{np.mean(encoded):>9.2f}{paired}")
+    if args.csv:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(args.csv, text.getvalue())
+        print(f"per-volume figures: {args.csv}")
 
 
 if __name__ == "__main__":

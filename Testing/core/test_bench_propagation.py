@@ -1,0 +1,36 @@
+"""benchmarks/bench_propagation.py: per-volume figures and the paired column against the first model."""
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+spec = importlib.util.spec_from_file_location("bench_propagation", BENCH / "bench_propagation.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_two_models_get_a_paired_column_and_every_volume_a_csv_row(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "volumes.csv"
+    monkeypatch.setattr(sys, "argv", ["bench_propagation.py", "--models", "tiny-test", "tiny-test", "--volumes", "2",
+                                      "--first", "3", "--prompted-slices", "1", "3", "--only", "default",
+                                      "--prompt", "box", "--csv", str(out)])
+    bench.main()
+    printed = capsys.readouterr().out
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["model"], r["K"], r["volume"]) for r in rows] == [
+        ("tiny-test", k, v) for _ in range(2) for k in ("1", "3") for v in ("3", "4")]
+    assert all(r["setting"] == "default" and r["prompt"] == "box" and 0 <= float(r["dice"]) <= 1 for r in rows)
+    lines = [line for line in printed.splitlines() if line.startswith("tiny-test") and "default" in line]
+    assert len(lines) == 4
+    # the second model's rows pair with the first's, volume by volume (tiny-test: random weights at each load)
+    assert "vs tiny-test [95% CI], better" in printed
+    assert not any("[" in line for line in lines[:2])
+    for k, line in zip(("1", "3"), lines[2:]):
+        dice = {(i // 4, r["volume"]): float(r["dice"])  # rows: model 0 (K 1, K 3), then model 1
+                for i, r in enumerate(rows) if r["K"] == k}
+        diffs = [dice[1, v] - dice[0, v] for v in ("3", "4")]
+        better = sum(d > 0 for d in diffs)
+        low, high = sorted(diffs)
+        assert line.endswith(f"{sum(diffs) / 2:+.3f} [{low:+.3f}, {high:+.3f}] {better}/2"), line
