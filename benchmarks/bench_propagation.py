@@ -7,10 +7,11 @@ Run: .venv/bin/python benchmarks/bench_propagation.py [--models synthfm-lite med
      [--slice-step 2] (every 2nd slice kept: thick slices, decoded on the cached embeddings of the full volumes)
 The "oracle stop" rows keep only the slices where the truth is: how good propagation would be with a perfect stop.
 "encoded": the share of the slices decoded whose own embedding was needed (the rest decoded on interpolated ones).
-With several models, each row after the first model's gives its mean per-volume difference to the first model's row
-of the same K and setting, with a 95% bootstrap interval over volumes and on how many volumes it is better: two
-decoders 0.02 apart on 24 volumes can swap places on the next 24 (docs/train.md, twenty-third session), so read the
-interval. `--csv FILE` writes every volume's figures.
+Paired column: with several models, each row after the first model's gives its mean per-volume difference to the
+first model's row of the same K and setting; with one model, each setting's difference to the first setting run at
+the same K. With a 95% bootstrap interval over volumes and on how many volumes it is better: two decoders 0.02 apart
+on 24 volumes can swap places on the next 24 (docs/train.md, twenty-third session), so read the interval.
+`--csv FILE` writes every volume's figures.
 Each volume is prompted on the target's largest slice (interior point + tight box; box only for box-only
 models), or on K slices (`--prompted-slices`), then propagated both ways with each set of PropagationOptions;
 "default, ..." rows change one setting of the model's registry default.
@@ -85,6 +86,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "outer ends": {"outer_ends": True},
             "outer ends, end extension<=0.1": {"outer_ends": True, "max_end_extension": 0.1},
             "no interior point between": {"between_points": False},  # between prompted slices: box + logits
+            "interior point between": {"between_points": True},  # ... and the previous mask's interior point
             "no mask prompt between": {"between_mask_prompt": False},  # between prompted slices: the box alone
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "fronts blended": {"between": "blend"},
@@ -179,8 +181,9 @@ def main() -> None:
           f"volumes {args.first}..{args.first + args.volumes - 1}, prompts: {args.prompt}"
           f"{f', every {args.slice_step} slices kept' if args.slice_step > 1 else ''}\n")
     print(f"{'model':<16}{'K':>3} {'setting':<36}{'3D Dice':>9}{'slices kept/truth':>19}{'s/volume':>10}"
-          f"{'encoded':>9}" + (f"  vs {args.models[0]} [95% CI], better" if len(args.models) > 1 else ""))
-    first: dict = {}  # (K, setting) -> the first model's Dice per volume, for the paired column
+          f"{'encoded':>9}" + (f"  vs {args.models[0]} [95% CI], better" if len(args.models) > 1 else
+                               "  vs the K's first setting [95% CI], better"))
+    first: dict = {}  # the paired column's reference Dice per volume: (K, setting) of the first model, or K alone
     rows: list = []
     for index, name in enumerate(args.models):
         model = load_model(name)
@@ -224,12 +227,14 @@ def main() -> None:
             volumes = range(args.first, args.first + len(samples))
             rows += [{"model": name, "prompt": args.prompt, "K": n_prompted, "setting": label, "volume": v,
                       "dice": round(d, 5), "kept": k, "truth": t} for v, d, k, t in zip(volumes, scores, kept, truth_n)]
-            mine = {(label, v): d for v, d in zip(volumes, scores)}
+            mine = {("volume", v): d for v, d in zip(volumes, scores)}
+            ref_key = (n_prompted, label) if len(args.models) > 1 else n_prompted
             paired = ""
-            if index == 0:
-                first[n_prompted, label] = mine
-            elif (n_prompted, label) in first:
-                d, lo, hi, better, n = paired_difference(mine, first[n_prompted, label], label)
+            if ref_key not in first:
+                if index == 0:
+                    first[ref_key] = mine
+            else:
+                d, lo, hi, better, n = paired_difference(mine, first[ref_key], "volume")
                 paired = f"  {d:+.3f} [{lo:+.3f}, {hi:+.3f}] {better}/{n}"
             print(f"{name:<16}{n_prompted:>3} {label:<36}{np.mean(scores):>9.3f}{np.mean(kept):>10.1f}/{np.mean(truth_n):<8.1f}"
                   f"{seconds:>10.2f}{np.mean(encoded):>9.2f}{paired}")

@@ -34,3 +34,19 @@ def test_two_models_get_a_paired_column_and_every_volume_a_csv_row(tmp_path, mon
         better = sum(d > 0 for d in diffs)
         low, high = sorted(diffs)
         assert line.endswith(f"{sum(diffs) / 2:+.3f} [{low:+.3f}, {high:+.3f}] {better}/2"), line
+
+
+def test_one_model_pairs_each_setting_with_the_first_setting_of_its_k(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "volumes.csv"
+    monkeypatch.setattr(sys, "argv", ["bench_propagation.py", "--models", "tiny-test", "--volumes", "2",
+                                      "--prompted-slices", "1", "--only", "default", "default, encode every 1",
+                                      "--prompt", "box", "--csv", str(out)])
+    bench.main()
+    printed = capsys.readouterr().out
+    with open(out, newline="") as handle:
+        dice = {(r["setting"], r["volume"]): float(r["dice"]) for r in csv.DictReader(handle)}
+    assert "vs the K's first setting [95% CI], better" in printed
+    lines = [line for line in printed.splitlines() if line.startswith("tiny-test ")]
+    assert [("encode every 1" in line, "[" in line) for line in lines] == [(False, False), (True, True)]
+    diffs = sorted(dice["default, encode every 1", v] - dice["default", v] for v in ("0", "1"))
+    assert lines[1].endswith(f"{sum(diffs) / 2:+.3f} [{diffs[0]:+.3f}, {diffs[1]:+.3f}] {sum(d > 0 for d in diffs)}/2")
