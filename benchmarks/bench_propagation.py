@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from synthfm.evaluate.metrics import dice
-from synthfm.io.atomic import atomic_write_text
 from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, point_and_box, prompt_slices
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
+from synthfm.io.atomic import atomic_write_text
 from synthfm.models import load_model
 from synthfm.segment import PropagationOptions, SlicePredictor, VolumeSegmenter
 from synthfm.segment.preprocess import intensity_range
