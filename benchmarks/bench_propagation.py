@@ -12,6 +12,9 @@ first model's row of the same K and setting; with one model, each setting's diff
 the same K. With a 95% bootstrap interval over volumes and on how many volumes it is better: two decoders 0.02 apart
 on 24 volumes can swap places on the next 24 (docs/train.md, twenty-third session), so read the interval.
 `--csv FILE` writes every volume's figures.
+`--targets all`: besides each volume's target, every other structure of its label map that ends inside the volume
+(on at most 90% of its slices) and covers 0.5-25% of its largest slice; the slices' embeddings are shared, so this
+adds decoding, not encoding. Rows then average over targets, the paired column over volumes (each volume's mean).
 Each volume is prompted on the target's largest slice (interior point + tight box; box only for box-only
 models), or on K slices (`--prompted-slices`), then propagated both ways with each set of PropagationOptions;
 "default, ..." rows change one setting of the model's registry default.
@@ -128,6 +131,26 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
 SETTINGS = {"default": {}, **{f"default, {v}": o for v, o in VARIANTS.items()},
             **{f"{p} | {s}": {**po, **so} for p, po in PROMPTS.items() for s, so in STOPS.items()}}
 SEED = 777  # held-out: training draws 2D images from seed 0
+#: ``--targets all``: the other structures measured, by their largest slice's share of the slice and of the slices
+TARGET_AREA = (0.005, 0.25)
+TARGET_MAX_EXTENT = 0.9
+
+
+def volume_targets(sample, which: str) -> list:
+    """``(label, mask)`` of the structures measured in ``sample``: its target first, then (``which="all"``) every
+    other structure of its label map that ends inside the volume and is neither tiny nor most of the slice."""
+    targets = [(int(sample.target_label), sample.mask)]
+    if which == "all":
+        depth, pixels = sample.labels.shape[0], sample.labels[0].size
+        for value in np.unique(sample.labels):
+            if value in (0, sample.target_label):
+                continue
+            mask = sample.labels == value
+            areas = mask.sum(axis=(1, 2))
+            if (TARGET_AREA[0] <= areas.max() / pixels <= TARGET_AREA[1]
+                    and (areas > 0).sum() <= TARGET_MAX_EXTENT * depth):
+                targets.append((int(value), mask))
+    return targets
 
 
 def track_keys(predictor: SlicePredictor) -> set:
@@ -171,15 +194,19 @@ def main() -> None:
                         help="keep every N-th slice of each volume: thick slices (the same in-plane images, N times "
                              "the slice distance), windowed as the whole volume, so that cached embeddings apply")
     parser.add_argument("--csv", metavar="FILE", type=Path,
-                        help="write one row per model, K, setting and volume (3D Dice, slices kept and true)")
+                        help="write one row per model, K, setting, volume and target (3D Dice, slices kept and true)")
+    parser.add_argument("--targets", choices=("target", "all"), default="target",
+                        help="each volume's generator target only, or every structure that ends inside the volume")
     args = parser.parse_args()
     if args.slice_step < 1:
         parser.error(f"--slice-step must be 1 (every slice) or more, got {args.slice_step}")
     gen = SyntheticGenerator(GeneratorConfig.from_preset(args.preset, size=128, depth=40), SEED)
     samples = [gen.sample_3d(i) for i in range(args.first, args.first + args.volumes)]
+    targets = [volume_targets(s, args.targets) for s in samples]
     print(f"{args.volumes} synthetic {args.preset} volumes 40x128x128, seed {SEED}, "
           f"volumes {args.first}..{args.first + args.volumes - 1}, prompts: {args.prompt}"
-          f"{f', every {args.slice_step} slices kept' if args.slice_step > 1 else ''}\n")
+          f"{f', every {args.slice_step} slices kept' if args.slice_step > 1 else ''}"
+          f"{f', {sum(map(len, targets))} targets' if args.targets == 'all' else ''}\n")
     print(f"{'model':<16}{'K':>3} {'setting':<36}{'3D Dice':>9}{'slices kept/truth':>19}{'s/volume':>10}"
           f"{'encoded':>9}" + (f"  vs {args.models[0]} [95% CI], better" if len(args.models) > 1 else
                                "  vs the K's first setting [95% CI], better"))
@@ -202,9 +229,10 @@ def main() -> None:
             options = (PropagationOptions.for_model(model, **overrides) if setting.startswith("default") else
                        PropagationOptions(use_points=model.trained_points, **overrides))
             scores, kept, truth_n, encoded, start = [], [], [], [], time.perf_counter()
-            for i, s in enumerate(samples):
-                rng = np.random.default_rng([SEED, args.first + i])
-                image, truth = s.image[::args.slice_step], s.mask[::args.slice_step]
+            cases = [(i, s, value, target) for i, s in enumerate(samples) for value, target in targets[i]]
+            for i, s, value, target in cases:
+                rng = np.random.default_rng([SEED, args.first + i] + ([] if value == s.target_label else [value]))
+                image, truth = s.image[::args.slice_step], target[::args.slice_step]
                 prompts = {k: point_and_box(truth[k], model.trained_points) if args.prompt == "point+box" else
                            make_prompts(args.prompt, truth[k], rng) for k in prompt_slices(truth, n_prompted)}
                 seg = VolumeSegmenter(predictor, image, volume_id=("bench", i, args.slice_step),
@@ -224,10 +252,11 @@ def main() -> None:
                 mixed = {k[0] for k in requested if isinstance(k, tuple) and k[1:2] == ("interpolated",)}
                 encoded.append(len(requested & own) / max(len((requested | mixed) & own), 1))
             seconds = (time.perf_counter() - start) / len(samples)
-            volumes = range(args.first, args.first + len(samples))
-            rows += [{"model": name, "prompt": args.prompt, "K": n_prompted, "setting": label, "volume": v,
-                      "dice": round(d, 5), "kept": k, "truth": t} for v, d, k, t in zip(volumes, scores, kept, truth_n)]
-            mine = {("volume", v): d for v, d in zip(volumes, scores)}
+            rows += [{"model": name, "prompt": args.prompt, "K": n_prompted, "setting": label,
+                      "volume": args.first + i, "target": value, "dice": round(d, 5), "kept": k, "truth": t}
+                     for (i, _, value, _), d, k, t in zip(cases, scores, kept, truth_n)]
+            mine = {("volume", args.first + i): float(np.mean([d for (j, *_), d in zip(cases, scores) if j == i]))
+                    for i in range(len(samples))}
             ref_key = (n_prompted, label) if len(args.models) > 1 else n_prompted
             paired = ""
             if ref_key not in first:
