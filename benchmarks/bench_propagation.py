@@ -22,9 +22,7 @@ models), or on K slices (`--prompted-slices`), then propagated both ways with ea
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
-import io
 import itertools
 import sys
 import time
@@ -36,6 +34,7 @@ from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, point_and_box, prompt_slices
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.io.atomic import atomic_write_text
+from synthfm.io.tables import csv_text
 from synthfm.models import load_model
 from synthfm.segment import PropagationOptions, SlicePredictor, VolumeSegmenter
 from synthfm.segment.preprocess import intensity_range
@@ -255,24 +254,20 @@ def main() -> None:
             rows += [{"model": name, "prompt": args.prompt, "K": n_prompted, "setting": label,
                       "volume": args.first + i, "target": value, "dice": round(d, 5), "kept": k, "truth": t}
                      for (i, _, value, _), d, k, t in zip(cases, scores, kept, truth_n)]
-            mine = {("volume", args.first + i): float(np.mean([d for (j, *_), d in zip(cases, scores) if j == i]))
-                    for i in range(len(samples))}
+            by_volume: dict = {}
+            for (i, *_), d in zip(cases, scores):
+                by_volume.setdefault(("volume", args.first + i), []).append(d)
+            mine = {v: float(np.mean(d)) for v, d in by_volume.items()}
             ref_key = (n_prompted, label) if len(args.models) > 1 else n_prompted
+            reference = first.setdefault(ref_key, mine) if index == 0 else first.get(ref_key)
             paired = ""
-            if ref_key not in first:
-                if index == 0:
-                    first[ref_key] = mine
-            else:
-                d, lo, hi, better, n = paired_difference(mine, first[ref_key], "volume")
+            if reference is not None and reference is not mine:
+                d, lo, hi, better, n = paired_difference(mine, reference, "volume")
                 paired = f"  {d:+.3f} [{lo:+.3f}, {hi:+.3f}] {better}/{n}"
             print(f"{name:<16}{n_prompted:>3} {label:<36}{np.mean(scores):>9.3f}{np.mean(kept):>10.1f}/{np.mean(truth_n):<8.1f}"
                   f"{seconds:>10.2f}{np.mean(encoded):>9.2f}{paired}")
     if args.csv:
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["model"])
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(args.csv, text.getvalue())
+        atomic_write_text(args.csv, csv_text(rows))
         print(f"per-volume figures: {args.csv}")
 
 

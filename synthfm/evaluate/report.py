@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -15,6 +14,7 @@ from synthfm.evaluate.runner import Results, summarize
 from synthfm.segment.quality import SIGNALS
 from synthfm.io.atomic import atomic_path, atomic_write_text
 from synthfm.io.png import GREEN, YELLOW, overlay
+from synthfm.io.tables import csv_text
 
 
 def _thumb(image, truth, pred) -> str:
@@ -73,14 +73,10 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(results)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    text = io.StringIO()
     fields = ["case", "label", "slice", "model", "protocol", "dice", "iou", "hd95", "nsd", "dice_per_click",
               "slices_truth", "slices_kept", "slices_outside", "truth_range", "kept_range", "stops", "pred_iou",
               "score_calibrated", *SIGNALS, "axis", "prompted_slices"]
-    writer = csv.DictWriter(text, fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(results.rows)
-    atomic_write_text(out / "slices.csv", text.getvalue())
+    atomic_write_text(out / "slices.csv", csv_text(results.rows, fields))
 
     reliability = reliability_plot(results.rows, out / "reliability.png")
 

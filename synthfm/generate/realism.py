@@ -28,10 +28,12 @@ from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
 
 from synthfm.io.atomic import PathLike, atomic_path, atomic_write_text
+from synthfm.io.tables import csv_text
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 FRAME = 256
 STATS = ("cnr", "edge_width", "local_std", "grad_energy", "area_fraction", "solidity", "elongation", "parts", "contact")
+CSV_FIELDS = ("source", "modality", "name", "slice", *STATS)  # real_stats.csv, synthetic_stats.csv
 INVISIBLE_CNR = 0.5  # below this a target is hard to see at all: the model can only guess its outline
 CONTACT_TOLERANCE = 0.06  # "similar intensity": within 6 % of the normalised range after smoothing
 MODALITY_WORDS = {"ct": ("ct",), "mr": ("mr", "mri", "t1", "t2", "mni152", "mni152-2009", "flair"),
@@ -380,16 +382,6 @@ def histogram_png(real: List[dict], synthetic: Dict[str, List[dict]], modality: 
     return buffer.getvalue()
 
 
-def _csv_text(rows: List[dict]) -> str:
-    import io
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, ["source", "modality", "name", "slice", *STATS])
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue()
-
-
 def write_report(out: PathLike, real: List[dict], synthetic: Dict[str, List[dict]], overwrite: bool = False,
                  figures: Optional[Dict[str, bytes]] = None) -> dict:
     """Write realism.json/.md, the per-structure CSVs and one histogram PNG per modality; returns the summary.
@@ -402,8 +394,8 @@ def write_report(out: PathLike, real: List[dict], synthetic: Dict[str, List[dict
     summary = summarise(real, synthetic)
     pngs = {m: histogram_png(real, synthetic, m) for m in summary}
     texts = {"realism.json": json.dumps(summary, indent=1), "realism.md": markdown(summary, list(synthetic)),
-             "real_stats.csv": _csv_text(real),
-             "synthetic_stats.csv": _csv_text([r for rows in synthetic.values() for r in rows])}
+             "real_stats.csv": csv_text(real, CSV_FIELDS),
+             "synthetic_stats.csv": csv_text([r for rows in synthetic.values() for r in rows], CSV_FIELDS)}
     out.mkdir(parents=True, exist_ok=True)
     for modality, data in (figures or {}).items():
         with atomic_path(out / f"slices_{modality}.png") as tmp:
