@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
                    help="decode prompts on the slice and its mirror image, averaged: auto follows each model "
                         "(synthfm-lite: on), on/off for every model (off: the one-view figures)")
+    p.add_argument("--point-gate", choices=("auto", "off"), default="auto",
+                   help="cut the masks of point prompts to their structure's intensity: auto follows each model "
+                        "(synthfm-lite: on), off for every model (docs/segment.md, item 10)")
     p.add_argument("--embedding-cache", metavar="DIR",
                    help="keep slice embeddings in DIR between runs (2 MB per slice): judging another decoder on "
                         "the same encoder and images then needs no encoder call (docs/evaluate.md)")
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
                        volume=args.volume, axis=args.axis, volume_slices=args.volume_slices,
                        propagation=PropagationOptions.parse_overrides(args.propagation),
                        mirror=None if args.mirror == "auto" else args.mirror == "on",
+                       point_gate=None if args.point_gate == "auto" else 0.0,
                        embedding_cache=args.embedding_cache)
     view = ("axial", "coronal", "sagittal")[args.axis]
     slices = "one slice" if args.volume_slices == 1 else f"{args.volume_slices} prompted slices"
@@ -107,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
              "SynthFM evaluation" + (f" ({view} slices)" if args.axis else ""))
     title += f"; propagation {', '.join(args.propagation)}" if args.propagation else ""
     title += f"; mirror image {args.mirror}" if args.mirror != "auto" else ""
+    title += f"; point gate {args.point_gate}" if args.point_gate != "auto" else ""
     summary = write_report(results, Path(args.out), title)
     print(f"{'model | protocol':<44}{'n':>5}{'Dice':>8}{'NSD':>8}{'IoU rho':>9}{'head rho':>10}")
     for key, v in summary["by_model_protocol"].items():

@@ -43,7 +43,7 @@ class _ModelRunner:
     """A registry model behind one SlicePredictor (embeddings shared by all protocols of a slice)."""
 
     def __init__(self, name: str, device: str, mirror: Optional[bool] = None,
-                 embedding_cache: Optional[str] = None) -> None:
+                 embedding_cache: Optional[str] = None, point_gate: Optional[float] = None) -> None:
         from synthfm.models import load_model
         from synthfm.segment import SlicePredictor
 
@@ -51,6 +51,8 @@ class _ModelRunner:
         self.model = load_model(name)
         self.predictor = SlicePredictor(self.model, device)
         self.predictor.mirror = mirror  # None: the model's own (ModelSpec.mirror_average)
+        if point_gate is not None:  # None: the model's own (ModelSpec.point_gate)
+            self.predictor.point_gate = point_gate
         self.predictor.use_store(embedding_cache)  # None: embeddings in memory only
 
     def accepts(self, protocol: str) -> Optional[str]:
@@ -83,13 +85,15 @@ class _FloorRunner:
 
 
 def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volume: bool, results: Results,
-             mirror: Optional[bool] = None, embedding_cache: Optional[str] = None) -> list:
+             mirror: Optional[bool] = None, embedding_cache: Optional[str] = None,
+             point_gate: Optional[float] = None) -> list:
     """One runner per model; (model, protocol) pairs that cannot run are listed in ``results.skipped``
     (the evaluation loops leave those out)."""
     for p in protocols:
         if p not in PROTOCOLS:
             raise ValueError(f"unknown prompt protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
-    runners = [_FloorRunner(m) if m in FLOORS else _ModelRunner(m, device, mirror, embedding_cache) for m in models]
+    runners = [_FloorRunner(m) if m in FLOORS else _ModelRunner(m, device, mirror, embedding_cache, point_gate)
+               for m in models]
     models_seen: list = []
     for runner in runners:  # models with the same frozen encoder encode each slice once between them
         if isinstance(runner, _ModelRunner):
@@ -120,7 +124,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
              volume: bool = False, axis: int = 0, volume_slices: int = 1,
              propagation: Optional[Mapping[str, object]] = None, mirror: Optional[bool] = None,
-             embedding_cache: Optional[str] = None) -> Results:
+             embedding_cache: Optional[str] = None, point_gate: Optional[float] = None) -> Results:
     """Evaluate every (model, protocol) on the structure slices of every case, slicing along ``axis``
     (0 axial, 1 coronal, 2 sagittal).
 
@@ -128,7 +132,8 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
     both ends: :func:`~synthfm.evaluate.protocols.prompt_slices`), propagates through the volume
     (:class:`synthfm.segment.VolumeSegmenter`) and scores the 3D result; ``propagation`` overrides settings of
     every model's propagation defaults (``PropagationOptions`` keyword arguments). ``mirror`` (None: each model's
-    own ``mirror_average``) sets ``SlicePredictor.mirror`` for every model. ``embedding_cache``: a folder where slice
+    own ``mirror_average``) sets ``SlicePredictor.mirror`` for every model, ``point_gate`` (None: each model's own)
+    ``SlicePredictor.point_gate``. ``embedding_cache``: a folder where slice
     embeddings are kept between runs (:mod:`synthfm.segment.embedding_store`; another decoder on the same encoder
     then needs no encoder call on these images).
     """
@@ -141,7 +146,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
         raise ValueError("--propagation applies to volume mode: add --volume (or drop --propagation)")
     results = Results()
     loaded = load_cases(cases)  # bad data is found before any model is loaded; each file is read once
-    runners = _runners(models, protocols, device, volume, results, mirror, embedding_cache)
+    runners = _runners(models, protocols, device, volume, results, mirror, embedding_cache, point_gate)
     if volume:
         _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,
                           axis, volume_slices, dict(propagation or {}))

@@ -67,6 +67,9 @@ class ModelSpec:
     #: each prompt decoded on the slice and on its left-right mirror image, the two views' mask logits averaged
     #: (``SlicePredictor.mirror``; one more encoder call per prompted slice; propagated slices take one view)
     mirror_average: bool = False
+    #: > 0: the masks of point prompts (no box) are cut to the structure's intensity, this many spreads around the
+    #: intensity at the positive points (``SlicePredictor._gate_points``)
+    point_gate: float = 0.0
 
 
 MODEL_REGISTRY: Dict[str, ModelSpec] = {
@@ -126,7 +129,11 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   points_in_rounds=True,
                   # 300 fresh generator images (seed 5105; bench_mirror.py), stage-7 decoder, one view -> the slice
                   # and its mirror image averaged: 1 point 0.530 -> 0.551, 3 points 0.600 -> 0.613, box 0.707 -> 0.716
-                  mirror_average=True),
+                  mirror_average=True,
+                  # 300 fresh generator images (seed 5118; bench_point_gate.py), the point masks cut to
+                  # their intensity at 1.5 spreads: 1 point 0.548 -> 0.574, 3 points 0.615 -> 0.652, far negatives
+                  # 0.540 -> 0.566; boxes lose (0.736 -> 0.715), so points only (docs/segment.md, item 10)
+                  point_gate=1.5),
         ModelSpec("medsam-lite", "tinyvit", 256, LITEMEDSAM, "published",
                   description="LiteMedSAM as published (trained on real medical images; box prompts only).",
                   license="Apache-2.0", trained_points=False,

@@ -15,6 +15,7 @@ from typing import Dict, Hashable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from synthfm.models.sam import PromptableModel
 from synthfm.models.sam import LOW_RES
@@ -22,7 +23,7 @@ from synthfm.segment.embedding_store import EmbeddingStore
 from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
 from synthfm.segment.prompts import Prompts
 from synthfm.segment.quality import QualityCalibrator, image_signals, prompt_kind, quality_signals
-from synthfm.utils.masks import best_box_fit, box_region, iou
+from synthfm.utils.masks import best_box_fit, box_region, cut_to_intensity, iou, parts_touching, ring_contrast
 
 
 @dataclass
@@ -115,6 +116,8 @@ class SlicePredictor:
         self.encoder_calls = 0
         #: turns the quality signals into ``Prediction.score`` (None: the raw IoU head); set by load_model
         self.calibrator: Optional[QualityCalibrator] = getattr(model, "quality_calibrator", None)
+        #: > 0: masks of point prompts cut to the structure's intensity (:meth:`_gate_points`; ``ModelSpec.point_gate``)
+        self.point_gate: float = float(getattr(model, "point_gate", 0.0))
         #: compute the ``consistency`` signal (one more decoder call per prediction); None: when the calibration uses it
         self.consistency: Optional[bool] = None
         #: keep masks (and logits) inside a box prompt: a box says where the structure is, yet decoders leak past
@@ -226,13 +229,45 @@ class SlicePredictor:
         image = np.asarray(image)
         prompts.validate(*image.shape[-2:])
         if not (self.mirrors if mirror is None else mirror):
-            return self._predict_view(image, prompts, key, multimask, value_range, split_box)
+            return self._gate_points(image, self._predict_view(image, prompts, key, multimask, value_range, split_box),
+                                     prompts, value_range)
         key = self.key_of(image) if key is None else key
         transform = self.embed(image, key, value_range)[1]
         seen = self._predict_view(image, prompts, key, multimask, value_range, split_box)
         mirrored = self._predict_view(np.ascontiguousarray(image[:, ::-1]), _mirror_prompts(prompts, transform),
                                       (key, "mirror"), multimask, value_range, split_box)
-        return self._average_views(seen, mirrored, transform, prompts, prompt_kind(prompts))
+        return self._gate_points(image, self._average_views(seen, mirrored, transform, prompts, prompt_kind(prompts)),
+                                 prompts, value_range)
+
+    def _gate_points(self, image: np.ndarray, pred: Prediction, prompts: Prompts,
+                     value_range: Optional[Tuple[float, float]]) -> Prediction:
+        """``pred`` cut to its structure's intensity when the prompts are points alone (no box, no mask prompt) and
+        :attr:`point_gate` k > 0: pixels whose windowed intensity (1-pixel Gaussian smoothing) is further than k
+        spreads (the larger of the mask's contrast against its 3-px ring and its inside std) from the mean within
+        3 px of the positive points are removed, the rest opened and filled, and only its parts that hold a positive
+        point kept (docs/segment.md, item 10). The logits are lowered where the cut removed pixels
+        (:meth:`restrict`); scores and signals stay those of the decoder's mask."""
+        positives = prompts.points[prompts.labels == 1] if len(prompts.labels) else prompts.points[:0]
+        if (self.point_gate <= 0 or prompts.box is not None or prompts.mask_logits is not None or not len(positives)
+                or pred.mask.sum() < 10):
+            return pred
+        lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
+        ys, xs = np.nonzero(pred.mask)  # work in the mask's box grown by its 3-px ring and the smoothing's 4-px
+        window = (slice(max(ys.min() - 8, 0), ys.max() + 9), slice(max(xs.min() - 8, 0), xs.max() + 9))  # reach: exact
+        mask = pred.mask[window]
+        smooth = ndi.gaussian_filter(normalize(image[window], lo, hi), 1.0)
+        seeds = np.zeros(mask.shape, bool)
+        rows = np.clip(np.round(positives[:, 1]).astype(int), 0, image.shape[0] - 1) - window[0].start
+        cols = np.clip(np.round(positives[:, 0]).astype(int), 0, image.shape[1] - 1) - window[1].start
+        inside_window = (rows >= 0) & (rows < mask.shape[0]) & (cols >= 0) & (cols < mask.shape[1])
+        seeds[rows[inside_window], cols[inside_window]] = True  # points further away are > 3 px from the mask
+        near = ndi.binary_dilation(seeds, iterations=3) & mask
+        inside = smooth[mask]
+        centre = float(smooth[near].mean()) if near.any() else float(np.median(inside))
+        spread = max(ring_contrast(smooth, mask), float(inside.std()))
+        kept = np.zeros_like(pred.mask)
+        kept[window] = parts_touching(cut_to_intensity(mask, smooth, centre, self.point_gate * spread), seeds)
+        return self.restrict(pred, kept) if (kept & pred.mask).any() else pred
 
     def embed_mirror(self, image: np.ndarray, key: Hashable, value_range: Optional[Tuple[float, float]] = None) -> None:
         """Encode the slice's mirror image ahead of a prompt (as :meth:`predict` with ``mirror`` encodes it)."""

@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 from synthfm.segment.predictor import Prediction, SlicePredictor
 from synthfm.segment.preprocess import intensity_range
 from synthfm.segment.prompts import Prompts
-from synthfm.utils.masks import iou, tight_box
+from synthfm.utils.masks import cut_to_intensity, iou, parts_touching, tight_box
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 DIRECTIONS = ("both", "up", "down")
@@ -509,12 +509,8 @@ class VolumeSegmenter:
             mask &= ndi.distance_transform_edt(~prev_mask) <= radius
         if options.intensity_gate > 0:
             smooth = ndi.gaussian_filter(self.slice(index).astype(np.float32), 1.0)
-            mask &= np.abs(smooth - ref.mean) <= options.intensity_gate * ref.spread
-            mask = ndi.binary_fill_holes(ndi.binary_opening(mask, np.ones((3, 3), bool)))  # no 1-2 px seams
-        labels, n = ndi.label(mask)
-        touching = np.unique(labels[prev_mask & mask])
-        if n > 1 and touching.size:
-            mask = np.isin(labels, touching[touching > 0])
+            mask = cut_to_intensity(mask, smooth, ref.mean, options.intensity_gate * ref.spread)
+        mask = parts_touching(mask, prev_mask)
         return self.predictor.restrict(pred, mask) if mask.sum() >= options.min_area_px else pred
 
     def _reference(self, index: int, mask: np.ndarray, stat: str) -> "_Reference":

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import numpy as np
+from scipy import ndimage as ndi
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -51,3 +52,24 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
     """``x0, y0, x1, y1`` (pixel columns and rows) of a non-empty 2D mask's pixels."""
     ys, xs = np.nonzero(mask)
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
+
+
+def cut_to_intensity(mask: np.ndarray, smooth: np.ndarray, centre: float, limit: float) -> np.ndarray:
+    """``mask`` without the pixels whose (smoothed) intensity lies further than ``limit`` from ``centre``, opened
+    3 x 3 (no 1-2 px seams along a neighbour's edge) and with its holes filled (propagation's ``intensity_gate``
+    and the point prompts' gate)."""
+    kept = mask & (np.abs(smooth - centre) <= limit)
+    return ndi.binary_fill_holes(ndi.binary_opening(kept, np.ones((3, 3), bool)))
+
+
+def parts_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """The connected parts of ``mask`` that touch ``anchor``; all of ``mask`` when it is one part or none touches."""
+    labels, n = ndi.label(mask)
+    touching = np.unique(labels[anchor & mask])
+    return np.isin(labels, touching) if n > 1 and touching.size else mask
+
+
+def ring_contrast(image: np.ndarray, mask: np.ndarray, width: int = 3) -> float:
+    """|mean of ``image`` under ``mask`` - mean in a ``width``-pixel ring outside it| (0 without a ring)."""
+    ring = ndi.binary_dilation(mask, iterations=width) & ~mask
+    return float(abs(image[mask].mean() - image[ring].mean())) if ring.any() and mask.any() else 0.0
