@@ -106,3 +106,18 @@ def test_the_cut_within_the_masks_box_equals_the_cut_on_the_whole_slice(leaking,
     pred = leaking.predict(noise, Prompts.make(points), value_range=(0.0, 1.0))
     expected = _cut_on_the_whole_slice(noise, decoder_mask, points, leaking.point_gate)
     assert 0 < expected.sum() < decoder_mask.sum() and np.array_equal(pred.mask, expected & decoder_mask)
+
+
+def test_the_fraction_cut_is_a_quality_signal_and_the_score_reads_it(leaking):
+    from synthfm.segment.quality import LogisticQuality, QualityCalibrator
+
+    leaking.point_gate = 1.5
+    pred = leaking.predict(IMAGE, Prompts.make([[20, 30]]))
+    assert pred.signals["cut"] == pytest.approx(0.5, abs=0.03)  # the neighbour's half of the 48 x 48 mask
+    box = leaking.predict(IMAGE, Prompts.make([[20, 30]], box=[8, 8, 55, 55]))
+    assert "cut" not in box.signals  # boxes are never cut
+    # a calibration whose points model reads the cut: the more was cut, the lower the score
+    leaking.calibrator = QualityCalibrator({"points": LogisticQuality(["cut"], [-1.0], 0.0, [0.0], [0.1], [0.0])})
+    assert leaking.predict(IMAGE, Prompts.make([[20, 30]])).score == pytest.approx(1 / (1 + np.exp(5.0)), rel=0.3)
+    leaking.point_gate = 0.0
+    assert leaking.predict(IMAGE, Prompts.make([[20, 30]])).score == pytest.approx(0.5)  # nothing cut: cut = fill 0

@@ -31,7 +31,7 @@ def test_signals_on_hand_made_logits():
     box = np.array([2, 2, 5, 5])  # inclusive pixels 2..5: 16 pixels
     points, labels = np.array([[3, 3], [8, 8]]), np.array([1, 0])
     s = quality_signals(logits, torch.tensor([0.9, 0.4]), box, points, labels)
-    assert set(s) == set(SIGNALS) - {"contrast", "edge", "consistency", "mirror_agreement", "split_agreement"}
+    assert set(s) == set(SIGNALS) - {"contrast", "edge", "consistency", "mirror_agreement", "split_agreement", "cut"}
     assert all(v.shape == (2,) for v in s.values())
     np.testing.assert_allclose(s["iou_head"], [0.9, 0.4], rtol=1e-6)
     np.testing.assert_allclose(s["stability"], [1.0, 0.0])  # candidate 1 has no pixel above logit 1
@@ -150,7 +150,7 @@ def test_predictions_carry_signals_and_use_the_calibrated_score():
     image = np.random.default_rng(0).uniform(0, 1, (96, 80)).astype(np.float32)
     prompts = Prompts.make([(40, 50)], box=(20, 30, 60, 70))
     raw = predictor.predict(image, prompts, multimask=True)
-    assert set(raw.signals) == set(SIGNALS) - {"consistency", "mirror_agreement"}  # one view (tiny-test)
+    assert set(raw.signals) == set(SIGNALS) - {"consistency", "mirror_agreement", "cut"}  # one view, a box
     assert raw.score == pytest.approx(raw.iou_head)
     assert raw.iou_head == pytest.approx(float(np.max(raw.all_signals["iou_head"])))  # the head picks the mask
     predictor.calibrator = QualityCalibrator({"box": LogisticQuality(["stability"], [2.0], -1.0, [0.0], [1.0], [0.0])})

@@ -20,10 +20,10 @@ from synthfm.utils.masks import iou
 #: +1: higher is better (the score may only rise with it), -1: lower is better, 0: either way
 SIGNS = {"iou_head": 1, "stability": 1, "confidence": 1, "points_agree": 1, "outside_box": -1, "box_fill": 0,
          "area": 0, "contrast": 1, "edge": 1, "consistency": 1, "mirror_agreement": 1,
-         "split_agreement": 1}
+         "split_agreement": 1, "cut": -1}
 #: the signals each prompt kind's model uses (those that exist for that kind)
 FEATURES = {"points": ("iou_head", "stability", "confidence", "points_agree", "area", "contrast", "edge",
-                       "consistency", "mirror_agreement"),
+                       "consistency", "mirror_agreement", "cut"),
             "box": ("iou_head", "stability", "confidence", "box_fill", "outside_box", "contrast", "edge", "consistency",
                     "mirror_agreement", "split_agreement"),
             "mask": ("iou_head", "stability", "confidence", "box_fill", "outside_box", "area", "contrast", "edge",

@@ -143,6 +143,7 @@ class PromptableModel(nn.Module):
         self.mask_choice = {"box": "single", "point": "multi"}  # ModelSpec.mask_choice once loaded
         self.points_in_rounds = False  # ModelSpec.points_in_rounds once loaded
         self.mirror_average = False  # ModelSpec.mirror_average once loaded
+        self.point_gate = 0.0  # ModelSpec.point_gate once loaded
         self.checkpoint_meta: Optional[dict] = None
         self.quality_calibrator = None  # synthfm.segment.quality.QualityCalibrator fitted for this decoder, if any
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1), False)

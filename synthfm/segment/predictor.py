@@ -246,11 +246,13 @@ class SlicePredictor:
         spreads (the larger of the mask's contrast against its 3-px ring and its inside std) from the mean within
         3 px of the positive points are removed, the rest opened and filled, and only its parts that hold a positive
         point kept (docs/segment.md, item 10). The logits are lowered where the cut removed pixels
-        (:meth:`restrict`); scores and signals stay those of the decoder's mask."""
+        (:meth:`restrict`); the fraction removed is the ``cut`` quality signal, and the score is computed again with
+        it (the other signals stay those of the decoder's mask)."""
         positives = prompts.points[prompts.labels == 1] if len(prompts.labels) else prompts.points[:0]
-        if (self.point_gate <= 0 or prompts.box is not None or prompts.mask_logits is not None or not len(positives)
-                or pred.mask.sum() < 10):
+        if self.point_gate <= 0 or prompts.box is not None or prompts.mask_logits is not None or not len(positives):
             return pred
+        if pred.mask.sum() < 10:
+            return self._with_cut(pred, 0.0)
         lo, hi = value_range if value_range is not None else intensity_range(image, self.window)
         ys, xs = np.nonzero(pred.mask)  # work in the mask's box grown by its 3-px ring and the smoothing's 4-px
         window = (slice(max(ys.min() - 8, 0), ys.max() + 9), slice(max(xs.min() - 8, 0), xs.max() + 9))  # reach: exact
@@ -267,7 +269,20 @@ class SlicePredictor:
         spread = max(ring_contrast(smooth, mask), float(inside.std()))
         kept = np.zeros_like(pred.mask)
         kept[window] = parts_touching(cut_to_intensity(mask, smooth, centre, self.point_gate * spread), seeds)
-        return self.restrict(pred, kept) if (kept & pred.mask).any() else pred
+        if not (kept & pred.mask).any():
+            return self._with_cut(pred, 0.0)
+        return self._with_cut(self.restrict(pred, kept), 1.0 - (kept & pred.mask).sum() / pred.mask.sum())
+
+    def _with_cut(self, pred: Prediction, fraction: float) -> Prediction:
+        """``pred`` with the ``cut`` signal (``fraction`` for its own mask, 0 for the other candidates) and its
+        scores computed again with it."""
+        if not pred.all_signals:
+            return pred
+        signals = dict(pred.all_signals)
+        signals["cut"] = np.zeros(len(signals["iou_head"]))
+        signals["cut"][pred.index] = fraction
+        scores = self._scores(signals, "points")
+        return replace(pred, all_signals=signals, all_scores=scores, score=float(scores[pred.index]))
 
     def embed_mirror(self, image: np.ndarray, key: Hashable, value_range: Optional[Tuple[float, float]] = None) -> None:
         """Encode the slice's mirror image ahead of a prompt (as :meth:`predict` with ``mirror`` encodes it)."""

@@ -25,6 +25,9 @@ encoder frame) in a few tensor operations:
 * ``mirror_agreement`` (only when the prediction averages the slice's mirror image, ``SlicePredictor.mirror``):
   IoU of the two views' masks (the mirror's mirrored back; 0 when both are empty): where the encoder's two views
   of the slice disagree, the mask is unsure.
+* ``cut`` (point prompts of a model with ``point_gate``): the fraction of the decoder's mask that the cut to the
+  structure's intensity removed (``SlicePredictor._gate_points``; 0 for the candidates it did not touch): a mask that
+  spilled far past its intensity is one the decoder was unsure of.
 
 :class:`QualityCalibrator` maps them to a score in [0, 1] that estimates the mask's IoU: one logistic model per
 prompt kind (``mask``: a previous mask was given, as in propagation; else ``box``: a box was given; else
@@ -43,7 +46,7 @@ import numpy as np
 import torch
 
 SIGNALS = ("iou_head", "stability", "confidence", "box_fill", "outside_box", "points_agree", "area", "contrast",
-           "edge", "consistency", "mirror_agreement", "split_agreement")
+           "edge", "consistency", "mirror_agreement", "split_agreement", "cut")
 KINDS = ("box", "points", "mask")
 STABILITY_OFFSET = 1.0  # segment-anything's default stability_score_offset
 CALIBRATION_FORMAT = "synthfm-quality-calibration"
