@@ -77,13 +77,14 @@ def _cut_on_the_whole_slice(image, mask, points, k):
     """The cut computed on the whole slice (what _gate_points computes within the mask's grown box)."""
     from scipy import ndimage as ndi
 
-    from synthfm.utils.masks import cut_to_intensity, parts_touching, ring_contrast
+    from synthfm.utils.masks import cut_to_intensity, parts_touching
 
     smooth = ndi.gaussian_filter(np.clip(image, 0, 1).astype(np.float32), 1.0)
     seeds = np.zeros(mask.shape, bool)
     seeds[np.round(points[:, 1]).astype(int), np.round(points[:, 0]).astype(int)] = True
     near = ndi.binary_dilation(seeds, iterations=3) & mask
-    spread = max(ring_contrast(smooth, mask), float(smooth[mask].std()))
+    ring = ndi.binary_dilation(mask, iterations=3) & ~mask
+    spread = max(abs(float(smooth[mask].mean()) - float(smooth[ring].mean())), float(smooth[mask].std()))
     return parts_touching(cut_to_intensity(mask, smooth, float(smooth[near].mean()), k * spread), seeds)
 
 

@@ -23,7 +23,7 @@ from synthfm.segment.embedding_store import EmbeddingStore
 from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
 from synthfm.segment.prompts import Prompts
 from synthfm.segment.quality import QualityCalibrator, image_signals, prompt_kind, quality_signals
-from synthfm.utils.masks import best_box_fit, box_region, cut_to_intensity, iou, parts_touching, ring_contrast
+from synthfm.utils.masks import best_box_fit, box_region, cut_to_intensity, inside_and_ring, iou, parts_touching
 
 
 @dataclass
@@ -266,12 +266,14 @@ class SlicePredictor:
         near = ndi.binary_dilation(seeds, iterations=3) & mask
         inside = smooth[mask]
         centre = float(smooth[near].mean()) if near.any() else float(np.median(inside))
-        spread = max(ring_contrast(smooth, mask), float(inside.std()))
+        mean, ring = inside_and_ring(smooth, mask)
+        spread = max(abs(mean - ring), float(inside.std()))
         kept = np.zeros_like(pred.mask)
         kept[window] = parts_touching(cut_to_intensity(mask, smooth, centre, self.point_gate * spread), seeds)
-        if not (kept & pred.mask).any():
+        kept &= pred.mask  # filling holes may add the decoder mask's own holes back: those are not kept
+        if not kept.any():
             return self._with_cut(pred, 0.0)
-        return self._with_cut(self.restrict(pred, kept), 1.0 - (kept & pred.mask).sum() / pred.mask.sum())
+        return self._with_cut(self.restrict(pred, kept), 1.0 - kept.sum() / pred.mask.sum())
 
     def _with_cut(self, pred: Prediction, fraction: float) -> Prediction:
         """``pred`` with the ``cut`` signal (``fraction`` for its own mask, 0 for the other candidates) and its

@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 from synthfm.segment.predictor import Prediction, SlicePredictor
 from synthfm.segment.preprocess import intensity_range
 from synthfm.segment.prompts import Prompts
-from synthfm.utils.masks import cut_to_intensity, iou, parts_touching, tight_box
+from synthfm.utils.masks import cut_to_intensity, inside_and_ring, iou, parts_touching, tight_box
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 DIRECTIONS = ("both", "up", "down")
@@ -322,9 +322,7 @@ class VolumeSegmenter:
 
     def _inside_and_ring(self, index: int, mask: np.ndarray) -> Tuple[float, float]:
         """Mean intensity under ``mask`` and in a 3-pixel ring outside it (the inside mean when there is no ring)."""
-        ring = ndi.binary_dilation(mask, iterations=3) & ~mask
-        inside = self._mean_in(index, mask)
-        return inside, (self._mean_in(index, ring) if ring.any() else inside)
+        return inside_and_ring(self.slice(index), mask)
 
     def _contrast(self, index: int, mask: np.ndarray, means: Optional[Tuple[float, float]] = None) -> float:
         """|mean inside - mean of a 3-pixel ring outside| of ``mask`` (``means``: those two, when already measured),

@@ -69,7 +69,9 @@ def parts_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     return np.isin(labels, touching) if n > 1 and touching.size else mask
 
 
-def ring_contrast(image: np.ndarray, mask: np.ndarray, width: int = 3) -> float:
-    """|mean of ``image`` under ``mask`` - mean in a ``width``-pixel ring outside it| (0 without a ring)."""
+def inside_and_ring(image: np.ndarray, mask: np.ndarray, width: int = 3) -> Tuple[float, float]:
+    """Mean of ``image`` under a non-empty ``mask`` and in a ``width``-pixel ring outside it (the inside mean when
+    there is no ring)."""
     ring = ndi.binary_dilation(mask, iterations=width) & ~mask
-    return float(abs(image[mask].mean() - image[ring].mean())) if ring.any() and mask.any() else 0.0
+    inside = float(image[mask].mean())
+    return inside, (float(image[ring].mean()) if ring.any() else inside)
