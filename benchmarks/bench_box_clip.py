@@ -94,13 +94,16 @@ def data_sources(predictor: SlicePredictor, caches, pairs: Optional[str], max_sl
     return sources
 
 
-def protocol_bench(description: str, protocols: Sequence[str]) -> Tuple[argparse.Namespace, SlicePredictor, list]:
-    """The set-up of the per-protocol benchmarks: ``--model``, the data arguments and ``--protocols`` parsed, the
-    model's predictor on the CPU, and its :func:`data_sources`."""
+def protocol_bench(description: str, protocols: Sequence[str], **extra: dict
+                   ) -> Tuple[argparse.Namespace, SlicePredictor, list]:
+    """The set-up of the per-protocol benchmarks: ``--model``, the data arguments, ``--protocols`` and the ``extra``
+    options (``name=add_argument keywords``) parsed, the model's predictor on the CPU, and its :func:`data_sources`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="synthfm-lite")
     add_data_arguments(parser)
     parser.add_argument("--protocols", nargs="+", default=list(protocols), choices=protocols)
+    for name, keywords in extra.items():
+        parser.add_argument(f"--{name}", **keywords)
     args = parser.parse_args()
     predictor = SlicePredictor(load_model(args.model), "cpu")
     return args, predictor, data_sources(predictor, args.cache, args.pairs, args.max_slices, args.generated,

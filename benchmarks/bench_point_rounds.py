@@ -1,10 +1,12 @@
 """Several points at once or in rounds (``ModelSpec.points_in_rounds``): Dice per prompt protocol on held-out
 synthetic images (the choice) and, for reporting only, real slices. In rounds, the points are decoded one per
 round in their order, each later round fed the previous round's logits as the mask prompt (training's correction
-rounds); "corrections" opens a round only for a point the current mask gets wrong (``SlicePredictor`` docstring);
-``clicks`` is one point then 4 correction clicks (evaluate's protocol; the Dice after each click).
+rounds); "corrections" opens a round only for a point the current mask gets wrong, "negatives-on-errors" only
+for a positive point or a negative one the mask covers (``SlicePredictor`` docstring); ``clicks`` is one point then
+4 correction clicks (evaluate's protocol; the Dice after each click); point1 is the reference of far negatives.
 
 Run: .venv/bin/python benchmarks/bench_point_rounds.py --cache runs/lite3/cache/val 0:64
+     [--generated 300 --generated-seed 5120] (fresh generator images) [--modes true negatives-on-errors]
      [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
 """
 from __future__ import annotations
@@ -17,7 +19,8 @@ from bench_box_clip import protocol_bench
 from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import make_prompts, next_click
 
-PROTOCOLS = ("point3", "point1neg2", "clicks")
+PROTOCOLS = ("point1", "point3", "point1neg2", "clicks")
+MODES = {"false": False, "true": True, "corrections": "corrections", "negatives-on-errors": "negatives-on-errors"}
 CLICKS = 5
 
 
@@ -37,10 +40,11 @@ def dice_curve(predict, protocol: str, truth: np.ndarray, rng: np.random.Generat
 
 
 def main() -> None:
-    args, predictor, sources = protocol_bench(__doc__.splitlines()[0], PROTOCOLS)
-    modes = (False, True, "corrections")
-    print(f"{'data':<44}{'prompt':<12}{'n':>5}{'at once':>10}{'rounds':>10}{'corr.':>10}"
-          "  clicks 1..5 (at once | rounds | corrections)")
+    args, predictor, sources = protocol_bench(__doc__.splitlines()[0], PROTOCOLS,
+                                              modes=dict(nargs="+", choices=MODES, default=list(MODES)[:3]))
+    modes = [MODES[m] for m in args.modes]
+    print(f"{'data':<44}{'prompt':<12}{'n':>5}" + "".join(f"{m[:10]:>11}" for m in args.modes)
+          + f"  clicks 1..5 ({' | '.join(args.modes)})")
     for name, items in sources:
         table: Dict[tuple, List[List[float]]] = {}
         for image, truth, key, vrange, seed in items:
@@ -54,8 +58,8 @@ def main() -> None:
             means = [np.mean(table[(protocol, r)], 0) for r in modes]
             curves = ("  " + " | ".join(" ".join(f"{v:.3f}" for v in m) for m in means)
                       if protocol == "clicks" else "")
-            print(f"{name:<44}{protocol:<12}{len(table[(protocol, False)]):>5}"
-                  + "".join(f"{m[-1]:>10.3f}" for m in means) + curves, flush=True)
+            print(f"{name:<44}{protocol:<12}{len(table[(protocol, modes[0])]):>5}"
+                  + "".join(f"{m[-1]:>11.3f}" for m in means) + curves, flush=True)
 
 
 if __name__ == "__main__":

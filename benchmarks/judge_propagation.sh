@@ -22,7 +22,7 @@ for s in ${SETS:-real:vol real_judge:jvol}; do
   pre=${s##*:}
   [ -f "data/$d/cases.csv" ] || { echo "judge_propagation.sh: data/$d/cases.csv is missing (synthfm evaluate-data)" >&2; exit 2; }
   for k in ${KS:-1 3}; do
-    out=runs/${pre}$([ $k = 3 ] && echo k3)_$TAG
+    out=runs/${pre}$([ "$k" = 3 ] && echo k3 || true)_$TAG
     "${PIN[@]}" .venv/bin/synthfm evaluate --pairs "data/$d/cases.csv" --model "${MODEL:-synthfm-lite}" --prompt point1 \
       --prompt box --volume --volume-slices $k "${P[@]}" --overwrite --embedding-cache runs/embeddings --out "$out" \
       > "$out.log" 2>&1

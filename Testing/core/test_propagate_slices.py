@@ -516,3 +516,31 @@ def test_encode_every_must_be_a_whole_number_of_slices():
             seg.propagate_slices({1: _box(np.ones((8, 8), bool))}, options=PropagationOptions(encode_every=bad))
     with pytest.raises(ValueError, match="not a valid value for encode_every"):
         PropagationOptions.parse_overrides(["encode_every=2.5"])
+
+
+def test_uncut_reference_compares_with_the_prompted_mask_before_the_point_cut():
+    """The point cut kept only the structure on the prompted slice, but the decoder's own mask there held the
+    neighbour as on every slice. The stop rule reads the propagated slices' decoder masks: against the cut mask
+    their intensity drifted (stop at once); with ``uncut_reference`` against the prompted slice's decoder mask it did
+    not, and the intensity gate, still centred on the cut mask's intensity, keeps the neighbour out."""
+    class CutAtPrompt(Leaky):  # the prompted slice's mask as the point cut leaves it, with the decoder's before it
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+            i = key[2]
+            decoded = self.truth[i] | self.neighbour[i]
+            cut = i in self.clean and prompts.mask_logits is None
+            return Prediction(self.truth[i] if cut else decoded, 0.9, np.zeros((256, 256), np.float32),
+                              np.array([0.9]), uncut=decoded if cut else None)
+
+    truth, neighbour, volume = _leak_volume()
+    seg = VolumeSegmenter(CutAtPrompt(truth, neighbour), volume)
+    options = PropagationOptions(max_growth=10.0, max_intensity_drift=0.5, intensity_scale="spread",
+                                 intensity_gate=2.0)
+    prompt = Prompts.make(positive=[(15, 15)])
+    assert seg.propagate(5, prompt, options=options).slices == [5]
+    uncut = seg.propagate(5, prompt, options=replace(options, uncut_reference=True))
+    assert uncut.slices == list(range(11))
+    assert uncut.mask[truth].all() and not (uncut.mask & ~truth)[:, :, 22:].any()  # the gate: the cut's intensity
+    record = next(r for r in uncut.records if r.index == 6)
+    assert record.evidence["drift"] < 0.1 and record.evidence["growth"] < 0.1  # against the decoder's prompted mask
+    on_cut = [seg.propagate(5, prompt, options=replace(options, uncut_reference=u, stop_on_cut=True)) for u in (0, 1)]
+    assert [r.evidence for r in on_cut[0].records] == [r.evidence for r in on_cut[1].records]  # cut masks: cut reference

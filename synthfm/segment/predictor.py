@@ -42,6 +42,8 @@ class Prediction:
     candidate_logits: Optional[np.ndarray] = None  # (M, 256, 256)
     all_signals: Optional[Dict[str, np.ndarray]] = None  # quality signals of every candidate, (M,) each
     index: int = 0  # which candidate this prediction is
+    #: the decoder's mask before the point cut (:meth:`SlicePredictor._gate_points`) removed part of it; None: not cut
+    uncut: Optional[np.ndarray] = None
 
     @property
     def signals(self) -> Dict[str, float]:
@@ -62,7 +64,7 @@ class Prediction:
     def candidate(self, k: int) -> "Prediction":
         """Candidate ``k`` as the prediction (needs :attr:`candidates`)."""
         return replace(self, mask=self.candidates[k], score=float(self.all_scores[k]), logits=self.candidate_logits[k],
-                       index=k)
+                       index=k, uncut=None)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -273,7 +275,8 @@ class SlicePredictor:
         kept &= pred.mask  # filling holes may add the decoder mask's own holes back: those are not kept
         if not kept.any():
             return self._with_cut(pred, 0.0)
-        return self._with_cut(self.restrict(pred, kept), 1.0 - kept.sum() / pred.mask.sum())
+        cut = self._with_cut(self.restrict(pred, kept), 1.0 - kept.sum() / pred.mask.sum())
+        return replace(cut, uncut=pred.mask) if cut.mask.sum() < pred.mask.sum() else cut
 
     def _with_cut(self, pred: Prediction, fraction: float) -> Prediction:
         """``pred`` with the ``cut`` signal (``fraction`` for its own mask, 0 for the other candidates) and its
@@ -331,16 +334,28 @@ class SlicePredictor:
         With the model's ``points_in_rounds == "corrections"`` only a point the current mask gets wrong (a positive
         outside it, a negative inside) opens a round, as training's correction clicks always lie on an error; a
         point the mask already honours joins the next round, and if no round follows the first, all points are
-        decoded at once without a mask prompt (training's first rounds: several points, or far negatives)."""
+        decoded at once without a mask prompt (training's first rounds: several points, or far negatives). With
+        ``"negatives-on-errors"`` every positive point opens its round as with ``True``, but a negative point only
+        where the current mask covers it (training's negative correction clicks lie on the mask): a negative the
+        mask already leaves out changes nothing, and joins the prompt of the next round opened."""
         kind = prompt_kind(prompts)
 
         def upto(idx: List[int], logits: Optional[np.ndarray], last: bool) -> Prediction:
             step = replace(prompts, points=prompts.points[idx], labels=prompts.labels[idx], mask_logits=logits)
             return self._predict_once(image, step, key, multimask if last else "auto", value_range, kind)
 
-        n = len(prompts.labels)
+        n, mode = len(prompts.labels), getattr(self.model, "points_in_rounds", False)
         pred = upto([0], None, n == 1)
-        if getattr(self.model, "points_in_rounds", False) != "corrections":
+        if mode == "negatives-on-errors":
+            given, fed = [0], None  # the points of the last round decoded and the logits fed to it
+            for m in range(2, n + 1):
+                if prompts.labels[m - 1] == 1 or not honours(pred.mask, prompts.points[m - 1], 0):
+                    given, fed = list(range(m)), pred.logits
+                    pred = upto(given, fed, m == n)
+            if len(given) < n and multimask != "auto":  # that round was not decoded as the last one
+                pred = upto(given, fed, True)
+            return pred
+        if mode != "corrections":
             for m in range(2, n + 1):
                 pred = upto(list(range(m)), pred.logits, m == n)
             return pred

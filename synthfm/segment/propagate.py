@@ -108,6 +108,10 @@ class PropagationOptions:
     #: the stop rule reads the masks as cut by intensity_gate / max_step (default: the decoder's own masks, so that
     #: a cut cannot hide a leak from the intensity stops)
     stop_on_cut: bool = False
+    #: the stop rule compares propagated slices with a prompted slice's mask as the decoder gave it, before the point
+    #: cut (``Prediction.uncut``), as it reads their masks before theirs (unless ``stop_on_cut``); the intensity gate
+    #: still takes the cut mask's intensity. False: the prompted slice's mask as kept, cut
+    uncut_reference: bool = False
     max_cut: float = 0.0  # > 0: the cut removed more than this fraction of the decoder's mask: it left the structure
     #: propagated slices decoded on their mirror image too, as prompted slices are with a ``mirror_average`` model
     #: (twice the encoder time per slice); False (default): one view; None ("auto"): on a GPU only, where encoding
@@ -429,19 +433,23 @@ class VolumeSegmenter:
         at a prompted end).
         """
         floor = max(options.min_score, options.min_score_ratio * first.score)
-        ref = self._reference(index, first.mask, options.intensity_stat)
+        ref = gate_ref = self._reference(index, first.mask, options.intensity_stat)
+        seen_first = first  # the prompted slice's mask the stop rule compares with
+        if options.uncut_reference and not options.stop_on_cut and first.uncut is not None:
+            seen_first = replace(first, mask=first.uncut)
+            ref = self._reference(index, first.uncut, options.intensity_stat)
         scale = ref.contrast
         if options.intensity_scale == "spread" or (options.intensity_scale == "spread-single" and single):
             scale = ref.spread
         keep = keep_probability(options.keep_rule) if options.min_keep > 0 and options.keep_rule else None
-        end_area = options.max_end_growth * first.mask.sum() if from_end and options.max_end_growth else np.inf
+        end_area = options.max_end_growth * seen_first.mask.sum() if from_end and options.max_end_growth else np.inf
         prev, prev_mean, i, count, towards = first, ref.mean, index + step, 0, [0.0]  # kept slices' "toward"
-        prev_seen = first  # the masks the stop rule reads (the decoder's, before cuts, unless options.stop_on_cut)
+        prev_seen = seen_first  # the masks the stop rule reads (the decoder's, before cuts, unless options.stop_on_cut)
         pending: List[Tuple[SliceRecord, Prediction]] = []  # slices an intensity stop fired on (stop_patience)
 
         def judge(seen: Prediction) -> _Step:
             """A candidate mask of slice ``i`` cut (``_constrain``) and read by the stop rule."""
-            pred = self._constrain(i, seen, prev.mask, ref, options)
+            pred = self._constrain(i, seen, prev.mask, gate_ref, options)
             cut = 1.0 - pred.mask.sum() / max(1, seen.mask.sum())
             judged = pred if options.stop_on_cut else seen  # the mask the stop rule reads
             area = int(judged.mask.sum())
