@@ -1,12 +1,12 @@
 """Several points at once or in rounds (``ModelSpec.points_in_rounds``): Dice per prompt protocol on held-out
 synthetic images (the choice) and, for reporting only, real slices. In rounds, the points are decoded one per
 round in their order, each later round fed the previous round's logits as the mask prompt (training's correction
-rounds); "corrections" opens a round only for a point the current mask gets wrong, "negatives-on-errors" only
-for a positive point or a negative one the mask covers (``SlicePredictor`` docstring); ``clicks`` is one point then
-4 correction clicks (evaluate's protocol; the Dice after each click); point1 is the reference of far negatives.
+rounds); "corrections" opens a round only for a point the current mask gets wrong (``SlicePredictor`` docstring);
+``clicks`` is one point then 4 correction clicks (evaluate's protocol; the Dice after each click); point1 is the
+reference of far negatives.
 
 Run: .venv/bin/python benchmarks/bench_point_rounds.py --cache runs/lite3/cache/val 0:64
-     [--generated 300 --generated-seed 5120] (fresh generator images) [--modes true negatives-on-errors]
+     [--generated 300 --generated-seed 5121] (fresh generator images) [--modes true corrections]
      [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import make_prompts, next_click
 
 PROTOCOLS = ("point1", "point3", "point1neg2", "clicks")
-MODES = {"false": False, "true": True, "corrections": "corrections", "negatives-on-errors": "negatives-on-errors"}
+MODES = {"false": False, "true": True, "corrections": "corrections"}
 CLICKS = 5
 
 

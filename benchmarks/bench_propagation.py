@@ -124,7 +124,7 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             # the stop rule reading the cut masks, and a stop where the cut removes much of the decoder's mask
             "stop on cut masks": {"stop_on_cut": True},
             # the stop rule compares with the prompted mask before the point cut (point prompts; docs/segment.md)
-            "uncut reference": {"uncut_reference": True},
+            "uncut reference": {"uncut_reference": True}, "cut reference": {"uncut_reference": False},
             **{f"{'stop on cut masks, ' if on else ''}cut<={c}": {"stop_on_cut": on, "max_cut": c}
                for on in (False, True) for c in (0.3, 0.5)},
             **{f"step<={r}, oracle stop": {**NO_STOP, "max_step": r} for r in (0.15, 0.3)},

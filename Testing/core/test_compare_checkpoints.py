@@ -68,7 +68,10 @@ def test_checkpoints_are_averaged_tensor_by_tensor_and_other_models_refused(tmp_
     avg = importlib.util.module_from_spec(spec_avg)
     spec_avg.loader.exec_module(avg)
     torch.manual_seed(0)
-    a, b = build_model("tiny-test"), build_model("tiny-test")
+    a, b = build_model("tiny-test"), build_model("tiny-test")  # the same random weights: b's decoder moved
+    with torch.no_grad():
+        for p in b.mask_decoder.parameters():
+            p.add_(torch.randn_like(p))
     pa = save_decoder_checkpoint(tmp_path / "a.pt", a, {"model": "tiny-test", "step": 3})
     pb = save_decoder_checkpoint(tmp_path / "b.pt", b, {"model": "tiny-test", "step": 5})
     out = tmp_path / "soup.pt"

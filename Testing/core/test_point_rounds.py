@@ -130,27 +130,3 @@ def test_honours_reads_the_mask_at_the_point():
     assert honours(mask, np.array([12.0, 3.0]), 0) and not honours(mask, np.array([12.0, 3.0]), 1)
     assert honours(mask, np.array([-3.0, 40.0]), 0)  # off the slice: outside
 
-
-def test_negatives_on_errors_a_negative_the_mask_leaves_out_changes_nothing(left_half):
-    predictor, calls = left_half
-    predictor.model.points_in_rounds = "negatives-on-errors"
-    alone = predictor.predict(IMAGE, Prompts.make([[10, 20]]))
-    calls.clear()
-    pred = predictor.predict(IMAGE, Prompts.make([[10, 20]], [[50, 10], [60, 40]]))  # both right of the mask
-    assert [c["labels"] for c in calls] == [[1]]  # the first point's round only
-    np.testing.assert_array_equal(pred.mask, alone.mask)
-    np.testing.assert_array_equal(pred.logits, alone.logits)
-    calls.clear()
-    predictor.predict(IMAGE, Prompts.make([[10, 20]], [[50, 10], [60, 40]]), multimask=False)
-    assert [c["labels"] for c in calls] == [[1], [1]]  # asked for one mask: the last round decoded again as asked
-
-
-def test_negatives_on_errors_a_negative_on_the_mask_or_a_positive_opens_a_round(left_half):
-    predictor, calls = left_half
-    predictor.model.points_in_rounds = "negatives-on-errors"
-    predictor.predict(IMAGE, Prompts.make([[10, 20]], [[50, 10], [20, 30]]))  # the second negative lies on the mask
-    assert [c["labels"] for c in calls] == [[1], [1, 0, 0]]  # the left-out negative joins that round
-    assert calls[1]["masks"] is not None and calls[1]["masks"].max() == pytest.approx(5.0)
-    calls.clear()
-    predictor.predict(IMAGE, Prompts.make([[10, 20], [20, 30], [50, 30]]))  # positives: a round each, as True
-    assert [c["labels"] for c in calls] == [[1], [1, 1], [1, 1, 1]]

@@ -544,3 +544,22 @@ def test_uncut_reference_compares_with_the_prompted_mask_before_the_point_cut():
     assert record.evidence["drift"] < 0.1 and record.evidence["growth"] < 0.1  # against the decoder's prompted mask
     on_cut = [seg.propagate(5, prompt, options=replace(options, uncut_reference=u, stop_on_cut=True)) for u in (0, 1)]
     assert [r.evidence for r in on_cut[0].records] == [r.evidence for r in on_cut[1].records]  # cut masks: cut reference
+
+
+def test_an_empty_mask_ends_the_structure_even_with_min_area_px_0():
+    """``min_area_px=0`` lets tiny masks through, never an empty one: it stops propagation (there is no box to prompt
+    the next slice with), an empty slice between prompted slices prompts nothing, and an empty prompted mask is an
+    error naming the slice."""
+    truth = _tilted_tube()
+    seg = VolumeSegmenter(BoxPredictor(truth, 0), truth * 1.0)
+    options = PropagationOptions(box_margin=0.0, min_area_px=0, min_score=0.0)
+    result = seg.propagate(10, _box(truth[10]), options=options)
+    assert result.slices == list(range(2, 19))
+    assert {r.index: r.stop for r in result.records if r.stop} == {1: "empty", 19: "empty"}
+    holes = truth.copy()
+    holes[6:8] = False  # two empty slices between the prompted ones
+    seg = VolumeSegmenter(BoxPredictor(holes, 0), holes * 1.0)
+    between = seg.propagate_slices({2: _box(truth[2]), 12: _box(truth[12])}, options=options)
+    assert not between.mask[6:8].any() and between.mask[9].sum() > 0
+    with pytest.raises(ValueError, match="empty mask on slice 7"):
+        seg.propagate_slices({2: _box(truth[2]), 7: _box(truth[7])}, options=options)

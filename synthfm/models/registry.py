@@ -115,11 +115,16 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # -> 0.388; 24..47 0.647 -> 0.658, 0.456 -> 0.459; real K = 3 (reported, bf16; guard: mean of four
                   # rows not lower, worst leak not longer) table box 0.719 -> 0.712, one point 0.584 -> 0.602, judging
                   # set 0.645 -> 0.645, 0.504 -> 0.510; worst leaks unchanged
+                  # + the stop rule compares with the prompted slice's decoder mask before the point cut
+                  # (2026-12-05, "default, uncut reference", --prompt point1; rule in docs/segment.md): volumes 0..47
+                  # one point K = 1 0.297 -> 0.313, K = 3 0.424 -> 0.424; real (reported, bf16; guard: mean of four
+                  # one-point rows not lower, worst leak not 5 slices longer) table K = 1 0.489 -> 0.512, K = 3 0.615
+                  # -> 0.621, judging set 0.440 -> 0.446, 0.548 -> 0.536; boxes unchanged (never cut)
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
                                ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
                                ("intensity_scale", "spread-single"), ("max_end_extension", 0.3),
                                ("outer_ends", True), ("intensity_gate", 1.5), ("max_size", 3.0), ("encode_every", 2),
-                               ("between_points", False)),
+                               ("between_points", False), ("uncut_reference", True)),
                   # trained with correction rounds; held-out synthetic (bench_point_rounds.py, lite3 val 0:64, the
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,

@@ -334,10 +334,7 @@ class SlicePredictor:
         With the model's ``points_in_rounds == "corrections"`` only a point the current mask gets wrong (a positive
         outside it, a negative inside) opens a round, as training's correction clicks always lie on an error; a
         point the mask already honours joins the next round, and if no round follows the first, all points are
-        decoded at once without a mask prompt (training's first rounds: several points, or far negatives). With
-        ``"negatives-on-errors"`` every positive point opens its round as with ``True``, but a negative point only
-        where the current mask covers it (training's negative correction clicks lie on the mask): a negative the
-        mask already leaves out changes nothing, and joins the prompt of the next round opened."""
+        decoded at once without a mask prompt (training's first rounds: several points, or far negatives)."""
         kind = prompt_kind(prompts)
 
         def upto(idx: List[int], logits: Optional[np.ndarray], last: bool) -> Prediction:
@@ -346,15 +343,6 @@ class SlicePredictor:
 
         n, mode = len(prompts.labels), getattr(self.model, "points_in_rounds", False)
         pred = upto([0], None, n == 1)
-        if mode == "negatives-on-errors":
-            given, fed = [0], None  # the points of the last round decoded and the logits fed to it
-            for m in range(2, n + 1):
-                if prompts.labels[m - 1] == 1 or not honours(pred.mask, prompts.points[m - 1], 0):
-                    given, fed = list(range(m)), pred.logits
-                    pred = upto(given, fed, m == n)
-            if len(given) < n and multimask != "auto":  # that round was not decoded as the last one
-                pred = upto(given, fed, True)
-            return pred
         if mode != "corrections":
             for m in range(2, n + 1):
                 pred = upto(list(range(m)), pred.logits, m == n)

@@ -127,6 +127,11 @@ class PropagationOptions:
     #: between them for a linear mix (thick slices, a structure's ends). 0: always interpolated
     max_embedding_change: float = 0.0
 
+    @property
+    def smallest_mask(self) -> int:
+        """The fewest pixels a kept mask has: ``min_area_px``, and at least one (an empty mask always ends it)."""
+        return max(1, int(self.min_area_px))
+
     def mirrors_steps(self, device: Union[str, torch.device]) -> bool:
         """Whether propagated slices take both views on ``device`` (:attr:`mirror_steps`; "auto": not on a CPU)."""
         if self.mirror_steps is None:
@@ -388,7 +393,7 @@ class VolumeSegmenter:
         for i in order:
             check_cancel(cancel)
             firsts[i] = self.segment_slice(i, prompted[i], split_box=options.split_box)
-            if firsts[i].mask.sum() < options.min_area_px:
+            if firsts[i].mask.sum() < options.smallest_mask:
                 raise ValueError(f"the prompts give an empty mask on slice {i}; move or add prompts there first"
                                  + (" (or leave that slice out)" if len(order) > 1 else ""))
         result = PropagationResult(np.zeros(self.volume.shape, bool))
@@ -517,7 +522,7 @@ class VolumeSegmenter:
             smooth = ndi.gaussian_filter(self.slice(index).astype(np.float32), 1.0)
             mask = cut_to_intensity(mask, smooth, ref.mean, options.intensity_gate * ref.spread)
         mask = parts_touching(mask, prev_mask)
-        return self.predictor.restrict(pred, mask) if mask.sum() >= options.min_area_px else pred
+        return self.predictor.restrict(pred, mask) if mask.sum() >= options.smallest_mask else pred
 
     def _reference(self, index: int, mask: np.ndarray, stat: str) -> "_Reference":
         """The prompted slice's intensity statistics that later slices are compared with."""
@@ -561,7 +566,7 @@ class VolumeSegmenter:
                                           propagated=True, options=options)
                 pred = pred.closest_to(prev.mask) if options.pick_closest else pred
                 preds[i] = self._constrain(i, pred, prev.mask, ref, options)
-                if preds[i].mask.sum() >= options.min_area_px:  # an empty slice does not prompt the next one
+                if preds[i].mask.sum() >= options.smallest_mask:  # an empty slice does not prompt the next one
                     prev = preds[i]
                 ticker.tick(f"slice {i}", 0.5)
             return preds
@@ -592,7 +597,7 @@ def stop_reason(options: PropagationOptions, evidence: Mapping[str, float], area
     slice's evidence depends only on the slices before it, so a rule can be replayed on recorded evidence
     (benchmarks/fit_stop.py)."""
     drift = abs(evidence["toward"] - window_base) if options.drift_window else evidence["drift"]
-    return ("empty" if area < options.min_area_px else
+    return ("empty" if area < options.smallest_mask else
             "low score" if evidence["score"] < floor else
             "area jump" if area > options.max_growth * prev_area + options.min_area_px else
             "larger than the prompt" if options.max_size and evidence["size"] > np.log(options.max_size) else
