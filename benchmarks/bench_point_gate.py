@@ -3,10 +3,11 @@ Dice per prompt protocol with each gate, paired against the first (images better
 images (the choice) and, for reporting only, real slices. Boxes are never gated.
 
 Run: .venv/bin/python benchmarks/bench_point_gate.py --generated 300 --generated-seed 5118 [--gates 0 1.5 2.5]
-     [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite]
+     [--pairs data/real/cases.csv --max-slices 10] [--model synthfm-lite] [--protocols point3 clicks]
 """
 from __future__ import annotations
 
+import itertools
 import sys
 from typing import Dict, List
 
@@ -22,7 +23,7 @@ def main() -> None:
     gates = [0.0, 1.5]
     if "--gates" in sys.argv:  # parsed here so that protocol_bench's parser stays the shared one
         at = sys.argv.index("--gates")
-        values = [a for a in sys.argv[at + 1:] if not a.startswith("--")]
+        values = list(itertools.takewhile(lambda a: not a.startswith("--"), sys.argv[at + 1:]))
         gates, sys.argv = [float(v) for v in values], sys.argv[:at] + sys.argv[at + 1 + len(values):]
     args, predictor, sources = protocol_bench(__doc__.splitlines()[0], PROTOCOLS)
     print(f"{'data':<44}{'prompt':<12}{'n':>5}" + "".join(f"{f'gate {g:g}':>26}" for g in gates))
