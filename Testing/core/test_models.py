@@ -123,3 +123,17 @@ def test_download_over_loopback_http_and_offline_message(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_test_model_has_the_same_random_weights_whatever_ran_before():
+    """tiny-test's random decoder is seeded (tests built on it must not depend on their order), and building it
+    leaves the global random state where it was."""
+    torch.manual_seed(1)
+    first = load_model("tiny-test").state_dict()
+    after = torch.rand(3)
+    torch.manual_seed(1)
+    torch.rand(7)  # something else ran before
+    second = load_model("tiny-test").state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(3), after)  # the global stream is untouched by the build

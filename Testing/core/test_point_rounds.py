@@ -129,4 +129,3 @@ def test_honours_reads_the_mask_at_the_point():
     assert honours(mask, np.array([4.0, 3.0]), 1) and not honours(mask, np.array([4.0, 3.0]), 0)
     assert honours(mask, np.array([12.0, 3.0]), 0) and not honours(mask, np.array([12.0, 3.0]), 1)
     assert honours(mask, np.array([-3.0, 40.0]), 0)  # off the slice: outside
-

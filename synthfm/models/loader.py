@@ -59,10 +59,10 @@ def build_encoder(spec: ModelSpec) -> nn.Module:
 def _empty_model(spec: ModelSpec) -> PromptableModel:
     """``spec``'s model with random weights; the test encoder's model always the same ones (seed 0), so that what
     it segments does not depend on what ran before it in the process."""
-    if spec.encoder != "tiny":
-        return PromptableModel(build_encoder(spec), spec.image_size, spec.encoder, spec.pixel_mean, spec.pixel_std)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    seeded = spec.encoder == "tiny"
+    with torch.random.fork_rng(enabled=seeded):
+        if seeded:
+            torch.manual_seed(0)
         return PromptableModel(build_encoder(spec), spec.image_size, spec.encoder, spec.pixel_mean, spec.pixel_std)
 
 

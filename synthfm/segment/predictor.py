@@ -341,9 +341,9 @@ class SlicePredictor:
             step = replace(prompts, points=prompts.points[idx], labels=prompts.labels[idx], mask_logits=logits)
             return self._predict_once(image, step, key, multimask if last else "auto", value_range, kind)
 
-        n, mode = len(prompts.labels), getattr(self.model, "points_in_rounds", False)
+        n = len(prompts.labels)
         pred = upto([0], None, n == 1)
-        if mode != "corrections":
+        if getattr(self.model, "points_in_rounds", False) != "corrections":
             for m in range(2, n + 1):
                 pred = upto(list(range(m)), pred.logits, m == n)
             return pred
