@@ -275,8 +275,9 @@ class SlicePredictor:
         kept &= pred.mask  # filling holes may add the decoder mask's own holes back: those are not kept
         if not kept.any():
             return self._with_cut(pred, 0.0)
-        cut = self._with_cut(self.restrict(pred, kept), 1.0 - kept.sum() / pred.mask.sum())
-        return replace(cut, uncut=pred.mask) if cut.mask.sum() < pred.mask.sum() else cut
+        removed = 1.0 - kept.sum() / pred.mask.sum()  # kept lies within the decoder's mask
+        cut = self._with_cut(self.restrict(pred, kept), removed)
+        return replace(cut, uncut=pred.mask) if removed > 0 else cut
 
     def _with_cut(self, pred: Prediction, fraction: float) -> Prediction:
         """``pred`` with the ``cut`` signal (``fraction`` for its own mask, 0 for the other candidates) and its

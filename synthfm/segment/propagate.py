@@ -438,11 +438,10 @@ class VolumeSegmenter:
         at a prompted end).
         """
         floor = max(options.min_score, options.min_score_ratio * first.score)
-        ref = gate_ref = self._reference(index, first.mask, options.intensity_stat)
-        seen_first = first  # the prompted slice's mask the stop rule compares with
-        if options.uncut_reference and not options.stop_on_cut and first.uncut is not None:
-            seen_first = replace(first, mask=first.uncut)
-            ref = self._reference(index, first.uncut, options.intensity_stat)
+        gate_ref = self._reference(index, first.mask, options.intensity_stat)  # what the intensity gate keeps
+        uncut = options.uncut_reference and not options.stop_on_cut and first.uncut is not None
+        seen_first = replace(first, mask=first.uncut) if uncut else first  # what the stop rule compares with
+        ref = self._reference(index, seen_first.mask, options.intensity_stat) if uncut else gate_ref
         scale = ref.contrast
         if options.intensity_scale == "spread" or (options.intensity_scale == "spread-single" and single):
             scale = ref.spread
