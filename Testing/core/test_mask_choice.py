@@ -119,3 +119,49 @@ def test_a_calibration_picker_chooses_and_its_score_model_scores(scripted):
     pred = predictor.predict(IMAGE, point)
     assert pred.index == 1  # the picker prefers the largest candidate ...
     assert pred.score == pytest.approx(1 / (1 + np.exp(-0.1)))  # ... and the score model scores it (IoU head 0.1)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_a_chosen_candidate_replaces_the_pick_in_every_view(scripted, mirror):
+    """``candidate=k`` returns the k-th of the candidates the model would pick among (one point; a box with box-fit),
+    in both views when the mirror image is averaged; its score is that candidate's."""
+    model, predictor = scripted
+    predictor.mirror = mirror
+    model.mask_choice = {"box": "box-fit", "point": "multi"}
+    point = Prompts.make([[20, 20]])
+    picked = predictor.predict(IMAGE, point)
+    assert picked.index == 0  # the IoU head's favourite
+    for k in (1, 2):
+        chosen = predictor.predict(IMAGE, point, candidate=k)
+        assert chosen.index == k and chosen.score == chosen.all_scores[k]
+        assert np.array_equal(chosen.mask, picked.candidates[k])  # the same candidate, whichever view
+    boxed = predictor.predict(IMAGE, Prompts.make(box=BOX), candidate=0)
+    assert boxed.index == 0 and boxed.mask.sum() < predictor.predict(IMAGE, Prompts.make(box=BOX)).mask.sum() / 4
+
+
+def test_a_chosen_candidate_opens_the_first_round_of_several_points(scripted):
+    model, predictor = scripted
+    model.mask_choice, model.points_in_rounds = {"box": "box-fit", "point": "multi"}, True
+    seen = []
+    decode = model.decode
+    model.decode = lambda emb, coords, labels, boxes, masks, multimask=False, **kw: seen.append(masks) or decode(
+        emb, coords, labels, boxes, masks, multimask)
+    points = Prompts.make([[20, 20], [30, 20]])
+    predictor.predict(IMAGE, points)
+    auto_prompt = seen[-1]
+    predictor.predict(IMAGE, points, candidate=1)
+    assert not torch.equal(seen[-1], auto_prompt)  # the second round was fed candidate 1's logits, not the pick's
+    assert float(seen[-1].max()) > 0 and int((seen[-1] > 0).sum()) > int((auto_prompt > 0).sum())  # the whole box
+
+
+def test_a_candidate_where_there_is_none_is_a_clear_error(scripted):
+    model, predictor = scripted
+    model.mask_choice = {"box": "single", "point": "single"}
+    with pytest.raises(ValueError, match="single mask, there are no candidates"):
+        predictor.predict(IMAGE, Prompts.make([[20, 20]]), candidate=1)
+    model.mask_choice = {"box": "box-fit", "point": "multi"}
+    with pytest.raises(ValueError, match="no candidates to choose from"):
+        predictor.predict(IMAGE, Prompts.make([[20, 20], [30, 20]]), candidate=1)  # several points at once
+    for bad, multimask in ((3, "auto"), (-1, "auto"), (1, True)):
+        with pytest.raises(ValueError, match="candidate must be 0, 1 or 2"):
+            predictor.predict(IMAGE, Prompts.make([[20, 20]]), multimask=multimask, candidate=bad)

@@ -563,3 +563,28 @@ def test_an_empty_mask_ends_the_structure_even_with_min_area_px_0():
     assert not between.mask[6:8].any() and between.mask[9].sum() > 0
     with pytest.raises(ValueError, match="empty mask on slice 7"):
         seg.propagate_slices({2: _box(truth[2]), 7: _box(truth[7])}, options=options)
+
+
+class Chooser(TruthPredictor):
+    """The truth, with the candidate each call asked for recorded (None: the model's own pick)."""
+
+    def __init__(self, truth, axis):
+        super().__init__(truth, axis)
+        self.asked = []
+
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None, candidate=None):
+        self.asked.append((key[2], candidate))
+        return super().predict(image, prompts, key, multimask, value_range)
+
+
+def test_a_candidate_chosen_on_a_prompted_slice_is_where_propagation_starts():
+    truth = _tilted_tube()
+    pred = Chooser(truth, 0)
+    seg = VolumeSegmenter(pred, truth * 1.0)
+    options = PropagationOptions(box_margin=0.0, min_score=0.0)
+    result = seg.propagate_slices({4: _box(truth[4]), 10: _box(truth[10])}, options=options, candidates={10: 2})
+    assert result.slices == list(range(2, 19))
+    asked = dict(pred.asked[:2])  # the prompted slices first, in order
+    assert asked == {4: None, 10: 2} and all(c is None for _, c in pred.asked[2:])  # steps: the model's own
+    with pytest.raises(ValueError, match=r"candidates chosen on slices \[7\] that hold no prompts"):
+        seg.propagate_slices({4: _box(truth[4])}, options=options, candidates={7: 1})

@@ -147,6 +147,29 @@ def test_predict_over_http_matches_the_core_on_the_same_slice(served, tiny_predi
     assert again["encoded_before"] and loads == ["tiny-test"]  # one model, loaded once
 
 
+def test_a_chosen_candidate_over_http_is_the_cores_and_propagation_starts_from_it(served, tiny_predictor):
+    """``candidate`` on a predict request and ``candidates`` (prompted slice -> candidate) on a propagation job give
+    what the core gives with the same choice; the answer says which candidate it holds."""
+    worker, client, _ = served
+    volume = blob_volume()
+    client.upload_volume("c", volume).wait()
+    core = VolumeSegmenter(SlicePredictor(tiny_predictor.model, "cpu"), volume, 0)
+    index, prompts = slice_prompts([[24, 20, 4]], (), None, 0)
+    picked = client.predict("c", 0, positive=[[24, 20, 4]]).wait()["candidate"]
+    other = (picked + 1) % 3
+    answer = client.predict("c", 0, positive=[[24, 20, 4]], candidate=other).wait()
+    assert answer["candidate"] == other
+    assert np.array_equal(protocol.decode_mask(answer["mask"]), core.segment_slice(index, prompts, candidate=other).mask)
+    options = {"min_score": 0.0, "min_area_px": 0}
+    job = client.propagate("c", 0, positive=[[24, 20, 4]], options=options, candidates={4: other}).wait()
+    assert finish(client, job)["state"] == "done"
+    expected = core.propagate_slices({4: prompts}, options=PropagationOptions.for_model(
+        tiny_predictor.model, **options), candidates={4: other})
+    assert np.array_equal(protocol.decode_mask(client.job_result(job["id"]).wait()["mask"]), expected.mask)
+    with pytest.raises(WorkerError, match="candidate"):
+        client.predict("c", 0, positive=[[24, 20, 4]], candidate=3).wait()
+
+
 def test_bad_requests_get_one_clear_message(served):
     worker, client, _ = served
     with pytest.raises(WorkerError, match="volume 'ghost' is not on this worker.*upload it again") as err:

@@ -212,7 +212,7 @@ class SlicePredictor:
     @torch.inference_mode()
     def predict(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable] = None,
                 multimask: Union[str, bool] = "auto", value_range: Optional[Tuple[float, float]] = None,
-                split_box: float = 0.0, mirror: Optional[bool] = None) -> Prediction:
+                split_box: float = 0.0, mirror: Optional[bool] = None, candidate: Optional[int] = None) -> Prediction:
         """Segment ``image`` (H, W) from ``prompts``; ``multimask='auto'`` follows the model's ``mask_choice``
         (:class:`synthfm.models.registry.ModelSpec`): three candidates for a box, the one whose bounding box fits it
         best ("box-fit"), or the single-mask output; three candidates for one point, the IoU head's pick ("multi"),
@@ -227,17 +227,25 @@ class SlicePredictor:
         ``mirror`` (None: :attr:`mirrors`): the same prediction is made on the slice's left-right mirror image (its
         own embedding, cached under ``(key, "mirror")``) with mirrored prompts, and the two views' low-res logits
         are averaged (test-time augmentation; docs/segment.md, item 9). Each view picks its own candidate.
+
+        ``candidate`` (0, 1 or 2): where ``multimask="auto"`` picks among the decoder's three candidates (one point;
+        a box with ``"box-fit"``; with points in rounds, the first round), that candidate instead of the pick, in
+        every view; a point mask is then cut as the pick would be. For a user who sees the pick is the wrong
+        interpretation (a part or the whole) and cycles through the others.
         """
         image = np.asarray(image)
         prompts.validate(*image.shape[-2:])
+        if candidate is not None and not (multimask == "auto" and int(candidate) in range(3)):
+            raise ValueError(f"candidate must be 0, 1 or 2 with multimask='auto' (the decoder's three candidates), "
+                             f"got {candidate!r} with multimask={multimask!r}")
         if not (self.mirrors if mirror is None else mirror):
-            return self._gate_points(image, self._predict_view(image, prompts, key, multimask, value_range, split_box),
-                                     prompts, value_range)
+            return self._gate_points(image, self._predict_view(image, prompts, key, multimask, value_range, split_box,
+                                                               candidate), prompts, value_range)
         key = self.key_of(image) if key is None else key
         transform = self.embed(image, key, value_range)[1]
-        seen = self._predict_view(image, prompts, key, multimask, value_range, split_box)
+        seen = self._predict_view(image, prompts, key, multimask, value_range, split_box, candidate)
         mirrored = self._predict_view(np.ascontiguousarray(image[:, ::-1]), _mirror_prompts(prompts, transform),
-                                      (key, "mirror"), multimask, value_range, split_box)
+                                      (key, "mirror"), multimask, value_range, split_box, candidate)
         return self._gate_points(image, self._average_views(seen, mirrored, transform, prompts, prompt_kind(prompts)),
                                  prompts, value_range)
 
@@ -297,14 +305,16 @@ class SlicePredictor:
 
     def _predict_view(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
                       multimask: Union[str, bool], value_range: Optional[Tuple[float, float]],
-                      split_box: float) -> Prediction:
+                      split_box: float, candidate: Optional[int] = None) -> Prediction:
         """:meth:`predict` on one view of the slice."""
         tiles = _box_tiles(prompts.box, split_box) if split_box and prompts.box is not None else []
         if len(tiles) > 1:
+            if candidate is not None:
+                raise ValueError("a box segmented in tiles (split_box) has no candidates to choose from")
             return self._predict_tiles(image, prompts, tiles, key, multimask, value_range)
         if getattr(self.model, "points_in_rounds", False) and prompts.mask_logits is None and len(prompts.labels) > 1:
-            return self._predict_rounds(image, prompts, key, multimask, value_range)
-        return self._predict_once(image, prompts, key, multimask, value_range, prompt_kind(prompts))
+            return self._predict_rounds(image, prompts, key, multimask, value_range, candidate)
+        return self._predict_once(image, prompts, key, multimask, value_range, prompt_kind(prompts), candidate)
 
     def restrict(self, pred: Prediction, keep: np.ndarray) -> Prediction:
         """``pred`` with its mask cut to ``keep`` and its low-res logits lowered to <= -20 where the cut removed
@@ -326,7 +336,8 @@ class SlicePredictor:
                        score=float((1 - weight) * a.score + weight * b.score))
 
     def _predict_rounds(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
-                        multimask: Union[str, bool], value_range: Optional[Tuple[float, float]]) -> Prediction:
+                        multimask: Union[str, bool], value_range: Optional[Tuple[float, float]],
+                        candidate: Optional[int] = None) -> Prediction:
         """The points given one per round, in their order (the box, if any, in every round): the first round
         decodes the first point, each later one adds the next point and feeds the previous round's low-res logits
         back as the mask prompt, as SAM's interactive rounds and our decoders' correction rounds in training. The
@@ -335,15 +346,16 @@ class SlicePredictor:
         With the model's ``points_in_rounds == "corrections"`` only a point the current mask gets wrong (a positive
         outside it, a negative inside) opens a round, as training's correction clicks always lie on an error; a
         point the mask already honours joins the next round, and if no round follows the first, all points are
-        decoded at once without a mask prompt (training's first rounds: several points, or far negatives)."""
+        decoded at once without a mask prompt (training's first rounds: several points, or far negatives).
+        ``candidate``: the first round's (see :meth:`predict`)."""
         kind = prompt_kind(prompts)
 
-        def upto(idx: List[int], logits: Optional[np.ndarray], last: bool) -> Prediction:
+        def upto(idx: List[int], logits: Optional[np.ndarray], last: bool, chosen: Optional[int] = None) -> Prediction:
             step = replace(prompts, points=prompts.points[idx], labels=prompts.labels[idx], mask_logits=logits)
-            return self._predict_once(image, step, key, multimask if last else "auto", value_range, kind)
+            return self._predict_once(image, step, key, multimask if last else "auto", value_range, kind, chosen)
 
         n = len(prompts.labels)
-        pred = upto([0], None, n == 1)
+        pred = upto([0], None, n == 1, candidate)
         if getattr(self.model, "points_in_rounds", False) != "corrections":
             for m in range(2, n + 1):
                 pred = upto(list(range(m)), pred.logits, m == n)
@@ -359,8 +371,9 @@ class SlicePredictor:
 
     def _predict_once(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
                       multimask: Union[str, bool], value_range: Optional[Tuple[float, float]],
-                      kind: str) -> Prediction:
-        """One decoder call on ``prompts`` (see :meth:`predict`); the scores are those of prompt kind ``kind``."""
+                      kind: str, candidate: Optional[int] = None) -> Prediction:
+        """One decoder call on ``prompts`` (see :meth:`predict`); the scores are those of prompt kind ``kind``;
+        ``candidate``: which of the three candidates is kept where the model would pick among them."""
         emb, transform = self.embed(image, key, value_range)
         choice = getattr(self.model, "mask_choice", {})
         pick_box_fit = multimask == "auto" and prompts.box is not None and choice.get("box") == "box-fit"
@@ -369,6 +382,9 @@ class SlicePredictor:
             multi = pick_box_fit or point_choice in ("multi", "calibrated")
         else:
             multi = bool(multimask)
+        if candidate is not None and not (multimask == "auto" and multi):
+            raise ValueError("these prompts give the decoder's single mask, there are no candidates to choose from "
+                             "(candidates come with one point, or a box for models that fit three candidates to it)")
         coords = labels = boxes = masks = None
         if len(prompts.labels):
             coords = torch.as_tensor(transform.to_input(prompts.points), dtype=torch.float32, device=self.device)[None]
@@ -388,7 +404,9 @@ class SlicePredictor:
         split_box = prompts.box if kind == "box" else None  # split_agreement: only the box kind's model reads it
         signals.update(image_signals(normalize(image, lo, hi), masks, box=split_box))  # of the masks returned
         scores = self._scores(signals, kind)
-        if pick_box_fit:  # the candidate whose bounding box fits the box best (ties: the IoU head's choice)
+        if candidate is not None:  # the user's choice among the candidates
+            best = int(candidate)
+        elif pick_box_fit:  # the candidate whose bounding box fits the box best (ties: the IoU head's choice)
             best = best_box_fit(masks, prompts.box, signals["iou_head"])
         elif point_choice == "calibrated":  # the candidate the calibration's picker (or its score) rates best
             pick = getattr(self.calibrator, "pick", None)

@@ -284,11 +284,14 @@ class VolumeSegmenter:
 
     def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto",
                       split_box: float = 0.0, propagated: bool = False,
-                      options: Optional[PropagationOptions] = None) -> Prediction:
+                      options: Optional[PropagationOptions] = None, candidate: Optional[int] = None) -> Prediction:
         """One slice's prediction; a ``propagated`` step takes one view of the slice unless ``options`` mirror steps
         on the predictor's device (:meth:`PropagationOptions.mirrors_steps`; a prompted slice follows the predictor's
-        own default: the model's ``mirror_average``)."""
+        own default: the model's ``mirror_average``). ``candidate``: the user's choice among the decoder's candidates
+        (:meth:`SlicePredictor.predict`)."""
         extra: Dict[str, object] = {"split_box": split_box} if split_box else {}  # only when asked: predictors
+        if candidate is not None:
+            extra["candidate"] = candidate
         if propagated and getattr(self.predictor, "mirrors", False):  # without tiling or mirroring work
             device = getattr(self.predictor, "device", "cpu")
             extra["mirror"] = options is not None and options.mirrors_steps(device)
@@ -352,19 +355,25 @@ class VolumeSegmenter:
 
     def propagate_slices(self, prompted: Mapping[int, Prompts], direction: str = "both",
                          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
-                         options: Optional[PropagationOptions] = None) -> PropagationResult:
+                         options: Optional[PropagationOptions] = None,
+                         candidates: Optional[Mapping[int, int]] = None) -> PropagationResult:
         """Segment every prompted slice, fill the slices between them, then follow the structure beyond them.
 
         Between two prompted slices every slice is segmented twice, by a front from each side (prompted with
         the box interpolated between the two prompted masks' boxes and the front's previous mask), and the
         fronts are reconciled (``options.between``); no stop rule applies there, the user said the structure
         is present. Beyond the outermost prompted slices propagation runs ``up``/``down``/``both`` with the
-        stop rule.
+        stop rule. ``candidates``: for some prompted slices, the candidate the user chose there instead of the
+        model's pick (:meth:`SlicePredictor.predict`); propagation starts from it.
         """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got '{direction}'")
         if not prompted:
             raise ValueError("no prompted slice given: prompt at least one slice")
+        stray = sorted(set(candidates or {}) - {int(i) for i in prompted})
+        if stray:
+            raise ValueError(f"candidates chosen on slices {stray} that hold no prompts; choose a candidate only on a "
+                             "prompted slice")
         options = options or PropagationOptions()
         for name, allowed in (("between", BETWEEN), ("intensity_stat", INTENSITY_STATS),
                               ("intensity_scale", INTENSITY_SCALES)):
@@ -392,7 +401,8 @@ class VolumeSegmenter:
         firsts: Dict[int, Prediction] = {}
         for i in order:
             check_cancel(cancel)
-            firsts[i] = self.segment_slice(i, prompted[i], split_box=options.split_box)
+            firsts[i] = self.segment_slice(i, prompted[i], split_box=options.split_box,
+                                           candidate=(candidates or {}).get(i))
             if firsts[i].mask.sum() < options.smallest_mask:
                 raise ValueError(f"the prompts give an empty mask on slice {i}; move or add prompts there first"
                                  + (" (or leave that slice out)" if len(order) > 1 else ""))

@@ -34,6 +34,9 @@ class PredictRequest(PromptSet):
     multimask: Union[bool, str] = Field("auto", description="'auto': the model's own choice (ModelSpec.mask_choice); "
                                                           "true: 3 candidates, the IoU head picks; false: one mask")
     candidates: bool = Field(False, description="also return every candidate mask")
+    candidate: Optional[int] = Field(None, ge=0, le=2, description="return this one of the decoder's three "
+                                                                  "candidates instead of the model's pick (one point, "
+                                                                  "or a box the model fits three candidates to)")
 
 
 class PropagateRequest(PromptSet):
@@ -43,6 +46,8 @@ class PropagateRequest(PromptSet):
     direction: str = Field("both", description="both, up (higher slice indices) or down")
     options: Dict[str, Union[float, int, bool, None]] = Field(
         default_factory=dict, description="PropagationOptions overrides, e.g. {\"min_score\": 0.5}")
+    candidates: Dict[int, int] = Field(default_factory=dict, description="prompted slice index -> the candidate (0-2) "
+                                                                         "chosen there instead of the model's pick")
 
 
 class EncodeRequest(BaseModel):
@@ -151,7 +156,7 @@ def create_app(worker: Worker, token: str, allow_paths: bool = False) -> FastAPI
     @api.post("/volumes/{volume_id}/predict", summary="prompts on one slice -> mask, predicted IoU, candidates")
     def predict(volume_id: str, request: PredictRequest) -> Dict[str, Any]:
         return worker.predict(volume_id, request.axis, request.positive, request.negative, request.box,
-                              request.multimask, request.candidates)
+                              request.multimask, request.candidates, request.candidate)
 
     @api.post("/volumes/{volume_id}/encode", summary="encode the slices along an axis in the background (a job)")
     def encode(volume_id: str, request: EncodeRequest) -> Dict[str, Any]:
@@ -161,7 +166,8 @@ def create_app(worker: Worker, token: str, allow_paths: bool = False) -> FastAPI
                                                         "slices between two prompted slices are filled")
     def propagate(volume_id: str, request: PropagateRequest) -> Dict[str, Any]:
         return worker.start_propagation(volume_id, request.axis, request.positive, request.negative, request.box,
-                                        request.direction, request.options, request.boxes).status()
+                                        request.direction, request.options, request.boxes,
+                                        request.candidates).status()
 
     @api.get("/jobs/{job_id}", summary="a job's state and progress")
     def job(job_id: str) -> Dict[str, Any]:

@@ -242,18 +242,24 @@ class WorkerClient:
     def remove_volume(self, volume_id: str) -> PendingCall:
         return self.call("DELETE", f"/volumes/{_quote(volume_id)}")
 
-    def predict(self, volume_id: str, axis: int, positive=(), negative=(), box=None, candidates: bool = False
-                ) -> PendingCall:
-        return self.call("POST", f"/volumes/{_quote(volume_id)}/predict",
-                         dict(_prompts(axis, positive, negative, box), candidates=candidates), deadline_s=120.0)
+    def predict(self, volume_id: str, axis: int, positive=(), negative=(), box=None, candidates: bool = False,
+                candidate: Optional[int] = None) -> PendingCall:
+        request = dict(_prompts(axis, positive, negative, box), candidates=candidates)
+        if candidate is not None:
+            request["candidate"] = int(candidate)
+        return self.call("POST", f"/volumes/{_quote(volume_id)}/predict", request, deadline_s=120.0)
 
     def encode(self, volume_id: str, axis: int, around: Optional[int] = None) -> PendingCall:
         return self.call("POST", f"/volumes/{_quote(volume_id)}/encode", {"axis": axis, "around": around})
 
     def propagate(self, volume_id: str, axis: int, positive=(), negative=(), box=None, direction: str = "both",
-                  options: Optional[Dict[str, Any]] = None, boxes: Sequence = ()) -> PendingCall:
-        """Propagation job; points (and ``boxes``, one per slice) on several slices: the slices between are filled."""
+                  options: Optional[Dict[str, Any]] = None, boxes: Sequence = (),
+                  candidates: Optional[Dict[int, int]] = None) -> PendingCall:
+        """Propagation job; points (and ``boxes``, one per slice) on several slices: the slices between are filled;
+        ``candidates``: prompted slice -> the candidate chosen there."""
         request = dict(_prompts(axis, positive, negative, box), direction=direction, options=options or {})
+        if candidates:
+            request["candidates"] = {str(k): int(v) for k, v in candidates.items()}
         if boxes:
             request["boxes"] = [[[float(v) for v in corner] for corner in b] for b in boxes]
         return self.call("POST", f"/volumes/{_quote(volume_id)}/propagate", request)

@@ -185,8 +185,10 @@ class Worker:
 
     # ---- prompts -----------------------------------------------------------------------------------------
     def predict(self, volume_id: str, axis: int, positive: Sequence = (), negative: Sequence = (),
-                box: Optional[Sequence] = None, multimask: Any = "auto", candidates: bool = False) -> Dict[str, Any]:
-        """Prompts (voxel i, j, k; one slice) -> that slice's mask, its predicted IoU and every candidate's."""
+                box: Optional[Sequence] = None, multimask: Any = "auto", candidates: bool = False,
+                candidate: Optional[int] = None) -> Dict[str, Any]:
+        """Prompts (voxel i, j, k; one slice) -> that slice's mask, its predicted IoU and every candidate's;
+        ``candidate``: the user's choice among the decoder's candidates instead of the model's pick."""
         from synthfm.segment.volume_prompts import slice_prompts
 
         session = self.volume(volume_id)
@@ -197,8 +199,8 @@ class Worker:
         key = seg.key(index)  # encoded before: every view this prompt is decoded on (the mirror image too)
         encoded_before = seg.predictor.is_cached(key) and (not getattr(seg.predictor, "mirrors", False)
                                                            or seg.predictor.is_cached((key, "mirror")))
-        pred = seg.segment_slice(index, prompts, multimask)
-        answer = {"volume_id": volume_id, "axis": axis, "index": index, "score": pred.score,
+        pred = seg.segment_slice(index, prompts, multimask, candidate=candidate)
+        answer = {"volume_id": volume_id, "axis": axis, "index": index, "score": pred.score, "candidate": pred.index,
                   "scores": [float(s) for s in pred.all_scores], "mask": encode_mask(pred.mask),
                   "encoded_before": bool(encoded_before), "seconds": round(time.perf_counter() - start, 4)}
         if candidates and pred.candidates is not None:
@@ -231,11 +233,13 @@ class Worker:
 
     def start_propagation(self, volume_id: str, axis: int, positive: Sequence = (), negative: Sequence = (),
                           box: Optional[Sequence] = None, direction: str = "both",
-                          options: Optional[Dict[str, Any]] = None, boxes: Sequence = ()) -> Job:
+                          options: Optional[Dict[str, Any]] = None, boxes: Sequence = (),
+                          candidates: Optional[Dict[int, int]] = None) -> Job:
         """Segment the prompted slices and follow the structure through the volume, as a job.
 
         Points and boxes (``box`` and ``boxes``, one per slice) are grouped by the slice they lie on: with several
-        prompted slices the slices between them are filled (``VolumeSegmenter.propagate_slices``)."""
+        prompted slices the slices between them are filled (``VolumeSegmenter.propagate_slices``). ``candidates``:
+        prompted slice -> the candidate the user chose there (as :meth:`predict`'s ``candidate``)."""
         from synthfm.segment import PropagationOptions
         from synthfm.segment.propagate import DIRECTIONS
         from synthfm.segment.volume_prompts import prompts_by_slice
@@ -257,7 +261,8 @@ class Worker:
                                            "direction": direction})
 
         def work(job: Job) -> Dict[str, Any]:
-            result = seg.propagate_slices(prompted, direction, job.progress, job.cancel_token, chosen)
+            result = seg.propagate_slices(prompted, direction, job.progress, job.cancel_token, chosen,
+                                          {int(k): int(v) for k, v in (candidates or {}).items()})
             voxel_ml = float(np.prod(session.spacing)) / 1000.0
             return {"volume_id": volume_id, "axis": axis, "index": order[0], "prompted": order,
                     "mask": encode_mask(result.mask, crop=True), "slices": result.slices,
