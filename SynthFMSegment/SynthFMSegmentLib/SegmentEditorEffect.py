@@ -64,6 +64,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.previewNode = None
         self._sent = {}  # slice index -> the prompts (voxel ijk) last sent for it: only changed slices are sent
         self._slice_generation = {}  # slice index -> generation of its last request (older answers are not shown)
+        self._candidate = {}  # slice index -> the decoder's candidate the user chose there ("Other mask"; else the pick)
+        self._sent_candidate = {}  # slice index -> the candidate its last request asked for (None: the model's pick)
+        self._shown = {}  # slice index -> (candidate shown, how many the decoder gave) of its last answer
         self._active, self._volume_id, self._press, self._quiet, self._box_drag = False, None, None, False, False
         self._busy = False  # a propagation is running: clicks, prompt edits and buttons wait for its end
         self._encode_axis = 0
@@ -102,8 +105,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return ("<html>Segment with SynthFM (promptable foundation model trained on synthetic images).<p>"
                 "<b>Left click:</b> positive point (green); with <b>Negative points</b> pressed, a negative point "
                 "(red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point to move it, "
-                "right-click it to delete it: the preview updates. Slicer's view gestures keep working (right drag "
-                "zooms, Shift + left drag pans). Prompts on another slice or view start a new prompt set, unless "
+                "right-click it to delete it: the preview updates. <b>Other mask</b> shows the model's next proposal "
+                "for one point or a box (it proposes three, e.g. a part or the whole). Slicer's view gestures keep "
+                "working (right drag zooms, Shift + left drag pans). Prompts on another slice or view start a new "
+                "prompt set, unless "
                 "<b>Keep prompts on other slices</b> is ticked: then prompts on several slices of one view add up, "
                 "each slice keeps its preview (choose one in <b>Prompted slice</b> to go to it), and Propagate fills "
                 "the slices between them (model-driven).<br>"
@@ -146,6 +151,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.sliceBox.setToolTip("The prompted slices. Choose one to show it: the views of the prompted orientation "
                                  "move to it (pan and zoom stay) and it becomes the current slice; 'Remove slice' "
                                  "deletes its prompts and its preview.")
+        self.otherMaskButton = qt.QPushButton("Other mask")
+        self.otherMaskButton.setToolTip("For one point or a box the model proposes three masks (e.g. a part or the "
+                                        "whole) and shows the one it rates best; this shows the next one for the "
+                                        "current slice, and Propagate starts from the one shown. New prompts on the "
+                                        "slice go back to the model's choice.")
         self.removeSliceButton = qt.QPushButton("Remove slice")
         self.removeSliceButton.setToolTip("Delete the prompts and the preview of the prompted slice chosen above.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
@@ -165,10 +175,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for widget in (self.negativeButton, self.keepSlicesBox, self.slicesLabel):
             self.scriptedEffect.addOptionsWidget(widget)
         self.scriptedEffect.addLabeledOptionsWidget("Prompted slice:", self.sliceBox)
-        for widget in (self.removeSliceButton, self.qualityLabel, self.workerLabel, self.propagateButton,
-                       self.clearButton, self.applyButton, self.cancelButton):
+        for widget in (self.removeSliceButton, self.qualityLabel, self.otherMaskButton, self.workerLabel,
+                       self.propagateButton, self.clearButton, self.applyButton, self.cancelButton):
             self.scriptedEffect.addOptionsWidget(widget)
         self.removeSliceButton.clicked.connect(self.onRemoveSlice)
+        self.otherMaskButton.clicked.connect(self.onOtherMask)
         # activated(int): the user chose an item (even the current one); never emitted when _list_slices refills the
         # list, as SegmentEditorThresholdEffect connects its method combo boxes
         self.sliceBox.connect("activated(int)", self.onSlicePicked)
@@ -577,7 +588,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 _remove(self.boxNodes.pop(index))
         self._forget_slices(list(self._sent))
         self.box, self.preview, self.plane = None, None, None
-        self.sliceMasks, self._sent, self._slice_generation = {}, {}, {}
+        self.sliceMasks, self._sent, self._slice_generation, self._candidate, self._shown = {}, {}, {}, {}, {}
+        self._sent_candidate = {}
         self._show_preview(None)
         self._list_slices()
         if hasattr(self, "qualityLabel"):
@@ -642,6 +654,21 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 continue
             if shows_axis:
                 slice_node.JumpSliceByOffsetting(*(float(v) for v in ras))
+
+    def onOtherMask(self) -> None:
+        """Show the decoder's next candidate for the current slice's prompts (one point, or a box: three
+        candidates), cycling back to the first after the third."""
+        index = self.plane[2] if self.plane is not None else None
+        shown, count = self._shown.get(index, (None, 0))
+        if self._busy or index is None or index not in self.sliceMasks:
+            self.qualityLabel.text = "Add prompts on a slice first: Other mask then shows the model's other masks."
+            return
+        if shown is None or count < 3:
+            self.qualityLabel.text = ("These prompts give one mask only (several points at once, or a worker without "
+                                      "candidates): add or move prompts instead.")
+            return
+        self._candidate[index] = (shown + 1) % count
+        self.updatePreview()
 
     def onRemoveSlice(self) -> None:
         index = self._slice_items.get(self.sliceBox.currentText) if hasattr(self, "sliceBox") else None
@@ -739,18 +766,24 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         gone = [i for i in set(self._sent) | set(self.sliceMasks) if i not in requests]
         self._forget_slices(gone)
         for index in gone:
-            self._sent.pop(index, None)
-            self.sliceMasks.pop(index, None)
-            self._slice_generation.pop(index, None)
-        changed = [i for i, r in requests.items() if every_slice or not _same_request(r, self._sent.get(i))]
+            for per_slice in (self._sent, self.sliceMasks, self._slice_generation, self._candidate, self._shown,
+                              self._sent_candidate):
+                per_slice.pop(index, None)
+        new_prompts = [i for i, r in requests.items() if not _same_request(r, self._sent.get(i))]
+        for index in new_prompts:  # new prompts on a slice: the model's own choice again
+            self._candidate.pop(index, None)
+        changed = [i for i in requests if every_slice or i in new_prompts
+                   or self._candidate.get(i) != self._sent_candidate.get(i)]
         if changed:
             link = self._link()
             self._send_volume(link, volume)
             for index in changed:
                 self._generation += 1
                 self._sent[index], self._slice_generation[index] = requests[index], self._generation
+                self._sent_candidate[index] = self._candidate.get(index)
                 plane = (*self.plane[:2], index)
-                link.predict(self.plane[1], *requests[index], tag=(self._generation, plane), slot=plane)
+                link.predict(self.plane[1], *requests[index], tag=(self._generation, plane), slot=plane,
+                             candidate=self._candidate.get(index))
         if gone or not requests:
             self._show_slices()
         else:
@@ -772,6 +805,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.plane is None or plane[:2] != self.plane[:2] or self._slice_generation.get(plane[2]) != generation:
             return  # the user changed the prompts meanwhile: their own answer follows
         self.sliceMasks[plane[2]] = (decode_mask(answer["mask"]), float(answer["score"]))
+        self._shown[plane[2]] = (answer.get("candidate"), len(answer.get("scores", ())))
         self._show_slices(plane[2])
 
     def _slices_mask(self):
@@ -891,12 +925,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._send_volume(link, volume)
         pos, neg = [p for r in requests for p in r[0]], [p for r in requests for p in r[1]]
         options = self._propagation_options()
+        chosen = {i: k for i, k in self._candidate.items() if i in slices}  # "Other mask": start from what is shown
         if len(requests) == 1:  # as any worker version takes it
-            link.propagate(self.plane[1], pos, neg, requests[0][2], direction, options=options)
+            link.propagate(self.plane[1], pos, neg, requests[0][2], direction, options=options, candidates=chosen)
             text = "SynthFM: propagating"
         else:
             link.propagate(self.plane[1], pos, neg, None, direction, boxes=[r[2] for r in requests if r[2]],
-                           options=options)
+                           options=options, candidates=chosen)
             text = f"SynthFM: filling between slices {', '.join(map(str, slices))} and propagating"
         self._progress = slicer.util.createProgressDialog(labelText=text, maximum=100,
                                                           windowModality=qt.Qt.WindowModal)

@@ -129,10 +129,14 @@ class WorkerLink:
         self.volume_id = f"{self.client_id}:{abs(hash(key)):x}"
         self._uploaded, self._upload, self.encode_job = None, None, None
 
-    def predict(self, axis: int, positive, negative, box, tag: Any = None, slot: Hashable = None) -> None:
+    def predict(self, axis: int, positive, negative, box, tag: Any = None, slot: Hashable = None,
+                candidate: Optional[int] = None) -> None:
         """Ask for the preview of these prompts (voxel ijk, one slice); a newer call for the same ``slot`` (e.g. the
-        slice) replaces one not sent yet; calls for other slots wait their turn."""
+        slice) replaces one not sent yet; calls for other slots wait their turn. ``candidate``: the decoder's
+        candidate the user chose instead of the model's pick."""
         request = {"axis": axis, "positive": positive, "negative": negative, "box": box}
+        if candidate is not None:  # only when chosen: as any worker version takes the request otherwise
+            request["candidate"] = int(candidate)
         self._next_predict.pop(slot, None)
         self._next_predict[slot] = self.last_predict[slot] = (request, tag)
 
@@ -146,13 +150,15 @@ class WorkerLink:
         self._encode_wanted = (axis, around)
 
     def propagate(self, axis: int, positive, negative, box, direction: str = "both", boxes=(),
-                  options: Optional[Dict[str, Any]] = None) -> None:
+                  options: Optional[Dict[str, Any]] = None, candidates: Optional[Dict[int, int]] = None) -> None:
         """Propagation from the prompted slice, or from several (points on several slices, ``boxes`` one per
         slice): the worker fills the slices between them. ``options``: PropagationOptions overrides (none: the
-        model's settings)."""
+        model's settings); ``candidates``: prompted slice -> the candidate the user chose there."""
         self.cancel_propagation()
         self._propagate_wanted = {"axis": axis, "positive": positive, "negative": negative, "box": box,
                                   "direction": direction, "boxes": list(boxes), "options": dict(options or {})}
+        if candidates:  # only when chosen: as any worker version takes the request otherwise
+            self._propagate_wanted["candidates"] = {int(k): int(v) for k, v in candidates.items()}
 
     def cancel_propagation(self) -> None:
         """Stop a running propagation (the worker stops before its next slice); its result is never applied."""

@@ -123,8 +123,9 @@ def test_propagate_fills_between_the_prompted_slices_in_the_worker(scene, fake_w
     assert editor.open_dialogs[-1].labelText == "SynthFM: filling between slices 3, 8 and propagating"
     settle(effect)
     (args, kwargs), = sent
-    volume_id, axis, positive, negative, box, direction, options, boxes = args
+    volume_id, axis, positive, negative, box, direction, options, boxes, candidates = args
     assert axis == 0 and box is None and [round(p[2]) for p in positive] == [3] and not negative
+    assert candidates == {}  # no other mask chosen: the model's own choice on every prompted slice
     assert [[round(c[2]) for c in b] for b in boxes] == [[8, 8]]  # both prompted slices reached the worker
     assert slices_of(effect.preview) == list(range(3, 9))  # the slices between are filled: the whole ellipsoid
     assert (effect.preview <= truth).all()
