@@ -588,8 +588,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 _remove(self.boxNodes.pop(index))
         self._forget_slices(list(self._sent))
         self.box, self.preview, self.plane = None, None, None
-        self.sliceMasks, self._sent, self._slice_generation, self._candidate, self._shown = {}, {}, {}, {}, {}
-        self._sent_candidate = {}
+        self.sliceMasks, self._sent, self._slice_generation = {}, {}, {}
+        self._candidate, self._sent_candidate, self._shown = {}, {}, {}
         self._show_preview(None)
         self._list_slices()
         if hasattr(self, "qualityLabel"):
@@ -830,6 +830,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             else:
                 text = (f"Predicted quality (IoU) on slice {answered}: {score:.2f} ({len(self.sliceMasks)} prompted "
                         "slices: Propagate fills the slices between them). Apply keeps the prompted slices only.")
+            shown, count = self._shown.get(answered, (None, 0))
+            if self._candidate.get(answered) is not None and shown is not None:
+                text += f" Mask {shown + 1} of {count} (Other mask: the next)."
         self._show_preview(self.preview, text)
         self._list_slices()
 

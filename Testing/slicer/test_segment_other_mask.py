@@ -49,6 +49,7 @@ def test_other_mask_cycles_the_candidates_and_propagation_starts_from_the_one_sh
         effect.otherMaskButton.click()
         settle(effect)
         assert asked[-1] == expected and effect._shown[5] == (expected, 3)
+        assert effect.qualityLabel.text.endswith(f"Mask {expected + 1} of 3 (Other mask: the next).")
         sizes.append(int(effect.sliceMasks[5][0].sum()))
     assert sizes[1] < sizes[0] < sizes[2] and sizes[3] == sizes[0]  # radii 8, 4, 12, 8: what was shown changed
     assert np.array_equal(effect.preview.any(axis=(1, 2)), np.arange(12) == 5)
@@ -61,7 +62,7 @@ def test_other_mask_cycles_the_candidates_and_propagation_starts_from_the_one_sh
     assert len(asked) > before + 1 and all(c is None for c in asked[before + 1:])  # steps: the model's own choice
     prompt(effect, view, geometry, [29, 22, 5])  # new prompts on the slice: the model's choice again
     settle(effect)
-    assert asked[-1] is None and effect._shown[5] == (0, 3)
+    assert asked[-1] is None and effect._shown[5] == (0, 3) and "Mask" not in effect.qualityLabel.text
 
 
 def test_other_mask_says_so_when_the_prompts_give_one_mask(scene):
