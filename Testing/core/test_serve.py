@@ -168,6 +168,10 @@ def test_a_chosen_candidate_over_http_is_the_cores_and_propagation_starts_from_i
     assert np.array_equal(protocol.decode_mask(client.job_result(job["id"]).wait()["mask"]), expected.mask)
     with pytest.raises(WorkerError, match="candidate"):
         client.predict("c", 0, positive=[[24, 20, 4]], candidate=3).wait()
+    with pytest.raises(WorkerError, match="candidates"):  # refused by the request's check, before any job
+        client.propagate("c", 0, positive=[[24, 20, 4]], candidates={4: 3}).wait()
+    with pytest.raises(WorkerError, match=r"slices \[7\] that hold no prompts"):  # refused before the job starts
+        client.propagate("c", 0, positive=[[24, 20, 4]], candidates={7: 1}).wait()
 
 
 def test_bad_requests_get_one_clear_message(served):

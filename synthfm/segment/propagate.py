@@ -11,7 +11,7 @@ prompted with boxes interpolated between the prompted masks) that are reconciled
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Dict, Hashable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Dict, Hashable, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -370,10 +370,7 @@ class VolumeSegmenter:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got '{direction}'")
         if not prompted:
             raise ValueError("no prompted slice given: prompt at least one slice")
-        stray = sorted(set(candidates or {}) - {int(i) for i in prompted})
-        if stray:
-            raise ValueError(f"candidates chosen on slices {stray} that hold no prompts; choose a candidate only on a "
-                             "prompted slice")
+        chosen = chosen_candidates(candidates, prompted)
         options = options or PropagationOptions()
         for name, allowed in (("between", BETWEEN), ("intensity_stat", INTENSITY_STATS),
                               ("intensity_scale", INTENSITY_SCALES)):
@@ -401,8 +398,7 @@ class VolumeSegmenter:
         firsts: Dict[int, Prediction] = {}
         for i in order:
             check_cancel(cancel)
-            firsts[i] = self.segment_slice(i, prompted[i], split_box=options.split_box,
-                                           candidate=(candidates or {}).get(i))
+            firsts[i] = self.segment_slice(i, prompted[i], split_box=options.split_box, candidate=chosen.get(i))
             if firsts[i].mask.sum() < options.smallest_mask:
                 raise ValueError(f"the prompts give an empty mask on slice {i}; move or add prompts there first"
                                  + (" (or leave that slice out)" if len(order) > 1 else ""))
@@ -595,6 +591,17 @@ class VolumeSegmenter:
             seam = max(range(a + 1, b + 1), key=lambda t: (round(iou(before[t - 1].mask, after[t].mask), 3),
                                                            -abs(t - 0.5 - middle)))
         return {i: forward[i] if i < seam else backward[i] for i in inner}
+
+
+def chosen_candidates(candidates: Optional[Mapping[int, int]], prompted: Iterable[int]) -> Dict[int, int]:
+    """``candidates`` (prompted slice -> the decoder's candidate the user chose there) with whole-number keys and
+    values; a candidate on a slice without prompts is an error."""
+    chosen = {int(k): int(v) for k, v in (candidates or {}).items()}
+    stray = sorted(set(chosen) - {int(i) for i in prompted})
+    if stray:
+        raise ValueError(f"candidates chosen on slices {stray} that hold no prompts; choose a candidate only on a "
+                         "prompted slice")
+    return chosen
 
 
 def stop_reason(options: PropagationOptions, evidence: Mapping[str, float], area: int, prev_area: int,

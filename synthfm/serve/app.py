@@ -6,7 +6,7 @@ never blocks the event loop; the model itself is shared through the worker's pri
 from __future__ import annotations
 
 import secrets
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, List, Optional, Tuple, Union
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
@@ -46,8 +46,9 @@ class PropagateRequest(PromptSet):
     direction: str = Field("both", description="both, up (higher slice indices) or down")
     options: Dict[str, Union[float, int, bool, None]] = Field(
         default_factory=dict, description="PropagationOptions overrides, e.g. {\"min_score\": 0.5}")
-    candidates: Dict[int, int] = Field(default_factory=dict, description="prompted slice index -> the candidate (0-2) "
-                                                                         "chosen there instead of the model's pick")
+    candidates: Dict[int, Annotated[int, Field(ge=0, le=2)]] = Field(
+        default_factory=dict, description="prompted slice index -> the candidate (0-2) chosen there instead of the "
+                                          "model's pick")
 
 
 class EncodeRequest(BaseModel):

@@ -241,7 +241,7 @@ class Worker:
         prompted slices the slices between them are filled (``VolumeSegmenter.propagate_slices``). ``candidates``:
         prompted slice -> the candidate the user chose there (as :meth:`predict`'s ``candidate``)."""
         from synthfm.segment import PropagationOptions
-        from synthfm.segment.propagate import DIRECTIONS
+        from synthfm.segment.propagate import DIRECTIONS, chosen_candidates
         from synthfm.segment.volume_prompts import prompts_by_slice
 
         session = self.volume(volume_id)
@@ -254,6 +254,7 @@ class Worker:
                 prompts.validate(*seg.slice(index).shape)
             except ValueError as exc:
                 raise ValueError(f"slice {index}: {exc}" if len(prompted) > 1 else str(exc)) from None
+        picked = chosen_candidates(candidates, prompted)  # a bad choice is refused now, not when the job runs
         overrides = PropagationOptions.parse_overrides([f"{k}={v}" for k, v in (options or {}).items()])
         chosen = PropagationOptions.for_model(getattr(seg.predictor, "model", None), **overrides)
         order = sorted(prompted)
@@ -261,8 +262,7 @@ class Worker:
                                            "direction": direction})
 
         def work(job: Job) -> Dict[str, Any]:
-            result = seg.propagate_slices(prompted, direction, job.progress, job.cancel_token, chosen,
-                                          {int(k): int(v) for k, v in (candidates or {}).items()})
+            result = seg.propagate_slices(prompted, direction, job.progress, job.cancel_token, chosen, picked)
             voxel_ml = float(np.prod(session.spacing)) / 1000.0
             return {"volume_id": volume_id, "axis": axis, "index": order[0], "prompted": order,
                     "mask": encode_mask(result.mask, crop=True), "slices": result.slices,
