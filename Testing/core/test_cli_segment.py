@@ -169,3 +169,44 @@ def test_mirror_averaging_from_the_command_line(oblique_volume, tmp_path, monkey
     for i in range(4):
         mask = read_volume(tmp_path / f"l{i}.nii.gz").array[4] > 0
         assert 2 * (mask & truth[4]).sum() / (mask.sum() + truth[4].sum()) > 0.8
+
+
+def test_choosing_another_candidate_from_the_command_line(oblique_volume, tmp_path, capsys):
+    """--candidate keeps the decoder's k-th candidate on a prompted slice (one point: three candidates), says which
+    one each prompted slice kept, starts propagation from it, and refuses choices it cannot honour."""
+    path, _, truth = oblique_volume
+    base = ["segment", "--image", str(path), "--model", "synthfm-lite", "--mirror", "off", "--point", "28,24,4"]
+
+    def run(name, *extra):
+        code = main([*base, "--out", str(tmp_path / name), *extra])
+        return code, capsys.readouterr()
+
+    code, out = run("pick.nii.gz", "--no-propagate")
+    assert code == 0
+    pick = int(out.out.split("slice 4: candidate ")[1].split()[0])
+    assert "(the model's pick)" in out.out and f"--candidate 4={pick}" not in out.out
+    masks = {}
+    for k in range(3):
+        code, out = run(f"c{k}.nii.gz", "--no-propagate", "--candidate", f"4={k}")
+        assert code == 0 and f"slice 4: candidate {k} of 3 (your choice)" in out.out
+        masks[k] = read_volume(tmp_path / f"c{k}.nii.gz").array > 0
+    assert np.array_equal(masks[pick], read_volume(tmp_path / "pick.nii.gz").array > 0)
+    assert len({m.tobytes() for m in masks.values()}) > 1  # the candidates are different masks
+    other = (pick + 1) % 3
+    code, out = run("prop.nii.gz", "--candidate", str(other), "--propagation", "max_slices=1")
+    assert code == 0 and f"slice 4: candidate {other} of 3 (your choice)" in out.out
+    assert np.array_equal(read_volume(tmp_path / "prop.nii.gz").array[4] > 0, masks[other][4])
+
+    for extra, message in ((["--candidate", "3"], "K 0, 1 or 2"), (["--candidate", "4=x"], "K 0, 1 or 2"),
+                           (["--candidate", "1", "--candidate", "2"], "keep one"),
+                           (["--candidate", "6=1"], "slice 6 along axis 0, which holds no prompts")):
+        code, out = run("bad.nii.gz", *extra)
+        assert code == 2 and message in out.err, (extra, out.err)
+    ys, xs = np.nonzero(truth[4])
+    box = f"{xs.min()},{ys.min()},4,{xs.max()},{ys.max()},4"
+    for flags in ([], ["--no-propagate"]):  # LiteMedSAM gives one mask for a box: nothing to choose
+        code = main(["segment", "--image", str(path), "--model", "medsam-lite", "--box", box, "--candidate", "1",
+                     "--out", str(tmp_path / "box.nii.gz"), *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and "slice 4" in err and "no candidates to choose from" in err, err
+    assert not (tmp_path / "bad.nii.gz").exists() and not (tmp_path / "box.nii.gz").exists()

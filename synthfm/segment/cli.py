@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from synthfm.io.checks import InputError
 
@@ -66,6 +66,35 @@ def prompt_sources(args: argparse.Namespace):
     return sources, 0 if axis is None else int(axis)
 
 
+def parse_candidates(values: List[str]) -> Dict[Optional[int], int]:
+    """``--candidate`` values (``K`` or ``SLICE=K``) as {slice or None (every prompted slice): K}."""
+    out: Dict[Optional[int], int] = {}
+    for text in values:
+        where, _, k = text.rpartition("=")
+        try:
+            index, value = (int(where) if where else None), int(k)
+        except ValueError:
+            index, value = None, -1
+        if value not in (0, 1, 2) or (index is not None and index < 0):
+            raise InputError(f"--candidate {text}: give K or SLICE=K with K 0, 1 or 2 (the decoder's three "
+                             "candidates) and SLICE a prompted slice's index, e.g. --candidate 40=2")
+        if index in out and out[index] != value:
+            raise InputError(f"--candidate chooses both {out[index]} and {value} on "
+                             f"{'every prompted slice' if index is None else f'slice {index}'}: keep one")
+        out[index] = value
+    return out
+
+
+def candidates_by_slice(chosen: Dict[Optional[int], int], prompted: List[int], axis: int) -> Dict[int, int]:
+    """``--candidate`` choices resolved to the prompted slices (SLICE=K overrides a plain K there)."""
+    stray = sorted(i for i in chosen if i is not None and i not in prompted)
+    if stray:
+        raise InputError(f"--candidate on slice{'s' * (len(stray) > 1)} {', '.join(map(str, stray))} along axis "
+                         f"{axis}, which hold{'s' * (len(stray) == 1)} no prompts (prompted: "
+                         f"{', '.join(map(str, prompted))})")
+    return {i: chosen.get(i, chosen.get(None)) for i in prompted if chosen.get(i, chosen.get(None)) is not None}
+
+
 def check_arguments(args: argparse.Namespace):
     """Every check that needs neither the image's voxels nor the model; returns (sources, axis, device)."""
     from synthfm.io.checks import (PNG_EXTENSIONS, VOLUME_EXTENSIONS, check_device, check_distinct,
@@ -83,6 +112,7 @@ def check_arguments(args: argparse.Namespace):
     if args.window not in WINDOWS:
         raise InputError(f"--window {args.window}: unknown window; choose one of {', '.join(WINDOWS)}")
     PropagationOptions.parse_overrides(args.propagation)
+    parse_candidates(args.candidate)
     check_model_name(args.model)
     if args.embedding_cache is not None:
         check_writable_folder(args.embedding_cache, "--embedding-cache")
@@ -139,6 +169,10 @@ def register(subparsers) -> None:
     p.add_argument("--propagation", action="append", default=[], metavar="KEY=VALUE",
                    help="override a propagation setting, e.g. min_score=0.5 or max_slices=20 (repeatable; "
                         "see PropagationOptions in docs/segment.md)")
+    p.add_argument("--candidate", action="append", default=[], metavar="[SLICE=]K",
+                   help="on a prompted slice (all of them without SLICE=), keep the decoder's candidate K (0, 1 or 2) "
+                        "instead of the model's pick: one point or a box give three candidates (a part, or the "
+                        "whole); the output lists the candidate kept on each prompted slice (repeatable)")
     p.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
                    help="decode the prompted slices on the slice and its left-right mirror image and average them: "
                         "auto follows the model (synthfm-lite: on; more accurate, one more encoder call per prompted "
@@ -168,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.models import load_model
     from synthfm.segment.predictor import SlicePredictor
     from synthfm.segment.preprocess import intensity_range
-    from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter
+    from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter, shown_candidate
     from synthfm.segment.volume_prompts import VIEWS, prompts_by_slice
     from synthfm.utils.progress import tqdm_progress
 
@@ -178,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     volume = volume.with_array(check_finite(volume.array, args.image, args.nonfinite, "--nonfinite fill"))
     check_not_constant(volume.array, args.image)
     prompted = prompts_by_slice(*prompts_to_index(volume, sources), axis)
+    candidates = candidates_by_slice(parse_candidates(args.candidate), list(prompted), axis)
     value_range = intensity_range(volume.array, args.window)
     for index, prompts in prompted.items():
         slice_ = np.take(volume.array, index, axis=axis)
@@ -196,12 +231,22 @@ def run(args: argparse.Namespace) -> int:
     if args.no_propagate:
         mask = np.zeros(volume.shape, bool)
         for index, prompts in prompted.items():
-            np.moveaxis(mask, axis, 0)[index] = segmenter.segment_slice(index, prompts).mask
+            try:
+                pred = segmenter.segment_slice(index, prompts, candidate=candidates.get(index))
+            except ValueError as exc:
+                if index not in candidates:
+                    raise
+                raise InputError(f"--candidate on slice {index}: {exc}") from None
+            np.moveaxis(mask, axis, 0)[index] = pred.mask
+            _print_line(describe_candidate(index, shown_candidate(pred), candidates.get(index)))
         kept = list(prompted)
     else:
         result = segmenter.propagate_slices(prompted, args.direction, tqdm_progress("propagate", "slice"),
-                                            options=options)
+                                            options=options, candidates=candidates)
         mask, kept = result.mask, result.slices
+        for record in result.records:
+            if record.source == "prompt":
+                _print_line(describe_candidate(record.index, record.candidate, candidates.get(record.index)))
         for record in result.records:
             if record.stop:
                 print(f"stopped before slice {record.index}: {record.stop} (area {record.area}, score {record.score:.2f})")
@@ -223,6 +268,22 @@ def run(args: argparse.Namespace) -> int:
         write_png(args.overlay, overlay(shown, [(np.take(mask, index, axis=axis), YELLOW)]), scale=2)
         print(f"wrote {args.overlay} (slice {index})")
     return 0
+
+
+def describe_candidate(index: int, shown: Optional[int], chosen: Optional[int]) -> Optional[str]:
+    """One line on which of the decoder's candidates prompted slice ``index`` kept (``shown``; None: its prompts
+    give one mask) and how to see the others; ``chosen``: the user's ``--candidate`` there. None: nothing to say."""
+    if shown is None:
+        return None if chosen is None else (f"slice {index}: the first point's candidate {chosen} (your choice), "
+                                             "the other points added to it in rounds")
+    others = " or ".join(f"--candidate {index}={k}" for k in range(3) if k != shown)
+    whose = "your choice" if chosen is not None else "the model's pick"
+    return f"slice {index}: candidate {shown} of 3 ({whose}); to see another: {others}"
+
+
+def _print_line(line: Optional[str]) -> None:
+    if line:
+        print(line)
 
 
 def _around(slice_, prompts, margin: int = 16):

@@ -181,6 +181,7 @@ class SliceRecord:
     source: str = "propagated"  # "prompt" (a prompted slice), "between" (filled between two) or "propagated"
     signals: Dict[str, float] = field(default_factory=dict)  # the mask's quality signals (Prediction.signals)
     evidence: Dict[str, float] = field(default_factory=dict)  # propagated slices: EVIDENCE, what the stop rule reads
+    candidate: Optional[int] = None  # prompted slices: the decoder's candidate kept (None: the prompts give one mask)
 
 
 @dataclass
@@ -398,14 +399,19 @@ class VolumeSegmenter:
         firsts: Dict[int, Prediction] = {}
         for i in order:
             check_cancel(cancel)
-            firsts[i] = self.segment_slice(i, prompted[i], split_box=options.split_box, candidate=chosen.get(i))
+            try:
+                firsts[i] = self.segment_slice(i, prompted[i], split_box=options.split_box, candidate=chosen.get(i))
+            except ValueError as exc:
+                if i not in chosen:
+                    raise
+                raise ValueError(f"slice {i}: {exc}") from None
             if firsts[i].mask.sum() < options.smallest_mask:
                 raise ValueError(f"the prompts give an empty mask on slice {i}; move or add prompts there first"
                                  + (" (or leave that slice out)" if len(order) > 1 else ""))
         result = PropagationResult(np.zeros(self.volume.shape, bool))
         for i in order:
             result.records.append(SliceRecord(i, int(firsts[i].mask.sum()), firsts[i].score, source="prompt",
-                                              signals=firsts[i].signals))
+                                              signals=firsts[i].signals, candidate=shown_candidate(firsts[i])))
             self._put(result.mask, i, firsts[i].mask)
         for a, b in zip(order, order[1:]):
             if not _boxes_overlap(tight_box(firsts[a].mask), tight_box(firsts[b].mask)):
@@ -591,6 +597,11 @@ class VolumeSegmenter:
             seam = max(range(a + 1, b + 1), key=lambda t: (round(iou(before[t - 1].mask, after[t].mask), 3),
                                                            -abs(t - 0.5 - middle)))
         return {i: forward[i] if i < seam else backward[i] for i in inner}
+
+
+def shown_candidate(pred: Prediction) -> Optional[int]:
+    """Which of the decoder's candidates ``pred`` shows, or None when its prompts give one mask only."""
+    return None if pred.candidates is None else int(pred.index)
 
 
 def chosen_candidates(candidates: Optional[Mapping[int, int]], prompted: Iterable[int]) -> Dict[int, int]:
