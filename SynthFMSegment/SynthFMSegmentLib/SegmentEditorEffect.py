@@ -664,8 +664,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.qualityLabel.text = "Add prompts on a slice first: Other mask then shows the model's other masks."
             return
         if shown is None or count < 3:
-            self.qualityLabel.text = ("These prompts give one mask only (several points at once, or a worker without "
-                                      "candidates): add or move prompts instead.")
+            self.qualityLabel.text = ("These prompts give one mask only (a model that decodes several points at once, "
+                                      "or a worker without candidates): add or move prompts instead.")
             return
         self._candidate[index] = (shown + 1) % count
         self.updatePreview()
@@ -805,7 +805,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.plane is None or plane[:2] != self.plane[:2] or self._slice_generation.get(plane[2]) != generation:
             return  # the user changed the prompts meanwhile: their own answer follows
         self.sliceMasks[plane[2]] = (decode_mask(answer["mask"]), float(answer["score"]))
-        self._shown[plane[2]] = (answer.get("candidate"), len(answer.get("scores", ())))
+        self._shown[plane[2]] = (answer.get("candidate"), answer.get("choices", len(answer.get("scores", ()))))
         self._show_slices(plane[2])
 
     def _slices_mask(self):

@@ -192,6 +192,8 @@ def test_choosing_another_candidate_from_the_command_line(oblique_volume, tmp_pa
         masks[k] = read_volume(tmp_path / f"c{k}.nii.gz").array > 0
     assert np.array_equal(masks[pick], read_volume(tmp_path / "pick.nii.gz").array > 0)
     assert len({m.tobytes() for m in masks.values()}) > 1  # the candidates are different masks
+    code, out = run("two.nii.gz", "--no-propagate", "--point", "31,25,4")  # two points: the first one's candidates
+    assert code == 0 and "slice 4: candidate " in out.out and " of 3 (the model's pick)" in out.out
     other = (pick + 1) % 3
     code, out = run("prop.nii.gz", "--candidate", str(other), "--propagation", "max_slices=1")
     assert code == 0 and f"slice 4: candidate {other} of 3 (your choice)" in out.out

@@ -133,8 +133,9 @@ def test_a_chosen_candidate_replaces_the_pick_in_every_view(scripted, mirror):
     assert picked.index == 0  # the IoU head's favourite
     for k in (1, 2):
         chosen = predictor.predict(IMAGE, point, candidate=k)
-        assert chosen.index == k and chosen.score == chosen.all_scores[k]
+        assert chosen.index == k and chosen.score == chosen.all_scores[k] and chosen.choice == k
         assert np.array_equal(chosen.mask, picked.candidates[k])  # the same candidate, whichever view
+    assert picked.choice == 0
     boxed = predictor.predict(IMAGE, Prompts.make(box=BOX), candidate=0)
     assert boxed.index == 0 and boxed.mask.sum() < predictor.predict(IMAGE, Prompts.make(box=BOX)).mask.sum() / 4
 
@@ -147,9 +148,10 @@ def test_a_chosen_candidate_opens_the_first_round_of_several_points(scripted):
     model.decode = lambda emb, coords, labels, boxes, masks, multimask=False, **kw: seen.append(masks) or decode(
         emb, coords, labels, boxes, masks, multimask)
     points = Prompts.make([[20, 20], [30, 20]])
-    predictor.predict(IMAGE, points)
+    auto = predictor.predict(IMAGE, points)
     auto_prompt = seen[-1]
-    predictor.predict(IMAGE, points, candidate=1)
+    chosen = predictor.predict(IMAGE, points, candidate=1)
+    assert auto.candidates is None and (auto.choice, chosen.choice) == (0, 1)  # one mask, from the first round's
     assert not torch.equal(seen[-1], auto_prompt)  # the second round was fed candidate 1's logits, not the pick's
     assert float(seen[-1].max()) > 0 and int((seen[-1] > 0).sum()) > int((auto_prompt > 0).sum())  # the whole box
 
@@ -159,6 +161,9 @@ def test_a_candidate_where_there_is_none_is_a_clear_error(scripted):
     model.mask_choice = {"box": "single", "point": "single"}
     with pytest.raises(ValueError, match="single mask, there are no candidates"):
         predictor.predict(IMAGE, Prompts.make([[20, 20]]), candidate=1)
+    assert predictor.predict(IMAGE, Prompts.make([[20, 20]])).choice is None  # nothing to choose: said so
+    model.mask_choice = {"box": "box-fit", "point": "multi"}
+    assert predictor.predict(IMAGE, Prompts.make([[20, 20]]), multimask=True).choice is None  # SAM's rule asked for
     model.mask_choice = {"box": "box-fit", "point": "multi"}
     with pytest.raises(ValueError, match="no candidates to choose from"):
         predictor.predict(IMAGE, Prompts.make([[20, 20], [30, 20]]), candidate=1)  # several points at once

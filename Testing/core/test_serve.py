@@ -158,7 +158,9 @@ def test_a_chosen_candidate_over_http_is_the_cores_and_propagation_starts_from_i
     picked = client.predict("c", 0, positive=[[24, 20, 4]]).wait()["candidate"]
     other = (picked + 1) % 3
     answer = client.predict("c", 0, positive=[[24, 20, 4]], candidate=other).wait()
-    assert answer["candidate"] == other
+    assert answer["candidate"] == other and answer["choices"] == 3
+    at_once = client.predict("c", 0, positive=[[24, 20, 4], [27, 21, 4]]).wait()  # tiny-test: points at once
+    assert at_once["choices"] == 1 and len(at_once["scores"]) == 1  # one mask: nothing to choose
     assert np.array_equal(protocol.decode_mask(answer["mask"]), core.segment_slice(index, prompts, candidate=other).mask)
     options = {"min_score": 0.0, "min_area_px": 0}
     job = client.propagate("c", 0, positive=[[24, 20, 4]], options=options, candidates={4: other}).wait()

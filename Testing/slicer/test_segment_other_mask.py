@@ -1,6 +1,6 @@
 """"Other mask" in the SynthFM effect: for one point (or a box) the decoder proposes three candidates and the model
 shows the one it rates best; the button shows the next one for the current slice, cycling, and Propagate starts from
-the one shown. New prompts on that slice go back to the model's choice; prompts with one mask only say so.
+the one shown. With several points (decoded in rounds) it cycles through the first round's candidates. New prompts on that slice go back to the model's choice; prompts with one mask only say so.
 
 The worker is the real ``synthfm serve`` app; its predictor is test_segment_effect's fake with three candidates:
 bright voxels within 8 px of the first point (the pick), within 4 px, within 12 px.
@@ -24,7 +24,10 @@ def three_candidates(fake, asked):
         masks = np.stack([(image > 140) & ((xx - cx) ** 2 + (yy - cy) ** 2 < r * r) for r in RADII])
         k = 0 if candidate is None else candidate
         logits = np.where(masks, 5.0, -5.0).astype(np.float32)
-        return Prediction(masks[k], 0.9 - 0.1 * k, logits[k], np.array([0.9, 0.8, 0.7]), masks, logits, None, k)
+        if len(prompts.points) > 1:  # points in rounds: one mask, grown from the first round's candidate k
+            return Prediction(masks[k], 0.9 - 0.1 * k, logits[k], np.array([0.9 - 0.1 * k]), choice=k)
+        return Prediction(masks[k], 0.9 - 0.1 * k, logits[k], np.array([0.9, 0.8, 0.7]), masks, logits, None, k,
+                          choice=k)
     return predict
 
 
@@ -78,3 +81,26 @@ def test_other_mask_says_so_when_the_prompts_give_one_mask(scene):
     settle(effect)
     assert effect.qualityLabel.text.startswith("These prompts give one mask only")
     assert len(effect.logic.predictor.prompts) == calls and np.array_equal(effect.sliceMasks[5][0], before)
+
+
+def test_other_mask_with_several_points_cycles_the_first_rounds_candidates(scene, fake_worker, monkeypatch):
+    """Several points are decoded in rounds: one mask comes back, grown from the first point's candidate, and the
+    worker says there are three to choose among; Other mask cycles through them."""
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    worker, fake, _ = fake_worker
+    asked = []
+    monkeypatch.setattr(fake, "predict", three_candidates(fake, asked))
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    keep(effect)
+    prompt(effect, view, geometry, [24, 20, 5])
+    prompt(effect, view, geometry, [29, 22, 5])
+    settle(effect)
+    assert asked[-1] is None and effect._shown[5] == (0, 3)
+    sizes = [int(effect.sliceMasks[5][0].sum())]
+    for expected in (1, 2):
+        effect.otherMaskButton.click()
+        settle(effect)
+        assert asked[-1] == expected and effect._shown[5] == (expected, 3)
+        assert effect.qualityLabel.text.endswith(f"Mask {expected + 1} of 3 (Other mask: the next).")
+        sizes.append(int(effect.sliceMasks[5][0].sum()))
+    assert sizes[1] < sizes[0] < sizes[2]

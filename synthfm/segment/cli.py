@@ -271,11 +271,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def describe_candidate(index: int, shown: Optional[int], chosen: Optional[int]) -> Optional[str]:
-    """One line on which of the decoder's candidates prompted slice ``index`` kept (``shown``; None: its prompts
-    give one mask) and how to see the others; ``chosen``: the user's ``--candidate`` there. None: nothing to say."""
+    """One line on which of the decoder's candidates prompted slice ``index`` kept (``shown``; with several points,
+    the first point's, the others added in rounds; None: its prompts give one mask, nothing to say) and how to see
+    the others; ``chosen``: the user's ``--candidate`` there."""
     if shown is None:
-        return None if chosen is None else (f"slice {index}: the first point's candidate {chosen} (your choice), "
-                                             "the other points added to it in rounds")
+        return None
     others = " or ".join(f"--candidate {index}={k}" for k in range(3) if k != shown)
     whose = "your choice" if chosen is not None else "the model's pick"
     return f"slice {index}: candidate {shown} of 3 ({whose}); to see another: {others}"

@@ -44,6 +44,10 @@ class Prediction:
     index: int = 0  # which candidate this prediction is
     #: the decoder's mask before the point cut (:meth:`SlicePredictor._gate_points`) removed part of it; None: not cut
     uncut: Optional[np.ndarray] = None
+    #: which of the decoder's three candidates the user could choose instead (``predict(candidate=)``) this mask
+    #: comes from: the candidate shown for one point or a fitted box, the first round's for points in rounds; None
+    #: when the prompts give one mask
+    choice: Optional[int] = None
 
     @property
     def signals(self) -> Dict[str, float]:
@@ -64,7 +68,7 @@ class Prediction:
     def candidate(self, k: int) -> "Prediction":
         """Candidate ``k`` as the prediction (needs :attr:`candidates`)."""
         return replace(self, mask=self.candidates[k], score=float(self.all_scores[k]), logits=self.candidate_logits[k],
-                       index=k, uncut=None)
+                       index=k, uncut=None, choice=None if self.choice is None else k)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -355,11 +359,11 @@ class SlicePredictor:
             return self._predict_once(image, step, key, multimask if last else "auto", value_range, kind, chosen)
 
         n = len(prompts.labels)
-        pred = upto([0], None, n == 1, candidate)
+        pred = first = upto([0], None, n == 1, candidate)
         if getattr(self.model, "points_in_rounds", False) != "corrections":
             for m in range(2, n + 1):
                 pred = upto(list(range(m)), pred.logits, m == n)
-            return pred
+            return replace(pred, choice=first.choice)
         given, rounds = [0], 0
         for i in range(1, n):
             given.append(i)
@@ -367,7 +371,7 @@ class SlicePredictor:
                 pred, rounds = upto(given, pred.logits, i == n - 1), rounds + 1
             elif i == n - 1:  # the last points are honoured already: one more decode with them
                 pred = upto(given, pred.logits if rounds else None, True)
-        return pred
+        return replace(pred, choice=first.choice if rounds else pred.choice)
 
     def _predict_once(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
                       multimask: Union[str, bool], value_range: Optional[Tuple[float, float]],
@@ -414,7 +418,8 @@ class SlicePredictor:
         else:
             best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         return Prediction(masks[best], float(scores[best]), low[best], scores,
-                          masks if multi else None, low if multi else None, signals, best)
+                          masks if multi else None, low if multi else None, signals, best,
+                          choice=best if multimask == "auto" and multi else None)
 
     def _masks_of(self, low: Union[torch.Tensor, np.ndarray], transform: SliceTransform, box: Optional[np.ndarray]
                   ) -> Tuple[np.ndarray, np.ndarray]:
@@ -456,7 +461,7 @@ class SlicePredictor:
         elif np.shape(mirrored.all_scores) == np.shape(scores):  # signals of different shapes: the scores' mean
             scores = (scores + mirrored.all_scores) / 2
         return Prediction(mask[0], float(scores[seen.index]), logits[0], scores, candidates, candidate_logits,
-                          signals or None, seen.index)
+                          signals or None, seen.index, choice=seen.choice)
 
     @property
     def wants_consistency(self) -> bool:

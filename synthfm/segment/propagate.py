@@ -600,8 +600,10 @@ class VolumeSegmenter:
 
 
 def shown_candidate(pred: Prediction) -> Optional[int]:
-    """Which of the decoder's candidates ``pred`` shows, or None when its prompts give one mask only."""
-    return None if pred.candidates is None else int(pred.index)
+    """Which of the decoder's candidates ``pred`` comes from (:attr:`Prediction.choice`: with points in rounds, the
+    first round's), or None when its prompts give one mask only (or the predictor does not say)."""
+    choice = getattr(pred, "choice", None)
+    return None if choice is None else int(choice)
 
 
 def chosen_candidates(candidates: Optional[Mapping[int, int]], prompted: Iterable[int]) -> Dict[int, int]:

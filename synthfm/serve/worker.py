@@ -188,7 +188,10 @@ class Worker:
                 box: Optional[Sequence] = None, multimask: Any = "auto", candidates: bool = False,
                 candidate: Optional[int] = None) -> Dict[str, Any]:
         """Prompts (voxel i, j, k; one slice) -> that slice's mask, its predicted IoU and every candidate's;
-        ``candidate``: the user's choice among the decoder's candidates instead of the model's pick."""
+        ``candidate``: the user's choice among the decoder's candidates instead of the model's pick. The answer's
+        ``choices`` says how many candidates ``candidate`` can choose among (3, or 1 when the prompts give one mask)
+        and ``candidate`` which one the mask comes from (with several points in rounds: the first round's)."""
+        from synthfm.segment.propagate import shown_candidate
         from synthfm.segment.volume_prompts import slice_prompts
 
         session = self.volume(volume_id)
@@ -200,7 +203,9 @@ class Worker:
         encoded_before = seg.predictor.is_cached(key) and (not getattr(seg.predictor, "mirrors", False)
                                                            or seg.predictor.is_cached((key, "mirror")))
         pred = seg.segment_slice(index, prompts, multimask, candidate=candidate)
-        answer = {"volume_id": volume_id, "axis": axis, "index": index, "score": pred.score, "candidate": pred.index,
+        choice = shown_candidate(pred)  # with several points in rounds: the first round's candidate
+        answer = {"volume_id": volume_id, "axis": axis, "index": index, "score": pred.score,
+                  "candidate": pred.index if choice is None else choice, "choices": 1 if choice is None else 3,
                   "scores": [float(s) for s in pred.all_scores], "mask": encode_mask(pred.mask),
                   "encoded_before": bool(encoded_before), "seconds": round(time.perf_counter() - start, 4)}
         if candidates and pred.candidates is not None:
