@@ -231,3 +231,41 @@ def test_evaluate_mirror_setting_reaches_every_model(tmp_path, monkeypatch):
                      "medsam-lite", "--prompt", "box", "--mirror", flag, "--out", str(out)]) == 0
         assert set(seen) == expected
         assert ("mirror image" in (out / "report.html").read_text()) == (flag != "auto")
+
+
+def test_choose_protocols_keep_the_best_candidate_and_count_the_presses(tmp_path):
+    """``<prompt>-choose``: the prompts, then Other mask pressed until the best of the three candidates shows; the
+    row is that candidate's (never worse than the model's pick, which is the plain protocol's row) with the presses
+    it took; models and floors that give one mask are skipped with a reason, as are volumes."""
+    import csv
+
+    _write_case(tmp_path, "one")
+    (tmp_path / "cases.csv").write_text("image,label,name\none_img.nii.gz,one_lab.nii.gz,one\n")
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "synthfm-lite", "--model",
+                 "medsam-lite", "--model", "floor-ellipse", "--prompt", "point1", "--prompt", "point1-choose",
+                 "--prompt", "point3-choose", "--prompt", "box", "--prompt", "box-choose", "--mirror", "off",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "slices.csv").open()))
+    by = {(r["model"], r["protocol"], r["slice"]): r for r in rows}
+    slices = sorted({r["slice"] for r in rows})
+    for model, plain, choose in (("synthfm-lite", "point1", "point1-choose"), ("synthfm-lite", "box", "box-choose")):
+        for s in slices:
+            pick, best = by[(model, plain, s)], by[(model, choose, s)]
+            assert float(best["dice"]) >= float(pick["dice"]) - 1e-9
+            assert best["presses"] in ("0", "1", "2") and pick["presses"] == ""
+            assert (best["presses"] == "0") == (abs(float(best["dice"]) - float(pick["dice"])) < 1e-9)
+    assert all((m, "point3-choose", s) in by for m in ("synthfm-lite",) for s in slices)  # rounds: the first point's
+    skipped = {(s["model"], s["protocol"]): s["reason"] for s in json.loads((out / "summary.json").read_text())["skipped"]}
+    assert "nothing to choose among" in skipped[("medsam-lite", "box-choose")]  # SAM's single mask for a box
+    assert "nothing to choose among" in skipped[("floor-ellipse", "box-choose")]
+    tiny = tmp_path / "tiny"  # tiny-test decodes several points at once: one mask
+    assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "tiny-test", "--prompt", "point1-choose",
+                 "--prompt", "point3-choose", "--out", str(tiny)]) == 0
+    reasons = {s["protocol"]: s["reason"] for s in json.loads((tiny / "summary.json").read_text())["skipped"]}
+    assert list(reasons) == ["point3-choose"] and "one mask for point3 prompts" in reasons["point3-choose"]
+    vol = tmp_path / "vol"
+    assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "synthfm-lite", "--prompt", "box",
+                 "--prompt", "point1-choose", "--volume", "--out", str(vol)]) == 0
+    reasons = [s["reason"] for s in json.loads((vol / "summary.json").read_text())["skipped"]]
+    assert reasons == ["choosing among candidates is a per-slice protocol"]

@@ -14,7 +14,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="registry model, checkpoint, floor-ellipse or floor-region-growing (repeatable)")
     p.add_argument("--prompt", action="append", required=True,
-                   help="point1, point3, point1neg2, box, box-jitter or clicks (repeatable)")
+                   help="point1, point3, point1neg2, box, box-jitter, clicks, or point1-choose, point3-choose, "
+                        "box-choose (those prompts, then 'Other mask' pressed until the best of the three candidates "
+                        "shows; the row keeps it and the presses) (repeatable)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-slices", type=int, default=20, help="per structure, evenly spaced (0: all)")

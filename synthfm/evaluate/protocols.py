@@ -9,7 +9,16 @@ from scipy import ndimage as ndi
 from synthfm.segment.prompts import Prompts
 from synthfm.utils.masks import tight_box
 
-PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter", "clicks")
+#: "<prompt>-choose": those prompts, then the user presses "Other mask" (at most twice) until the best of the
+#: decoder's three candidates is shown (the candidate closest to the truth; a per-slice, interactive protocol)
+CHOOSE = "-choose"
+PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter", "clicks",
+             "point1" + CHOOSE, "point3" + CHOOSE, "box" + CHOOSE)
+
+
+def base_protocol(protocol: str) -> str:
+    """The prompts a protocol starts from (``point1-choose`` -> ``point1``)."""
+    return protocol[:-len(CHOOSE)] if protocol.endswith(CHOOSE) else protocol
 
 
 def interior_point(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
@@ -33,6 +42,7 @@ def make_prompts(protocol: str, mask: np.ndarray, rng: np.random.Generator,
         raise ValueError(f"unknown prompt protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
     if not mask.any():
         raise ValueError("cannot place prompts on an empty structure")
+    protocol = base_protocol(protocol)
     centre = interior_point(mask, spacing)
     if protocol in ("point1", "clicks"):
         return Prompts.make([centre])

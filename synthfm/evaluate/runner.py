@@ -10,7 +10,7 @@ import numpy as np
 from synthfm.evaluate.baselines import FLOORS
 from synthfm.evaluate.cases import Case, LoadedCase, load_cases
 from synthfm.evaluate.metrics import all_metrics, dice
-from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, next_click, prompt_slices
+from synthfm.evaluate.protocols import CHOOSE, PROTOCOLS, base_protocol, make_prompts, next_click, prompt_slices
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 
@@ -56,14 +56,20 @@ class _ModelRunner:
         self.predictor.use_store(embedding_cache)  # None: embeddings in memory only
 
     def accepts(self, protocol: str) -> Optional[str]:
-        if not self.model.trained_points and protocol not in ("box", "box-jitter"):
+        if not self.model.trained_points and not base_protocol(protocol).startswith("box"):
             return f"{self.name} was trained with box prompts only"
+        if protocol.endswith(CHOOSE):  # asked on a probe structure: whether these prompts give three candidates
+            probe = np.zeros((32, 32), bool)
+            probe[8:24, 10:22] = True
+            if not self.predictor.offers_choice(make_prompts(protocol, probe, np.random.default_rng(0))):
+                return f"{self.name} gives one mask for {base_protocol(protocol)} prompts: nothing to choose among"
         return None
 
-    def predict(self, image, prompts, key, value_range):
-        prediction = self.predictor.predict(image, prompts, key=key, value_range=value_range)
+    def predict(self, image, prompts, key, value_range, candidate: Optional[int] = None):
+        prediction = self.predictor.predict(image, prompts, key=key, value_range=value_range, candidate=candidate)
         self.last_score = prediction.score  # the model's quality score (calibrated when it has a calibration)
         self.last_signals = prediction.signals  # the raw signals it came from (synthfm.segment.quality)
+        self.last_choice = prediction.choice  # which candidate it is (None: the prompts give one mask)
         return prediction.mask
 
 
@@ -78,6 +84,8 @@ class _FloorRunner:
         is_box = protocol.startswith("box")
         if (self.floor.needs == "box") != is_box:
             return f"{self.name} needs {self.floor.needs} prompts"
+        if protocol.endswith(CHOOSE):
+            return f"{self.name} gives one mask: nothing to choose among"
         return None
 
     def predict(self, image, prompts, key, value_range):
@@ -104,7 +112,8 @@ def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volum
             reason = runner.accepts(protocol)
             if volume and not reason:
                 reason = ("floors segment single slices" if isinstance(runner, _FloorRunner) else
-                          "correction clicks are a per-slice protocol" if protocol == "clicks" else None)
+                          "correction clicks are a per-slice protocol" if protocol == "clicks" else
+                          "choosing among candidates is a per-slice protocol" if protocol.endswith(CHOOSE) else None)
             if reason:
                 results.skipped.append({"model": runner.name, "protocol": protocol, "reason": reason})
     return runners
@@ -185,6 +194,14 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                 key = (str(lc.case.image), axis, s)  # slices shared by several structures are encoded once
                 pred = runner.predict(image, prompts, key, vrange)
                 curve = [dice(pred, truth)]
+                presses = None
+                if protocol.endswith(CHOOSE):  # Other mask pressed until the best candidate shows (pick + 1, + 2)
+                    shown = [(curve[0], pred, runner.last_score, runner.last_signals)]
+                    for press in (1, 2):
+                        mask = runner.predict(image, prompts, key, vrange, (runner.last_choice + 1) % 3)
+                        shown.append((dice(mask, truth), mask, runner.last_score, runner.last_signals))
+                    presses = int(np.argmax([d for d, *_ in shown]))  # the first of equals: fewest presses
+                    curve[0], pred, runner.last_score, runner.last_signals = shown[presses]
                 if protocol == "clicks":
                     for _ in range(clicks - 1):
                         prompts = next_click(prompts, pred, truth)
@@ -196,6 +213,8 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                        **all_metrics(pred, truth, spacing2d, tolerance_mm)}
                 if protocol == "clicks":
                     row["dice_per_click"] = curve
+                if presses is not None:
+                    row["presses"] = presses
                 if runner.last_score is not None:
                     row["pred_iou"] = runner.last_score
                     row["score_calibrated"] = runner.predictor.calibrator is not None

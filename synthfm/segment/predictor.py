@@ -316,9 +316,30 @@ class SlicePredictor:
             if candidate is not None:
                 raise ValueError("a box segmented in tiles (split_box) has no candidates to choose from")
             return self._predict_tiles(image, prompts, tiles, key, multimask, value_range)
-        if getattr(self.model, "points_in_rounds", False) and prompts.mask_logits is None and len(prompts.labels) > 1:
+        if self._in_rounds(prompts):
             return self._predict_rounds(image, prompts, key, multimask, value_range, candidate)
         return self._predict_once(image, prompts, key, multimask, value_range, prompt_kind(prompts), candidate)
+
+    def _in_rounds(self, prompts: Prompts) -> bool:
+        """Whether these prompts are decoded one point per round (:meth:`_predict_rounds`)."""
+        return bool(getattr(self.model, "points_in_rounds", False)) and prompts.mask_logits is None \
+            and len(prompts.labels) > 1
+
+    def _asks_candidates(self, prompts: Prompts, multimask: Union[str, bool]) -> Tuple[bool, bool, Optional[str]]:
+        """(three candidates asked for, picked by box fit, the point rule ``mask_choice`` gives or None) for one
+        decoder call on ``prompts``."""
+        choice = getattr(self.model, "mask_choice", {})
+        pick_box_fit = multimask == "auto" and prompts.box is not None and choice.get("box") == "box-fit"
+        point_choice = choice.get("point", "multi") if multimask == "auto" and prompts.ambiguous else None
+        multi = (pick_box_fit or point_choice in ("multi", "calibrated")) if multimask == "auto" else bool(multimask)
+        return multi, pick_box_fit, point_choice
+
+    def offers_choice(self, prompts: Prompts) -> bool:
+        """Whether ``predict(prompts)`` picks among three candidates that ``candidate=`` can choose instead (one
+        point, a box with box fit, the first round of several points in rounds): :attr:`Prediction.choice` is set."""
+        if self._in_rounds(prompts):
+            prompts = replace(prompts, points=prompts.points[:1], labels=prompts.labels[:1])
+        return self._asks_candidates(prompts, "auto")[0]
 
     def restrict(self, pred: Prediction, keep: np.ndarray) -> Prediction:
         """``pred`` with its mask cut to ``keep`` and its low-res logits lowered to <= -20 where the cut removed
@@ -379,13 +400,7 @@ class SlicePredictor:
         """One decoder call on ``prompts`` (see :meth:`predict`); the scores are those of prompt kind ``kind``;
         ``candidate``: which of the three candidates is kept where the model would pick among them."""
         emb, transform = self.embed(image, key, value_range)
-        choice = getattr(self.model, "mask_choice", {})
-        pick_box_fit = multimask == "auto" and prompts.box is not None and choice.get("box") == "box-fit"
-        point_choice = choice.get("point", "multi") if multimask == "auto" and prompts.ambiguous else None
-        if multimask == "auto":
-            multi = pick_box_fit or point_choice in ("multi", "calibrated")
-        else:
-            multi = bool(multimask)
+        multi, pick_box_fit, point_choice = self._asks_candidates(prompts, multimask)
         if candidate is not None and not (multimask == "auto" and multi):
             raise ValueError("these prompts give the decoder's single mask, there are no candidates to choose from "
                              "(candidates come with one point, or a box for models that fit three candidates to it)")
