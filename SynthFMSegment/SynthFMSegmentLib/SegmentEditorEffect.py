@@ -67,6 +67,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._candidate = {}  # slice index -> the decoder's candidate the user chose there ("Other mask"; else the pick)
         self._sent_candidate = {}  # slice index -> the candidate its last request asked for (None: the model's pick)
         self._shown = {}  # slice index -> (candidate shown, how many the decoder gave) of its last answer
+        self._pick = {}  # slice index -> the candidate the model picked there (its answer without a choice)
         self._active, self._volume_id, self._press, self._quiet, self._box_drag = False, None, None, False, False
         self._busy = False  # a propagation is running: clicks, prompt edits and buttons wait for its end
         self._encode_axis = 0
@@ -589,7 +590,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._forget_slices(list(self._sent))
         self.box, self.preview, self.plane = None, None, None
         self.sliceMasks, self._sent, self._slice_generation = {}, {}, {}
-        self._candidate, self._sent_candidate, self._shown = {}, {}, {}
+        self._candidate, self._sent_candidate, self._shown, self._pick = {}, {}, {}, {}
         self._show_preview(None)
         self._list_slices()
         if hasattr(self, "qualityLabel"):
@@ -667,7 +668,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.qualityLabel.text = ("These prompts give one mask only (a model that decodes several points at once, "
                                       "or a worker without candidates): add or move prompts instead.")
             return
-        self._candidate[index] = (shown + 1) % count
+        following = (shown + 1) % count
+        if following == self._pick.get(index):  # back to the model's pick: its own answer, exactly as first shown
+            self._candidate.pop(index, None)
+        else:
+            self._candidate[index] = following
         self.updatePreview()
 
     def onRemoveSlice(self) -> None:
@@ -767,7 +772,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._forget_slices(gone)
         for index in gone:
             for per_slice in (self._sent, self.sliceMasks, self._slice_generation, self._candidate, self._shown,
-                              self._sent_candidate):
+                              self._sent_candidate, self._pick):
                 per_slice.pop(index, None)
         new_prompts = [i for i, r in requests.items() if not _same_request(r, self._sent.get(i))]
         for index in new_prompts:  # new prompts on a slice: the model's own choice again
@@ -806,6 +811,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return  # the user changed the prompts meanwhile: their own answer follows
         self.sliceMasks[plane[2]] = (decode_mask(answer["mask"]), float(answer["score"]))
         self._shown[plane[2]] = (answer.get("candidate"), answer.get("choices", len(answer.get("scores", ()))))
+        if self._sent_candidate.get(plane[2]) is None:
+            self._pick[plane[2]] = answer.get("candidate")
         self._show_slices(plane[2])
 
     def _slices_mask(self):
@@ -831,8 +838,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 text = (f"Predicted quality (IoU) on slice {answered}: {score:.2f} ({len(self.sliceMasks)} prompted "
                         "slices: Propagate fills the slices between them). Apply keeps the prompted slices only.")
             shown, count = self._shown.get(answered, (None, 0))
-            if self._candidate.get(answered) is not None and shown is not None:
-                text += f" Mask {shown + 1} of {count} (Other mask: the next)."
+            if shown is not None and count == 3:
+                whose = ", the model's pick" if self._candidate.get(answered) is None else ""
+                text += f" Mask {shown + 1} of {count}{whose} (Other mask: the next)."
         self._show_preview(self.preview, text)
         self._list_slices()
 

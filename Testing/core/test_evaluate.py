@@ -236,7 +236,8 @@ def test_evaluate_mirror_setting_reaches_every_model(tmp_path, monkeypatch):
 def test_choose_protocols_keep_the_best_candidate_and_count_the_presses(tmp_path):
     """``<prompt>-choose``: the prompts, then Other mask pressed until the best of the three candidates shows; the
     row is that candidate's (never worse than the model's pick, which is the plain protocol's row) with the presses
-    it took; models and floors that give one mask are skipped with a reason, as are volumes."""
+    it took; models and floors that give one mask are skipped with a reason. In volumes the prompted slice takes its
+    best candidate and propagation starts from it."""
     import csv
 
     _write_case(tmp_path, "one")
@@ -264,8 +265,11 @@ def test_choose_protocols_keep_the_best_candidate_and_count_the_presses(tmp_path
                  "--prompt", "point3-choose", "--out", str(tiny)]) == 0
     reasons = {s["protocol"]: s["reason"] for s in json.loads((tiny / "summary.json").read_text())["skipped"]}
     assert list(reasons) == ["point3-choose"] and "one mask for point3 prompts" in reasons["point3-choose"]
-    vol = tmp_path / "vol"
-    assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "synthfm-lite", "--prompt", "box",
+    vol = tmp_path / "vol"  # volumes: the best candidate on the prompted slice, then propagation from it
+    assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "synthfm-lite", "--prompt", "point1",
                  "--prompt", "point1-choose", "--volume", "--out", str(vol)]) == 0
-    reasons = [s["reason"] for s in json.loads((vol / "summary.json").read_text())["skipped"]]
-    assert reasons == ["choosing among candidates is a per-slice protocol"]
+    rows = {r["protocol"]: r for r in csv.DictReader((vol / "slices.csv").open())}
+    assert rows["point1-choose"]["presses"] in ("0", "1", "2") and rows["point1"]["presses"] == ""
+    if rows["point1-choose"]["presses"] == "0":  # the model's pick was the best: the same volume
+        assert rows["point1-choose"]["dice"] == rows["point1"]["dice"]
+    assert not json.loads((vol / "summary.json").read_text())["skipped"]

@@ -48,11 +48,13 @@ def test_other_mask_cycles_the_candidates_and_propagation_starts_from_the_one_sh
     settle(effect)
     sizes = [int(effect.sliceMasks[5][0].sum())]
     assert asked == [None] and effect._shown[5] == (0, 3)
-    for expected in (1, 2, 0):  # the next candidate each time, back to the first after the third
+    assert effect.qualityLabel.text.endswith("Mask 1 of 3, the model's pick (Other mask: the next).")
+    for expected in (1, 2, 0):  # the next candidate each time, back to the first after the third ...
         effect.otherMaskButton.click()
         settle(effect)
-        assert asked[-1] == expected and effect._shown[5] == (expected, 3)
-        assert effect.qualityLabel.text.endswith(f"Mask {expected + 1} of 3 (Other mask: the next).")
+        assert asked[-1] == (None if expected == 0 else expected) and effect._shown[5] == (expected, 3)
+        whose = ", the model's pick" if expected == 0 else ""  # ... which is the model's own answer again
+        assert effect.qualityLabel.text.endswith(f"Mask {expected + 1} of 3{whose} (Other mask: the next).")
         sizes.append(int(effect.sliceMasks[5][0].sum()))
     assert sizes[1] < sizes[0] < sizes[2] and sizes[3] == sizes[0]  # radii 8, 4, 12, 8: what was shown changed
     assert np.array_equal(effect.preview.any(axis=(1, 2)), np.arange(12) == 5)
@@ -65,7 +67,7 @@ def test_other_mask_cycles_the_candidates_and_propagation_starts_from_the_one_sh
     assert len(asked) > before + 1 and all(c is None for c in asked[before + 1:])  # steps: the model's own choice
     prompt(effect, view, geometry, [29, 22, 5])  # new prompts on the slice: the model's choice again
     settle(effect)
-    assert asked[-1] is None and effect._shown[5] == (0, 3) and "Mask" not in effect.qualityLabel.text
+    assert asked[-1] is None and effect._shown[5] == (0, 3) and "the model's pick" in effect.qualityLabel.text
 
 
 def test_other_mask_says_so_when_the_prompts_give_one_mask(scene):

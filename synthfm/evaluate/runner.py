@@ -112,8 +112,7 @@ def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volum
             reason = runner.accepts(protocol)
             if volume and not reason:
                 reason = ("floors segment single slices" if isinstance(runner, _FloorRunner) else
-                          "correction clicks are a per-slice protocol" if protocol == "clicks" else
-                          "choosing among candidates is a per-slice protocol" if protocol.endswith(CHOOSE) else None)
+                          "correction clicks are a per-slice protocol" if protocol == "clicks" else None)
             if reason:
                 results.skipped.append({"model": runner.name, "protocol": protocol, "reason": reason})
     return runners
@@ -267,9 +266,11 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                 check_cancel(cancel)
                 rng = np.random.default_rng([seed, done])
                 prompts = {i: make_prompts(protocol, np.take(truth, i, axis=axis), rng, spacing2d) for i in prompted}
+                chosen, presses = (_best_candidates(seg, prompts, truth, axis) if protocol.endswith(CHOOSE)
+                                   else ({}, None))
                 try:
                     result = seg.propagate_slices(prompts, options=PropagationOptions.for_model(runner.model, **(propagation or {})),
-                                                  cancel=cancel)
+                                                  cancel=cancel, candidates=chosen)
                     pred, kept = result.mask, len(result.slices)
                     ends = sorted((r for r in result.records if r.stop), key=lambda r: r.index)
                     stops = "; ".join(f"before {r.index}: {r.stop}" for r in ends)
@@ -282,11 +283,29 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                        "slices_outside": int((on_pred & ~on_truth).sum()),  # kept where the structure is not: leaks
                        "truth_range": _span(on_truth), "kept_range": _span(on_pred), "stops": stops,
                        **all_metrics(pred, truth, spacing3d, tolerance_mm)}
+                if presses is not None:
+                    row["presses"] = presses
                 results.rows.append(row)
                 _keep_example(results, row, seg.slice(s), np.take(truth, s, axis=axis), np.take(pred, s, axis=axis),
                               seg.value_range, f"{lc.case.name} label {value}, prompted slice {s}")
         report(progress, done, len(jobs), lc.case.name)
     return results
+
+
+def _best_candidates(seg, prompts: Mapping[int, object], truth: np.ndarray, axis: int) -> tuple:
+    """The ``-choose`` protocols in volumes: on each prompted slice the candidate with the highest Dice against the
+    truth there (the user's Other mask before Propagate; the first of equals), and the presses from the model's pick
+    to it, summed over the prompted slices: ``({slice: candidate}, presses)``."""
+    chosen, presses = {}, 0
+    for i, slice_prompts in prompts.items():
+        truth_i = np.take(truth, i, axis=axis)
+        auto = seg.segment_slice(i, slice_prompts)  # the model's pick, as shown before any press
+        scores = [dice(auto.mask, truth_i)] + [dice(seg.segment_slice(i, slice_prompts, candidate=(auto.choice + n) % 3)
+                                                    .mask, truth_i) for n in (1, 2)]
+        best = int(np.argmax(scores))
+        if best:
+            chosen[i], presses = (auto.choice + best) % 3, presses + best
+    return chosen, presses
 
 
 def iou_calibration(rows: Sequence[dict]) -> Dict[str, object]:
