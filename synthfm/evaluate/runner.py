@@ -196,7 +196,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                 presses = None
                 if protocol.endswith(CHOOSE):  # Other mask pressed until the best candidate shows (pick + 1, + 2)
                     shown = [(curve[0], pred, runner.last_score, runner.last_signals)]
-                    for press in (1, 2):
+                    while len(shown) < 3 and runner.last_choice is not None:
                         mask = runner.predict(image, prompts, key, vrange, (runner.last_choice + 1) % 3)
                         shown.append((dice(mask, truth), mask, runner.last_score, runner.last_signals))
                     presses = int(np.argmax([d for d, *_ in shown]))  # the first of equals: fewest presses

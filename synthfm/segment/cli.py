@@ -92,7 +92,8 @@ def candidates_by_slice(chosen: Dict[Optional[int], int], prompted: List[int], a
         raise InputError(f"--candidate on slice{'s' * (len(stray) > 1)} {', '.join(map(str, stray))} along axis "
                          f"{axis}, which hold{'s' * (len(stray) == 1)} no prompts (prompted: "
                          f"{', '.join(map(str, prompted))})")
-    return {i: chosen.get(i, chosen.get(None)) for i in prompted if chosen.get(i, chosen.get(None)) is not None}
+    resolved = {i: chosen.get(i, chosen.get(None)) for i in prompted}
+    return {i: k for i, k in resolved.items() if k is not None}
 
 
 def check_arguments(args: argparse.Namespace):
