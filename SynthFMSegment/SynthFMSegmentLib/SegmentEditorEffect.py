@@ -107,7 +107,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 "<b>Left click:</b> positive point (green); with <b>Negative points</b> pressed, a negative point "
                 "(red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point to move it, "
                 "right-click it to delete it: the preview updates. <b>Other mask</b> shows the model's next proposal "
-                "for one point or a box (it proposes three, e.g. a part or the whole). Slicer's view gestures keep "
+                "for one point or a box (it proposes three, e.g. a part or the whole; with several points, the "
+                "first point's three, grown by the others). Slicer's view gestures keep "
                 "working (right drag zooms, Shift + left drag pans). Prompts on another slice or view start a new "
                 "prompt set, unless "
                 "<b>Keep prompts on other slices</b> is ticked: then prompts on several slices of one view add up, "
@@ -154,9 +155,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                                  "deletes its prompts and its preview.")
         self.otherMaskButton = qt.QPushButton("Other mask")
         self.otherMaskButton.setToolTip("For one point or a box the model proposes three masks (e.g. a part or the "
-                                        "whole) and shows the one it rates best; this shows the next one for the "
-                                        "current slice, and Propagate starts from the one shown. New prompts on the "
-                                        "slice go back to the model's choice.")
+                                        "whole; with several points, from the first point's three) and shows the "
+                                        "one it rates best; this shows the next one for the current slice, and "
+                                        "Propagate starts from the one shown. New prompts on the slice go back to "
+                                        "the model's choice.")
         self.removeSliceButton = qt.QPushButton("Remove slice")
         self.removeSliceButton.setToolTip("Delete the prompts and the preview of the prompted slice chosen above.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
