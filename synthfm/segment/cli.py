@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.models import load_model
     from synthfm.segment.predictor import SlicePredictor
     from synthfm.segment.preprocess import intensity_range
-    from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter, shown_candidate
+    from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter
     from synthfm.segment.volume_prompts import VIEWS, prompts_by_slice
     from synthfm.utils.progress import tqdm_progress
 
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
                     raise
                 raise InputError(f"--candidate on slice {index}: {exc}") from None
             np.moveaxis(mask, axis, 0)[index] = pred.mask
-            _print_line(describe_candidate(index, shown_candidate(pred), candidates.get(index)))
+            _print_line(describe_candidate(index, pred.choice, candidates.get(index)))
         kept = list(prompted)
     else:
         result = segmenter.propagate_slices(prompted, args.direction, tqdm_progress("propagate", "slice"),

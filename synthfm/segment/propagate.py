@@ -411,7 +411,7 @@ class VolumeSegmenter:
         result = PropagationResult(np.zeros(self.volume.shape, bool))
         for i in order:
             result.records.append(SliceRecord(i, int(firsts[i].mask.sum()), firsts[i].score, source="prompt",
-                                              signals=firsts[i].signals, candidate=shown_candidate(firsts[i])))
+                                              signals=firsts[i].signals, candidate=firsts[i].choice))
             self._put(result.mask, i, firsts[i].mask)
         for a, b in zip(order, order[1:]):
             if not _boxes_overlap(tight_box(firsts[a].mask), tight_box(firsts[b].mask)):
@@ -597,13 +597,6 @@ class VolumeSegmenter:
             seam = max(range(a + 1, b + 1), key=lambda t: (round(iou(before[t - 1].mask, after[t].mask), 3),
                                                            -abs(t - 0.5 - middle)))
         return {i: forward[i] if i < seam else backward[i] for i in inner}
-
-
-def shown_candidate(pred: Prediction) -> Optional[int]:
-    """Which of the decoder's candidates ``pred`` comes from (:attr:`Prediction.choice`: with points in rounds, the
-    first round's), or None when its prompts give one mask only (or the predictor does not say)."""
-    choice = getattr(pred, "choice", None)
-    return None if choice is None else int(choice)
 
 
 def chosen_candidates(candidates: Optional[Mapping[int, int]], prompted: Iterable[int]) -> Dict[int, int]:

@@ -191,7 +191,6 @@ class Worker:
         ``candidate``: the user's choice among the decoder's candidates instead of the model's pick. The answer's
         ``choices`` says how many candidates ``candidate`` can choose among (3, or 1 when the prompts give one mask)
         and ``candidate`` which one the mask comes from (with several points in rounds: the first round's)."""
-        from synthfm.segment.propagate import shown_candidate
         from synthfm.segment.volume_prompts import slice_prompts
 
         session = self.volume(volume_id)
@@ -203,7 +202,7 @@ class Worker:
         encoded_before = seg.predictor.is_cached(key) and (not getattr(seg.predictor, "mirrors", False)
                                                            or seg.predictor.is_cached((key, "mirror")))
         pred = seg.segment_slice(index, prompts, multimask, candidate=candidate)
-        choice = shown_candidate(pred)  # with several points in rounds: the first round's candidate
+        choice = pred.choice  # with several points in rounds: the first round's candidate
         answer = {"volume_id": volume_id, "axis": axis, "index": index, "score": pred.score,
                   "candidate": pred.index if choice is None else choice, "choices": 1 if choice is None else 3,
                   "scores": [float(s) for s in pred.all_scores], "mask": encode_mask(pred.mask),
