@@ -31,8 +31,9 @@ if __name__ == "SynthFMSegmentLib":
 
 from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, ijk_to_ras_matrix,
                                         matrix_to_numpy, numpy_to_matrix, on_slice, ras_to_ijk, slice_axis)
-from SynthFMSegmentLib.logic import DISPLAY_WINDOW, SynthFMSegmentLogic, labelmap_from_mask
+from SynthFMSegmentLib.logic import DISPLAY_WINDOW, SynthFMSegmentLogic, display_range, labelmap_from_mask
 from SynthFMSegmentLib.settings import Settings, default_embedding_cache
+from SynthFMSegmentLib.thumbnails import THUMBNAIL_PX, choice_icons
 
 DRAG_PX = 5  # a press-release farther apart than this (display pixels) is a box, not a click
 GRAB_PX = 6  # a press this close to a prompt point or the box outline is left to the markups widgets
@@ -68,6 +69,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._sent_candidate = {}  # slice index -> the candidate its last request asked for (None: the model's pick)
         self._shown = {}  # slice index -> (candidate shown, how many the decoder gave) of its last answer
         self._pick = {}  # slice index -> the candidate the model picked there (its answer without a choice)
+        self._choices = {}  # slice index -> (its prompts, the mask and score each of the three choices gives)
         self._active, self._volume_id, self._press, self._quiet, self._box_drag = False, None, None, False, False
         self._busy = False  # a propagation is running: clicks, prompt edits and buttons wait for its end
         self._encode_axis = 0
@@ -108,7 +110,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 "(red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point to move it, "
                 "right-click it to delete it: the preview updates. <b>Other mask</b> shows the model's next proposal "
                 "for one point or a box (it proposes three, e.g. a part or the whole; with several points, the "
-                "first point's three, grown by the others). Slicer's view gestures keep "
+                "first point's three, grown by the others); the <b>Masks</b> row shows all three as pictures of "
+                "the slice: click one to show it. Slicer's view gestures keep "
                 "working (right drag zooms, Shift + left drag pans). Prompts on another slice or view start a new "
                 "prompt set, unless "
                 "<b>Keep prompts on other slices</b> is ticked: then prompts on several slices of one view add up, "
@@ -159,6 +162,19 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                                         "one it rates best; this shows the next one for the current slice, and "
                                         "Propagate starts from the one shown. New prompts on the slice go back to "
                                         "the model's choice.")
+        self.choiceFrame = qt.QFrame()  # the three masks side by side: click one to show it
+        row = qt.QHBoxLayout(self.choiceFrame)
+        self.choiceButtons = []
+        for k in range(3):
+            button = qt.QToolButton()
+            button.checkable = True
+            button.setToolButtonStyle(qt.Qt.ToolButtonTextUnderIcon)
+            button.setIconSize(qt.QSize(THUMBNAIL_PX, THUMBNAIL_PX))
+            button.clicked.connect(lambda checked=False, k=k: self.onChooseMask(k))
+            row.addWidget(button)
+            self.choiceButtons.append(button)
+        row.addStretch(1)
+        self.choiceFrame.visible = False
         self.removeSliceButton = qt.QPushButton("Remove slice")
         self.removeSliceButton.setToolTip("Delete the prompts and the preview of the prompted slice chosen above.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
@@ -178,8 +194,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for widget in (self.negativeButton, self.keepSlicesBox, self.slicesLabel):
             self.scriptedEffect.addOptionsWidget(widget)
         self.scriptedEffect.addLabeledOptionsWidget("Prompted slice:", self.sliceBox)
-        for widget in (self.removeSliceButton, self.qualityLabel, self.otherMaskButton, self.workerLabel,
-                       self.propagateButton, self.clearButton, self.applyButton, self.cancelButton):
+        for widget in (self.removeSliceButton, self.qualityLabel, self.otherMaskButton):
+            self.scriptedEffect.addOptionsWidget(widget)
+        self.scriptedEffect.addLabeledOptionsWidget("Masks:", self.choiceFrame)
+        for widget in (self.workerLabel, self.propagateButton, self.clearButton, self.applyButton, self.cancelButton):
             self.scriptedEffect.addOptionsWidget(widget)
         self.removeSliceButton.clicked.connect(self.onRemoveSlice)
         self.otherMaskButton.clicked.connect(self.onOtherMask)
@@ -592,8 +610,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._forget_slices(list(self._sent))
         self.box, self.preview, self.plane = None, None, None
         self.sliceMasks, self._sent, self._slice_generation = {}, {}, {}
-        self._candidate, self._sent_candidate, self._shown, self._pick = {}, {}, {}, {}
+        self._candidate, self._sent_candidate, self._shown, self._pick, self._choices = {}, {}, {}, {}, {}
         self._show_preview(None)
+        self._show_choices()
         self._list_slices()
         if hasattr(self, "qualityLabel"):
             self.qualityLabel.text = "Click in a slice view to add prompts."
@@ -630,6 +649,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         self.plane, self.box = (*self.plane[:2], index), slices[index][2]
         self._show_slice_in_views(self._slice_centre(index, *slices[index]))
+        self._show_choices()
 
     def _slice_centre(self, index: int, pos, neg, box):
         """Where a prompted slice's prompts are (RAS, on the slice): the box centre, else the mean of its positive
@@ -642,21 +662,22 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         (vtkMRMLSliceNode::JumpSliceByOffsetting: along the normal only, keeping pan and zoom, as Markups does for
         the view a control point is picked in).  Views of other orientations and oblique views stay where the user
         left them: they do not show the prompted slice."""
+        for slice_node in self._views_along(self.plane[1]):
+            slice_node.JumpSliceByOffsetting(*(float(v) for v in ras))
+
+    def _views_along(self, axis: int):
+        """The slice nodes of the views that show slices along array ``axis`` of the source volume (none in a
+        Slicer without a main window; oblique views never)."""
         layout = slicer.app.layoutManager()
         volume = self._source_volume()
-        if layout is None or volume is None:  # Slicer without a main window: no views
-            return
-        for name in layout.sliceViewNames():
+        for name in layout.sliceViewNames() if layout is not None and volume is not None else ():
             widget = layout.sliceWidget(name)
             slice_node = widget.sliceLogic().GetSliceNode() if widget is not None else None
-            if slice_node is None:
-                continue
             try:
-                shows_axis = slice_axis(slice_node, volume) == self.plane[1]
+                if slice_node is not None and slice_axis(slice_node, volume) == axis:
+                    yield slice_node
             except ValueError:  # an oblique view
                 continue
-            if shows_axis:
-                slice_node.JumpSliceByOffsetting(*(float(v) for v in ras))
 
     def onOtherMask(self) -> None:
         """Show the decoder's next candidate for the current slice's prompts (one point, or a box: three
@@ -670,12 +691,25 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.qualityLabel.text = ("These prompts give one mask only (a model that decodes several points at once, "
                                       "or a worker without candidates): add or move prompts instead.")
             return
-        following = (shown + 1) % count
-        if following == self._pick.get(index):  # back to the model's pick: its own answer, exactly as first shown
+        self._choose(index, (shown + 1) % count)
+
+    def onChooseMask(self, k: int) -> None:
+        """One of the mask buttons: show the current slice's mask ``k`` (as Other mask would reach it)."""
+        index = self.plane[2] if self.plane is not None else None
+        if self._busy or index is None or self._shown.get(index, (None, 0))[1] < 3:
+            self._show_choices()  # the buttons' checked state back to what is shown
+            return
+        self._choose(index, k)
+
+    def _choose(self, index: int, k: int) -> None:
+        """Show candidate ``k`` on slice ``index``; the model's pick is asked without a choice (its own answer,
+        exactly as first shown)."""
+        if k == self._pick.get(index):
             self._candidate.pop(index, None)
         else:
-            self._candidate[index] = following
+            self._candidate[index] = k
         self.updatePreview()
+        self._show_choices()
 
     def onRemoveSlice(self) -> None:
         index = self._slice_items.get(self.sliceBox.currentText) if hasattr(self, "sliceBox") else None
@@ -774,7 +808,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._forget_slices(gone)
         for index in gone:
             for per_slice in (self._sent, self.sliceMasks, self._slice_generation, self._candidate, self._shown,
-                              self._sent_candidate, self._pick):
+                              self._sent_candidate, self._pick, self._choices):
                 per_slice.pop(index, None)
         new_prompts = [i for i, r in requests.items() if not _same_request(r, self._sent.get(i))]
         for index in new_prompts:  # new prompts on a slice: the model's own choice again
@@ -803,19 +837,68 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         link = current_link() if indices and self.plane is not None else None
         for index in indices if link is not None else ():
             link.forget((*self.plane[:2], index))
+            link.forget(("choices", *self.plane[:2], index))
 
     def _on_preview(self, answer, tag) -> None:
         """The worker's answer to one slice's prompts: shown if they are still that slice's current ones."""
         from synthfm.serve.protocol import decode_mask
 
-        generation, plane = tag
+        generation, plane, *kind = tag
+        if kind:  # the masks of the three choices (the follow-up below)
+            request = kind[1]
+            if self.plane is not None and plane[:2] == self.plane[:2] and _same_request(request,
+                                                                                       self._sent.get(plane[2])):
+                self._choices[plane[2]] = (request, [decode_mask(m) for m in answer.get("choice_masks", ())],
+                                           answer.get("choice_scores", []))
+                self._show_choices()
+            return
         if self.plane is None or plane[:2] != self.plane[:2] or self._slice_generation.get(plane[2]) != generation:
             return  # the user changed the prompts meanwhile: their own answer follows
         self.sliceMasks[plane[2]] = (decode_mask(answer["mask"]), float(answer["score"]))
         self._shown[plane[2]] = (answer.get("candidate"), answer.get("choices", len(answer.get("scores", ()))))
         if self._sent_candidate.get(plane[2]) is None:
             self._pick[plane[2]] = answer.get("candidate")
+        self._ask_choices(plane)
         self._show_slices(plane[2])
+
+    def _ask_choices(self, plane) -> None:
+        """After a slice's preview with three choices: ask the worker once per prompt set for the mask each choice
+        gives (the pictures on the mask buttons), behind the preview so that the preview is never slower."""
+        from SynthFMSegmentLib.worker_client import current_link
+
+        index, request = plane[2], self._sent.get(plane[2])
+        known = self._choices.get(index)
+        link = current_link()
+        if self._shown[index][1] < 3 or link is None or (known is not None and _same_request(known[0], request)):
+            return
+        link.predict(plane[1], *request, tag=(self._slice_generation[index], plane, "choices", request),
+                     slot=("choices", *plane), choice_masks=True)
+
+    def _show_choices(self) -> None:
+        """The mask buttons: the current slice's three masks as the view shows them, the one shown pressed; hidden
+        while there are none (prompts with one mask, or the worker has not answered yet)."""
+        if not hasattr(self, "choiceFrame"):
+            return
+        index = self.plane[2] if self.plane is not None else None
+        known = self._choices.get(index)
+        count = self._shown.get(index, (None, 0))[1]
+        wanted = self._candidate.get(index, self._pick.get(index))  # asked for; its preview may still be on its way
+        volume = self._source_volume()
+        view = next(self._views_along(self.plane[1]), None) if known is not None else None
+        if (view is None or count < 3 or len(known[1]) != 3 or not _same_request(known[0], self._sent.get(index))):
+            self.choiceFrame.visible = False
+            return
+        image = np.take(slicer.util.arrayFromVolume(volume), index, axis=self.plane[1])
+        icons = choice_icons(view, volume, self.plane[1], image, known[1], window=display_range(volume))
+        for k, (button, icon) in enumerate(zip(self.choiceButtons, icons)):
+            pick = k == self._pick.get(index)
+            button.setIcon(icon)
+            button.setText(f"{k + 1}{' (pick)' if pick else ''}")
+            button.setToolTip(f"Mask {k + 1} of 3{', the model' + chr(39) + 's pick' if pick else ''}: predicted "
+                              f"quality (IoU) {known[2][k]:.2f}. Click to show it; Propagate starts from the one "
+                              "shown.")
+            button.checked = k == wanted
+        self.choiceFrame.visible = True
 
     def _slices_mask(self):
         """Every prompted slice's preview in one ``(k, j, i)`` mask (None without any)."""
@@ -845,6 +928,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 text += f" Mask {shown + 1} of {count}{whose} (Other mask: the next)."
         self._show_preview(self.preview, text)
         self._list_slices()
+        self._show_choices()
 
     def _list_slices(self) -> None:
         """The panel's list of prompted slices (with each one's predicted quality) and the slice chooser."""

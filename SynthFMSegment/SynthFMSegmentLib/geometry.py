@@ -72,6 +72,25 @@ def slice_axis(slice_node, volume_node) -> int:
     return 2 - best  # IJK axis i/j/k is array axis 2/1/0
 
 
+def as_seen(slice_node, volume_node, axis: int, slice_2d: np.ndarray) -> np.ndarray:
+    """A slice of the ``(k, j, i)`` array along ``axis`` (its two remaining array axes in order) turned and flipped
+    as ``slice_node``'s view shows it: rows along the view's y from its top down, columns along its x from left
+    to right (the view aligned with the volume's grid, as :func:`slice_axis` requires)."""
+    xy_dirs = matrix_to_numpy(slice_node.GetXYToRAS())[:3, :2]  # RAS directions of screen x and screen y (up)
+    ijk_dirs = np.linalg.inv(ijk_to_ras_matrix(volume_node)[:3, :3]) @ xy_dirs
+    remaining = [d for d in range(3) if d != axis]  # array axes of slice_2d; array axis d is IJK axis 2 - d
+    picks = []
+    for column in range(2):
+        weights = np.array([ijk_dirs[2 - d, column] for d in remaining])
+        best = int(np.argmax(np.abs(weights)))
+        picks.append((best, weights[best] > 0))
+    (x_axis, x_forward), (y_axis, y_up) = picks
+    if x_axis == y_axis:
+        raise ValueError(f"the {slice_node.GetName()} view does not show slices along array axis {axis}")
+    seen = np.transpose(slice_2d, (y_axis, x_axis))
+    return seen[::-1 if y_up else 1, ::1 if x_forward else -1]
+
+
 # ---- the box prompt as a markups ROI (vtkMRMLMarkupsROINode: ObjectToNode matrix + Size in the object frame) ----
 def box_roi(volume_node, corner0: Sequence[float], corner1: Sequence[float], axis: int, index: int):
     """A drag from ``corner0`` to ``corner1`` (RAS) on slice ``index`` along array ``axis`` -> the ROI that shows it.

@@ -130,13 +130,15 @@ class WorkerLink:
         self._uploaded, self._upload, self.encode_job = None, None, None
 
     def predict(self, axis: int, positive, negative, box, tag: Any = None, slot: Hashable = None,
-                candidate: Optional[int] = None) -> None:
+                candidate: Optional[int] = None, choice_masks: bool = False) -> None:
         """Ask for the preview of these prompts (voxel ijk, one slice); a newer call for the same ``slot`` (e.g. the
         slice) replaces one not sent yet; calls for other slots wait their turn. ``candidate``: the decoder's
-        candidate the user chose instead of the model's pick."""
+        candidate the user chose instead of the model's pick; ``choice_masks``: also the mask each choice gives."""
         request = {"axis": axis, "positive": positive, "negative": negative, "box": box}
         if candidate is not None:  # only when chosen: as any worker version takes the request otherwise
             request["candidate"] = int(candidate)
+        if choice_masks:
+            request["choice_masks"] = True
         self._next_predict.pop(slot, None)
         self._next_predict[slot] = self.last_predict[slot] = (request, tag)
 

@@ -212,3 +212,33 @@ def test_choosing_another_candidate_from_the_command_line(oblique_volume, tmp_pa
         err = capsys.readouterr().err
         assert code == 2 and "slice 4" in err and "no candidates to choose from" in err, err
     assert not (tmp_path / "bad.nii.gz").exists() and not (tmp_path / "box.nii.gz").exists()
+
+
+def test_the_candidates_as_a_picture_from_the_command_line(oblique_volume, tmp_path, capsys):
+    """--choices-png draws the mask each candidate gives on each prompted slice, left to right, over one region of
+    the slice; prompts with one mask only are refused before anything is written."""
+    from PIL import Image
+
+    path, _, truth = oblique_volume
+    base = ["segment", "--image", str(path), "--model", "synthfm-lite", "--mirror", "off", "--point", "28,24,4",
+            "--no-propagate"]
+    sizes = []
+    for k in range(3):
+        assert main([*base, "--out", str(tmp_path / f"c{k}.nii.gz"), "--candidate", f"4={k}"]) == 0
+        sizes.append(int((read_volume(tmp_path / f"c{k}.nii.gz").array > 0).sum()))
+    png = tmp_path / "choices.png"
+    assert main([*base, "--out", str(tmp_path / "pick.nii.gz"), "--choices-png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {png}: candidates 0, 1, 2 from left to right, one row per prompted slice (4)" in out
+    picture = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert picture.shape == (160, 3 * 160 + 2 * 4, 3)
+    panels = [picture[:, k * 164:k * 164 + 160] for k in range(3)]
+    marked = [int(((p[..., 0] != p[..., 1]) | (p[..., 1] != p[..., 2])).sum()) for p in panels]
+    assert np.argsort(marked).tolist() == np.argsort(sizes).tolist()  # each panel is its candidate's mask
+    ys, xs = np.nonzero(truth[4])
+    box = f"{xs.min()},{ys.min()},4,{xs.max()},{ys.max()},4"
+    code = main(["segment", "--image", str(path), "--model", "medsam-lite", "--box", box, "--out",
+                 str(tmp_path / "box.nii.gz"), "--choices-png", str(tmp_path / "box.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--choices-png" in err and "give one mask each" in err, err
+    assert not (tmp_path / "box.nii.gz").exists() and not (tmp_path / "box.png").exists()

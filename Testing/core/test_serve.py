@@ -162,6 +162,14 @@ def test_a_chosen_candidate_over_http_is_the_cores_and_propagation_starts_from_i
     at_once = client.predict("c", 0, positive=[[24, 20, 4], [27, 21, 4]]).wait()  # tiny-test: points at once
     assert at_once["choices"] == 1 and len(at_once["scores"]) == 1  # one mask: nothing to choose
     assert np.array_equal(protocol.decode_mask(answer["mask"]), core.segment_slice(index, prompts, candidate=other).mask)
+    every = client.predict("c", 0, positive=[[24, 20, 4]], candidate=other, choice_masks=True).wait()
+    for k in range(3):  # what each choice gives (the effect's mask buttons), the one shown among them
+        assert np.array_equal(protocol.decode_mask(every["choice_masks"][k]),
+                              core.segment_slice(index, prompts, candidate=k).mask)
+        assert every["choice_scores"][k] == pytest.approx(core.segment_slice(index, prompts, candidate=k).score)
+    assert np.array_equal(protocol.decode_mask(every["choice_masks"][other]), protocol.decode_mask(every["mask"]))
+    assert "choice_masks" not in client.predict("c", 0, positive=[[24, 20, 4], [27, 21, 4]],
+                                                choice_masks=True).wait()  # one mask: no choices to show
     options = {"min_score": 0.0, "min_area_px": 0}
     job = client.propagate("c", 0, positive=[[24, 20, 4]], options=options, candidates={4: other}).wait()
     assert finish(client, job)["state"] == "done"
@@ -416,7 +424,8 @@ def test_openapi_document_in_docs_matches_the_code():
     current = openapi_schema()
     routes = lambda doc: {p: sorted(v) for p, v in doc["paths"].items()}  # noqa: E731
     assert routes(committed) == routes(current), "run: python -m synthfm.serve.openapi"
-    assert sorted(committed["components"]["schemas"]) == sorted(current["components"]["schemas"])
+    fields = lambda doc: {n: sorted(v.get("properties", {})) for n, v in doc["components"]["schemas"].items()}  # noqa
+    assert fields(committed) == fields(current), "run: python -m synthfm.serve.openapi"  # every request field too
     assert committed["components"]["securitySchemes"]["APIKeyHeader"]["name"] == protocol.TOKEN_HEADER
     assert "/volumes/{volume_id}/predict" in committed["paths"]
 

@@ -47,7 +47,8 @@ def test_other_mask_cycles_the_candidates_and_propagation_starts_from_the_one_sh
     prompt(effect, view, geometry, [24, 20, 5])
     settle(effect)
     sizes = [int(effect.sliceMasks[5][0].sum())]
-    assert asked == [None] and effect._shown[5] == (0, 3)
+    assert asked == [None, None, 1, 2] and effect._shown[5] == (0, 3)  # the preview, then the three mask buttons'
+    # pictures behind it (the pick again, then the other two)
     assert effect.qualityLabel.text.endswith("Mask 1 of 3, the model's pick (Other mask: the next).")
     for expected in (1, 2, 0):  # the next candidate each time, back to the first after the third ...
         effect.otherMaskButton.click()
@@ -67,7 +68,8 @@ def test_other_mask_cycles_the_candidates_and_propagation_starts_from_the_one_sh
     assert len(asked) > before + 1 and all(c is None for c in asked[before + 1:])  # steps: the model's own choice
     prompt(effect, view, geometry, [29, 22, 5])  # new prompts on the slice: the model's choice again
     settle(effect)
-    assert asked[-1] is None and effect._shown[5] == (0, 3) and "the model's pick" in effect.qualityLabel.text
+    assert asked[-4:] == [None, None, 1, 2]  # the model's choice, then the new prompts' three masks for the buttons
+    assert effect._shown[5] == (0, 3) and "the model's pick" in effect.qualityLabel.text
 
 
 def test_other_mask_says_so_when_the_prompts_give_one_mask(scene):
@@ -97,7 +99,7 @@ def test_other_mask_with_several_points_cycles_the_first_rounds_candidates(scene
     prompt(effect, view, geometry, [24, 20, 5])
     prompt(effect, view, geometry, [29, 22, 5])
     settle(effect)
-    assert asked[-1] is None and effect._shown[5] == (0, 3)
+    assert asked[-4:] == [None, None, 1, 2] and effect._shown[5] == (0, 3)  # the preview, then the buttons' masks
     sizes = [int(effect.sliceMasks[5][0].sum())]
     for expected in (1, 2):
         effect.otherMaskButton.click()

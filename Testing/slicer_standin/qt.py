@@ -53,6 +53,7 @@ class QObject:
 class Qt:
     NonModal, WindowModal, ApplicationModal = 0, 1, 2
     WaitCursor = 16
+    ToolButtonIconOnly, ToolButtonTextOnly, ToolButtonTextBesideIcon, ToolButtonTextUnderIcon = 0, 1, 2, 3
 
 
 class QTimer(QObject):
@@ -146,6 +147,49 @@ class QPushButton(QWidget):
             if self.checkable:
                 self.checked = not self.checked
             self.clicked.emit()
+
+
+class QToolButton(QPushButton):
+    """QToolButton: an icon (``setIcon`` / ``setIconSize``) and text placed by ``setToolButtonStyle``."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.icon, self.iconSize, self.toolButtonStyle = QIcon(), QSize(16, 16), Qt.ToolButtonIconOnly
+
+    def setIcon(self, icon: "QIcon") -> None:
+        if not isinstance(icon, QIcon):
+            raise TypeError(f"setIcon takes a QIcon, not {type(icon).__name__}")
+        self.icon = icon
+
+    def setIconSize(self, size: "QSize") -> None:
+        if not isinstance(size, QSize):
+            raise TypeError(f"setIconSize takes a QSize, not {type(size).__name__}")
+        self.iconSize = size
+
+    def setToolButtonStyle(self, style: int) -> None:
+        self.toolButtonStyle = style
+
+    def setText(self, text: str) -> None:
+        self.text = text
+
+
+class QFrame(QWidget):
+    pass
+
+
+class QHBoxLayout(QObject):
+    """A row of widgets; ``QHBoxLayout(parent)`` lays out ``parent`` (it becomes the parent's children)."""
+
+    def __init__(self, parent=None) -> None:
+        self.widgets: list = []
+        if parent is not None:
+            parent.layout = self
+
+    def addWidget(self, widget) -> None:
+        self.widgets.append(widget)
+
+    def addStretch(self, stretch: int = 0) -> None:
+        pass
 
 
 class QCheckBox(QPushButton):
@@ -366,9 +410,69 @@ class QVector3D:
         return self._v[2]
 
 
+class QSize:
+    def __init__(self, width: int = -1, height: int = -1) -> None:
+        if not all(isinstance(v, int) for v in (width, height)):
+            raise TypeError(f"QSize({width!r}, {height!r}): arguments must be int")
+        self._w, self._h = width, height
+
+    def width(self) -> int:
+        return self._w
+
+    def height(self) -> int:
+        return self._h
+
+
+class QImage:
+    """A QImage: null when made without arguments (what ``qMRMLUtils.vtkImageDataToQImage`` fills in place).
+    ``pixels`` (H, W, C) uint8, rows from the top down, is the stand-in's own view for tests (not Qt API)."""
+
+    def __init__(self) -> None:
+        self.pixels = None
+
+    def isNull(self) -> bool:
+        return self.pixels is None
+
+    def width(self) -> int:
+        return 0 if self.pixels is None else int(self.pixels.shape[1])
+
+    def height(self) -> int:
+        return 0 if self.pixels is None else int(self.pixels.shape[0])
+
+
+class QPixmap:
+    def __init__(self) -> None:
+        self.image = QImage()
+
+    @staticmethod
+    def fromImage(image: QImage) -> "QPixmap":
+        if not isinstance(image, QImage):
+            raise TypeError(f"QPixmap.fromImage takes a QImage, not {type(image).__name__}")
+        pixmap = QPixmap()
+        pixmap.image = image
+        return pixmap
+
+    def isNull(self) -> bool:
+        return self.image.isNull()
+
+    def width(self) -> int:
+        return self.image.width()
+
+    def height(self) -> int:
+        return self.image.height()
+
+
 class QIcon:
-    def __init__(self, path: str = "") -> None:
-        self.path = path
+    """QIcon(fileName) or QIcon(pixmap)."""
+
+    def __init__(self, source="") -> None:
+        if not isinstance(source, (str, QPixmap)):
+            raise TypeError(f"QIcon takes a file name or a QPixmap, not {type(source).__name__}")
+        self.path = source if isinstance(source, str) else ""
+        self.pixmap = source if isinstance(source, QPixmap) else None
+
+    def isNull(self) -> bool:
+        return self.pixmap.isNull() if self.pixmap is not None else not self.path
 
 
 class QFormLayout(QWidget):

@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage as ndi
 
 from synthfm.io.atomic import PathLike, atomic_path
@@ -32,6 +31,8 @@ def overlay(image01: np.ndarray, masks: Sequence[Tuple[np.ndarray, Tuple[int, in
 
 def write_png(path: PathLike, rgb: np.ndarray, scale: int = 1) -> Path:
     """Write an RGB array to ``path`` atomically (optionally enlarged ``scale`` times)."""
+    from PIL import Image  # here: the outlines above are used where Pillow may not be installed (Slicer's effect)
+
     img = Image.fromarray(rgb)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

@@ -107,9 +107,11 @@ def check_arguments(args: argparse.Namespace):
     check_range(args.label, "--label", 1, MAX_LABEL, "0 is the background")
     check_input_path(args.image, "--image", "image", folder_ok=True)
     check_output_file(args.out, "--out", VOLUME_EXTENSIONS, args.overwrite)
-    if args.overlay:
-        check_output_file(args.overlay, "--overlay", PNG_EXTENSIONS, args.overwrite)
-    check_distinct({"--image": args.image, "--out": args.out, "--overlay": args.overlay, "--prompts": args.prompts})
+    for option, path in (("--overlay", args.overlay), ("--choices-png", args.choices_png)):
+        if path:
+            check_output_file(path, option, PNG_EXTENSIONS, args.overwrite)
+    check_distinct({"--image": args.image, "--out": args.out, "--overlay": args.overlay,
+                    "--choices-png": args.choices_png, "--prompts": args.prompts})
     if args.window not in WINDOWS:
         raise InputError(f"--window {args.window}: unknown window; choose one of {', '.join(WINDOWS)}")
     PropagationOptions.parse_overrides(args.propagation)
@@ -189,7 +191,12 @@ def register(subparsers) -> None:
                    help="NaN/infinite voxels: refuse the image (default) or replace them by the lowest finite "
                         "value, with a warning")
     p.add_argument("--overlay", help="also write a PNG of the prompted slice with the result outlined")
-    p.add_argument("--overwrite", action="store_true", help="replace --out (and --overlay) if they exist")
+    p.add_argument("--choices-png", metavar="PNG",
+                   help="also write a PNG of the three candidate masks of each prompted slice that offers a choice "
+                        "(a row per slice, candidates 0, 1, 2 from left to right): see them, then keep one with "
+                        "--candidate SLICE=K")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out (and --overlay, --choices-png) if they exist")
     p.set_defaults(func=run)
 
 
@@ -229,6 +236,11 @@ def run(args: argparse.Namespace) -> int:
     predictor.use_store(args.embedding_cache)
     segmenter = VolumeSegmenter(predictor, volume.array, axis=axis)
     options = PropagationOptions.for_model(model, **PropagationOptions.parse_overrides(args.propagation))
+    with_choices = [i for i, prompts in prompted.items() if predictor.offers_choice(prompts)]
+    if args.choices_png and not with_choices:
+        raise InputError(f"--choices-png: the prompts on slice{'s' * (len(prompted) > 1)} "
+                         f"{', '.join(map(str, prompted))} give one mask each ({args.model}), there are no candidates "
+                         "to show; one point or a box gives three")
     if args.no_propagate:
         mask = np.zeros(volume.shape, bool)
         for index, prompts in prompted.items():
@@ -268,7 +280,31 @@ def run(args: argparse.Namespace) -> int:
         shown = normalize(segmenter.slice(index), *segmenter.value_range)
         write_png(args.overlay, overlay(shown, [(np.take(mask, index, axis=axis), YELLOW)]), scale=2)
         print(f"wrote {args.overlay} (slice {index})")
+    if args.choices_png:
+        write_choices_png(args.choices_png, segmenter, {i: prompted[i] for i in with_choices})
+        print(f"wrote {args.choices_png}: candidates 0, 1, 2 from left to right, one row per prompted slice "
+              f"({', '.join(map(str, with_choices))}); keep one with --candidate SLICE=K")
     return 0
+
+
+def write_choices_png(path, segmenter, prompted, size: int = 160, gap: int = 4) -> None:
+    """A PNG of the masks each candidate gives on each prompted slice (``segment_slice(candidate=k)``: the point cut
+    and rounds included), over the same region of the slice: a row per slice, candidates 0, 1, 2 left to right."""
+    import numpy as np
+
+    from synthfm.io.png import write_png
+    from synthfm.io.thumbnails import choice_thumbnails
+    from synthfm.segment.preprocess import normalize
+
+    rows = []
+    for index, prompts in prompted.items():
+        masks = [segmenter.segment_slice(index, prompts, candidate=k).mask for k in range(3)]
+        shown = normalize(segmenter.slice(index), *segmenter.value_range)
+        pictures = choice_thumbnails(shown, masks, size=size, window=(0.0, 1.0))[..., :3]
+        spacer = np.full((size, gap, 3), 255, np.uint8)
+        rows.append(np.concatenate([pictures[0], spacer, pictures[1], spacer, pictures[2]], axis=1))
+    spacer = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
+    write_png(path, np.concatenate([part for row in rows for part in (row, spacer)][:-1], axis=0))
 
 
 def describe_candidate(index: int, shown: Optional[int], chosen: Optional[int]) -> Optional[str]:

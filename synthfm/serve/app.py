@@ -33,7 +33,9 @@ class PromptSet(BaseModel):
 class PredictRequest(PromptSet):
     multimask: Union[bool, str] = Field("auto", description="'auto': the model's own choice (ModelSpec.mask_choice); "
                                                           "true: 3 candidates, the IoU head picks; false: one mask")
-    candidates: bool = Field(False, description="also return every candidate mask")
+    candidates: bool = Field(False, description="also return the decoder's raw candidate masks (before the point cut)")
+    choice_masks: bool = Field(False, description="also return the mask each of the three choices gives "
+                                                  "(choice_masks[k] = the mask candidate=k answers; for thumbnails)")
     candidate: Optional[int] = Field(None, ge=0, le=2, description="return this one of the decoder's three "
                                                                   "candidates instead of the model's pick (one point, "
                                                                   "or a box the model fits three candidates to)")
@@ -157,7 +159,8 @@ def create_app(worker: Worker, token: str, allow_paths: bool = False) -> FastAPI
     @api.post("/volumes/{volume_id}/predict", summary="prompts on one slice -> mask, predicted IoU, candidates")
     def predict(volume_id: str, request: PredictRequest) -> Dict[str, Any]:
         return worker.predict(volume_id, request.axis, request.positive, request.negative, request.box,
-                              request.multimask, request.candidates, request.candidate)
+                              request.multimask, request.candidates, request.candidate,
+                              request.choice_masks)
 
     @api.post("/volumes/{volume_id}/encode", summary="encode the slices along an axis in the background (a job)")
     def encode(volume_id: str, request: EncodeRequest) -> Dict[str, Any]:

@@ -243,10 +243,12 @@ class WorkerClient:
         return self.call("DELETE", f"/volumes/{_quote(volume_id)}")
 
     def predict(self, volume_id: str, axis: int, positive=(), negative=(), box=None, candidates: bool = False,
-                candidate: Optional[int] = None) -> PendingCall:
+                candidate: Optional[int] = None, choice_masks: bool = False) -> PendingCall:
         request = dict(_prompts(axis, positive, negative, box), candidates=candidates)
         if candidate is not None:
             request["candidate"] = int(candidate)
+        if choice_masks:  # only when asked: as any worker version takes the request otherwise
+            request["choice_masks"] = True
         return self.call("POST", f"/volumes/{_quote(volume_id)}/predict", request, deadline_s=120.0)
 
     def encode(self, volume_id: str, axis: int, around: Optional[int] = None) -> PendingCall:

@@ -186,11 +186,13 @@ class Worker:
     # ---- prompts -----------------------------------------------------------------------------------------
     def predict(self, volume_id: str, axis: int, positive: Sequence = (), negative: Sequence = (),
                 box: Optional[Sequence] = None, multimask: Any = "auto", candidates: bool = False,
-                candidate: Optional[int] = None) -> Dict[str, Any]:
+                candidate: Optional[int] = None, choice_masks: bool = False) -> Dict[str, Any]:
         """Prompts (voxel i, j, k; one slice) -> that slice's mask, its predicted IoU and every candidate's;
         ``candidate``: the user's choice among the decoder's candidates instead of the model's pick. The answer's
         ``choices`` says how many candidates ``candidate`` can choose among (3, or 1 when the prompts give one mask)
-        and ``candidate`` which one the mask comes from (with several points in rounds: the first round's)."""
+        and ``candidate`` which one the mask comes from (with several points in rounds: the first round's).
+        ``candidates``: also the decoder's raw candidate masks; ``choice_masks``: also the mask each choice gives
+        (``choice_masks[k]`` is the mask ``candidate=k`` answers, point cut and rounds included; thumbnails)."""
         from synthfm.segment.volume_prompts import slice_prompts
 
         session = self.volume(volume_id)
@@ -209,6 +211,11 @@ class Worker:
                   "encoded_before": bool(encoded_before), "seconds": round(time.perf_counter() - start, 4)}
         if candidates and pred.candidates is not None:
             answer["candidates"] = [encode_mask(c) for c in pred.candidates]
+        if choice_masks and choice is not None:
+            chosen = [pred if k == choice else seg.segment_slice(index, prompts, multimask, candidate=k)
+                      for k in range(3)]
+            answer["choice_masks"] = [encode_mask(p.mask) for p in chosen]
+            answer["choice_scores"] = [float(p.score) for p in chosen]
         return answer
 
     # ---- jobs --------------------------------------------------------------------------------------------

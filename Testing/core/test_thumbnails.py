@@ -1,0 +1,54 @@
+"""Pictures of a slice's candidate masks side by side (synthfm.io.thumbnails): one region around all the masks, each
+mask tinted and outlined, the slice's grey values under them."""
+import numpy as np
+import pytest
+
+from synthfm.io.png import YELLOW
+from synthfm.io.thumbnails import MIN_CROP, choice_thumbnails, crop_around
+
+
+def disc(shape, centre, radius):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius ** 2
+
+
+def test_the_region_holds_every_mask_with_a_margin_and_stays_in_the_slice():
+    shape = (200, 300)
+    masks = [disc(shape, (50, 60), 10), disc(shape, (70, 90), 5)]
+    rows, cols = crop_around(masks, shape)
+    assert rows.stop - rows.start == cols.stop - cols.start  # square
+    union = masks[0] | masks[1]
+    assert union[rows, cols].sum() == union.sum()  # nothing of a mask is cut off
+    assert rows.start < 40 and cols.start < 50  # a margin around them
+    tiny = crop_around([disc(shape, (1, 298), 1)], shape)  # at a corner: at least MIN_CROP wide, inside the slice
+    assert tiny[0] == slice(0, MIN_CROP) and tiny[1] == slice(300 - MIN_CROP, 300)
+    assert crop_around([np.zeros(shape, bool)], shape) == (slice(0, 200), slice(0, 300))  # empty: the whole slice
+
+
+def test_thumbnails_show_each_mask_over_the_same_grey_region():
+    shape = (120, 160)
+    image = np.linspace(0, 1000, shape[0] * shape[1]).reshape(shape)
+    masks = [disc(shape, (60, 80), r) for r in (8, 4, 16)]
+    pictures = choice_thumbnails(image, masks, size=48)
+    assert pictures.shape == (3, 48, 48, 4) and pictures.dtype == np.uint8 and (pictures[..., 3] == 255).all()
+    r, g, b = (pictures[..., c].astype(int) for c in range(3))
+    marked = (r != g) | (g != b)  # grey pixels have equal red, green and blue; the masks' pixels do not
+    areas = marked.sum(axis=(1, 2))
+    assert areas[1] < areas[0] < areas[2]
+    outlined = (pictures[..., :3] == YELLOW).all(axis=-1)
+    assert outlined.any(axis=(1, 2)).all()
+    unmarked = ~marked.any(axis=0)
+    assert np.array_equal(pictures[0][unmarked], pictures[2][unmarked])  # the same region under every mask
+    dark = choice_thumbnails(image, masks, size=48, window=(5000, 6000))  # a window above every value: black
+    assert (dark[0][unmarked][:, :3] == 0).all()
+
+
+@pytest.mark.parametrize("image, masks, size, message", [
+    (np.zeros((4, 5, 6)), [np.zeros((4, 5), bool)], 32, "one 2D slice"),
+    (np.zeros((4, 5)), [], 32, "at least one mask"),
+    (np.zeros((4, 5)), [np.zeros((5, 4), bool)], 32, "the slice's shape"),
+    (np.zeros((4, 5)), [np.zeros((4, 5), bool)], 4, "too small"),
+])
+def test_bad_input_is_named(image, masks, size, message):
+    with pytest.raises(ValueError, match=message):
+        choice_thumbnails(image, masks, size=size)

@@ -1,0 +1,73 @@
+"""Small pictures of a slice's candidate masks side by side, so that a user can see the choices at once
+(the Slicer effect's mask buttons, ``synthfm segment --choices-png``). Plain numpy: no image library needed."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from synthfm.io.png import YELLOW, outline
+
+MIN_CROP = 24  # pixels of the slice: the smallest region a thumbnail shows, so that a tiny mask keeps its context
+
+
+def crop_around(masks: Sequence[np.ndarray], shape: Tuple[int, int], margin: float = 0.3) -> Tuple[slice, slice]:
+    """A square region of a slice of ``shape`` holding every mask with a ``margin`` (fraction of its size) around
+    them, at least :data:`MIN_CROP` pixels wide where the slice allows; the whole slice when every mask is empty."""
+    union = np.any(np.stack([np.asarray(m, bool) for m in masks]), axis=0)
+    if not union.any():
+        return slice(0, shape[0]), slice(0, shape[1])
+    rows, cols = np.nonzero(union)
+    centre = ((rows.min() + rows.max() + 1) / 2, (cols.min() + cols.max() + 1) / 2)
+    side = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+    side = int(min(max(np.ceil(side * (1 + 2 * margin)), MIN_CROP), max(shape)))
+    out = []
+    for c, n in zip(centre, shape):
+        start = int(round(c - side / 2))
+        start = min(max(start, 0), max(n - side, 0))
+        out.append(slice(start, min(start + side, n)))
+    return out[0], out[1]
+
+
+def resize_nearest(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` (H, W[, C]) scaled to fit a ``size`` x ``size`` square (nearest neighbour, aspect kept) and centred
+    on a black square."""
+    h, w = array.shape[:2]
+    scale = size / max(h, w)
+    oh, ow = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    rows = np.minimum((np.arange(oh) + 0.5) / scale, h - 1).astype(int)
+    cols = np.minimum((np.arange(ow) + 0.5) / scale, w - 1).astype(int)
+    out = np.zeros((size, size) + array.shape[2:], array.dtype)
+    top, left = (size - oh) // 2, (size - ow) // 2
+    out[top:top + oh, left:left + ow] = array[rows][:, cols]
+    return out
+
+
+def choice_thumbnails(image: np.ndarray, masks: Sequence[np.ndarray], size: int = 64,
+                      window: Optional[Tuple[float, float]] = None,
+                      colour: Tuple[int, int, int] = YELLOW, fill: float = 0.35) -> np.ndarray:
+    """RGBA thumbnails ``(len(masks), size, size, 4)`` uint8 of one slice ``image`` (H, W) with each mask tinted
+    (``fill``) and outlined in ``colour``, all over the same square region around the masks (so that they compare at
+    a glance). ``window`` (low, high): the intensities shown from black to white (default: the region's 1st-99th
+    percentiles). Rows and columns keep the image's order: orient the image and masks as the user sees them first."""
+    image = np.asarray(image, np.float32)
+    if image.ndim != 2 or not masks:
+        raise ValueError(f"choice_thumbnails takes one 2D slice and at least one mask, got an image of shape "
+                         f"{image.shape} and {len(masks)} masks")
+    if any(np.shape(m) != image.shape for m in masks):
+        raise ValueError(f"every mask must have the slice's shape {image.shape}, got {[np.shape(m) for m in masks]}")
+    if size < 8:
+        raise ValueError(f"thumbnail size {size} is too small: use at least 8 pixels")
+    rows, cols = crop_around(masks, image.shape)
+    region = image[rows, cols]
+    low, high = window if window is not None else np.percentile(region, [1, 99])
+    grey = np.clip((region - low) / max(float(high) - float(low), 1e-6), 0, 1)
+    base = resize_nearest(np.repeat((grey * 255)[..., None], 3, axis=2), size)
+    pictures = []
+    for mask in masks:
+        m = resize_nearest(np.asarray(mask, bool)[rows, cols], size)
+        rgb = base.copy()
+        rgb[m] = (1 - fill) * rgb[m] + fill * np.asarray(colour, np.float32)
+        rgb[outline(m)] = colour
+        pictures.append(np.concatenate([rgb.round().astype(np.uint8), np.full((size, size, 1), 255, np.uint8)], 2))
+    return np.stack(pictures)
