@@ -7,7 +7,10 @@ The worker is the real ``synthfm serve`` process (started as the effect starts i
 process doing what the effect does per prompt: send the request (non-blocking), poll the socket every 10 ms as the
 effect's timer does, decode the answer and put the slice mask into a full-volume preview array.  Slicer's own
 labelmap update of the preview node is not included (it needs Slicer).  Targets (issue 13): GUI thread < 50 ms per
-prompt; prompt-to-preview < 300 ms on 2 cores.
+prompt; prompt-to-preview < 300 ms on 2 cores.  The row "with the mask pictures" adds what the effect does after
+each preview with three candidates: a second request for the mask each choice gives (``choice_masks``), then the
+three pictures of the mask buttons (``choice_thumbnails``; their Qt conversion needs Slicer and is not included);
+its prompt-to-preview column is the time until the pictures are ready.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import time
 
 import numpy as np
 
+from synthfm.io.thumbnails import choice_thumbnails
 from synthfm.serve.client import LocalWorker
 from synthfm.serve.protocol import decode_mask
 
@@ -33,31 +37,41 @@ def burn(stop) -> None:
         a = np.tanh(a @ a.T / 400.0)
 
 
-def one_prompt(client, volume_id, shape, rng) -> tuple:
-    """(GUI-thread seconds, prompt-to-preview seconds, worker seconds) for one point prompt on slice 0's middle."""
+def one_prompt(client, volume_id, shape, rng, pictures: bool = False) -> tuple:
+    """(GUI-thread seconds, prompt-to-preview seconds, worker seconds) for one point prompt on the middle slice;
+    ``pictures``: then the mask buttons' request and pictures too (the latency runs until they are drawn)."""
     x, y = rng.integers(shape[2] // 4, 3 * shape[2] // 4), rng.integers(shape[1] // 4, 3 * shape[1] // 4)
+    point = [[float(x), float(y), shape[0] // 2]]
     start = time.perf_counter()
-    gui = 0.0
-    t = time.perf_counter()
-    call = client.predict(volume_id, 0, positive=[[float(x), float(y), shape[0] // 2]])
-    gui += time.perf_counter() - t
-    while True:
+    gui, worker = 0.0, 0.0
+    for request in ({}, {"choice_masks": True}) if pictures else ({},):
         t = time.perf_counter()
-        done = call.done()
-        if done:
-            answer = call.result()
-            preview = np.zeros(shape, bool)
-            np.moveaxis(preview, 0, 0)[answer["index"]] = decode_mask(answer["mask"])
+        call = client.predict(volume_id, 0, positive=point, **request)
         gui += time.perf_counter() - t
-        if done:
-            return gui, time.perf_counter() - start, answer["seconds"]
-        time.sleep(POLL_S)
+        while True:
+            t = time.perf_counter()
+            done = call.done()
+            if done:
+                answer = call.result()
+                mask = decode_mask(answer["mask"])
+                if request and "choice_masks" in answer:  # the mask buttons' pictures
+                    image = np.zeros(mask.shape, np.float32)
+                    choice_thumbnails(image, [decode_mask(m) for m in answer["choice_masks"]], window=(0, 1))
+                else:
+                    preview = np.zeros(shape, bool)
+                    np.moveaxis(preview, 0, 0)[answer["index"]] = mask
+            gui += time.perf_counter() - t
+            if done:
+                worker += answer["seconds"]
+                break
+            time.sleep(POLL_S)
+    return gui, time.perf_counter() - start, worker
 
 
-def run(args, label: str, client, volume_id, shape) -> list:
+def run(args, label: str, client, volume_id, shape, pictures: bool = False) -> list:
     rng = np.random.default_rng(0)
     one_prompt(client, volume_id, shape, rng)  # warm: the slice is encoded
-    rows = [one_prompt(client, volume_id, shape, rng) for _ in range(args.prompts)]
+    rows = [one_prompt(client, volume_id, shape, rng, pictures) for _ in range(args.prompts)]
     gui, latency, worker = (np.array(c) * 1000 for c in zip(*rows))
     return [label, np.median(gui), gui.max(), np.median(latency), np.percentile(latency, 90), np.median(worker)]
 
@@ -86,7 +100,8 @@ def main() -> int:
         t = time.perf_counter()
         client.upload_volume("bench", volume).wait(300)
         upload = time.perf_counter() - t
-        rows = [run(args, "worker alone", client, "bench", shape)]
+        rows = [run(args, "worker alone", client, "bench", shape),
+                run(args, "worker alone, with the mask pictures", client, "bench", shape, pictures=True)]
         stop = mp.Event()
         other = mp.Process(target=burn, args=(stop,), daemon=True)
         other.start()

@@ -170,7 +170,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             button.checkable = True
             button.setToolButtonStyle(qt.Qt.ToolButtonTextUnderIcon)
             button.setIconSize(qt.QSize(THUMBNAIL_PX, THUMBNAIL_PX))
-            button.clicked.connect(lambda checked=False, k=k: self.onChooseMask(k))
+            button.connect("clicked()", lambda k=k: self.onChooseMask(k))  # as SampleData binds its buttons
             row.addWidget(button)
             self.choiceButtons.append(button)
         row.addStretch(1)
@@ -889,14 +889,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.choiceFrame.visible = False
             return
         image = np.take(slicer.util.arrayFromVolume(volume), index, axis=self.plane[1])
-        icons = choice_icons(view, volume, self.plane[1], image, known[1], window=display_range(volume))
+        positive, negative = known[0][:2]  # the prompts' voxel ijk, as sent
+        icons = choice_icons(view, volume, self.plane[1], image, known[1], positive, negative,
+                             window=display_range(volume))
         for k, (button, icon) in enumerate(zip(self.choiceButtons, icons)):
             pick = k == self._pick.get(index)
+            whose = ", the model's pick" if pick else ""
             button.setIcon(icon)
             button.setText(f"{k + 1}{' (pick)' if pick else ''}")
-            button.setToolTip(f"Mask {k + 1} of 3{', the model' + chr(39) + 's pick' if pick else ''}: predicted "
-                              f"quality (IoU) {known[2][k]:.2f}. Click to show it; Propagate starts from the one "
-                              "shown.")
+            button.setToolTip(f"Mask {k + 1} of 3{whose}: predicted quality (IoU) {known[2][k]:.2f}. Click to show "
+                              "it; Propagate starts from the one shown.")
             button.checked = k == wanted
         self.choiceFrame.visible = True
 
@@ -1109,6 +1111,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         import logging
 
         logging.warning(f"SynthFM: {what}: {message}")
+        if tag is not None and len(tag) > 2:  # the mask buttons' pictures: the preview stays, not asked again
+            self._choices[tag[1][2]] = (tag[3], [], [])
+            self._show_choices()
+            if hasattr(self, "workerLabel"):
+                self.workerLabel.text = f"SynthFM: no pictures of the three masks ({message}); Other mask still works."
+            return
         if "predict" in what:
             if tag is None:
                 self.sliceMasks = {}

@@ -3,8 +3,8 @@ mask tinted and outlined, the slice's grey values under them."""
 import numpy as np
 import pytest
 
-from synthfm.io.png import YELLOW
-from synthfm.io.thumbnails import MIN_CROP, choice_thumbnails, crop_around
+from synthfm.io.png import GREEN, RED, YELLOW
+from synthfm.io.thumbnails import MIN_CROP, choice_thumbnails, crop_around, prompt_marks
 
 
 def disc(shape, centre, radius):
@@ -52,3 +52,18 @@ def test_thumbnails_show_each_mask_over_the_same_grey_region():
 def test_bad_input_is_named(image, masks, size, message):
     with pytest.raises(ValueError, match=message):
         choice_thumbnails(image, masks, size=size)
+
+
+def test_prompt_points_are_drawn_as_dots_where_they_are():
+    shape = (100, 100)
+    image = np.full(shape, 0.5)
+    masks = [disc(shape, (40, 60), 20)]
+    marks = prompt_marks(shape, positive=[(60, 40)], negative=[(75, 20), (500, 3)])  # (x, y); one outside: dropped
+    assert marks[40, 60] == 1 and marks[20, 75] == -1 and np.abs(marks).sum() == 2
+    picture = choice_thumbnails(image, masks, size=64, window=(0, 1), marks=marks)[0]
+    green = np.argwhere((picture[..., :3] == GREEN).all(-1)).mean(0)
+    red = np.argwhere((picture[..., :3] == RED).all(-1)).mean(0)
+    rows, cols = crop_around(masks, shape)
+    scale = 64 / (rows.stop - rows.start)
+    assert np.allclose(green, ((40 - rows.start + 0.5) * scale, (60 - cols.start + 0.5) * scale), atol=1.5)
+    assert np.allclose(red, ((20 - rows.start + 0.5) * scale, (75 - cols.start + 0.5) * scale), atol=1.5)

@@ -15,6 +15,7 @@ import slicer
 from SynthFMSegmentLib.geometry import as_seen, matrix_to_numpy, slice_axis
 from SynthFMSegmentLib.thumbnails import THUMBNAIL_PX, icon_from_rgba
 from synthfm.io import Volume
+from synthfm.io.png import GREEN
 from test_segment_effect import SliceWidget, click, display_xy, fake_worker, scene, settle  # noqa: F401  (fixtures)
 from test_segment_other_mask import three_candidates
 from test_segment_slice_list import layout  # noqa: F401  (fixture)
@@ -101,6 +102,9 @@ def test_mask_buttons_show_the_three_masks_and_a_click_shows_one(scene, fake_wor
     assert all(p.shape == (THUMBNAIL_PX, THUMBNAIL_PX, 4) for p in pictures)
     areas = [int(yellowish(p).sum()) for p in pictures]
     assert areas[1] < areas[0] < areas[2]  # radii 8, 4, 12 over one region: the pictures compare at a glance
+    dots = [np.argwhere((p[..., :3] == GREEN).all(-1)).mean(0) for p in pictures]  # the point, at one place in all
+    assert np.allclose(dots[0], dots[1]) and np.allclose(dots[0], dots[2])
+    assert np.allclose(dots[0], np.argwhere(yellowish(pictures[1])).mean(0), atol=3)  # the small disc around it
     assert [b.text for b in buttons] == ["1 (pick)", "2", "3"] and [b.checked for b in buttons] == [True, False, False]
     assert "predicted quality (IoU) 0.80" in buttons[1].toolTip
     buttons[2].click()  # the largest
@@ -124,6 +128,31 @@ def test_mask_buttons_hide_for_one_mask_and_after_clear(scene, layout):
     settle(effect)
     assert 5 in effect.sliceMasks and not effect.choiceFrame.visible
     assert len(effect.logic.predictor.prompts) == 1  # the preview only: no masks of choices asked for
+
+
+def test_pictures_that_fail_leave_the_preview_and_other_mask(scene, fake_worker, monkeypatch, layout):
+    """A worker that cannot draw the three masks (here: refuses the request) costs the buttons only: the preview
+    stays, the panel says so, the pictures are not asked for again for the same prompts, Other mask still works."""
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    worker, fake, _ = fake_worker
+    asked = []
+    monkeypatch.setattr(fake, "predict", three_candidates(fake, asked))
+    original = worker.predict
+
+    def no_pictures(*args, **kwargs):
+        if kwargs.get("choice_masks") or (len(args) > 8 and args[8]):
+            raise ValueError("pictures are broken here")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "predict", no_pictures)
+    red = layout("Red", "Axial")
+    prompt(effect, red, geometry, [24, 20, 5])
+    settle(effect)
+    assert 5 in effect.sliceMasks and not effect.choiceFrame.visible
+    assert "no pictures of the three masks (pictures are broken here)" in effect.workerLabel.text
+    effect.otherMaskButton.click()
+    settle(effect)
+    assert effect._shown[5] == (1, 3) and asked[-1] == 1 and 5 in effect.sliceMasks
 
 
 def test_mask_buttons_follow_the_current_slice(scene, fake_worker, monkeypatch, layout):

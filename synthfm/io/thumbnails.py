@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from synthfm.io.png import YELLOW, outline
+from synthfm.io.png import GREEN, RED, YELLOW, outline
 
 MIN_CROP = 24  # pixels of the slice: the smallest region a thumbnail shows, so that a tiny mask keeps its context
 
@@ -43,19 +43,45 @@ def resize_nearest(array: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def prompt_marks(shape: Tuple[int, int], positive: Sequence = (), negative: Sequence = ()) -> np.ndarray:
+    """The prompt points (x, y) as an int8 image of ``shape``: 1 at positive points, -1 at negative ones (turn it with
+    the image, then pass it to :func:`choice_thumbnails` as ``marks``)."""
+    marks = np.zeros(shape, np.int8)
+    for points, value in ((positive, 1), (negative, -1)):
+        for x, y in np.asarray(points, float).reshape(-1, 2):
+            row, col = int(round(y)), int(round(x))
+            if 0 <= row < shape[0] and 0 <= col < shape[1]:
+                marks[row, col] = value
+    return marks
+
+
+def _draw_dots(rgb: np.ndarray, marks: np.ndarray, rows: slice, cols: slice, radius: int) -> None:
+    """Dots on a thumbnail where ``marks`` (the slice's size) is 1 (green) or -1 (red), inside the shown region."""
+    h, w = marks[rows, cols].shape
+    size = rgb.shape[0]
+    scale = size / max(h, w)
+    top, left = (size - int(round(h * scale))) // 2, (size - int(round(w * scale))) // 2
+    for value, colour in ((1, GREEN), (-1, RED)):
+        for r, c in zip(*np.nonzero(marks[rows, cols] == value)):
+            y, x = int(top + (r + 0.5) * scale), int(left + (c + 0.5) * scale)
+            rgb[max(y - radius, 0):y + radius + 1, max(x - radius, 0):x + radius + 1] = colour
+
+
 def choice_thumbnails(image: np.ndarray, masks: Sequence[np.ndarray], size: int = 64,
-                      window: Optional[Tuple[float, float]] = None,
+                      window: Optional[Tuple[float, float]] = None, marks: Optional[np.ndarray] = None,
                       colour: Tuple[int, int, int] = YELLOW, fill: float = 0.35) -> np.ndarray:
     """RGBA thumbnails ``(len(masks), size, size, 4)`` uint8 of one slice ``image`` (H, W) with each mask tinted
     (``fill``) and outlined in ``colour``, all over the same square region around the masks (so that they compare at
-    a glance). ``window`` (low, high): the intensities shown from black to white (default: the region's 1st-99th
-    percentiles). Rows and columns keep the image's order: orient the image and masks as the user sees them first."""
+    a glance); ``marks`` (:func:`prompt_marks`): the prompt points as green / red dots. ``window`` (low, high): the
+    intensities shown from black to white (default: the region's 1st-99th percentiles). Rows and columns keep the
+    image's order: orient the image, masks and marks as the user sees them first."""
     image = np.asarray(image, np.float32)
     if image.ndim != 2 or not masks:
         raise ValueError(f"choice_thumbnails takes one 2D slice and at least one mask, got an image of shape "
                          f"{image.shape} and {len(masks)} masks")
-    if any(np.shape(m) != image.shape for m in masks):
-        raise ValueError(f"every mask must have the slice's shape {image.shape}, got {[np.shape(m) for m in masks]}")
+    if any(np.shape(m) != image.shape for m in masks) or (marks is not None and marks.shape != image.shape):
+        raise ValueError(f"every mask and the marks must have the slice's shape {image.shape}, got "
+                         f"{[np.shape(m) for m in masks]}" + (f" and {marks.shape}" if marks is not None else ""))
     if size < 8:
         raise ValueError(f"thumbnail size {size} is too small: use at least 8 pixels")
     rows, cols = crop_around(masks, image.shape)
@@ -69,5 +95,7 @@ def choice_thumbnails(image: np.ndarray, masks: Sequence[np.ndarray], size: int 
         rgb = base.copy()
         rgb[m] = (1 - fill) * rgb[m] + fill * np.asarray(colour, np.float32)
         rgb[outline(m)] = colour
+        if marks is not None:
+            _draw_dots(rgb, marks, rows, cols, radius=max(1, size // 40))
         pictures.append(np.concatenate([rgb.round().astype(np.uint8), np.full((size, size, 1), 255, np.uint8)], 2))
     return np.stack(pictures)

@@ -293,14 +293,16 @@ def write_choices_png(path, segmenter, prompted, size: int = 160, gap: int = 4) 
     import numpy as np
 
     from synthfm.io.png import write_png
-    from synthfm.io.thumbnails import choice_thumbnails
+    from synthfm.io.thumbnails import choice_thumbnails, prompt_marks
     from synthfm.segment.preprocess import normalize
 
     rows = []
     for index, prompts in prompted.items():
         masks = [segmenter.segment_slice(index, prompts, candidate=k).mask for k in range(3)]
         shown = normalize(segmenter.slice(index), *segmenter.value_range)
-        pictures = choice_thumbnails(shown, masks, size=size, window=(0.0, 1.0))[..., :3]
+        positive = np.asarray(prompts.labels) == 1
+        marks = prompt_marks(shown.shape, prompts.points[positive], prompts.points[~positive])
+        pictures = choice_thumbnails(shown, masks, size=size, window=(0.0, 1.0), marks=marks)[..., :3]
         spacer = np.full((size, gap, 3), 255, np.uint8)
         rows.append(np.concatenate([pictures[0], spacer, pictures[1], spacer, pictures[2]], axis=1))
     spacer = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
