@@ -208,7 +208,7 @@ class Worker:
         answer = {"volume_id": volume_id, "axis": axis, "index": index, "score": pred.score,
                   "candidate": pred.index if choice is None else choice, "choices": 1 if choice is None else 3,
                   "scores": [float(s) for s in pred.all_scores], "mask": encode_mask(pred.mask),
-                  "encoded_before": bool(encoded_before), "seconds": round(time.perf_counter() - start, 4)}
+                  "encoded_before": bool(encoded_before)}
         if candidates and pred.candidates is not None:
             answer["candidates"] = [encode_mask(c) for c in pred.candidates]
         if choice_masks and choice is not None:
@@ -216,6 +216,7 @@ class Worker:
                       for k in range(3)]
             answer["choice_masks"] = [encode_mask(p.mask) for p in chosen]
             answer["choice_scores"] = [float(p.score) for p in chosen]
+        answer["seconds"] = round(time.perf_counter() - start, 4)
         return answer
 
     # ---- jobs --------------------------------------------------------------------------------------------
