@@ -942,7 +942,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             what = (["box"] if box is not None else []) + ([f"{len(pos)} positive"] if pos else []) + (
                 [f"{len(neg)} negative"] if neg else [])
             score = self.sliceMasks.get(index)
-            label = f"slice {index}: {', '.join(what)}" + (f"; IoU {score[1]:.2f}" if score else "")
+            chosen = self._candidate.get(index)  # a mask the user chose there (Masks row / Other mask), not the pick
+            label = (f"slice {index}: {', '.join(what)}" + (f"; IoU {score[1]:.2f}" if score else "")
+                     + (f"; mask {chosen + 1} of 3" if chosen is not None else ""))
             self._slice_items[label] = index
         view = ("axial", "coronal", "sagittal")[self.plane[1]] if self.plane is not None else ""
         self.slicesLabel.text = (f"Prompted {view} slice{'s' * (len(slices) > 1)}: {', '.join(map(str, slices))}"

@@ -170,6 +170,8 @@ def test_mask_buttons_follow_the_current_slice(scene, fake_worker, monkeypatch, 
     settle(effect)
     from test_segment_slice_list import pick
 
+    assert [i for i in effect.sliceBox.items if i.startswith("slice 6:")][0].endswith("; mask 2 of 3")  # the list
+    assert not [i for i in effect.sliceBox.items if i.startswith("slice 4:")][0].endswith("of 3")  # says the choice
     pick(effect, 4)  # the list: slice 4 becomes current, its own buttons (the pick pressed)
     assert [b.checked for b in buttons] == [True, False, False]
     pick(effect, 6)
