@@ -4,6 +4,8 @@ Run: .venv/bin/python benchmarks/bench_propagation.py [--models synthfm-lite med
      [--embedding-cache runs/embeddings] (slice embeddings kept between runs)
      [--first 12] (other held-out volumes, to check a choice) [--only "tight box+mask | closest"] (settings by name)
      [--prompted-slices 3] (prompt the largest slice and two near the ends, as `synthfm evaluate --volume-slices`)
+     [--prompt point1-choose] (any evaluation protocol; the -choose ones take the best of the three candidates by
+     Dice on each prompted slice, as a user's Other mask before Propagate, where the prompts offer three)
      [--slice-step 2] (every 2nd slice kept: thick slices, decoded on the cached embeddings of the full volumes)
 The "oracle stop" rows keep only the slices where the truth is: how good propagation would be with a perfect stop.
 "encoded": the share of the slices decoded whose own embedding was needed (the rest decoded on interpolated ones).
@@ -31,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from synthfm.evaluate.metrics import dice
-from synthfm.evaluate.protocols import PROTOCOLS, make_prompts, point_and_box, prompt_slices
+from synthfm.evaluate.protocols import CHOOSE, PROTOCOLS, make_prompts, point_and_box, prompt_slices
+from synthfm.evaluate.runner import best_candidates
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.io.atomic import atomic_write_text
 from synthfm.io.tables import csv_text
@@ -125,6 +128,8 @@ VARIANTS = {"contrast>=0.3": {"min_contrast_ratio": 0.3}, "contrast>=0.5": {"min
             "stop on cut masks": {"stop_on_cut": True},
             # the stop rule compares with the prompted mask before the point cut (point prompts; docs/segment.md)
             "uncut reference": {"uncut_reference": True}, "cut reference": {"uncut_reference": False},
+            # ... also where the user chose another candidate (the -choose prompts; default: there the mask as chosen)
+            "chosen uncut reference": {"chosen_uncut_reference": True},
             **{f"{'stop on cut masks, ' if on else ''}cut<={c}": {"stop_on_cut": on, "max_cut": c}
                for on in (False, True) for c in (0.3, 0.5)},
             **{f"step<={r}, oracle stop": {**NO_STOP, "max_step": r} for r in (0.15, 0.3)},
@@ -240,7 +245,9 @@ def main() -> None:
                                       value_range=intensity_range(s.image, predictor.window))
                 requested.clear()
                 try:
-                    result = seg.propagate_slices(prompts, options=options)
+                    choose = args.prompt.endswith(CHOOSE) and all(map(predictor.offers_choice, prompts.values()))
+                    chosen = best_candidates(seg, prompts, truth, 0)[0] if choose else {}
+                    result = seg.propagate_slices(prompts, options=options, candidates=chosen)
                     mask, n = result.mask, len(result.slices)
                 except ValueError:
                     mask, n = np.zeros_like(truth), 0

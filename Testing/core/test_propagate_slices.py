@@ -546,6 +546,29 @@ def test_uncut_reference_compares_with_the_prompted_mask_before_the_point_cut():
     assert [r.evidence for r in on_cut[0].records] == [r.evidence for r in on_cut[1].records]  # cut masks: cut reference
 
 
+def test_a_chosen_candidate_is_compared_as_shown():
+    """Where the user chose the prompted slice's candidate, the stop rule compares with that mask as chosen and shown
+    (cut), not the decoder's before the cut (``chosen_uncut_reference=True``: as for the pick); the model's pick keeps
+    the uncut reference. (Same scene as above: against the cut mask the next slices' intensity drifted.)"""
+    class Choosable(Leaky):
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None, candidate=None):
+            i = key[2]
+            decoded = self.truth[i] | self.neighbour[i]
+            cut = i in self.clean and prompts.mask_logits is None
+            return Prediction(self.truth[i] if cut else decoded, 0.9, np.zeros((256, 256), np.float32),
+                              np.array([0.9]), uncut=decoded if cut else None, choice=candidate)
+
+    truth, neighbour, volume = _leak_volume()
+    seg = VolumeSegmenter(Choosable(truth, neighbour), volume)
+    options = PropagationOptions(max_growth=10.0, max_intensity_drift=0.5, intensity_scale="spread",
+                                 intensity_gate=2.0, uncut_reference=True)
+    prompts = {5: Prompts.make(positive=[(15, 15)])}
+    assert seg.propagate_slices(prompts, options=options, candidates={5: 2}).slices == [5]  # as shown
+    uncut = replace(options, chosen_uncut_reference=True)
+    assert seg.propagate_slices(prompts, options=uncut, candidates={5: 2}).slices == list(range(11))
+    assert seg.propagate_slices(prompts, options=options).slices == list(range(11))  # the pick: uncut as before
+
+
 def test_an_empty_mask_ends_the_structure_even_with_min_area_px_0():
     """``min_area_px=0`` lets tiny masks through, never an empty one: it stops propagation (there is no box to prompt
     the next slice with), an empty slice between prompted slices prompts nothing, and an empty prompted mask is an

@@ -266,7 +266,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                 check_cancel(cancel)
                 rng = np.random.default_rng([seed, done])
                 prompts = {i: make_prompts(protocol, np.take(truth, i, axis=axis), rng, spacing2d) for i in prompted}
-                chosen, presses = (_best_candidates(seg, prompts, truth, axis) if protocol.endswith(CHOOSE)
+                chosen, presses = (best_candidates(seg, prompts, truth, axis) if protocol.endswith(CHOOSE)
                                    else ({}, None))
                 try:
                     result = seg.propagate_slices(prompts, options=PropagationOptions.for_model(runner.model, **(propagation or {})),
@@ -292,7 +292,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
     return results
 
 
-def _best_candidates(seg, prompts: Mapping[int, object], truth: np.ndarray, axis: int) -> tuple:
+def best_candidates(seg, prompts: Mapping[int, object], truth: np.ndarray, axis: int) -> tuple:
     """The ``-choose`` protocols in volumes: on each prompted slice the candidate with the highest Dice against the
     truth there (the user's Other mask before Propagate; the first of equals), and the presses from the model's pick
     to it, summed over the prompted slices: ``({slice: candidate}, presses)``."""

@@ -112,6 +112,9 @@ class PropagationOptions:
     #: cut (``Prediction.uncut``), as it reads their masks before theirs (unless ``stop_on_cut``); the intensity gate
     #: still takes the cut mask's intensity. False: the prompted slice's mask as kept, cut
     uncut_reference: bool = False
+    #: with ``uncut_reference``: also for a prompted slice whose candidate the user chose (``candidates``). False
+    #: (default since 2026-12-05, session 29): there the stop rule compares with the mask as chosen and shown (cut)
+    chosen_uncut_reference: bool = False
     max_cut: float = 0.0  # > 0: the cut removed more than this fraction of the decoder's mask: it left the structure
     #: propagated slices decoded on their mirror image too, as prompted slices are with a ``mirror_average`` model
     #: (twice the encoder time per slice); False (default): one view; None ("auto"): on a GPU only, where encoding
@@ -405,6 +408,8 @@ class VolumeSegmenter:
                 if i not in chosen:
                     raise
                 raise ValueError(f"slice {i}: {exc}") from None
+            if i in chosen and not options.chosen_uncut_reference:
+                firsts[i] = replace(firsts[i], uncut=None)  # the stop rule reads the mask the user chose, as shown
             if firsts[i].mask.sum() < options.smallest_mask:
                 raise ValueError(f"the prompts give an empty mask on slice {i}; move or add prompts there first"
                                  + (" (or leave that slice out)" if len(order) > 1 else ""))
