@@ -889,8 +889,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.choiceFrame.visible = False
             return
         image = np.take(slicer.util.arrayFromVolume(volume), index, axis=self.plane[1])
-        positive, negative = known[0][:2]  # the prompts' voxel ijk, as sent
-        icons = choice_icons(view, volume, self.plane[1], image, known[1], positive, negative,
+        positive, negative, box = known[0]  # the prompts' voxel ijk, as sent
+        icons = choice_icons(view, volume, self.plane[1], image, known[1], positive, negative, box,
                              window=display_range(volume))
         for k, (button, icon) in enumerate(zip(self.choiceButtons, icons)):
             pick = k == self._pick.get(index)

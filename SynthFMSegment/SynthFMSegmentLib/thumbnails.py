@@ -33,9 +33,11 @@ def icon_from_rgba(rgba: np.ndarray):
 
 
 def choice_icons(slice_node, volume_node, axis: int, image: np.ndarray, masks: Sequence[np.ndarray],
-                 positive: Sequence = (), negative: Sequence = (), window: Tuple[float, float] = None) -> List:
+                 positive: Sequence = (), negative: Sequence = (), box: Sequence = None,
+                 window: Tuple[float, float] = None) -> List:
     """One icon per mask of a slice (its ``(k, j, i)`` array's slice along ``axis``), turned as ``slice_node``'s view
-    shows it, all over the same region around the masks, with the prompt points (voxel ijk) as dots."""
+    shows it, all over the same region around the masks, with the prompts (voxel ijk: points as dots, the box's two
+    corners outlined)."""
     from synthfm.io.thumbnails import choice_thumbnails, prompt_marks
     from SynthFMSegmentLib.geometry import as_seen
 
@@ -43,7 +45,7 @@ def choice_icons(slice_node, volume_node, axis: int, image: np.ndarray, masks: S
         rest = [2 - d for d in range(3) if d != axis]  # the IJK axes of the slice's rows and columns
         return [(p[rest[1]], p[rest[0]]) for p in points]
 
-    marks = prompt_marks(image.shape, on_slice(positive), on_slice(negative))
+    marks = prompt_marks(image.shape, on_slice(positive), on_slice(negative), on_slice(box) if box else None)
     seen = [as_seen(slice_node, volume_node, axis, a) for a in (image, marks, *masks)]
     pictures = choice_thumbnails(seen[0], seen[2:], size=THUMBNAIL_PX, window=window, marks=seen[1])
     return [icon_from_rgba(p) for p in pictures]

@@ -3,8 +3,8 @@ mask tinted and outlined, the slice's grey values under them."""
 import numpy as np
 import pytest
 
-from synthfm.io.png import GREEN, RED, YELLOW
-from synthfm.io.thumbnails import MIN_CROP, choice_thumbnails, crop_around, prompt_marks
+from synthfm.io.png import CYAN, GREEN, RED, YELLOW
+from synthfm.io.thumbnails import BOX_MARK, MIN_CROP, choice_thumbnails, crop_around, prompt_marks
 
 
 def disc(shape, centre, radius):
@@ -67,3 +67,17 @@ def test_prompt_points_are_drawn_as_dots_where_they_are():
     scale = 64 / (rows.stop - rows.start)
     assert np.allclose(green, ((40 - rows.start + 0.5) * scale, (60 - cols.start + 0.5) * scale), atol=1.5)
     assert np.allclose(red, ((20 - rows.start + 0.5) * scale, (75 - cols.start + 0.5) * scale), atol=1.5)
+
+
+def test_a_box_prompt_is_outlined_and_shown_whole():
+    """The region holds the box even where the masks are smaller, and the box is drawn around its pixels."""
+    shape = (200, 200)
+    masks = [disc(shape, (100, 100), 5)]
+    marks = prompt_marks(shape, box=(70, 80, 130, 120))  # x0, y0, x1, y1: wider than the masks
+    assert (marks == BOX_MARK).sum() == 2
+    picture = choice_thumbnails(np.zeros(shape), masks, size=64, window=(0, 1), marks=marks)[0]
+    cyan = np.argwhere((picture[..., :3] == CYAN).all(-1))
+    rows, cols = crop_around([masks[0], marks != 0], shape)
+    assert rows.start <= 80 and rows.stop > 120 and cols.start <= 70 and cols.stop > 130
+    scale = 64 / (rows.stop - rows.start)
+    assert cyan[:, 0].min() == int((80 - rows.start) * scale) and cyan[:, 1].max() == int((131 - cols.start) * scale)

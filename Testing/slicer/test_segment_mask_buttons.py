@@ -15,7 +15,7 @@ import slicer
 from SynthFMSegmentLib.geometry import as_seen, matrix_to_numpy, slice_axis
 from SynthFMSegmentLib.thumbnails import THUMBNAIL_PX, icon_from_rgba
 from synthfm.io import Volume
-from synthfm.io.png import GREEN
+from synthfm.io.png import CYAN, GREEN
 from test_segment_effect import SliceWidget, click, display_xy, fake_worker, scene, settle  # noqa: F401  (fixtures)
 from test_segment_other_mask import three_candidates
 from test_segment_slice_list import layout  # noqa: F401  (fixture)
@@ -119,6 +119,21 @@ def test_mask_buttons_show_the_three_masks_and_a_click_shows_one(scene, fake_wor
     prompt(effect, red, geometry, [29, 22, 5])  # new prompts: new pictures (several points: the first round's)
     settle(effect)
     assert asked[-4:] == [None, None, 1, 2] and effect.choiceFrame.visible
+
+
+def test_a_box_is_drawn_on_the_pictures(scene, fake_worker, monkeypatch, layout):
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    worker, fake, _ = fake_worker
+    monkeypatch.setattr(fake, "predict", three_candidates(fake, []))
+    red = layout("Red", "Axial")
+    a, b = geometry.index_to_ras([14, 12, 5]), geometry.index_to_ras([34, 28, 5])
+    click(effect, red, display_xy(red.node, a), drag_to=display_xy(red.node, b, centre=False))
+    settle(effect)
+    assert effect.choiceFrame.visible
+    for button in effect.choiceButtons:
+        picture = button.icon.pixmap.image.pixels
+        cyan = (picture[..., :3] == CYAN).all(-1)
+        assert cyan.sum() > 100 and not (picture[..., :3] == GREEN).all(-1).any()  # the box, no points
 
 
 def test_mask_buttons_hide_for_one_mask_and_after_clear(scene, layout):

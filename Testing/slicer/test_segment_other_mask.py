@@ -19,7 +19,7 @@ def three_candidates(fake, asked):
     def predict(image, prompts, key=None, value_range=None, multimask="auto", candidate=None):
         asked.append(candidate)
         fake.embed(image, key)
-        cx, cy = prompts.points[0]
+        cx, cy = prompts.points[0] if len(prompts.points) else np.reshape(prompts.box, (2, 2)).mean(0)  # or the box's
         yy, xx = np.mgrid[:image.shape[0], :image.shape[1]]
         masks = np.stack([(image > 140) & ((xx - cx) ** 2 + (yy - cy) ** 2 < r * r) for r in RADII])
         k = 0 if candidate is None else candidate

@@ -6,7 +6,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from synthfm.io.png import GREEN, RED, YELLOW, outline
+from synthfm.io.png import CYAN, GREEN, RED, YELLOW, outline
+
+BOX_MARK = 2  # prompt_marks' value at a box prompt's two corners
 
 MIN_CROP = 24  # pixels of the slice: the smallest region a thumbnail shows, so that a tiny mask keeps its context
 
@@ -43,11 +45,14 @@ def resize_nearest(array: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def prompt_marks(shape: Tuple[int, int], positive: Sequence = (), negative: Sequence = ()) -> np.ndarray:
-    """The prompt points (x, y) as an int8 image of ``shape``: 1 at positive points, -1 at negative ones (turn it with
-    the image, then pass it to :func:`choice_thumbnails` as ``marks``)."""
+def prompt_marks(shape: Tuple[int, int], positive: Sequence = (), negative: Sequence = (),
+                 box: Optional[Sequence] = None) -> np.ndarray:
+    """The prompts (x, y) as an int8 image of ``shape``: 1 at positive points, -1 at negative ones, :data:`BOX_MARK`
+    at a box's two opposite corners (turn it with the image, then pass it to :func:`choice_thumbnails` as
+    ``marks``)."""
     marks = np.zeros(shape, np.int8)
-    for points, value in ((positive, 1), (negative, -1)):
+    corners = () if box is None else np.asarray(box, float).reshape(2, 2)
+    for points, value in ((corners, BOX_MARK), (positive, 1), (negative, -1)):
         for x, y in np.asarray(points, float).reshape(-1, 2):
             row, col = int(round(y)), int(round(x))
             if 0 <= row < shape[0] and 0 <= col < shape[1]:
@@ -55,12 +60,20 @@ def prompt_marks(shape: Tuple[int, int], positive: Sequence = (), negative: Sequ
     return marks
 
 
-def _draw_dots(rgb: np.ndarray, marks: np.ndarray, rows: slice, cols: slice, radius: int) -> None:
-    """Dots on a thumbnail where ``marks`` (the slice's size) is 1 (green) or -1 (red), inside the shown region."""
+def _draw_prompts(rgb: np.ndarray, marks: np.ndarray, rows: slice, cols: slice, radius: int) -> None:
+    """The prompts on a thumbnail: the box (:data:`BOX_MARK` corners of ``marks``, the slice's size) outlined in cyan,
+    dots where ``marks`` is 1 (green) or -1 (red); what lies outside the shown region is left out."""
     h, w = marks[rows, cols].shape
     size = rgb.shape[0]
     scale = size / max(h, w)
     top, left = (size - int(round(h * scale))) // 2, (size - int(round(w * scale))) // 2
+    corners = np.argwhere(marks == BOX_MARK)
+    if len(corners):  # in thumbnail pixels, clipped to the picture
+        (r0, c0), (r1, c1) = corners.min(0), corners.max(0)
+        y0, y1 = (np.clip(top + (np.array([r0, r1 + 1]) - rows.start) * scale, 0, size - 1)).astype(int)
+        x0, x1 = (np.clip(left + (np.array([c0, c1 + 1]) - cols.start) * scale, 0, size - 1)).astype(int)
+        rgb[[y0, y1], x0:x1 + 1] = CYAN
+        rgb[y0:y1 + 1, [x0, x1]] = CYAN
     for value, colour in ((1, GREEN), (-1, RED)):
         for r, c in zip(*np.nonzero(marks[rows, cols] == value)):
             y, x = int(top + (r + 0.5) * scale), int(left + (c + 0.5) * scale)
@@ -71,10 +84,10 @@ def choice_thumbnails(image: np.ndarray, masks: Sequence[np.ndarray], size: int 
                       window: Optional[Tuple[float, float]] = None, marks: Optional[np.ndarray] = None,
                       colour: Tuple[int, int, int] = YELLOW, fill: float = 0.35) -> np.ndarray:
     """RGBA thumbnails ``(len(masks), size, size, 4)`` uint8 of one slice ``image`` (H, W) with each mask tinted
-    (``fill``) and outlined in ``colour``, all over the same square region around the masks (so that they compare at
-    a glance); ``marks`` (:func:`prompt_marks`): the prompt points as green / red dots. ``window`` (low, high): the
-    intensities shown from black to white (default: the region's 1st-99th percentiles). Rows and columns keep the
-    image's order: orient the image, masks and marks as the user sees them first."""
+    (``fill``) and outlined in ``colour``, all over the same square region around the masks and prompts (so that they
+    compare at a glance); ``marks`` (:func:`prompt_marks`): the prompt points as green / red dots, a box outlined.
+    ``window`` (low, high): the intensities shown from black to white (default: the region's 1st-99th percentiles).
+    Rows and columns keep the image's order: orient the image, masks and marks as the user sees them first."""
     image = np.asarray(image, np.float32)
     if image.ndim != 2 or not masks:
         raise ValueError(f"choice_thumbnails takes one 2D slice and at least one mask, got an image of shape "
@@ -84,7 +97,7 @@ def choice_thumbnails(image: np.ndarray, masks: Sequence[np.ndarray], size: int 
                          f"{[np.shape(m) for m in masks]}" + (f" and {marks.shape}" if marks is not None else ""))
     if size < 8:
         raise ValueError(f"thumbnail size {size} is too small: use at least 8 pixels")
-    rows, cols = crop_around(masks, image.shape)
+    rows, cols = crop_around(list(masks) + ([marks != 0] if marks is not None else []), image.shape)
     region = image[rows, cols]
     low, high = window if window is not None else np.percentile(region, [1, 99])
     grey = np.clip((region - low) / max(float(high) - float(low), 1e-6), 0, 1)
@@ -96,6 +109,6 @@ def choice_thumbnails(image: np.ndarray, masks: Sequence[np.ndarray], size: int 
         rgb[m] = (1 - fill) * rgb[m] + fill * np.asarray(colour, np.float32)
         rgb[outline(m)] = colour
         if marks is not None:
-            _draw_dots(rgb, marks, rows, cols, radius=max(1, size // 40))
+            _draw_prompts(rgb, marks, rows, cols, radius=max(1, size // 40))
         pictures.append(np.concatenate([rgb.round().astype(np.uint8), np.full((size, size, 1), 255, np.uint8)], 2))
     return np.stack(pictures)
