@@ -175,7 +175,8 @@ def register(subparsers) -> None:
     p.add_argument("--candidate", action="append", default=[], metavar="[SLICE=]K",
                    help="on a prompted slice (all of them without SLICE=), keep the decoder's candidate K (0, 1 or 2) "
                         "instead of the model's pick: one point or a box give three candidates (a part, or the "
-                        "whole); the output lists the candidate kept on each prompted slice (repeatable)")
+                        "whole); the output lists the candidate kept on each prompted slice, --choices-png draws "
+                        "all three (repeatable)")
     p.add_argument("--mirror", choices=("auto", "on", "off"), default="auto",
                    help="decode the prompted slices on the slice and its left-right mirror image and average them: "
                         "auto follows the model (synthfm-lite: on; more accurate, one more encoder call per prompted "
