@@ -11,10 +11,11 @@ from SynthFMSegmentLib.logic import SynthFMSegmentLogic
 from synthfm.io import Volume
 
 
-def volume_node(array: np.ndarray, spacing=(0.8, 0.9, 2.5), angle=0.0, origin=(10.0, -20.0, 5.0)):
-    """A scalar volume node as Slicer builds it: voxels in vtkImageData, geometry in IJK-to-RAS."""
+def volume_node(array: np.ndarray, spacing=(0.8, 0.9, 2.5), angle=0.0, origin=(10.0, -20.0, 5.0), direction=None):
+    """A scalar volume node as Slicer builds it: voxels in vtkImageData, geometry in IJK-to-RAS (``direction``: the
+    3x3 direction cosines; default a rotation by ``angle`` about the k axis)."""
     c, s = np.cos(angle), np.sin(angle)
-    direction = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    direction = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) if direction is None else np.asarray(direction, float)
     geometry = Volume(array, spacing, origin, direction)
     image = vtk.vtkImageData()
     image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])

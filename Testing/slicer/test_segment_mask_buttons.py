@@ -14,9 +14,9 @@ import qt
 import slicer
 from SynthFMSegmentLib.geometry import as_seen, matrix_to_numpy, slice_axis
 from SynthFMSegmentLib.thumbnails import THUMBNAIL_PX, icon_from_rgba
-from synthfm.io import Volume
 from synthfm.io.png import CYAN, GREEN
-from test_segment_effect import SliceWidget, click, display_xy, fake_worker, scene, settle  # noqa: F401  (fixtures)
+from test_segment_effect import click, display_xy, fake_worker, scene, settle  # noqa: F401  (fixtures)
+from test_segment_logic import volume_node
 from test_segment_other_mask import three_candidates
 from test_segment_slice_list import layout  # noqa: F401  (fixture)
 from test_segment_slices import keep, prompt
@@ -29,24 +29,14 @@ def yellowish(picture) -> np.ndarray:
     return (r > b + 60) & (g > b + 30)
 
 
-def oriented_volume(direction):
-    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
-    geometry = Volume(np.zeros((6, 7, 8), np.float32), (1.0, 1.5, 2.0), (3.0, -4.0, 5.0), np.asarray(direction, float))
-    m = vtk.vtkMatrix4x4()
-    for r, row in enumerate(geometry.ijk_to_ras_matrix()):
-        for c, v in enumerate(row):
-            m.SetElement(r, c, v)
-    node.SetIJKToRASMatrix(m)
-    return node, geometry
-
-
 @pytest.mark.parametrize("direction", [np.eye(3), np.diag([-1.0, -1.0, 1.0]),  # RAS and LPS (DICOM) grids
                                        [[0, 1.0, 0], [1.0, 0, 0], [0, 0, -1.0]]])  # i along A, j along R, k down
 @pytest.mark.parametrize("orientation", ["Axial", "Coronal", "Sagittal"])
 def test_a_slice_is_turned_as_its_view_shows_it(direction, orientation):
     """Every voxel of a slice lands in the picture where the view draws it: left of / above another voxel on the
     screen means left of / above it in the picture."""
-    node, geometry = oriented_volume(direction)
+    node, geometry = volume_node(np.zeros((6, 7, 8), np.float32), (1.0, 1.5, 2.0), origin=(3.0, -4.0, 5.0),
+                                 direction=direction)
     view = slicer.SliceNode("view", orientation)
     axis = slice_axis(view, node)
     shape = [6, 7, 8]
