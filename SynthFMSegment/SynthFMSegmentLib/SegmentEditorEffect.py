@@ -703,11 +703,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _choose(self, index: int, k: int) -> None:
         """Show candidate ``k`` on slice ``index``; the model's pick is asked without a choice (its own answer,
-        exactly as first shown)."""
+        exactly as first shown). With the mask pictures in hand it is shown at once: the worker's answer, which
+        still comes (the prompt set's state stays the worker's), is that same mask."""
         if k == self._pick.get(index):
             self._candidate.pop(index, None)
         else:
             self._candidate[index] = k
+        known = self._choices.get(index)
+        if known is not None and len(known[1]) == 3 and _same_request(known[0], self._sent.get(index)):
+            self.sliceMasks[index], self._shown[index] = (known[1][k], float(known[2][k])), (k, 3)
+            self._show_slices(index)
         self.updatePreview()
         self._show_choices()
 

@@ -97,7 +97,8 @@ def test_mask_buttons_show_the_three_masks_and_a_click_shows_one(scene, fake_wor
     assert np.allclose(dots[0], np.argwhere(yellowish(pictures[1])).mean(0), atol=3)  # the small disc around it
     assert [b.text for b in buttons] == ["1 (pick)", "2", "3"] and [b.checked for b in buttons] == [True, False, False]
     assert "predicted quality (IoU) 0.80" in buttons[1].toolTip
-    buttons[2].click()  # the largest
+    buttons[2].click()  # the largest: shown at once from the pictures' masks, before the worker answers
+    assert effect._shown[5] == (2, 3) and np.array_equal(effect.sliceMasks[5][0], effect._choices[5][1][2])
     settle(effect)
     assert asked[-1] == 2 and effect._shown[5] == (2, 3) and [b.checked for b in buttons] == [False, False, True]
     assert effect.qualityLabel.text.endswith("Mask 3 of 3 (Other mask: the next).")
