@@ -70,6 +70,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._shown = {}  # slice index -> (candidate shown, how many the decoder gave) of its last answer
         self._pick = {}  # slice index -> the candidate the model picked there (its answer without a choice)
         self._choices = {}  # slice index -> (its prompts, the mask and score each of the three choices gives)
+        self._drawn = None  # the _choices entry whose pictures are on the mask buttons (drawn once per entry)
         self._active, self._volume_id, self._press, self._quiet, self._box_drag = False, None, None, False, False
         self._busy = False  # a propagation is running: clicks, prompt edits and buttons wait for its end
         self._encode_axis = 0
@@ -893,14 +894,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if (view is None or count < 3 or len(known[1]) != 3 or not _same_request(known[0], self._sent.get(index))):
             self.choiceFrame.visible = False
             return
-        image = np.take(slicer.util.arrayFromVolume(volume), index, axis=self.plane[1])
-        positive, negative, box = known[0]  # the prompts' voxel ijk, as sent
-        icons = choice_icons(view, volume, self.plane[1], image, known[1], positive, negative, box,
-                             window=display_range(volume))
-        for k, (button, icon) in enumerate(zip(self.choiceButtons, icons)):
+        if known is not self._drawn:  # new pictures (or another slice's): drawn once, then only the pressed one moves
+            image = np.take(slicer.util.arrayFromVolume(volume), index, axis=self.plane[1])
+            positive, negative, box = known[0]  # the prompts' voxel ijk, as sent
+            for button, icon in zip(self.choiceButtons, choice_icons(view, volume, self.plane[1], image, known[1],
+                                                                     positive, negative, box,
+                                                                     window=display_range(volume))):
+                button.setIcon(icon)
+            self._drawn = known
+        for k, button in enumerate(self.choiceButtons):
             pick = k == self._pick.get(index)
             whose = ", the model's pick" if pick else ""
-            button.setIcon(icon)
             button.setText(f"{k + 1}{' (pick)' if pick else ''}")
             button.setToolTip(f"Mask {k + 1} of 3{whose}: predicted quality (IoU) {known[2][k]:.2f}. Click to show "
                               "it; Propagate starts from the one shown.")

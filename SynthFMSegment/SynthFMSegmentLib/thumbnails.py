@@ -41,11 +41,12 @@ def choice_icons(slice_node, volume_node, axis: int, image: np.ndarray, masks: S
     from synthfm.io.thumbnails import choice_thumbnails, prompt_marks
     from SynthFMSegmentLib.geometry import as_seen
 
-    def on_slice(points):  # voxel (i, j, k) -> (x, y) = (column, row) of the slice array
-        rest = [2 - d for d in range(3) if d != axis]  # the IJK axes of the slice's rows and columns
-        return [(p[rest[1]], p[rest[0]]) for p in points]
+    rows, cols = [2 - d for d in range(3) if d != axis]  # the IJK axes of the slice array's rows and columns
 
-    marks = prompt_marks(image.shape, on_slice(positive), on_slice(negative), on_slice(box) if box else None)
+    def xy(points):  # voxel (i, j, k) -> (x, y) = (column, row) of the slice array
+        return [(p[cols], p[rows]) for p in points]
+
+    marks = prompt_marks(image.shape, xy(positive), xy(negative), xy(box) if box else None)
     seen = [as_seen(slice_node, volume_node, axis, a) for a in (image, marks, *masks)]
     pictures = choice_thumbnails(seen[0], seen[2:], size=THUMBNAIL_PX, window=window, marks=seen[1])
     return [icon_from_rgba(p) for p in pictures]
