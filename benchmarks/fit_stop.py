@@ -3,6 +3,7 @@ hand-set stop rule on other, held-out synthetic volumes (never on real data): 3D
 
 Run: .venv/bin/python benchmarks/fit_stop.py [--model synthfm-lite] [--fit 32] [--held-out 24] [--rows runs/stop_rows]
      [--grid] (also search the hand-set thresholds: the best few on the fit volumes, with their held-out Dice)
+     [--embedding-cache runs/embeddings] (slice embeddings kept between runs, shared with bench_propagation.py)
 Each volume is prompted on the target's largest slice (interior point + tight box) and propagated both ways once
 with every stop off, recording each slice's evidence (``SliceRecord.evidence``) and its overlap with the truth. A
 slice's mask and evidence depend only on the slices before it, so any stop rule is replayed exactly on these records
@@ -61,8 +62,10 @@ def record_volume(predictor: SlicePredictor, model, image: np.ndarray, truth: np
     return out
 
 
-def record_set(model_name: str, seed: int, count: int, folder: Path, depth: int = 40) -> List[dict]:
-    """The records of ``count`` volumes of ``seed`` with ``depth`` slices (read back from ``folder`` when made)."""
+def record_set(model_name: str, seed: int, count: int, folder: Path, depth: int = 40,
+               embedding_cache: Optional[Path] = None) -> List[dict]:
+    """The records of ``count`` volumes of ``seed`` with ``depth`` slices (read back from ``folder`` when made);
+    ``embedding_cache``: a folder of slice embeddings (:meth:`SlicePredictor.use_store`) read and filled."""
     path = folder / f"{Path(model_name).stem}_seed{seed}_{count}{'' if depth == 40 else f'_depth{depth}'}.json"
     if path.is_file():
         rows = json.loads(path.read_text())
@@ -71,6 +74,7 @@ def record_set(model_name: str, seed: int, count: int, folder: Path, depth: int 
         print(f"{path} was recorded before the evidence {', '.join(EVIDENCE)}: recording again")
     model = load_model(model_name)
     predictor = SlicePredictor(model, cache_size=48)
+    predictor.use_store(embedding_cache)
     gen = SyntheticGenerator(GeneratorConfig.from_preset("mixed", size=128, depth=depth), seed)
     rows = []
     for i in tqdm(range(count), desc=f"volumes of seed {seed}", unit="volume"):
@@ -160,9 +164,11 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=40, help="slices per volume (40: bench_propagation.py's; more "
                         "slices: thinner slices through the same structures, as the 1 mm MNI152 volumes)")
     parser.add_argument("--grid", action="store_true", help="also search the hand-set thresholds (GRID)")
+    parser.add_argument("--embedding-cache", metavar="DIR", type=Path,
+                        help="keep the volumes' slice embeddings in DIR between runs (e.g. runs/embeddings)")
     args = parser.parse_args()
-    fit = record_set(args.model, FIT_SEED, args.fit, args.rows, args.depth)
-    held = record_set(args.model, HELD_OUT_SEED, args.held_out, args.rows, args.depth)
+    fit = record_set(args.model, FIT_SEED, args.fit, args.rows, args.depth, args.embedding_cache)
+    held = record_set(args.model, HELD_OUT_SEED, args.held_out, args.rows, args.depth, args.embedding_cache)
     model = load_model(args.model)
     default = PropagationOptions.for_model(model)
     rule = fit_rule(fit, args.features)

@@ -42,3 +42,15 @@ def test_fitted_keep_rule_is_in_raw_units_and_follows_the_signs():
     rule = dict(fit_stop.fit_rule(volumes, ["drift", "score"]))
     assert rule.get("drift", 0.0) < 0  # the leaked slices drift: a drift lowers the keep probability
     assert "bias" in rule
+
+
+def test_records_made_with_an_embedding_cache_are_the_records_without(tmp_path):
+    """--embedding-cache: the volumes' slices are encoded into the store once, and the chains recorded from it are
+    exactly those recorded without it."""
+    cache = tmp_path / "embeddings"
+    plain = fit_stop.record_set("synthfm-lite", 777, 1, tmp_path / "plain", depth=8)
+    cached = fit_stop.record_set("synthfm-lite", 777, 1, tmp_path / "cached", depth=8, embedding_cache=cache)
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file())  # the store was filled
+    assert cached == plain
+    again = fit_stop.record_set("synthfm-lite", 777, 1, tmp_path / "again", depth=8, embedding_cache=cache)
+    assert again == plain
