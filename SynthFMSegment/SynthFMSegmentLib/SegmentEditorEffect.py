@@ -29,8 +29,8 @@ if __name__ == "SynthFMSegmentLib":
     # package yet): give that module the package's search path so the imports below find the sibling files.
     __path__ = [os.path.dirname(os.path.abspath(__file__))]
 
-from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, ijk_to_ras_matrix,
-                                        matrix_to_numpy, numpy_to_matrix, on_slice, ras_to_ijk, slice_axis)
+from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, matrix_to_numpy,
+                                        numpy_to_matrix, on_slice, ras_to_ijk, slice_axis, voxel_spacing)
 from SynthFMSegmentLib.logic import DISPLAY_WINDOW, SynthFMSegmentLogic, display_range, labelmap_from_mask
 from SynthFMSegmentLib.settings import Settings, default_embedding_cache
 from SynthFMSegmentLib.thumbnails import THUMBNAIL_PX, choice_icons
@@ -1083,9 +1083,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def _send_volume(self, link, volume) -> None:
         """Tell the worker which volume the prompts are on (uploaded once per change of its voxels or window)."""
         image = volume.GetImageData()
-        spacing = tuple(float(v) for v in np.linalg.norm(ijk_to_ras_matrix(volume)[:3, :3], axis=0))
         link.set_volume((volume.GetID(), image.GetMTime() if image is not None else 0),
-                        lambda: slicer.util.arrayFromVolume(volume), self.logic.intensity_window(volume), spacing)
+                        lambda: slicer.util.arrayFromVolume(volume), self.logic.intensity_window(volume),
+                        voxel_spacing(volume))
 
     def _start_encoding(self, axis: int, around=None) -> None:
         """Ask the worker to encode every slice along ``axis``, nearest to ``around`` (default the middle) first."""

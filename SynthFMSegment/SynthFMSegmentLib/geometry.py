@@ -39,6 +39,12 @@ def ijk_to_ras_matrix(volume_node) -> np.ndarray:
     return matrix_to_numpy(m)
 
 
+def voxel_spacing(volume_node) -> tuple:
+    """The voxel size in mm along ``(i, j, k)`` (the core's ``(x, y, z)`` spacing): the IJK-to-RAS matrix's column
+    lengths, as ``vtkMRMLVolumeNode.GetSpacing`` holds them."""
+    return tuple(float(v) for v in np.linalg.norm(ijk_to_ras_matrix(volume_node)[:3, :3], axis=0))
+
+
 def ras_to_ijk(volume_node, ras: Sequence[float]) -> np.ndarray:
     """RAS millimetres -> continuous voxel index ``(i, j, k)`` of ``volume_node``."""
     return (np.linalg.inv(ijk_to_ras_matrix(volume_node)) @ np.r_[np.asarray(ras, float), 1.0])[:3]

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from SynthFMSegmentLib.geometry import ras_to_ijk
+from SynthFMSegmentLib.geometry import ras_to_ijk, voxel_spacing
 
 
 DISPLAY_WINDOW = "display"  # the volume's display window/level
@@ -68,7 +68,8 @@ class SynthFMSegmentLogic:
         if key not in self._segmenters:
             self._segmenters = {k: v for k, v in self._segmenters.items() if k[:2] != key[:2]}  # older versions go
             array = slicer.util.arrayFromVolume(volume_node)  # (k, j, i) == the core's (z, y, x)
-            self._segmenters[key] = VolumeSegmenter(self.predictor, array, axis, volume_id=key, value_range=window)
+            self._segmenters[key] = VolumeSegmenter(self.predictor, array, axis, volume_id=key, value_range=window,
+                                                    spacing=voxel_spacing(volume_node))
         return self._segmenters[key]
 
     def intensity_window(self, volume_node):

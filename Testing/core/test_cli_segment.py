@@ -32,7 +32,9 @@ def test_segment_writes_labels_with_input_geometry(oblique_volume, tmp_path):
     mask = label.array[4] > 0  # the prompted slice (box-only LiteMedSAM tends to run past the ends)
     assert 2 * (mask & truth[4]).sum() / (mask.sum() + truth[4].sum()) > 0.85
     assert (label.array > 0).any(axis=(1, 2)).sum() >= 3  # propagated to neighbours
-    assert (tmp_path / "o.png").exists()
+    from PIL import Image
+
+    assert Image.open(tmp_path / "o.png").size == (112, 108)  # 56 x 48 pixels of 0.8 x 0.9 mm, shown as 2x square mm
 
 
 def test_prompts_in_ras_land_on_the_same_voxels(oblique_volume, tmp_path):
@@ -108,7 +110,10 @@ def _sagittal_box(truth, i):
 def test_boxes_on_several_sagittal_slices_fill_between_and_keep_geometry(sagittal_tube, tmp_path, capsys):
     path, vol, truth = sagittal_tube
     out = tmp_path / "label.nii.gz"
-    assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--axis", "2", "--out", str(out),
+    # synthfm-lite (the default) since the slices reach the model with square millimetres (2026-12-05): on this toy's
+    # 14 x 24 sagittal slices medsam-lite's box masks fell from 0.73 / 0.79 to 0.64 / 0.66 Dice and its IoU-floor stop
+    # no longer ends the tube, so the test of geometry and filling would measure medsam-lite's stop rule instead
+    assert main(["segment", "--image", str(path), "--axis", "2", "--out", str(out),
                  "--box", _sagittal_box(truth, 10), "--box", _sagittal_box(truth, 19)]) == 0
     assert "along axis 2, sagittal; prompted 10, 19" in capsys.readouterr().out
     label = read_volume(out)
@@ -118,7 +123,7 @@ def test_boxes_on_several_sagittal_slices_fill_between_and_keep_geometry(sagitta
     np.testing.assert_allclose(label.direction, vol.direction, atol=1e-6)
     mask = label.array > 0
     assert mask[:, :, 10:20].any(axis=(0, 1)).all()  # every slice between the prompted ones is filled
-    assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.7
+    assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.75  # 0.838 measured
 
 
 def test_several_prompted_slices_from_a_prompts_file_and_bad_combinations(sagittal_tube, tmp_path, capsys):

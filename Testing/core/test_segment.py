@@ -33,6 +33,44 @@ def test_masks_survive_lowres_round_trip(h, w):
     assert (back == mask).mean() > 0.99
 
 
+@pytest.mark.parametrize("h, w, aspect", [(48, 512, 8.8), (40, 300, 4.0), (300, 40, 0.25), (100, 100, 2.0)])
+def test_slices_with_non_square_pixels_reach_the_model_with_square_physical_pixels(h, w, aspect):
+    """A pixel ``aspect`` (height / width) times taller than wide: the input holds the slice's physical shape."""
+    t = SliceTransform(h, w, 256, aspect)
+    rh, rw = t.resized
+    assert max(rh, rw) == 256
+    assert abs(rh / rw - h * aspect / w) < 0.02 * h * aspect / w + 1 / min(rh, rw)  # the physical proportions
+    pts = np.random.default_rng(0).uniform([0, 0], [w - 1, h - 1], (50, 2))
+    np.testing.assert_allclose(t.to_pixel(t.to_input(pts)), pts, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(t.to_input(np.array([[w, h]]))[0], [rw, rh])
+    mask = np.zeros((h, w), bool)
+    mask[h // 4: h // 2, w // 3: 2 * w // 3] = True
+    back = t.logits_to_slice((t.mask_to_lowres(mask) - 0.5)[None])[0].numpy() > 0
+    assert (back == mask).mean() > 0.98
+
+
+def test_a_disc_sampled_with_tall_pixels_is_a_disc_in_the_input():
+    """A disc of radius 40 mm on 0.5 mm x 4 mm pixels (a coronal slice of 4 mm axial slices) is an 8x flat ellipse
+    in the slice's pixels; with its aspect the encoder input shows it round, without it flat."""
+    rows, cols = np.mgrid[:40, :320]
+    disc = ((rows * 4.0 - 80) ** 2 + (cols * 0.5 - 80) ** 2 < 40 ** 2).astype(np.float32)
+    for aspect, round_ in ((8.0, True), (1.0, False)):
+        x, _ = prepare_slice(disc, 256, "minmax", aspect=aspect)
+        ys, xs = np.nonzero(x[0].numpy() > 0.5)
+        ratio = (ys.max() - ys.min() + 1) / (xs.max() - xs.min() + 1)
+        assert (0.9 < ratio < 1.1) if round_ else ratio < 0.2
+
+
+@pytest.mark.parametrize("axis, expected", [(0, (0.7, 0.5)), (1, (5.0, 0.5)), (2, (5.0, 0.7))])
+def test_slice_spacing_and_aspect_follow_the_slicing_axis(axis, expected):
+    from synthfm.segment.preprocess import slice_aspect, slice_spacing
+
+    assert slice_spacing((0.5, 0.7, 5.0), axis) == expected  # (x, y, z) spacing; (rows, columns) of the slice
+    assert slice_aspect((0.5, 0.7, 5.0), axis) == pytest.approx(expected[0] / expected[1])
+    with pytest.raises(ValueError, match="positive"):
+        slice_aspect((0.5, 0.0, 5.0), axis)
+
+
 def test_ct_window_and_percentiles():
     ct = np.full((32, 32), -1000.0)
     ct[8:24, 8:24] = 300
@@ -74,6 +112,53 @@ def test_embeddings_are_computed_once_per_slice():
     assert pred.encoder_calls == 1
     pred.predict(image + 1, Prompts.make(positive=[(10, 20)]))
     assert pred.encoder_calls == 2
+
+
+def test_a_slice_with_tall_pixels_is_encoded_with_its_aspect_and_answers_on_its_own_grid():
+    pred = SlicePredictor(_tiny())
+    pred.mirror = True
+    image = np.random.default_rng(0).normal(size=(24, 96)).astype(np.float32)
+    prompts = Prompts.make(positive=[(40, 12)])
+    square = pred.predict(image, prompts, key="s")
+    tall = pred.predict(image, prompts, key="s", aspect=4.0)  # same key, other geometry: encoded again
+    assert pred.encoder_calls == 4  # the slice and its mirror image, once per aspect
+    assert tall.mask.shape == square.mask.shape == (24, 96) and tall.aspect == 4.0 and square.aspect == 1.0
+    assert pred.embed(image, "s")[1].aspect == 4.0  # later calls without an aspect keep the slice's
+    assert pred.embed(image, ("s", "mirror"))[1].aspect == 4.0
+    again = pred.predict(image, prompts, key="s")
+    assert pred.encoder_calls == 4 and np.array_equal(again.mask, tall.mask)
+    emb_square = prepare_slice(image, 256)[0]
+    emb_tall = prepare_slice(image, 256, aspect=4.0)[0]
+    assert not torch.equal(emb_square, emb_tall)  # the input itself differs: 24 x 96 shown as 96 x 96
+    keep = np.zeros_like(tall.mask)
+    keep[:, :48] = True
+    cut = pred.restrict(tall, keep)  # the cut's low-res logits follow the prediction's geometry
+    assert (tall.mask & ~keep)[:, 52:].sum() > 100 and cut.aspect == 4.0
+    carried = SliceTransform(24, 96, 256, 4.0).logits_to_slice(torch.as_tensor(cut.logits)[None])[0].numpy() > 0
+    assert not (carried & ~keep)[:, 52:].any()  # what a mask prompt made from it carries: the cut too
+    with pytest.raises(ValueError, match="positive"):
+        pred.predict(image, prompts, key="t", aspect=0.0)
+
+
+def test_volumes_with_thick_slices_tell_the_predictor_the_pixel_aspect():
+    class Recording(TruthPredictor):
+        def predict(self, image, prompts, key=None, multimask="auto", value_range=None, aspect=None):
+            self.aspects.append(aspect)
+            return super().predict(image, prompts, key, multimask, value_range)
+
+    zz, yy, xx = np.mgrid[:12, :30, :40]
+    truth = ((xx - 20) / 12.0) ** 2 + ((yy - 15) / 9.0) ** 2 + ((zz - 6) / 4.0) ** 2 < 1
+    for axis, spacing, expected in ((1, (0.5, 0.5, 4.0), 8.0), (2, (0.5, 0.8, 4.0), 5.0), (0, (0.5, 0.8, 4.0), 1.6)):
+        fake = Recording(truth, axis)
+        fake.aspects = []
+        seg = VolumeSegmenter(fake, truth * 100.0, axis=axis, spacing=spacing)
+        start = truth.shape[axis] // 2
+        ys, xs = np.nonzero(np.take(truth, start, axis=axis))
+        seg.propagate(start, Prompts.make(box=(xs.min(), ys.min(), xs.max(), ys.max())))
+        assert fake.aspects and all(a == pytest.approx(expected) for a in fake.aspects)
+    square = VolumeSegmenter(TruthPredictor(truth, 0), truth * 100.0, axis=0, spacing=(0.7, 0.7, 4.0))
+    assert square.aspect == 1.0  # square pixels: predictors are called exactly as before (no aspect keyword)
+    square.propagate(6, Prompts.make(box=(8, 6, 32, 24)))
 
 
 def test_models_with_the_same_encoder_share_embeddings():

@@ -343,6 +343,24 @@ def test_prompted_slices_that_disagree_or_bad_slices_end_in_one_message():
     assert job.result["describe"] == "1 slice (0..0), up to the volume's ends"
 
 
+def test_a_volume_of_thick_slices_reaches_the_model_with_square_pixels_in_every_view():
+    """The effect uploads the voxel size; a coronal (axis 1) or sagittal (axis 2) prompt on 4 mm slices of 0.5 mm
+    pixels reaches the predictor with the slice's pixel aspect (rows are k, 8x taller), an axial one with 1."""
+    seen = []
+
+    class Recording(BrightInBox):
+        def predict(self, image, prompts, key=None, value_range=None, multimask="auto", aspect=None):
+            seen.append(aspect)
+            return super().predict(image, prompts, key, value_range, multimask)
+
+    worker = Worker("fake", "cpu", predictor_factory=lambda model, device: Recording(), quiet_s=0.0)
+    worker.add_volume("v", blob_volume(), spacing=(0.5, 0.5, 4.0))
+    worker.predict("v", 1, box=[[14, 20, 2], [34, 20, 6]])  # coronal: slice j = 20, box over i and k
+    worker.predict("v", 2, box=[[24, 12, 2], [24, 28, 6]])  # sagittal: slice i = 24, box over j and k
+    worker.predict("v", 0, box=[[14, 12, 4], [34, 28, 4]])
+    assert seen == [8.0, 8.0, None]
+
+
 def test_several_clients_share_one_model_with_their_own_volumes(served):
     worker, client, loads = served
     other = WorkerClient(client.url, TOKEN)

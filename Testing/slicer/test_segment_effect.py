@@ -26,19 +26,20 @@ class FakePredictor:
     window, model = "auto", None
 
     def __init__(self) -> None:
-        self.cache, self.prompts, self.ranges, self.order = set(), [], [], []
+        self.cache, self.prompts, self.ranges, self.order, self.aspects = set(), [], [], [], []
 
     def is_cached(self, key) -> bool:
         return key in self.cache
 
-    def embed(self, image, key=None, value_range=None):
+    def embed(self, image, key=None, value_range=None, aspect=None):
         if key not in self.cache:
             self.order.append(key)
         self.cache.add(key)
 
-    def predict(self, image, prompts, key=None, value_range=None, multimask="auto") -> Prediction:
+    def predict(self, image, prompts, key=None, value_range=None, multimask="auto", aspect=None) -> Prediction:
         self.prompts.append(prompts)
         self.ranges.append(value_range)
+        self.aspects.append(aspect)
         self.embed(image, key)
         if len(prompts.points):
             cx, cy = prompts.points[0]

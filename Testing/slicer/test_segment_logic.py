@@ -92,6 +92,7 @@ def test_logic_fills_between_boxes_on_several_slices():
     mask = logic.segment(node, segmentation, "organ", boxes_ras=boxes)
     assert sorted(set(np.nonzero(mask)[0])) == sorted(set(np.nonzero(truth)[0]))  # 1..7: filled and beyond
     assert [p.box is not None for p in fake.prompts[:2]] == [True, True] and (mask <= truth).all()
+    assert fake.aspects and all(a == pytest.approx(0.9 / 0.8) for a in fake.aspects)  # axial: rows j 0.9, cols i 0.8
     assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node) > 0, mask)
     with pytest.raises(ValueError, match="use propagate=True"):
         logic.segment(node, segmentation, "organ", boxes_ras=boxes, propagate=False)

@@ -65,8 +65,9 @@ class _ModelRunner:
                 return f"{self.name} gives one mask for {base_protocol(protocol)} prompts: nothing to choose among"
         return None
 
-    def predict(self, image, prompts, key, value_range, candidate: Optional[int] = None):
-        prediction = self.predictor.predict(image, prompts, key=key, value_range=value_range, candidate=candidate)
+    def predict(self, image, prompts, key, value_range, candidate: Optional[int] = None, aspect: float = 1.0):
+        prediction = self.predictor.predict(image, prompts, key=key, value_range=value_range, candidate=candidate,
+                                            aspect=aspect)
         self.last_score = prediction.score  # the model's quality score (calibrated when it has a calibration)
         self.last_signals = prediction.signals  # the raw signals it came from (synthfm.segment.quality)
         self.last_choice = prediction.choice  # which candidate it is (None: the prompts give one mask)
@@ -88,8 +89,8 @@ class _FloorRunner:
             return f"{self.name} gives one mask: nothing to choose among"
         return None
 
-    def predict(self, image, prompts, key, value_range):
-        return self.floor.predict(image, prompts)
+    def predict(self, image, prompts, key, value_range, aspect: float = 1.0):
+        return self.floor.predict(image, prompts)  # the floors work on the slice's pixel grid
 
 
 def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volume: bool, results: Results,
@@ -181,6 +182,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
         image = np.take(lc.image.array, s, axis=axis).astype(np.float32)
         truth = np.take(lc.label.array, s, axis=axis) == value
         spacing2d = _spacing2d(lc, axis)
+        aspect = spacing2d[0] / spacing2d[1]  # the model sees the slice with square physical pixels
         if str(lc.case.image) not in ranges:
             ranges[str(lc.case.image)] = intensity_range(lc.image.array, "auto")
         vrange = ranges[str(lc.case.image)]
@@ -191,13 +193,13 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                 rng = np.random.default_rng([seed, done])
                 prompts = make_prompts(protocol, truth, rng, spacing2d)
                 key = (str(lc.case.image), axis, s)  # slices shared by several structures are encoded once
-                pred = runner.predict(image, prompts, key, vrange)
+                pred = runner.predict(image, prompts, key, vrange, aspect=aspect)
                 curve = [dice(pred, truth)]
                 presses = None
                 if protocol.endswith(CHOOSE):  # Other mask pressed until the best candidate shows (pick + 1, + 2)
                     shown = [(curve[0], pred, runner.last_score, runner.last_signals)]
                     while len(shown) < 3 and runner.last_choice is not None:
-                        mask = runner.predict(image, prompts, key, vrange, (runner.last_choice + 1) % 3)
+                        mask = runner.predict(image, prompts, key, vrange, (runner.last_choice + 1) % 3, aspect)
                         shown.append((dice(mask, truth), mask, runner.last_score, runner.last_signals))
                     presses = int(np.argmax([d for d, *_ in shown]))  # the first of equals: fewest presses
                     curve[0], pred, runner.last_score, runner.last_signals = shown[presses]
@@ -206,7 +208,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                         prompts = next_click(prompts, pred, truth)
                         if prompts is None:
                             break
-                        pred = runner.predict(image, prompts, key, vrange)
+                        pred = runner.predict(image, prompts, key, vrange, aspect=aspect)
                         curve.append(dice(pred, truth))
                 row = {"case": lc.case.name, "label": value, "slice": s, "model": runner.name, "protocol": protocol,
                        **all_metrics(pred, truth, spacing2d, tolerance_mm)}
@@ -232,8 +234,9 @@ def _span(present: np.ndarray) -> str:
 
 def _spacing2d(lc: LoadedCase, axis: int) -> tuple:
     """Pixel spacing (rows, columns) of a slice normal to array ``axis`` (the volume's spacing is x, y, z)."""
-    zyx = tuple(lc.image.spacing[::-1])
-    return tuple(zyx[a] for a in _others(axis))
+    from synthfm.segment.preprocess import slice_spacing
+
+    return slice_spacing(lc.image.spacing, axis)
 
 
 def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Sequence[str], seed: int,
@@ -258,7 +261,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
             key = (runner.name, str(lc.case.image))
             if key not in segmenters:  # slices are encoded once per model and image, shared by its structures
                 segmenters[key] = VolumeSegmenter(runner.predictor, lc.image.array.astype(np.float32), axis,
-                                                  volume_id=str(lc.case.image))
+                                                  volume_id=str(lc.case.image), spacing=lc.image.spacing)
             seg = segmenters[key]
             for protocol in protocols:
                 if (runner.name, protocol) in skipped:

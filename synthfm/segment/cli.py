@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = SlicePredictor(model, device, args.window)
     predictor.mirror = None if args.mirror == "auto" else args.mirror == "on"
     predictor.use_store(args.embedding_cache)
-    segmenter = VolumeSegmenter(predictor, volume.array, axis=axis)
+    segmenter = VolumeSegmenter(predictor, volume.array, axis=axis, spacing=volume.spacing)
     options = PropagationOptions.for_model(model, **PropagationOptions.parse_overrides(args.propagation))
     with_choices = [i for i, prompts in prompted.items() if predictor.offers_choice(prompts)]
     if args.choices_png and not with_choices:
@@ -279,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
 
         index = list(prompted)[len(prompted) // 2]  # the middle prompted slice
         shown = normalize(segmenter.slice(index), *segmenter.value_range)
-        write_png(args.overlay, overlay(shown, [(np.take(mask, index, axis=axis), YELLOW)]), scale=2)
+        write_png(args.overlay, overlay(shown, [(np.take(mask, index, axis=axis), YELLOW)]), scale=2,
+                  aspect=segmenter.aspect)
         print(f"wrote {args.overlay} (slice {index})")
     if args.choices_png:
         write_choices_png(args.choices_png, segmenter, {i: prompted[i] for i in with_choices})

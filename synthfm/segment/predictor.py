@@ -48,6 +48,8 @@ class Prediction:
     #: comes from: the candidate shown for one point or a fitted box, the first round's for points in rounds; None
     #: when the prompts give one mask
     choice: Optional[int] = None
+    #: the slice's pixel height over width the model saw it with (:class:`SliceTransform`; 1: square pixels)
+    aspect: float = 1.0
 
     @property
     def signals(self) -> Dict[str, float]:
@@ -119,6 +121,7 @@ class SlicePredictor:
         #: bf16 autocast (None: :func:`default_bf16`, i.e. only on a CPU with native bf16 arithmetic)
         self.bf16 = default_bf16(self.device) if bf16 is None else bf16
         self._cache: "OrderedDict[Hashable, Tuple[torch.Tensor, SliceTransform]]" = OrderedDict()
+        self._aspects: Dict[Hashable, float] = {}  # slices whose pixels are not square: key -> height / width
         self.encoder_calls = 0
         #: turns the quality signals into ``Prediction.score`` (None: the raw IoU head); set by load_model
         self.calibrator: Optional[QualityCalibrator] = getattr(model, "quality_calibrator", None)
@@ -162,8 +165,23 @@ class SlicePredictor:
         return bool(getattr(self.model, "mirror_average", False) if self.mirror is None else self.mirror)
 
     @staticmethod
-    def key_of(image: np.ndarray) -> str:
-        return hashlib.sha1(np.ascontiguousarray(image).view(np.uint8)).hexdigest() + str(image.shape)
+    def key_of(image: np.ndarray, aspect: float = 1.0) -> str:
+        key = hashlib.sha1(np.ascontiguousarray(image).view(np.uint8)).hexdigest() + str(image.shape)
+        return key if aspect == 1.0 else f"{key}@{aspect:g}"
+
+    def _aspect(self, key: Hashable, aspect: Optional[float] = None) -> float:
+        """The pixel aspect of slice ``key``: ``aspect`` (remembered for the key's later calls), or None: the one
+        given for it before (1: square pixels)."""
+        if aspect is None:
+            return self._aspects.get(key, 1.0)
+        aspect = float(aspect)
+        if not aspect > 0:
+            raise ValueError(f"a pixel aspect (height / width) must be positive, got {aspect}")
+        if aspect == 1.0:
+            self._aspects.pop(key, None)
+        else:
+            self._aspects[key] = aspect
+        return aspect
 
     def _autocast(self):
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16)
@@ -178,12 +196,17 @@ class SlicePredictor:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    def embed_many(self, images, keys, value_range: Optional[Tuple[float, float]] = None) -> None:
-        """Encode several slices in one batch (those not cached yet)."""
-        todo = [(img, k) for img, k in zip(images, keys) if k not in self._cache]
+    def embed_many(self, images, keys, value_range: Optional[Tuple[float, float]] = None,
+                   aspect: Optional[float] = None) -> None:
+        """Encode several slices in one batch (those not cached yet with their pixel ``aspect``: height over width,
+        None: as given for each key before, :meth:`_aspect`)."""
+        aspects = [self._aspect(k, aspect) for k in keys]
+        todo = [(img, k, a) for img, k, a in zip(images, keys, aspects)
+                if k not in self._cache or self._cache[k][1].aspect != a]
         if not todo:
             return
-        inputs, transforms = zip(*(prepare_slice(img, self.model.image_size, self.window, value_range) for img, _ in todo))
+        inputs, transforms = zip(*(prepare_slice(img, self.model.image_size, self.window, value_range, a)
+                                   for img, _, a in todo))
         emb = [self.store.load(x) if self.store is not None else None for x in inputs]
         missing = [j for j, e in enumerate(emb) if e is None]
         if missing:
@@ -194,7 +217,7 @@ class SlicePredictor:
                 emb[j] = e
                 if self.store is not None:
                     self.store.save(inputs[j], e)
-        for (_, key), e, t in zip(todo, emb, transforms):
+        for (_, key, _), e, t in zip(todo, emb, transforms):
             e = e.to(self.device, torch.float32)
             self._cache[key] = (e[None], t)
             self._cache.move_to_end(key)
@@ -202,21 +225,26 @@ class SlicePredictor:
             self._cache.popitem(last=False)
 
     def embed(self, image: np.ndarray, key: Optional[Hashable] = None,
-              value_range: Optional[Tuple[float, float]] = None) -> Tuple[torch.Tensor, SliceTransform]:
-        """The slice's embedding ``(1, 256, 64, 64)`` and transform, computed once per key."""
+              value_range: Optional[Tuple[float, float]] = None,
+              aspect: Optional[float] = None) -> Tuple[torch.Tensor, SliceTransform]:
+        """The slice's embedding ``(1, 256, 64, 64)`` and transform, computed once per key; ``aspect``: its pixels'
+        height over width (the slice is shown to the encoder with square physical pixels; None: as given for this
+        key before, else 1)."""
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"a slice must be 2D (H, W); got shape {image.shape}")
-        key = self.key_of(image) if key is None else key
-        if key not in self._cache:
-            self.embed_many([image], [key], value_range)
+        key = self.key_of(image, 1.0 if aspect is None else aspect) if key is None else key
+        aspect = self._aspect(key, aspect)
+        if key not in self._cache or self._cache[key][1].aspect != aspect:
+            self.embed_many([image], [key], value_range, aspect)
         self._cache.move_to_end(key)
         return self._cache[key]
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable] = None,
                 multimask: Union[str, bool] = "auto", value_range: Optional[Tuple[float, float]] = None,
-                split_box: float = 0.0, mirror: Optional[bool] = None, candidate: Optional[int] = None) -> Prediction:
+                split_box: float = 0.0, mirror: Optional[bool] = None, candidate: Optional[int] = None,
+                aspect: Optional[float] = None) -> Prediction:
         """Segment ``image`` (H, W) from ``prompts``; ``multimask='auto'`` follows the model's ``mask_choice``
         (:class:`synthfm.models.registry.ModelSpec`): three candidates for a box, the one whose bounding box fits it
         best ("box-fit"), or the single-mask output; three candidates for one point, the IoU head's pick ("multi"),
@@ -236,9 +264,17 @@ class SlicePredictor:
         a box with ``"box-fit"``; with points in rounds, the first round), that candidate instead of the pick, in
         every view; a point mask is then cut as the pick would be. For a user who sees the pick is the wrong
         interpretation (a part or the whole) and cycles through the others.
+
+        ``aspect``: the slice's pixel height over its width (e.g. 8.8 for a coronal slice of 5 mm axial slices with
+        0.57 mm pixels); the model then sees the slice with square physical pixels, as a viewer shows it and as it
+        was trained, and the mask comes back on the slice's own pixel grid. None: as given for ``key`` before, else 1.
         """
         image = np.asarray(image)
         prompts.validate(*image.shape[-2:])
+        if aspect is not None:  # remembered for the slice (and its mirror image) by every embedding call below
+            key = self.key_of(image, aspect) if key is None else key
+            self._aspect(key, aspect)
+            self._aspect((key, "mirror"), aspect)
         if candidate is not None and not (multimask == "auto" and int(candidate) in range(3)):
             raise ValueError(f"candidate must be 0, 1 or 2 with multimask='auto' (the decoder's three candidates), "
                              f"got {candidate!r} with multimask={multimask!r}")
@@ -302,10 +338,10 @@ class SlicePredictor:
         scores = self._scores(signals, "points")
         return replace(pred, all_signals=signals, all_scores=scores, score=float(scores[pred.index]))
 
-    def embed_mirror(self, image: np.ndarray, key: Hashable, value_range: Optional[Tuple[float, float]] = None) -> None:
+    def embed_mirror(self, image: np.ndarray, key: Hashable, value_range: Optional[Tuple[float, float]] = None,
+                     aspect: Optional[float] = None) -> None:
         """Encode the slice's mirror image ahead of a prompt (as :meth:`predict` with ``mirror`` encodes it)."""
-        if (key, "mirror") not in self._cache:
-            self.embed(np.ascontiguousarray(np.asarray(image)[:, ::-1]), (key, "mirror"), value_range)
+        self.embed(np.ascontiguousarray(np.asarray(image)[:, ::-1]), (key, "mirror"), value_range, aspect)
 
     def _predict_view(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
                       multimask: Union[str, bool], value_range: Optional[Tuple[float, float]],
@@ -347,14 +383,14 @@ class SlicePredictor:
         removed = pred.mask & ~keep
         if not removed.any():
             return pred
-        transform = SliceTransform(*pred.mask.shape, self.model.image_size)
+        transform = SliceTransform(*pred.mask.shape, self.model.image_size, pred.aspect)
         cut = transform.mask_to_lowres(removed).numpy() > 0.5
         return replace(pred, mask=pred.mask & keep, logits=np.where(cut, np.minimum(pred.logits, -20.0), pred.logits))
 
     def blend(self, a: Prediction, b: Prediction, weight: float) -> Prediction:
         """One slice's prediction from two of it (fronts meeting between prompted slices): the low-res logits mixed
         ``(1 - weight) * a + weight * b``, the mask kept within the union of the two masks, the scores mixed alike."""
-        transform = SliceTransform(*a.mask.shape, self.model.image_size)
+        transform = SliceTransform(*a.mask.shape, self.model.image_size, a.aspect)
         logits = (1 - weight) * a.logits + weight * b.logits
         masks, _ = self._masks_of(logits[None], transform, None)
         return replace(a, mask=masks[0] & (a.mask | b.mask), logits=logits, candidates=None, candidate_logits=None,
@@ -434,7 +470,7 @@ class SlicePredictor:
             best = int(np.argmax(signals["iou_head"]))  # the decoder's choice among its candidates, as trained
         return Prediction(masks[best], float(scores[best]), low[best], scores,
                           masks if multi else None, low if multi else None, signals, best,
-                          choice=best if multimask == "auto" and multi else None)
+                          choice=best if multimask == "auto" and multi else None, aspect=transform.aspect)
 
     def _masks_of(self, low: Union[torch.Tensor, np.ndarray], transform: SliceTransform, box: Optional[np.ndarray]
                   ) -> Tuple[np.ndarray, np.ndarray]:
@@ -476,7 +512,7 @@ class SlicePredictor:
         elif np.shape(mirrored.all_scores) == np.shape(scores):  # signals of different shapes: the scores' mean
             scores = (scores + mirrored.all_scores) / 2
         return Prediction(mask[0], float(scores[seen.index]), logits[0], scores, candidates, candidate_logits,
-                          signals or None, seen.index, choice=seen.choice)
+                          signals or None, seen.index, choice=seen.choice, aspect=transform.aspect)
 
     @property
     def wants_consistency(self) -> bool:
@@ -557,7 +593,8 @@ class SlicePredictor:
         best = int(np.argmax(signals["iou_head"] if signals else scores))
         several = len(masks) > 1
         return Prediction(masks[best], float(scores[best]), logits[best], scores,
-                          masks if several else None, logits if several else None, signals or None, best)
+                          masks if several else None, logits if several else None, signals or None, best,
+                          aspect=transform.aspect)
 
 
 def honours(mask: np.ndarray, point: np.ndarray, label: int) -> bool:

@@ -2,12 +2,12 @@
 
 Intensities are windowed to [0, 1] (CT window presets, or robust percentiles for MR/US), the slice
 is resized so its longest side equals the encoder's input size and padded bottom/right, as SAM and
-LiteMedSAM do.  :class:`SliceTransform` maps prompt coordinates and masks between the two frames.
+LiteMedSAM do (to square physical pixels when its pixels are not square: a coronal slice of thick axial slices).  :class:`SliceTransform` maps prompt coordinates and masks between the two frames.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -58,20 +58,27 @@ def normalize(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SliceTransform:
-    """Geometry of one slice in the encoder's ``size x size`` input (resized longest side, padded)."""
+    """Geometry of one slice in the encoder's ``size x size`` input (resized longest side, padded).
+
+    ``aspect`` is a pixel's height over its width (row spacing / column spacing, :func:`slice_aspect`): the slice is
+    resized to its physical shape, square pixels in the input as a viewer shows it and as the model was trained, so a
+    coronal slice of 5 mm axial slices is not squashed. 1: square pixels (the slice's own pixel grid)."""
 
     height: int
     width: int
     size: int
+    aspect: float = 1.0
 
     @property
     def scale(self) -> float:
-        return self.size / max(self.height, self.width)
+        """Input pixels per column of the slice (the longest physical side becomes ``size``)."""
+        return self.size / max(self.height * self.aspect, self.width)
 
     @property
     def resized(self) -> Tuple[int, int]:
         """(height, width) of the slice inside the input, before padding."""
-        return int(self.height * self.scale + 0.5), int(self.width * self.scale + 0.5)
+        return (max(1, int(self.height * self.aspect * self.scale + 0.5)),
+                max(1, int(self.width * self.scale + 0.5)))
 
     @property
     def lowres_shape(self) -> Tuple[int, int]:
@@ -111,12 +118,28 @@ class SliceTransform:
         return F.pad(x, (0, LOW_RES - x.shape[-1], 0, LOW_RES - x.shape[-2]))[0, 0]
 
 
-def to_model_input(image01: np.ndarray, size: int) -> Tuple[torch.Tensor, SliceTransform]:
-    """A [0, 1] slice ``(H, W)`` -> ``(3, size, size)`` float tensor (resized, padded) and its transform."""
+def slice_spacing(spacing: Sequence[float], axis: int) -> Tuple[float, float]:
+    """Pixel spacing (rows, columns) of slices normal to array ``axis`` of a ``(z, y, x)`` volume whose ``spacing``
+    is ``(x, y, z)`` (axis 0: rows y, columns x; 1: rows z, columns x; 2: rows z, columns y)."""
+    x, y, z = (float(v) for v in spacing)
+    if min(x, y, z) <= 0:
+        raise ValueError(f"spacing must be three positive sizes (x, y, z), got {tuple(spacing)}")
+    return {0: (y, x), 1: (z, x), 2: (z, y)}[axis]
+
+
+def slice_aspect(spacing: Sequence[float], axis: int) -> float:
+    """A pixel's height over its width in slices normal to ``axis`` (:func:`slice_spacing`)."""
+    rows, cols = slice_spacing(spacing, axis)
+    return rows / cols
+
+
+def to_model_input(image01: np.ndarray, size: int, aspect: float = 1.0) -> Tuple[torch.Tensor, SliceTransform]:
+    """A [0, 1] slice ``(H, W)`` -> ``(3, size, size)`` float tensor (resized to square physical pixels for a pixel
+    ``aspect`` of height over width, padded) and its transform."""
     image01 = np.asarray(image01, np.float32)
     if image01.ndim != 2:
         raise ValueError(f"expected a 2D slice (H, W), got shape {image01.shape}")
-    transform = SliceTransform(image01.shape[0], image01.shape[1], size)
+    transform = SliceTransform(image01.shape[0], image01.shape[1], size, float(aspect))
     rh, rw = transform.resized
     x = torch.from_numpy(image01)[None, None]
     x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
@@ -125,7 +148,9 @@ def to_model_input(image01: np.ndarray, size: int) -> Tuple[torch.Tensor, SliceT
 
 
 def prepare_slice(image: np.ndarray, size: int, window: Window = "auto",
-                  value_range: Optional[Tuple[float, float]] = None) -> Tuple[torch.Tensor, SliceTransform]:
-    """Window (or use ``value_range`` computed for the whole volume) and convert one slice."""
+                  value_range: Optional[Tuple[float, float]] = None,
+                  aspect: float = 1.0) -> Tuple[torch.Tensor, SliceTransform]:
+    """Window (or use ``value_range`` computed for the whole volume) and convert one slice (pixel ``aspect``:
+    height over width)."""
     lo, hi = value_range if value_range is not None else intensity_range(np.asarray(image), window)
-    return to_model_input(normalize(image, lo, hi), size)
+    return to_model_input(normalize(image, lo, hi), size, aspect)

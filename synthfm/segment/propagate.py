@@ -11,14 +11,14 @@ prompted with boxes interpolated between the prompted masks) that are reconciled
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Dict, Hashable, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Dict, Hashable, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 
 from synthfm.segment.predictor import Prediction, SlicePredictor
-from synthfm.segment.preprocess import intensity_range
+from synthfm.segment.preprocess import intensity_range, slice_aspect
 from synthfm.segment.prompts import Prompts
 from synthfm.utils.masks import cut_to_intensity, inside_and_ring, iou, parts_touching, tight_box
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -242,9 +242,12 @@ class VolumeSegmenter:
     """Segment a ``(Z, Y, X)`` volume slice by slice along ``axis`` (0: axial k, 1: coronal j, 2: sagittal i)."""
 
     def __init__(self, predictor: SlicePredictor, volume: np.ndarray, axis: int = 0,
-                 volume_id: Optional[Hashable] = None, value_range: Optional[Tuple[float, float]] = None) -> None:
+                 volume_id: Optional[Hashable] = None, value_range: Optional[Tuple[float, float]] = None,
+                 spacing: Optional[Sequence[float]] = None) -> None:
         """``value_range``: the (low, high) intensities mapped to 0..1 (e.g. the viewer's window/level); by default
-        the predictor's window applied to the whole volume."""
+        the predictor's window applied to the whole volume. ``spacing``: the voxel size ``(x, y, z)``; slices whose
+        pixels are not square (a coronal or sagittal slice of thick axial slices) are then shown to the model with
+        square physical pixels, as a viewer shows them (None: square pixels)."""
         volume = np.asarray(volume)
         if volume.ndim != 3:
             raise ValueError(f"propagation needs a 3D volume (Z, Y, X); got shape {volume.shape}. "
@@ -256,6 +259,8 @@ class VolumeSegmenter:
             raise ValueError(f"the volume {volume.shape} has a single slice along axis {flat[0]}: slices along axis "
                              f"{axis} would be 1 pixel thick; segment along axis {flat[0]} instead")
         self.predictor, self.volume, self.axis = predictor, volume, axis
+        #: a slice's pixel height over width (SlicePredictor.predict's ``aspect``)
+        self.aspect = 1.0 if spacing is None else slice_aspect(spacing, axis)
         self.volume_id = id(volume) if volume_id is None else volume_id
         self.value_range = intensity_range(volume, predictor.window if value_range is None else tuple(value_range))
 
@@ -271,6 +276,12 @@ class VolumeSegmenter:
     def key(self, index: int) -> Hashable:
         return (self.volume_id, self.axis, index)
 
+    @property
+    def _shape(self) -> Dict[str, float]:
+        """The ``aspect`` keyword of the predictor's calls where pixels are not square (only then: square-pixel
+        volumes call any predictor as before)."""
+        return {} if self.aspect == 1.0 else {"aspect": self.aspect}
+
     def encode_all(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
                    order: Optional[List[int]] = None) -> None:
         """Pre-encode slices (by default outward from the middle), skipping cached ones; cancellable. With a
@@ -281,9 +292,9 @@ class VolumeSegmenter:
         for done, i in enumerate(order, 1):
             check_cancel(cancel)
             if not self.predictor.is_cached(self.key(i)):
-                self.predictor.embed(self.slice(i), self.key(i), self.value_range)
+                self.predictor.embed(self.slice(i), self.key(i), self.value_range, **self._shape)
             if done == 1 and getattr(self.predictor, "mirrors", False):
-                self.predictor.embed_mirror(self.slice(i), self.key(i), self.value_range)
+                self.predictor.embed_mirror(self.slice(i), self.key(i), self.value_range, **self._shape)
             report(progress, done, len(order), "encoding slices")
 
     def segment_slice(self, index: int, prompts: Prompts, multimask: Union[str, bool] = "auto",
@@ -293,10 +304,12 @@ class VolumeSegmenter:
         on the predictor's device (:meth:`PropagationOptions.mirrors_steps`; a prompted slice follows the predictor's
         own default: the model's ``mirror_average``). ``candidate``: the user's choice among the decoder's candidates
         (:meth:`SlicePredictor.predict`)."""
-        extra: Dict[str, object] = {"split_box": split_box} if split_box else {}  # only when asked: predictors
+        extra: Dict[str, object] = dict(self._shape)  # only when asked: predictors without tiling, mirroring,
+        if split_box:  # candidates or non-square pixels keep their plain signature
+            extra["split_box"] = split_box
         if candidate is not None:
             extra["candidate"] = candidate
-        if propagated and getattr(self.predictor, "mirrors", False):  # without tiling or mirroring work
+        if propagated and getattr(self.predictor, "mirrors", False):
             device = getattr(self.predictor, "device", "cpu")
             extra["mirror"] = options is not None and options.mirrors_steps(device)
         key = self.key(index)
@@ -322,8 +335,9 @@ class VolumeSegmenter:
         key = (self.key(index), "interpolated", every)
         cached = self.predictor.is_cached(key)
         if max_change > 0 or not cached:  # the mix may be cached from a run with another max_change
-            below, transform = self.predictor.embed(self.slice(low), self.key(low), self.value_range)
-            above, _ = self.predictor.embed(self.slice(low + every), self.key(low + every), self.value_range)
+            below, transform = self.predictor.embed(self.slice(low), self.key(low), self.value_range, **self._shape)
+            above, _ = self.predictor.embed(self.slice(low + every), self.key(low + every), self.value_range,
+                                            **self._shape)
             if max_change > 0 and embedding_change(below, above) > max_change:
                 return self.key(index)
             if not cached:

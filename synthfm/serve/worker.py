@@ -179,7 +179,8 @@ class Worker:
         key = (axis, priority, id(predictor))
         if key not in session.segmenters:
             seg = VolumeSegmenter(GatedPredictor(predictor, self.gate, priority), session.array, axis,
-                                  volume_id=session.cache_id, value_range=session.value_range)
+                                  volume_id=session.cache_id, value_range=session.value_range,
+                                  spacing=session.spacing)
             session.segmenters[key] = seg
         return session.segmenters[key]
 
