@@ -36,10 +36,10 @@ def choice_icons(slice_node, volume_node, axis: int, image: np.ndarray, masks: S
                  positive: Sequence = (), negative: Sequence = (), box: Sequence = None,
                  window: Tuple[float, float] = None) -> List:
     """One icon per mask of a slice (its ``(k, j, i)`` array's slice along ``axis``), turned as ``slice_node``'s view
-    shows it, all over the same region around the masks, with the prompts (voxel ijk: points as dots, the box's two
-    corners outlined)."""
+    shows it and in square millimetres as it does, all over the same region around the masks, with the prompts
+    (voxel ijk: points as dots, the box's two corners outlined)."""
     from synthfm.io.thumbnails import choice_thumbnails, prompt_marks
-    from SynthFMSegmentLib.geometry import as_seen
+    from SynthFMSegmentLib.geometry import as_seen, seen_aspect
 
     rows, cols = [2 - d for d in range(3) if d != axis]  # the IJK axes of the slice array's rows and columns
 
@@ -48,5 +48,6 @@ def choice_icons(slice_node, volume_node, axis: int, image: np.ndarray, masks: S
 
     marks = prompt_marks(image.shape, xy(positive), xy(negative), xy(box) if box else None)
     seen = [as_seen(slice_node, volume_node, axis, a) for a in (image, marks, *masks)]
-    pictures = choice_thumbnails(seen[0], seen[2:], size=THUMBNAIL_PX, window=window, marks=seen[1])
+    pictures = choice_thumbnails(seen[0], seen[2:], size=THUMBNAIL_PX, window=window, marks=seen[1],
+                                 aspect=seen_aspect(slice_node, volume_node, axis))
     return [icon_from_rgba(p) for p in pictures]

@@ -81,3 +81,23 @@ def test_a_box_prompt_is_outlined_and_shown_whole():
     assert rows.start <= 80 and rows.stop > 120 and cols.start <= 70 and cols.stop > 130
     scale = 64 / (rows.stop - rows.start)
     assert cyan[:, 0].min() == int((80 - rows.start) * scale) and cyan[:, 1].max() == int((131 - cols.start) * scale)
+
+
+def test_tall_pixels_are_drawn_in_their_physical_shape():
+    """A disc of radius 20 mm on 1 mm x 4 mm pixels (a coronal slice of 4 mm slices: an ellipse 4x flatter than wide
+    in pixels) is round in the thumbnail with its aspect; the point at its centre and the box around it follow."""
+    rows_, cols_ = np.mgrid[:40, :120]
+    mask = (rows_ * 4.0 - 80) ** 2 + (cols_ - 60.0) ** 2 < 20 ** 2
+    marks = prompt_marks(mask.shape, positive=[(60, 20)], box=(40, 15, 80, 25))
+    flat, round_ = (choice_thumbnails(np.zeros(mask.shape), [mask], size=64, window=(0, 1), marks=marks,
+                                      aspect=a)[0] for a in (1.0, 4.0))
+    for picture, (low, high) in ((round_, (0.85, 1.15)), (flat, (0.1, 0.4))):
+        ys, xs = np.nonzero((picture[..., :3] == YELLOW).all(-1))
+        assert low < (ys.max() - ys.min() + 1) / (xs.max() - xs.min() + 1) < high
+    ys, xs = np.nonzero((round_[..., :3] == YELLOW).all(-1))
+    green = np.argwhere((round_[..., :3] == GREEN).all(-1)).mean(0)
+    assert abs(green[0] - (ys.min() + ys.max()) / 2) < 3 and abs(green[1] - (xs.min() + xs.max()) / 2) < 3
+    cyan = np.argwhere((round_[..., :3] == CYAN).all(-1))  # the box: 40 mm tall (10 rows), 40 mm wide
+    assert 0.8 < (np.ptp(cyan[:, 0]) + 1) / (np.ptp(cyan[:, 1]) + 1) < 1.25
+    rows, cols = crop_around([mask, marks != 0], mask.shape, aspect=4.0)
+    assert abs((rows.stop - rows.start) * 4.0 - (cols.stop - cols.start)) <= 4  # a square region in millimetres

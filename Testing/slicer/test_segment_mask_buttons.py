@@ -12,7 +12,7 @@ from vtk.util import numpy_support
 
 import qt
 import slicer
-from SynthFMSegmentLib.geometry import as_seen, matrix_to_numpy, slice_axis
+from SynthFMSegmentLib.geometry import as_seen, matrix_to_numpy, seen_aspect, slice_axis
 from SynthFMSegmentLib.thumbnails import THUMBNAIL_PX, icon_from_rgba
 from synthfm.io.png import CYAN, GREEN
 from test_segment_effect import click, display_xy, fake_worker, scene, settle  # noqa: F401  (fixtures)
@@ -56,6 +56,16 @@ def test_a_slice_is_turned_as_its_view_shows_it(direction, orientation):
     for x, y, row, col in values:  # strictly ordered the same way on the screen and in the picture
         assert np.all((values[:, 0] > x + 1e-6) <= (values[:, 3] > col))
         assert np.all((values[:, 1] < y - 1e-6) <= (values[:, 2] > row))
+
+    def ras(label):  # the RAS centre of the voxel a picture pixel shows
+        a, b = np.argwhere(labels == label)[0]
+        ijk, rest = [0, 0, 0], [d for d in range(3) if d != axis]
+        ijk[2 - rest[0]], ijk[2 - rest[1]], ijk[2 - axis] = a, b, 2
+        return geometry.index_to_ras(ijk)
+
+    down = np.linalg.norm(ras(seen[1, 0]) - ras(seen[0, 0]))  # mm from one picture row to the next
+    across = np.linalg.norm(ras(seen[0, 1]) - ras(seen[0, 0]))
+    assert seen_aspect(view, node, axis) == pytest.approx(down / across)  # the pictures are drawn in square mm
 
 
 def test_the_standin_converts_images_as_ctk_does():

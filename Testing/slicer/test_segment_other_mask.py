@@ -16,7 +16,7 @@ RADII = (8, 4, 12)  # candidate 0 (the model's pick), 1, 2
 
 
 def three_candidates(fake, asked):
-    def predict(image, prompts, key=None, value_range=None, multimask="auto", candidate=None):
+    def predict(image, prompts, key=None, value_range=None, multimask="auto", candidate=None, aspect=None):
         asked.append(candidate)
         fake.embed(image, key)
         cx, cy = prompts.points[0] if len(prompts.points) else np.reshape(prompts.box, (2, 2)).mean(0)  # or the box's

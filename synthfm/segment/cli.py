@@ -304,7 +304,8 @@ def write_choices_png(path, segmenter, prompted, size: int = 160, gap: int = 4) 
         shown = normalize(segmenter.slice(index), *segmenter.value_range)
         positive = np.asarray(prompts.labels) == 1
         marks = prompt_marks(shown.shape, prompts.points[positive], prompts.points[~positive], prompts.box)
-        pictures = choice_thumbnails(shown, masks, size=size, window=(0.0, 1.0), marks=marks)[..., :3]
+        pictures = choice_thumbnails(shown, masks, size=size, window=(0.0, 1.0), marks=marks,
+                                     aspect=segmenter.aspect)[..., :3]
         spacer = np.full((size, gap, 3), 255, np.uint8)
         rows.append(np.concatenate([pictures[0], spacer, pictures[1], spacer, pictures[2]], axis=1))
     spacer = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
