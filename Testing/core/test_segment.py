@@ -140,6 +140,14 @@ def test_a_slice_with_tall_pixels_is_encoded_with_its_aspect_and_answers_on_its_
         pred.predict(image, prompts, key="t", aspect=0.0)
 
 
+def test_the_remembered_pixel_aspects_stay_bounded_in_a_long_session():
+    pred = SlicePredictor(_tiny(), cache_size=2)
+    image = np.random.default_rng(1).normal(size=(16, 32)).astype(np.float32)
+    for i in range(30):
+        pred.embed(image, ("volume", 1, i), aspect=3.0)
+    assert len(pred._aspects) <= 4 * 2 + 1 and pred._aspects[("volume", 1, 29)] == 3.0
+
+
 def test_volumes_with_thick_slices_tell_the_predictor_the_pixel_aspect():
     class Recording(TruthPredictor):
         def predict(self, image, prompts, key=None, multimask="auto", value_range=None, aspect=None):

@@ -171,7 +171,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                      max_slices: Optional[int], clicks: int, tolerance_mm: float, results: Results,
                      progress: Optional[ProgressCallback], cancel: Optional[CancelToken], axis: int = 0) -> Results:
     """Per structure slice: each (model, protocol) prompted on the slice alone, 2D metrics."""
-    from synthfm.segment.preprocess import intensity_range
+    from synthfm.segment.preprocess import intensity_range, slice_aspect
 
     skipped = results.skipped_pairs()
     jobs = [(lc, v, s) for lc in loaded for v in lc.values
@@ -182,7 +182,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
         image = np.take(lc.image.array, s, axis=axis).astype(np.float32)
         truth = np.take(lc.label.array, s, axis=axis) == value
         spacing2d = _spacing2d(lc, axis)
-        aspect = spacing2d[0] / spacing2d[1]  # the model sees the slice with square physical pixels
+        aspect = slice_aspect(lc.image.spacing, axis)  # the model sees the slice with square physical pixels
         if str(lc.case.image) not in ranges:
             ranges[str(lc.case.image)] = intensity_range(lc.image.array, "auto")
         vrange = ranges[str(lc.case.image)]

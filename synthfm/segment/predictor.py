@@ -181,6 +181,8 @@ class SlicePredictor:
             self._aspects.pop(key, None)
         else:
             self._aspects[key] = aspect
+            if len(self._aspects) > 4 * self.cache_size:  # a long-running worker: forget slices no longer cached
+                self._aspects = {k: a for k, a in self._aspects.items() if k in self._cache or k == key}
         return aspect
 
     def _autocast(self):
