@@ -171,7 +171,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                      max_slices: Optional[int], clicks: int, tolerance_mm: float, results: Results,
                      progress: Optional[ProgressCallback], cancel: Optional[CancelToken], axis: int = 0) -> Results:
     """Per structure slice: each (model, protocol) prompted on the slice alone, 2D metrics."""
-    from synthfm.segment.preprocess import intensity_range, slice_aspect
+    from synthfm.segment.preprocess import intensity_range, slice_aspect, slice_spacing
 
     skipped = results.skipped_pairs()
     jobs = [(lc, v, s) for lc in loaded for v in lc.values
@@ -181,7 +181,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
         check_cancel(cancel)
         image = np.take(lc.image.array, s, axis=axis).astype(np.float32)
         truth = np.take(lc.label.array, s, axis=axis) == value
-        spacing2d = _spacing2d(lc, axis)
+        spacing2d = slice_spacing(lc.image.spacing, axis)  # (rows, columns) in mm
         aspect = slice_aspect(lc.image.spacing, axis)  # the model sees the slice with square physical pixels
         if str(lc.case.image) not in ranges:
             ranges[str(lc.case.image)] = intensity_range(lc.image.array, "auto")
@@ -232,13 +232,6 @@ def _span(present: np.ndarray) -> str:
     return f"{idx[0]}..{idx[-1]}" if len(idx) else ""
 
 
-def _spacing2d(lc: LoadedCase, axis: int) -> tuple:
-    """Pixel spacing (rows, columns) of a slice normal to array ``axis`` (the volume's spacing is x, y, z)."""
-    from synthfm.segment.preprocess import slice_spacing
-
-    return slice_spacing(lc.image.spacing, axis)
-
-
 def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Sequence[str], seed: int,
                       tolerance_mm: float, results: Results, progress: Optional[ProgressCallback],
                       cancel: Optional[CancelToken], axis: int = 0, volume_slices: int = 1,
@@ -246,6 +239,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
     """Per structure: prompts on its largest slice along ``axis`` (and near its ends when ``volume_slices`` > 1),
     propagation both ways, 3D metrics."""
     from synthfm.segment import PropagationOptions, VolumeSegmenter
+    from synthfm.segment.preprocess import slice_spacing
 
     skipped = results.skipped_pairs()
     jobs = [(lc, v) for lc in loaded for v in lc.values]
@@ -254,7 +248,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
         truth = lc.label.array == value
         prompted = prompt_slices(truth, volume_slices, axis)
         s = int(np.argmax(truth.sum(axis=_others(axis))))
-        spacing2d, spacing3d = _spacing2d(lc, axis), tuple(lc.image.spacing[::-1])
+        spacing2d, spacing3d = slice_spacing(lc.image.spacing, axis), tuple(lc.image.spacing[::-1])
         for runner in runners:
             if all((runner.name, p) in skipped for p in protocols):
                 continue
