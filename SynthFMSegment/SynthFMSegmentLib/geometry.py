@@ -8,7 +8,7 @@ is tested without Slicer through ``Testing/slicer_standin``.
 from __future__ import annotations
 
 import itertools
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import numpy as np
 
@@ -78,37 +78,24 @@ def slice_axis(slice_node, volume_node) -> int:
     return 2 - best  # IJK axis i/j/k is array axis 2/1/0
 
 
-def _seen_axes(slice_node, volume_node, axis: int) -> Tuple[Tuple[int, bool], Tuple[int, bool]]:
-    """Which of a slice's two array axes (0 or 1, in order) runs along ``slice_node``'s screen x and y, and whether
-    forward (x: left to right, y: up)."""
-    xy_dirs = matrix_to_numpy(slice_node.GetXYToRAS())[:3, :2]  # RAS directions of screen x and screen y (up)
-    ijk_dirs = np.linalg.inv(ijk_to_ras_matrix(volume_node)[:3, :3]) @ xy_dirs
-    remaining = [d for d in range(3) if d != axis]  # array axes of the slice; array axis d is IJK axis 2 - d
-    picks = []
-    for column in range(2):
-        weights = np.array([ijk_dirs[2 - d, column] for d in remaining])
-        best = int(np.argmax(np.abs(weights)))
-        picks.append((best, bool(weights[best] > 0)))
-    if picks[0][0] == picks[1][0]:
-        raise ValueError(f"the {slice_node.GetName()} view does not show slices along array axis {axis}")
-    return picks[0], picks[1]
+def _view(slice_node, volume_node, axis: int):
+    """How ``slice_node``'s view shows slices along array ``axis`` (the core's :class:`synthfm.io.views.SliceView`)."""
+    from synthfm.io.views import slice_view
+
+    screen_xy = matrix_to_numpy(slice_node.GetXYToRAS())[:3, :2]  # RAS directions of screen x and screen y (up)
+    return slice_view(ijk_to_ras_matrix(volume_node), axis, screen_xy, name=f"{slice_node.GetName()} view")
 
 
 def as_seen(slice_node, volume_node, axis: int, slice_2d: np.ndarray) -> np.ndarray:
     """A slice of the ``(k, j, i)`` array along ``axis`` (its two remaining array axes in order) turned and flipped
     as ``slice_node``'s view shows it: rows along the view's y from its top down, columns along its x from left
     to right (the view aligned with the volume's grid, as :func:`slice_axis` requires)."""
-    (x_axis, x_forward), (y_axis, y_up) = _seen_axes(slice_node, volume_node, axis)
-    seen = np.transpose(slice_2d, (y_axis, x_axis))
-    return seen[::-1 if y_up else 1, ::1 if x_forward else -1]
+    return _view(slice_node, volume_node, axis).show(slice_2d)
 
 
 def seen_aspect(slice_node, volume_node, axis: int) -> float:
     """A voxel's height over its width in :func:`as_seen`'s picture (the view shows square millimetres)."""
-    (x_axis, _), (y_axis, _) = _seen_axes(slice_node, volume_node, axis)
-    remaining = [d for d in range(3) if d != axis]
-    spacing = voxel_spacing(volume_node)  # along i, j, k; array axis d is IJK axis 2 - d
-    return spacing[2 - remaining[y_axis]] / spacing[2 - remaining[x_axis]]
+    return _view(slice_node, volume_node, axis).aspect
 
 
 # ---- the box prompt as a markups ROI (vtkMRMLMarkupsROINode: ObjectToNode matrix + Size in the object frame) ----

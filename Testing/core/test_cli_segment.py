@@ -247,3 +247,21 @@ def test_the_candidates_as_a_picture_from_the_command_line(oblique_volume, tmp_p
     err = capsys.readouterr().err
     assert code == 2 and "--choices-png" in err and "give one mask each" in err, err
     assert not (tmp_path / "box.nii.gz").exists() and not (tmp_path / "box.png").exists()
+
+
+def test_coronal_overlay_is_drawn_as_slicer_shows_the_view(tmp_path, capsys):
+    """--overlay of a coronal slice: superior at the top, in square millimetres (the array's rows run upwards)."""
+    truth = np.zeros((12, 40, 40), bool)
+    truth[7:11, 10:30, 10:30] = True  # near the top of the volume: k grows towards superior in an LPS grid
+    image = (100 + 80 * truth + np.random.default_rng(1).normal(0, 4, truth.shape)).astype(np.float32)
+    path = write_volume(tmp_path / "img.nii.gz", Volume(image, (1.0, 1.0, 2.0)))
+    png = tmp_path / "coronal.png"
+    assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--axis", "1", "--no-propagate",
+                 "--box", "10,20,7,29,20,10", "--out", str(tmp_path / "l.nii.gz"), "--overlay", str(png)]) == 0
+    assert "as Slicer's coronal view shows it" in capsys.readouterr().out
+    from PIL import Image
+
+    picture = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert picture.shape[:2] == (48, 80)  # 12 slices of 2 mm over 40 columns of 1 mm, twice enlarged
+    rows = np.nonzero((picture[..., 0] > 200) & (picture[..., 2] < 60))[0]  # the yellow outline
+    assert len(rows) and rows.max() < 24  # in the upper half; the array's order would put it in the lower half

@@ -15,6 +15,7 @@ import slicer
 from SynthFMSegmentLib.geometry import as_seen, matrix_to_numpy, seen_aspect, slice_axis
 from SynthFMSegmentLib.thumbnails import THUMBNAIL_PX, icon_from_rgba
 from synthfm.io.png import CYAN, GREEN
+from synthfm.io.views import preset_view, slice_view
 from test_segment_effect import click, display_xy, fake_worker, scene, settle  # noqa: F401  (fixtures)
 from test_segment_logic import volume_node
 from test_segment_other_mask import three_candidates
@@ -43,6 +44,8 @@ def test_a_slice_is_turned_as_its_view_shows_it(direction, orientation):
     del shape[axis]
     labels = np.arange(np.prod(shape)).reshape(shape)  # each voxel of the slice named by its number
     seen = as_seen(view, node, axis, labels)
+    assert preset_view(geometry.ijk_to_ras_matrix(), axis) == orientation  # the command line's pictures: the same
+    assert np.array_equal(slice_view(geometry.ijk_to_ras_matrix(), axis).show(labels), seen)
     to_xy = np.linalg.inv(matrix_to_numpy(view.GetXYToRAS()))
     where = {}
     for a in range(shape[0]):

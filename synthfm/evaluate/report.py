@@ -8,18 +8,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from synthfm.evaluate.runner import Results, summarize
 from synthfm.segment.quality import SIGNALS
 from synthfm.io.atomic import atomic_path, atomic_write_text
-from synthfm.io.png import GREEN, YELLOW, overlay
+from synthfm.io.png import GREEN, YELLOW, overlay, to_image
 from synthfm.io.tables import csv_text
 
 
-def _thumb(image, truth, pred) -> str:
+def _thumb(image, truth, pred, aspect: float = 1.0) -> str:
+    """A PNG (base64) of a [0, 1] slice with the truth (green) and the prediction (yellow) outlined, in square mm."""
     buffer = io.BytesIO()
-    Image.fromarray(overlay(np.clip(image, 0, 1), [(truth, GREEN), (pred, YELLOW)])).save(buffer, format="PNG")
+    to_image(overlay(np.clip(image, 0, 1), [(truth, GREEN), (pred, YELLOW)]), aspect=aspect).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -93,8 +93,8 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
 
     pictures = "".join(
         f"<div class=ex><b>{html.escape(m)} | {html.escape(p)}</b><br>" + "".join(
-            f"<figure><img src='data:image/png;base64,{_thumb(img, t, pr)}'><figcaption>{html.escape(cap)}: Dice {d:.2f}"
-            f"</figcaption></figure>" for d, img, t, pr, cap in ex) + "</div>"
+            f"<figure><img src='data:image/png;base64,{_thumb(img, t, pr, a)}'><figcaption>{html.escape(cap)}: Dice {d:.2f}"
+            f"</figcaption></figure>" for d, img, t, pr, cap, a in ex) + "</div>"
         for (m, p), ex in results.examples.items())
     skipped = "".join(f"<li>{html.escape(s['model'])} | {html.escape(s['protocol'])}: {html.escape(s['reason'])}</li>"
                       for s in summary["skipped"])

@@ -11,6 +11,7 @@ from synthfm.evaluate.baselines import FLOORS
 from synthfm.evaluate.cases import Case, LoadedCase, load_cases
 from synthfm.evaluate.metrics import all_metrics, dice
 from synthfm.evaluate.protocols import CHOOSE, PROTOCOLS, base_protocol, make_prompts, next_click, prompt_slices
+from synthfm.io.views import SliceView, slice_view
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 
@@ -18,7 +19,8 @@ from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, 
 class Results:
     rows: List[Dict[str, object]] = field(default_factory=list)
     skipped: List[Dict[str, str]] = field(default_factory=list)
-    examples: Dict[tuple, list] = field(default_factory=dict)  # (model, protocol) -> [(dice, image, truth, pred)]
+    examples: Dict[tuple, list] = field(default_factory=dict)  # (model, protocol) -> [(dice, image, truth, pred, title,
+    #                                                             aspect)], turned as Slicer's view shows the slice
     notes: List[str] = field(default_factory=list)  # lines for people (e.g. how the embedding cache was used)
 
     def skipped_pairs(self) -> set:
@@ -119,10 +121,12 @@ def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volum
     return runners
 
 
-def _keep_example(results: Results, row: dict, image, truth, pred, vrange, title: str) -> None:
-    """Keep the worst and the best (model, protocol) example for the report's thumbnails."""
+def _keep_example(results: Results, row: dict, image, truth, pred, vrange, title: str, view: SliceView) -> None:
+    """Keep the worst and the best (model, protocol) example for the report's thumbnails, turned as ``view`` shows
+    the slice."""
     ex = results.examples.setdefault((row["model"], row["protocol"]), [])
-    ex.append((row["dice"], (image - vrange[0]) / max(vrange[1] - vrange[0], 1e-6), truth, pred, title))
+    image01 = (image - vrange[0]) / max(vrange[1] - vrange[0], 1e-6)
+    ex.append((row["dice"], view.show(image01), view.show(truth), view.show(pred), title, view.aspect))
     ex.sort(key=lambda e: e[0])
     if len(ex) > 2:
         del ex[1:-1]
@@ -221,7 +225,8 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                     row["score_calibrated"] = runner.predictor.calibrator is not None
                     row.update(runner.last_signals)
                 results.rows.append(row)
-                _keep_example(results, row, image, truth, pred, vrange, f"{lc.case.name} label {value} slice {s}")
+                _keep_example(results, row, image, truth, pred, vrange, f"{lc.case.name} label {value} slice {s}",
+                              slice_view(lc.image.ijk_to_ras_matrix(), axis))
         report(progress, done, len(jobs), lc.case.name)
     return results
 
@@ -284,7 +289,8 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                     row["presses"] = presses
                 results.rows.append(row)
                 _keep_example(results, row, seg.slice(s), np.take(truth, s, axis=axis), np.take(pred, s, axis=axis),
-                              seg.value_range, f"{lc.case.name} label {value}, prompted slice {s}")
+                              seg.value_range, f"{lc.case.name} label {value}, prompted slice {s}",
+                              slice_view(lc.image.ijk_to_ras_matrix(), axis))
         report(progress, done, len(jobs), lc.case.name)
     return results
 

@@ -29,14 +29,19 @@ def overlay(image01: np.ndarray, masks: Sequence[Tuple[np.ndarray, Tuple[int, in
     return rgb
 
 
-def write_png(path: PathLike, rgb: np.ndarray, scale: int = 1, aspect: float = 1.0) -> Path:
-    """Write an RGB array to ``path`` atomically (optionally enlarged ``scale`` times; ``aspect``: a pixel's height
-    over its width, the rows stretched by it so the picture has square physical pixels, as a viewer shows it)."""
+def to_image(rgb: np.ndarray, scale: int = 1, aspect: float = 1.0):
+    """An RGB array as a PIL image, enlarged ``scale`` times; ``aspect``: a pixel's height over its width, the rows
+    stretched by it so that the picture has square physical pixels, as a viewer shows it."""
     from PIL import Image  # here: the outlines above are used where Pillow may not be installed (Slicer's effect)
 
-    img = Image.fromarray(rgb)
+    img = Image.fromarray(np.ascontiguousarray(rgb))
     if scale > 1 or aspect != 1.0:
         img = img.resize((img.width * scale, max(1, round(img.height * scale * aspect))), Image.NEAREST)
+    return img
+
+
+def write_png(path: PathLike, rgb: np.ndarray, scale: int = 1, aspect: float = 1.0) -> Path:
+    """Write an RGB array to ``path`` atomically (:func:`to_image`'s ``scale`` and ``aspect``)."""
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        to_image(rgb, scale, aspect).save(tmp, format="PNG")
     return Path(path)

@@ -208,11 +208,12 @@ def run(args: argparse.Namespace) -> int:
 
     from synthfm.io import read_volume, write_volume
     from synthfm.io.checks import check_contrast, check_finite, check_not_constant
+    from synthfm.io.views import preset_view, slice_view
     from synthfm.models import load_model
     from synthfm.segment.predictor import SlicePredictor
     from synthfm.segment.preprocess import intensity_range
     from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter
-    from synthfm.segment.volume_prompts import VIEWS, prompts_by_slice
+    from synthfm.segment.volume_prompts import prompts_by_slice
     from synthfm.utils.progress import tqdm_progress
 
     volume = read_volume(args.image)
@@ -220,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.image} is a 2D image; propagation needs a 3D volume (use --no-propagate)")
     volume = volume.with_array(check_finite(volume.array, args.image, args.nonfinite, "--nonfinite fill"))
     check_not_constant(volume.array, args.image)
+    view = slice_view(volume.ijk_to_ras_matrix(), axis)  # the pictures are turned as Slicer's view shows the slice
+    view_name = preset_view(volume.ijk_to_ras_matrix(), axis).lower()  # the view that shows slices along axis
     prompted = prompts_by_slice(*prompts_to_index(volume, sources), axis)
     candidates = candidates_by_slice(parse_candidates(args.candidate), list(prompted), axis)
     value_range = intensity_range(volume.array, args.window)
@@ -228,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             prompts.validate(*slice_.shape)
         except ValueError as exc:
-            raise InputError(f"prompts on slice {index} along axis {axis} ({VIEWS[axis]}): {exc}") from None
+            raise InputError(f"prompts on slice {index} along axis {axis} ({view_name}): {exc}") from None
         check_contrast(_around(slice_, prompts), *value_range, f"slice {index} (axis {axis}) around the prompts")
 
     model = load_model(args.model)
@@ -271,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = np.uint8 if args.label <= 255 else np.uint16
     write_volume(args.out, volume.with_array(mask.astype(dtype) * dtype(args.label)), overwrite=args.overwrite)
     print(f"wrote {args.out}: {int(mask.sum())} voxels of label {args.label} on {len(kept)} slices "
-          f"({min(kept)}..{max(kept)} along axis {axis}, {VIEWS[axis]}; prompted {', '.join(map(str, prompted))}), "
+          f"({min(kept)}..{max(kept)} along axis {axis}, {view_name}; prompted {', '.join(map(str, prompted))}), "
           f"{volume.spacing[0] * volume.spacing[1] * volume.spacing[2] * mask.sum() / 1000:.2f} mL")
     if args.overlay:
         from synthfm.io.png import YELLOW, overlay, write_png
@@ -279,19 +282,20 @@ def run(args: argparse.Namespace) -> int:
 
         index = list(prompted)[len(prompted) // 2]  # the middle prompted slice
         shown = normalize(segmenter.slice(index), *segmenter.value_range)
-        write_png(args.overlay, overlay(shown, [(np.take(mask, index, axis=axis), YELLOW)]), scale=2,
-                  aspect=segmenter.aspect)
-        print(f"wrote {args.overlay} (slice {index})")
+        write_png(args.overlay, view.show(overlay(shown, [(np.take(mask, index, axis=axis), YELLOW)])), scale=2,
+                  aspect=view.aspect)
+        print(f"wrote {args.overlay} (slice {index}, as Slicer's {view_name} view shows it)")
     if args.choices_png:
-        write_choices_png(args.choices_png, segmenter, {i: prompted[i] for i in with_choices})
+        write_choices_png(args.choices_png, segmenter, {i: prompted[i] for i in with_choices}, view)
         print(f"wrote {args.choices_png}: candidates 0, 1, 2 from left to right, one row per prompted slice "
               f"({', '.join(map(str, with_choices))}); keep one with --candidate SLICE=K")
     return 0
 
 
-def write_choices_png(path, segmenter, prompted, size: int = 160, gap: int = 4) -> None:
+def write_choices_png(path, segmenter, prompted, view, size: int = 160, gap: int = 4) -> None:
     """A PNG of the masks each candidate gives on each prompted slice (``segment_slice(candidate=k)``: the point cut
-    and rounds included), over the same region of the slice: a row per slice, candidates 0, 1, 2 left to right."""
+    and rounds included), over the same region of the slice turned as ``view`` (:class:`synthfm.io.views.SliceView`)
+    shows it: a row per slice, candidates 0, 1, 2 left to right."""
     import numpy as np
 
     from synthfm.io.png import write_png
@@ -304,8 +308,9 @@ def write_choices_png(path, segmenter, prompted, size: int = 160, gap: int = 4) 
         shown = normalize(segmenter.slice(index), *segmenter.value_range)
         positive = np.asarray(prompts.labels) == 1
         marks = prompt_marks(shown.shape, prompts.points[positive], prompts.points[~positive], prompts.box)
-        pictures = choice_thumbnails(shown, masks, size=size, window=(0.0, 1.0), marks=marks,
-                                     aspect=segmenter.aspect)[..., :3]
+        seen = [view.show(a) for a in (shown, marks, *masks)]
+        pictures = choice_thumbnails(seen[0], seen[2:], size=size, window=(0.0, 1.0), marks=seen[1],
+                                     aspect=view.aspect)[..., :3]
         spacer = np.full((size, gap, 3), 255, np.uint8)
         rows.append(np.concatenate([pictures[0], spacer, pictures[1], spacer, pictures[2]], axis=1))
     spacer = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)

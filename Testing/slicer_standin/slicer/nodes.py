@@ -11,7 +11,7 @@ _ids = itertools.count(1)
 #: vtkMRMLSliceNode::SetOrientationToAxial/Sagittal/Coronal: columns are the view's x, y and normal in RAS.
 ORIENTATIONS = {
     "Axial": [[-1, 0, 0], [0, 1, 0], [0, 0, 1]],
-    "Sagittal": [[0, 0, 1], [-1, 0, 0], [0, 1, 0]],
+    "Sagittal": [[0, 0, -1], [-1, 0, 0], [0, 1, 0]],
     "Coronal": [[-1, 0, 0], [0, 0, 1], [0, 1, 0]],
 }
 
