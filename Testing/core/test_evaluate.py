@@ -120,6 +120,7 @@ def test_evaluate_command_reports_every_case(tmp_path):
     assert len(summary["skipped"]) == 2 and all(s["reason"] for s in summary["skipped"])
     html = (out / "report.html").read_text()
     assert "one label 3" in html and "two label 3" in html and "data:image/png;base64" in html
+    assert "extents.png" not in html and not (out / "extents.png").exists()  # slices: no extents along an axis
     assert len((out / "slices.csv").read_text().splitlines()) == 1 + 2 * 2 * 2  # 2 cases x 2 slices x 2 runs
     again = ["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "floor-ellipse", "--prompt", "box",
              "--out", str(out)]

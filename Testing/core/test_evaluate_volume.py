@@ -58,6 +58,22 @@ def test_volume_mode_uses_3d_spacing_and_writes_the_report(tmp_path):
     far = evaluate([wide], ["medsam-lite"], ["box"], volume=True).rows[0]
     assert far["dice"] == float(rows[0]["dice"]) and far["hd95"] >= float(rows[0]["hd95"])
     assert "propagation from one slice" in (out / "report.html").read_text()
+    assert "<img src=extents.png" in (out / "report.html").read_text() and (out / "extents.png").stat().st_size > 1000
+
+
+def test_extent_plot_draws_volume_rows_only(tmp_path):
+    """The picture of kept slices against each structure's extent needs volume rows (a truth range); a structure
+    where nothing was kept and one that leaked are drawn too."""
+    from synthfm.evaluate.report import extent_plot
+
+    rows = [{"model": "m", "protocol": "box", "case": "a", "label": 1, "dice": 0.8, "truth_range": "3..12",
+             "kept_range": "1..12", "prompted_slices": "7"},
+            {"model": "m", "protocol": "box", "case": "b", "label": 2, "dice": 0.0, "truth_range": "0..4",
+             "kept_range": "", "prompted_slices": "2"}]
+    assert extent_plot(rows, tmp_path / "e.png") and (tmp_path / "e.png").stat().st_size > 1000
+    assert not extent_plot([{"model": "m", "protocol": "box", "case": "a", "label": 1, "dice": 0.8}],
+                           tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_prompt_slices_are_the_largest_and_near_both_ends():

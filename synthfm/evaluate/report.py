@@ -60,6 +60,59 @@ def reliability_plot(rows, path: Path, bins: int = 10, group: str = "model", sco
     return True
 
 
+def _span(text: str):
+    """``"first..last"`` -> (first, last), or None for ``""`` (nothing kept)."""
+    return tuple(int(v) for v in text.split("..")) if text else None
+
+
+def extent_plot(rows, path: Path) -> bool:
+    """Volume mode: for each structure, the slices kept (a bar, coloured by 3D Dice) against the structure's own
+    extent (the grey band from 0 to 1: its first to its last slice), with the prompted slices as black ticks, one
+    panel per model x protocol; a bar past 1 or below 0 is a leak, one short of the band an early stop. False when
+    no row comes from volume mode."""
+    rows = [r for r in rows if r.get("truth_range")]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(f"{r['model']} | {r['protocol']}", []).append(r)
+    height = 1.5 + 0.28 * max(len(g) for g in groups.values())  # title and axis label, then a row per structure
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), height), squeeze=False, sharey=True)
+    colours = plt.get_cmap("RdYlGn")
+    for ax, (name, group) in zip(axes[0], groups.items()):
+        group = sorted(group, key=lambda r: (str(r["case"]), int(r["label"])))
+        for y, r in enumerate(group):
+            first, last = _span(r["truth_range"])
+            length = last - first + 1
+
+            def where(index):  # a slice's position in units of the structure's extent: first 0, last 1
+                return (index - first + 0.5) / length
+
+            ax.barh(y, 1.0, left=0.0, height=0.8, color="0.85")
+            kept = _span(r.get("kept_range", ""))
+            if kept:
+                left, right = where(kept[0] - 0.5), where(kept[1] + 0.5)
+                ax.barh(y, right - left, left=left, height=0.4, color=colours(float(r["dice"])))
+            for p in str(r.get("prompted_slices", "")).split():
+                ax.plot([where(int(p))] * 2, [y - 0.4, y + 0.4], color="k", lw=1.2)
+            ax.text(1.02, y, f"{float(r['dice']):.2f}", va="center", fontsize=7, transform=ax.get_yaxis_transform())
+        ax.set_yticks(range(len(group)), [f"{r['case']} {r['label']}"[:34] for r in group], fontsize=7)
+        ax.set(xlim=(-0.6, 1.6), ylim=(len(group) - 0.5, -0.5), title=name,
+               xlabel="position along the axis (0: the structure's first slice, 1: its last)")
+        ax.axvline(0, color="0.5", lw=0.5)
+        ax.axvline(1, color="0.5", lw=0.5)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return True
+
+
 def _mm(value) -> str:
     return "" if value is None else f"{value:.1f}"
 
@@ -79,6 +132,7 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
     atomic_write_text(out / "slices.csv", csv_text(results.rows, fields))
 
     reliability = reliability_plot(results.rows, out / "reliability.png")
+    extents = extent_plot(results.rows, out / "extents.png")
 
     def table(rows: dict, first: str) -> str:
         head = (f"<tr><th>{first}</th><th>n</th><th>Dice</th><th>IoU</th><th>HD95 mm</th><th>NSD</th>"
@@ -108,6 +162,10 @@ Green: truth, yellow: prediction.</p><h2>Models x prompt protocols</h2>{table(su
   "(calibrated when the model has a calibration), of its decoder's raw IoU head and of the stability score; "
   "every signal is in summary.json (signal_spearman) and slices.csv.</p>"
   "<img src=reliability.png style='width:auto'>" if reliability else ""}
+{"<h2>Slices kept against each structure's extent</h2><p>Grey: the structure, from its first slice (0) to "
+  "its last (1); bar: the slices kept, coloured by 3D Dice (red 0, green 1, the figure on the right); black: the "
+  "prompted slices. A bar past the grey band is a leak, a bar short of it an early stop.</p>"
+  "<img src=extents.png style='width:auto'>" if extents else ""}
 <h2>Skipped (with reasons)</h2><ul>{skipped or '<li>none</li>'}</ul>
 <h2>Worst and best slices</h2>{pictures}
 <h2>Per case and structure</h2>{table(summary['by_case'], 'model | protocol | case | label')}"""
