@@ -60,9 +60,12 @@ def reliability_plot(rows, path: Path, bins: int = 10, group: str = "model", sco
     return True
 
 
-def _span(text: str):
-    """``"first..last"`` -> (first, last), or None for ``""`` (nothing kept)."""
+def _parse_range(text: str):
+    """A slices.csv range ``"first..last"`` -> (first, last), or None for ``""`` (nothing kept)."""
     return tuple(int(v) for v in text.split("..")) if text else None
+
+
+LIMIT = 0.6  # the extent picture shows 0.6 of a structure's extent past either end; farther leaks end in an arrow
 
 
 def extent_plot(rows, path: Path) -> bool:
@@ -87,22 +90,25 @@ def extent_plot(rows, path: Path) -> bool:
     for ax, (name, group) in zip(axes[0], groups.items()):
         group = sorted(group, key=lambda r: (str(r["case"]), int(r["label"])))
         for y, r in enumerate(group):
-            first, last = _span(r["truth_range"])
+            first, last = _parse_range(r["truth_range"])
             length = last - first + 1
 
             def where(index):  # a slice's position in units of the structure's extent: first 0, last 1
                 return (index - first + 0.5) / length
 
             ax.barh(y, 1.0, left=0.0, height=0.8, color="0.85")
-            kept = _span(r.get("kept_range", ""))
+            kept = _parse_range(r.get("kept_range", ""))
             if kept:
                 left, right = where(kept[0] - 0.5), where(kept[1] + 0.5)
                 ax.barh(y, right - left, left=left, height=0.4, color=colours(float(r["dice"])))
+                for end, edge, marker in ((left, -LIMIT, "<"), (right, 1 + LIMIT, ">")):  # a leak past the picture
+                    if abs(end - 0.5) > abs(edge - 0.5):
+                        ax.plot(edge - np.sign(edge - 0.5) * 0.03, y, marker=marker, color="k", ms=4)
             for p in str(r.get("prompted_slices", "")).split():
                 ax.plot([where(int(p))] * 2, [y - 0.4, y + 0.4], color="k", lw=1.2)
             ax.text(1.02, y, f"{float(r['dice']):.2f}", va="center", fontsize=7, transform=ax.get_yaxis_transform())
         ax.set_yticks(range(len(group)), [f"{r['case']} {r['label']}"[:34] for r in group], fontsize=7)
-        ax.set(xlim=(-0.6, 1.6), ylim=(len(group) - 0.5, -0.5), title=name,
+        ax.set(xlim=(-LIMIT, 1 + LIMIT), ylim=(len(group) - 0.5, -0.5), title=name,
                xlabel="position along the axis (0: the structure's first slice, 1: its last)")
         ax.axvline(0, color="0.5", lw=0.5)
         ax.axvline(1, color="0.5", lw=0.5)
