@@ -101,3 +101,22 @@ def test_tall_pixels_are_drawn_in_their_physical_shape():
     assert 0.8 < (np.ptp(cyan[:, 0]) + 1) / (np.ptp(cyan[:, 1]) + 1) < 1.25
     rows, cols = crop_around([mask, marks != 0], mask.shape, aspect=4.0)
     assert abs((rows.stop - rows.start) * 4.0 - (cols.stop - cols.start)) <= 4  # a square region in millimetres
+
+
+def test_a_reference_is_outlined_in_green_and_each_mask_can_have_its_own_prompts():
+    """The truth outlined on every picture (and inside the region), and one prompt per mask: a point on the first,
+    a box on the second."""
+    shape = (100, 100)
+    truth, small = disc(shape, (50, 50), 30), disc(shape, (50, 50), 8)
+    point = prompt_marks(shape, positive=[(50, 50)])
+    box = prompt_marks(shape, box=(40, 40, 60, 60))
+    pictures = choice_thumbnails(np.full(shape, 0.5), [small, small], size=64, window=(0, 1), marks=[point, box],
+                                 reference=truth, fill=0.0)
+    green = (pictures[..., :3] == GREEN).all(axis=-1)
+    cyan = (pictures[..., :3] == CYAN).all(axis=-1)
+    rows, cols = np.nonzero(green[1])
+    assert rows.max() - rows.min() > 30 and cols.max() - cols.min() > 30  # the reference's outline, whole
+    assert not cyan[0].any() and cyan[1].any()  # the box drawn only where it was given
+    assert green[0].sum() > green[1].sum()  # the point's dot is green too
+    with pytest.raises(ValueError, match="one per mask"):
+        choice_thumbnails(np.zeros(shape), [small, small], marks=[point])

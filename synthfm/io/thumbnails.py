@@ -2,7 +2,7 @@
 (the Slicer effect's mask buttons, ``synthfm segment --choices-png``). Plain numpy: no image library needed."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -91,35 +91,48 @@ def _draw_prompts(rgb: np.ndarray, marks: np.ndarray, rows: slice, cols: slice, 
 
 
 def choice_thumbnails(image: np.ndarray, masks: Sequence[np.ndarray], size: int = 64,
-                      window: Optional[Tuple[float, float]] = None, marks: Optional[np.ndarray] = None,
-                      colour: Tuple[int, int, int] = YELLOW, fill: float = 0.35, aspect: float = 1.0) -> np.ndarray:
+                      window: Optional[Tuple[float, float]] = None,
+                      marks: Union[None, np.ndarray, Sequence[np.ndarray]] = None,
+                      colour: Tuple[int, int, int] = YELLOW, fill: float = 0.35, aspect: float = 1.0,
+                      reference: Optional[np.ndarray] = None, margin: float = 0.3) -> np.ndarray:
     """RGBA thumbnails ``(len(masks), size, size, 4)`` uint8 of one slice ``image`` (H, W) with each mask tinted
     (``fill``) and outlined in ``colour``, all over the same square region around the masks and prompts (so that they
-    compare at a glance); ``marks`` (:func:`prompt_marks`): the prompt points as green / red dots, a box outlined.
-    ``window`` (low, high): the intensities shown from black to white (default: the region's 1st-99th percentiles).
-    Rows and columns keep the image's order: orient the image, masks and marks as the user sees them first;
-    ``aspect``: a pixel's height over its width as shown (the pictures keep the physical shape, as a view does)."""
+    compare at a glance; ``margin``: crop_around's); ``marks`` (:func:`prompt_marks`, one for all masks or one per
+    mask): the prompt points as green / red dots, a box outlined; ``reference``: a mask outlined in green on every
+    thumbnail (e.g. the truth). ``window`` (low, high): the intensities shown from black to white (default: the
+    region's 1st-99th percentiles). Rows and columns keep the image's order: orient the image, masks and marks as the
+    user sees them first; ``aspect``: a pixel's height over its width as shown (the pictures keep the physical shape,
+    as a view does)."""
     image = np.asarray(image, np.float32)
     if image.ndim != 2 or not masks:
         raise ValueError(f"choice_thumbnails takes one 2D slice and at least one mask, got an image of shape "
                          f"{image.shape} and {len(masks)} masks")
-    if any(np.shape(m) != image.shape for m in masks) or (marks is not None and marks.shape != image.shape):
-        raise ValueError(f"every mask and the marks must have the slice's shape {image.shape}, got "
-                         f"{[np.shape(m) for m in masks]}" + (f" and {marks.shape}" if marks is not None else ""))
+    per_mask = [None] * len(masks) if marks is None else (
+        [marks] * len(masks) if isinstance(marks, np.ndarray) else list(marks))
+    if len(per_mask) != len(masks):
+        raise ValueError(f"marks: give one array for all masks or one per mask ({len(masks)}), got {len(per_mask)}")
+    extra = [m for m in per_mask if m is not None] + ([reference] if reference is not None else [])
+    if any(np.shape(m) != image.shape for m in list(masks) + extra):
+        raise ValueError(f"every mask, the marks and the reference must have the slice's shape {image.shape}, got "
+                         f"{[np.shape(m) for m in masks]} and {[np.shape(m) for m in extra]}")
     if size < 8:
         raise ValueError(f"thumbnail size {size} is too small: use at least 8 pixels")
-    rows, cols = crop_around(list(masks) + ([marks != 0] if marks is not None else []), image.shape, aspect=aspect)
+    around = list(masks) + [m != 0 for m in per_mask if m is not None] + ([reference] if reference is not None else [])
+    rows, cols = crop_around(around, image.shape, margin=margin, aspect=aspect)
     region = image[rows, cols]
     low, high = window if window is not None else np.percentile(region, [1, 99])
     grey = np.clip((region - low) / max(float(high) - float(low), 1e-6), 0, 1)
     base = resize_nearest(np.repeat((grey * 255)[..., None], 3, axis=2), size, aspect)
+    truth = None if reference is None else resize_nearest(np.asarray(reference, bool)[rows, cols], size, aspect)
     pictures = []
-    for mask in masks:
+    for mask, mask_marks in zip(masks, per_mask):
         m = resize_nearest(np.asarray(mask, bool)[rows, cols], size, aspect)
         rgb = base.copy()
         rgb[m] = (1 - fill) * rgb[m] + fill * np.asarray(colour, np.float32)
+        if truth is not None:
+            rgb[outline(truth)] = GREEN
         rgb[outline(m)] = colour
-        if marks is not None:
-            _draw_prompts(rgb, marks, rows, cols, radius=max(1, size // 40), aspect=aspect)
+        if mask_marks is not None:
+            _draw_prompts(rgb, mask_marks, rows, cols, radius=max(1, size // 40), aspect=aspect)
         pictures.append(np.concatenate([rgb.round().astype(np.uint8), np.full((size, size, 1), 255, np.uint8)], 2))
     return np.stack(pictures)
