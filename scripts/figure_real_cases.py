@@ -3,7 +3,7 @@ order decides, not the results), its largest slice along the axis, turned as Sli
 in green and each model x prompt's mask in yellow (the prompt drawn: a green dot, a cyan box), its Dice below.
 
     python scripts/figure_real_cases.py --pairs data/real/cases.csv --out Resources/Screenshots/SynthFM_real_cases.png \
-        [--embedding-cache runs/embeddings] [--axis 0] [--size 150]
+        --overwrite [--embedding-cache runs/embeddings] [--axis 0] [--size 150]
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def panels(lc, value: int, predictors: dict, axis: int, size: int) -> Tuple[List
     """One RGB picture per row of :data:`ROWS` (same region of the structure's largest slice), their Dice, the slice."""
     from synthfm.evaluate.metrics import dice
     from synthfm.evaluate.protocols import make_prompts
-    from synthfm.io.thumbnails import choice_thumbnails, prompt_marks
+    from synthfm.io.thumbnails import choice_thumbnails, prompts_as_marks
     from synthfm.io.views import slice_view
     from synthfm.segment.preprocess import intensity_range, normalize, slice_aspect, slice_spacing
 
@@ -50,9 +50,8 @@ def panels(lc, value: int, predictors: dict, axis: int, size: int) -> Tuple[List
         prompts = make_prompts(protocol, truth, np.random.default_rng([0, r]), slice_spacing(lc.image.spacing, axis))
         pred = predictors[model].predict(image, prompts, key=(str(lc.case.image), axis, s), value_range=vrange,
                                          aspect=slice_aspect(lc.image.spacing, axis))
-        positive = np.asarray(prompts.labels) == 1
         masks.append(pred.mask)
-        marks.append(prompt_marks(image.shape, prompts.points[positive], prompts.points[~positive], prompts.box))
+        marks.append(prompts_as_marks(prompts, image.shape))
         scores.append(dice(pred.mask, truth))
     view = slice_view(lc.image.ijk_to_ras_matrix(), axis)
     pictures = choice_thumbnails(view.show(normalize(image, *vrange)), [view.show(m) for m in masks], size=size,
@@ -68,7 +67,14 @@ def main(argv=None) -> int:
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=0)
     p.add_argument("--size", type=int, default=150, help="pixels per panel")
     p.add_argument("--embedding-cache", help="reuse (and fill) the slices' embeddings in this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
+    from synthfm.io.checks import PNG_EXTENSIONS, InputError, check_output_file
+
+    try:
+        check_output_file(args.out, "--out", PNG_EXTENSIONS, args.overwrite)
+    except InputError as exc:
+        p.error(str(exc))
 
     import matplotlib
 

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from synthfm.io import Volume, write_volume
 
@@ -38,3 +39,11 @@ def test_one_column_per_image_its_first_structure(tmp_path, capsys):
 
     width, height = Image.open(out).size
     assert height > width > 100  # two columns, three rows of panels with their labels
+
+
+def test_an_existing_figure_is_kept_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    out.write_bytes(b"mine")
+    with pytest.raises(SystemExit):
+        load_script().main(["--pairs", str(tmp_path / "cases.csv"), "--out", str(out)])
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"mine"

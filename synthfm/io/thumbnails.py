@@ -68,6 +68,12 @@ def prompt_marks(shape: Tuple[int, int], positive: Sequence = (), negative: Sequ
     return marks
 
 
+def prompts_as_marks(prompts, shape: Tuple[int, int]) -> np.ndarray:
+    """:func:`prompt_marks` of a :class:`synthfm.segment.Prompts` (its points labelled 1 / 0 and its box, if any)."""
+    positive = np.asarray(prompts.labels) == 1
+    return prompt_marks(shape, prompts.points[positive], prompts.points[~positive], prompts.box)
+
+
 def _draw_prompts(rgb: np.ndarray, marks: np.ndarray, rows: slice, cols: slice, radius: int,
                   aspect: float = 1.0) -> None:
     """The prompts on a thumbnail: the box (:data:`BOX_MARK` corners of ``marks``, the slice's size) outlined in cyan,

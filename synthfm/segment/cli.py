@@ -299,15 +299,14 @@ def write_choices_png(path, segmenter, prompted, view, size: int = 160, gap: int
     import numpy as np
 
     from synthfm.io.png import write_png
-    from synthfm.io.thumbnails import choice_thumbnails, prompt_marks
+    from synthfm.io.thumbnails import choice_thumbnails, prompts_as_marks
     from synthfm.segment.preprocess import normalize
 
     rows = []
     for index, prompts in prompted.items():
         masks = [segmenter.segment_slice(index, prompts, candidate=k).mask for k in range(3)]
         shown = normalize(segmenter.slice(index), *segmenter.value_range)
-        positive = np.asarray(prompts.labels) == 1
-        marks = prompt_marks(shown.shape, prompts.points[positive], prompts.points[~positive], prompts.box)
+        marks = prompts_as_marks(prompts, shown.shape)
         seen = [view.show(a) for a in (shown, marks, *masks)]
         pictures = choice_thumbnails(seen[0], seen[2:], size=size, window=(0.0, 1.0), marks=seen[1],
                                      aspect=view.aspect)[..., :3]
