@@ -265,3 +265,22 @@ def test_coronal_overlay_is_drawn_as_slicer_shows_the_view(tmp_path, capsys):
     assert picture.shape[:2] == (48, 80)  # 12 slices of 2 mm over 40 columns of 1 mm, twice enlarged
     rows = np.nonzero((picture[..., 0] > 200) & (picture[..., 2] < 60))[0]  # the yellow outline
     assert len(rows) and rows.max() < 24  # in the upper half; the array's order would put it in the lower half
+
+
+def test_points_alone_on_a_thin_strip_get_a_warning(tmp_path, capsys):
+    """A coronal slice of a short volume (6 slices of 2 mm across 200 mm) is a strip where one point took whole
+    bands of tissue on the real sets: points alone there are warned about, a box is not, nor a square slice."""
+    from synthfm.segment import Prompts
+    from synthfm.segment.cli import thin_strip_warning
+
+    point, box = Prompts.make([(100, 3)]), Prompts.make(box=(90, 1, 110, 4))
+    assert "12 x 200 mm strip" in thin_strip_warning(20, (6, 200), (2.0, 1.0), point, "coronal")
+    assert thin_strip_warning(20, (6, 200), (2.0, 1.0), box, "coronal") is None
+    assert thin_strip_warning(3, (200, 200), (1.0, 1.0), point, "axial") is None
+    truth = np.zeros((6, 40, 200), bool)
+    truth[1:5, 15:25, 80:120] = True
+    image = (100 + 80 * truth + np.random.default_rng(2).normal(0, 4, truth.shape)).astype(np.float32)
+    path = write_volume(tmp_path / "short.nii.gz", Volume(image, (1.0, 1.0, 2.0)))
+    assert main(["segment", "--image", str(path), "--axis", "1", "--point", "100,20,3", "--no-propagate",
+                 "--out", str(tmp_path / "l.nii.gz")]) == 0
+    assert "warning: slice 20 (coronal) is a 12 x 200 mm strip" in capsys.readouterr().out

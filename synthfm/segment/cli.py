@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from synthfm.io.checks import InputError
 
 MAX_LABEL = 65535  # labels up to 255 are written as uint8, larger ones as uint16
+#: a slice at most this tall for its width (or wide for its height), in mm, is a strip where one point took whole bands
+#: of tissue on the real sets (coronal / sagittal slices of 20-slice CT crops; docs/segment.md "Whole volumes along
+#: each axis"): points alone there get a warning
+THIN_STRIP = 0.25
 
 
 def _numbers(text: str, count: int, what: str, example: str) -> List[float]:
@@ -211,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.io.views import preset_view, slice_view
     from synthfm.models import load_model
     from synthfm.segment.predictor import SlicePredictor
-    from synthfm.segment.preprocess import intensity_range
+    from synthfm.segment.preprocess import intensity_range, slice_spacing
     from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter
     from synthfm.segment.volume_prompts import prompts_by_slice
     from synthfm.utils.progress import tqdm_progress
@@ -233,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise InputError(f"prompts on slice {index} along axis {axis} ({view_name}): {exc}") from None
         check_contrast(_around(slice_, prompts), *value_range, f"slice {index} (axis {axis}) around the prompts")
+        _print_line(thin_strip_warning(index, slice_.shape, slice_spacing(volume.spacing, axis), prompts, view_name))
 
     model = load_model(args.model)
     predictor = SlicePredictor(model, device, args.window)
@@ -314,6 +319,17 @@ def write_choices_png(path, segmenter, prompted, view, size: int = 160, gap: int
         rows.append(np.concatenate([pictures[0], spacer, pictures[1], spacer, pictures[2]], axis=1))
     spacer = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
     write_png(path, np.concatenate([part for row in rows for part in (row, spacer)][:-1], axis=0))
+
+
+def thin_strip_warning(index: int, shape: Tuple[int, int], spacing: Tuple[float, float], prompts,
+                       view_name: str) -> Optional[str]:
+    """A warning for point prompts without a box on a slice whose physical height and width differ by more than
+    1 / :data:`THIN_STRIP` times (None otherwise)."""
+    height, width = shape[0] * spacing[0], shape[1] * spacing[1]
+    if prompts.box is not None or not len(prompts.labels) or min(height, width) > THIN_STRIP * max(height, width):
+        return None
+    return (f"warning: slice {index} ({view_name}) is a {height:.0f} x {width:.0f} mm strip: points alone there can "
+            "take a whole band of tissue and carry it through the volume; a box is the safer prompt (docs/segment.md)")
 
 
 def describe_candidate(index: int, shown: Optional[int], chosen: Optional[int]) -> Optional[str]:
