@@ -186,6 +186,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
         image = np.take(lc.image.array, s, axis=axis).astype(np.float32)
         truth = np.take(lc.label.array, s, axis=axis) == value
         spacing2d = slice_spacing(lc.image.spacing, axis)  # (rows, columns) in mm
+        view = slice_view(lc.image.ijk_to_ras_matrix(), axis)  # how Slicer shows the slice: the report's pictures
         aspect = slice_aspect(lc.image.spacing, axis)  # the model sees the slice with square physical pixels
         if str(lc.case.image) not in ranges:
             ranges[str(lc.case.image)] = intensity_range(lc.image.array, "auto")
@@ -226,7 +227,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                     row.update(runner.last_signals)
                 results.rows.append(row)
                 _keep_example(results, row, image, truth, pred, vrange, f"{lc.case.name} label {value} slice {s}",
-                              slice_view(lc.image.ijk_to_ras_matrix(), axis))
+                              view)
         report(progress, done, len(jobs), lc.case.name)
     return results
 
@@ -254,6 +255,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
         prompted = prompt_slices(truth, volume_slices, axis)
         s = int(np.argmax(truth.sum(axis=_others(axis))))
         spacing2d, spacing3d = slice_spacing(lc.image.spacing, axis), tuple(lc.image.spacing[::-1])
+        view = slice_view(lc.image.ijk_to_ras_matrix(), axis)  # how Slicer shows the slice: the report's pictures
         for runner in runners:
             if all((runner.name, p) in skipped for p in protocols):
                 continue
@@ -289,8 +291,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                     row["presses"] = presses
                 results.rows.append(row)
                 _keep_example(results, row, seg.slice(s), np.take(truth, s, axis=axis), np.take(pred, s, axis=axis),
-                              seg.value_range, f"{lc.case.name} label {value}, prompted slice {s}",
-                              slice_view(lc.image.ijk_to_ras_matrix(), axis))
+                              seg.value_range, f"{lc.case.name} label {value}, prompted slice {s}", view)
         report(progress, done, len(jobs), lc.case.name)
     return results
 

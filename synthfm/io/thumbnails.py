@@ -123,8 +123,8 @@ def choice_thumbnails(image: np.ndarray, masks: Sequence[np.ndarray], size: int 
                          f"{[np.shape(m) for m in masks]} and {[np.shape(m) for m in extra]}")
     if size < 8:
         raise ValueError(f"thumbnail size {size} is too small: use at least 8 pixels")
-    around = list(masks) + [m != 0 for m in per_mask if m is not None] + ([reference] if reference is not None else [])
-    rows, cols = crop_around(around, image.shape, margin=margin, aspect=aspect)
+    rows, cols = crop_around(list(masks) + [np.asarray(m) != 0 for m in extra], image.shape, margin=margin,
+                             aspect=aspect)
     region = image[rows, cols]
     low, high = window if window is not None else np.percentile(region, [1, 99])
     grey = np.clip((region - low) / max(float(high) - float(low), 1e-6), 0, 1)

@@ -43,7 +43,8 @@ def slice_view(ijk_to_ras: np.ndarray, axis: int, screen_xy: Optional[Sequence[S
                name: Optional[str] = None) -> SliceView:
     """How a view shows slices along array ``axis`` of a volume with this 4x4 IJK-to-RAS matrix. ``screen_xy``: the
     RAS directions of the view's x and y, as the columns of a 3x2 array (a Slicer view's ``XYToRAS``); default: the
-    preset view of :func:`preset_view`. The view must be aligned with the volume's grid (else ValueError)."""
+    preset view ``name`` of :data:`SLICER_VIEWS`, else :func:`preset_view`'s. ``name`` also names the view in errors.
+    The view must be aligned with the volume's grid (else ValueError)."""
     m = np.asarray(ijk_to_ras, float)[:3, :3]
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis}")

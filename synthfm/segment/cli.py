@@ -225,8 +225,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.image} is a 2D image; propagation needs a 3D volume (use --no-propagate)")
     volume = volume.with_array(check_finite(volume.array, args.image, args.nonfinite, "--nonfinite fill"))
     check_not_constant(volume.array, args.image)
-    view = slice_view(volume.ijk_to_ras_matrix(), axis)  # the pictures are turned as Slicer's view shows the slice
-    view_name = preset_view(volume.ijk_to_ras_matrix(), axis).lower()  # the view that shows slices along axis
+    preset = preset_view(volume.ijk_to_ras_matrix(), axis)  # Slicer's view that shows slices along axis
+    view, view_name = slice_view(volume.ijk_to_ras_matrix(), axis, name=preset), preset.lower()  # pictures as it shows
     prompted = prompts_by_slice(*prompts_to_index(volume, sources), axis)
     candidates = candidates_by_slice(parse_candidates(args.candidate), list(prompted), axis)
     value_range = intensity_range(volume.array, args.window)
