@@ -179,6 +179,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.removeSliceButton = qt.QPushButton("Remove slice")
         self.removeSliceButton.setToolTip("Delete the prompts and the preview of the prompted slice chosen above.")
         self.qualityLabel = qt.QLabel("Click in a slice view to add prompts.")
+        self.qualityLabel.wordWrap = True  # the notes under a preview run to two or three lines
         self.workerLabel = qt.QLabel("")
         self.workerLabel.setToolTip("The SynthFM worker process that runs the model (local, or the server set in "
                                     "SynthFM/server). Problems with it are shown here.")
@@ -937,9 +938,24 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             if shown is not None and count == 3:
                 whose = ", the model's pick" if self._candidate.get(answered) is None else ""
                 text += f" Mask {shown + 1} of {count}{whose} (Other mask: the next)."
+            text += self._strip_note(answered)
         self._show_preview(self.preview, text)
         self._list_slices()
         self._show_choices()
+
+    def _strip_note(self, index: int) -> str:
+        """" Slice N is a 40 x 500 mm strip: ..." when points without a box prompt a thin strip (a coronal or
+        sagittal slice of a short volume, where one point can take a whole band of tissue), else ""."""
+        from synthfm.segment.preprocess import slice_spacing
+        from synthfm.segment.prompts import thin_strip_note
+
+        pos, neg, box = self.promptedSlices().get(index, ([], [], None))
+        volume = self._source_volume()
+        if box is not None or not (pos or neg) or volume is None:
+            return ""
+        shape = np.delete(slicer.util.arrayFromVolume(volume).shape, self.plane[1])
+        note = thin_strip_note(tuple(shape), slice_spacing(voxel_spacing(volume), self.plane[1]))
+        return f" Slice {index} is {note}." if note else ""
 
     def _list_slices(self) -> None:
         """The panel's list of prompted slices (with each one's predicted quality) and the slice chooser."""

@@ -383,6 +383,27 @@ def test_propagate_fills_the_structure_and_stops_at_its_end(scene, orientation, 
     assert np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", node), existing)
 
 
+def test_points_alone_on_a_thin_strip_get_a_note_and_a_box_does_not(scene):
+    """A coronal slice of a short volume (12 slices of 0.5 mm across 48 columns of 2 mm: 6 x 96 mm) is a strip where
+    one point took whole tissue bands on the real sets: the panel says so under the preview; a box, or the axial
+    slice of the same volume (36 x 96 mm), gets no note."""
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    node, geometry = volume_node(slicer.util.arrayFromVolume(node).copy(), spacing=(2.0, 0.9, 0.5))
+    wrapper.parameter_node.volume = node
+    effect.sourceVolumeNodeChanged()
+    coronal = SliceWidget(slicer.SliceNode("Green", "Coronal"))
+    click(effect, coronal, display_xy(coronal.node, geometry.index_to_ras([24, 20, 5])))
+    assert effect.plane[1:] == (1, 20) and effect.preview is not None
+    assert "Slice 20 is a 6 x 96 mm strip: points alone there can take a whole band" in effect.qualityLabel.text
+    a = display_xy(coronal.node, geometry.index_to_ras([16, 20, 3]))
+    click(effect, coronal, a, drag_to=display_xy(coronal.node, geometry.index_to_ras([32, 20, 8]), centre=False))
+    assert effect.prompts()[2] is not None and "strip" not in effect.qualityLabel.text
+    effect.clearPrompts()
+    axial = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, axial, display_xy(axial.node, geometry.index_to_ras([24, 20, 5])))
+    assert effect.plane[1:] == (0, 5) and effect.qualityLabel.text and "strip" not in effect.qualityLabel.text
+
+
 def test_cancelled_propagation_leaves_the_slice_preview(scene):
     effect, wrapper, node, geometry, *_ = scene
     view = SliceWidget(slicer.SliceNode("Red", "Axial"))

@@ -12,10 +12,6 @@ from typing import Dict, List, Optional, Tuple
 from synthfm.io.checks import InputError
 
 MAX_LABEL = 65535  # labels up to 255 are written as uint8, larger ones as uint16
-#: a slice at most this tall for its width (or wide for its height), in mm, is a strip where one point took whole bands
-#: of tissue on the real sets (coronal / sagittal slices of 20-slice CT crops; docs/segment.md "Whole volumes along
-#: each axis"): points alone there get a warning
-THIN_STRIP = 0.25
 
 
 def _numbers(text: str, count: int, what: str, example: str) -> List[float]:
@@ -323,13 +319,11 @@ def write_choices_png(path, segmenter, prompted, view, size: int = 160, gap: int
 
 def thin_strip_warning(index: int, shape: Tuple[int, int], spacing: Tuple[float, float], prompts,
                        view_name: str) -> Optional[str]:
-    """A warning for point prompts without a box on a slice whose physical height and width differ by more than
-    1 / :data:`THIN_STRIP` times (None otherwise)."""
-    height, width = shape[0] * spacing[0], shape[1] * spacing[1]
-    if prompts.box is not None or not len(prompts.labels) or min(height, width) > THIN_STRIP * max(height, width):
-        return None
-    return (f"warning: slice {index} ({view_name}) is a {height:.0f} x {width:.0f} mm strip: points alone there can "
-            "take a whole band of tissue and carry it through the volume; a box is the safer prompt (docs/segment.md)")
+    """The CLI's line for :func:`synthfm.segment.prompts.thin_strip_note` (None: nothing to warn about)."""
+    from synthfm.segment.prompts import thin_strip_note
+
+    note = thin_strip_note(shape, spacing) if prompts.points_alone else None
+    return f"warning: slice {index} ({view_name}) is {note} (docs/segment.md)" if note else None
 
 
 def describe_candidate(index: int, shown: Optional[int], chosen: Optional[int]) -> Optional[str]:

@@ -31,6 +31,11 @@ class Prompts:
         return len(self.labels) == 0 and self.box is None and self.mask_logits is None
 
     @property
+    def points_alone(self) -> bool:
+        """Points without a box (no mask input either): where a thin strip deserves a warning."""
+        return self.box is None and self.mask_logits is None and len(self.labels) > 0
+
+    @property
     def ambiguous(self) -> bool:
         """A single point without a box may mean a part or the whole: SAM predicts several masks then."""
         return self.box is None and len(self.labels) == 1
@@ -52,6 +57,21 @@ class Prompts:
                 raise ValueError(f"box {tuple(self.box)} must be x0, y0, x1, y1 with x0 <= x1 and y0 <= y1")
             if x0 < -0.5 or y0 < -0.5 or x1 > width - 0.5 or y1 > height - 0.5:
                 raise ValueError(f"box {tuple(self.box)} extends outside the {width}x{height} slice")
+
+
+#: Points alone on a slice whose physical height and width differ more than ``1 / THIN_STRIP`` times get a warning:
+#: on the real sets such strips (coronal/sagittal slices of short CT crops) let one point take a whole tissue band.
+THIN_STRIP = 0.25
+
+
+def thin_strip_note(shape: Tuple[int, int], spacing: Tuple[float, float]) -> Optional[str]:
+    """"a 40 x 500 mm strip: ..." for a slice of ``shape`` (rows, columns) pixels of ``spacing`` (rows, columns) mm
+    that is a thin strip (:data:`THIN_STRIP`), said when points without a box prompt it; None otherwise."""
+    height, width = shape[0] * spacing[0], shape[1] * spacing[1]
+    if min(height, width) > THIN_STRIP * max(height, width):
+        return None
+    return (f"a {height:.0f} x {width:.0f} mm strip: points alone there can take a whole band of tissue and carry it "
+            "through the volume; a box is the safer prompt")
 
 
 COORDS = ("ijk", "lps", "ras")
