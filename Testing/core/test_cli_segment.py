@@ -53,8 +53,9 @@ def test_prompts_in_ras_land_on_the_same_voxels(oblique_volume, tmp_path):
 def test_segment_errors(oblique_volume, tmp_path, capsys):
     path, _, _ = oblique_volume
     flat = write_volume(tmp_path / "flat.nii.gz", Volume(np.zeros((1, 10, 10), np.float32)))
-    assert main(["segment", "--image", str(flat), "--point", "5,5,0", "--out", str(tmp_path / "x.nii.gz")]) == 2
-    assert "2D image" in capsys.readouterr().err
+    assert main(["segment", "--image", str(flat), "--axis", "1", "--point", "5,0,5",
+                 "--out", str(tmp_path / "x.nii.gz")]) == 2
+    assert "is a 2D image: its one slice lies along axis 0, so --axis 1" in capsys.readouterr().err
     assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--point", "500,5,4",
                  "--out", str(tmp_path / "y.nii.gz")]) == 2
     assert "outside the 56x48x8 volume" in capsys.readouterr().err
@@ -62,6 +63,26 @@ def test_segment_errors(oblique_volume, tmp_path, capsys):
     assert "no prompts" in capsys.readouterr().err
     assert main(["segment", "--image", str(tmp_path / "missing.nii.gz"), "--point", "1,1,1",
                  "--out", str(tmp_path / "w.nii.gz")]) == 2
+
+
+def test_a_2d_image_is_segmented_on_its_one_slice_without_asking(tmp_path, capsys):
+    """A PNG frame (e.g. an ultrasound screenshot) needs no --no-propagate: its one slice is segmented, with a note."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[:64, :80]
+    truth = ((xx - 40) / 14.0) ** 2 + ((yy - 30) / 10.0) ** 2 < 1
+    rng = np.random.default_rng(3)
+    frame = np.clip(60 + 120 * truth + rng.normal(0, 8, truth.shape), 0, 255).astype(np.uint8)
+    png = tmp_path / "frame.png"
+    Image.fromarray(frame).save(png)
+    out = tmp_path / "label.nii.gz"
+    assert main(["segment", "--image", str(png), "--model", "medsam-lite", "--box", "25,19,0,55,41,0",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "frame.png is a 2D image: segmenting its one slice (nothing to propagate)" in text
+    assert " pixels of label 1, " in text and " mm2" in text and " mL" not in text  # an area, not a volume
+    mask = read_volume(out).array[0] > 0
+    assert mask.shape == truth.shape and 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.8
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):

@@ -217,8 +217,14 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.utils.progress import tqdm_progress
 
     volume = read_volume(args.image)
-    if volume.shape[0] == 1 and not args.no_propagate:
-        raise InputError(f"{args.image} is a 2D image; propagation needs a 3D volume (use --no-propagate)")
+    propagate = not args.no_propagate
+    if volume.shape[0] == 1:  # a 2D image (PNG, JPEG, a one-slice volume): its one slice, nothing to propagate
+        if axis != 0:
+            raise InputError(f"{args.image} is a 2D image: its one slice lies along axis 0, so --axis {axis} (or the "
+                             "prompt file's \"axis\") would cut it into one-pixel strips; leave --axis out")
+        if propagate:
+            print(f"{args.image} is a 2D image: segmenting its one slice (nothing to propagate)")
+        propagate = False
     volume = volume.with_array(check_finite(volume.array, args.image, args.nonfinite, "--nonfinite fill"))
     check_not_constant(volume.array, args.image)
     preset = preset_view(volume.ijk_to_ras_matrix(), axis)  # Slicer's view that shows slices along axis
@@ -246,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--choices-png: the prompts on slice{'s' * (len(prompted) > 1)} "
                          f"{', '.join(map(str, prompted))} give one mask each ({args.model}), there are no candidates "
                          "to show; one point or a box gives three")
-    if args.no_propagate:
+    if not propagate:
         mask = np.zeros(volume.shape, bool)
         for index, prompts in prompted.items():
             try:
@@ -274,9 +280,13 @@ def run(args: argparse.Namespace) -> int:
         print(predictor.store.describe())
     dtype = np.uint8 if args.label <= 255 else np.uint16
     write_volume(args.out, volume.with_array(mask.astype(dtype) * dtype(args.label)), overwrite=args.overwrite)
-    print(f"wrote {args.out}: {int(mask.sum())} voxels of label {args.label} on {len(kept)} slices "
-          f"({min(kept)}..{max(kept)} along axis {axis}, {view_name}; prompted {', '.join(map(str, prompted))}), "
-          f"{volume.spacing[0] * volume.spacing[1] * volume.spacing[2] * mask.sum() / 1000:.2f} mL")
+    if volume.shape[0] == 1:  # a 2D image: an area (its file's pixel size; 1 mm when a PNG states none)
+        print(f"wrote {args.out}: {int(mask.sum())} pixels of label {args.label}, "
+              f"{volume.spacing[0] * volume.spacing[1] * mask.sum():.0f} mm2")
+    else:
+        print(f"wrote {args.out}: {int(mask.sum())} voxels of label {args.label} on {len(kept)} slices "
+              f"({min(kept)}..{max(kept)} along axis {axis}, {view_name}; prompted {', '.join(map(str, prompted))}), "
+              f"{volume.spacing[0] * volume.spacing[1] * volume.spacing[2] * mask.sum() / 1000:.2f} mL")
     if args.overlay:
         from synthfm.io.png import YELLOW, overlay, write_png
         from synthfm.segment.preprocess import normalize
