@@ -80,7 +80,8 @@ def test_a_2d_image_is_segmented_on_its_one_slice_without_asking(tmp_path, capsy
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "frame.png is a 2D image: segmenting its one slice (nothing to propagate)" in text
-    assert " pixels of label 1, " in text and " mm2" in text and " mL" not in text  # an area, not a volume
+    assert " pixels of label 1 (" in text and " mm2 at the file's pixel size, 1 x 1 mm)" in text  # an area
+    assert " mL" not in text
     mask = read_volume(out).array[0] > 0
     assert mask.shape == truth.shape and 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.8
 

@@ -280,9 +280,10 @@ def run(args: argparse.Namespace) -> int:
         print(predictor.store.describe())
     dtype = np.uint8 if args.label <= 255 else np.uint16
     write_volume(args.out, volume.with_array(mask.astype(dtype) * dtype(args.label)), overwrite=args.overwrite)
-    if volume.shape[0] == 1:  # a 2D image: an area (its file's pixel size; 1 mm when a PNG states none)
-        print(f"wrote {args.out}: {int(mask.sum())} pixels of label {args.label}, "
-              f"{volume.spacing[0] * volume.spacing[1] * mask.sum():.0f} mm2")
+    if volume.shape[0] == 1:  # a 2D image: an area, at the pixel size its file states (PNG: often none, 1 mm)
+        print(f"wrote {args.out}: {int(mask.sum())} pixels of label {args.label} ("
+              f"{volume.spacing[0] * volume.spacing[1] * mask.sum():.0f} mm2 at the file's pixel size, "
+              f"{volume.spacing[0]:.3g} x {volume.spacing[1]:.3g} mm)")
     else:
         print(f"wrote {args.out}: {int(mask.sum())} voxels of label {args.label} on {len(kept)} slices "
               f"({min(kept)}..{max(kept)} along axis {axis}, {view_name}; prompted {', '.join(map(str, prompted))}), "
