@@ -30,7 +30,8 @@ if __name__ == "SynthFMSegmentLib":
     __path__ = [os.path.dirname(os.path.abspath(__file__))]
 
 from SynthFMSegmentLib.geometry import (box_from_roi, box_outline, box_roi, distance_to_outline, matrix_to_numpy,
-                                        numpy_to_matrix, on_slice, ras_to_ijk, slice_axis, voxel_spacing)
+                                        numpy_to_matrix, on_slice, ras_to_ijk, slice_axis, volume_shape,
+                                        voxel_spacing, voxels)
 from SynthFMSegmentLib.logic import DISPLAY_WINDOW, SynthFMSegmentLogic, display_range, labelmap_from_mask
 from SynthFMSegmentLib.settings import Settings, default_embedding_cache
 from SynthFMSegmentLib.thumbnails import THUMBNAIL_PX, choice_icons
@@ -896,7 +897,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.choiceFrame.visible = False
             return
         if known is not self._drawn:  # new pictures (or another slice's): drawn once, then only the pressed one moves
-            image = np.take(slicer.util.arrayFromVolume(volume), index, axis=self.plane[1])
+            image = np.take(voxels(volume), index, axis=self.plane[1])
             positive, negative, box = known[0]  # the prompts' voxel ijk, as sent
             for button, icon in zip(self.choiceButtons, choice_icons(view, volume, self.plane[1], image, known[1],
                                                                      positive, negative, box,
@@ -917,7 +918,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         volume = self._source_volume()
         if not self.sliceMasks or volume is None or self.plane is None:
             return None
-        mask = np.zeros(slicer.util.arrayFromVolume(volume).shape, bool)
+        mask = np.zeros(volume_shape(volume), bool)
         for index, (slice_mask, _) in self.sliceMasks.items():
             np.moveaxis(mask, self.plane[1], 0)[index] = slice_mask
         return mask
@@ -953,7 +954,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         volume = self._source_volume()
         if box is not None or not (pos or neg) or volume is None:
             return ""
-        shape = np.delete(slicer.util.arrayFromVolume(volume).shape, self.plane[1])
+        shape = np.delete(volume_shape(volume), self.plane[1])
         note = thin_strip_note(tuple(shape), slice_spacing(voxel_spacing(volume), self.plane[1]))
         return f" Slice {index} is {note}." if note else ""
 
@@ -1100,7 +1101,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         """Tell the worker which volume the prompts are on (uploaded once per change of its voxels or window)."""
         image = volume.GetImageData()
         link.set_volume((volume.GetID(), image.GetMTime() if image is not None else 0),
-                        lambda: slicer.util.arrayFromVolume(volume), self.logic.intensity_window(volume),
+                        lambda: voxels(volume), self.logic.intensity_window(volume),
                         voxel_spacing(volume))
 
     def _start_encoding(self, axis: int, around=None) -> None:

@@ -39,6 +39,25 @@ def ijk_to_ras_matrix(volume_node) -> np.ndarray:
     return matrix_to_numpy(m)
 
 
+def volume_shape(volume_node) -> tuple:
+    """The voxel grid's ``(k, j, i)`` size (without the colour components a vector volume has)."""
+    return tuple(reversed(volume_node.GetImageData().GetDimensions()))
+
+
+def voxels(volume_node) -> np.ndarray:
+    """The volume's voxels as the core takes them, ``(k, j, i)``: ``slicer.util.arrayFromVolume`` (a view, no copy),
+    or for a colour (vector) volume, such as an RGB ultrasound frame, the grey a viewer shows
+    (:func:`synthfm.io.volume.as_grey`; Slicer's own effects take its first component)."""
+    import slicer
+
+    array = slicer.util.arrayFromVolume(volume_node)
+    if array.ndim == 4:
+        from synthfm.io.volume import as_grey
+
+        return as_grey(array)
+    return array
+
+
 def voxel_spacing(volume_node) -> tuple:
     """The voxel size in mm along ``(i, j, k)`` (the core's ``(x, y, z)`` spacing): the IJK-to-RAS matrix's column
     lengths, as ``vtkMRMLVolumeNode.GetSpacing`` holds them."""

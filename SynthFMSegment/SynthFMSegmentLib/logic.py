@@ -20,16 +20,19 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from SynthFMSegmentLib.geometry import ras_to_ijk, voxel_spacing
+from SynthFMSegmentLib.geometry import ras_to_ijk, volume_shape, voxel_spacing, voxels
 
 
 DISPLAY_WINDOW = "display"  # the volume's display window/level
 
 
 def display_range(volume_node) -> Optional[Tuple[float, float]]:
-    """The (low, high) intensities of the volume's current display window/level; None without a display node."""
+    """The (low, high) intensities of the volume's current display window/level; None without a display node, and
+    for a colour (vector) volume, which views show in colour, not through a window (the model's grey then gets a
+    robust range of its own, ``auto``)."""
     display = volume_node.GetDisplayNode()
-    if display is None:
+    image = volume_node.GetImageData()
+    if display is None or (image is not None and image.GetNumberOfScalarComponents() > 1):
         return None
     width, level = float(display.GetWindow()), float(display.GetLevel())
     return (level - width / 2, level + width / 2) if width > 0 else None
@@ -60,14 +63,13 @@ class SynthFMSegmentLogic:
         The voxels' version is the image data's modification time (``arrayFromVolumeModified`` bumps it), not the
         node's: renaming the volume or changing its display or storage nodes must not re-encode every slice.
         """
-        import slicer
         from synthfm.segment import VolumeSegmenter
 
         window = display_range(volume_node) if self.window == DISPLAY_WINDOW else None
         key = (volume_node.GetID(), axis, volume_node.GetImageData().GetMTime(), window)
         if key not in self._segmenters:
             self._segmenters = {k: v for k, v in self._segmenters.items() if k[:2] != key[:2]}  # older versions go
-            array = slicer.util.arrayFromVolume(volume_node)  # (k, j, i) == the core's (z, y, x)
+            array = voxels(volume_node)  # (k, j, i) == the core's (z, y, x)
             self._segmenters[key] = VolumeSegmenter(self.predictor, array, axis, volume_id=key, value_range=window,
                                                     spacing=voxel_spacing(volume_node))
         return self._segmenters[key]
@@ -81,10 +83,8 @@ class SynthFMSegmentLogic:
 
     def slice_index(self, volume_node, ras: Sequence[float], axis: int) -> int:
         """The slice (along array ``axis``) through a RAS point; ValueError when the point is outside the volume."""
-        import slicer
-
         ijk = np.round(ras_to_ijk(volume_node, ras)).astype(int)
-        shape = slicer.util.arrayFromVolume(volume_node).shape  # (k, j, i)
+        shape = volume_shape(volume_node)  # (k, j, i)
         if np.any(ijk < 0) or np.any(ijk >= np.array(shape[::-1])):
             raise ValueError(f"the prompt at RAS {np.round(ras, 1).tolist()} is outside the volume "
                              f"'{volume_node.GetName()}': click inside it")

@@ -157,9 +157,9 @@ class SynthFMTrainLogic:
 
     def user_case(self, volume_node, segmentation_node, segment_ids: Optional[List[str]] = None):
         """The volume and chosen segments (default: all) as a :class:`synthfm.train.UserCase` for fine-tuning:
-        ``arrayFromVolume`` and each segment exported on the volume's grid (``arrayFromSegmentBinaryLabelmap``)
-        into one labelmap, segment ``n`` (in the given order) -> label ``n``; a later segment wins where
-        segments overlap. Pass the result in ``train_config(..., user_data=[case, ...])``."""
+        ``arrayFromVolume`` (grey for a colour volume) and each segment exported on the volume's grid
+        (``arrayFromSegmentBinaryLabelmap``) into one labelmap, segment ``n`` (in the given order) -> label ``n``; a
+        later segment wins where segments overlap. Pass the result in ``train_config(..., user_data=[case, ...])``."""
         from synthfm.train import UserCase
 
         if volume_node is None or segmentation_node is None:
@@ -168,7 +168,12 @@ class SynthFMTrainLogic:
         if not ids:
             raise ValueError(f"segmentation '{segmentation_node.GetName()}' has no segments; draw the structures "
                              "to learn first (Segment Editor)")
-        image = np.array(slicer.util.arrayFromVolume(volume_node), np.float32)  # a copy the process is sent
+        image = slicer.util.arrayFromVolume(volume_node)
+        if image.ndim == 4:  # a colour (vector) volume: the grey a viewer shows, as the SynthFM effect segments it
+            from synthfm.io.volume import as_grey
+
+            image = as_grey(image)
+        image = np.array(image, np.float32)  # a copy the process is sent
         label = np.zeros(image.shape, np.int16)
         for value, segment_id in enumerate(ids, start=1):
             if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:

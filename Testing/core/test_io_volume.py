@@ -78,3 +78,22 @@ def test_dicom_series_folder_is_read_with_geometry(tmp_path):
     np.testing.assert_array_equal(back.array, vol.array)
     np.testing.assert_allclose(back.spacing, vol.spacing, rtol=1e-4)
     np.testing.assert_allclose(back.origin, vol.origin, atol=1e-4)
+
+
+def test_colour_images_are_read_as_the_grey_a_viewer_shows(tmp_path):
+    """A colour frame (e.g. an ultrasound screenshot with a colour Doppler region) is read as its luminance, not its
+    red channel; a grey image or mask saved as RGB keeps its exact values."""
+    from PIL import Image
+
+    colour = np.zeros((6, 8, 3), np.uint8)
+    colour[..., 1] = 200  # green: no red at all
+    colour[0, 0] = (255, 0, 0)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    grey = read_volume(tmp_path / "colour.png").array[0]
+    assert grey.shape == (6, 8) and abs(float(grey[1, 1]) - 0.587 * 200) < 0.01  # not the red channel's 0
+    assert abs(float(grey[0, 0]) - 0.299 * 255) < 0.01
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:4, 3:6] = 255
+    Image.fromarray(np.stack([mask] * 3, -1)).save(tmp_path / "mask_rgb.png")
+    read = read_volume(tmp_path / "mask_rgb.png").array[0]
+    assert read.dtype == np.uint8 and np.array_equal(read, mask)

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import vtk
+from vtk.util import numpy_support
 
 import qt
 import slicer
@@ -402,6 +403,41 @@ def test_points_alone_on_a_thin_strip_get_a_note_and_a_box_does_not(scene):
     axial = SliceWidget(slicer.SliceNode("Red", "Axial"))
     click(effect, axial, display_xy(axial.node, geometry.index_to_ras([24, 20, 5])))
     assert effect.plane[1:] == (0, 5) and effect.qualityLabel.text and "strip" not in effect.qualityLabel.text
+
+
+def colour_volume_node(rgb: np.ndarray, spacing=(0.8, 0.9, 2.5)):
+    """A vtkMRMLVectorVolumeNode of ``(k, j, i, 3)`` colour voxels, as Slicer loads an RGB PNG or screenshot."""
+    node, geometry = volume_node(rgb[..., 0].copy(), spacing=spacing)
+    vector = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVectorVolumeNode")
+    image = vtk.vtkImageData()
+    image.SetDimensions(rgb.shape[2], rgb.shape[1], rgb.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(rgb).reshape(-1, 3), deep=True))
+    vector.SetAndObserveImageData(image)
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    vector.SetIJKToRASMatrix(m)
+    return vector, geometry
+
+
+def test_a_colour_volume_is_segmented_on_the_grey_a_viewer_shows(scene):
+    """An RGB volume (an ultrasound screenshot loaded in Slicer is a vtkMRMLVectorVolumeNode): the model gets its
+    luminance, not its first (red) component, which is empty here; the preview has the grid's shape."""
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    grey = slicer.util.arrayFromVolume(node).astype(np.float32)
+    rgb = np.stack([np.zeros_like(grey), grey / 0.587, np.zeros_like(grey)], -1)  # green only: luminance == grey
+    colour, geometry = colour_volume_node(rgb)
+    wrapper.parameter_node.volume = colour
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(colour)
+    effect.sourceVolumeNodeChanged()
+    assert slicer.util.arrayFromVolume(colour).shape == truth.shape + (3,)  # as Slicer gives a vector volume
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
+    assert effect.preview is not None and effect.preview.shape == truth.shape
+    assert effect.preview[5].sum() > 50 and (effect.preview <= truth).all()
+    preview = effect.preview.copy()
+    effect.onApply()
+    written = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "organ", colour)
+    assert written.shape == truth.shape and np.array_equal(written[5] > 0, preview[5])
 
 
 def test_cancelled_propagation_leaves_the_slice_preview(scene):

@@ -146,6 +146,23 @@ def test_fine_tune_on_scene_segmentation_and_use_in_effect(tmp_path, monkeypatch
     assert pred.shape == mask.shape and np.isfinite(score)
 
 
+def test_a_colour_volume_is_learnt_from_as_its_grey():
+    """A colour (vector) volume's user case holds the grey the SynthFM effect segments (its luminance), on the grid
+    of its segments."""
+    from test_segment_effect import colour_volume_node
+
+    grey = np.zeros((3, 20, 24), np.float32)
+    grey[1, 5:12, 6:15] = 150.0
+    rgb = np.stack([grey * 0.5, grey, np.zeros_like(grey)], -1)  # no grey voxel: red and green differ inside
+    vol, _ = colour_volume_node(rgb)
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "labels")
+    organ = seg.GetSegmentation().AddEmptySegment("organ")
+    slicer.util.updateSegmentBinaryLabelmapFromArray((grey > 0).astype(np.uint8), seg, organ, vol)
+    case = SynthFMTrainLogic().user_case(vol, seg, ["organ"])
+    assert case.image.shape == grey.shape and np.allclose(case.image, grey * (0.299 * 0.5 + 0.587), atol=1e-3)
+    assert np.array_equal(case.label, (grey > 0).astype(case.label.dtype))
+
+
 def test_fine_tune_inputs_are_checked():
     logic = SynthFMTrainLogic()
     vol, seg, _, _ = _phantom_scene()

@@ -94,12 +94,33 @@ def _to_sitk(volume: Volume):
     return image
 
 
+def as_grey(array: np.ndarray) -> np.ndarray:
+    """Colour voxels ``(..., C)`` (RGB or RGBA, e.g. an ultrasound screenshot) as one grey channel: the first when
+    every voxel is grey (exact: masks saved as RGB keep their values), else the luminance 0.299 R + 0.587 G + 0.114 B
+    a viewer shows in grey (float32); other numbers of components keep their first."""
+    if array.shape[-1] not in (3, 4):
+        return array[..., 0]
+    rgb = array[..., :3]
+    if (rgb == rgb[..., :1]).all():
+        return array[..., 0]
+    return rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _as_grey(image):
+    """:func:`as_grey` of a multi-component ``SimpleITK.Image``, with its geometry."""
+    import SimpleITK as sitk
+
+    grey = sitk.GetImageFromArray(np.ascontiguousarray(as_grey(sitk.GetArrayViewFromImage(image))))
+    grey.CopyInformation(sitk.VectorIndexSelectionCast(image, 0))
+    return grey
+
+
 def from_sitk(image) -> Volume:
     """Convert a 2D or 3D scalar ``SimpleITK.Image`` to a :class:`Volume`."""
     import SimpleITK as sitk
 
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        image = sitk.VectorIndexSelectionCast(image, 0) if image.GetNumberOfComponentsPerPixel() > 1 else image
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        image = _as_grey(image)
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     if image.GetDimension() != 3:

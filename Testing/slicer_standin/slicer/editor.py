@@ -260,8 +260,9 @@ class qSlicerSegmentEditorScriptedEffect(qSlicerSegmentEditorAbstractEffect):
         if p.mask is not None and not bypassMasking:
             editable &= p.mask
         if p.intensity_range is not None:
-            voxels = resample_nearest(arrayFromVolume(p.GetSourceVolumeNode()), ijk_to_ras(p.GetSourceVolumeNode()),
-                                      matrix, shape)
+            source = arrayFromVolume(p.GetSourceVolumeNode())
+            source = source[..., 0] if source.ndim == 4 else source  # a colour volume: its first component, as Slicer
+            voxels = resample_nearest(source, ijk_to_ras(p.GetSourceVolumeNode()), matrix, shape)
             editable &= (voxels >= p.intensity_range[0]) & (voxels <= p.intensity_range[1])
         if mode == qSlicerSegmentEditorAbstractEffect.ModificationModeSet:
             result = np.where(editable, new, old)

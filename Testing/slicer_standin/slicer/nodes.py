@@ -228,9 +228,9 @@ SegmentationNode.CreateDefaultDisplayNodes = _create_display_nodes
 SegmentationNode.GetDisplayNode = lambda self: getattr(self, "_display", None)
 def _set_reference_geometry(self, volume) -> None:
     """The segmentation's labelmaps live on ``volume``'s grid from now on (existing segments are resampled)."""
-    from slicer.util import arrayFromVolume, ijk_to_ras, resample_nearest
+    from slicer.util import _grid_shape, ijk_to_ras, resample_nearest
 
-    geometry = (ijk_to_ras(volume), arrayFromVolume(volume).shape)
+    geometry = (ijk_to_ras(volume), _grid_shape(volume))
     if self.geometry is not None:
         self.segments = {k: None if v is None else resample_nearest(v, self.geometry[0], *geometry)
                          for k, v in self.segments.items()}

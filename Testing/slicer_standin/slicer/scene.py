@@ -58,7 +58,8 @@ class PlotChartNode(Node):
 
 
 PlotSeriesNode.PlotTypeLine = 1
-CLASSES = {"vtkMRMLScalarVolumeNode": ScalarVolumeNode, "vtkMRMLLabelMapVolumeNode": ScalarVolumeNode, "vtkMRMLSegmentationNode": SegmentationNode,
+CLASSES = {"vtkMRMLScalarVolumeNode": ScalarVolumeNode, "vtkMRMLLabelMapVolumeNode": ScalarVolumeNode,
+           "vtkMRMLVectorVolumeNode": ScalarVolumeNode, "vtkMRMLSegmentationNode": SegmentationNode,
            "vtkMRMLTableNode": TableNode, "vtkMRMLPlotSeriesNode": PlotSeriesNode,
            "vtkMRMLPlotChartNode": PlotChartNode}
 

@@ -6,10 +6,24 @@ from vtk.util import numpy_support
 
 
 def arrayFromVolume(volumeNode) -> np.ndarray:
-    """A (k, j, i) numpy view of the volume's voxels (shares memory with the vtkImageData)."""
+    """A (k, j, i) numpy view of the volume's voxels (shares memory with the vtkImageData); as Slicer's
+    ``slicer.util.arrayFromVolume``: (k, j, i, components) for a vector volume with several components, and a
+    RuntimeError for other node classes."""
     image = volumeNode.GetImageData()
-    dims = image.GetDimensions()
-    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
+    shape = tuple(reversed(image.GetDimensions()))
+    name = volumeNode.GetClassName()
+    if name in ("vtkMRMLVectorVolumeNode", "vtkMRMLMultiVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode"):
+        components = image.GetNumberOfScalarComponents()
+        shape = shape + ((components,) if components > 1 else ())
+    elif name not in ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode"):
+        raise RuntimeError("Unsupported volume type: " + name)
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
+
+
+def _grid_shape(volumeNode) -> tuple:
+    """(k, j, i): the voxel grid a segmentation takes from a reference volume (its image data's dimensions; a colour
+    volume's components are not part of it). Not a Slicer function: the stand-in's own helper."""
+    return tuple(reversed(volumeNode.GetImageData().GetDimensions()))
 
 
 def arrayFromVolumeModified(volumeNode) -> None:
@@ -60,14 +74,14 @@ def updateSegmentBinaryLabelmapFromArray(narray, segmentationNode, segmentId, re
     import slicer
 
     referenceVolumeNode = _reference(segmentationNode, referenceVolumeNode)
-    if narray.shape != arrayFromVolume(referenceVolumeNode).shape:
+    if narray.shape != _grid_shape(referenceVolumeNode):
         raise ValueError("array shape does not match the reference volume")
     temp = _temporary_labelmap_node()
     try:
         if segmentId not in segmentationNode.segments:
             raise RuntimeError("Importing of segment failed.")
         if segmentationNode.geometry is None:  # the first labelmap imported sets the geometry (no node reference)
-            segmentationNode.geometry = (ijk_to_ras(referenceVolumeNode), arrayFromVolume(referenceVolumeNode).shape)
+            segmentationNode.geometry = (ijk_to_ras(referenceVolumeNode), _grid_shape(referenceVolumeNode))
         matrix, shape = segmentationNode.geometry
         mask = (np.asarray(narray) > 0).astype(np.uint8)
         segmentationNode.segments[segmentId] = resample_nearest(mask, ijk_to_ras(referenceVolumeNode), matrix, shape)
@@ -82,7 +96,7 @@ def arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolumeN
     import slicer
 
     referenceVolumeNode = _reference(segmentationNode, referenceVolumeNode)
-    shape = arrayFromVolume(referenceVolumeNode).shape
+    shape = _grid_shape(referenceVolumeNode)
     temp = _temporary_labelmap_node()
     try:
         if segmentId not in segmentationNode.segments:
