@@ -97,3 +97,16 @@ def test_colour_images_are_read_as_the_grey_a_viewer_shows(tmp_path):
     Image.fromarray(np.stack([mask] * 3, -1)).save(tmp_path / "mask_rgb.png")
     read = read_volume(tmp_path / "mask_rgb.png").array[0]
     assert read.dtype == np.uint8 and np.array_equal(read, mask)
+    from synthfm.io.volume import as_grey
+
+    vectors = np.random.default_rng(0).normal(size=(4, 5, 3)).astype(np.float32)  # a vector field, not a colour
+    assert np.array_equal(as_grey(vectors), vectors[..., 0])
+
+
+def test_a_4d_image_is_refused_with_what_to_do(tmp_path):
+    import SimpleITK as sitk
+
+    four = sitk.GetImageFromArray(np.zeros((3, 4, 5, 6), np.float32), isVector=False)
+    sitk.WriteImage(four, str(tmp_path / "four.nii.gz"))
+    with pytest.raises(ValueError, match="got a 4D image .*save the one 3D volume to segment on its own"):
+        read_volume(tmp_path / "four.nii.gz")

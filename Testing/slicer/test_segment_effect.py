@@ -423,8 +423,8 @@ def test_a_colour_volume_is_segmented_on_the_grey_a_viewer_shows(scene):
     """An RGB volume (an ultrasound screenshot loaded in Slicer is a vtkMRMLVectorVolumeNode): the model gets its
     luminance, not its first (red) component, which is empty here; the preview has the grid's shape."""
     effect, wrapper, node, geometry, segmentation, truth, existing = scene
-    grey = slicer.util.arrayFromVolume(node).astype(np.float32)
-    rgb = np.stack([np.zeros_like(grey), grey / 0.587, np.zeros_like(grey)], -1)  # green only: luminance == grey
+    green = np.where(truth, 255, 170).astype(np.uint8)  # green only (luminance 150 / 100), the red channel empty
+    rgb = np.stack([np.zeros_like(green), green, np.zeros_like(green)], -1)
     colour, geometry = colour_volume_node(rgb)
     wrapper.parameter_node.volume = colour
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(colour)

@@ -153,7 +153,7 @@ def test_a_colour_volume_is_learnt_from_as_its_grey():
 
     grey = np.zeros((3, 20, 24), np.float32)
     grey[1, 5:12, 6:15] = 150.0
-    rgb = np.stack([grey * 0.5, grey, np.zeros_like(grey)], -1)  # no grey voxel: red and green differ inside
+    rgb = np.stack([grey * 0.5, grey, np.zeros_like(grey)], -1).astype(np.uint8)  # red and green differ inside
     vol, _ = colour_volume_node(rgb)
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "labels")
     organ = seg.GetSegmentation().AddEmptySegment("organ")

@@ -95,10 +95,11 @@ def _to_sitk(volume: Volume):
 
 
 def as_grey(array: np.ndarray) -> np.ndarray:
-    """Colour voxels ``(..., C)`` (RGB or RGBA, e.g. an ultrasound screenshot) as one grey channel: the first when
-    every voxel is grey (exact: masks saved as RGB keep their values), else the luminance 0.299 R + 0.587 G + 0.114 B
-    a viewer shows in grey (float32); other numbers of components keep their first."""
-    if array.shape[-1] not in (3, 4):
+    """Colour voxels ``(..., C)`` (RGB or RGBA of 8 or 16 bits, as image files and Slicer's colour volumes hold an
+    ultrasound frame or a screenshot) as one grey channel: the first when every voxel is grey (exact: masks saved as
+    RGB keep their values), else the luminance 0.299 R + 0.587 G + 0.114 B a viewer shows in grey (float32). Other
+    multi-component voxels (a float vector field, several echoes) keep their first component."""
+    if array.shape[-1] not in (3, 4) or array.dtype not in (np.uint8, np.uint16):
         return array[..., 0]
     rgb = array[..., :3]
     if (rgb == rgb[..., :1]).all():
@@ -124,7 +125,9 @@ def from_sitk(image) -> Volume:
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     if image.GetDimension() != 3:
-        raise ValueError(f"only 2D and 3D images are supported, got {image.GetDimension()}D")
+        raise ValueError(f"only 2D and 3D images are supported, got a {image.GetDimension()}D image (a time series "
+                         "or several channels?): save the one 3D volume to segment on its own (e.g. Slicer's "
+                         "Sequences module, or SimpleITK's Extract) and give that")
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     return Volume(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(), direction)
 
