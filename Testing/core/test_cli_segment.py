@@ -56,6 +56,9 @@ def test_segment_errors(oblique_volume, tmp_path, capsys):
     assert main(["segment", "--image", str(flat), "--axis", "1", "--point", "5,0,5",
                  "--out", str(tmp_path / "x.nii.gz")]) == 2
     assert "is a 2D image: its one slice lies along axis 0, so --axis 1" in capsys.readouterr().err
+    assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--point", "20,20,4",
+                 "--out", str(tmp_path / "v.png")]) == 2
+    assert "a PNG holds one slice and" in capsys.readouterr().err and not (tmp_path / "v.png").exists()
     assert main(["segment", "--image", str(path), "--model", "medsam-lite", "--point", "500,5,4",
                  "--out", str(tmp_path / "y.nii.gz")]) == 2
     assert "outside the 56x48x8 volume" in capsys.readouterr().err
@@ -84,6 +87,10 @@ def test_a_2d_image_is_segmented_on_its_one_slice_without_asking(tmp_path, capsy
     assert " mL" not in text
     mask = read_volume(out).array[0] > 0
     assert mask.shape == truth.shape and 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.8
+    png_mask = tmp_path / "frame_mask.png"  # a mask image beside the frame, as 2D datasets keep them
+    assert main(["segment", "--image", str(png), "--model", "medsam-lite", "--box", "25,19,0,55,41,0",
+                 "--label", "255", "--out", str(png_mask)]) == 0
+    assert np.array_equal(np.asarray(Image.open(png_mask)), np.where(mask, 255, 0).astype(np.uint8))
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):

@@ -106,7 +106,7 @@ def check_arguments(args: argparse.Namespace):
 
     check_range(args.label, "--label", 1, MAX_LABEL, "0 is the background")
     check_input_path(args.image, "--image", "image", folder_ok=True)
-    check_output_file(args.out, "--out", VOLUME_EXTENSIONS, args.overwrite)
+    check_output_file(args.out, "--out", VOLUME_EXTENSIONS + PNG_EXTENSIONS, args.overwrite)  # PNG: 2D images only
     for option, path in (("--overlay", args.overlay), ("--choices-png", args.choices_png)):
         if path:
             check_output_file(path, option, PNG_EXTENSIONS, args.overwrite)
@@ -153,7 +153,7 @@ def register(subparsers) -> None:
                                           "slices between are filled), then follow it slice by slice; writes a "
                                           "label volume with the input's geometry.")
     p.add_argument("--image", required=True, help="volume (NIfTI, NRRD, MHA, ... or a DICOM folder)")
-    p.add_argument("--out", required=True, help="output label volume, e.g. label.nii.gz")
+    p.add_argument("--out", required=True, help="output label volume, e.g. label.nii.gz (a 2D image: also .png)")
     p.add_argument("--model", default="synthfm-lite", help="registry name or decoder checkpoint (default synthfm-lite)")
     p.add_argument("--point", action="append", help="positive point x,y,z (repeatable)")
     p.add_argument("--neg-point", action="append", help="negative point x,y,z (repeatable)")
@@ -218,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
 
     volume = read_volume(args.image)
     propagate = not args.no_propagate
+    if str(args.out).lower().endswith(".png") and volume.shape[0] > 1:
+        raise InputError(f"--out {args.out}: a PNG holds one slice and {args.image} has {volume.shape[0]}; write the "
+                         "label volume as .nii.gz (or .nrrd, .mha)")
     if volume.shape[0] == 1:  # a 2D image (PNG, JPEG, a one-slice volume): its one slice, nothing to propagate
         if axis != 0:
             raise InputError(f"{args.image} is a 2D image: its one slice lies along axis 0, so --axis {axis} (or the "
