@@ -121,7 +121,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 "the slices between them (model-driven).<br>"
                 "<b>Apply</b> writes the preview into the selected segment (undoable, masking settings apply); "
                 "<b>Propagate</b> follows the structure through the slices (Apply to keep); <b>Cancel</b> discards."
-                "</html>")
+                "<br>A box is the safer prompt where a slice is a thin strip (a coronal or sagittal view of a volume "
+                "with few slices): one point there can take a whole band of tissue.</html>")
 
     # ---- options panel -------------------------------------------------------------------------
     def setupOptionsFrame(self) -> None:
