@@ -274,3 +274,22 @@ def test_choose_protocols_keep_the_best_candidate_and_count_the_presses(tmp_path
     if rows["point1-choose"]["presses"] == "0":  # the model's pick was the best: the same volume
         assert rows["point1-choose"]["dice"] == rows["point1"]["dice"]
     assert not json.loads((vol / "summary.json").read_text())["skipped"]
+
+
+def test_2d_image_pairs_are_evaluated_and_axis_1_is_refused(tmp_path, capsys):
+    """A 2D dataset (PNG frames with 0/255 mask images, as ultrasound sets keep them) is evaluated frame by frame;
+    --axis 1 on it is refused with the reason instead of failing inside the metrics."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[:60, :72]
+    truth = ((xx - 36) / 15.0) ** 2 + ((yy - 28) / 10.0) ** 2 < 1
+    frame = np.clip(50 + 130 * truth + np.random.default_rng(4).normal(0, 10, truth.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(frame).save(tmp_path / "f.png")
+    Image.fromarray((truth * 255).astype(np.uint8)).save(tmp_path / "f_mask.png")
+    (tmp_path / "pairs.csv").write_text("image,label\nf.png,f_mask.png\n")
+    base = ["evaluate", "--pairs", str(tmp_path / "pairs.csv"), "--model", "medsam-lite", "--prompt", "box"]
+    assert main([*base, "--axis", "1", "--out", str(tmp_path / "a")]) == 2
+    assert "case f is a 2D image: its one slice lies along axis 0, so --axis 1" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    rows = (tmp_path / "b" / "slices.csv").read_text().splitlines()
+    assert len(rows) == 2 and float(rows[1].split(",")[rows[0].split(",").index("dice")]) > 0.8

@@ -159,6 +159,10 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
         raise ValueError("--propagation applies to volume mode: add --volume (or drop --propagation)")
     results = Results()
     loaded = load_cases(cases)  # bad data is found before any model is loaded; each file is read once
+    flat = [lc.case.name for lc in loaded if lc.image.shape[0] == 1]
+    if axis and flat:
+        raise ValueError(f"case {flat[0]} is a 2D image: its one slice lies along axis 0, so --axis {axis} would cut "
+                         "it into one-pixel strips; evaluate 2D images without --axis (or with --axis 0)")
     runners = _runners(models, protocols, device, volume, results, mirror, embedding_cache, point_gate)
     if volume:
         _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,
