@@ -11,6 +11,7 @@ from synthfm.evaluate.baselines import FLOORS
 from synthfm.evaluate.cases import Case, LoadedCase, load_cases
 from synthfm.evaluate.metrics import all_metrics, dice
 from synthfm.evaluate.protocols import CHOOSE, PROTOCOLS, base_protocol, make_prompts, next_click, prompt_slices
+from synthfm.io.checks import check_slicing_axis
 from synthfm.io.views import SliceView, slice_view
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
@@ -159,10 +160,8 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
         raise ValueError("--propagation applies to volume mode: add --volume (or drop --propagation)")
     results = Results()
     loaded = load_cases(cases)  # bad data is found before any model is loaded; each file is read once
-    flat = [lc.case.name for lc in loaded if lc.image.shape[0] == 1]
-    if axis and flat:
-        raise ValueError(f"case {flat[0]} is a 2D image: its one slice lies along axis 0, so --axis {axis} would cut "
-                         "it into one-pixel strips; evaluate 2D images without --axis (or with --axis 0)")
+    for lc in loaded:
+        check_slicing_axis(lc.image.shape, axis, f"case {lc.case.name}", "evaluate 2D images without --axis")
     runners = _runners(models, protocols, device, volume, results, mirror, embedding_cache, point_gate)
     if volume:
         _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,

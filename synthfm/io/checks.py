@@ -246,6 +246,13 @@ def check_not_constant(array: np.ndarray, name: str) -> None:
                          "check that it is the right file and that it was exported completely")
 
 
+def check_slicing_axis(shape: Sequence[int], axis: int, name: str, fix: str) -> None:
+    """Refuse slicing a 2D image (one slice along axis 0) along axis 1 or 2: every slice would be one pixel thick."""
+    if axis and shape[0] == 1:
+        raise InputError(f"{name} is a 2D image: its one slice lies along axis 0, so --axis {axis} would cut it into "
+                         f"one-pixel strips; {fix}")
+
+
 def check_integer_labels(array: np.ndarray, name: str) -> np.ndarray:
     """A label map as integers; floating-point maps are accepted only when every value is a whole number."""
     if array.dtype.kind in "iub":

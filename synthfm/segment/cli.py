@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from synthfm.io import read_volume, write_volume
-    from synthfm.io.checks import check_contrast, check_finite, check_not_constant
+    from synthfm.io.checks import check_contrast, check_finite, check_not_constant, check_slicing_axis
     from synthfm.io.views import preset_view, slice_view
     from synthfm.models import load_model
     from synthfm.segment.predictor import SlicePredictor
@@ -221,10 +221,8 @@ def run(args: argparse.Namespace) -> int:
     if str(args.out).lower().endswith(".png") and volume.shape[0] > 1:
         raise InputError(f"--out {args.out}: a PNG holds one slice and {args.image} has {volume.shape[0]}; write the "
                          "label volume as .nii.gz (or .nrrd, .mha)")
+    check_slicing_axis(volume.shape, axis, str(args.image), "leave --axis (and a prompts file's \"axis\") out")
     if volume.shape[0] == 1:  # a 2D image (PNG, JPEG, a one-slice volume): its one slice, nothing to propagate
-        if axis != 0:
-            raise InputError(f"{args.image} is a 2D image: its one slice lies along axis 0, so --axis {axis} (or the "
-                             "prompt file's \"axis\") would cut it into one-pixel strips; leave --axis out")
         if propagate:
             print(f"{args.image} is a 2D image: segmenting its one slice (nothing to propagate)")
         propagate = False
