@@ -168,12 +168,9 @@ class SynthFMTrainLogic:
         if not ids:
             raise ValueError(f"segmentation '{segmentation_node.GetName()}' has no segments; draw the structures "
                              "to learn first (Segment Editor)")
-        image = slicer.util.arrayFromVolume(volume_node)
-        if image.ndim == 4:  # a colour (vector) volume: the grey a viewer shows, as the SynthFM effect segments it
-            from synthfm.io.volume import as_grey
+        from SynthFMSegmentLib.geometry import voxels
 
-            image = as_grey(image)
-        image = np.array(image, np.float32)  # a copy the process is sent
+        image = np.array(voxels(volume_node), np.float32)  # a copy the process is sent (a colour volume: its grey)
         label = np.zeros(image.shape, np.int16)
         for value, segment_id in enumerate(ids, start=1):
             if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:

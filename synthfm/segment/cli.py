@@ -207,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from synthfm.io import read_volume, write_volume
-    from synthfm.io.checks import check_contrast, check_finite, check_not_constant, check_slicing_axis
+    from synthfm.io.checks import (PNG_EXTENSIONS, check_contrast, check_finite, check_not_constant,
+                                   check_slicing_axis, extension)
     from synthfm.io.views import preset_view, slice_view
     from synthfm.models import load_model
     from synthfm.segment.predictor import SlicePredictor
@@ -218,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
 
     volume = read_volume(args.image)
     propagate = not args.no_propagate
-    if str(args.out).lower().endswith(".png") and volume.shape[0] > 1:
+    if extension(args.out) in PNG_EXTENSIONS and volume.shape[0] > 1:
         raise InputError(f"--out {args.out}: a PNG holds one slice and {args.image} has {volume.shape[0]}; write the "
                          "label volume as .nii.gz (or .nrrd, .mha)")
     check_slicing_axis(volume.shape, axis, str(args.image), "leave --axis (and a prompts file's \"axis\") out")
