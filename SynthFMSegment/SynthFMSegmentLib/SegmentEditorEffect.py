@@ -111,8 +111,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 "<b>Left click:</b> positive point (green); with <b>Negative points</b> pressed, a negative point "
                 "(red). <b>Left drag:</b> box (drag its edges or corners to adjust it). Drag a point to move it, "
                 "right-click it to delete it: the preview updates. <b>Other mask</b> shows the model's next proposal "
-                "for one point or a box (it proposes three, e.g. a part or the whole; with several points, the "
-                "first point's three, grown by the others); the <b>Masks</b> row shows all three as pictures of "
+                "for one point or a box (it proposes three, e.g. a part or the whole; with a box and points, the "
+                "box's three, corrected by the points; with several points, the first point's three, grown by the "
+                "others); the <b>Masks</b> row shows all three as pictures of "
                 "the slice: click one to show it. Slicer's view gestures keep "
                 "working (right drag zooms, Shift + left drag pans). Prompts on another slice or view start a new "
                 "prompt set, unless "
@@ -161,7 +162,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                                  "deletes its prompts and its preview.")
         self.otherMaskButton = qt.QPushButton("Other mask")
         self.otherMaskButton.setToolTip("For one point or a box the model proposes three masks (e.g. a part or the "
-                                        "whole; with several points, from the first point's three) and shows the "
+                                        "whole; with a box and points, from the box's three; with several points, "
+                                        "from the first point's three) and shows the "
                                         "one it rates best; this shows the next one for the current slice, and "
                                         "Propagate starts from the one shown. New prompts on the slice go back to "
                                         "the model's choice.")

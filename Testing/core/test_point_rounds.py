@@ -77,6 +77,8 @@ def test_the_order_decides_not_what_came_before(recorded):
 def test_synthfm_decoders_take_points_in_rounds_and_published_ones_at_once():
     assert MODEL_REGISTRY["synthfm-lite"].points_in_rounds is True and MODEL_REGISTRY["synthfm-vit-b"].points_in_rounds
     assert not MODEL_REGISTRY["medsam-lite"].points_in_rounds and not MODEL_REGISTRY["sam-vit-b"].points_in_rounds
+    assert MODEL_REGISTRY["synthfm-lite"].box_first and not MODEL_REGISTRY["medsam-lite"].box_first
+    assert load_model("tiny-test").box_first is False  # the loader copies the spec's setting
 
 
 @pytest.fixture()
@@ -89,7 +91,7 @@ def left_half():
     calls = []
 
     def decode(emb, coords, labels, boxes, masks, multimask=False, **kw):
-        calls.append({"labels": labels[0].tolist(), "masks": masks})
+        calls.append({"labels": [] if labels is None else labels[0].tolist(), "masks": masks})  # a box alone: none
         logits = torch.full((1, 3 if multimask else 1, LOW_RES, LOW_RES), -5.0)
         logits[..., :, :128] = 5.0
         return DecoderOutput(logits, torch.full((1, logits.shape[1]), 0.5))
@@ -129,3 +131,32 @@ def test_honours_reads_the_mask_at_the_point():
     assert honours(mask, np.array([4.0, 3.0]), 1) and not honours(mask, np.array([4.0, 3.0]), 0)
     assert honours(mask, np.array([12.0, 3.0]), 0) and not honours(mask, np.array([12.0, 3.0]), 1)
     assert honours(mask, np.array([-3.0, 40.0]), 0)  # off the slice: outside
+
+
+def test_box_first_a_click_after_a_box_is_a_round_fed_the_box_masks_logits(left_half):
+    predictor, calls = left_half
+    predictor.model.points_in_rounds, predictor.model.box_first = True, True
+    box = [2, 2, 60, 60]
+    predictor.predict(IMAGE, Prompts.make([[50, 30]], box=box))  # a click on what the box's mask missed
+    assert [c["labels"] for c in calls] == [[], [1]]  # the box alone, then the click as a correction round
+    assert calls[0]["masks"] is None and calls[1]["masks"] is not None and calls[1]["masks"].max() == pytest.approx(5.0)
+    calls.clear()
+    predictor.predict(IMAGE, Prompts.make([[50, 30]], [[10, 20]], box=box))  # then a negative inside the mask
+    assert [c["labels"] for c in calls] == [[], [1], [1, 0]] and all(c["masks"] is not None for c in calls[1:])
+    predictor.model.mask_choice = {"box": "box-fit", "point": "calibrated"}  # synthfm-lite's
+    assert predictor.offers_choice(Prompts.make([[50, 30]], box=box))  # the box's candidates, as for a box alone
+
+
+def test_box_first_a_box_with_a_point_its_mask_holds_is_decoded_as_before(left_half):
+    predictor, calls = left_half
+    predictor.model.points_in_rounds, predictor.model.box_first = True, True
+    prompts = Prompts.make([[10, 20]], box=[2, 2, 60, 60])  # the point lies in the box's mask
+    first = predictor.predict(IMAGE, prompts)
+    assert [c["labels"] for c in calls] == [[], [1]] and calls[1]["masks"] is None  # box and point at once
+    calls.clear()
+    predictor.model.box_first = False
+    assert np.array_equal(predictor.predict(IMAGE, prompts).mask, first.mask)
+    assert [c["labels"] for c in calls] == [[1]]  # without box_first: one call, the same answer
+    calls.clear()
+    predictor.predict(IMAGE, Prompts.make([[50, 30]], box=[2, 2, 60, 60]))
+    assert [c["labels"] for c in calls] == [[1]] and calls[0]["masks"] is None  # a click decoded with the box at once

@@ -146,6 +146,7 @@ def load_model(name_or_path: Union[str, Path], device: Union[str, torch.device] 
     model = _freeze_encoder(model).to(device)
     model.name, model.trained_points, model.mask_choice = spec.name, spec.trained_points, dict(spec.mask_choice)
     model.points_in_rounds, model.mirror_average = spec.points_in_rounds, spec.mirror_average
+    model.box_first = spec.box_first
     model.point_gate = spec.point_gate
     return model.eval()
 

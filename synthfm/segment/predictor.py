@@ -359,9 +359,15 @@ class SlicePredictor:
         return self._predict_once(image, prompts, key, multimask, value_range, prompt_kind(prompts), candidate)
 
     def _in_rounds(self, prompts: Prompts) -> bool:
-        """Whether these prompts are decoded one point per round (:meth:`_predict_rounds`)."""
+        """Whether these prompts are decoded in rounds (:meth:`_predict_rounds`): several points, or with the model's
+        ``box_first`` a box and any points."""
         return bool(getattr(self.model, "points_in_rounds", False)) and prompts.mask_logits is None \
-            and len(prompts.labels) > 1
+            and len(prompts.labels) > len(self._first_round(prompts))
+
+    def _first_round(self, prompts: Prompts) -> List[int]:
+        """The points of the first round: none with a box when the model's ``box_first`` is set (the box alone, as
+        training's correction rounds start), else the first point."""
+        return [] if prompts.box is not None and getattr(self.model, "box_first", False) else [0]
 
     def _asks_candidates(self, prompts: Prompts, multimask: Union[str, bool]) -> Tuple[bool, bool, Optional[str]]:
         """(three candidates asked for, picked by box fit, the point rule ``mask_choice`` gives or None) for one
@@ -376,7 +382,8 @@ class SlicePredictor:
         """Whether ``predict(prompts)`` picks among three candidates that ``candidate=`` can choose instead (one
         point, a box with box fit, the first round of several points in rounds): :attr:`Prediction.choice` is set."""
         if self._in_rounds(prompts):
-            prompts = replace(prompts, points=prompts.points[:1], labels=prompts.labels[:1])
+            head = self._first_round(prompts)
+            prompts = replace(prompts, points=prompts.points[head], labels=prompts.labels[head])
         return self._asks_candidates(prompts, "auto")[0]
 
     def restrict(self, pred: Prediction, keep: np.ndarray) -> Prediction:
@@ -409,7 +416,9 @@ class SlicePredictor:
         With the model's ``points_in_rounds == "corrections"`` only a point the current mask gets wrong (a positive
         outside it, a negative inside) opens a round, as training's correction clicks always lie on an error; a
         point the mask already honours joins the next round, and if no round follows the first, all points are
-        decoded at once without a mask prompt (training's first rounds: several points, or far negatives).
+        decoded at once without a mask prompt (training's first rounds: several points, or far negatives). With the
+        model's ``box_first`` and a box, the first round is the box alone and the points follow as corrections (a
+        click after a box is decoded as training's correction rounds; a box with an interior point stays one call).
         ``candidate``: the first round's (see :meth:`predict`)."""
         kind = prompt_kind(prompts)
 
@@ -417,19 +426,19 @@ class SlicePredictor:
             step = replace(prompts, points=prompts.points[idx], labels=prompts.labels[idx], mask_logits=logits)
             return self._predict_once(image, step, key, multimask if last else "auto", value_range, kind, chosen)
 
-        n = len(prompts.labels)
-        pred = first = upto([0], None, n == 1, candidate)
-        if getattr(self.model, "points_in_rounds", False) != "corrections":
+        n, head = len(prompts.labels), self._first_round(prompts)
+        pred = first = upto(head, None, n == len(head), candidate)
+        if getattr(self.model, "points_in_rounds", False) != "corrections" and head:
             for m in range(2, n + 1):
                 pred = upto(list(range(m)), pred.logits, m == n)
             return replace(pred, choice=first.choice)
-        given, rounds = [0], 0
-        for i in range(1, n):
+        given, rounds = list(head), 0
+        for i in range(len(head), n):
             given.append(i)
             if not honours(pred.mask, prompts.points[i], prompts.labels[i]):
                 pred, rounds = upto(given, pred.logits, i == n - 1), rounds + 1
             elif i == n - 1:  # the last points are honoured already: one more decode with them
-                pred = upto(given, pred.logits if rounds else None, True)
+                pred = upto(given, pred.logits if rounds else None, True, None if rounds else candidate)
         return replace(pred, choice=first.choice if rounds else pred.choice)
 
     def _predict_once(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
