@@ -427,8 +427,9 @@ class SlicePredictor:
             return self._predict_once(image, step, key, multimask if last else "auto", value_range, kind, chosen)
 
         n, head = len(prompts.labels), self._first_round(prompts)
+        box_first = not head  # the box alone first: the points follow as corrections
         pred = first = upto(head, None, n == len(head), candidate)
-        if getattr(self.model, "points_in_rounds", False) != "corrections" and head:
+        if getattr(self.model, "points_in_rounds", False) != "corrections" and not box_first:
             for m in range(2, n + 1):
                 pred = upto(list(range(m)), pred.logits, m == n)
             return replace(pred, choice=first.choice)
