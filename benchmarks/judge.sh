@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Judge a candidate decoder on the real cases with the README's commands, the way every shipped decoder was judged:
 # its quality calibration fitted on held-out synthetic images as the shipped one was (fit_quality.py --fit-volumes 0
-# --test-volumes 0 --write, next to the checkpoint), the 2D table (6 protocols, up to 10 slices per structure), the
+# --test-volumes 0 --write, next to the checkpoint), the 2D table (7 protocols, up to 10 slices per structure), the
 # demo volume, and whole volumes with 1 and 3 prompted slices.
 # Usage, from the project root after `bash setup.sh` and `synthfm evaluate-data --out data/real`:
 #   CORE=0 bash benchmarks/judge.sh CHECKPOINT TAG      # ~20 min on one core; outputs in runs/*_TAG
@@ -28,7 +28,7 @@ mkdir -p runs
 [ -n "${SKIP_FIT:-}" ] || run .venv/bin/python benchmarks/fit_quality.py --model "$MODEL" --fit-volumes 0 --test-volumes 0 --write "${CACHE[@]}" \
   > "runs/fit_$TAG.log"
 run .venv/bin/synthfm evaluate --pairs "$PAIRS" --model "$MODEL" --prompt point1 --prompt point3 --prompt point1neg2 \
-  --prompt box --prompt box-jitter --prompt clicks --max-slices 10 --overwrite "${CACHE[@]}" --out "runs/eval_$TAG" > "runs/eval_$TAG.log" 2>&1
+  --prompt box --prompt box-jitter --prompt clicks --prompt box-clicks --max-slices 10 --overwrite "${CACHE[@]}" --out "runs/eval_$TAG" > "runs/eval_$TAG.log" 2>&1
 run .venv/bin/synthfm demo --model "$MODEL" --overwrite --out "runs/demo_$TAG" > "runs/demo_$TAG.log" 2>&1
 run .venv/bin/synthfm evaluate --pairs "$PAIRS" --model "$MODEL" --prompt point1 --prompt box --volume --overwrite \
   "${CACHE[@]}" --out "runs/vol_$TAG" > "runs/vol_$TAG.log" 2>&1

@@ -50,6 +50,12 @@ def test_protocols_place_points_as_specified():
     assert click.labels[-1] == 1 and click.points[-1][0] >= 45
     with pytest.raises(ValueError, match="unknown prompt protocol"):
         make_prompts("scribble", mask, rng)
+    boxed = make_prompts("box-clicks", mask, rng)  # a tight box first; a correction click keeps it
+    assert boxed.box.tolist() == [30, 20, 59, 39] and len(boxed.labels) == 0
+    wide = mask.copy()
+    wide[10:20, 30:60] = True  # the answer spills above the structure: a negative click there, the box kept
+    fixed = next_click(boxed, wide, mask)
+    assert fixed.labels.tolist() == [0] and 10 <= fixed.points[0][1] < 20 and fixed.box.tolist() == boxed.box.tolist()
 
 
 def _write_case(root, name, shape=(4, 30, 30), spacing=(1, 1, 2), label_value=3):
@@ -293,3 +299,49 @@ def test_2d_image_pairs_are_evaluated_and_axis_1_is_refused(tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "b")]) == 0
     rows = (tmp_path / "b" / "slices.csv").read_text().splitlines()
     assert len(rows) == 2 and float(rows[1].split(",")[rows[0].split(",").index("dice")]) > 0.8
+
+
+def test_box_clicks_protocol_corrects_a_box_with_clicks(tmp_path, monkeypatch):
+    """``box-clicks``: a tight box, then correction clicks with the box kept; its first Dice is the box row's, and
+    floors and box-only models are skipped with the reason."""
+    import csv
+
+    from synthfm.segment import SlicePredictor
+
+    _write_case(tmp_path, "one")
+    (tmp_path / "cases.csv").write_text("image,label,name\none_img.nii.gz,one_lab.nii.gz,one\n")
+    calls, original = [], SlicePredictor.predict
+
+    def spy(self, image, prompts, *args, **kwargs):
+        calls.append((prompts.box is not None, prompts.labels.tolist()))
+        return original(self, image, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(SlicePredictor, "predict", spy)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "synthfm-lite", "--model",
+                 "medsam-lite", "--model", "floor-ellipse", "--prompt", "box", "--prompt", "box-clicks",
+                 "--clicks", "3", "--mirror", "off", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "slices.csv").open()))
+    by = {(r["model"], r["protocol"], r["slice"]): r for r in rows}
+    clicked = [r for r in rows if r["protocol"] == "box-clicks"]
+    assert clicked and all(r["model"] == "synthfm-lite" for r in clicked)
+    for r in clicked:
+        curve = json.loads(r["dice_per_click"])
+        assert 1 <= len(curve) <= 3 and curve[0] == pytest.approx(float(by[("synthfm-lite", "box", r["slice"])]["dice"]))
+        assert curve[-1] == pytest.approx(float(r["dice"]))
+    assert any(box and labels for box, labels in calls)  # a box with correction clicks reached the decoder
+    skipped = {(s["model"], s["protocol"]): s["reason"] for s in json.loads((out / "summary.json").read_text())["skipped"]}
+    assert "box prompts only" in skipped[("medsam-lite", "box-clicks")]
+    assert "no correction clicks" in skipped[("floor-ellipse", "box-clicks")]
+    summary = json.loads((out / "summary.json").read_text())["by_model_protocol"]
+    mean_curve = summary["synthfm-lite | box-clicks"]["dice_per_click"]  # slices perfect early keep their last Dice
+    assert mean_curve[0] == pytest.approx(summary["synthfm-lite | box"]["dice"]) and len(mean_curve) == 3
+    assert mean_curve[-1] == pytest.approx(summary["synthfm-lite | box-clicks"]["dice"])
+    assert "dice_per_click" not in summary["synthfm-lite | box"]
+    assert "src=clicks.png" in (out / "report.html").read_text() and (out / "clicks.png").stat().st_size > 1000
+    assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "floor-ellipse", "--prompt", "box",
+                 "--out", str(out)]) != 0  # the earlier report is kept unless --overwrite, its picture included
+    assert main(["evaluate", "--pairs", str(tmp_path / "cases.csv"), "--model", "floor-ellipse", "--prompt", "box",
+                 "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "clicks.png").exists() and "clicks.png" not in (out / "report.html").read_text()
+

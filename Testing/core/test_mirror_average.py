@@ -54,7 +54,11 @@ def test_the_average_is_mirror_equivariant(predictor, prompts):
         kept = (mine > -20) & (theirs > -20) if prompts.box is not None else np.ones(mine.shape, bool)
         assert kept.mean() > 0.1
         np.testing.assert_allclose(theirs[kept], mine[kept], atol=1e-5)
-    np.testing.assert_array_equal(b.mask[:, ::-1], a.mask)
+    # the masks too, but for pixels whose upsampled logit is within float rounding of 0: bilinear resizing of a
+    # mirrored array is its mirror only up to ~1e-6, which can flip a pixel at 1e-7 (seen on torch 2.14.1)
+    sure = np.abs(transform.logits_to_slice(torch.as_tensor(a.logits)).numpy()) > 1e-4
+    assert sure.mean() > 0.99
+    np.testing.assert_array_equal(b.mask[:, ::-1][sure], a.mask[sure])
     np.testing.assert_allclose(b.all_scores, a.all_scores, atol=1e-6)
     one = predictor.predict(TALL, prompts, mirror=False, multimask=True)
     assert not np.allclose(one.logits, a.logits)  # a real second view, not the first one twice

@@ -14,13 +14,16 @@ def register(subparsers) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="registry model, checkpoint, floor-ellipse or floor-region-growing (repeatable)")
     p.add_argument("--prompt", action="append", required=True,
-                   help="point1, point3, point1neg2, box, box-jitter, clicks, or point1-choose, point3-choose, "
+                   help="point1, point3, point1neg2, box, box-jitter, clicks (point1, then correction clicks), "
+                        "box-clicks (a tight box, then correction clicks), or point1-choose, point3-choose, "
                         "box-choose (those prompts, then 'Other mask' pressed until the best of the three candidates "
                         "shows; the row keeps it and the presses) (repeatable)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-slices", type=int, default=20, help="per structure, evenly spaced (0: all)")
-    p.add_argument("--clicks", type=int, default=5, help="clicks of the 'clicks' protocol")
+    p.add_argument("--clicks", type=int, default=5,
+                   help="prompts of the 'clicks' and 'box-clicks' protocols: the first point or box, then clicks - 1 "
+                        "correction clicks (default 5)")
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace the report of an earlier run in --out")
@@ -58,7 +61,7 @@ def register(subparsers) -> None:
     d.set_defaults(func=run_data)
 
 
-REPORT_FILES = ("summary.json", "slices.csv", "report.html", "reliability.png")
+REPORT_FILES = ("summary.json", "slices.csv", "report.html", "reliability.png", "extents.png", "clicks.png")
 
 
 def check_arguments(args: argparse.Namespace):

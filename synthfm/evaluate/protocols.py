@@ -12,8 +12,10 @@ from synthfm.utils.masks import tight_box
 #: "<prompt>-choose": those prompts, then the user presses "Other mask" (at most twice) until the best of the
 #: decoder's three candidates is shown (the candidate closest to the truth; a per-slice, interactive protocol)
 CHOOSE = "-choose"
-PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter", "clicks",
-             "point1" + CHOOSE, "point3" + CHOOSE, "box" + CHOOSE)
+#: interactive protocols: first prompts, then correction clicks (``next_click``) on each answer's largest error
+CLICK_PROTOCOLS = ("clicks", "box-clicks")
+PROTOCOLS = ("point1", "point3", "point1neg2", "box", "box-jitter") + CLICK_PROTOCOLS + \
+    ("point1" + CHOOSE, "point3" + CHOOSE, "box" + CHOOSE)
 
 
 def base_protocol(protocol: str) -> str:
@@ -37,7 +39,8 @@ def interior_point(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> n
 
 def make_prompts(protocol: str, mask: np.ndarray, rng: np.random.Generator,
                  spacing: Sequence[float] = (1.0, 1.0)) -> Prompts:
-    """First prompts of ``protocol`` for the structure ``mask`` (``clicks`` starts like ``point1``)."""
+    """First prompts of ``protocol`` for the structure ``mask`` (``clicks`` starts like ``point1``, ``box-clicks``
+    like ``box``)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown prompt protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
     if not mask.any():

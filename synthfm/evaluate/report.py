@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthfm.evaluate.runner import Results, summarize
+from synthfm.evaluate.runner import Results, mean_click_curve, summarize
 from synthfm.segment.quality import SIGNALS
 from synthfm.io.atomic import atomic_path, atomic_write_text
 from synthfm.io.png import GREEN, YELLOW, overlay, to_image
@@ -53,6 +53,36 @@ def reliability_plot(rows, path: Path, bins: int = 10, group: str = "model", sco
         xlabel = ("calibrated score" if calibrated[name] else "predicted IoU (head)") if score == "pred_iou" else score
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel="true IoU", title=str(name))
         ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return True
+
+
+def click_plot(rows, path: Path) -> bool:
+    """Mean Dice after each prompt of the click protocols (the first point or box, then each correction click), one
+    line per model x protocol. False when no row has a click curve."""
+    groups: dict = {}
+    for r in rows:
+        if r.get("dice_per_click"):
+            groups.setdefault(f"{r['model']} | {r['protocol']}", []).append(r)
+    if not groups:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, group in groups.items():
+        curve = mean_click_curve(group)
+        ax.plot(range(len(curve)), curve, "o-", label=f"{name} (n = {len(group)})")
+    ax.set(xlabel="correction clicks after the first prompt", ylabel="mean Dice", ylim=(0, 1),
+           title="Dice after each correction click")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
@@ -139,6 +169,10 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
 
     reliability = reliability_plot(results.rows, out / "reliability.png")
     extents = extent_plot(results.rows, out / "extents.png")
+    clicks = click_plot(results.rows, out / "clicks.png")
+    for drawn, name in ((reliability, "reliability.png"), (extents, "extents.png"), (clicks, "clicks.png")):
+        if not drawn:  # an earlier report's picture in this folder (--overwrite) would not match this report
+            (out / name).unlink(missing_ok=True)
 
     def table(rows: dict, first: str) -> str:
         head = (f"<tr><th>{first}</th><th>n</th><th>Dice</th><th>IoU</th><th>HD95 mm</th><th>NSD</th>"
@@ -168,6 +202,9 @@ Green: truth, yellow: prediction.</p><h2>Models x prompt protocols</h2>{table(su
   "(calibrated when the model has a calibration), of its decoder's raw IoU head and of the stability score; "
   "every signal is in summary.json (signal_spearman) and slices.csv.</p>"
   "<img src=reliability.png style='width:auto'>" if reliability else ""}
+{"<h2>Correction clicks</h2><p>Mean Dice after the first prompt (0) and after each correction click, placed at "
+  "the most interior point of the largest error (dice_per_click in slices.csv and summary.json).</p>"
+  "<img src=clicks.png style='width:auto'>" if clicks else ""}
 {"<h2>Slices kept against each structure's extent</h2><p>Grey: the structure, from its first slice (0) to "
   "its last (1); bar: the slices kept, coloured by 3D Dice (red 0, green 1, the figure on the right); black: the "
   "prompted slices. A bar past the grey band is a leak, a bar short of it an early stop.</p>"

@@ -10,7 +10,8 @@ import numpy as np
 from synthfm.evaluate.baselines import FLOORS
 from synthfm.evaluate.cases import Case, LoadedCase, load_cases
 from synthfm.evaluate.metrics import all_metrics, dice
-from synthfm.evaluate.protocols import CHOOSE, PROTOCOLS, base_protocol, make_prompts, next_click, prompt_slices
+from synthfm.evaluate.protocols import (CHOOSE, CLICK_PROTOCOLS, PROTOCOLS, base_protocol, make_prompts, next_click,
+                                        prompt_slices)
 from synthfm.io.checks import check_slicing_axis
 from synthfm.io.views import SliceView, slice_view
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -59,7 +60,7 @@ class _ModelRunner:
         self.predictor.use_store(embedding_cache)  # None: embeddings in memory only
 
     def accepts(self, protocol: str) -> Optional[str]:
-        if not self.model.trained_points and not base_protocol(protocol).startswith("box"):
+        if not self.model.trained_points and (protocol in CLICK_PROTOCOLS or not protocol.startswith("box")):
             return f"{self.name} was trained with box prompts only"
         if protocol.endswith(CHOOSE):  # asked on a probe structure: whether these prompts give three candidates
             probe = np.zeros((32, 32), bool)
@@ -85,6 +86,8 @@ class _FloorRunner:
         self.name, self.floor = name, FLOORS[name]
 
     def accepts(self, protocol: str) -> Optional[str]:
+        if protocol in CLICK_PROTOCOLS:
+            return f"{self.name} takes no correction clicks"
         is_box = protocol.startswith("box")
         if (self.floor.needs == "box") != is_box:
             return f"{self.name} needs {self.floor.needs} prompts"
@@ -116,7 +119,7 @@ def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volum
             reason = runner.accepts(protocol)
             if volume and not reason:
                 reason = ("floors segment single slices" if isinstance(runner, _FloorRunner) else
-                          "correction clicks are a per-slice protocol" if protocol == "clicks" else None)
+                          "correction clicks are a per-slice protocol" if protocol in CLICK_PROTOCOLS else None)
             if reason:
                 results.skipped.append({"model": runner.name, "protocol": protocol, "reason": reason})
     return runners
@@ -211,7 +214,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                         shown.append((dice(mask, truth), mask, runner.last_score, runner.last_signals))
                     presses = int(np.argmax([d for d, *_ in shown]))  # the first of equals: fewest presses
                     curve[0], pred, runner.last_score, runner.last_signals = shown[presses]
-                if protocol == "clicks":
+                if protocol in CLICK_PROTOCOLS:
                     for _ in range(clicks - 1):
                         prompts = next_click(prompts, pred, truth)
                         if prompts is None:
@@ -220,7 +223,7 @@ def _evaluate_slices(loaded: Sequence[LoadedCase], runners: list, protocols: Seq
                         curve.append(dice(pred, truth))
                 row = {"case": lc.case.name, "label": value, "slice": s, "model": runner.name, "protocol": protocol,
                        **all_metrics(pred, truth, spacing2d, tolerance_mm)}
-                if protocol == "clicks":
+                if protocol in CLICK_PROTOCOLS:
                     row["dice_per_click"] = curve
                 if presses is not None:
                     row["presses"] = presses
@@ -334,6 +337,17 @@ def iou_calibration(rows: Sequence[dict]) -> Dict[str, object]:
             "signal_spearman": {k: (None if np.isnan(v) else v) for k, v in signals.items()}}
 
 
+def mean_click_curve(rows: Sequence[dict]) -> Optional[List[float]]:
+    """Mean Dice after each prompt of the click protocols' rows (``dice_per_click``: the first point or box, then
+    each correction click); a slice that became perfect before its last click keeps its last Dice. None when no row
+    has a curve."""
+    curves = [r["dice_per_click"] for r in rows if r.get("dice_per_click")]
+    if not curves:
+        return None
+    n = max(len(c) for c in curves)
+    return [float(v) for v in np.mean([list(c) + [c[-1]] * (n - len(c)) for c in curves], axis=0)]
+
+
 def summarize(results: Results) -> Dict[str, object]:
     """Means per model x protocol and per case/structure; ``mean_dice`` over everything evaluated."""
     def means(rows):
@@ -344,6 +358,9 @@ def summarize(results: Results) -> Dict[str, object]:
         out["hd95_mm"] = float(np.mean(finite)) if finite else None
         out["hd95_undefined"] = len(rows) - len(finite)
         out.update(iou_calibration(rows))
+        curve = mean_click_curve(rows)
+        if curve is not None:
+            out["dice_per_click"] = curve
         if rows and "slices_outside" in rows[0]:  # volume mode: the worst leak past the structure's ends
             worst = max(rows, key=lambda r: r["slices_outside"])
             out["worst_leak"] = {k: worst[k] for k in ("case", "label", "slices_outside", "slices_kept", "slices_truth")}
