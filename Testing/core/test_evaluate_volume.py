@@ -162,3 +162,28 @@ def test_propagation_settings_override_the_models_defaults(tmp_path, capsys):
                          (["--propagation", "max_slices=1"], "applies to volume mode: add --volume")):
         assert main(args + bad + ["--out", str(tmp_path / "bad")]) != 0
         assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_click_protocols_correct_each_prompted_slice_before_propagating(tmp_path, monkeypatch):
+    """Volume mode with ``box-clicks``: on each prompted slice, correction clicks on the preview's errors there, then
+    propagation from the box with those clicks; with ``clicks=1`` (no correction) it is the ``box`` row exactly."""
+    from synthfm.segment import VolumeSegmenter
+
+    case, truth = _ellipsoid_case(tmp_path)
+    seen, original = [], VolumeSegmenter.propagate_slices
+
+    def spy(self, prompted, *args, **kwargs):
+        seen.append({i: (p.box is not None, p.labels.tolist(), p.points.tolist()) for i, p in prompted.items()})
+        return original(self, prompted, *args, **kwargs)
+
+    monkeypatch.setattr(VolumeSegmenter, "propagate_slices", spy)
+    none = evaluate([case], ["synthfm-lite"], ["box", "box-clicks"], volume=True, clicks=1).rows
+    assert none[1]["clicks_given"] == 0 and none[1]["dice"] == none[0]["dice"] and seen[0] == seen[1]
+    seen.clear()
+    rows = evaluate([case], ["synthfm-lite"], ["box-clicks"], volume=True, volume_slices=3, clicks=3).rows
+    (prompted,) = seen
+    assert len(prompted) == 3 and all(box for box, _, _ in prompted.values())
+    placed = sum(len(labels) for _, labels, _ in prompted.values())
+    assert rows[0]["clicks_given"] == placed and 0 < placed <= 2 * 3
+    for i, (_, labels, points) in prompted.items():  # each click lies where the structure is (1) or is not (0)
+        assert all(truth[i, int(round(y)), int(round(x))] == bool(lab) for lab, (x, y) in zip(labels, points))

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-slices", type=int, default=20, help="per structure, evenly spaced (0: all)")
     p.add_argument("--clicks", type=int, default=5,
                    help="prompts of the 'clicks' and 'box-clicks' protocols: the first point or box, then clicks - 1 "
-                        "correction clicks (default 5)")
+                        "correction clicks (default 5; with --volume placed on each prompted slice before propagating)")
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace the report of an earlier run in --out")

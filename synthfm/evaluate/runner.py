@@ -14,6 +14,7 @@ from synthfm.evaluate.protocols import (CHOOSE, CLICK_PROTOCOLS, PROTOCOLS, base
                                         prompt_slices)
 from synthfm.io.checks import check_slicing_axis
 from synthfm.io.views import SliceView, slice_view
+from synthfm.segment.prompts import Prompts
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 
@@ -117,9 +118,8 @@ def _runners(models: Sequence[str], protocols: Sequence[str], device: str, volum
     for runner in runners:
         for protocol in protocols:
             reason = runner.accepts(protocol)
-            if volume and not reason:
-                reason = ("floors segment single slices" if isinstance(runner, _FloorRunner) else
-                          "correction clicks are a per-slice protocol" if protocol in CLICK_PROTOCOLS else None)
+            if volume and not reason and isinstance(runner, _FloorRunner):
+                reason = "floors segment single slices"
             if reason:
                 results.skipped.append({"model": runner.name, "protocol": protocol, "reason": reason})
     return runners
@@ -168,7 +168,7 @@ def evaluate(cases: Sequence[Case], models: Sequence[str], protocols: Sequence[s
     runners = _runners(models, protocols, device, volume, results, mirror, embedding_cache, point_gate)
     if volume:
         _evaluate_volumes(loaded, runners, protocols, seed, tolerance_mm, results, progress, cancel,
-                          axis, volume_slices, dict(propagation or {}))
+                          axis, volume_slices, dict(propagation or {}), clicks)
     else:
         _evaluate_slices(loaded, runners, protocols, seed, max_slices, clicks, tolerance_mm, results, progress, cancel,
                          axis)
@@ -247,9 +247,10 @@ def _span(present: np.ndarray) -> str:
 def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Sequence[str], seed: int,
                       tolerance_mm: float, results: Results, progress: Optional[ProgressCallback],
                       cancel: Optional[CancelToken], axis: int = 0, volume_slices: int = 1,
-                      propagation: Optional[Dict[str, object]] = None) -> Results:
+                      propagation: Optional[Dict[str, object]] = None, clicks: int = 5) -> Results:
     """Per structure: prompts on its largest slice along ``axis`` (and near its ends when ``volume_slices`` > 1),
-    propagation both ways, 3D metrics."""
+    propagation both ways, 3D metrics. The click protocols place their correction clicks on each prompted slice
+    before propagating (:func:`corrected_prompts`)."""
     from synthfm.segment import PropagationOptions, VolumeSegmenter
     from synthfm.segment.preprocess import slice_spacing
 
@@ -278,6 +279,9 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                 prompts = {i: make_prompts(protocol, np.take(truth, i, axis=axis), rng, spacing2d) for i in prompted}
                 chosen, presses = (best_candidates(seg, prompts, truth, axis) if protocol.endswith(CHOOSE)
                                    else ({}, None))
+                given = None
+                if protocol in CLICK_PROTOCOLS:
+                    prompts, given = corrected_prompts(seg, prompts, truth, axis, clicks)
                 try:
                     result = seg.propagate_slices(prompts, options=PropagationOptions.for_model(runner.model, **(propagation or {})),
                                                   cancel=cancel, candidates=chosen)
@@ -295,6 +299,8 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                        **all_metrics(pred, truth, spacing3d, tolerance_mm)}
                 if presses is not None:
                     row["presses"] = presses
+                if given is not None:
+                    row["clicks_given"] = given
                 results.rows.append(row)
                 _keep_example(results, row, seg.slice(s), np.take(truth, s, axis=axis), np.take(pred, s, axis=axis),
                               seg.value_range, f"{lc.case.name} label {value}, prompted slice {s}", view)
@@ -316,6 +322,22 @@ def best_candidates(seg, prompts: Mapping[int, object], truth: np.ndarray, axis:
         if best:
             chosen[i], presses = (auto.choice + best) % 3, presses + best
     return chosen, presses
+
+
+def corrected_prompts(seg, prompts: Mapping[int, Prompts], truth: np.ndarray, axis: int, clicks: int) -> tuple:
+    """The click protocols in volumes: on each prompted slice, up to ``clicks - 1`` correction clicks on the
+    preview's largest error there (the user's clicks before Propagate; none once the preview is perfect):
+    ``({slice: prompts}, correction clicks placed, summed over the prompted slices)``."""
+    corrected, given = {}, 0
+    for i, slice_prompts in prompts.items():
+        truth_i = np.take(truth, i, axis=axis)
+        for _ in range(clicks - 1):
+            clicked = next_click(slice_prompts, seg.segment_slice(i, slice_prompts).mask, truth_i)
+            if clicked is None:
+                break
+            slice_prompts, given = clicked, given + 1
+        corrected[i] = slice_prompts
+    return corrected, given
 
 
 def iou_calibration(rows: Sequence[dict]) -> Dict[str, object]:
