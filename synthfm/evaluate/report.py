@@ -162,9 +162,9 @@ def write_report(results: Results, out: Path, title: str = "SynthFM evaluation")
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(results)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    fields = ["case", "label", "slice", "model", "protocol", "dice", "iou", "hd95", "nsd", "dice_per_click", "clicks_given", "presses",
-              "slices_truth", "slices_kept", "slices_outside", "truth_range", "kept_range", "stops", "pred_iou",
-              "score_calibrated", *SIGNALS, "axis", "prompted_slices"]
+    fields = ["case", "label", "slice", "model", "protocol", "dice", "iou", "hd95", "nsd", "dice_per_click",
+              "clicks_given", "presses", "slices_truth", "slices_kept", "slices_outside", "truth_range", "kept_range",
+              "stops", "pred_iou", "score_calibrated", *SIGNALS, "axis", "prompted_slices"]
     atomic_write_text(out / "slices.csv", csv_text(results.rows, fields))
 
     reliability = reliability_plot(results.rows, out / "reliability.png")
