@@ -187,3 +187,34 @@ def test_click_protocols_correct_each_prompted_slice_before_propagating(tmp_path
     assert rows[0]["clicks_given"] == placed and 0 < placed <= 2 * 3
     for i, (_, labels, points) in prompted.items():  # each click lies where the structure is (1) or is not (0)
         assert all(truth[i, int(round(y)), int(round(x))] == bool(lab) for lab, (x, y) in zip(labels, points))
+
+
+def test_a_click_that_empties_a_prompted_slice_is_undone():
+    """Propagate refuses an empty prompted slice, so the simulated user undoes a click that empties the preview and
+    stops clicking there; clicks that keep a preview are kept."""
+    from types import SimpleNamespace
+
+    from synthfm.evaluate.protocols import make_prompts
+    from synthfm.evaluate.runner import corrected_prompts
+
+    truth = np.zeros((2, 20, 20), bool)
+    truth[:, 5:15, 5:15] = True
+    half = truth[0].copy()
+    half[:, 10:] = False  # the box alone misses the right half: the first click is a positive there
+
+    class Segmenter:
+        def __init__(self, empty_after: int) -> None:
+            self.empty_after = empty_after
+
+        def segment_slice(self, index, prompts):
+            clicks = len(prompts.labels)
+            mask = np.zeros((20, 20), bool) if clicks >= self.empty_after else (truth[0] if clicks else half)
+            return SimpleNamespace(mask=mask)
+
+    box = {0: make_prompts("box", truth[0], np.random.default_rng(0))}
+    undone, given = corrected_prompts(Segmenter(empty_after=1), box, truth, 0, clicks=5)
+    assert given == 0 and len(undone[0].labels) == 0 and undone[0].box.tolist() == box[0].box.tolist()
+    kept, given = corrected_prompts(Segmenter(empty_after=9), box, truth, 0, clicks=5)
+    assert given == 1 and kept[0].labels.tolist() == [1]  # one click made the preview perfect: no more clicks
+    _, given = corrected_prompts(Segmenter(empty_after=9), box, truth, 0, clicks=5, smallest=101)  # 100 px: too few
+    assert given == 0

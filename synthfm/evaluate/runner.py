@@ -279,12 +279,12 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                 prompts = {i: make_prompts(protocol, np.take(truth, i, axis=axis), rng, spacing2d) for i in prompted}
                 chosen, presses = (best_candidates(seg, prompts, truth, axis) if protocol.endswith(CHOOSE)
                                    else ({}, None))
+                options = PropagationOptions.for_model(runner.model, **(propagation or {}))
                 given = None
                 if protocol in CLICK_PROTOCOLS:
-                    prompts, given = corrected_prompts(seg, prompts, truth, axis, clicks)
+                    prompts, given = corrected_prompts(seg, prompts, truth, axis, clicks, options.smallest_mask)
                 try:
-                    result = seg.propagate_slices(prompts, options=PropagationOptions.for_model(runner.model, **(propagation or {})),
-                                                  cancel=cancel, candidates=chosen)
+                    result = seg.propagate_slices(prompts, options=options, cancel=cancel, candidates=chosen)
                     pred, kept = result.mask, len(result.slices)
                     ends = sorted((r for r in result.records if r.stop), key=lambda r: r.index)
                     stops = "; ".join(f"before {r.index}: {r.stop}" for r in ends)
@@ -324,16 +324,23 @@ def best_candidates(seg, prompts: Mapping[int, object], truth: np.ndarray, axis:
     return chosen, presses
 
 
-def corrected_prompts(seg, prompts: Mapping[int, Prompts], truth: np.ndarray, axis: int, clicks: int) -> tuple:
+def corrected_prompts(seg, prompts: Mapping[int, Prompts], truth: np.ndarray, axis: int, clicks: int,
+                      smallest: int = 1) -> tuple:
     """The click protocols in volumes: on each prompted slice, up to ``clicks - 1`` correction clicks on the
-    preview's largest error there (the user's clicks before Propagate; none once the preview is perfect):
-    ``({slice: prompts}, correction clicks placed, summed over the prompted slices)``."""
+    preview's largest error there (the user's clicks before Propagate; none once the preview is perfect). A click
+    that leaves fewer than ``smallest`` pixels in the preview (``PropagationOptions.smallest_mask``: Propagate refuses
+    such a prompted slice as empty) is undone and ends that slice's clicks:
+    ``({slice: prompts}, correction clicks kept, summed over the prompted slices)``."""
     corrected, given = {}, 0
     for i, slice_prompts in prompts.items():
         truth_i = np.take(truth, i, axis=axis)
+        preview = seg.segment_slice(i, slice_prompts).mask
         for _ in range(clicks - 1):
-            clicked = next_click(slice_prompts, seg.segment_slice(i, slice_prompts).mask, truth_i)
+            clicked = next_click(slice_prompts, preview, truth_i)
             if clicked is None:
+                break
+            preview = seg.segment_slice(i, clicked).mask
+            if preview.sum() < smallest:
                 break
             slice_prompts, given = clicked, given + 1
         corrected[i] = slice_prompts
