@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from synthfm.evaluate.report import click_plot
+from synthfm.evaluate.report import by_model_protocol, click_plot
 from synthfm.evaluate.runner import mean_click_curve
 
 
@@ -42,10 +42,7 @@ def main(argv=None) -> int:
     rows = read_runs(args.runs)
     if not click_plot(rows, Path(args.out)):
         raise SystemExit("plot_clicks: no row has a click curve; evaluate with --prompt clicks or --prompt box-clicks")
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault(f"{r['model']} | {r['protocol']}", []).append(r)
-    for name, group in groups.items():
+    for name, group in by_model_protocol(rows).items():
         print(f"{name} (n = {len(group)}): " + " / ".join(f"{v:.3f}" for v in mean_click_curve(group)))
     return 0
 

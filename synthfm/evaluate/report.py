@@ -6,6 +6,7 @@ import html
 import io
 import json
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 
@@ -60,13 +61,18 @@ def reliability_plot(rows, path: Path, bins: int = 10, group: str = "model", sco
     return True
 
 
+def by_model_protocol(rows) -> Dict[str, list]:
+    """Rows grouped by ``"model | protocol"``, in the order they first appear."""
+    groups: Dict[str, list] = {}
+    for r in rows:
+        groups.setdefault(f"{r['model']} | {r['protocol']}", []).append(r)
+    return groups
+
+
 def click_plot(rows, path: Path) -> bool:
     """Mean Dice after each prompt of the click protocols (the first point or box, then each correction click), one
     line per model x protocol. False when no row has a click curve."""
-    groups: dict = {}
-    for r in rows:
-        if r.get("dice_per_click"):
-            groups.setdefault(f"{r['model']} | {r['protocol']}", []).append(r)
+    groups = by_model_protocol(r for r in rows if r.get("dice_per_click"))
     if not groups:
         return False
     import matplotlib
@@ -111,9 +117,7 @@ def extent_plot(rows, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault(f"{r['model']} | {r['protocol']}", []).append(r)
+    groups = by_model_protocol(rows)
     height = 1.5 + 0.28 * max(len(g) for g in groups.values())  # title and axis label, then a row per structure
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), height), squeeze=False, sharey=True)
     colours = plt.get_cmap("RdYlGn")
