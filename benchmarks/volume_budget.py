@@ -3,8 +3,11 @@
 Per real structure, with the README volume command's prompts (its largest slice, or three slices with
 ``--volume-slices 3``; the same random streams, so the first row repeats ``synthfm evaluate --volume``):
 - **propagated**: the registry's propagation as shipped;
-- **perfect stop**: the same propagation with every stop off (score, growth, intensity jump and drift), the slices
-  outside the structure then removed: what a stop that knew the structure's ends would give;
+- **perfect stop**: the same propagation with the stops that end chains inside a structure off (score, growth,
+  intensity jump and drift: ``bench_propagation.NO_STOP``), the slices outside the structure then removed: what a stop
+  that knew the structure's ends would give. The registry's size limit (an area over 3x the prompted one: a leak) and
+  the extension limit past the outer prompted slices (0.3x their span, more than the 10 % of the structure left
+  beyond them) stay: they end chains past a structure or on a leak;
 - **every slice prompted**: each slice of the structure given its own prompt of the same kind (tight box, interior
   point) and decoded on its own, as the prompted slices are: no propagation, no stop. What the decoder gives where a
   user prompted every slice.
