@@ -33,6 +33,7 @@ from tqdm import tqdm
 from synthfm.evaluate.cases import load_cases, read_cases_csv
 from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import make_prompts, prompt_slices
+from synthfm.evaluate.runner import structure_prompts
 from synthfm.io.atomic import atomic_write_text
 from synthfm.io.tables import csv_text
 from synthfm.models import load_model
@@ -52,8 +53,7 @@ def structure_rows(seg: VolumeSegmenter, model, truth: np.ndarray, protocol: str
     present = np.nonzero(truth.any(axis=(1, 2)))[0]
     rows = []
     for k in ks:
-        rng = np.random.default_rng([seed, job])  # as synthfm evaluate --volume draws a structure's prompts
-        prompts = {i: make_prompts(protocol, truth[i], rng, spacing2d) for i in prompt_slices(truth, k)}
+        prompts = structure_prompts(protocol, truth, prompt_slices(truth, k), seed, job, spacing2d)
         for setting, overrides in (("propagated", {}), ("perfect stop", NO_STOP)):
             options = PropagationOptions.for_model(model, **overrides)
             try:

@@ -275,8 +275,7 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                 if (runner.name, protocol) in skipped:
                     continue
                 check_cancel(cancel)
-                rng = np.random.default_rng([seed, done])
-                prompts = {i: make_prompts(protocol, np.take(truth, i, axis=axis), rng, spacing2d) for i in prompted}
+                prompts = structure_prompts(protocol, truth, prompted, seed, done, spacing2d, axis)
                 chosen, presses = (best_candidates(seg, prompts, truth, axis) if protocol.endswith(CHOOSE)
                                    else ({}, None))
                 options = PropagationOptions.for_model(runner.model, **(propagation or {}))
@@ -306,6 +305,14 @@ def _evaluate_volumes(loaded: Sequence[LoadedCase], runners: list, protocols: Se
                               seg.value_range, f"{lc.case.name} label {value}, prompted slice {s}", view)
         report(progress, done, len(jobs), lc.case.name)
     return results
+
+
+def structure_prompts(protocol: str, truth: np.ndarray, prompted: Sequence[int], seed: int, job: int,
+                      spacing2d=None, axis: int = 0) -> Dict[int, Prompts]:
+    """The prompts volume mode gives structure number ``job`` (1-based, in the cases' order) on its ``prompted``
+    slices: a random stream of its own per structure and protocol, so every protocol and tool draws the same."""
+    rng = np.random.default_rng([seed, job])
+    return {i: make_prompts(protocol, np.take(truth, i, axis=axis), rng, spacing2d) for i in prompted}
 
 
 def best_candidates(seg, prompts: Mapping[int, object], truth: np.ndarray, axis: int) -> tuple:
