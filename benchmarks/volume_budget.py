@@ -104,13 +104,13 @@ def table(rows: List[dict]) -> str:
     for protocol in protocols:
         for k in ks:
             base = by[(protocol, "propagated", k)]
+            names = sorted(base)  # (case, label) of each structure
             for setting in SETTINGS:
                 values = by[(protocol, setting, "" if setting == "every slice prompted" else k)]
-                names = sorted(base)
-                line = f"{protocol:<8}{k:>3}  {setting:<22}{np.mean([values[n] for n in names]):>8.3f}"
+                line = f"{protocol:<8}{k:>3}  {setting:<22}{np.mean([values[s] for s in names]):>8.3f}"
                 if setting != "propagated":
-                    mean, lo, hi, better, n = paired_difference({("d", *k): values[k] for k in names},
-                                                                {("d", *k): base[k] for k in names}, "d")
+                    mean, lo, hi, better, n = paired_difference({("d", *s): values[s] for s in names},
+                                                                {("d", *s): base[s] for s in names}, "d")
                     line += f"   {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] {better}/{n}"
                 lines.append(line)
     return "\n".join(lines)
