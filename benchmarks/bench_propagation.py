@@ -75,6 +75,10 @@ VARIANTS = {"contrast>=0.2": {"min_contrast_ratio": 0.2}, "contrast>=0.3": {"min
             **{f"drift<={t}": {"max_intensity_drift": t} for t in (0.5, 0.75, 1.0, 1.5)},
             **{f"shift/drift<={t}": {"max_intensity_shift": t, "max_intensity_drift": t} for t in (0.75, 1.0)},
             "no drift stop": {"max_intensity_drift": 0.0},
+            # looser intensity stops, a contrast stop, a tighter size limit: best on --targets all (session 38),
+            # not adopted (a real leak)
+            "contrast>=0.3, shift/drift<=0.75, size<=2x": {"min_contrast_ratio": 0.3, "max_intensity_shift": 0.75,
+                                                           "max_intensity_drift": 0.75, "max_size": 2.0},
             "median intensity": {"intensity_stat": "median"},
             **{f"intensity in spread units{'' if t is None else f', shift/drift<={t}'}": {
                 "intensity_scale": "spread",
