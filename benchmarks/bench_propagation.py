@@ -17,6 +17,8 @@ on 24 volumes can swap places on the next 24 (docs/train.md, twenty-third sessio
 `--targets all`: besides each volume's target, every other structure of its label map that ends inside the volume
 (on at most 90% of its slices) and covers 0.5-25% of its largest slice; the slices' embeddings are shared, so this
 adds decoding, not encoding. Rows then average over targets, the paired column over volumes (each volume's mean).
+Judge stop rules there: on the generator targets alone a perfect stop is worth about +0.02 (box, one prompted slice),
+on every structure about +0.06, as on the real volumes (docs/segment.md "Stops re-chosen on every structure").
 Each volume is prompted on the target's largest slice (interior point + tight box; box only for box-only
 models), or on K slices (`--prompted-slices`), then propagated both ways with each set of PropagationOptions;
 "default, ..." rows change one setting of the model's registry default.
