@@ -69,9 +69,8 @@ STOPS = {"score>=0.7": {"min_score": 0.7}, "score>=0.5": {"min_score": 0.5},
          "oracle stop": NO_STOP}  # kept only where the truth is: a bound
 PROMPTS = {"box+mask": {}, "box": {"use_mask_prompt": False}, "tight box+mask": {"box_margin": 0.0}}
 #: one change to the model's registry default: stop rules, and how slices between prompted slices are filled
-VARIANTS = {"contrast>=0.2": {"min_contrast_ratio": 0.2}, "contrast>=0.3": {"min_contrast_ratio": 0.3},
-            "contrast>=0.5": {"min_contrast_ratio": 0.5},
-            "contrast>=0.7": {"min_contrast_ratio": 0.7}, "overlap>=0.3": {"min_overlap": 0.3},
+VARIANTS = {**{f"contrast>={t}": {"min_contrast_ratio": t} for t in (0.2, 0.3, 0.5, 0.7)},
+            "overlap>=0.3": {"min_overlap": 0.3},
             "growth<=1.5": {"max_growth": 1.5}, "shift<=0.3": {"max_intensity_shift": 0.3},
             "shift<=1": {"max_intensity_shift": 1.0}, "no shift stop": {"max_intensity_shift": 0.0},
             **{f"drift<={t}": {"max_intensity_drift": t} for t in (0.5, 0.75, 1.0, 1.5)},
