@@ -69,6 +69,9 @@ def register(subparsers) -> None:
     p.add_argument("--extra-click-prob", type=float, default=0.0,
                    help="chance that a correction round's click is one a user adds without looking at the error "
                         "(a point inside the target or a far negative; the answer must not change; default 0)")
+    p.add_argument("--feature-stats-aug", type=float, default=0.0,
+                   help="chance that a sample's embedding has its per-channel mean and std redrawn around them (DSU; "
+                        "a decoder less tied to the synthetic images' statistics; 0..1, default 0)")
     p.add_argument("--prompt-modes", nargs="+", metavar="MODE",
                    help="first-round prompt kinds to draw from: point1 points pos_neg far_neg box box_point "
                         "(default: all)")
@@ -117,7 +120,7 @@ def config_from_args(args: argparse.Namespace):
                        neighbour_mask_iou=args.neighbour_mask_iou,
                        correction_prob=args.correction_prob, correction_rounds=args.correction_rounds,
                        extra_click_prob=args.extra_click_prob, prompt_modes=args.prompt_modes, warmup=args.lr_warmup,
-                       workers=args.workers)
+                       workers=args.workers, feature_stats_aug=args.feature_stats_aug)
 
 
 def check_arguments(args: argparse.Namespace):

@@ -37,6 +37,7 @@ from synthfm.train.neighbour_data import (MODES as NEIGHBOUR_MODES, PAST_END_ROL
                                           neighbour_cache, neighbour_manifest)
 from synthfm.train.prefetch import BatchPrefetcher, draw_indices
 from synthfm.train.prompt_sim import correction_click
+from synthfm.train.feature_aug import perturb_feature_stats
 from synthfm.train.user_data import UserCase, user_cache
 from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
 
@@ -94,6 +95,8 @@ class TrainConfig:
     #: trained to be empty, taught it that an empty mask can have IoU 1)
     neighbour_mask_iou: bool = True
     workers: int = 0  # on-the-fly data: processes drawing the next steps' batches ahead (0: in this process)
+    #: chance that a sample's embedding has its per-channel mean and std redrawn (synthfm.train.feature_aug; 0: off)
+    feature_stats_aug: float = 0.0
 
     def __post_init__(self) -> None:
         self.user_data = [c if isinstance(c, UserCase) else UserCase(*c) for c in self.user_data]
@@ -134,6 +137,8 @@ class TrainConfig:
         if not 0.0 <= self.neighbour_prob <= 1.0 or self.neighbour_volumes < 0:
             raise ValueError(f"neighbour_prob must be between 0 and 1 and neighbour_volumes >= 0, got "
                              f"{self.neighbour_prob} and {self.neighbour_volumes}")
+        if not 0.0 <= self.feature_stats_aug <= 1.0:
+            raise ValueError(f"feature_stats_aug must be between 0 and 1, got {self.feature_stats_aug}")
         if not 0.0 <= self.neighbour_mask_prob <= 1.0:
             raise ValueError(f"neighbour_mask_prob must be between 0 and 1, got {self.neighbour_mask_prob}")
         from synthfm.models.registry import get_spec
@@ -334,6 +339,9 @@ class Trainer:
             idx = np.concatenate([idx, len(self.train_source) + user_idx])
             batch = make_batch(rng, labels, targets, idx, self.transform, mode)
         batch = batch.to(emb.device)
+        if cfg.feature_stats_aug:  # its own stream: runs without it draw as before
+            emb = perturb_feature_stats(emb, cfg.feature_stats_aug, torch.Generator().manual_seed(
+                int(np.random.default_rng([key[0], key[1], 4, *key[3:]]).integers(2**62))))
         self.model.train()
         self.model.image_encoder.eval()
         loss, dice_l = self.step_loss(rng, emb, batch, self.transform)
