@@ -1,9 +1,10 @@
 """Embedding statistics perturbed in training, so the decoder leans less on a slice's per-channel statistics.
 
 Per-channel means of the encoder's embeddings tell real slices from synthetic ones almost perfectly
-(docs/train.md, "Feature-statistics augmentation"). Following DSU (Li et al., ICLR 2022, "Uncertainty modeling for
-out-of-distribution generalization"), each chosen sample's per-channel mean and standard deviation over the grid are
-replaced by values drawn around them, with the spread of those statistics across the batch as the scale.
+(docs/segment.md, item 8; the experiment: docs/train.md, thirty-ninth session). Following DSU (Li et al., ICLR 2022,
+"Uncertainty modeling for out-of-distribution generalization"), each chosen sample's per-channel mean and standard
+deviation over the grid are replaced by values drawn around them, with the spread of those statistics across the
+batch as the scale.
 """
 from __future__ import annotations
 

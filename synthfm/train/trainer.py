@@ -31,13 +31,13 @@ from synthfm.segment.preprocess import SliceTransform
 from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, prompt_tensors
 from synthfm.train.embed_cache import (DataSource, EmbeddingCache, OnTheFlySource, encode_images, fingerprint_folder,
                                        synthetic_manifest)
+from synthfm.train.feature_aug import perturb_feature_stats
 from synthfm.train.losses import hard_iou, mask_loss
 from synthfm.train.model_card import model_card
 from synthfm.train.neighbour_data import (MODES as NEIGHBOUR_MODES, PAST_END_ROLES, PER_VOLUME, make_neighbour_batch,
                                           neighbour_cache, neighbour_manifest)
 from synthfm.train.prefetch import BatchPrefetcher, draw_indices
 from synthfm.train.prompt_sim import correction_click
-from synthfm.train.feature_aug import perturb_feature_stats
 from synthfm.train.user_data import UserCase, user_cache
 from synthfm.utils.progress import CancelToken, Cancelled, ProgressCallback, check_cancel, report
 
