@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -48,7 +49,7 @@ def channel_means(embedding: torch.Tensor, transform: SliceTransform) -> np.ndar
 def real_descriptors(pairs: Sequence[str], max_slices: int, predictor: SlicePredictor
                      ) -> Tuple[np.ndarray, np.ndarray]:
     """One descriptor per (image, slice) that holds a labelled structure (a slice shared by structures counts once)
-    and the index of its image volume."""
+    and the file name of its image volume."""
     seen: Dict[Tuple[str, int], np.ndarray] = {}
     for path in pairs:
         for lc in load_cases(read_cases_csv(path)):
@@ -61,8 +62,7 @@ def real_descriptors(pairs: Sequence[str], max_slices: int, predictor: SlicePred
                         image = lc.image.array[s].astype(np.float32)
                         emb, transform = predictor.embed(image, (key[0], 0, s), vrange, aspect)
                         seen[key] = channel_means(emb, transform)
-    volumes = sorted({path for path, _ in seen})
-    return np.stack(list(seen.values())), np.array([volumes.index(path) for path, _ in seen])
+    return np.stack(list(seen.values())), np.array([Path(path).name for path, _ in seen])
 
 
 def synthetic_descriptors(model, overrides: dict, count: int, seed: int, batch: int = 4) -> np.ndarray:
@@ -90,7 +90,7 @@ def gap_metrics(real: np.ndarray, volume: np.ndarray, synth: np.ndarray, seed: i
     domain = np.r_[np.zeros(n), np.ones(n)]
     d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
-    d[:n, :n][volume[:, None] == volume[None, :]] = np.inf
+    d[:n, :n][volume[:, None] == volume[None, :]] = np.inf  # any labels: indices or file names
     nearest = domain[d.argmin(1)]
     cr, cs = r.mean(0), s.mean(0)
     spread = 0.5 * (np.linalg.norm(r - cr, axis=1).mean() + np.linalg.norm(s - cs, axis=1).mean())
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), required=True,
                         help="generator overrides on the mixed preset (repeatable)")
     parser.add_argument("--save", default=None, help="write every descriptor to this .npz")
+    parser.add_argument("--plot", default=None, help="draw the descriptors' first two principal components here (PNG)")
     args = parser.parse_args()
     variants = [(name, json.loads(text)) for name, text in args.variant]
     for name, overrides in variants:  # refuse a bad variant before any encoding
@@ -131,6 +132,39 @@ def main() -> None:
               f"  {json.dumps(overrides)}", flush=True)
     if args.save:
         np.savez_compressed(args.save, **saved)
+    if args.plot:
+        plot_descriptors(saved, args.plot)
+
+
+def plot_descriptors(saved: Dict[str, np.ndarray], path: str) -> None:
+    """Scatter of the first two principal components (of the real slices and the first variant), standardised by
+    the real spread: real slices coloured by volume, each variant's images in its own colour."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    real, volume = saved["real"], saved["volume"]
+    variants = [k for k in saved if k not in ("real", "volume")]
+    mu, sd = real.mean(0), real.std(0) + 1e-6
+    z = lambda x: (x - mu) / sd  # noqa: E731
+    basis = np.concatenate([z(real)] + ([z(saved[variants[0]])] if variants else []))
+    centre = basis.mean(0)
+    _, _, vt = np.linalg.svd(basis - centre, full_matrices=False)
+    project = lambda x: (z(x) - centre) @ vt[:2].T  # noqa: E731
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for name in variants:
+        xy = project(saved[name])
+        ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.5, label=f"generator: {name}")
+    xy = project(real)
+    for v in np.unique(volume):
+        ax.scatter(xy[volume == v, 0], xy[volume == v, 1], s=22, marker="x", label=f"real: {v.split('.')[0]}")
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    ax.set_title("TinyViT embedding channel means: real slices vs generator images")
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

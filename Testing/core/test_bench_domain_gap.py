@@ -47,3 +47,12 @@ def test_channel_means_leave_the_padding_out():
     wide = SliceTransform(height=128, width=256, size=256)  # a 1:2 slice fills the top half of the input
     assert np.allclose(gap.channel_means(emb, wide), 1.0)
     assert np.allclose(gap.channel_means(emb, SliceTransform(256, 256, 256)), 0.5)
+
+
+def test_the_plot_is_written(tmp_path):
+    rng = np.random.default_rng(2)
+    saved = {"real": _cloud(rng, 0.0, 20), "volume": np.repeat(np.array(["a.nii.gz", "b.nii.gz"]), 10),
+             "v3": _cloud(rng, 3.0, 20), "quiet": _cloud(rng, 2.0, 20)}
+    out = tmp_path / "gap.png"
+    gap.plot_descriptors(saved, str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
