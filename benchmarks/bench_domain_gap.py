@@ -112,9 +112,16 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="write every descriptor to this .npz")
     parser.add_argument("--plot", default=None, help="draw the descriptors' first two principal components here (PNG)")
     args = parser.parse_args()
-    variants = [(name, json.loads(text)) for name, text in args.variant]
-    for name, overrides in variants:  # refuse a bad variant before any encoding
-        GeneratorConfig.from_preset("mixed", **overrides)
+    variants = []
+    for name, text in args.variant:  # refuse a bad variant before any encoding
+        if name in ("real", "volume") or name in dict(variants):
+            parser.error(f"--variant {name}: the name is taken; give each variant its own name (not real or volume)")
+        try:
+            overrides = json.loads(text)
+            GeneratorConfig.from_preset("mixed", **overrides)
+        except (ValueError, TypeError) as exc:
+            parser.error(f"--variant {name}: {exc} (give a JSON object of generator knobs, e.g. '{{\"version\": 4}}')")
+        variants.append((name, overrides))
 
     torch.manual_seed(0)
     model = load_model(args.model)
@@ -146,11 +153,13 @@ def plot_descriptors(saved: Dict[str, np.ndarray], path: str) -> None:
     real, volume = saved["real"], saved["volume"]
     variants = [k for k in saved if k not in ("real", "volume")]
     mu, sd = real.mean(0), real.std(0) + 1e-6
-    z = lambda x: (x - mu) / sd  # noqa: E731
-    basis = np.concatenate([z(real)] + ([z(saved[variants[0]])] if variants else []))
+    basis = (np.concatenate([real] + [saved[k] for k in variants[:1]]) - mu) / sd
     centre = basis.mean(0)
     _, _, vt = np.linalg.svd(basis - centre, full_matrices=False)
-    project = lambda x: (z(x) - centre) @ vt[:2].T  # noqa: E731
+
+    def project(x: np.ndarray) -> np.ndarray:
+        return ((x - mu) / sd - centre) @ vt[:2].T
+
     fig, ax = plt.subplots(figsize=(7, 6))
     for name in variants:
         xy = project(saved[name])

@@ -56,3 +56,14 @@ def test_the_plot_is_written(tmp_path):
     out = tmp_path / "gap.png"
     gap.plot_descriptors(saved, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_bad_variant_is_refused_before_any_encoding(monkeypatch, capsys):
+    import pytest
+
+    for variant in (["v", "{not json"], ["v", '{"no_such_knob": 1}'], ["real", "{}"]):
+        monkeypatch.setattr(sys, "argv", ["bench_domain_gap.py", "--pairs", "x.csv", "--variant", *variant])
+        monkeypatch.setattr(gap, "load_model", lambda *a, **k: pytest.fail("encoded before the check"))
+        with pytest.raises(SystemExit):
+            gap.main()
+        assert f"--variant {variant[0]}" in capsys.readouterr().err
