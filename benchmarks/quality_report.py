@@ -53,8 +53,9 @@ def signal_ceiling(rows: list, signals=SIGNALS) -> tuple:
     for case in set(cases):
         out = cases == case
         held_out[out] = x[out] @ np.linalg.lstsq(x[~out], y[~out], rcond=None)[0]
-    rank = [{"fit": f, "iou": t} for f, t in zip(fitted, y)], [{"fit": f, "iou": t} for f, t in zip(held_out, y)]
-    return spearman(rank[0], "fit"), spearman(rank[1], "fit")
+    def rho(values: np.ndarray) -> float:
+        return spearman([{"fit": v, "iou": t} for v, t in zip(values, y)], "fit")
+    return rho(fitted), rho(held_out)
 
 
 def main() -> None:
