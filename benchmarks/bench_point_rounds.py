@@ -2,6 +2,7 @@
 synthetic images (the choice) and, for reporting only, real slices. In rounds, the points are decoded one per
 round in their order, each later round fed the previous round's logits as the mask prompt (training's correction
 rounds); "corrections" opens a round only for a point the current mask gets wrong (``SlicePredictor`` docstring);
+each mode's paired difference to the first mode (per image or slice, bootstrap interval) is printed below the table;
 ``clicks`` is one point then 4 correction clicks (evaluate's protocol; the Dice after each click); point1 is the
 reference of far negatives.
 
@@ -16,6 +17,7 @@ from typing import Dict, List
 import numpy as np
 
 from bench_box_clip import protocol_bench
+from compare_generators import paired_difference
 from synthfm.evaluate.metrics import dice
 from synthfm.evaluate.protocols import make_prompts, next_click
 
@@ -60,6 +62,14 @@ def main() -> None:
                       if protocol == "clicks" else "")
             print(f"{name:<44}{protocol:<12}{len(table[(protocol, modes[0])]):>5}"
                   + "".join(f"{m[-1]:>11.3f}" for m in means) + curves, flush=True)
+        for protocol in args.protocols:  # each mode against the first, paired per image / slice (final Dice)
+            first = {(protocol, i): c[-1] for i, c in enumerate(table[(protocol, modes[0])])}
+            for mode, label in zip(modes[1:], args.modes[1:]):
+                other = {(protocol, i): c[-1] for i, c in enumerate(table[(protocol, mode)])}
+                d, lo, hi, better, n = paired_difference(other, first, protocol)
+                worse = sum(other[k] < first[k] for k in first)
+                print(f"  {protocol:<12}{label} - {args.modes[0]}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}] paired over {n}, "
+                      f"{better} better, {worse} worse", flush=True)
 
 
 if __name__ == "__main__":
