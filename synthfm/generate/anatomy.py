@@ -28,9 +28,10 @@ class _Builder:
         self.label = BODY
 
     def add(self, shape: Shape, tissue: str, role: str = "tissue", layers: Tuple[Tuple[float, str], ...] = (),
-            extent: str = "local", targetable: bool = True, host: int = 0, part_of: int = 0) -> Structure:
+            extent: str = "local", targetable: bool = True, host: int = 0, part_of: int = 0,
+            inside: int = 0) -> Structure:
         s = Structure(self.label, shape, role, tissue=tissue, extent=extent, targetable=targetable and not part_of,
-                      host=host, part_of=part_of)
+                      host=host, part_of=part_of, inside=inside)
         self.label += 1
         for fraction, tissue_name in layers:
             s.layers.append((float(fraction), self.label, tissue_name))
@@ -55,6 +56,23 @@ class _Builder:
         return Shape("tube", (float(centre[0]), float(centre[1])), float(max(width, 0.8)), float(angle),
                      harmonics=np.zeros((0, 2)), half_length=float(half_length),
                      bend=(b0, float(rng.uniform(-bend, bend) * 0.6)), wobble=float(rng.uniform(0.0, 0.08)))
+
+    def organ_vessels(self, organ: Structure) -> None:
+        """3-15 small vessels inside ``organ`` that belong to it (round sections and short bent runs, 0.7-4 px
+        across), painted only within it and merged into its mask, as real organ labels include their vessels."""
+        rng, shape = self.rng, organ.shape
+        a, b = shape.radius, shape.radius * shape.aspect
+        cos, sin = np.cos(shape.angle), np.sin(shape.angle)
+        for _ in range(int(rng.integers(3, 16))):
+            rho, phi = np.sqrt(rng.uniform(0, 0.8)), rng.uniform(0, 2 * np.pi)
+            u, v = rho * a * np.cos(phi), rho * b * np.sin(phi)
+            centre = (shape.center[0] + u * cos - v * sin, shape.center[1] + u * sin + v * cos)
+            r = _log_uniform(rng, 0.7, 4.0)
+            if rng.random() < 0.5:
+                vessel = self.ellipse(centre, r, r * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi), 0.05)
+            else:
+                vessel = self.tube(centre, r, rng.uniform(3.0, 15.0), rng.uniform(0, np.pi))
+            self.add(vessel, "vessel", part_of=organ.label, inside=organ.label)
 
     def lesions(self, host: Structure, a: float, b: float, count: int) -> None:
         """``count`` small lesions (or cysts) inside ``host`` whose semi-axes are ``a``, ``b``."""
@@ -369,6 +387,7 @@ def ultrasound(bld: _Builder) -> str:
 
 
 BUILDERS: Dict[str, Callable[[_Builder], str]] = {"trunk": trunk, "head": head, "organs": organs}
+VASCULAR_ORGANS = ("liver", "spleen", "kidney")  # organs whose vessels ``organ_vessels_prob`` draws inside them
 
 
 def draw_anatomy(rng: np.random.Generator, cfg: GeneratorConfig, size: int, modality: str) -> Scene:
@@ -383,6 +402,10 @@ def draw_anatomy(rng: np.random.Generator, cfg: GeneratorConfig, size: int, moda
         centre = (cx + rng.uniform(-0.2, 0.2) * size, cy + rng.uniform(-0.2, 0.2) * size)
         prim = _choice(rng, cfg.shape_weights)
         primitive[bld.add(draw_shape(rng, prim, centre, min(area, 0.15 * size * size)), "lesion").label] = prim
+    if cfg.organ_vessels_prob > 0:
+        for organ in [s for s in bld.structures if s.tissue in VASCULAR_ORGANS and s.role != "body"]:
+            if rng.random() < cfg.organ_vessels_prob:
+                bld.organ_vessels(organ)
     candidates = [s for s in bld.structures if s.targetable and s.role != "body"]
     target = candidates[int(rng.integers(len(candidates)))]
     target.role = "target"

@@ -60,6 +60,9 @@ class GeneratorConfig:
     min_cnr: float = 1.0  # target contrast is at least this many times the noise std (no invisible targets)
     shape_aware: bool = True  # paper ablation: shape variety (off: plain ellipses, no anatomy scenes)
     boundary_aware: bool = True  # paper ablation: touching neighbours, weak and blurred edges (off: none)
+    #: anatomy scenes: chance that a liver, spleen or kidney holds small vessels that belong to its mask, as real
+    #: organ labels include the vessels inside them (0: none, and no key in ``to_dict``, so caches keep their keys)
+    organ_vessels_prob: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -131,6 +134,8 @@ class GeneratorConfig:
         """JSON-able settings with ``generator_version``; a version-2 config gives exactly the version-2
         dict (embedding caches and manifests key on it), plus any ablation switch that was turned off."""
         data = dataclasses.asdict(self)
+        if not data["organ_vessels_prob"]:  # a knob added later: its default leaves every earlier key as it was
+            data.pop("organ_vessels_prob")
         if self.version == 2:
             data = {k: v for k, v in data.items() if k not in V3_ONLY or v != V2_VALUES[k]}
             data.pop("version", None)
@@ -147,12 +152,12 @@ class GeneratorConfig:
         return cls(**{**version_defaults(version), **values, "version": version})
 
 
-V3_ONLY = ("version", "anatomy_prob", "scene_weights", "min_cnr", "shape_aware", "boundary_aware")
+V3_ONLY = ("version", "anatomy_prob", "scene_weights", "min_cnr", "shape_aware", "boundary_aware", "organ_vessels_prob")
 ABLATION = ("shape_aware", "boundary_aware")
 # Version 2's values of every knob whose default changed in version 3 (and of the knobs it does not have).
 V2_VALUES: Dict[str, Any] = {
     "version": 2, "anatomy_prob": 0.0, "scene_weights": {k: 1.0 for k in SCENE_KINDS}, "min_cnr": 0.0,
-    "shape_aware": True, "boundary_aware": True,
+    "shape_aware": True, "boundary_aware": True, "organ_vessels_prob": 0.0,
     "low_contrast_prob": 0.4, "low_contrast": (0.02, 0.08), "noise": (0.01, 0.08),
 }
 

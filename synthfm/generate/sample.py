@@ -99,8 +99,11 @@ class SyntheticGenerator:
         return scene, perturb
 
     def _owners(self, scene: Scene) -> Dict[int, int]:
-        """Version 4: the labels merged into their structure once the image is drawn (none before)."""
-        return whole_structures(scene) if self.effective.version >= 4 else {}
+        """The labels merged into their structure once the image is drawn: version 4's layers and parts, before it
+        the parts only (an organ's vessels with ``organ_vessels_prob``; none otherwise)."""
+        if self.effective.version >= 4:
+            return whole_structures(scene)
+        return {s.label: s.part_of for s in scene.structures if s.part_of}
 
     def _render(self, rng, scene, labels, spacing=(1.0, 1.0), probe=None):
         draw = render_image if self.effective.version == 2 else render_image_v3

@@ -32,6 +32,7 @@ class Structure:
     targetable: bool = True  # anatomy scenes: may be the target
     host: int = 0  # a lesion's host structure label (its intensity is the host's plus a contrast)
     part_of: int = 0  # version 4: label of the structure this one is a part of (a vertebra's arch), else 0
+    inside: int = 0  # painted only where this label is (a vessel within its organ), else 0
 
 
 @dataclass
@@ -166,6 +167,8 @@ def paint(scene: Scene, xx: np.ndarray, yy: np.ndarray, scales: Optional[Dict[in
         painted = labels[window]  # a view: painting it paints the label map
         if s.role != "body":
             mask &= painted > 0  # structures live inside the body
+        if s.inside:
+            mask &= painted == s.inside
         if s.role == "touching" and target_mask is not None:
             if dist_to_target is None:
                 dist_to_target = np.full(xx.shape, np.inf)
