@@ -80,6 +80,11 @@ VARIANTS = {**{f"contrast>={t}": {"min_contrast_ratio": t} for t in (0.2, 0.3, 0
             # not adopted (a real leak)
             "contrast>=0.3, shift/drift<=0.75, size<=2x": {"min_contrast_ratio": 0.3, "max_intensity_shift": 0.75,
                                                            "max_intensity_drift": 0.75, "max_size": 2.0},
+            # ... with a cap past the prompted slice at c x its mask's width (session 43, not adopted: a real leak)
+            **{f"width<={c}x": {"max_extent": c} for c in (1.0, 1.5, 2.0)},
+            **{f"contrast>=0.3, shift/drift<=0.75, size<=2x, width<={c}x": {
+                "min_contrast_ratio": 0.3, "max_intensity_shift": 0.75, "max_intensity_drift": 0.75, "max_size": 2.0,
+                "max_extent": c} for c in (1.0, 1.5, 2.0)},
             "median intensity": {"intensity_stat": "median"},
             **{f"intensity in spread units{'' if t is None else f', shift/drift<={t}'}": {
                 "intensity_scale": "spread",
@@ -247,7 +252,9 @@ def main() -> None:
                 image, truth = s.image[::args.slice_step], target[::args.slice_step]
                 prompts = {k: point_and_box(truth[k], model.trained_points) if args.prompt == "point+box" else
                            make_prompts(args.prompt, truth[k], rng) for k in prompt_slices(truth, n_prompted)}
+                sx, sy, sz = s.spacing  # the slice step thickens the slices (max_extent reads millimetres)
                 seg = VolumeSegmenter(predictor, image, volume_id=("bench", i, args.slice_step),
+                                      spacing=(sx, sy, sz * args.slice_step),
                                       value_range=intensity_range(s.image, predictor.window))
                 requested.clear()
                 try:

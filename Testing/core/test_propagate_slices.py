@@ -269,6 +269,31 @@ def test_propagation_past_a_prompted_end_is_capped_by_the_span_of_the_prompted_s
         seg.propagate_slices(prompts, options=PropagationOptions(max_end_extension=-1.0))
 
 
+def test_max_extent_stops_past_a_multiple_of_the_prompted_masks_width_in_millimetres():
+    """max_extent: past the outermost prompted slice, at most max_extent x the equivalent diameter of its mask
+    (2 sqrt(area / pi)) away, both in mm, so thick slices reach fewer slices; off by default."""
+    truth = np.zeros((40, 30, 30), bool)
+    truth[:, 10:20, 10:20] = True  # a square of side 10 px on every slice: equivalent diameter 11.28 px
+    prompts = {20: _box(truth[20])}
+    diameter = 2 * np.sqrt(100 / np.pi)
+    seg = VolumeSegmenter(TruthPredictor(truth, 0), truth * 1.0)
+    assert seg.propagate_slices(prompts).slices == list(range(40))  # off: to the volume's ends
+    result = seg.propagate_slices(prompts, options=PropagationOptions(max_extent=1.0))  # no spacing: voxels
+    reach = int(np.floor(diameter))  # 11 slices each way
+    assert result.slices == list(range(20 - reach, 20 + reach + 1))
+    assert {r.index: r.stop for r in result.records if r.stop} == {20 - reach - 1: "farther than its width",
+                                                                   20 + reach + 1: "farther than its width"}
+    # 0.5 mm pixels, 2 mm slices: the width is 5.64 mm, so 2 slices each way reach 4 mm, 3 would reach 6 mm
+    thick = VolumeSegmenter(TruthPredictor(truth, 0), truth * 1.0, spacing=(0.5, 0.5, 2.0))
+    assert thick.propagate_slices(prompts, options=PropagationOptions(max_extent=1.0)).slices == list(range(18, 23))
+    # along another axis the slice distance is that axis's spacing (x here) and the pixel area the other two's
+    side = VolumeSegmenter(TruthPredictor(truth, 2), truth * 1.0, axis=2, spacing=(2.0, 1.0, 1.0))
+    column = {15: _box(truth[:, :, 15])}  # 40 x 10 px of 1 mm: 22.6 mm wide; 2.8 slices of 2 mm
+    assert side.propagate_slices(column, options=PropagationOptions(max_extent=0.25)).slices == list(range(13, 18))
+    with pytest.raises(ValueError, match="max_extent"):
+        seg.propagate_slices(prompts, options=PropagationOptions(max_extent=-1.0))
+
+
 def test_outer_ends_caps_both_ends_of_three_prompted_slices_whatever_their_masks():
     """A decoder that over-segments a thin end slice (its mask larger than the middle one's) hides that end from
     the area test; with outer_ends, three or more prompted slices mark both ends, so the cap applies on both sides."""

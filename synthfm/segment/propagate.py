@@ -18,7 +18,7 @@ import torch
 from scipy import ndimage as ndi
 
 from synthfm.segment.predictor import Prediction, SlicePredictor
-from synthfm.segment.preprocess import intensity_range, slice_aspect
+from synthfm.segment.preprocess import intensity_range, slice_aspect, slice_spacing
 from synthfm.segment.prompts import Prompts
 from synthfm.utils.masks import cut_to_intensity, inside_and_ring, iou, parts_touching, tight_box
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -59,6 +59,10 @@ class PropagationOptions:
     #: > 0: past a prompted end (as for max_end_growth), at most ceil(this x the span of the prompted slices) slices
     #: are kept (the user prompted near the structure's end, docs/segment.md)
     max_end_extension: float = 0.0
+    #: > 0: past the outermost prompted slice, stop where the distance from it exceeds this x the equivalent diameter
+    #: of its mask (2 sqrt(area / pi)), both in millimetres (in voxels without a spacing): a structure rarely reaches
+    #: further from a cross-section than a few times its width there, a leak along a neighbour does
+    max_extent: float = 0.0
     #: with 3 or more prompted slices both outermost are the structure's ends (the user marked it near both ends and
     #: in between), whatever their masks' areas; False: an outermost prompted slice is an end only when its mask is
     #: smaller than the next prompted one's (with one or two prompted slices this is always how ends are found)
@@ -261,6 +265,10 @@ class VolumeSegmenter:
         self.predictor, self.volume, self.axis = predictor, volume, axis
         #: a slice's pixel height over width (SlicePredictor.predict's ``aspect``)
         self.aspect = 1.0 if spacing is None else slice_aspect(spacing, axis)
+        rows, cols = (1.0, 1.0) if spacing is None else slice_spacing(spacing, axis)
+        #: a pixel's area and the distance between slices, in mm (voxels without a spacing): ``max_extent``
+        self.pixel_area = rows * cols
+        self.thickness = 1.0 if spacing is None else float(spacing[2 - axis])
         self.volume_id = id(volume) if volume_id is None else volume_id
         self.value_range = intensity_range(volume, predictor.window if value_range is None else tuple(value_range))
 
@@ -403,6 +411,9 @@ class VolumeSegmenter:
         if not options.max_end_extension >= 0:
             raise ValueError(f"max_end_extension must be 0 (off) or a positive fraction of the prompted span, "
                              f"got {options.max_end_extension}")
+        if not options.max_extent >= 0:
+            raise ValueError(f"max_extent must be 0 (off) or a positive factor of the prompted mask's width, "
+                             f"got {options.max_extent}")
         if not (isinstance(options.encode_every, int) and options.encode_every >= 1):
             raise ValueError(f"encode_every must be a whole number of slices, 1 (every slice encoded) or more, "
                              f"got {options.encode_every}")
@@ -478,6 +489,8 @@ class VolumeSegmenter:
             scale = ref.spread
         keep = keep_probability(options.keep_rule) if options.min_keep > 0 and options.keep_rule else None
         end_area = options.max_end_growth * seen_first.mask.sum() if from_end and options.max_end_growth else np.inf
+        reach = (options.max_extent * 2 * np.sqrt(first.mask.sum() * self.pixel_area / np.pi) / self.thickness
+                 if options.max_extent > 0 else np.inf)  # slices from ``index`` (max_extent)
         prev, prev_mean, i, count, towards = first, ref.mean, index + step, 0, [0.0]  # kept slices' "toward"
         prev_seen = seen_first  # the masks the stop rule reads (the decoder's, before cuts, unless options.stop_on_cut)
         pending: List[Tuple[SliceRecord, Prediction]] = []  # slices an intensity stop fired on (stop_patience)
@@ -491,6 +504,7 @@ class VolumeSegmenter:
             mean = self._mean_in(i, judged.mask, options.intensity_stat) if area else prev_mean
             evidence = {**self._evidence(i, judged, prev_seen, area, mean, prev_mean, ref), "cut": float(cut)}
             stop = ("past the prompted span" if limit is not None and count >= limit else
+                    "farther than its width" if abs(i - index) > reach else
                     "growing past the end" if area > end_area else
                     stop_reason(options, evidence, area, int(prev_seen.mask.sum()), floor, ref.spread / scale, keep,
                                 towards[max(0, len(towards) - options.drift_window)] if options.drift_window else 0.0))
