@@ -163,6 +163,29 @@ def test_several_correction_rounds_and_prompt_mix(tmp_path):
         _config(tmp_path, extra_click_prob=1.5).validate()
     with pytest.raises(ValueError, match="prompt_modes"):
         _config(tmp_path, prompt_modes=["lasso"]).validate()
+    with pytest.raises(ValueError, match="multimask_modes"):
+        _config(tmp_path, multimask_modes=["lasso"]).validate()
+
+
+def test_multimask_modes_decode_those_first_rounds_as_three_candidates(tmp_path):
+    """By default only one-point first rounds give three candidates (min-over-masks loss, as SAM); with
+    ``multimask_modes`` box rounds do too, and a step trains on them."""
+    from synthfm.segment.preprocess import SliceTransform
+    from synthfm.train.batches import make_batch
+
+    labels = np.zeros((2, 32, 32), np.int16)
+    labels[:, 8:20, 10:24] = 2
+    transform, rng = SliceTransform(32, 32, 64), np.random.default_rng(0)
+    assert make_batch(rng, labels, np.array([2, 2]), np.arange(2), transform, "point1").multimask
+    assert not make_batch(rng, labels, np.array([2, 2]), np.arange(2), transform, "box").multimask
+    assert make_batch(rng, labels, np.array([2, 2]), np.arange(2), transform, "box", ("point1", "box")).multimask
+    seen = []
+    trainer = Trainer(_config(tmp_path, prompt_modes=["box"], multimask_modes=["box"], correction_prob=0.0))
+    trainer.prepare_data()
+    decode = trainer.model.decode
+    trainer.model.decode = lambda *a, **k: seen.append(a[5]) or decode(*a, **k)
+    assert np.isfinite(trainer.train_step()["loss"])
+    assert seen == [True]  # the box round asked for three candidates
 
 
 def test_resume_from_the_light_state_continues_the_schedule(tmp_path):
@@ -208,9 +231,10 @@ def test_model_card_command_reproduces_the_run_settings(tmp_path):
     from synthfm.train.model_card import command_line
 
     cfg = _config(tmp_path, correction_prob=0.6, correction_rounds=3, prompt_modes=["far_neg", "box"], warmup=7,
-                  generator={"size": 64, "version": 2}, lr=2e-4, data="on-the-fly", extra_click_prob=0.3)
+                  generator={"size": 64, "version": 2}, lr=2e-4, data="on-the-fly", extra_click_prob=0.3,
+                  multimask_modes=["point1", "box"], feature_stats_aug=0.5)
     args = build_parser().parse_args(shlex.split(command_line(cfg.to_dict()))[1:] + ["--out", cfg.out, "--device", "cpu"])
     again = config_from_args(args).to_dict()
     for key in ("correction_prob", "correction_rounds", "extra_click_prob", "prompt_modes", "warmup", "generator", "lr",
-                "steps", "data"):
+                "steps", "data", "multimask_modes", "feature_stats_aug"):
         assert again[key] == cfg.to_dict()[key], key

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ MIN_TARGET_PIXELS = 12
 BOX_MODES = ("box", "box_point")
 POINT_MODES = ("point1", "points", "pos_neg", "far_neg")
 LEGACY_MODES = ("point1", "points", "pos_neg", "box", "box_point")  # the prompt mix of runs before far negatives
+MULTIMASK_MODES = ("point1",)  # first rounds decoded as three candidates (min-over-masks loss), as SAM trains
 
 
 @dataclass
@@ -77,7 +78,9 @@ def assemble(index: np.ndarray, masks: List[np.ndarray], prompts: List[SimPrompt
 
 
 def make_batch(rng: np.random.Generator, labels: np.ndarray, targets: np.ndarray, index: np.ndarray,
-               transform: SliceTransform, mode: str) -> Batch:
+               transform: SliceTransform, mode: str, multimask_modes: Sequence[str] = MULTIMASK_MODES) -> Batch:
+    """A first-round batch of prompt kind ``mode``, decoded as three candidates when it is one of
+    ``multimask_modes``."""
     masks = [pick_target(rng, labels[k], int(targets[k])) for k in range(len(index))]
     prompts = [simulate(rng, m, labels[k], mode) for k, m in enumerate(masks)]
-    return assemble(index, masks, prompts, transform, multimask=mode == "point1")
+    return assemble(index, masks, prompts, transform, multimask=mode in multimask_modes)

@@ -75,6 +75,9 @@ def register(subparsers) -> None:
     p.add_argument("--prompt-modes", nargs="+", metavar="MODE",
                    help="first-round prompt kinds to draw from: point1 points pos_neg far_neg box box_point "
                         "(default: all)")
+    p.add_argument("--multimask-modes", nargs="+", metavar="MODE",
+                   help="first-round prompt kinds decoded as three candidates with SAM's min-over-masks loss "
+                        "(default: point1 only)")
     p.add_argument("--lr-warmup", type=int, default=100, help="linear learning-rate warm-up steps (default 100)")
     p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
     p.add_argument("--ckpt-every", type=int, default=100, help="write checkpoint + resume state every N steps")
@@ -119,7 +122,8 @@ def config_from_args(args: argparse.Namespace):
                        neighbour_mask_past_end=args.neighbour_mask_past_end,
                        neighbour_mask_iou=args.neighbour_mask_iou,
                        correction_prob=args.correction_prob, correction_rounds=args.correction_rounds,
-                       extra_click_prob=args.extra_click_prob, prompt_modes=args.prompt_modes, warmup=args.lr_warmup,
+                       extra_click_prob=args.extra_click_prob, prompt_modes=args.prompt_modes,
+                       multimask_modes=args.multimask_modes, warmup=args.lr_warmup,
                        workers=args.workers, feature_stats_aug=args.feature_stats_aug)
 
 

@@ -38,6 +38,10 @@ def command_line(cfg: Dict[str, Any]) -> str:
             parts.append(f"--{'lr-warmup' if key == 'warmup' else key.replace('_', '-')} {cfg[key]}")
     if cfg.get("prompt_modes"):
         parts.append("--prompt-modes " + " ".join(cfg["prompt_modes"]))
+    if cfg.get("multimask_modes"):
+        parts.append("--multimask-modes " + " ".join(cfg["multimask_modes"]))
+    if cfg.get("feature_stats_aug"):
+        parts.append(f"--feature-stats-aug {cfg['feature_stats_aug']}")
     return " ".join(parts)
 
 

@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from synthfm.segment.preprocess import SliceTransform
-from synthfm.train.batches import Batch, make_batch
+from synthfm.train.batches import MULTIMASK_MODES, Batch, make_batch
 from synthfm.train.embed_cache import SyntheticItems, stack_items
 
 Draw = Tuple[np.random.Generator, List[np.ndarray], Batch]  # the step's generator (state after the draw), images, batch
@@ -32,13 +32,13 @@ def draw_indices(rng: np.random.Generator, count: int, k: int, modes: Sequence[s
 
 
 def draw_synthetic(key: Sequence[int], items: SyntheticItems, count: int, batch_size: int, modes: Sequence[str],
-                   transform: SliceTransform) -> Draw:
+                   transform: SliceTransform, multimask_modes: Sequence[str] = MULTIMASK_MODES) -> Draw:
     """Step ``key``'s synthetic batch: images in [0, 1] (to encode) and the prompted batch (CPU tensors)."""
     rng = np.random.default_rng(list(key))
     idx, mode = draw_indices(rng, count, batch_size, modes)
     drawn = items(idx)
     labels, targets = stack_items(drawn)
-    return rng, [it[0] for it in drawn], make_batch(rng, labels, targets, idx, transform, mode)
+    return rng, [it[0] for it in drawn], make_batch(rng, labels, targets, idx, transform, mode, multimask_modes)
 
 
 def _init_worker(args: tuple) -> None:
@@ -75,14 +75,15 @@ class BatchPrefetcher:
     """``get(step)`` returns :func:`draw_synthetic` for ``key_of(step)``, made ahead by a pool of processes."""
 
     def __init__(self, workers: int, depth: int, key_of, items: SyntheticItems, count: int, batch_size: int,
-                 modes: Sequence[str], transform: SliceTransform) -> None:
+                 modes: Sequence[str], transform: SliceTransform,
+                 multimask_modes: Sequence[str] = MULTIMASK_MODES) -> None:
         if workers < 1 or depth < 1:
             raise ValueError(f"workers and depth must be at least 1, got {workers} and {depth}")
         self.key_of, self.depth = key_of, depth
         self.pending: Dict[int, multiprocessing.pool.AsyncResult] = {}
         with _single_threaded_children():
             self.pool = multiprocessing.get_context("spawn").Pool(
-                workers, _init_worker, ((items, count, batch_size, tuple(modes), transform),))
+                workers, _init_worker, ((items, count, batch_size, tuple(modes), transform, tuple(multimask_modes)),))
 
     def get(self, step: int, end: int) -> Draw:
         """Step ``step``'s draw; steps up to ``step + depth`` (before ``end``) are queued meanwhile."""

@@ -28,7 +28,7 @@ from synthfm.models.loader import init_decoder_state
 from synthfm.models.sam import PromptableModel
 from synthfm.segment.predictor import cpu_has_fast_bf16
 from synthfm.segment.preprocess import SliceTransform
-from synthfm.train.batches import BOX_MODES, POINT_MODES, Batch, make_batch, prompt_tensors
+from synthfm.train.batches import BOX_MODES, MULTIMASK_MODES, POINT_MODES, Batch, make_batch, prompt_tensors
 from synthfm.train.embed_cache import (DataSource, EmbeddingCache, OnTheFlySource, encode_images, fingerprint_folder,
                                        synthetic_manifest)
 from synthfm.train.feature_aug import perturb_feature_stats
@@ -70,6 +70,8 @@ class TrainConfig:
     correction_rounds: int = 1  # up to this many correction clicks (rounds before the last run without gradient)
     extra_click_prob: float = 0.0  # chance that a round's click is not on the error (a point inside, a far negative)
     prompt_modes: Optional[List[str]] = None  # first-round prompt kinds drawn per step (None: all of PROMPT_MODES)
+    #: first-round prompt kinds decoded as three candidates with SAM's min-over-masks loss (None: one point only)
+    multimask_modes: Optional[List[str]] = None
     seed: int = 0
     device: str = "cpu"
     bf16: Optional[bool] = None  # None: bf16 on a GPU or a CPU with native bf16 (segment.predictor.cpu_has_fast_bf16)
@@ -127,6 +129,9 @@ class TrainConfig:
         unknown = set(self.prompt_modes or ()) - set(PROMPT_MODES)
         if unknown or self.prompt_modes == []:
             raise ValueError(f"prompt_modes must be a non-empty list of {', '.join(PROMPT_MODES)}, got {self.prompt_modes}")
+        if set(self.multimask_modes or ()) - set(PROMPT_MODES) or self.multimask_modes == []:
+            raise ValueError(f"multimask_modes must be a non-empty list of {', '.join(PROMPT_MODES)}, "
+                             f"got {self.multimask_modes}")
         if not 0.0 <= self.user_fraction <= 1.0:
             raise ValueError(f"user_fraction must be between 0 and 1, got {self.user_fraction}")
         if self.workers < 0:
@@ -290,7 +295,7 @@ class Trainer:
         if cfg.workers and self.prefetcher is None:
             self.prefetcher = BatchPrefetcher(cfg.workers, 2 * cfg.workers, self._key, self.train_source.items,
                                               cfg.samples, cfg.batch_size, cfg.prompt_modes or PROMPT_MODES,
-                                              self.transform)
+                                              self.transform, cfg.multimask_modes or MULTIMASK_MODES)
 
     def close(self) -> None:
         """Stop the batch-drawing workers (if any)."""
@@ -337,7 +342,7 @@ class Trainer:
                                      cfg.prompt_modes or PROMPT_MODES)
             emb, labels, targets = self._get(idx, user_idx)
             idx = np.concatenate([idx, len(self.train_source) + user_idx])
-            batch = make_batch(rng, labels, targets, idx, self.transform, mode)
+            batch = make_batch(rng, labels, targets, idx, self.transform, mode, cfg.multimask_modes or MULTIMASK_MODES)
         batch = batch.to(emb.device)
         if cfg.feature_stats_aug:  # its own stream: runs without it draw as before
             emb = perturb_feature_stats(emb, cfg.feature_stats_aug, torch.Generator().manual_seed(
