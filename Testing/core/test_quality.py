@@ -1,6 +1,7 @@
 """Quality signals of predicted masks, the calibrated quality score, and their place in predictions and evaluation."""
 import functools
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -111,7 +112,7 @@ def test_calibration_is_monotone_bounded_and_ranks_what_it_was_fitted_on():
         calibrator(base, "scribble")
 
 
-def test_calibration_file_round_trip_and_checks(tmp_path):
+def test_calibration_file_round_trip_and_checks(tmp_path, caplog):
     decoder = tmp_path / "mine.pt"
     decoder.write_bytes(b"weights")
     calibrator = fit_calibrator(_rows(), decoder_sha256=file_sha256(decoder), info={"fitted_on": "test"})
@@ -129,7 +130,9 @@ def test_calibration_file_round_trip_and_checks(tmp_path):
     np.testing.assert_allclose(loaded.pick(signals, "box"), loaded(signals, "box"))  # no picker: the score itself
     assert "pickers" not in json.loads(fit_calibrator(_rows()).to_json())
     decoder.write_bytes(b"retrained")  # another decoder in the same place: the calibration no longer applies
-    assert load_calibration(decoder) is None
+    with caplog.at_level(logging.WARNING, logger="synthfm.segment.quality"):
+        assert load_calibration(decoder) is None
+    assert "fitted for another decoder file" in caplog.text  # said, not silently dropped
     path.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ValueError, match="not a valid quality calibration.*fit_quality"):
         load_calibration(decoder)

@@ -38,12 +38,15 @@ sign its signal was declared with (monotone), fitted on held-out synthetic image
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 SIGNALS = ("iou_head", "stability", "confidence", "box_fill", "outside_box", "points_agree", "area", "contrast",
            "edge", "consistency", "mirror_agreement", "split_agreement", "cut")
@@ -259,5 +262,8 @@ def load_calibration(decoder: Path) -> Optional[QualityCalibrator]:
         return None
     calibrator = QualityCalibrator.from_json(path.read_text(), str(path))
     if calibrator.decoder_sha256 is not None and calibrator.decoder_sha256 != file_sha256(Path(decoder)):
+        log.warning("%s was fitted for another decoder file than %s: not used, the decoder's raw IoU head scores and "
+                    "picks instead; fit it again for this decoder (benchmarks/fit_quality.py) or remove it", path,
+                    decoder)
         return None
     return calibrator
