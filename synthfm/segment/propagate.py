@@ -18,7 +18,7 @@ import torch
 from scipy import ndimage as ndi
 
 from synthfm.segment.predictor import Prediction, SlicePredictor
-from synthfm.segment.preprocess import intensity_range, slice_aspect, slice_spacing
+from synthfm.segment.preprocess import intensity_range, slice_spacing
 from synthfm.segment.prompts import Prompts
 from synthfm.utils.masks import cut_to_intensity, inside_and_ring, iou, parts_touching, tight_box
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -263,9 +263,9 @@ class VolumeSegmenter:
             raise ValueError(f"the volume {volume.shape} has a single slice along axis {flat[0]}: slices along axis "
                              f"{axis} would be 1 pixel thick; segment along axis {flat[0]} instead")
         self.predictor, self.volume, self.axis = predictor, volume, axis
-        #: a slice's pixel height over width (SlicePredictor.predict's ``aspect``)
-        self.aspect = 1.0 if spacing is None else slice_aspect(spacing, axis)
         rows, cols = (1.0, 1.0) if spacing is None else slice_spacing(spacing, axis)
+        #: a slice's pixel height over width (SlicePredictor.predict's ``aspect``)
+        self.aspect = rows / cols
         #: a pixel's area and the distance between slices, in mm (voxels without a spacing): ``max_extent``
         self.pixel_area = rows * cols
         self.thickness = 1.0 if spacing is None else float(spacing[2 - axis])
