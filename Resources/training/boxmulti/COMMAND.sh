@@ -18,7 +18,7 @@ INIT=runs/clicks/stage7.pt
 mkdir -p runs/clicks runs/boxmulti
 [ -f "$INIT" ] || git show 587c00c:Resources/models/synthfm-lite.pt > "$INIT"
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} .venv/bin/synthfm train --model synthfm-lite --init "$INIT" --preset mixed \
-  --generator '{}' --seed 11 --samples 2500 --cache runs/dsu/cache --val-samples 64 --steps 1500 \
+  --generator '{}' --seed 11 --samples 2500 --cache runs/dsu/cache --val-samples 64 --steps "${STEPS:-1500}" \
   --batch-size 8 --lr 1e-4 --lr-warmup 50 --correction-prob 0.6 --correction-rounds 3 \
   --val-every 250 --ckpt-every 50 --threads "${THREADS:-2}" --multimask-modes point1 box box_point \
-  --out runs/boxmulti/arm "$@"
+  --out "${OUT:-runs/boxmulti/arm}" "$@"
