@@ -123,11 +123,17 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # one point K = 1 0.297 -> 0.313, K = 3 0.424 -> 0.424; real (reported, bf16; guard: mean of four
                   # one-point rows not lower, worst leak not 5 slices longer) table K = 1 0.489 -> 0.512, K = 3 0.615
                   # -> 0.621, judging set 0.440 -> 0.446, 0.548 -> 0.536; boxes unchanged (never cut)
+                  # + the decoder adapted to the volume: a copy fine-tuned 10 steps on the prompted slices' own masks
+                  # (2026-12-07, session 45, "default, adapted 10 steps"; rules in docs/segment.md): box volumes
+                  # 192..215 K = 1 +0.030, K = 3 +0.008 (10 chosen over 30), confirmed on 216..239 +0.047 / +0.007;
+                  # real (2 threads) table box K = 1 0.587 -> 0.608, K = 3 0.712 -> 0.718, one point 0.521 -> 0.518,
+                  # 0.619 -> 0.623; judging set box 0.501 -> 0.565, 0.644 -> 0.663, one point 0.434 -> 0.477, 0.535
+                  # -> 0.534; about 2.5 s more per propagation on 2 cores
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
                                ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
                                ("intensity_scale", "spread-single"), ("max_end_extension", 0.3),
                                ("outer_ends", True), ("intensity_gate", 1.5), ("max_size", 3.0), ("encode_every", 2),
-                               ("between_points", False), ("uncut_reference", True)),
+                               ("between_points", False), ("uncut_reference", True), ("adapt_steps", 10)),
                   # trained with correction rounds; held-out synthetic (bench_point_rounds.py, lite3 val 0:64, the
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,

@@ -10,8 +10,9 @@ prompted with boxes interpolated between the prompted masks) that are reconciled
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, fields, replace
-from typing import Dict, Hashable, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import ContextManager, Dict, Hashable, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -133,6 +134,10 @@ class PropagationOptions:
     #: differ by more than this (relative: |above - below| / mean of their norms), where the image changes too much
     #: between them for a linear mix (thick slices, a structure's ends). 0: always interpolated
     max_embedding_change: float = 0.0
+    #: > 0: before propagating, a copy of the decoder is fine-tuned this many steps on the prompted slices' own masks
+    #: (:func:`synthfm.segment.adapt.adapt_decoder`: this structure's appearance in this volume, no labels) and decodes
+    #: every propagated and filled slice; the prompted slices keep the model's own masks. 0: the model's decoder
+    adapt_steps: int = 0
 
     @property
     def smallest_mask(self) -> int:
@@ -417,6 +422,9 @@ class VolumeSegmenter:
         if not (isinstance(options.encode_every, int) and options.encode_every >= 1):
             raise ValueError(f"encode_every must be a whole number of slices, 1 (every slice encoded) or more, "
                              f"got {options.encode_every}")
+        if not (isinstance(options.adapt_steps, int) and options.adapt_steps >= 0):
+            raise ValueError(f"adapt_steps must be 0 (the model's decoder) or a whole number of fine-tuning steps, "
+                             f"got {options.adapt_steps}")
         if not options.max_embedding_change >= 0:
             raise ValueError(f"max_embedding_change must be 0 (off) or a positive relative difference of two slices' "
                              f"embeddings, got {options.max_embedding_change}")
@@ -438,6 +446,7 @@ class VolumeSegmenter:
             if firsts[i].mask.sum() < options.smallest_mask:
                 raise ValueError(f"the prompts give an empty mask on slice {i}; move or add prompts there first"
                                  + (" (or leave that slice out)" if len(order) > 1 else ""))
+        adapted = self._adapted_decoder(order, firsts, options, progress, cancel)  # entered below, around propagation
         result = PropagationResult(np.zeros(self.volume.shape, bool))
         for i in order:
             result.records.append(SliceRecord(i, int(firsts[i].mask.sum()), firsts[i].score, source="prompt",
@@ -452,6 +461,15 @@ class VolumeSegmenter:
         outward = sum(self.n_slices - 1 - order[-1] if s > 0 else order[0] for s in steps)
         total = sum(b - a - 1 for a, b in zip(order, order[1:])) + outward
         ticker = _Ticker(progress, total)
+        with adapted:
+            self._propagate_from(order, firsts, steps, options, result, cancel, ticker)
+        report(progress, total, total, "done")
+        return result
+
+    def _propagate_from(self, order: List[int], firsts: Dict[int, Prediction], steps: List[int],
+                        options: PropagationOptions, result: PropagationResult, cancel: Optional[CancelToken],
+                        ticker: "_Ticker") -> None:
+        """Fill between the prompted slices ``order``, then follow the structure beyond the outermost ones."""
         for a, b in zip(order, order[1:]):
             for i, pred in self._fill_between(a, firsts[a], b, firsts[b], options, cancel, ticker).items():
                 result.records.append(SliceRecord(i, int(pred.mask.sum()), pred.score, source="between",
@@ -465,8 +483,22 @@ class VolumeSegmenter:
             limit = (int(np.ceil(options.max_end_extension * (order[-1] - order[0])))
                      if tapering and options.max_end_extension > 0 else None)
             self._follow(start, firsts[start], step, options, result, cancel, ticker, tapering, len(order) == 1, limit)
-        report(progress, total, total, "done")
-        return result
+
+    def _adapted_decoder(self, order: List[int], firsts: Dict[int, Prediction], options: PropagationOptions,
+                         progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> ContextManager:
+        """A context in which the predictor's model decodes with its decoder adapted to the prompted slices
+        (``options.adapt_steps``; fine-tuned here, before the context is entered), or a context that changes nothing."""
+        if options.adapt_steps <= 0:
+            return contextlib.nullcontext()
+        from synthfm.segment.adapt import AdaptExample, adapt_decoder, decoder_swapped  # training's losses, prompts
+
+        examples = []
+        for i in order:
+            embedding, transform = self.predictor.embed(self.slice(i), self.key(i), self.value_range, **self._shape)
+            examples.append(AdaptExample(embedding.detach().clone(), transform, firsts[i].mask, firsts[i].logits))
+        adapted = adapt_decoder(self.predictor.model, examples, options.adapt_steps,
+                                bf16=bool(getattr(self.predictor, "bf16", False)), progress=progress, cancel=cancel)
+        return decoder_swapped(self.predictor.model, adapted)
 
     def _follow(self, index: int, first: Prediction, step: int, options: PropagationOptions,
                 result: PropagationResult, cancel: Optional[CancelToken], ticker: "_Ticker",

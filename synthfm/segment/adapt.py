@@ -1,0 +1,106 @@
+"""The decoder adapted to one volume before propagation (test-time adaptation, no labels).
+
+A copy of the mask decoder is fine-tuned for a few steps on the prompted slices' own embeddings, with the masks
+the user accepted there as targets, under prompts like propagation's (the mask's box jittered, its interior point
+moved, its low-res logits shifted as the mask prompt) and tight-ish boxes alone. Propagated slices are then decoded
+with the copy: it has seen this structure's appearance in this volume. The shipped weights are never changed.
+Like one-shot video object segmentation (OSVOS: fine-tune on the first frame's mask); docs/segment.md
+"The decoder adapted to the volume".
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from torch import nn
+
+from synthfm.segment.preprocess import SliceTransform
+from synthfm.train.losses import mask_loss
+from synthfm.train.prompt_sim import jittered_box
+from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
+
+#: share of steps with propagation-like prompts (box, interior point, shifted logits); the rest: a box alone
+PROPAGATION_SHARE = 0.7
+POINT_SHIFT_PX = 3.0  # the interior point moved by up to this many slice pixels
+LOGITS_SHIFT = 4  # the mask prompt shifted by up to this many low-res pixels (a neighbouring slice's mask)
+
+
+@dataclass(frozen=True)
+class AdaptExample:
+    """One prompted slice: its embedding ``(1, 256, 64, 64)``, frame, accepted mask (slice grid) and low-res logits."""
+
+    embedding: torch.Tensor
+    transform: SliceTransform
+    mask: np.ndarray
+    logits: np.ndarray
+
+
+def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float = 1e-4, batch: int = 8,
+                  bf16: bool = False, seed: int = 0, progress: Optional[ProgressCallback] = None,
+                  cancel: Optional[CancelToken] = None) -> nn.Module:
+    """A copy of ``model.mask_decoder`` fine-tuned ``steps`` steps on ``examples`` (AdamW, SAM's min-over-masks
+    loss on three candidates, as propagation decodes them); ``model`` itself is left as it was."""
+    if not examples:
+        raise ValueError("adapting the decoder needs at least one prompted slice with a mask")
+    if any(not np.asarray(e.mask).any() for e in examples):
+        raise ValueError("a prompted slice has an empty mask: there is nothing to adapt the decoder to")
+    adapted = copy.deepcopy(model.mask_decoder).train()
+    optimizer = torch.optim.AdamW(adapted.parameters(), lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    targets = [e.transform.mask_to_lowres(e.mask).gt(0.5).float()[None] for e in examples]
+    centres = [_interior_point(e.mask) for e in examples]
+    device = model.device
+    with torch.enable_grad(), decoder_swapped(model, adapted):
+        for step in range(steps):
+            check_cancel(cancel)
+            picks = rng.integers(len(examples), size=batch)
+            propagation_like = rng.random() < PROPAGATION_SHARE  # one prompt kind per step: one decoder call
+            boxes = torch.stack([torch.as_tensor(examples[k].transform.box_to_input(jittered_box(rng, examples[k].mask)),
+                                                 dtype=torch.float32) for k in picks])
+            coords = labels = mask_inputs = None
+            if propagation_like:
+                coords = torch.stack([torch.as_tensor(examples[k].transform.to_input(
+                    centres[k] + rng.uniform(-POINT_SHIFT_PX, POINT_SHIFT_PX, (1, 2))), dtype=torch.float32)
+                    for k in picks])
+                labels = torch.ones(batch, 1, dtype=torch.long)
+                mask_inputs = torch.stack([torch.as_tensor(np.roll(examples[k].logits, tuple(
+                    int(v) for v in rng.integers(-LOGITS_SHIFT, LOGITS_SHIFT + 1, 2)), (0, 1)),
+                    dtype=torch.float32)[None] for k in picks])
+            emb = torch.cat([examples[k].embedding for k in picks]).to(device)
+            out = model.decode(emb, _on(coords, device), _on(labels, device), boxes.to(device),
+                               _on(mask_inputs, device), multimask=True,
+                               compute_dtype=torch.bfloat16 if bf16 else None)
+            loss, _ = mask_loss(out.logits, out.iou, torch.stack([targets[k] for k in picks]).to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            report(progress, step + 1, steps, "adapting the decoder to this volume")
+    return adapted.eval()
+
+
+@contextlib.contextmanager
+def decoder_swapped(model, decoder: Optional[nn.Module]) -> Iterator[None]:
+    """``model`` decodes with ``decoder`` inside the block (None: its own), and with its own again after it."""
+    own = model.mask_decoder
+    if decoder is not None:
+        model.mask_decoder = decoder
+    try:
+        yield
+    finally:
+        model.mask_decoder = own
+
+
+def _interior_point(mask: np.ndarray) -> np.ndarray:
+    """The mask's most interior pixel as ``(1, 2)`` ``(x, y)`` (where propagation puts its point)."""
+    dist = ndi.distance_transform_edt(mask)
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return np.array([[x, y]], float)
+
+
+def _on(tensor: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
+    return None if tensor is None else tensor.to(device)
