@@ -60,17 +60,12 @@ def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float
             check_cancel(cancel)
             picks = rng.integers(len(examples), size=batch)
             propagation_like = rng.random() < PROPAGATION_SHARE  # one prompt kind per step: one decoder call
-            boxes = torch.stack([torch.as_tensor(examples[k].transform.box_to_input(jittered_box(rng, examples[k].mask)),
-                                                 dtype=torch.float32) for k in picks])
+            boxes = torch.stack([_jittered_box(examples[k], rng) for k in picks])
             coords = labels = mask_inputs = None
             if propagation_like:
-                coords = torch.stack([torch.as_tensor(examples[k].transform.to_input(
-                    centres[k] + rng.uniform(-POINT_SHIFT_PX, POINT_SHIFT_PX, (1, 2))), dtype=torch.float32)
-                    for k in picks])
+                coords = torch.stack([_moved_point(examples[k], centres[k], rng) for k in picks])
                 labels = torch.ones(batch, 1, dtype=torch.long)
-                mask_inputs = torch.stack([torch.as_tensor(np.roll(examples[k].logits, tuple(
-                    int(v) for v in rng.integers(-LOGITS_SHIFT, LOGITS_SHIFT + 1, 2)), (0, 1)),
-                    dtype=torch.float32)[None] for k in picks])
+                mask_inputs = torch.stack([_shifted_logits(examples[k], rng) for k in picks])
             emb = torch.cat([examples[k].embedding for k in picks]).to(device)
             out = model.decode(emb, _on(coords, device), _on(labels, device), boxes.to(device),
                                _on(mask_inputs, device), multimask=True,
@@ -93,6 +88,23 @@ def decoder_swapped(model, decoder: Optional[nn.Module]) -> Iterator[None]:
         yield
     finally:
         model.mask_decoder = own
+
+
+def _jittered_box(example: AdaptExample, rng: np.random.Generator) -> torch.Tensor:
+    """The mask's box with its sides moved as training moves them, in the encoder's frame."""
+    return torch.as_tensor(example.transform.box_to_input(jittered_box(rng, example.mask)), dtype=torch.float32)
+
+
+def _moved_point(example: AdaptExample, centre: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """The mask's interior point moved by up to :data:`POINT_SHIFT_PX`, ``(1, 2)`` in the encoder's frame."""
+    moved = centre + rng.uniform(-POINT_SHIFT_PX, POINT_SHIFT_PX, (1, 2))
+    return torch.as_tensor(example.transform.to_input(moved), dtype=torch.float32)
+
+
+def _shifted_logits(example: AdaptExample, rng: np.random.Generator) -> torch.Tensor:
+    """The mask's low-res logits shifted by up to :data:`LOGITS_SHIFT` pixels each way, ``(1, 256, 256)``."""
+    shift = tuple(int(v) for v in rng.integers(-LOGITS_SHIFT, LOGITS_SHIFT + 1, 2))
+    return torch.as_tensor(np.roll(example.logits, shift, (0, 1)), dtype=torch.float32)[None]
 
 
 def _interior_point(mask: np.ndarray) -> np.ndarray:
