@@ -16,12 +16,13 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 from torch import nn
 
 from synthfm.segment.preprocess import SliceTransform
+from synthfm.train.batches import to_device
 from synthfm.train.losses import mask_loss
 from synthfm.train.prompt_sim import jittered_box
+from synthfm.utils.masks import interior_point
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 #: share of steps with propagation-like prompts (box, interior point, shifted logits); the rest: a box alone
@@ -53,7 +54,7 @@ def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float
     optimizer = torch.optim.AdamW(adapted.parameters(), lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     targets = [e.transform.mask_to_lowres(e.mask).gt(0.5).float()[None] for e in examples]
-    centres = [_interior_point(e.mask) for e in examples]
+    centres = [np.array([interior_point(e.mask)], float) for e in examples]  # where propagation puts its point
     device = model.device
     with torch.enable_grad(), decoder_swapped(model, adapted):
         for step in range(steps):
@@ -67,8 +68,8 @@ def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float
                 labels = torch.ones(batch, 1, dtype=torch.long)
                 mask_inputs = torch.stack([_shifted_logits(examples[k], rng) for k in picks])
             emb = torch.cat([examples[k].embedding for k in picks]).to(device)
-            out = model.decode(emb, _on(coords, device), _on(labels, device), boxes.to(device),
-                               _on(mask_inputs, device), multimask=True,
+            out = model.decode(emb, to_device(coords, device), to_device(labels, device), boxes.to(device),
+                               to_device(mask_inputs, device), multimask=True,
                                compute_dtype=torch.bfloat16 if bf16 else None)
             loss, _ = mask_loss(out.logits, out.iou, torch.stack([targets[k] for k in picks]).to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -105,14 +106,3 @@ def _shifted_logits(example: AdaptExample, rng: np.random.Generator) -> torch.Te
     """The mask's low-res logits shifted by up to :data:`LOGITS_SHIFT` pixels each way, ``(1, 256, 256)``."""
     shift = tuple(int(v) for v in rng.integers(-LOGITS_SHIFT, LOGITS_SHIFT + 1, 2))
     return torch.as_tensor(np.roll(example.logits, shift, (0, 1)), dtype=torch.float32)[None]
-
-
-def _interior_point(mask: np.ndarray) -> np.ndarray:
-    """The mask's most interior pixel as ``(1, 2)`` ``(x, y)`` (where propagation puts its point)."""
-    dist = ndi.distance_transform_edt(mask)
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return np.array([[x, y]], float)
-
-
-def _on(tensor: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
-    return None if tensor is None else tensor.to(device)

@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 from synthfm.segment.predictor import Prediction, SlicePredictor
 from synthfm.segment.preprocess import intensity_range, slice_spacing
 from synthfm.segment.prompts import Prompts
-from synthfm.utils.masks import cut_to_intensity, inside_and_ring, iou, parts_touching, tight_box
+from synthfm.utils.masks import cut_to_intensity, inside_and_ring, interior_point, iou, parts_touching, tight_box
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 DIRECTIONS = ("both", "up", "down")
@@ -234,9 +234,7 @@ def prompts_from_mask(pred: Prediction, options: PropagationOptions) -> Prompts:
     box = _with_margin(tight_box(pred.mask), pred.mask.shape, options.box_margin)
     points, labels = np.zeros((0, 2)), np.zeros(0, np.int64)
     if options.use_points:
-        dist = ndi.distance_transform_edt(pred.mask)
-        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-        points, labels = np.array([[x, y]], float), np.array([1])
+        points, labels = np.array([interior_point(pred.mask)], float), np.array([1])
     return Prompts(points, labels, box if options.use_box or not options.use_points else None,
                    pred.logits if options.use_mask_prompt else None)
 

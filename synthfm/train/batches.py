@@ -34,12 +34,13 @@ class Batch:
 
     def to(self, device) -> "Batch":
         """The same batch with its tensors on ``device`` (where the embeddings are: a GPU in on-the-fly training)."""
-        return replace(self, targets=self.targets.to(device), point_coords=_to(self.point_coords, device),
-                       point_labels=_to(self.point_labels, device), boxes=_to(self.boxes, device),
-                       mask_inputs=_to(self.mask_inputs, device))
+        return replace(self, targets=self.targets.to(device), point_coords=to_device(self.point_coords, device),
+                       point_labels=to_device(self.point_labels, device), boxes=to_device(self.boxes, device),
+                       mask_inputs=to_device(self.mask_inputs, device))
 
 
-def _to(tensor: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
+def to_device(tensor: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
+    """``tensor`` on ``device`` (None stays None)."""
     return None if tensor is None else tensor.to(device)
 
 

@@ -54,6 +54,12 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
 
 
+def interior_point(mask: np.ndarray) -> Tuple[int, int]:
+    """``(x, y)`` of a non-empty 2D mask's most interior pixel (farthest from its boundary; the first of equals)."""
+    y, x = np.unravel_index(int(np.argmax(ndi.distance_transform_edt(mask))), np.shape(mask))
+    return int(x), int(y)
+
+
 def cut_to_intensity(mask: np.ndarray, smooth: np.ndarray, centre: float, limit: float) -> np.ndarray:
     """``mask`` without the pixels whose (smoothed) intensity lies further than ``limit`` from ``centre``, opened
     3 x 3 (no 1-2 px seams along a neighbour's edge) and with its holes filled (propagation's ``intensity_gate``
