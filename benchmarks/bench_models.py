@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from synthfm.models import build_model, fused_cpu, load_model
 from synthfm.segment import PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
+from synthfm.segment.adapt import AdaptExample, adapt_decoder
 from synthfm.segment.predictor import cpu_has_fast_bf16
 
 
@@ -100,11 +101,22 @@ def main() -> None:
         result = seg.propagate(n // 2, prompt, options=options)
         runs.append((label, time.perf_counter() - start, len(result.records), seg.predictor.encoder_calls))
 
+    # the registry's adaptation alone (synthfm.segment.adapt): its steps on the prompted slice, in either precision
+    steps = PropagationOptions.for_model(ours).adapt_steps or 10
+    predictor = SlicePredictor(ours)
+    first = predictor.predict(volume[n // 2], prompt, key="middle")
+    embedding, transform = predictor.embed(volume[n // 2], "middle")
+    example = [AdaptExample(embedding.detach().clone(), transform, first.mask, first.logits)]
+    f = flops(lambda: adapt_decoder(ours, example, 1))
+    for dtype in dtypes:
+        row(f"adaptation {steps} steps {str(dtype)[6:]}",
+            timed(lambda: adapt_decoder(ours, example, steps, bf16=dtype == torch.bfloat16), 1), steps * f, dtype)
+
     print(f"GEMM 2048^3 on this CPU: fp32 {peak[torch.float32]:.0f} GFLOP/s, bf16 {peak[torch.bfloat16]:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads; bf16 {'native' if native else 'emulated: its rows need --emulated-bf16'})\n")
-    print(f"{'what':<28}{'ms':>10}{'GFLOP':>9}{'GFLOP/s':>10}{'% of GEMM':>11}")
+    print(f"{'what':<32}{'ms':>10}{'GFLOP':>9}{'GFLOP/s':>10}{'% of GEMM':>11}")
     for name, ms, gf, rate, pct in rows:
-        print(f"{name:<28}{ms:>10.1f}{gf:>9.2f}{rate:>10.1f}{pct:>10.0f}%")
+        print(f"{name:<32}{ms:>10.1f}{gf:>9.2f}{rate:>10.1f}{pct:>10.0f}%")
     precision = "bf16" if seg.predictor.bf16 else "fp32"
     print(f"\npropagation of {n} slices of 256x256 ({precision}, box prompt on the middle slice), end to end:")
     for label, seconds, decoded, encoded in runs:

@@ -99,6 +99,31 @@ def test_a_cancelled_adaptation_leaves_the_model_whole():
     assert all(torch.equal(before[k], v) for k, v in model.mask_decoder.state_dict().items())
 
 
+def test_each_adaptation_step_decodes_adapt_batch_prompted_samples():
+    model = _tiny()
+    batches = []
+    original = model.decode
+
+    def decode(embeddings, *args, **kwargs):
+        if torch.is_grad_enabled():
+            batches.append(embeddings.shape[0])
+        return original(embeddings, *args, **kwargs)
+
+    model.decode = decode
+    seg = VolumeSegmenter(SlicePredictor(model), _ball() * 1.0)
+    seg.propagate_slices({4: Prompts.make(box=tight_box(_ball()[4]))},
+                         options=PropagationOptions(min_score=0.0, adapt_steps=2, adapt_batch=3))
+    assert batches == [3, 3]
+
+
+@pytest.mark.parametrize("batch", [0, 1.5])
+def test_adapt_batch_must_be_a_whole_number_of_samples(batch):
+    seg = VolumeSegmenter(SlicePredictor(_tiny()), _ball() * 1.0)
+    with pytest.raises(ValueError, match="adapt_batch must be a whole number"):
+        seg.propagate_slices({4: Prompts.make(box=(10, 10, 30, 30))},
+                             options=PropagationOptions(adapt_steps=2, adapt_batch=batch))
+
+
 @pytest.mark.parametrize("steps", [-1, 2.5])
 def test_adapt_steps_must_be_a_whole_number(steps):
     seg = VolumeSegmenter(SlicePredictor(_tiny()), _ball() * 1.0)

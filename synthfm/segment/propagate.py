@@ -138,6 +138,7 @@ class PropagationOptions:
     #: (:func:`synthfm.segment.adapt.adapt_decoder`: this structure's appearance in this volume, no labels) and decodes
     #: every propagated and filled slice; the prompted slices keep the model's own masks. 0: the model's decoder
     adapt_steps: int = 0
+    adapt_batch: int = 8  # prompted samples per adaptation step (its cost is linear in steps x batch)
 
     @property
     def smallest_mask(self) -> int:
@@ -423,6 +424,9 @@ class VolumeSegmenter:
         if not (isinstance(options.adapt_steps, int) and options.adapt_steps >= 0):
             raise ValueError(f"adapt_steps must be 0 (the model's decoder) or a whole number of fine-tuning steps, "
                              f"got {options.adapt_steps}")
+        if not (isinstance(options.adapt_batch, int) and options.adapt_batch >= 1):
+            raise ValueError(f"adapt_batch must be a whole number of prompted samples per adaptation step (1 or more), "
+                             f"got {options.adapt_batch}")
         if not options.max_embedding_change >= 0:
             raise ValueError(f"max_embedding_change must be 0 (off) or a positive relative difference of two slices' "
                              f"embeddings, got {options.max_embedding_change}")
@@ -494,7 +498,7 @@ class VolumeSegmenter:
         for i in order:
             embedding, transform = self.predictor.embed(self.slice(i), self.key(i), self.value_range, **self._shape)
             examples.append(AdaptExample(embedding.detach().clone(), transform, firsts[i].mask, firsts[i].logits))
-        adapted = adapt_decoder(self.predictor.model, examples, options.adapt_steps,
+        adapted = adapt_decoder(self.predictor.model, examples, options.adapt_steps, batch=options.adapt_batch,
                                 bf16=bool(getattr(self.predictor, "bf16", False)), progress=progress, cancel=cancel)
         return decoder_swapped(self.predictor.model, adapted)
 
