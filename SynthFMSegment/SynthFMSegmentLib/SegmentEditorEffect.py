@@ -224,7 +224,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _setup_advanced(self) -> None:
         """The collapsed 'Advanced' section: every slice encoded when propagating (setting
-        SynthFM/encode_every_slice), and the local worker's disk cache of slice embeddings (settings
+        SynthFM/encode_every_slice), the decoder adapted to the volume first (SynthFM/adapt_decoder), and the local worker's disk cache of slice embeddings (settings
         SynthFM/embedding_cache and SynthFM/embedding_cache_gb), what it holds and a button to clear it."""
         self.advancedButton = ctk.ctkCollapsibleButton()
         self.advancedButton.text = "Advanced"
@@ -239,6 +239,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "setting; synthfm-lite encodes every other slice and segments the ones between on a mix of their "
             "neighbours' encodings, which fits less well where slices are thick (5 mm and more) and the structure "
             "spans only a few of them.")
+        self.adaptBox = self._setting_box(
+            "Adapt the model to this volume before propagating", "adapt_decoder",
+            "Ticked: the model's setting; synthfm-lite first fine-tunes a copy of its decoder for a few steps on the "
+            "slices you prompted (your accepted masks, nothing else) and segments the other slices with it, which "
+            "follows the structure better (3D Dice 0.587 -> 0.608 on the README's real volumes with a box). It takes "
+            "about 4 s per Propagate on CPUs with native bf16 and about 10 s on others. Unticked: the decoder as "
+            "shipped, on every slice.")
         self.cacheBox = qt.QCheckBox("Keep slice embeddings on disk")
         self.cacheBox.setToolTip("Ticked: the worker keeps each encoded slice's embedding in the folder below, so a "
                                  "volume opened again (also after restarting Slicer) is read, not encoded again. "
@@ -264,6 +271,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.clearCacheButton.setToolTip("Delete the slice embeddings in the folder, after asking: only SynthFM's "
                                          "embedding files, nothing else. Volumes are encoded again when next used.")
         form.addRow(self.everySliceBox)
+        form.addRow(self.adaptBox)
         form.addRow(self.cacheBox)
         form.addRow("Embedding cache:", self.cachePathEdit)
         form.addRow("Cache size limit (GB):", self.cacheLimitBox)
@@ -342,9 +350,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return box
 
     def _propagation_options(self) -> dict:
-        """PropagationOptions overrides sent with Propagate: every slice encoded when ticked, else none."""
-        ticked = hasattr(self, "everySliceBox") and bool(self.everySliceBox.checked)
-        return {"encode_every": 1} if ticked else {}
+        """PropagationOptions overrides sent with Propagate: every slice encoded when that box is ticked, no
+        adaptation when that box is unticked; otherwise the model's settings (nothing sent)."""
+        options = {}
+        if hasattr(self, "everySliceBox") and bool(self.everySliceBox.checked):
+            options["encode_every"] = 1
+        if hasattr(self, "adaptBox") and not bool(self.adaptBox.checked):
+            options["adapt_steps"] = 0
+        return options
 
     def onCacheToggled(self, _checked=None) -> None:
         """On: the folder in the box (the default unless the user chose another); off: none (setting "")."""

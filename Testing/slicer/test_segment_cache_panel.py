@@ -33,7 +33,7 @@ def embedding_folder(root, *sizes):
 def default_cache_settings():
     """QSettings is one store for all tests, like Slicer's settings file: each test leaves the defaults behind."""
     yield
-    for name in ("embedding_cache", "embedding_cache_gb", "encode_every_slice"):
+    for name in ("embedding_cache", "embedding_cache_gb", "encode_every_slice", "adapt_decoder"):
         qt.QSettings.store.pop(PREFIX + name, None)
 
 
@@ -270,5 +270,31 @@ def test_encode_every_slice_is_remembered_and_sent_with_propagate(scene, monkeyp
     effect.onPropagate()
     settle(effect)
     assert seen == [[], ["encode_every=1"]]
+    assert effect.preview is not None and effect.preview.any() and not editor.messages
+
+
+def test_unticking_the_adaptation_is_remembered_and_sends_adapt_steps_0(scene, monkeypatch):
+    """Ticked (the default) Propagate sends nothing (the model's adapt_steps: synthfm-lite adapts its decoder);
+    unticked it sends adapt_steps=0, the untick is remembered, and ticking again sends nothing."""
+    from synthfm.segment import PropagationOptions
+    from SynthFMSegmentLib.settings import Settings
+
+    effect, _wrapper, _node, geometry, *_ = scene
+    assert effect.adaptBox.checked and "4 s" in effect.adaptBox.toolTip
+    seen, parse = [], PropagationOptions.parse_overrides
+    monkeypatch.setattr(PropagationOptions, "parse_overrides",
+                        classmethod(lambda cls, items: seen.append(list(items)) or parse(items)))
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    click(effect, view, display_xy(view.node, geometry.index_to_ras([24, 20, 5])))
+    effect.adaptBox.click()
+    assert Settings().adapt_decoder == "false"
+    effect.setupOptionsFrame()  # the panel built again (the next session) shows the untick
+    assert not effect.adaptBox.checked
+    effect.onPropagate()
+    settle(effect)
+    effect.adaptBox.click()
+    effect.onPropagate()
+    settle(effect)
+    assert seen == [["adapt_steps=0"], []]
     assert effect.preview is not None and effect.preview.any() and not editor.messages
 
