@@ -49,7 +49,7 @@ def test_the_adapted_copy_fits_the_prompted_mask_and_the_model_is_left_as_it_was
     assert loss(adapted) < loss(None) - 0.1  # it learned this slice's structure; the model's own decoder did not
 
 
-def test_propagation_decodes_propagated_slices_with_the_adapted_copy_and_restores_the_model():
+def test_propagation_decodes_propagated_slices_with_the_adapted_copy_and_restores_the_model(monkeypatch):
     model = _tiny()
     volume = _ball() * 1.0
     seen = []
@@ -59,7 +59,7 @@ def test_propagation_decodes_propagated_slices_with_the_adapted_copy_and_restore
         seen.append((torch.is_grad_enabled(), model.mask_decoder))
         return original(*args, **kwargs)
 
-    model.decode = decode
+    monkeypatch.setattr(model, "decode", decode)  # the tiny model is shared by the tests: restored after each
     seg = VolumeSegmenter(SlicePredictor(model), volume)
     prompts = {4: Prompts.make(box=tight_box(_ball()[4]))}
     plain = seg.propagate_slices(prompts, options=PropagationOptions(min_score=0.0))
@@ -79,7 +79,7 @@ def test_propagation_decodes_propagated_slices_with_the_adapted_copy_and_restore
     assert np.array_equal(plain.mask[4], adapted.mask[4])
 
 
-def test_a_cancelled_adaptation_leaves_the_model_whole():
+def test_a_cancelled_adaptation_leaves_the_model_whole(monkeypatch):
     model = _tiny()
     seg = VolumeSegmenter(SlicePredictor(model), _ball() * 1.0)
     own, before = model.mask_decoder, _weights(model.mask_decoder)
@@ -91,7 +91,7 @@ def test_a_cancelled_adaptation_leaves_the_model_whole():
             cancel.cancel()
         return original(*args, **kwargs)
 
-    model.decode = decode
+    monkeypatch.setattr(model, "decode", decode)  # the tiny model is shared by the tests: restored after each
     with pytest.raises(Cancelled):
         seg.propagate_slices({4: Prompts.make(box=tight_box(_ball()[4]))}, cancel=cancel,
                              options=PropagationOptions(adapt_steps=5))
@@ -99,7 +99,7 @@ def test_a_cancelled_adaptation_leaves_the_model_whole():
     assert all(torch.equal(before[k], v) for k, v in model.mask_decoder.state_dict().items())
 
 
-def test_each_adaptation_step_decodes_adapt_batch_prompted_samples():
+def test_each_adaptation_step_decodes_adapt_batch_prompted_samples(monkeypatch):
     model = _tiny()
     batches = []
     original = model.decode
@@ -109,7 +109,7 @@ def test_each_adaptation_step_decodes_adapt_batch_prompted_samples():
             batches.append(embeddings.shape[0])
         return original(embeddings, *args, **kwargs)
 
-    model.decode = decode
+    monkeypatch.setattr(model, "decode", decode)  # the tiny model is shared by the tests: restored after each
     seg = VolumeSegmenter(SlicePredictor(model), _ball() * 1.0)
     seg.propagate_slices({4: Prompts.make(box=tight_box(_ball()[4]))},
                          options=PropagationOptions(min_score=0.0, adapt_steps=2, adapt_batch=3))
