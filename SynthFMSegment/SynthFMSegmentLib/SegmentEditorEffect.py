@@ -224,8 +224,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _setup_advanced(self) -> None:
         """The collapsed 'Advanced' section: every slice encoded when propagating (setting
-        SynthFM/encode_every_slice), the decoder adapted to the volume first (SynthFM/adapt_decoder), and the local worker's disk cache of slice embeddings (settings
-        SynthFM/embedding_cache and SynthFM/embedding_cache_gb), what it holds and a button to clear it."""
+        SynthFM/encode_every_slice), the decoder adapted to the volume first (SynthFM/adapt_decoder), and the local
+        worker's disk cache of slice embeddings (settings SynthFM/embedding_cache and SynthFM/embedding_cache_gb), what it holds and a button to clear it."""
         self.advancedButton = ctk.ctkCollapsibleButton()
         self.advancedButton.text = "Advanced"
         self.advancedButton.collapsed = True
@@ -244,7 +244,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "Ticked: the model's setting; synthfm-lite first fine-tunes a copy of its decoder for a few steps on the "
             "slices you prompted (your accepted masks, nothing else) and segments the other slices with it, which "
             "follows the structure better (3D Dice 0.587 -> 0.608 on the README's real volumes with a box). It takes "
-            "about 4 s per Propagate on CPUs with native bf16 and about 10 s on others. Unticked: the decoder as "
+            "about 4 s per Propagate on a CPU with native bf16 and about 10 s on other CPUs. Unticked: the decoder as "
             "shipped, on every slice.")
         self.cacheBox = qt.QCheckBox("Keep slice embeddings on disk")
         self.cacheBox.setToolTip("Ticked: the worker keeps each encoded slice's embedding in the folder below, so a "
