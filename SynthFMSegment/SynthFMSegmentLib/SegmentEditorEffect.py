@@ -225,7 +225,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def _setup_advanced(self) -> None:
         """The collapsed 'Advanced' section: every slice encoded when propagating (setting
         SynthFM/encode_every_slice), the decoder adapted to the volume first (SynthFM/adapt_decoder), and the local
-        worker's disk cache of slice embeddings (settings SynthFM/embedding_cache and SynthFM/embedding_cache_gb), what it holds and a button to clear it."""
+        worker's disk cache of slice embeddings (settings SynthFM/embedding_cache and SynthFM/embedding_cache_gb),
+        what it holds and a button to clear it."""
         self.advancedButton = ctk.ctkCollapsibleButton()
         self.advancedButton.text = "Advanced"
         self.advancedButton.collapsed = True
