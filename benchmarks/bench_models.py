@@ -105,8 +105,7 @@ def main() -> None:
     steps = PropagationOptions.for_model(ours).adapt_steps or 10
     predictor = SlicePredictor(ours)
     first = predictor.predict(volume[n // 2], prompt, key="middle")
-    embedding, transform = predictor.embed(volume[n // 2], "middle")
-    example = [AdaptExample(embedding.detach().clone(), transform, first.mask, first.logits)]
+    example = [AdaptExample.of(predictor, volume[n // 2], "middle", first)]
     f = flops(lambda: adapt_decoder(ours, example, 1))
     for dtype in dtypes:
         row(f"adaptation {steps} steps {str(dtype)[6:]}",

@@ -1,4 +1,6 @@
 """The decoder adapted to one volume before propagation (synthfm.segment.adapt, PropagationOptions.adapt_steps)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -20,8 +22,7 @@ def _ball(depth=9, size=40):
 def _example(model, image, mask):
     pred = SlicePredictor(model)
     prediction = pred.predict(image, Prompts.make(box=tight_box(mask)), key="s")
-    embedding, transform = pred.embed(image, "s")
-    return AdaptExample(embedding.detach().clone(), transform, mask, prediction.logits)
+    return replace(AdaptExample.of(pred, image, "s", prediction), mask=mask)  # the mask the test chose as target
 
 
 def _weights(module):

@@ -40,6 +40,13 @@ class AdaptExample:
     mask: np.ndarray
     logits: np.ndarray
 
+    @classmethod
+    def of(cls, predictor, image: np.ndarray, key, prediction, **embed_options) -> "AdaptExample":
+        """The example of a slice ``image`` that ``predictor`` segmented as ``prediction`` (its embedding from the
+        predictor's cache, keyed ``key``; ``embed_options``: :meth:`SlicePredictor.embed`'s value_range / aspect)."""
+        embedding, transform = predictor.embed(image, key, **embed_options)
+        return cls(embedding.detach().clone(), transform, prediction.mask, prediction.logits)
+
 
 def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float = 1e-4, batch: int = 8,
                   bf16: bool = False, seed: int = 0, progress: Optional[ProgressCallback] = None,

@@ -494,10 +494,8 @@ class VolumeSegmenter:
             return contextlib.nullcontext()
         from synthfm.segment.adapt import AdaptExample, adapt_decoder, decoder_swapped  # training's losses, prompts
 
-        examples = []
-        for i in order:
-            embedding, transform = self.predictor.embed(self.slice(i), self.key(i), self.value_range, **self._shape)
-            examples.append(AdaptExample(embedding.detach().clone(), transform, firsts[i].mask, firsts[i].logits))
+        examples = [AdaptExample.of(self.predictor, self.slice(i), self.key(i), firsts[i], value_range=self.value_range,
+                                    **self._shape) for i in order]
         adapted = adapt_decoder(self.predictor.model, examples, options.adapt_steps, batch=options.adapt_batch,
                                 bf16=bool(getattr(self.predictor, "bf16", False)), progress=progress, cancel=cancel)
         return decoder_swapped(self.predictor.model, adapted)
