@@ -636,3 +636,20 @@ def test_a_candidate_chosen_on_a_prompted_slice_is_where_propagation_starts():
     assert asked == {4: None, 10: 2} and all(c is None for _, c in pred.asked[2:])  # steps: the model's own
     with pytest.raises(ValueError, match=r"candidates chosen on slices \[7\] that hold no prompts"):
         seg.propagate_slices({4: _box(truth[4])}, options=options, candidates={7: 1})
+
+
+@pytest.mark.parametrize("name, bad", [("drift_window", -1), ("stop_patience", 1.5), ("stop_patience", -1),
+                                       ("max_end_extension", float("nan")), ("max_extent", -0.5),
+                                       ("encode_every", 0), ("adapt_steps", -1), ("adapt_batch", 0),
+                                       ("max_embedding_change", -0.1), ("max_size", -1.0),
+                                       ("intensity_stat", "mode"), ("intensity_scale", "z"), ("between", "middle")])
+def test_every_setting_out_of_range_is_refused_by_name_before_any_slice_is_segmented(name, bad):
+    truth = _tilted_tube()
+    predictor = BoxPredictor(truth, 0)
+    calls = []
+    predictor.predict = lambda *args, **kwargs: calls.append(args)  # nothing may be segmented
+    with pytest.raises(ValueError, match=rf"^{name} must be .*, got '?{bad}'?$"):
+        VolumeSegmenter(predictor, truth * 1.0).propagate_slices({10: _box(truth[10])},
+                                                                 options=PropagationOptions(**{name: bad}))
+    assert calls == []
+    PropagationOptions().check()  # the defaults are in range

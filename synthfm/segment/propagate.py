@@ -140,6 +140,16 @@ class PropagationOptions:
     adapt_steps: int = 0
     adapt_batch: int = 8  # prompted samples per adaptation step (its cost is linear in steps x batch)
 
+    def check(self) -> None:
+        """Raise ValueError naming the first setting out of its range (:data:`_CHOICES`, :data:`_NUMBERS`)."""
+        for name, allowed in _CHOICES:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
+        for name, least, whole, meaning in _NUMBERS:
+            value = getattr(self, name)
+            if not ((isinstance(value, int) or not whole) and value >= least):
+                raise ValueError(f"{name} must be {meaning}, got {value}")
+
     @property
     def smallest_mask(self) -> int:
         """The fewest pixels a kept mask has: ``min_area_px``, and at least one (an empty mask always ends it)."""
@@ -183,6 +193,22 @@ class PropagationOptions:
         spec = MODEL_REGISTRY.get(getattr(model, "name", ""))
         chosen = dict(spec.propagation) if spec is not None else {}
         return cls(**{"use_points": getattr(model, "trained_points", True), **chosen, **overrides})
+
+
+#: PropagationOptions with a fixed set of values: (name, the values allowed)
+_CHOICES = (("between", BETWEEN), ("intensity_stat", INTENSITY_STATS), ("intensity_scale", INTENSITY_SCALES))
+#: numeric PropagationOptions with a range: (name, least value, whole numbers only, what the error says it must be)
+_NUMBERS = (
+    ("drift_window", 0, False, "0 (drift from the prompted slice) or a number of slices"),
+    ("stop_patience", 0, True, "0 (stop at once) or a whole number of slices"),
+    ("max_end_extension", 0, False, "0 (off) or a positive fraction of the prompted span"),
+    ("max_extent", 0, False, "0 (off) or a positive factor of the prompted mask's width"),
+    ("encode_every", 1, True, "a whole number of slices, 1 (every slice encoded) or more"),
+    ("adapt_steps", 0, True, "0 (the model's decoder) or a whole number of fine-tuning steps"),
+    ("adapt_batch", 1, True, "a whole number of prompted samples per adaptation step (1 or more)"),
+    ("max_embedding_change", 0, False, "0 (off) or a positive relative difference of two slices' embeddings"),
+    ("max_size", 0, False, "0 (off) or a positive factor of the prompted mask's area"),
+)
 
 
 @dataclass
@@ -402,37 +428,7 @@ class VolumeSegmenter:
             raise ValueError("no prompted slice given: prompt at least one slice")
         chosen = chosen_candidates(candidates, prompted)
         options = options or PropagationOptions()
-        for name, allowed in (("between", BETWEEN), ("intensity_stat", INTENSITY_STATS),
-                              ("intensity_scale", INTENSITY_SCALES)):
-            if getattr(options, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got '{getattr(options, name)}'")
-        if options.drift_window < 0:
-            raise ValueError(f"drift_window must be 0 (drift from the prompted slice) or a number of slices, "
-                             f"got {options.drift_window}")
-        if not (isinstance(options.stop_patience, int) and options.stop_patience >= 0):
-            raise ValueError(f"stop_patience must be 0 (stop at once) or a whole number of slices, "
-                             f"got {options.stop_patience}")
-        if not options.max_end_extension >= 0:
-            raise ValueError(f"max_end_extension must be 0 (off) or a positive fraction of the prompted span, "
-                             f"got {options.max_end_extension}")
-        if not options.max_extent >= 0:
-            raise ValueError(f"max_extent must be 0 (off) or a positive factor of the prompted mask's width, "
-                             f"got {options.max_extent}")
-        if not (isinstance(options.encode_every, int) and options.encode_every >= 1):
-            raise ValueError(f"encode_every must be a whole number of slices, 1 (every slice encoded) or more, "
-                             f"got {options.encode_every}")
-        if not (isinstance(options.adapt_steps, int) and options.adapt_steps >= 0):
-            raise ValueError(f"adapt_steps must be 0 (the model's decoder) or a whole number of fine-tuning steps, "
-                             f"got {options.adapt_steps}")
-        if not (isinstance(options.adapt_batch, int) and options.adapt_batch >= 1):
-            raise ValueError(f"adapt_batch must be a whole number of prompted samples per adaptation step (1 or more), "
-                             f"got {options.adapt_batch}")
-        if not options.max_embedding_change >= 0:
-            raise ValueError(f"max_embedding_change must be 0 (off) or a positive relative difference of two slices' "
-                             f"embeddings, got {options.max_embedding_change}")
-        if not options.max_size >= 0:
-            raise ValueError(f"max_size must be 0 (off) or a positive factor of the prompted mask's area, "
-                             f"got {options.max_size}")
+        options.check()
         order = sorted(int(i) for i in prompted)
         firsts: Dict[int, Prediction] = {}
         for i in order:
