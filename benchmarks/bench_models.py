@@ -102,14 +102,20 @@ def main() -> None:
         runs.append((label, time.perf_counter() - start, len(result.records), seg.predictor.encoder_calls))
 
     # the registry's adaptation alone (synthfm.segment.adapt): its steps on the prompted slice, in either precision
-    steps = PropagationOptions.for_model(ours).adapt_steps or 10
+    registry = PropagationOptions.for_model(ours)
+    steps = registry.adapt_steps or 10
     predictor = SlicePredictor(ours)
     first = predictor.predict(volume[n // 2], prompt, key="middle")
     example = [AdaptExample.of(predictor, volume[n // 2], "middle", first)]
-    f = flops(lambda: adapt_decoder(ours, example, 1))
-    for dtype in dtypes:
-        row(f"adaptation {steps} steps {str(dtype)[6:]}",
-            timed(lambda: adapt_decoder(ours, example, steps, bf16=dtype == torch.bfloat16), 1), steps * f, dtype)
+    # on the whole embedding, and on the registry's crop around the mask with the rest pooled as context
+    for label, crop in (("", {}), (" crop", {"crop": registry.adapt_crop, "context": registry.adapt_context})):
+        if label and not registry.adapt_crop:
+            continue
+        f = flops(lambda: adapt_decoder(ours, example, 1, **crop))
+        for dtype in dtypes:
+            row(f"adaptation {steps} steps{label} {str(dtype)[6:]}",
+                timed(lambda: adapt_decoder(ours, example, steps, bf16=dtype == torch.bfloat16, **crop), 1),
+                steps * f, dtype)
 
     print(f"GEMM 2048^3 on this CPU: fp32 {peak[torch.float32]:.0f} GFLOP/s, bf16 {peak[torch.bfloat16]:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads; bf16 {'native' if native else 'emulated: its rows need --emulated-bf16'})\n")

@@ -113,6 +113,9 @@ VARIANTS = {**{f"contrast>={t}": {"min_contrast_ratio": t} for t in (0.2, 0.3, 0
             **{f"adapted {k} steps": {"adapt_steps": k} for k in (10, 30)},
             "adapted batch 4": {"adapt_batch": 4},  # half the samples per step: half the adaptation's time
             "adapted batch 16": {"adapt_batch": 16},  # twice the samples per step: twice the adaptation's time
+            # the adaptation on the tokens around the prompted masks only (their boxes grown by m tokens)
+            **{f"adapted on crops {m}": {"adapt_crop": m} for m in (4, 8)},
+            "adapted on crops 4 with context": {"adapt_crop": 4, "adapt_context": 4},  # the rest pooled, 4x4 tokens
             "no mask prompt": {"use_mask_prompt": False}, "no interior point": {"use_points": False},
             **{f"box margin {m}": {"box_margin": m} for m in (0.05, 0.1, 0.2)},
             "oracle stop": NO_STOP,

@@ -67,7 +67,7 @@ def supports(decoder: nn.Module) -> bool:
 
 
 def forward(decoder: MaskDecoder, image_embeddings: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor,
-            multimask_output: bool) -> Tuple[Tensor, Tensor]:
+            multimask_output: bool, context: Optional[tuple] = None) -> Tuple[Tensor, Tensor]:
     """``MaskDecoder.forward`` (one image embedding per prompt set, or one shared by all): ``(masks, iou)``.
 
     Computes in the dtype of the decoder's weights (a bf16 cast of them gives a bf16 decoder); the inputs may
@@ -85,11 +85,19 @@ def forward(decoder: MaskDecoder, image_embeddings: Tensor, image_pe: Tensor, sp
     kpe = _channels_last(image_pe, dtype)  # (1, L, C)
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse.to(dtype)), dim=1)
-    hs, keys = _transformer(decoder.transformer, keys, kpe, tokens)
+    h, w = image_embeddings.shape[-2:]
+    bias = None
+    if context is not None:  # pooled tokens outside a window: more keys, each counted for the tokens it stands for
+        far_emb, far_pe, far_dense, weight = context
+        far = (far_emb.to(dtype) + far_dense.to(dtype)).expand(n, -1, -1)
+        keys, kpe = torch.cat([keys, far], 1), torch.cat([kpe, far_pe.to(dtype)], 1)
+        bias = torch.zeros(1, keys.shape[1], 1, dtype=dtype, device=keys.device)
+        bias[:, h * w:] = float(torch.log(torch.tensor(float(weight))))
+    hs, keys = _transformer(decoder.transformer, keys, kpe, tokens, bias)
+    keys = keys[:, : h * w]
     pick = slice(1, None) if multimask_output else slice(0, 1)
     mask_tokens = hs[:, 1: 1 + decoder.num_mask_tokens]
     hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], 1)
-    h, w = image_embeddings.shape[-2:]
     masks = _upscaled_masks(decoder.output_upscaling, keys, hyper[:, pick], h, w)
     return masks, decoder.iou_prediction_head(hs[:, 0])[:, pick]
 
@@ -107,15 +115,17 @@ def _channels_last(x: Tensor, dtype: torch.dtype, constant_ok: bool = False) -> 
     return torch.empty((b, h * w, c), dtype=dtype, device=x.device).copy_(y)
 
 
-def _transformer(tr: TwoWayTransformer, keys: Tensor, kpe: Tensor, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+def _transformer(tr: TwoWayTransformer, keys: Tensor, kpe: Tensor, tokens: Tensor,
+                 bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     queries = tokens
     for layer in tr.layers:
-        queries, keys = _block(layer, queries, keys, tokens, kpe)
-    attn = _tokens_to_image(tr.final_attn_token_to_image, queries + tokens, keys + kpe, keys)
+        queries, keys = _block(layer, queries, keys, tokens, kpe, bias)
+    attn = _tokens_to_image(tr.final_attn_token_to_image, queries + tokens, keys + kpe, keys, bias)
     return tr.norm_final_attn(queries + attn), keys
 
 
-def _block(layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, qpe: Tensor, kpe: Tensor):
+def _block(layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, qpe: Tensor, kpe: Tensor,
+           bias: Optional[Tensor] = None):
     """``TwoWayAttentionBlock.forward`` with the image-token attention folded (see the module docstring)."""
     if layer.skip_first_layer_pe:
         queries = layer.self_attn(q=queries, k=queries, v=queries)
@@ -124,7 +134,7 @@ def _block(layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, qpe: Tens
         queries = queries + layer.self_attn(q=q, k=q, v=queries)
     queries = layer.norm1(queries)
     k = keys + kpe  # SAM computes this sum twice; keys do not change in between
-    queries = layer.norm2(queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + qpe, k, keys))
+    queries = layer.norm2(queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + qpe, k, keys, bias))
     queries = layer.norm3(queries + layer.mlp(queries))
     keys = _image_to_tokens(layer.cross_attn_image_to_token, k, queries + qpe, queries, residual=keys)
     return queries, layer.norm4(keys)
@@ -146,11 +156,14 @@ def _head_weights(linear: nn.Linear, heads: int) -> Tensor:
     return linear.weight.view(heads, -1, linear.weight.shape[1])
 
 
-def _tokens_to_image(attn: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def _tokens_to_image(attn: Attention, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """``attn(q=q, k=k, v=v)`` for few query tokens ``q`` ``(B, N, C)`` and many image tokens ``k``, ``v``
-    ``(B, L, C)``, without projecting the image tokens."""
+    ``(B, L, C)``, without projecting the image tokens; ``bias`` ``(1, L, 1)``: added to each image token's
+    attention logits."""
     b, n, c = q.shape
     if not _folds(attn, n):
+        if bias is not None:
+            raise ValueError(f"pooled context needs at most {attn.internal_dim // attn.num_heads} prompt tokens")
         return attn(q=q, k=k, v=v)
     heads = attn.num_heads
     qh = _heads(attn, attn.q_proj(q) * (attn.internal_dim // heads) ** -0.5)  # (B, H, N, d)
@@ -160,6 +173,8 @@ def _tokens_to_image(attn: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor
     # floats its gradient is the rounding noise of a 4096-term sum that cancels, and through q_h that noise would
     # reach everything upstream; so it is left out (and given its exact zero gradient below).
     logits = k @ q_img.reshape(b, heads * n, c).transpose(1, 2)
+    if bias is not None:
+        logits = logits + bias
     # softmax along the last dim (a copy): PyTorch's softmax along another dim sums 4096 terms less accurately,
     # and its float32 gradients drifted by 1e-2 from SAM's on a peaked attention
     weights = torch.softmax(logits.transpose(1, 2).contiguous(), dim=-1)  # (B, H*N, L)

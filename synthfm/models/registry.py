@@ -129,11 +129,19 @@ MODEL_REGISTRY: Dict[str, ModelSpec] = {
                   # real (2 threads) table box K = 1 0.587 -> 0.608, K = 3 0.712 -> 0.718, one point 0.521 -> 0.518,
                   # 0.619 -> 0.623; judging set box 0.501 -> 0.565, 0.644 -> 0.663, one point 0.434 -> 0.477, 0.535
                   # -> 0.534; about 2.5 s more per propagation on 2 cores
+                  # + its steps on a crop of the embedding around the prompted masks (4 tokens each way) with the
+                  # rest of the slice pooled over 4 x 4 tokens as context (2026-12-07, session 48, "default,
+                  # adapted on crops 4 with context"; rules in docs/segment.md): 10 steps 4.9 -> 2.2 s on the
+                  # bench ellipse; volumes 336..359 box K = 1 -0.005, K = 3 +0.002 (the crop alone -0.010 / +0.007,
+                  # and real box K = 1 -0.019); real table box 0.608 -> 0.609, 0.718 -> 0.726, one point 0.518 ->
+                  # 0.530, 0.623 -> 0.620; judging set box 0.565 -> 0.557, 0.663 -> 0.662, one point 0.477 -> 0.479
+                  # (its 42-slice leak: 6), 0.534 -> 0.531
                   propagation=(("box_margin", 0.0), ("min_score", 0.0), ("pick_closest", True),
                                ("max_intensity_shift", 0.5), ("max_intensity_drift", 0.5),
                                ("intensity_scale", "spread-single"), ("max_end_extension", 0.3),
                                ("outer_ends", True), ("intensity_gate", 1.5), ("max_size", 3.0), ("encode_every", 2),
-                               ("between_points", False), ("uncut_reference", True), ("adapt_steps", 10)),
+                               ("between_points", False), ("uncut_reference", True), ("adapt_steps", 10),
+                               ("adapt_crop", 4), ("adapt_context", 4)),
                   # trained with correction rounds; held-out synthetic (bench_point_rounds.py, lite3 val 0:64, the
                   # decoder of 2026-11-30) at once -> rounds: 1 point + 4 clicks 0.618 -> 0.700, point3 0.490 -> 0.508,
                   # 1 point + 2 far negatives 0.410 -> 0.397; real slices (reported): 0.692 -> 0.736, 0.569 -> 0.581,

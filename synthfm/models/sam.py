@@ -9,9 +9,10 @@ each (needed for training; segment-anything's decoder assumes one image per call
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
@@ -20,6 +21,15 @@ from synthfm.models import fast_decoder
 EMBED_DIM = 256
 EMBED_SIZE = 64  # every supported encoder yields a 256 x 64 x 64 embedding
 LOW_RES = 4 * EMBED_SIZE  # decoder masks and mask prompts are 256 x 256
+
+
+def _pooled_outside(x: torch.Tensor, rows: slice, cols: slice, pool: int) -> torch.Tensor:
+    """``(B, C, H, W)`` averaged over ``pool`` x ``pool`` cells, the cells outside ``rows`` x ``cols`` (on
+    multiples of ``pool``) as ``(B, cells, C)``."""
+    pooled = F.avg_pool2d(x, pool)
+    keep = torch.ones(pooled.shape[-2:], dtype=torch.bool, device=x.device)
+    keep[rows.start // pool: rows.stop // pool, cols.start // pool: cols.stop // pool] = False
+    return pooled.flatten(2)[..., keep.flatten()].transpose(1, 2)
 
 
 class BatchedMaskDecoder(MaskDecoder):
@@ -34,10 +44,10 @@ class BatchedMaskDecoder(MaskDecoder):
         return (fast_decoder.enabled() if fast is None else fast) and fast_decoder.supports(self)
 
     def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-                multimask_output: bool, fast: Optional[bool] = None):
+                multimask_output: bool, fast: Optional[bool] = None, context: Optional[tuple] = None):
         if self.uses_fast(fast):
             return fast_decoder.forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
-                                        dense_prompt_embeddings, multimask_output)
+                                        dense_prompt_embeddings, multimask_output, context)
         return super().forward(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
                                multimask_output)
 
@@ -172,6 +182,8 @@ class PromptableModel(nn.Module):
         multimask: bool = False,
         compute_dtype: Optional[torch.dtype] = None,
         fast: Optional[bool] = None,
+        window: Optional[Tuple[slice, slice]] = None,
+        context_pool: int = 0,
     ) -> DecoderOutput:
         """Decode masks for ``B`` prompt sets on ``B`` embeddings (or one embedding shared by all).
 
@@ -186,6 +198,13 @@ class PromptableModel(nn.Module):
         ``fast`` picks the mask decoder's forward: :mod:`synthfm.models.fast_decoder` (same result up to float
         rounding, several times faster on a CPU) or segment-anything's own (``False``); ``None`` follows
         ``SYNTHFM_FAST_DECODER`` (on unless ``0``).
+
+        ``window`` (rows, columns of the embedding's token grid): decode only those tokens, with their positional
+        encoding and mask-prompt embedding (prompts stay in the whole input frame); the logits are those of the
+        window's low-res pixels (4 per token each way). Cheaper where the structure is small (the volume
+        adaptation's steps, :func:`synthfm.segment.adapt.crop_window`). ``context_pool`` > 0 (the fast decoder; a
+        window on multiples of it): the tokens outside the window stay as context, averaged over cells of this
+        many tokens each way, each cell's attention weight counted for its tokens.
         """
         points = None
         if point_coords is not None:
@@ -203,17 +222,30 @@ class PromptableModel(nn.Module):
         if mask_inputs is None and isinstance(self.mask_decoder, BatchedMaskDecoder) and self.mask_decoder.uses_fast(fast):
             # the "no mask" embedding, unexpanded (its gradient then needs no sum over every pixel)
             dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        return self.run_mask_decoder(embeddings, image_pe, sparse, dense, multimask, compute_dtype, fast)
+        context = None
+        if window is not None:
+            rows, cols = window
+            if context_pool:
+                full = dense if dense.shape[-1] > 1 else dense.expand(-1, -1, *embeddings.shape[-2:])
+                context = (*(_pooled_outside(x, rows, cols, context_pool) for x in (embeddings, image_pe, full)),
+                           context_pool ** 2)
+            embeddings, image_pe = embeddings[..., rows, cols], image_pe[..., rows, cols]
+            dense = dense if dense.shape[-1] == 1 else dense[..., rows, cols]  # one "no mask" embedding for all
+        return self.run_mask_decoder(embeddings, image_pe, sparse, dense, multimask, compute_dtype, fast, context)
 
     def run_mask_decoder(self, embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
                          dense: torch.Tensor, multimask: bool = False, compute_dtype: Optional[torch.dtype] = None,
-                         fast: Optional[bool] = None) -> DecoderOutput:
-        """The mask decoder part of :meth:`decode`, on the prompt encoder's outputs (same options)."""
+                         fast: Optional[bool] = None, context: Optional[tuple] = None) -> DecoderOutput:
+        """The mask decoder part of :meth:`decode`, on the prompt encoder's outputs (same options; ``context``:
+        pooled tokens outside a window, :func:`_pooled_outside`)."""
         inputs = dict(image_embeddings=embeddings, image_pe=image_pe,
                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
         batched = isinstance(self.mask_decoder, BatchedMaskDecoder)
         use_fast = batched and self.mask_decoder.uses_fast(fast)
-        options = dict(multimask_output=multimask, **({"fast": use_fast} if batched else {}))
+        if context is not None and not use_fast:
+            raise ValueError("decoding with pooled context needs the fast decoder (SYNTHFM_FAST_DECODER not 0)")
+        options = dict(multimask_output=multimask, **({"fast": use_fast} if batched else {}),
+                       **({"context": context} if context is not None else {}))
         if compute_dtype is None:
             logits, iou = self.mask_decoder(**inputs, **options)
         else:

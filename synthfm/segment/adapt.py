@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -50,9 +50,13 @@ class AdaptExample:
 
 def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float = 1e-4, batch: int = 8,
                   bf16: bool = False, seed: int = 0, progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelToken] = None) -> nn.Module:
+                  cancel: Optional[CancelToken] = None, crop: int = 0, context: int = 0) -> nn.Module:
     """A copy of ``model.mask_decoder`` fine-tuned ``steps`` steps on ``examples`` (AdamW, SAM's min-over-masks
-    loss on three candidates, as propagation decodes them); ``model`` itself is left as it was."""
+    loss on three candidates, as propagation decodes them); ``model`` itself is left as it was. ``crop`` > 0: the
+    steps decode only the embedding's tokens around the examples' masks (their boxes grown by this many tokens,
+    :func:`crop_window`), with the positional encoding of the same tokens: cheaper where the structure is small;
+    ``context`` > 0: with the rest of the slice pooled over cells of this many tokens (the fast decoder only; without
+    it the steps decode the whole embedding)."""
     if not examples:
         raise ValueError("adapting the decoder needs at least one prompted slice with a mask")
     if any(not np.asarray(e.mask).any() for e in examples):
@@ -63,6 +67,12 @@ def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float
     targets = [e.transform.mask_to_lowres(e.mask).gt(0.5).float()[None] for e in examples]
     centres = [np.array([interior_point(e.mask)], float) for e in examples]  # where propagation puts its point
     device = model.device
+    if context and not getattr(model.mask_decoder, "uses_fast", lambda: False)():
+        crop = 0  # pooled context needs the fast decoder: the whole embedding instead
+    window = crop_window([t[0] for t in targets], crop, max(1, context)) if crop > 0 else None
+    if window is not None:
+        targets = [t[..., 4 * window[0].start: 4 * window[0].stop, 4 * window[1].start: 4 * window[1].stop]
+                   for t in targets]
     with torch.enable_grad(), decoder_swapped(model, adapted):
         for step in range(steps):
             check_cancel(cancel)
@@ -77,13 +87,28 @@ def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float
             emb = torch.cat([examples[k].embedding for k in picks]).to(device)
             out = model.decode(emb, to_device(coords, device), to_device(labels, device), boxes.to(device),
                                to_device(mask_inputs, device), multimask=True,
-                               compute_dtype=torch.bfloat16 if bf16 else None)
+                               compute_dtype=torch.bfloat16 if bf16 else None, window=window,
+                               context_pool=context if window is not None else 0)
             loss, _ = mask_loss(out.logits, out.iou, torch.stack([targets[k] for k in picks]).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             report(progress, step + 1, steps, "adapting the decoder to this volume")
     return adapted.eval()
+
+
+def crop_window(targets: Sequence[torch.Tensor], margin: int, align: int = 1) -> Tuple[slice, slice]:
+    """Rows and columns of the embedding's token grid (one token: 4 x 4 low-res pixels) around every ``(256, 256)``
+    low-res target's mask, grown by ``margin`` tokens each way (clipped to the grid), then out to multiples of
+    ``align``."""
+    grid = targets[0].shape[-1] // 4
+    union = torch.stack([t > 0 for t in targets]).any(0)
+    ys, xs = torch.nonzero(union, as_tuple=True)
+
+    def span(lo: int, hi: int) -> slice:
+        lo, hi = max(0, lo // 4 - margin), min(grid, hi // 4 + 1 + margin)
+        return slice(lo - lo % align, min(grid, -(-hi // align) * align))
+    return span(int(ys.min()), int(ys.max())), span(int(xs.min()), int(xs.max()))
 
 
 @contextlib.contextmanager

@@ -139,6 +139,12 @@ class PropagationOptions:
     #: every propagated and filled slice; the prompted slices keep the model's own masks. 0: the model's decoder
     adapt_steps: int = 0
     adapt_batch: int = 8  # prompted samples per adaptation step (its cost is linear in steps x batch)
+    #: > 0: the adaptation's steps decode only the embedding's tokens around the prompted masks (their boxes grown
+    #: by this many tokens of 4 x 4 low-res pixels; cheaper for small structures). 0: the whole embedding
+    adapt_crop: int = 0
+    #: with ``adapt_crop``: the rest of the slice kept as context, averaged over cells this many tokens wide (each
+    #: counted for its tokens in attention; the fast decoder only, else the whole embedding). 0: the crop alone
+    adapt_context: int = 0
 
     def check(self) -> None:
         """Raise ValueError naming the first setting out of its range (:data:`_CHOICES`, :data:`_NUMBERS`)."""
@@ -206,6 +212,8 @@ _NUMBERS = (
     ("encode_every", 1, True, "a whole number of slices, 1 (every slice encoded) or more"),
     ("adapt_steps", 0, True, "0 (the model's decoder) or a whole number of fine-tuning steps"),
     ("adapt_batch", 1, True, "a whole number of prompted samples per adaptation step (1 or more)"),
+    ("adapt_crop", 0, True, "0 (the whole embedding) or a whole number of tokens around the prompted masks"),
+    ("adapt_context", 0, True, "0 (no context) or a whole number of tokens per pooled cell"),
     ("max_embedding_change", 0, False, "0 (off) or a positive relative difference of two slices' embeddings"),
     ("max_size", 0, False, "0 (off) or a positive factor of the prompted mask's area"),
 )
@@ -493,7 +501,8 @@ class VolumeSegmenter:
         examples = [AdaptExample.of(self.predictor, self.slice(i), self.key(i), firsts[i], value_range=self.value_range,
                                     **self._shape) for i in order]
         adapted = adapt_decoder(self.predictor.model, examples, options.adapt_steps, batch=options.adapt_batch,
-                                bf16=bool(getattr(self.predictor, "bf16", False)), progress=progress, cancel=cancel)
+                                bf16=bool(getattr(self.predictor, "bf16", False)), progress=progress, cancel=cancel,
+                                crop=options.adapt_crop, context=options.adapt_context)
         return decoder_swapped(self.predictor.model, adapted)
 
     def _follow(self, index: int, first: Prediction, step: int, options: PropagationOptions,
