@@ -93,6 +93,8 @@ def test_a_window_with_every_outside_token_as_context_decodes_as_the_whole_embed
     assert (pooled.logits - inside).abs().mean() < (alone.logits - inside).abs().mean()  # context brings it closer
     with pytest.raises(ValueError, match="needs the fast decoder"):
         model.decode(emb, boxes=boxes, multimask=True, window=window, context_pool=4, fast=False)
+    with pytest.raises(ValueError, match="multiples of 8 tokens"):
+        model.decode(emb, boxes=boxes, multimask=True, window=window, context_pool=8)
 
 
 def test_the_copy_adapted_on_a_crop_fits_the_prompted_mask_and_a_whole_grid_crop_changes_nothing(monkeypatch):

@@ -226,6 +226,9 @@ class PromptableModel(nn.Module):
         if window is not None:
             rows, cols = window
             if context_pool:
+                if any(edge % context_pool for edge in (rows.start, rows.stop, cols.start, cols.stop)):
+                    raise ValueError(f"a window with pooled context must lie on multiples of {context_pool} tokens, "
+                                     f"got rows {rows.start}..{rows.stop}, columns {cols.start}..{cols.stop}")
                 full = dense if dense.shape[-1] > 1 else dense.expand(-1, -1, *embeddings.shape[-2:])
                 context = (*(_pooled_outside(x, rows, cols, context_pool) for x in (embeddings, image_pe, full)),
                            context_pool ** 2)
