@@ -244,9 +244,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "Adapt the model to this volume before propagating", "adapt_decoder",
             "Ticked: the model's setting; synthfm-lite first fine-tunes a copy of its decoder for a few steps on the "
             "slices you prompted (your accepted masks, nothing else) and segments the other slices with it, which "
-            "follows the structure better (3D Dice 0.587 -> 0.608 on the README's real volumes with a box). It takes "
-            "about 4 s per Propagate on a CPU with native bf16 and about 10 s on other CPUs. Unticked: the decoder as "
-            "shipped, on every slice.")
+            "follows the structure better (3D Dice 0.587 -> 0.609 on the README's real volumes with a box). It takes "
+            "about 1.5 s per Propagate on a CPU with native bf16 and about 3 s on other CPUs (up to 4 s and 10 s for "
+            "a structure that fills most of the slice). Unticked: the decoder as shipped, on every slice.")
         self.cacheBox = qt.QCheckBox("Keep slice embeddings on disk")
         self.cacheBox.setToolTip("Ticked: the worker keeps each encoded slice's embedding in the folder below, so a "
                                  "volume opened again (also after restarting Slicer) is read, not encoded again. "
