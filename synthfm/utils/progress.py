@@ -51,7 +51,8 @@ def report(progress: Optional[ProgressCallback], done: int, total: int, message:
 
 
 def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> ProgressCallback:
-    """A :data:`ProgressCallback` that drives a tqdm bar on stderr (created on first call)."""
+    """A :data:`ProgressCallback` that drives a tqdm bar on stderr (created on first call, and again for each phase
+    that follows a finished one: a propagation's slices after its adaptation steps)."""
     from tqdm.auto import tqdm
 
     state: dict = {}
@@ -67,7 +68,7 @@ def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> Pr
             bar.set_postfix_str(message, refresh=False)
         bar.refresh()
         if total and done >= total:
-            bar.close()
+            state.pop("bar").close()
 
     return callback
 
