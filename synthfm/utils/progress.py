@@ -51,8 +51,7 @@ def report(progress: Optional[ProgressCallback], done: int, total: int, message:
 
 
 def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> ProgressCallback:
-    """A :data:`ProgressCallback` that drives a tqdm bar on stderr (created on first call, and again for each phase
-    that follows a finished one: a propagation's slices after its adaptation steps)."""
+    """A :data:`ProgressCallback` that drives a tqdm bar on stderr (created on first call)."""
     from tqdm.auto import tqdm
 
     state: dict = {}
@@ -68,7 +67,7 @@ def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> Pr
             bar.set_postfix_str(message, refresh=False)
         bar.refresh()
         if total and done >= total:
-            state.pop("bar").close()
+            bar.close()
 
     return callback
 
