@@ -90,7 +90,7 @@ def _message(exc: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from synthfm.utils.progress import Cancelled
+    from synthfm.utils.progress import Cancelled, close_progress_bars
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -99,7 +99,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            close_progress_bars()  # a bar the work left unfinished ends its line before any message below
     except (KeyboardInterrupt, Cancelled) as exc:
         if args.debug:
             raise

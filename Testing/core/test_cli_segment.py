@@ -313,3 +313,18 @@ def test_points_alone_on_a_thin_strip_get_a_warning(tmp_path, capsys):
     assert main(["segment", "--image", str(path), "--axis", "1", "--point", "100,20,3", "--no-propagate",
                  "--out", str(tmp_path / "l.nii.gz")]) == 0
     assert "warning: slice 20 (coronal) is a 12 x 200 mm strip" in capsys.readouterr().out
+
+
+def test_the_command_line_bar_starts_again_for_the_slices_after_the_adaptation_steps(capsys):
+    """A propagation reports its adaptation steps, then its slices, through one callback: the slices get a bar of
+    their own instead of updates to the finished (closed, no longer drawn) bar of the steps."""
+    from synthfm.utils.progress import tqdm_progress
+
+    progress = tqdm_progress("propagate", unit="slice")
+    for step in (1, 2):
+        progress(step, 2, "adapting the decoder to this volume")
+    for done in (1, 2, 3):
+        progress(done, 3, f"slice {done}")
+    err = capsys.readouterr().err
+    assert "2/2" in err and "adapting the decoder" in err
+    assert "3/3" in err and "slice 3" in err

@@ -28,6 +28,7 @@ from SAM's (other upscaling layers) runs the plain path.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional, Tuple
 
@@ -92,7 +93,7 @@ def forward(decoder: MaskDecoder, image_embeddings: Tensor, image_pe: Tensor, sp
         far = (far_emb.to(dtype) + far_dense.to(dtype)).expand(n, -1, -1)
         keys, kpe = torch.cat([keys, far], 1), torch.cat([kpe, far_pe.to(dtype)], 1)
         bias = torch.zeros(1, keys.shape[1], 1, dtype=dtype, device=keys.device)
-        bias[:, h * w:] = float(torch.log(torch.tensor(float(weight))))
+        bias[:, h * w:] = math.log(weight)
     hs, keys = _transformer(decoder.transformer, keys, kpe, tokens, bias)
     keys = keys[:, : h * w]
     pick = slice(1, None) if multimask_output else slice(0, 1)

@@ -7,6 +7,7 @@ that updates a progress dialog and a token whose ``cancel()`` is wired to the di
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
@@ -50,8 +51,14 @@ def report(progress: Optional[ProgressCallback], done: int, total: int, message:
         progress(done, total, message)
 
 
+#: The bars :func:`tqdm_progress` has drawn and not yet closed (see :func:`close_progress_bars`).
+_OPEN_BARS: "weakref.WeakSet" = weakref.WeakSet()
+
+
 def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> ProgressCallback:
-    """A :data:`ProgressCallback` that drives a tqdm bar on stderr (created on first call)."""
+    """A :data:`ProgressCallback` that drives a tqdm bar on stderr, created on first call and again for each phase
+    that follows a finished one (a propagation's slices after its adaptation steps, the training images after the
+    validation images)."""
     from tqdm.auto import tqdm
 
     state: dict = {}
@@ -60,6 +67,7 @@ def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> Pr
         bar = state.get("bar")
         if bar is None:
             bar = state["bar"] = tqdm(total=total or None, desc=desc, unit=unit, disable=disable)
+            _OPEN_BARS.add(bar)
         if total and bar.total != total:
             bar.total = total
         bar.n = done
@@ -67,9 +75,17 @@ def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> Pr
             bar.set_postfix_str(message, refresh=False)
         bar.refresh()
         if total and done >= total:
-            bar.close()
+            _OPEN_BARS.discard(bar)
+            state.pop("bar").close()
 
     return callback
+
+
+def close_progress_bars() -> None:
+    """Close the bars of work that stopped before finishing, so that a message printed next starts its own line."""
+    for bar in list(_OPEN_BARS):
+        _OPEN_BARS.discard(bar)
+        bar.close()
 
 
 def iterate(items: Iterable[T], total: int, progress: Optional[ProgressCallback] = None,
