@@ -94,7 +94,8 @@ def main() -> None:
     for label, model, overrides in (("medsam-lite, options' defaults", lite, None),
                                     ("synthfm-lite, every slice encoded", ours, {**plain, "encode_every": 1}),
                                     ("synthfm-lite, every 2nd slice encoded", ours, {**plain, "encode_every": 2}),
-                                    ("synthfm-lite, registry defaults (+ decoder adapted)", ours, {})):
+                                    ("synthfm-lite, registry defaults (+ decoder adapted)", ours, {}),
+                                    ("  the same, propagated slices on crops", ours, {"decode_crop": 4, "decode_context": 4})):
         options = None if overrides is None else PropagationOptions.for_model(model, **overrides)  # {}: registry's
         start = time.perf_counter()
         seg = VolumeSegmenter(SlicePredictor(model), volume)

@@ -116,6 +116,8 @@ VARIANTS = {**{f"contrast>={t}": {"min_contrast_ratio": t} for t in (0.2, 0.3, 0
             # the adaptation on the tokens around the prompted masks only (their boxes grown by m tokens)
             **{f"adapted on crops {m}": {"adapt_crop": m} for m in (4, 8)},
             "adapted on crops 4 with context": {"adapt_crop": 4, "adapt_context": 4},  # the rest pooled, 4x4 tokens
+            # propagated slices decoded on the tokens around their box (grown by 4 tokens), the rest pooled 4x4
+            "decoded on crops 4 with context": {"decode_crop": 4, "decode_context": 4},
             "no mask prompt": {"use_mask_prompt": False}, "no interior point": {"use_points": False},
             **{f"box margin {m}": {"box_margin": m} for m in (0.05, 0.1, 0.2)},
             "oracle stop": NO_STOP,

@@ -202,13 +202,21 @@ def test_adapt_batch_must_be_a_whole_number_of_samples(batch):
                              options=PropagationOptions(adapt_steps=2, adapt_batch=batch))
 
 
-@pytest.mark.parametrize("name", ["adapt_crop", "adapt_context"])
 @pytest.mark.parametrize("value", [-1, 2.5])
-def test_adapt_crop_and_context_must_be_whole_numbers_of_tokens(name, value):
+def test_adapt_crop_must_be_a_whole_number_of_tokens(value):
     seg = VolumeSegmenter(SlicePredictor(_tiny()), _ball() * 1.0)
-    with pytest.raises(ValueError, match=f"{name} must be 0"):
+    with pytest.raises(ValueError, match="adapt_crop must be 0"):
         seg.propagate_slices({4: Prompts.make(box=(10, 10, 30, 30))},
-                             options=PropagationOptions(adapt_steps=2, **{"adapt_crop": 4, name: value}))
+                             options=PropagationOptions(adapt_steps=2, adapt_crop=value))
+
+
+@pytest.mark.parametrize("name", ["adapt_context", "decode_context"])
+@pytest.mark.parametrize("value", [-1, 2.5, 3, 64])
+def test_a_context_cell_must_tile_the_token_grid(name, value):
+    seg = VolumeSegmenter(SlicePredictor(_tiny()), _ball() * 1.0)
+    with pytest.raises(ValueError, match=f"{name} must be one of 0, 1, 2, 4, 8, 16, 32 .*got {value}"):
+        seg.propagate_slices({4: Prompts.make(box=(10, 10, 30, 30))},
+                             options=PropagationOptions(adapt_steps=2, adapt_crop=4, decode_crop=4, **{name: value}))
 
 
 def test_without_the_fast_decoder_the_adaptation_with_context_decodes_the_whole_embedding(monkeypatch):

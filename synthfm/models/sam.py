@@ -23,6 +23,17 @@ EMBED_SIZE = 64  # every supported encoder yields a 256 x 64 x 64 embedding
 LOW_RES = 4 * EMBED_SIZE  # decoder masks and mask prompts are 256 x 256
 
 
+def token_window(rows: Tuple[float, float], cols: Tuple[float, float], per_token: float, margin: int,
+                 align: int = 1, grid: int = EMBED_SIZE) -> Tuple[slice, slice]:
+    """Rows and columns of the embedding's token grid around a region (its first and last row and column, in units
+    of which ``per_token`` make one token), grown by ``margin`` tokens each way (clipped to the grid), then out to
+    multiples of ``align``: a ``window`` for :meth:`PromptableModel.decode`."""
+    def span(lo: float, hi: float) -> slice:
+        first, stop = max(0, int(lo // per_token) - margin), min(grid, int(hi // per_token) + 1 + margin)
+        return slice(first - first % align, min(grid, -(-stop // align) * align))
+    return span(*rows), span(*cols)
+
+
 def _pooled_outside(x: torch.Tensor, rows: slice, cols: slice, pool: int) -> torch.Tensor:
     """``(B, C, H, W)`` averaged over ``pool`` x ``pool`` cells, the cells outside ``rows`` x ``cols`` (on
     multiples of ``pool``) as ``(B, cells, C)``."""

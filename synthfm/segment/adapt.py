@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from synthfm.models.sam import token_window
 from synthfm.segment.preprocess import SliceTransform
 from synthfm.train.batches import to_device
 from synthfm.train.losses import mask_loss
@@ -101,14 +102,10 @@ def crop_window(targets: Sequence[torch.Tensor], margin: int, align: int = 1) ->
     """Rows and columns of the embedding's token grid (one token: 4 x 4 low-res pixels) around every ``(256, 256)``
     low-res target's mask, grown by ``margin`` tokens each way (clipped to the grid), then out to multiples of
     ``align``."""
-    grid = targets[0].shape[-1] // 4
     union = torch.stack([t > 0 for t in targets]).any(0)
     ys, xs = torch.nonzero(union, as_tuple=True)
-
-    def span(lo: int, hi: int) -> slice:
-        lo, hi = max(0, lo // 4 - margin), min(grid, hi // 4 + 1 + margin)
-        return slice(lo - lo % align, min(grid, -(-hi // align) * align))
-    return span(int(ys.min()), int(ys.max())), span(int(xs.min()), int(xs.max()))
+    return token_window((int(ys.min()), int(ys.max())), (int(xs.min()), int(xs.max())), 4, margin, align,
+                        targets[0].shape[-1] // 4)
 
 
 @contextlib.contextmanager

@@ -6,19 +6,19 @@ prompt on the same slice reuses its embedding.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Hashable, List, Optional, Tuple, Union
+from typing import Dict, Hashable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from synthfm.models.sam import PromptableModel
-from synthfm.models.sam import LOW_RES
+from synthfm.models.sam import LOW_RES, DecoderOutput, PromptableModel, token_window
 from synthfm.segment.embedding_store import EmbeddingStore
 from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
 from synthfm.segment.prompts import Prompts
@@ -138,6 +138,9 @@ class SlicePredictor:
         self.mirror: Optional[bool] = None
         #: slice embeddings kept on disk between runs (:meth:`use_store`); None: in memory only
         self.store: Optional[EmbeddingStore] = None
+        #: (margin, pool) with margin > 0: decodes prompted by a box and a mask decode only the tokens around the box
+        #: (:meth:`cropped_decodes`); (0, 0): the whole embedding
+        self.decode_crop: Tuple[int, int] = (0, 0)
 
     def use_store(self, folder: Union[str, Path, None], max_bytes: Optional[int] = None) -> Optional[EmbeddingStore]:
         """Keep slice embeddings in ``folder`` (:class:`~synthfm.segment.embedding_store.EmbeddingStore`) as well as
@@ -184,6 +187,36 @@ class SlicePredictor:
             if len(self._aspects) > 4 * self.cache_size:  # a long-running worker: forget slices no longer cached
                 self._aspects = {k: a for k, a in self._aspects.items() if k in self._cache or k == key}
         return aspect
+
+    @contextlib.contextmanager
+    def cropped_decodes(self, margin: int, pool: int = 0) -> Iterator[None]:
+        """Inside the block, a decode prompted by a box and a mask (a propagated slice's) runs on the embedding's
+        tokens around the box, grown by ``margin`` tokens, with the rest of the slice averaged over ``pool`` x
+        ``pool`` cells as context (``pool`` 0: the crop alone; with ``pool`` but without the fast decoder: the whole
+        embedding); its logits outside the window are -20. Cheaper where the structure is small; a propagated
+        mask stays near its box (docs/segment.md, "Propagated slices decoded on a crop")."""
+        before = self.decode_crop
+        self.decode_crop = (int(margin), int(pool))
+        try:
+            yield
+        finally:
+            self.decode_crop = before
+
+    def _decode(self, emb: torch.Tensor, coords: Optional[torch.Tensor], labels: Optional[torch.Tensor],
+                boxes: Optional[torch.Tensor], masks: Optional[torch.Tensor], multi: bool) -> DecoderOutput:
+        """The model's decode of one prompt set, on a window around its box where :attr:`decode_crop` asks."""
+        margin, pool = self.decode_crop
+        fast = getattr(self.model.mask_decoder, "uses_fast", lambda: False)()
+        if margin <= 0 or boxes is None or masks is None or (pool and not fast):
+            return self.model.decode(emb, coords, labels, boxes, masks, multimask=multi)
+        grid = emb.shape[-1]
+        x0, y0, x1, y1 = (float(v) for v in boxes[0])
+        rows, cols = token_window((y0, y1), (x0, x1), self.model.image_size / grid, margin, max(1, pool), grid)
+        out = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi, window=(rows, cols),
+                                context_pool=pool)
+        logits = out.logits.new_full((*out.logits.shape[:2], 4 * grid, 4 * grid), -20.0)
+        logits[..., 4 * rows.start: 4 * rows.stop, 4 * cols.start: 4 * cols.stop] = out.logits
+        return DecoderOutput(logits=logits, iou=out.iou)
 
     def _autocast(self):
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16)
@@ -461,7 +494,7 @@ class SlicePredictor:
         if prompts.mask_logits is not None:
             masks = torch.as_tensor(prompts.mask_logits, dtype=torch.float32, device=self.device)[None, None]
         with self._autocast():
-            out = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi)
+            out = self._decode(emb, coords, labels, boxes, masks, multi)
         low = out.logits[0].float()
         signals = self._signals(low, out.iou[0], transform, prompts)
         if self.wants_consistency:
@@ -546,7 +579,7 @@ class SlicePredictor:
             grow = 0.05 * (boxes[:, 2:] - boxes[:, :2])
             boxes = torch.cat([(boxes[:, :2] - grow).clamp(min=0), torch.minimum(boxes[:, 2:] + grow, limit)], 1)
         with self._autocast():
-            moved = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi).logits[0].float()
+            moved = self._decode(emb, coords, labels, boxes, masks, multi).logits[0].float()
         h, w = transform.lowres_shape
         a, b = low[:, :h, :w] > 0, moved[:, :h, :w] > 0
         inter, union = (a & b).flatten(1).sum(1).float(), (a | b).flatten(1).sum(1).float()

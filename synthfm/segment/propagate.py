@@ -145,6 +145,12 @@ class PropagationOptions:
     #: with ``adapt_crop``: the rest of the slice kept as context, averaged over cells this many tokens wide (each
     #: counted for its tokens in attention; the fast decoder only, else the whole embedding). 0: the crop alone
     adapt_context: int = 0
+    #: > 0: each propagated and filled slice is decoded on the embedding's tokens around its box (grown by this many
+    #: tokens; :meth:`SlicePredictor.cropped_decodes`), its mask kept inside that window. 0: the whole embedding
+    decode_crop: int = 0
+    #: with ``decode_crop``: the rest of the slice kept as context, averaged over cells this many tokens wide (the
+    #: fast decoder only, else the whole embedding). 0: the crop alone
+    decode_context: int = 0
 
     def check(self) -> None:
         """Raise ValueError naming the first setting out of its range (:data:`_CHOICES`, :data:`_NUMBERS`)."""
@@ -155,6 +161,10 @@ class PropagationOptions:
             value = getattr(self, name)
             if not ((isinstance(value, int) or not whole) and value >= least):
                 raise ValueError(f"{name} must be {meaning}, got {value}")
+        for name in ("adapt_context", "decode_context"):  # pooled cells tile the 64 x 64 token grid
+            if getattr(self, name) not in CONTEXT_POOLS:
+                raise ValueError(f"{name} must be one of {', '.join(map(str, CONTEXT_POOLS))} (0: no context; "
+                                 f"else tokens per pooled cell, dividing the 64-token grid), got {getattr(self, name)}")
 
     @property
     def smallest_mask(self) -> int:
@@ -201,6 +211,8 @@ class PropagationOptions:
         return cls(**{"use_points": getattr(model, "trained_points", True), **chosen, **overrides})
 
 
+#: the pooled-context cell widths in tokens (``adapt_context``, ``decode_context``): 0 (none) or a divisor of 64
+CONTEXT_POOLS = (0, 1, 2, 4, 8, 16, 32)
 #: PropagationOptions with a fixed set of values: (name, the values allowed)
 _CHOICES = (("between", BETWEEN), ("intensity_stat", INTENSITY_STATS), ("intensity_scale", INTENSITY_SCALES))
 #: numeric PropagationOptions with a range: (name, least value, whole numbers only, what the error says it must be)
@@ -213,7 +225,7 @@ _NUMBERS = (
     ("adapt_steps", 0, True, "0 (the model's decoder) or a whole number of fine-tuning steps"),
     ("adapt_batch", 1, True, "a whole number of prompted samples per adaptation step (1 or more)"),
     ("adapt_crop", 0, True, "0 (the whole embedding) or a whole number of tokens around the prompted masks"),
-    ("adapt_context", 0, True, "0 (no context) or a whole number of tokens per pooled cell"),
+    ("decode_crop", 0, True, "0 (the whole embedding) or a whole number of tokens around the box"),
     ("max_embedding_change", 0, False, "0 (off) or a positive relative difference of two slices' embeddings"),
     ("max_size", 0, False, "0 (off) or a positive factor of the prompted mask's area"),
 )
@@ -361,8 +373,13 @@ class VolumeSegmenter:
         key = self.key(index)
         if propagated and options is not None and options.encode_every > 1 and not extra.get("mirror"):
             key = self._interpolated_key(index, options.encode_every, options.max_embedding_change)
-        return self.predictor.predict(self.slice(index), prompts, key=key, multimask=multimask,
-                                      value_range=self.value_range, **extra)
+        cropped = contextlib.nullcontext()
+        if propagated and options is not None and options.decode_crop > 0 and hasattr(self.predictor,
+                                                                                        "cropped_decodes"):
+            cropped = self.predictor.cropped_decodes(options.decode_crop, options.decode_context)
+        with cropped:
+            return self.predictor.predict(self.slice(index), prompts, key=key, multimask=multimask,
+                                          value_range=self.value_range, **extra)
 
     def interpolated(self, index: int, every: int) -> bool:
         """Whether propagation with ``encode_every = every`` decodes slice ``index`` on an interpolated embedding
