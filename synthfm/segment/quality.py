@@ -114,20 +114,21 @@ def image_signals(image01: np.ndarray, masks: np.ndarray, ring: int = 3,
     (x0, y0, x1, y1, slice pixels) also ``split_agreement``."""
     from scipy import ndimage as ndi
 
+    from synthfm.utils.masks import around
+
     image01 = np.asarray(image01, np.float32)
     gy, gx = np.gradient(image01)
     grad = np.hypot(gx, gy)
     mean_grad = float(grad.mean()) + 1e-6
     contrast, edge = np.zeros(len(masks)), np.zeros(len(masks))
     for k, mask in enumerate(masks):
-        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-        if not len(rows):
+        if not mask.any():
             continue
-        box_k = (slice(max(rows[0] - ring - 1, 0), rows[-1] + ring + 2), slice(max(cols[0] - ring - 1, 0), cols[-1] + ring + 2))
+        box_k = around(mask, ring + 1)
         m, img = mask[box_k], image01[box_k]
-        around = ndi.binary_dilation(m, iterations=ring) & ~m
+        beside = ndi.binary_dilation(m, iterations=ring) & ~m
         border = m & ~ndi.binary_erosion(m, border_value=0)
-        inside, outside = img[m], img[around] if around.any() else img[m]
+        inside, outside = img[m], img[beside] if beside.any() else img[m]
         pooled = np.sqrt((inside.var() + outside.var()) / 2) + 0.01
         contrast[k] = abs(float(inside.mean()) - float(outside.mean())) / pooled
         edge[k] = float(grad[box_k][border].mean()) / mean_grad

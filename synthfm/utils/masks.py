@@ -54,18 +54,36 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], float)
 
 
+def around(mask: np.ndarray, pad: int) -> Tuple[slice, slice]:
+    """Rows and columns of a non-empty 2D mask's bounding box grown by ``pad`` pixels each way, clipped to the
+    image. Morphology and distances of the mask that reach at most ``pad`` pixels past it come out the same there
+    as on the whole image (where the box is clipped, the image's edge is the crop's), in a fraction of the time."""
+    rows, cols = np.nonzero(np.any(mask, 1))[0], np.nonzero(np.any(mask, 0))[0]
+    height, width = np.shape(mask)
+    return (slice(max(int(rows[0]) - pad, 0), min(int(rows[-1]) + pad + 1, height)),
+            slice(max(int(cols[0]) - pad, 0), min(int(cols[-1]) + pad + 1, width)))
+
+
 def interior_point(mask: np.ndarray) -> Tuple[int, int]:
     """``(x, y)`` of a non-empty 2D mask's most interior pixel (farthest from its boundary; the first of equals)."""
-    y, x = np.unravel_index(int(np.argmax(ndi.distance_transform_edt(mask))), np.shape(mask))
-    return int(x), int(y)
+    window = around(mask, 1)  # every pixel's nearest background pixel is as near inside the 1-pixel ring
+    dist = ndi.distance_transform_edt(np.asarray(mask)[window])
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return int(x) + window[1].start, int(y) + window[0].start
 
 
 def cut_to_intensity(mask: np.ndarray, smooth: np.ndarray, centre: float, limit: float) -> np.ndarray:
     """``mask`` without the pixels whose (smoothed) intensity lies further than ``limit`` from ``centre``, opened
     3 x 3 (no 1-2 px seams along a neighbour's edge) and with its holes filled (propagation's ``intensity_gate``
     and the point prompts' gate)."""
-    kept = mask & (np.abs(smooth - centre) <= limit)
-    return ndi.binary_fill_holes(ndi.binary_opening(kept, np.ones((3, 3), bool)))
+    mask = np.asarray(mask, bool)
+    out = np.zeros(mask.shape, bool)
+    if not mask.any():
+        return out
+    window = around(mask, 1)  # the opening reaches 1 pixel; the ring of background holds no hole
+    kept = mask[window] & (np.abs(smooth[window] - centre) <= limit)
+    out[window] = ndi.binary_fill_holes(ndi.binary_opening(kept, np.ones((3, 3), bool)))
+    return out
 
 
 def parts_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
@@ -78,6 +96,8 @@ def parts_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
 def inside_and_ring(image: np.ndarray, mask: np.ndarray, width: int = 3) -> Tuple[float, float]:
     """Mean of ``image`` under a non-empty ``mask`` and in a ``width``-pixel ring outside it (the inside mean when
     there is no ring)."""
+    window = around(mask, width)
+    mask, image = np.asarray(mask, bool)[window], np.asarray(image)[window]
     ring = ndi.binary_dilation(mask, iterations=width) & ~mask
     inside = float(image[mask].mean())
     return inside, (float(image[ring].mean()) if ring.any() else inside)
