@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip ViT-B and use 20 slices for propagation")
     parser.add_argument("--slices", type=int, default=None,
                         help="slices of the propagated volume (default 100; 20 with --quick)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="propagate this many times per setting, the settings taking turns; the table gives the "
+                             "median and the range (this machine's run-to-run spread is about 2 s per 100 slices)")
     parser.add_argument("--emulated-bf16", action="store_true",
                         help="time bf16 rows even on a CPU without native bf16 (minutes: oneDNN emulates it there)")
     args = parser.parse_args()
@@ -88,19 +91,22 @@ def main() -> None:
     volume = (100 + 80 * truth + np.random.default_rng(0).normal(0, 8, truth.shape)).astype(np.float32)
     ys, xs = np.nonzero(truth[n // 2])
     prompt = Prompts.make(box=(xs.min(), ys.min(), xs.max(), ys.max()))
-    runs = []  # (label, seconds, slices decoded, slices encoded)
+    runs = {}  # label -> ([seconds per round], slices decoded, slices encoded)
     ours = load_model("synthfm-lite")
     plain = {"adapt_steps": 0}  # the decoder as shipped on every slice (the registry adapts a copy first)
-    for label, model, overrides in (("medsam-lite, options' defaults", lite, None),
-                                    ("synthfm-lite, every slice encoded", ours, {**plain, "encode_every": 1}),
-                                    ("synthfm-lite, every 2nd slice encoded", ours, {**plain, "encode_every": 2}),
-                                    ("synthfm-lite, registry defaults (+ decoder adapted)", ours, {}),
-                                    ("  the same, propagated slices on crops", ours, {"decode_crop": 4, "decode_context": 4})):
-        options = None if overrides is None else PropagationOptions.for_model(model, **overrides)  # {}: registry's
-        start = time.perf_counter()
-        seg = VolumeSegmenter(SlicePredictor(model), volume)
-        result = seg.propagate(n // 2, prompt, options=options)
-        runs.append((label, time.perf_counter() - start, len(result.records), seg.predictor.encoder_calls))
+    settings = (("medsam-lite, options' defaults", lite, None),
+                ("synthfm-lite, every slice encoded", ours, {**plain, "encode_every": 1}),
+                ("synthfm-lite, every 2nd slice encoded", ours, {**plain, "encode_every": 2}),
+                ("synthfm-lite, registry defaults (+ decoder adapted)", ours, {}),
+                ("  the same, propagated slices on crops", ours, {"decode_crop": 4, "decode_context": 4}))
+    for _ in range(max(1, args.repeat)):
+        for label, model, overrides in settings:
+            options = None if overrides is None else PropagationOptions.for_model(model, **overrides)  # {}: registry's
+            start = time.perf_counter()
+            seg = VolumeSegmenter(SlicePredictor(model), volume)
+            result = seg.propagate(n // 2, prompt, options=options)
+            seconds = runs.get(label, ([],))[0] + [time.perf_counter() - start]
+            runs[label] = (seconds, len(result.records), seg.predictor.encoder_calls)
 
     # the registry's adaptation alone (synthfm.segment.adapt): its steps on the prompted slice, in either precision
     registry = PropagationOptions.for_model(ours)
@@ -125,8 +131,10 @@ def main() -> None:
         print(f"{name:<32}{ms:>10.1f}{gf:>9.2f}{rate:>10.1f}{pct:>10.0f}%")
     precision = "bf16" if seg.predictor.bf16 else "fp32"
     print(f"\npropagation of {n} slices of 256x256 ({precision}, box prompt on the middle slice), end to end:")
-    for label, seconds, decoded, encoded in runs:
-        print(f"  {label:<40}{seconds:>7.1f} s  {decoded:>4} slices decoded, {encoded:>4} encoder calls")
+    for label, (seconds, decoded, encoded) in runs.items():
+        spread = f"  ({min(seconds):.1f}-{max(seconds):.1f} s in {len(seconds)} runs)" if len(seconds) > 1 else ""
+        print(f"  {label:<52}{np.median(seconds):>7.1f} s  {decoded:>4} slices decoded, {encoded:>4} encoder calls"
+              f"{spread}")
 
 
 if __name__ == "__main__":
