@@ -111,3 +111,23 @@ def test_decode_crop_must_be_a_whole_number_of_tokens(value):
     seg = VolumeSegmenter(SlicePredictor(_tiny()), _volume())
     with pytest.raises(ValueError, match="decode_crop must be 0"):
         seg.propagate_slices({4: Prompts.make(box=(10, 10, 30, 30))}, options=PropagationOptions(decode_crop=value))
+
+
+def test_a_crop_asked_for_in_one_thread_leaves_another_threads_decodes_whole(monkeypatch):
+    """The worker serves a user's prompts while a propagation runs on the same predictor: only the thread inside
+    ``cropped_decodes`` (the propagation's) decodes on windows."""
+    import threading
+
+    model = _tiny()
+    predictor = SlicePredictor(model)
+    image = _volume()[4].astype(np.float32)
+    first = predictor.predict(image, Prompts.make(box=(10, 8, 30, 28)), key="s")
+    prompts = replace(Prompts.make(box=(10, 8, 30, 28)), mask_logits=first.logits)
+    seen = _windows(monkeypatch, model)
+    other = threading.Thread(target=lambda: predictor.predict(image, prompts, key="s"))
+    with predictor.cropped_decodes(4, 4):
+        other.start()
+        other.join()
+        assert predictor.decode_crop == (4, 4)
+        predictor.predict(image, prompts, key="s")
+    assert seen[0] == (None, 0) and seen[1][0] is not None and predictor.decode_crop == (0, 0)

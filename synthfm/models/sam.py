@@ -34,6 +34,12 @@ def token_window(rows: Tuple[float, float], cols: Tuple[float, float], per_token
     return span(*rows), span(*cols)
 
 
+def window_pixels(window: Tuple[slice, slice]) -> Tuple[slice, slice]:
+    """The low-res pixels (rows, columns of the 256 x 256 logits) of a token ``window``: 4 per token each way."""
+    per = LOW_RES // EMBED_SIZE
+    return tuple(slice(per * part.start, per * part.stop) for part in window)
+
+
 def _pooled_outside(x: torch.Tensor, rows: slice, cols: slice, pool: int) -> torch.Tensor:
     """``(B, C, H, W)`` averaged over ``pool`` x ``pool`` cells, the cells outside ``rows`` x ``cols`` (on
     multiples of ``pool``) as ``(B, cells, C)``."""

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from synthfm.models.sam import token_window
+from synthfm.models.sam import token_window, window_pixels
 from synthfm.segment.preprocess import SliceTransform
 from synthfm.train.batches import to_device
 from synthfm.train.losses import mask_loss
@@ -72,8 +72,7 @@ def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float
         crop = 0  # pooled context needs the fast decoder: the whole embedding instead
     window = crop_window([t[0] for t in targets], crop, max(1, context)) if crop > 0 else None
     if window is not None:
-        targets = [t[..., 4 * window[0].start: 4 * window[0].stop, 4 * window[1].start: 4 * window[1].stop]
-                   for t in targets]
+        targets = [t[(..., *window_pixels(window))] for t in targets]
     with torch.enable_grad(), decoder_swapped(model, adapted):
         for step in range(steps):
             check_cancel(cancel)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from synthfm.models.sam import LOW_RES, DecoderOutput, PromptableModel, token_window
+from synthfm.models.sam import LOW_RES, DecoderOutput, PromptableModel, token_window, window_pixels
 from synthfm.segment.embedding_store import EmbeddingStore
 from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
 from synthfm.segment.prompts import Prompts
@@ -138,9 +139,9 @@ class SlicePredictor:
         self.mirror: Optional[bool] = None
         #: slice embeddings kept on disk between runs (:meth:`use_store`); None: in memory only
         self.store: Optional[EmbeddingStore] = None
-        #: (margin, pool) with margin > 0: decodes prompted by a box and a mask decode only the tokens around the box
-        #: (:meth:`cropped_decodes`); (0, 0): the whole embedding
-        self.decode_crop: Tuple[int, int] = (0, 0)
+        #: per thread (a worker's propagation and a user's prompts share one predictor): ``crop``, the (margin, pool)
+        #: of :meth:`cropped_decodes` while its block runs in that thread
+        self._local = threading.local()
 
     def use_store(self, folder: Union[str, Path, None], max_bytes: Optional[int] = None) -> Optional[EmbeddingStore]:
         """Keep slice embeddings in ``folder`` (:class:`~synthfm.segment.embedding_store.EmbeddingStore`) as well as
@@ -196,26 +197,30 @@ class SlicePredictor:
         embedding); its logits outside the window are -20. Cheaper where the structure is small; a propagated
         mask stays near its box (docs/segment.md, "Propagated slices decoded on a crop")."""
         before = self.decode_crop
-        self.decode_crop = (int(margin), int(pool))
+        self._local.crop = (int(margin), int(pool))
         try:
             yield
         finally:
-            self.decode_crop = before
+            self._local.crop = before
+
+    @property
+    def decode_crop(self) -> Tuple[int, int]:
+        """The (margin, pool) of the :meth:`cropped_decodes` block this thread is in; (0, 0): the whole embedding."""
+        return getattr(self._local, "crop", (0, 0))
 
     def _decode(self, emb: torch.Tensor, coords: Optional[torch.Tensor], labels: Optional[torch.Tensor],
                 boxes: Optional[torch.Tensor], masks: Optional[torch.Tensor], multi: bool) -> DecoderOutput:
         """The model's decode of one prompt set, on a window around its box where :attr:`decode_crop` asks."""
         margin, pool = self.decode_crop
-        fast = getattr(self.model.mask_decoder, "uses_fast", lambda: False)()
-        if margin <= 0 or boxes is None or masks is None or (pool and not fast):
+        if (margin <= 0 or boxes is None or masks is None
+                or (pool and not getattr(self.model.mask_decoder, "uses_fast", lambda: False)())):
             return self.model.decode(emb, coords, labels, boxes, masks, multimask=multi)
         grid = emb.shape[-1]
         x0, y0, x1, y1 = (float(v) for v in boxes[0])
-        rows, cols = token_window((y0, y1), (x0, x1), self.model.image_size / grid, margin, max(1, pool), grid)
-        out = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi, window=(rows, cols),
-                                context_pool=pool)
-        logits = out.logits.new_full((*out.logits.shape[:2], 4 * grid, 4 * grid), -20.0)
-        logits[..., 4 * rows.start: 4 * rows.stop, 4 * cols.start: 4 * cols.stop] = out.logits
+        window = token_window((y0, y1), (x0, x1), self.model.image_size / grid, margin, max(1, pool), grid)
+        out = self.model.decode(emb, coords, labels, boxes, masks, multimask=multi, window=window, context_pool=pool)
+        logits = out.logits.new_full((*out.logits.shape[:2], LOW_RES, LOW_RES), -20.0)
+        logits[(..., *window_pixels(window))] = out.logits
         return DecoderOutput(logits=logits, iou=out.iou)
 
     def _autocast(self):
