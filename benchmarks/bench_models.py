@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthfm.models import build_model, fused_cpu, load_model
+from synthfm.models import build_model, encoding, fused_cpu, load_model
 from synthfm.segment import PropagationOptions, Prompts, SlicePredictor, VolumeSegmenter
 from synthfm.segment.adapt import AdaptExample, adapt_decoder
 from synthfm.segment.predictor import cpu_has_fast_bf16
@@ -70,6 +70,11 @@ def main() -> None:
             with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
                 row(f"TinyViT 256 {str(dtype)[6:]} {'fused' if fused else 'plain'}", timed(lambda: lite.encode(x), 5),
                     f, dtype)
+    # two slices side by side, one thread each, per slice (synthfm.models.encoding; bf16 only, where it is exact)
+    xx2 = torch.rand(2, 3, 256, 256)
+    if torch.bfloat16 in dtypes:
+        row("TinyViT bf16 2 side by side", timed(lambda: encoding.encode(lite, xx2, True, split=True), 3) / 2, f,
+            torch.bfloat16)
     emb = lite.encode(x)
     pts, lab = torch.tensor([[[100.0, 120.0]]]), torch.tensor([[1]])
     f = flops(lambda: lite.decode(emb, pts, lab, multimask=True))
@@ -98,15 +103,20 @@ def main() -> None:
                 ("synthfm-lite, every slice encoded", ours, {**plain, "encode_every": 1}),
                 ("synthfm-lite, every 2nd slice encoded", ours, {**plain, "encode_every": 2}),
                 ("synthfm-lite, registry defaults (+ decoder adapted)", ours, {}),
+                ("  the same, one slice encoded at a time", ours, {}),
                 ("  the same, propagated slices on crops", ours, {"decode_crop": 4, "decode_context": 4}))
+    masks = {}
     for _ in range(max(1, args.repeat)):
         for label, model, overrides in settings:
             options = None if overrides is None else PropagationOptions.for_model(model, **overrides)  # {}: registry's
+            side_by_side = encoding.set_side_by_side("one slice" not in label)  # before 2026-12-07: one at a time
             start = time.perf_counter()
             seg = VolumeSegmenter(SlicePredictor(model), volume)
             result = seg.propagate(n // 2, prompt, options=options)
             seconds = runs.get(label, ([],))[0] + [time.perf_counter() - start]
+            encoding.set_side_by_side(side_by_side)
             runs[label] = (seconds, len(result.records), seg.predictor.encoder_calls)
+            masks[label] = result.mask
 
     # the registry's adaptation alone (synthfm.segment.adapt): its steps on the prompted slice, in either precision
     registry = PropagationOptions.for_model(ours)
@@ -133,8 +143,11 @@ def main() -> None:
     print(f"\npropagation of {n} slices of 256x256 ({precision}, box prompt on the middle slice), end to end:")
     for label, (seconds, decoded, encoded) in runs.items():
         spread = f"  ({min(seconds):.1f}-{max(seconds):.1f} s in {len(seconds)} runs)" if len(seconds) > 1 else ""
-        print(f"  {label:<52}{np.median(seconds):>7.1f} s  {decoded:>4} slices decoded, {encoded:>4} encoder calls"
+        print(f"  {label:<52}{np.median(seconds):>7.1f} s  {decoded:>4} slices decoded, {encoded:>4} slices encoded"
               f"{spread}")
+    same = np.array_equal(masks["synthfm-lite, registry defaults (+ decoder adapted)"],
+                          masks["  the same, one slice encoded at a time"])
+    print(f"masks with slices encoded two side by side and one at a time: {'identical' if same else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":

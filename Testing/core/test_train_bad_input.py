@@ -45,7 +45,8 @@ def test_disk_full_while_filling_the_cache_keeps_what_was_encoded_and_the_next_r
 
     def fill_up(self, idx, embeddings, batch):
         calls.append(self.folder.name)
-        if len(calls) == 4:  # validation images 0, 1 and training image 0 are written; image 1 finds the disk full
+        if len(calls) == 3:  # validation images 0-1 and training images 0-1 are written (two at a time); 2-3 find
+            # the disk full
             raise ENOSPC
         original(self, idx, embeddings, batch)
 
@@ -55,9 +56,9 @@ def test_disk_full_while_filling_the_cache_keeps_what_was_encoded_and_the_next_r
     per = bytes_per_item(64)
     assert f"disk full while writing the embedding cache {tmp_path / 'run' / 'cache' / 'train'}" in err
     assert f"4 images x {per / 2**20:.1f} MiB = {4 * per / 2**20:.1f} MiB on that disk" in err
-    assert "the 1 images encoded so far are kept" in err and "run the same command again to continue" in err
+    assert "the 2 images encoded so far are kept" in err and "run the same command again to continue" in err
     train = EmbeddingCache(tmp_path / "run" / "cache" / "train", "r")
-    assert train.filled.tolist() == [1, 0, 0, 0]  # the item that failed is not marked as encoded
+    assert train.filled.tolist() == [1, 1, 0, 0]  # the items that failed are not marked as encoded
     first = np.array(train.embeddings[0])
     assert not (tmp_path / "run" / ".synthfm.lock").exists() and not (tmp_path / "run" / "tiny-test.pt").exists()
 

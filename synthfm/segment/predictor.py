@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from synthfm.models.encoding import encode
 from synthfm.models.sam import LOW_RES, DecoderOutput, PromptableModel, token_window, window_pixels
 from synthfm.segment.embedding_store import EmbeddingStore
 from synthfm.segment.preprocess import SliceTransform, Window, intensity_range, normalize, prepare_slice
@@ -123,6 +124,7 @@ class SlicePredictor:
         self.bf16 = default_bf16(self.device) if bf16 is None else bf16
         self._cache: "OrderedDict[Hashable, Tuple[torch.Tensor, SliceTransform]]" = OrderedDict()
         self._aspects: Dict[Hashable, float] = {}  # slices whose pixels are not square: key -> height / width
+        #: slices run through the encoder so far (cached and stored ones are not counted)
         self.encoder_calls = 0
         #: turns the quality signals into ``Prediction.score`` (None: the raw IoU head); set by load_model
         self.calibrator: Optional[QualityCalibrator] = getattr(model, "quality_calibrator", None)
@@ -238,8 +240,8 @@ class SlicePredictor:
 
     def embed_many(self, images, keys, value_range: Optional[Tuple[float, float]] = None,
                    aspect: Optional[float] = None) -> None:
-        """Encode several slices in one batch (those not cached yet with their pixel ``aspect``: height over width,
-        None: as given for each key before, :meth:`_aspect`)."""
+        """Encode several slices (those not cached yet with their pixel ``aspect``: height over width, None: as given
+        for each key before, :meth:`_aspect`); on a CPU two at a time (:func:`synthfm.models.encoding.encode`)."""
         aspects = [self._aspect(k, aspect) for k in keys]
         todo = [(img, k, a) for img, k, a in zip(images, keys, aspects)
                 if k not in self._cache or self._cache[k][1].aspect != a]
@@ -250,9 +252,8 @@ class SlicePredictor:
         emb = [self.store.load(x) if self.store is not None else None for x in inputs]
         missing = [j for j, e in enumerate(emb) if e is None]
         if missing:
-            with torch.inference_mode(), self._autocast():
-                new = self.model.encode(torch.stack([inputs[j] for j in missing]).to(self.device)).float()
-            self.encoder_calls += 1
+            new = encode(self.model, torch.stack([inputs[j] for j in missing]), self.bf16)
+            self.encoder_calls += len(missing)
             for j, e in zip(missing, new):
                 emb[j] = e
                 if self.store is not None:
@@ -270,9 +271,7 @@ class SlicePredictor:
         """The slice's embedding ``(1, 256, 64, 64)`` and transform, computed once per key; ``aspect``: its pixels'
         height over width (the slice is shown to the encoder with square physical pixels; None: as given for this
         key before, else 1)."""
-        image = np.asarray(image)
-        if image.ndim != 2:
-            raise ValueError(f"a slice must be 2D (H, W); got shape {image.shape}")
+        image = _a_slice(image)
         key = self.key_of(image, 1.0 if aspect is None else aspect) if key is None else key
         aspect = self._aspect(key, aspect)
         if key not in self._cache or self._cache[key][1].aspect != aspect:
@@ -322,6 +321,7 @@ class SlicePredictor:
             return self._gate_points(image, self._predict_view(image, prompts, key, multimask, value_range, split_box,
                                                                candidate), prompts, value_range)
         key = self.key_of(image) if key is None else key
+        self.embed_views(image, key, value_range)
         transform = self.embed(image, key, value_range)[1]
         seen = self._predict_view(image, prompts, key, multimask, value_range, split_box, candidate)
         mirrored = self._predict_view(np.ascontiguousarray(image[:, ::-1]), _mirror_prompts(prompts, transform),
@@ -382,6 +382,13 @@ class SlicePredictor:
                      aspect: Optional[float] = None) -> None:
         """Encode the slice's mirror image ahead of a prompt (as :meth:`predict` with ``mirror`` encodes it)."""
         self.embed(np.ascontiguousarray(np.asarray(image)[:, ::-1]), (key, "mirror"), value_range, aspect)
+
+    def embed_views(self, image: np.ndarray, key: Hashable, value_range: Optional[Tuple[float, float]] = None,
+                    aspect: Optional[float] = None) -> None:
+        """Encode the slice and its mirror image (those not cached yet) together, as :meth:`predict` with ``mirror``
+        needs them: on a CPU side by side (:meth:`embed_many`)."""
+        image = _a_slice(image)
+        self.embed_many([image, np.ascontiguousarray(image[:, ::-1])], [key, (key, "mirror")], value_range, aspect)
 
     def _predict_view(self, image: np.ndarray, prompts: Prompts, key: Optional[Hashable],
                       multimask: Union[str, bool], value_range: Optional[Tuple[float, float]],
@@ -645,6 +652,14 @@ class SlicePredictor:
         return Prediction(masks[best], float(scores[best]), logits[best], scores,
                           masks if several else None, logits if several else None, signals or None, best,
                           aspect=transform.aspect)
+
+
+def _a_slice(image) -> np.ndarray:
+    """``image`` as an array, refused unless it is one 2D slice."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"a slice must be 2D (H, W); got shape {image.shape}")
+    return image
 
 
 def honours(mask: np.ndarray, point: np.ndarray, label: int) -> bool:

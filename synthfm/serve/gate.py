@@ -63,8 +63,9 @@ class PriorityGate:
 
 
 class GatedPredictor:
-    """A SlicePredictor whose model calls (``embed``, ``embed_mirror``, ``predict``) and cache writes
-    (``put_embedding``) hold ``gate`` at ``priority`` (one call per slice); everything else is the predictor's."""
+    """A SlicePredictor whose model calls (``embed``, ``embed_mirror``, ``embed_views``, ``embed_many``, ``predict``)
+    and cache writes (``put_embedding``) hold ``gate`` at ``priority`` (one call per slice or pair of slices);
+    everything else is the predictor's."""
 
     def __init__(self, predictor, gate: PriorityGate, priority: int) -> None:
         self._predictor, self._gate, self._priority = predictor, gate, priority
@@ -87,3 +88,11 @@ class GatedPredictor:
     def embed_mirror(self, *args, **kwargs):
         with self._gate.hold(self._priority):
             return self._predictor.embed_mirror(*args, **kwargs)
+
+    def embed_views(self, *args, **kwargs):  # a slice and its mirror image: one hold for both
+        with self._gate.hold(self._priority):
+            return self._predictor.embed_views(*args, **kwargs)
+
+    def embed_many(self, *args, **kwargs):  # propagation's slices ahead, two at a time: one hold for both
+        with self._gate.hold(self._priority):
+            return self._predictor.embed_many(*args, **kwargs)

@@ -38,6 +38,7 @@ import torch
 from synthfm.generate import GeneratorConfig, SyntheticGenerator
 from synthfm.io.atomic import PathLike, atomic_write_text
 from synthfm.io.checks import InputError, check_disk_space, format_bytes, free_disk_bytes, is_disk_full
+from synthfm.models.encoding import encode
 from synthfm.models.sam import EMBED_DIM, EMBED_SIZE, PromptableModel
 from synthfm.segment.predictor import default_bf16
 from synthfm.segment.preprocess import intensity_range, normalize, to_model_input
@@ -60,9 +61,8 @@ def encode_images(model: PromptableModel, images01: Sequence[np.ndarray], bf16: 
     """Encode ``[0, 1]`` images ``(S, S)`` (resized + padded like user slices) -> ``(B, 256, 64, 64)``; ``bf16``
     None: the inference default for the model's device (:func:`synthfm.segment.predictor.default_bf16`)."""
     bf16 = default_bf16(model.device) if bf16 is None else bf16
-    images = torch.stack([to_model_input(im, model.image_size)[0] for im in images01]).to(model.device)
-    with torch.inference_mode(), torch.autocast(model.device.type, torch.bfloat16, enabled=bf16):
-        return model.encode(images).float()
+    images = torch.stack([to_model_input(im, model.image_size)[0] for im in images01])
+    return encode(model, images, bf16)
 
 
 class SyntheticItems:
@@ -335,11 +335,12 @@ class EmbeddingCache:
             cache.fill(model, bf16=bf16, progress=progress, cancel=cancel, items=items, what=what)
         return cache
 
-    def fill(self, model: PromptableModel, batch_size: int = 1, bf16: bool = True,
+    def fill(self, model: PromptableModel, batch_size: int = 2, bf16: bool = True,
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
              items: Optional[ItemSource] = None, what: str = "synthetic images") -> None:
-        """Encode every item not yet filled (resumes where a previous fill stopped); ``items`` defaults to
-        the synthetic images described by the manifest.  A full disk stops it with an :class:`InputError`
+        """Encode every item not yet filled (resumes where a previous fill stopped), ``batch_size`` at a time (on a
+        CPU two side by side: :func:`synthfm.models.encoding.encode`); ``items`` defaults to the synthetic images
+        described by the manifest.  A full disk stops it with an :class:`InputError`
         saying how much space the cache needs; the items written so far stay marked for the next run."""
         m = self.manifest
         if items is None:
