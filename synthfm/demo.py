@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.models import load_model
     from synthfm.segment import PropagationOptions, SlicePredictor, VolumeSegmenter
     from synthfm.segment.preprocess import normalize
-    from synthfm.utils.progress import tqdm_progress
+    from synthfm.segment.propagate import propagation_bar
 
     out = Path(args.out)
     config = GeneratorConfig.from_preset(args.preset, size=args.size, depth=args.depth)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"demo volume: {sample.meta['modality']} {sample.meta['target_kind']}, {args.depth} slices, target on slices "
           f"{sample.meta['target_slices'][0]}..{sample.meta['target_slices'][1]}; prompts on slice"
           f"{'s' * (len(prompted) > 1)} {', '.join(map(str, prompted))}: {'point + ' if model.trained_points else ''}box")
-    result = segmenter.propagate_slices(prompts, progress=tqdm_progress("propagate", "slice"),
+    result = segmenter.propagate_slices(prompts, progress=propagation_bar(),
                                         options=PropagationOptions.for_model(model))
     truth_mid = sample.mask[mid]
     write_volume(out / "label.nii.gz", sample.to_volume(result.mask.astype(np.uint8)))

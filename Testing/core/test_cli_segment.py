@@ -318,13 +318,15 @@ def test_points_alone_on_a_thin_strip_get_a_warning(tmp_path, capsys):
 def test_the_command_line_bar_starts_again_for_the_slices_after_the_adaptation_steps(capsys):
     """A propagation reports its adaptation steps, then its slices, through one callback: the slices get a bar of
     their own instead of updates to the finished (closed, no longer drawn) bar of the steps."""
-    from synthfm.utils.progress import tqdm_progress
+    from synthfm.segment.adapt import PROGRESS_MESSAGE
+    from synthfm.segment.propagate import propagation_bar
 
-    progress = tqdm_progress("propagate", unit="slice")
+    progress = propagation_bar()
     for step in (1, 2):
-        progress(step, 2, "adapting the decoder to this volume")
+        progress(step, 2, PROGRESS_MESSAGE)
+    steps = capsys.readouterr().err
     for done in (1, 2, 3):
         progress(done, 3, f"slice {done}")
-    err = capsys.readouterr().err
-    assert "2/2" in err and "adapting the decoder" in err
-    assert "3/3" in err and "slice 3" in err
+    slices = capsys.readouterr().err
+    assert "2/2" in steps and "adapting the decoder" in steps and "step/s" in steps and "slice/s" not in steps
+    assert "3/3" in slices and "slice 3" in slices and "slice/s" in slices and "step/s" not in slices

@@ -28,6 +28,8 @@ from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, 
 
 #: share of steps with propagation-like prompts (box, interior point, shifted logits); the rest: a box alone
 PROPAGATION_SHARE = 0.7
+#: how the adaptation reports its steps (a command-line bar counts them as steps: ``propagate.propagation_bar``)
+PROGRESS_MESSAGE = "adapting the decoder to this volume"
 POINT_SHIFT_PX = 3.0  # the interior point moved by up to this many slice pixels
 LOGITS_SHIFT = 4  # the mask prompt shifted by up to this many low-res pixels (a neighbouring slice's mask)
 
@@ -93,7 +95,7 @@ def adapt_decoder(model, examples: Sequence[AdaptExample], steps: int, lr: float
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            report(progress, step + 1, steps, "adapting the decoder to this volume")
+            report(progress, step + 1, steps, PROGRESS_MESSAGE)
     return adapted.eval()
 
 

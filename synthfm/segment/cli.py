@@ -213,9 +213,8 @@ def run(args: argparse.Namespace) -> int:
     from synthfm.models import load_model
     from synthfm.segment.predictor import SlicePredictor
     from synthfm.segment.preprocess import intensity_range, slice_spacing
-    from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter
+    from synthfm.segment.propagate import PropagationOptions, VolumeSegmenter, propagation_bar
     from synthfm.segment.volume_prompts import prompts_by_slice
-    from synthfm.utils.progress import tqdm_progress
 
     volume = read_volume(args.image)
     propagate = not args.no_propagate
@@ -267,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
             _print_line(describe_candidate(index, pred.choice, candidates.get(index)))
         kept = list(prompted)
     else:
-        result = segmenter.propagate_slices(prompted, args.direction, tqdm_progress("propagate", "slice"),
+        result = segmenter.propagate_slices(prompted, args.direction, propagation_bar(),
                                             options=options, candidates=candidates)
         mask, kept = result.mask, result.slices
         for record in result.records:

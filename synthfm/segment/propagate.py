@@ -24,7 +24,7 @@ from synthfm.segment.predictor import Prediction, SlicePredictor
 from synthfm.segment.preprocess import intensity_range, slice_spacing
 from synthfm.segment.prompts import Prompts
 from synthfm.utils.masks import cut_to_intensity, inside_and_ring, interior_point, iou, parts_touching, tight_box
-from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
+from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report, tqdm_progress
 
 DIRECTIONS = ("both", "up", "down")
 #: how the two fronts between prompted slices are reconciled (PropagationOptions.between)
@@ -753,6 +753,13 @@ class VolumeSegmenter:
             seam = max(range(a + 1, b + 1), key=lambda t: (round(iou(before[t - 1].mask, after[t].mask), 3),
                                                            -abs(t - 0.5 - middle)))
         return {i: forward[i] if i < seam else backward[i] for i in inner}
+
+
+def propagation_bar() -> ProgressCallback:
+    """The command line's progress of a propagation: a bar of the adaptation's steps, then one of the slices."""
+    from synthfm.segment.adapt import PROGRESS_MESSAGE
+
+    return tqdm_progress("propagate", "slice", units={PROGRESS_MESSAGE: "step"})
 
 
 def chosen_candidates(candidates: Optional[Mapping[int, int]], prompted: Iterable[int]) -> Dict[int, int]:

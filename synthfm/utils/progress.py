@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -55,10 +55,12 @@ def report(progress: Optional[ProgressCallback], done: int, total: int, message:
 _OPEN_BARS: "weakref.WeakSet" = weakref.WeakSet()
 
 
-def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> ProgressCallback:
+def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False,
+                  units: Optional[Mapping[str, str]] = None) -> ProgressCallback:
     """A :data:`ProgressCallback` that drives a tqdm bar on stderr, created on first call and again for each phase
     that follows a finished one (a propagation's slices after its adaptation steps, the training images after the
-    validation images)."""
+    validation images). ``units``: a phase's unit by how its messages start (``{"adapting": "step"}``), else
+    ``unit``."""
     from tqdm.auto import tqdm
 
     state: dict = {}
@@ -66,7 +68,8 @@ def tqdm_progress(desc: str = "", unit: str = "it", disable: bool = False) -> Pr
     def callback(done: int, total: int, message: str = "") -> None:
         bar = state.get("bar")
         if bar is None:
-            bar = state["bar"] = tqdm(total=total or None, desc=desc, unit=unit, disable=disable)
+            phase = next((u for start, u in (units or {}).items() if message.startswith(start)), unit)
+            bar = state["bar"] = tqdm(total=total or None, desc=desc, unit=phase, disable=disable)
             _OPEN_BARS.add(bar)
         if total and bar.total != total:
             bar.total = total
