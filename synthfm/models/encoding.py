@@ -1,12 +1,13 @@
 """Running the frozen image encoder on several images: on a CPU in bf16, two at a time, one per thread.
 
 On a 2-core CPU the light encoder scales only about 1.7x from one thread to two (small matrices, norms, softmax and
-copies between them), while two images encoded side by side, each on one thread, keep both cores busy: 6-10 % less
-time per image in bf16 (``benchmarks/bench_models.py``, row "... 2 side by side"; docs/segment.md "Speed (CPU)").
+copies between them), while two images encoded side by side, each on one thread, keep both cores busy: in most runs
+5-10 % less time per image in bf16 (``benchmarks/bench_models.py``, row "... 2 side by side"; docs/segment.md
+"Speed (CPU)").
 In bf16 each thread computes exactly what a call with all threads would: the results do not depend on the thread
 count or the batch size (Testing/core/test_encoding.py compares the bits), so an embedding is the same whichever way
-it was made. In fp32 a thread count changes the last bits (relative 6e-7), so fp32 work stays in one call: a mask must
-not depend on whether a background job or propagation encoded its slice.
+it was made. In fp32 a thread count changes the last bits (relative 6e-7, from the neck's first convolution on), so
+fp32 work stays in one call: a mask must not depend on whether a background job or propagation encoded its slice.
 """
 from __future__ import annotations
 
