@@ -451,9 +451,10 @@ class VolumeSegmenter:
         is a multiple of ``every`` or past the last one, or when the encoded slices on either side differ by more
         than ``max_change`` (> 0; :func:`embedding_change`); else one interpolated linearly between them (put in the
         predictor's cache under a key of its own; nothing is stored on disk)."""
-        if not self.interpolated(index, every):
+        around = self._encoded_for(index, every)
+        if len(around) == 1:
             return self.key(index)
-        low = index - index % every
+        low = around[0]
         key = (self.key(index), "interpolated", every)
         cached = self.predictor.is_cached(key)
         if max_change > 0 or not cached:  # the mix may be cached from a run with another max_change
