@@ -176,7 +176,7 @@ def test_the_worker_gate_holds_every_call_that_runs_the_model():
     from synthfm.serve.gate import ENCODE, GatedPredictor, PriorityGate
 
     gate, busy = PriorityGate(quiet_s=0.0), {}
-    names = ("embed", "embed_many", "embed_mirror", "embed_views", "predict", "put_embedding")
+    names = ("embed", "embed_many", "embed_views", "predict", "put_embedding")
 
     class Recorder:
         pass

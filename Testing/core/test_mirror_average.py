@@ -201,7 +201,8 @@ def test_pre_encoding_adds_the_mirror_image_of_the_slice_in_view_only():
 
 
 def test_the_worker_gate_holds_the_mirror_encoding_too():
-    """The Slicer effect's worker runs one model call at a time: encoding a mirror image ahead holds the gate."""
+    """The Slicer effect's worker runs one model call at a time: encoding a slice with its mirror image ahead holds
+    the gate."""
     from synthfm.serve.gate import ENCODE, GatedPredictor, PriorityGate
 
     gate, busy = PriorityGate(quiet_s=0.0), []
@@ -209,11 +210,11 @@ def test_the_worker_gate_holds_the_mirror_encoding_too():
     class Recorder:
         mirrors = True
 
-        def embed_mirror(self, image, key, value_range=None):
+        def embed_views(self, image, key, value_range=None):
             busy.append(gate.waiting()["busy"])
 
     gated = GatedPredictor(Recorder(), gate, ENCODE)
-    gated.embed_mirror(np.zeros((4, 4), np.float32), "k")
+    gated.embed_views(np.zeros((4, 4), np.float32), "k")
     assert busy == [1] and gated.mirrors and gate.waiting()["busy"] == 0
 
 

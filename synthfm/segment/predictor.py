@@ -378,11 +378,6 @@ class SlicePredictor:
         scores = self._scores(signals, "points")
         return replace(pred, all_signals=signals, all_scores=scores, score=float(scores[pred.index]))
 
-    def embed_mirror(self, image: np.ndarray, key: Hashable, value_range: Optional[Tuple[float, float]] = None,
-                     aspect: Optional[float] = None) -> None:
-        """Encode the slice's mirror image ahead of a prompt (as :meth:`predict` with ``mirror`` encodes it)."""
-        self.embed(np.ascontiguousarray(np.asarray(image)[:, ::-1]), (key, "mirror"), value_range, aspect)
-
     def embed_views(self, image: np.ndarray, key: Hashable, value_range: Optional[Tuple[float, float]] = None,
                     aspect: Optional[float] = None) -> None:
         """Encode the slice and its mirror image (those not cached yet) together, as :meth:`predict` with ``mirror``

@@ -63,7 +63,7 @@ class PriorityGate:
 
 
 class GatedPredictor:
-    """A SlicePredictor whose model calls (``embed``, ``embed_mirror``, ``embed_views``, ``embed_many``, ``predict``)
+    """A SlicePredictor whose model calls (``embed``, ``embed_views``, ``embed_many``, ``predict``)
     and cache writes (``put_embedding``) hold ``gate`` at ``priority`` (one call per slice or pair of slices);
     everything else is the predictor's."""
 
@@ -84,10 +84,6 @@ class GatedPredictor:
     def put_embedding(self, *args, **kwargs):  # propagation's interpolated embeddings: the cache is shared
         with self._gate.hold(self._priority):
             return self._predictor.put_embedding(*args, **kwargs)
-
-    def embed_mirror(self, *args, **kwargs):
-        with self._gate.hold(self._priority):
-            return self._predictor.embed_mirror(*args, **kwargs)
 
     def embed_views(self, *args, **kwargs):  # a slice and its mirror image: one hold for both
         with self._gate.hold(self._priority):
