@@ -224,7 +224,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _setup_advanced(self) -> None:
         """The collapsed 'Advanced' section: every slice encoded when propagating (setting
-        SynthFM/encode_every_slice), the decoder adapted to the volume first (SynthFM/adapt_decoder), and the local
+        SynthFM/encode_every_slice), the decoder adapted to the volume first (SynthFM/adapt_decoder), the slices
+        between prompted slices filled by image registration (SynthFM/register_between), and the local
         worker's disk cache of slice embeddings (settings SynthFM/embedding_cache and SynthFM/embedding_cache_gb),
         what it holds and a button to clear it."""
         self.advancedButton = ctk.ctkCollapsibleButton()
@@ -247,6 +248,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "follows the structure better (3D Dice 0.587 -> 0.609 on the README's real volumes with a box). It takes "
             "about 1.5 s per Propagate on a CPU with native bf16 and about 3 s on other CPUs (up to 4 s and 10 s for "
             "a structure that fills most of the slice). Unticked: the decoder as shipped, on every slice.")
+        self.registerBox = self._setting_box(
+            "Fill between prompted slices by image registration", "register_between",
+            "Ticked: with several prompted slices, the slices between them follow the image: each prompted mask is "
+            "carried from slice to slice by a deformable registration of the two slices, and the two are mixed by "
+            "distance; the model neither encodes nor segments those slices (propagation beyond the outermost ones "
+            "is the model's, as always). On the README's real volumes with three prompted boxes the 3D Dice went "
+            "from 0.726 to 0.745 (second real set 0.662 to 0.679); on synthetic volumes it is level, so it is not "
+            "the default. Unticked: the model fills them.")
         self.cacheBox = qt.QCheckBox("Keep slice embeddings on disk")
         self.cacheBox.setToolTip("Ticked: the worker keeps each encoded slice's embedding in the folder below, so a "
                                  "volume opened again (also after restarting Slicer) is read, not encoded again. "
@@ -273,6 +282,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                                          "embedding files, nothing else. Volumes are encoded again when next used.")
         form.addRow(self.everySliceBox)
         form.addRow(self.adaptBox)
+        form.addRow(self.registerBox)
         form.addRow(self.cacheBox)
         form.addRow("Embedding cache:", self.cachePathEdit)
         form.addRow("Cache size limit (GB):", self.cacheLimitBox)
@@ -352,12 +362,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _propagation_options(self) -> dict:
         """PropagationOptions overrides sent with Propagate: every slice encoded when that box is ticked, no
-        adaptation when that box is unticked; otherwise the model's settings (nothing sent)."""
+        adaptation when that box is unticked, the fill between prompted slices by registration when that box is
+        ticked; otherwise the model's settings (nothing sent)."""
         options = {}
         if hasattr(self, "everySliceBox") and bool(self.everySliceBox.checked):
             options["encode_every"] = 1
         if hasattr(self, "adaptBox") and not bool(self.adaptBox.checked):
             options["adapt_steps"] = 0
+        if hasattr(self, "registerBox") and bool(self.registerBox.checked):
+            options["between"] = "register"
         return options
 
     def onCacheToggled(self, _checked=None) -> None:

@@ -24,12 +24,13 @@ class Settings:
     this machine), the local worker's ``embedding_cache`` (the folder where it keeps slice embeddings between
     sessions, default :func:`default_embedding_cache`; empty: in memory only) and ``embedding_cache_gb`` (its size
     cap, default 2), ``encode_every_slice`` ("true": propagation encodes every slice it segments instead of the
-    model's ``encode_every``) and ``adapt_decoder`` ("false": propagation never adapts the decoder to the volume,
-    whatever the model's ``adapt_steps``), read and written through QSettings."""
+    model's ``encode_every``), ``adapt_decoder`` ("false": propagation never adapts the decoder to the volume,
+    whatever the model's ``adapt_steps``) and ``register_between`` ("true": the slices between prompted slices are
+    filled by image registration, ``between="register"``), read and written through QSettings."""
 
     defaults = {"model": "synthfm-lite", "device": "auto", "window": "display", "keep_slices": "false", "server": "",
                 "token": "", "embedding_cache_gb": "2", "encode_every_slice": "false",
-                "adapt_decoder": "true"}
+                "adapt_decoder": "true", "register_between": "false"}
     #: defaults that depend on the running Slicer, computed when read
     computed = {"embedding_cache": default_embedding_cache}
 

@@ -227,3 +227,39 @@ def test_a_single_slice_volume_propagates_to_itself(scene):
     effect.clearButton.click()
     prompt(effect, green, geometry, [24, 20, 0])
     assert "slices along axis 1 would be 1 pixel thick" in effect.workerLabel.text and effect.preview is None
+
+
+def test_ticked_registration_fills_between_without_the_model_and_is_remembered(scene, fake_worker, monkeypatch):
+    """"Fill between prompted slices by image registration" (Advanced) sends between=register with Propagate: the
+    worker segments only the prompted slices and the steps beyond them, and the slices between still come back."""
+    from SynthFMSegmentLib.settings import Settings
+
+    effect, wrapper, node, geometry, segmentation, truth, existing = scene
+    worker = fake_worker[0]
+    sent = []
+    start = worker.start_propagation
+    monkeypatch.setattr(worker, "start_propagation", lambda *a, **k: sent.append(a[6]) or start(*a, **k))
+    assert not effect.registerBox.checked and "registration" in effect.registerBox.toolTip
+    effect.registerBox.click()
+    assert Settings().register_between == "true"
+    effect.setupOptionsFrame()  # the panel built again (the next session) shows the tick
+    assert effect.registerBox.checked
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    keep(effect)
+    effect.directionBox.setCurrentText("both")
+    prompt(effect, view, geometry, [24, 20, 3])
+    a = display_xy(view.node, geometry.index_to_ras([17, 14, 8]))
+    click(effect, view, a, drag_to=display_xy(view.node, geometry.index_to_ras([31, 26, 8]), centre=False))
+    fake = effect.logic.predictor
+    decoded = []
+    predict = fake.predict
+    monkeypatch.setattr(fake, "predict", lambda image, prompts, key=None, **k: decoded.append(key[-1])
+                        or predict(image, prompts, key, **k))
+    effect.onPropagate()
+    settle(effect)
+    assert sent == [{"between": "register"}]
+    assert not set(decoded) & {4, 5, 6, 7}  # the model saw none of the slices between
+    assert slices_of(effect.preview) == list(range(3, 9))  # ... and they are filled: the whole ellipsoid's extent
+    inside = (effect.preview[4:8] & truth[4:8]).sum((1, 2))
+    assert (inside > 0).all() and inside.sum() > 0.9 * effect.preview[4:8].sum()  # they follow the bright ellipsoid
+    Settings().register_between = Settings.defaults["register_between"]

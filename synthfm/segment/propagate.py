@@ -28,7 +28,7 @@ from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, 
 
 DIRECTIONS = ("both", "up", "down")
 #: how the two fronts between prompted slices are reconciled (PropagationOptions.between)
-BETWEEN = ("seam", "nearest", "score", "blend")
+BETWEEN = ("seam", "nearest", "score", "blend", "register")
 #: what the intensity stops compare (PropagationOptions.intensity_stat) and in which unit (intensity_scale)
 INTENSITY_STATS = ("mean", "median")
 INTENSITY_SCALES = ("contrast", "spread", "spread-single")
@@ -90,8 +90,12 @@ class PropagationOptions:
     min_contrast_ratio: float = 0.0  # mask-vs-ring contrast below this x the start slice's: the edge is gone, stop
     max_slices: Optional[int] = None  # per direction
     #: between prompted slices: switch fronts where they agree best ("seam"), at the middle ("nearest"), per slice by
-    #: score ("score"), or mix each slice's two fronts' logits by distance ("blend": the nearer front weighs more)
+    #: score ("score"), or mix each slice's two fronts' logits by distance ("blend": the nearer front weighs more);
+    #: "register": no fronts and no model, each prompted mask carried slice by slice by image registration and the two
+    #: mixed by distance (:mod:`synthfm.segment.register`; the slices between are neither encoded nor decoded)
     between: str = "seam"
+    register_iterations: int = 50  # with between="register": demons iterations per pair of slices
+    register_smoothing: float = 2.0  # with between="register": the displacement field's Gaussian smoothing, pixels
     split_box: float = 0.0  # > 0: boxes longer than this x their width are segmented in tiles (SlicePredictor.predict)
     interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
     between_margin: float = 0.0  # added to box_margin for the interpolated boxes (structures do not grow linearly)
@@ -230,6 +234,8 @@ _NUMBERS = (
     ("decode_crop", 0, True, "0 (the whole embedding) or a whole number of tokens around the box"),
     ("max_embedding_change", 0, False, "0 (off) or a positive relative difference of two slices' embeddings"),
     ("max_size", 0, False, "0 (off) or a positive factor of the prompted mask's area"),
+    ("register_iterations", 1, True, "a whole number of registration iterations (1 or more)"),
+    ("register_smoothing", 0, False, "0 or a positive smoothing of the registration's field, in pixels"),
 )
 
 
@@ -714,6 +720,8 @@ class VolumeSegmenter:
         """Slices strictly between prompted slices ``a < b``: a front from each side, reconciled."""
         if b - a < 2:
             return {}
+        if options.between == "register":
+            return self._registered_between(a, first_a, b, first_b, options, cancel, ticker)
         box_a, box_b = tight_box(first_a.mask), tight_box(first_b.mask)
         shape = first_a.mask.shape
 
@@ -754,6 +762,26 @@ class VolumeSegmenter:
             seam = max(range(a + 1, b + 1), key=lambda t: (round(iou(before[t - 1].mask, after[t].mask), 3),
                                                            -abs(t - 0.5 - middle)))
         return {i: forward[i] if i < seam else backward[i] for i in inner}
+
+    def _registered_between(self, a: int, first_a: Prediction, b: int, first_b: Prediction,
+                            options: PropagationOptions, cancel: Optional[CancelToken],
+                            ticker: "_Ticker") -> Dict[int, Prediction]:
+        """``between="register"``: the prompted masks carried by image registration (:mod:`.register`), as
+        predictions whose score is the prompted slices' mixed by distance (the model saw none of these slices)."""
+        from synthfm.segment.register import registered_fill
+
+        def step(i: int) -> None:
+            check_cancel(cancel)
+            ticker.tick(f"slice {i}", 0.5)
+
+        masks = registered_fill(self.slice, a, first_a.mask, b, first_b.mask, self.value_range,
+                                options.register_iterations, options.register_smoothing, step)
+        preds = {}
+        for i, mask in masks.items():
+            t = (i - a) / (b - a)
+            score = (1 - t) * first_a.score + t * first_b.score
+            preds[i] = Prediction(mask, score, np.zeros_like(first_a.logits), np.array([score]))
+        return preds
 
 
 def propagation_bar() -> ProgressCallback:

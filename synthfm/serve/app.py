@@ -46,8 +46,9 @@ class PropagateRequest(PromptSet):
         default_factory=list, description="boxes on several slices, one per slice (each two opposite corners); "
                                           "points join the slice they lie on")
     direction: str = Field("both", description="both, up (higher slice indices) or down")
-    options: Dict[str, Union[float, int, bool, None]] = Field(
-        default_factory=dict, description="PropagationOptions overrides, e.g. {\"min_score\": 0.5}")
+    options: Dict[str, Union[float, int, bool, str, None]] = Field(
+        default_factory=dict,
+        description="PropagationOptions overrides, e.g. {\"min_score\": 0.5, \"between\": \"register\"}")
     candidates: Dict[int, Annotated[int, Field(ge=0, le=2)]] = Field(
         default_factory=dict, description="prompted slice index -> the candidate (0-2) chosen there instead of the "
                                           "model's pick")

@@ -1,0 +1,66 @@
+"""Masks carried from slice to slice by deformable image registration (no model).
+
+Between two prompted slices the structure's outline follows the image: each prompted mask is carried to the next
+slice by a demons registration of the two slices' images (SimpleITK's fast symmetric forces demons, on a window
+around the mask), then to the next, and the two carried masks are mixed by distance (the nearer prompted slice
+weighs more). ``between="register"`` in :class:`synthfm.segment.propagate.PropagationOptions`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from synthfm.segment.preprocess import normalize
+
+#: pixels of image around a mask's bounding box that its registration sees
+PAD = 24
+
+
+def window_around(mask: np.ndarray, pad: int = PAD) -> Tuple[slice, slice]:
+    """Rows and columns of ``mask``'s bounding box grown by ``pad`` pixels (clipped to the slice)."""
+    rows, cols = np.nonzero(mask)
+    return (slice(max(0, rows.min() - pad), min(mask.shape[0], rows.max() + pad + 1)),
+            slice(max(0, cols.min() - pad), min(mask.shape[1], cols.max() + pad + 1)))
+
+
+def carry(soft: np.ndarray, moving: np.ndarray, fixed: np.ndarray, value_range: Tuple[float, float],
+          iterations: int = 50, smoothing: float = 2.0) -> np.ndarray:
+    """The soft mask ``soft`` (0..1) of the slice ``moving`` carried onto the slice ``fixed``.
+
+    ``iterations`` demons iterations; ``smoothing``: the displacement field's Gaussian smoothing, in pixels.
+    """
+    if not (soft > 0.5).any():
+        return np.zeros_like(soft, dtype=np.float32)
+    rows, cols = window_around(soft > 0.5)
+    image = lambda a: sitk.GetImageFromArray(normalize(a[rows, cols], *value_range))  # noqa: E731
+    fixed_image = image(fixed)
+    demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+    demons.SetNumberOfIterations(int(iterations))
+    demons.SetStandardDeviations(float(smoothing))
+    field = demons.Execute(fixed_image, image(moving))
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    window = sitk.GetImageFromArray(np.ascontiguousarray(soft[rows, cols], dtype=np.float32))
+    out = np.zeros(soft.shape, np.float32)
+    out[rows, cols] = sitk.GetArrayFromImage(sitk.Resample(window, fixed_image, transform, sitk.sitkLinear, 0.0))
+    return out
+
+
+def registered_fill(slice_at: Callable[[int], np.ndarray], a: int, mask_a: np.ndarray, b: int, mask_b: np.ndarray,
+                    value_range: Tuple[float, float], iterations: int = 50, smoothing: float = 2.0,
+                    step: Callable[[int], None] = lambda i: None) -> Dict[int, np.ndarray]:
+    """Masks of the slices strictly between ``a < b``: ``mask_a`` carried up and ``mask_b`` carried down slice by
+    slice (:func:`carry`), mixed with weights ``1 - t`` and ``t`` (``t = (i - a) / (b - a)``) and kept above 0.5.
+    ``step(i)`` is called before each registration (progress, cancel)."""
+    up: Dict[int, np.ndarray] = {}
+    down: Dict[int, np.ndarray] = {}
+    soft = mask_a.astype(np.float32)
+    for i in range(a + 1, b):
+        step(i)
+        soft = up[i] = carry(soft, slice_at(i - 1), slice_at(i), value_range, iterations, smoothing)
+    soft = mask_b.astype(np.float32)
+    for i in range(b - 1, a, -1):
+        step(i)
+        soft = down[i] = carry(soft, slice_at(i + 1), slice_at(i), value_range, iterations, smoothing)
+    return {i: (1 - (i - a) / (b - a)) * up[i] + (i - a) / (b - a) * down[i] > 0.5 for i in range(a + 1, b)}
