@@ -29,6 +29,17 @@ def prompt(effect, view, geometry, ijk, negative=False) -> None:
     click(effect, view, display_xy(view.node, geometry.index_to_ras(ijk)), negative=negative)
 
 
+def point_on_3_box_on_8(effect, geometry) -> None:
+    """Prompts kept on two axial slices, as a user gives them: a point on slice 3, a box dragged on slice 8; both
+    directions."""
+    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
+    keep(effect)
+    effect.directionBox.setCurrentText("both")
+    prompt(effect, view, geometry, [24, 20, 3])
+    a = display_xy(view.node, geometry.index_to_ras([17, 14, 8]))
+    click(effect, view, a, drag_to=display_xy(view.node, geometry.index_to_ras([31, 26, 8]), centre=False))
+
+
 def slices_of(mask, axis=0):
     return sorted(set(np.nonzero(mask)[axis].tolist())) if mask is not None else []
 
@@ -111,12 +122,7 @@ def test_propagate_fills_between_the_prompted_slices_in_the_worker(scene, fake_w
     sent = []
     start = worker.start_propagation
     monkeypatch.setattr(worker, "start_propagation", lambda *a, **k: sent.append((a, k)) or start(*a, **k))
-    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
-    keep(effect)
-    effect.directionBox.setCurrentText("both")
-    prompt(effect, view, geometry, [24, 20, 3])
-    a = display_xy(view.node, geometry.index_to_ras([17, 14, 8]))
-    click(effect, view, a, drag_to=display_xy(view.node, geometry.index_to_ras([31, 26, 8]), centre=False))
+    point_on_3_box_on_8(effect, geometry)
     fake = effect.logic.predictor
     fake.prompts.clear()
     effect.onPropagate()
@@ -244,12 +250,7 @@ def test_ticked_registration_fills_between_without_the_model_and_is_remembered(s
     assert Settings().register_between == "true"
     effect.setupOptionsFrame()  # the panel built again (the next session) shows the tick
     assert effect.registerBox.checked
-    view = SliceWidget(slicer.SliceNode("Red", "Axial"))
-    keep(effect)
-    effect.directionBox.setCurrentText("both")
-    prompt(effect, view, geometry, [24, 20, 3])
-    a = display_xy(view.node, geometry.index_to_ras([17, 14, 8]))
-    click(effect, view, a, drag_to=display_xy(view.node, geometry.index_to_ras([31, 26, 8]), centre=False))
+    point_on_3_box_on_8(effect, geometry)
     fake = effect.logic.predictor
     decoded = []
     predict = fake.predict
