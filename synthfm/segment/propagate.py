@@ -96,7 +96,6 @@ class PropagationOptions:
     between: str = "seam"
     register_iterations: int = 50  # with between="register": demons iterations per pair of slices
     register_smoothing: float = 2.0  # with between="register": the displacement field's Gaussian smoothing, pixels
-    register_image_smoothing: float = 0.0  # with between="register": > 0, both images' Gaussian smoothing first, pixels
     split_box: float = 0.0  # > 0: boxes longer than this x their width are segmented in tiles (SlicePredictor.predict)
     interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
     between_margin: float = 0.0  # added to box_margin for the interpolated boxes (structures do not grow linearly)
@@ -237,7 +236,6 @@ _NUMBERS = (
     ("max_size", 0, False, "0 (off) or a positive factor of the prompted mask's area"),
     ("register_iterations", 1, True, "a whole number of registration iterations (1 or more)"),
     ("register_smoothing", 0, False, "0 or a positive smoothing of the registration's field, in pixels"),
-    ("register_image_smoothing", 0, False, "0 or a positive smoothing of the images before registration, in pixels"),
 )
 
 
@@ -777,8 +775,7 @@ class VolumeSegmenter:
             ticker.tick(f"slice {i}", 0.5)
 
         masks = registered_fill(self.slice, a, first_a.mask, b, first_b.mask, self.value_range,
-                                options.register_iterations, options.register_smoothing,
-                                options.register_image_smoothing, step)
+                                options.register_iterations, options.register_smoothing, step)
         preds = {}
         for i, mask in masks.items():
             t = (i - a) / (b - a)

@@ -11,7 +11,6 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage as ndi
 
 from synthfm.segment.preprocess import normalize
 
@@ -27,19 +26,17 @@ def window_around(mask: np.ndarray, pad: int = PAD) -> Tuple[slice, slice]:
 
 
 def carry(soft: np.ndarray, moving: np.ndarray, fixed: np.ndarray, value_range: Tuple[float, float],
-          iterations: int = 50, smoothing: float = 2.0, image_smoothing: float = 0.0) -> np.ndarray:
+          iterations: int = 50, smoothing: float = 2.0) -> np.ndarray:
     """The soft mask ``soft`` (0..1) of the slice ``moving`` carried onto the slice ``fixed``.
 
-    ``iterations`` demons iterations; ``smoothing``: the displacement field's Gaussian smoothing, in pixels;
-    ``image_smoothing`` > 0: both images smoothed first by a Gaussian of that many pixels (noise is not followed).
+    ``iterations`` demons iterations; ``smoothing``: the displacement field's Gaussian smoothing, in pixels.
     """
     if not (soft > 0.5).any():
         return np.zeros_like(soft, dtype=np.float32)
     rows, cols = window_around(soft > 0.5)
 
     def image(array: np.ndarray) -> sitk.Image:
-        window = normalize(array[rows, cols], *value_range)
-        return sitk.GetImageFromArray(ndi.gaussian_filter(window, image_smoothing) if image_smoothing > 0 else window)
+        return sitk.GetImageFromArray(normalize(array[rows, cols], *value_range))
 
     fixed_image = image(fixed)
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
@@ -55,20 +52,19 @@ def carry(soft: np.ndarray, moving: np.ndarray, fixed: np.ndarray, value_range: 
 
 def registered_fill(slice_at: Callable[[int], np.ndarray], a: int, mask_a: np.ndarray, b: int, mask_b: np.ndarray,
                     value_range: Tuple[float, float], iterations: int = 50, smoothing: float = 2.0,
-                    image_smoothing: float = 0.0,
                     step: Callable[[int], None] = lambda i: None) -> Dict[int, np.ndarray]:
     """Masks of the slices strictly between ``a < b``: ``mask_a`` carried up and ``mask_b`` carried down slice by
-    slice (:func:`carry` with ``iterations``, ``smoothing``, ``image_smoothing``), mixed with weights ``1 - t`` and
-    ``t`` (``t = (i - a) / (b - a)``) and kept above 0.5. ``step(i)`` is called before each registration (progress,
+    slice (:func:`carry` with ``iterations`` and ``smoothing``), mixed with weights ``1 - t`` and ``t``
+    (``t = (i - a) / (b - a)``) and kept above 0.5. ``step(i)`` is called before each registration (progress,
     cancel)."""
     up: Dict[int, np.ndarray] = {}
     down: Dict[int, np.ndarray] = {}
     soft = mask_a.astype(np.float32)
     for i in range(a + 1, b):
         step(i)
-        soft = up[i] = carry(soft, slice_at(i - 1), slice_at(i), value_range, iterations, smoothing, image_smoothing)
+        soft = up[i] = carry(soft, slice_at(i - 1), slice_at(i), value_range, iterations, smoothing)
     soft = mask_b.astype(np.float32)
     for i in range(b - 1, a, -1):
         step(i)
-        soft = down[i] = carry(soft, slice_at(i + 1), slice_at(i), value_range, iterations, smoothing, image_smoothing)
+        soft = down[i] = carry(soft, slice_at(i + 1), slice_at(i), value_range, iterations, smoothing)
     return {i: (1 - (i - a) / (b - a)) * up[i] + (i - a) / (b - a) * down[i] > 0.5 for i in range(a + 1, b)}
