@@ -13,16 +13,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from synthfm.segment.preprocess import normalize
+from synthfm.utils.masks import around
 
 #: pixels of image around a mask's bounding box that its registration sees
 PAD = 24
-
-
-def window_around(mask: np.ndarray, pad: int = PAD) -> Tuple[slice, slice]:
-    """Rows and columns of ``mask``'s bounding box grown by ``pad`` pixels (clipped to the slice)."""
-    rows, cols = np.nonzero(mask)
-    return (slice(max(0, rows.min() - pad), min(mask.shape[0], rows.max() + pad + 1)),
-            slice(max(0, cols.min() - pad), min(mask.shape[1], cols.max() + pad + 1)))
 
 
 def carry(soft: np.ndarray, moving: np.ndarray, fixed: np.ndarray, value_range: Tuple[float, float],
@@ -33,7 +27,7 @@ def carry(soft: np.ndarray, moving: np.ndarray, fixed: np.ndarray, value_range: 
     """
     if not (soft > 0.5).any():
         return np.zeros_like(soft, dtype=np.float32)
-    rows, cols = window_around(soft > 0.5)
+    rows, cols = around(soft > 0.5, PAD)
 
     def image(array: np.ndarray) -> sitk.Image:
         return sitk.GetImageFromArray(normalize(array[rows, cols], *value_range))
