@@ -51,14 +51,13 @@ def registered_fill(slice_at: Callable[[int], np.ndarray], a: int, mask_a: np.nd
     slice (:func:`carry` with ``iterations`` and ``smoothing``), mixed with weights ``1 - t`` and ``t``
     (``t = (i - a) / (b - a)``) and kept above 0.5. ``step(i)`` is called before each registration (progress,
     cancel)."""
-    up: Dict[int, np.ndarray] = {}
-    down: Dict[int, np.ndarray] = {}
-    soft = mask_a.astype(np.float32)
-    for i in range(a + 1, b):
-        step(i)
-        soft = up[i] = carry(soft, slice_at(i - 1), slice_at(i), value_range, iterations, smoothing)
-    soft = mask_b.astype(np.float32)
-    for i in range(b - 1, a, -1):
-        step(i)
-        soft = down[i] = carry(soft, slice_at(i + 1), slice_at(i), value_range, iterations, smoothing)
+    def chain(mask: np.ndarray, indices: range, back: int) -> Dict[int, np.ndarray]:
+        """``mask`` carried onto each slice of ``indices`` in turn, from the slice ``back`` before it."""
+        carried, soft = {}, mask.astype(np.float32)
+        for i in indices:
+            step(i)
+            soft = carried[i] = carry(soft, slice_at(i - back), slice_at(i), value_range, iterations, smoothing)
+        return carried
+
+    up, down = chain(mask_a, range(a + 1, b), 1), chain(mask_b, range(b - 1, a, -1), -1)
     return {i: (1 - (i - a) / (b - a)) * up[i] + (i - a) / (b - a) * down[i] > 0.5 for i in range(a + 1, b)}
