@@ -107,6 +107,7 @@ VARIANTS = {**{f"contrast>={t}": {"min_contrast_ratio": t} for t in (0.2, 0.3, 0
             "fronts meet: nearest": {"between": "nearest"}, "fronts meet: score": {"between": "score"},
             "fronts blended": {"between": "blend"},
             "registered between": {"between": "register"},  # no model between prompted slices: demons (register.py)
+            "mixed between": {"between": "mix"},  # both fills, each slice half-way between their outlines
             "previous box between": {"interpolate_box": False},
             **{f"between boxes +{m}": {"between_margin": m} for m in (0.05, 0.1, 0.2)},
             "mirror steps": {"mirror_steps": True},  # propagated slices averaged with their mirror image too

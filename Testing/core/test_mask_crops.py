@@ -50,3 +50,28 @@ def test_inside_and_ring_means_equal_the_whole_images(width):
         ring = ndi.binary_dilation(mask, iterations=width) & ~mask
         inside = float(image[mask].mean())
         assert M.inside_and_ring(image, mask, width) == (inside, float(image[ring].mean()) if ring.any() else inside)
+
+
+def _whole_image_mean_shape(a, b):
+    return M.signed_distance(a) + M.signed_distance(b) < 0
+
+
+def test_mean_shape_on_the_window_is_that_of_the_whole_image():
+    for rng, _, mask in _cases(150, seed=3):
+        other = np.roll(mask, tuple(int(v) for v in rng.integers(-3, 4, 2)), axis=(0, 1))
+        if other.any():
+            assert np.array_equal(M.mean_shape(mask, other), _whole_image_mean_shape(mask, other))
+
+
+def test_mean_shape_lies_half_way_between_two_outlines():
+    yy, xx = np.mgrid[:64, :64]
+    disc = lambda cy, cx, r: (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2  # noqa: E731
+    small, large = disc(32, 32, 6), disc(32, 32, 14)
+    assert M.dice(M.mean_shape(small, large), disc(32, 32, 10)) > 0.97  # concentric: the middle radius
+    left, right = disc(32, 24, 9), disc(32, 36, 9)
+    mid = M.mean_shape(left, right)
+    ellipse = (np.hypot(yy - 32, xx - 24) + np.hypot(yy - 32, xx - 36)) / 2 < 9  # mean distance to the centres
+    assert M.dice(mid, ellipse) > 0.95 and np.nonzero(mid)[1].mean() == pytest.approx(30.0, abs=0.1)
+    assert not (mid & ~(left | right)).any()
+    empty = np.zeros_like(small)
+    assert np.array_equal(M.mean_shape(empty, large), large) and np.array_equal(M.mean_shape(small, empty), small)

@@ -1,11 +1,13 @@
 """Slices between prompted slices filled by image registration (``between="register"``, synthfm.segment.register)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from synthfm.segment import PropagationOptions, VolumeSegmenter
 from synthfm.segment.register import carry, registered_fill
-from synthfm.utils.masks import dice
+from synthfm.utils.masks import dice, mean_shape
 
 from test_propagate_slices import BoxPredictor, _box, _tilted_tube
 
@@ -61,3 +63,31 @@ def test_registration_settings_out_of_range_are_refused_by_name(name, bad):
         VolumeSegmenter(BoxPredictor(truth, 0), truth * 1.0).propagate_slices(
             {10: _box(truth[10])}, options=PropagationOptions(between="register", **{name: bad}))
 
+
+
+class ShiftedPredictor(BoxPredictor):
+    """The truth inside the box, moved 3 px to the right on every slice that is not prompted (a biased model)."""
+
+    def predict(self, image, prompts, key=None, multimask="auto", value_range=None):
+        pred = super().predict(image, prompts, key, multimask, value_range)
+        return pred if key[2] in (2, 10, 18) else replace(pred, mask=np.roll(self.truth[key[2]], 3, axis=1))
+
+
+def test_between_mix_is_half_way_between_the_model_and_the_registration():
+    truth = _tilted_tube()
+    volume = ndi.gaussian_filter(truth * 100.0, (0, 1.0, 1.0))
+    prompted = {2: _box(truth[2]), 10: _box(truth[10]), 18: _box(truth[18])}
+    runs, ticks = {}, []
+    for between in ("seam", "register", "mix"):
+        options = PropagationOptions(box_margin=0.1, between=between, intensity_gate=0.0)
+        progress = (lambda done, total, message: ticks.append((done, total))) if between == "mix" else None
+        runs[between] = VolumeSegmenter(ShiftedPredictor(truth, 0), volume).propagate_slices(
+            prompted, options=options, progress=progress).mask
+    between = [i for i in range(3, 18) if i != 10]
+    for i in between:
+        assert np.array_equal(runs["mix"][i], mean_shape(runs["seam"][i], runs["register"][i]))
+    model = np.mean([dice(runs["seam"][i], truth[i]) for i in between])
+    mixed = np.mean([dice(runs["mix"][i], truth[i]) for i in between])
+    assert model < 0.85 and mixed > model + 0.03  # the registration follows the image, not the model's bias
+    done = [d for d, _ in ticks]
+    assert done == sorted(done) and ticks[-1][0] == ticks[-1][1]  # progress counts both fills once each

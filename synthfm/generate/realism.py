@@ -29,6 +29,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from synthfm.io.atomic import PathLike, atomic_path, atomic_write_text
 from synthfm.io.tables import csv_text
+from synthfm.utils.masks import signed_distance
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report
 
 FRAME = 256
@@ -53,12 +54,6 @@ def to_frame(image: np.ndarray, mask: np.ndarray, spacing_yx: Tuple[float, float
         return image.astype(np.float32), mask.astype(bool)
     return (ndi.zoom(image.astype(np.float32), zoom, order=1),
             ndi.zoom(mask.astype(np.uint8), zoom, order=0).astype(bool))
-
-
-def _signed_distance(mask: np.ndarray) -> np.ndarray:
-    inside = ndi.distance_transform_edt(mask)
-    outside = ndi.distance_transform_edt(~mask)
-    return np.where(mask, 0.5 - inside, outside - 0.5)
 
 
 def _edge_width(image: np.ndarray, dist: np.ndarray) -> float:
@@ -114,7 +109,7 @@ def structure_stats(image01: np.ndarray, mask: np.ndarray) -> Dict[str, float]:
     h, w = mask.shape
     box = tuple(slice(max(0, int(a.min()) - 9), int(a.max()) + 10) for a in np.nonzero(mask))
     image, sub = image01[box].astype(np.float32), mask[box]
-    dist = _signed_distance(sub)
+    dist = signed_distance(sub)
     inside, ring = image[sub], image[(dist > 2) & (dist <= 6)]
     mu_in, mu_ring = float(inside.mean()), float(ring.mean()) if ring.size else float("nan")
     pooled = np.sqrt(0.5 * (inside.var() + (ring.var() if ring.size else 0.0))) + 1e-3

@@ -23,12 +23,13 @@ from synthfm.models.encoding import splits
 from synthfm.segment.predictor import Prediction, SlicePredictor
 from synthfm.segment.preprocess import intensity_range, slice_spacing
 from synthfm.segment.prompts import Prompts
-from synthfm.utils.masks import cut_to_intensity, inside_and_ring, interior_point, iou, parts_touching, tight_box
+from synthfm.utils.masks import (cut_to_intensity, inside_and_ring, interior_point, iou, mean_shape, parts_touching,
+                                 tight_box)
 from synthfm.utils.progress import CancelToken, ProgressCallback, check_cancel, report, tqdm_progress
 
 DIRECTIONS = ("both", "up", "down")
 #: how the two fronts between prompted slices are reconciled (PropagationOptions.between)
-BETWEEN = ("seam", "nearest", "score", "blend", "register")
+BETWEEN = ("seam", "nearest", "score", "blend", "register", "mix")
 #: what the intensity stops compare (PropagationOptions.intensity_stat) and in which unit (intensity_scale)
 INTENSITY_STATS = ("mean", "median")
 INTENSITY_SCALES = ("contrast", "spread", "spread-single")
@@ -92,10 +93,11 @@ class PropagationOptions:
     #: between prompted slices: switch fronts where they agree best ("seam"), at the middle ("nearest"), per slice by
     #: score ("score"), or mix each slice's two fronts' logits by distance ("blend": the nearer front weighs more);
     #: "register": no fronts and no model, each prompted mask carried slice by slice by image registration and the two
-    #: mixed by distance (:mod:`synthfm.segment.register`; the slices between are neither encoded nor decoded)
+    #: mixed by distance (:mod:`synthfm.segment.register`; the slices between are neither encoded nor decoded);
+    #: "mix": both "seam"'s and "register"'s fills, each slice's mask the outline half-way between their two
     between: str = "seam"
-    register_iterations: int = 50  # with between="register": demons iterations per pair of slices
-    register_smoothing: float = 2.0  # with between="register": the displacement field's Gaussian smoothing, pixels
+    register_iterations: int = 50  # with between="register" or "mix": demons iterations per pair of slices
+    register_smoothing: float = 2.0  # with between="register" or "mix": the displacement field's smoothing, pixels
     split_box: float = 0.0  # > 0: boxes longer than this x their width are segmented in tiles (SlicePredictor.predict)
     interpolate_box: bool = True  # between prompted slices: box interpolated between theirs (else the previous mask's)
     between_margin: float = 0.0  # added to box_margin for the interpolated boxes (structures do not grow linearly)
@@ -548,7 +550,8 @@ class VolumeSegmenter:
                                     "both prompts mark the same structure")
         steps = [s for s, name in ((1, "up"), (-1, "down")) if direction in (name, "both")]
         outward = sum(self.n_slices - 1 - order[-1] if s > 0 else order[0] for s in steps)
-        total = sum(b - a - 1 for a, b in zip(order, order[1:])) + outward
+        twice = 2 if options.between == "mix" else 1  # "mix" fills the slices between twice (model, registration)
+        total = twice * sum(b - a - 1 for a, b in zip(order, order[1:])) + outward
         ticker = _Ticker(progress, total)
         with adapted:
             self._propagate_from(order, firsts, steps, options, result, cancel, ticker)
@@ -722,6 +725,11 @@ class VolumeSegmenter:
             return {}
         if options.between == "register":
             return self._registered_between(a, first_a, b, first_b, options, cancel, ticker)
+        if options.between == "mix":
+            model = self._fill_between(a, first_a, b, first_b, replace(options, between="seam"), cancel, ticker)
+            registered = self._registered_between(a, first_a, b, first_b, options, cancel, ticker)
+            return {i: replace(pred, mask=mean_shape(pred.mask, registered[i].mask), candidates=None,
+                               candidate_logits=None) for i, pred in model.items()}
         box_a, box_b = tight_box(first_a.mask), tight_box(first_b.mask)
         shape = first_a.mask.shape
 

@@ -64,6 +64,26 @@ def around(mask: np.ndarray, pad: int) -> Tuple[slice, slice]:
             slice(max(int(cols[0]) - pad, 0), min(int(cols[-1]) + pad + 1, width)))
 
 
+def signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the mask's outline, negative inside, positive outside (half a pixel at the edge)."""
+    mask = np.asarray(mask, bool)
+    inside = ndi.distance_transform_edt(mask)
+    outside = ndi.distance_transform_edt(~mask)
+    return np.where(mask, 0.5 - inside, outside - 0.5)
+
+
+def mean_shape(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The outline half-way between two masks' (their signed distances averaged, kept where the mean is inside);
+    a subset of their union. When one mask is empty the other is returned."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if not a.any() or not b.any():
+        return (a | b).copy()
+    window = around(a | b, 2)  # every pixel of either mask and a ring of background: the distances are the same
+    out = np.zeros(a.shape, bool)
+    out[window] = signed_distance(a[window]) + signed_distance(b[window]) < 0
+    return out
+
+
 def interior_point(mask: np.ndarray) -> Tuple[int, int]:
     """``(x, y)`` of a non-empty 2D mask's most interior pixel (farthest from its boundary; the first of equals)."""
     window = around(mask, 1)  # every pixel's nearest background pixel is as near inside the 1-pixel ring
