@@ -7,6 +7,15 @@ from typing import List
 import qt
 
 PREFIX = "SynthFM/"
+#: the effect's choices for the slices between prompted slices, and the core's ``between`` each one sends (None: the
+#: model's own setting)
+BETWEEN_FILLS = {"model": None, "registration": "register", "half-way": "mix"}
+
+
+def default_between_fill() -> str:
+    """'registration' where the check box of the release before (SynthFM/register_between) was ticked, else
+    'model': a choice made there is kept."""
+    return "registration" if str(qt.QSettings().value(PREFIX + "register_between", "false")) == "true" else "model"
 
 
 def default_embedding_cache() -> str:
@@ -25,14 +34,14 @@ class Settings:
     sessions, default :func:`default_embedding_cache`; empty: in memory only) and ``embedding_cache_gb`` (its size
     cap, default 2), ``encode_every_slice`` ("true": propagation encodes every slice it segments instead of the
     model's ``encode_every``), ``adapt_decoder`` ("false": propagation never adapts the decoder to the volume,
-    whatever the model's ``adapt_steps``) and ``register_between`` ("true": the slices between prompted slices are
-    filled by image registration, ``between="register"``), read and written through QSettings."""
+    whatever the model's ``adapt_steps``) and ``between_fill`` (how the slices between prompted slices are filled, a
+    key of :data:`BETWEEN_FILLS`; default :func:`default_between_fill`), read and written through QSettings."""
 
     defaults = {"model": "synthfm-lite", "device": "auto", "window": "display", "keep_slices": "false", "server": "",
                 "token": "", "embedding_cache_gb": "2", "encode_every_slice": "false",
-                "adapt_decoder": "true", "register_between": "false"}
-    #: defaults that depend on the running Slicer, computed when read
-    computed = {"embedding_cache": default_embedding_cache}
+                "adapt_decoder": "true"}
+    #: defaults computed when read (a folder of the running Slicer, the choice an older setting made)
+    computed = {"embedding_cache": default_embedding_cache, "between_fill": default_between_fill}
 
     def __getattr__(self, name: str) -> str:
         if name in Settings.computed:

@@ -34,7 +34,7 @@ def default_cache_settings():
     """QSettings is one store for all tests, like Slicer's settings file: each test leaves the defaults behind."""
     yield
     for name in ("embedding_cache", "embedding_cache_gb", "encode_every_slice", "adapt_decoder",
-                 "register_between"):
+                 "register_between", "between_fill"):
         qt.QSettings.store.pop(PREFIX + name, None)
 
 

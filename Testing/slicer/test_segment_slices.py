@@ -235,21 +235,23 @@ def test_a_single_slice_volume_propagates_to_itself(scene):
     assert "slices along axis 1 would be 1 pixel thick" in effect.workerLabel.text and effect.preview is None
 
 
-def test_ticked_registration_fills_between_without_the_model_and_is_remembered(scene, fake_worker, monkeypatch):
-    """"Fill between prompted slices by image registration" (Advanced) sends between=register with Propagate: the
-    worker segments only the prompted slices and the steps beyond them, and the slices between still come back."""
-    from SynthFMSegmentLib.settings import Settings
+@pytest.mark.parametrize("choice, between", [("registration", "register"), ("half-way", "mix")])
+def test_the_fill_between_prompted_slices_is_sent_and_remembered(scene, fake_worker, monkeypatch, choice, between):
+    """"Slices between prompted slices" (Advanced) sends its choice with Propagate and is remembered; with
+    'registration' the worker segments only the prompted slices and the steps beyond them, with 'half-way' it
+    segments the slices between too; either way the slices between come back, on the bright ellipsoid."""
+    from SynthFMSegmentLib.settings import PREFIX, Settings
 
     effect, wrapper, node, geometry, segmentation, truth, existing = scene
     worker = fake_worker[0]
     sent = []
     start = worker.start_propagation
     monkeypatch.setattr(worker, "start_propagation", lambda *a, **k: sent.append(a[6]) or start(*a, **k))
-    assert not effect.registerBox.checked and "registration" in effect.registerBox.toolTip
-    effect.registerBox.click()
-    assert Settings().register_between == "true"
-    effect.setupOptionsFrame()  # the panel built again (the next session) shows the tick
-    assert effect.registerBox.checked
+    assert effect.betweenBox.currentText == "model" and "registration" in effect.betweenBox.toolTip
+    effect.betweenBox.setCurrentText(choice)
+    assert Settings().between_fill == choice
+    effect.setupOptionsFrame()  # the panel built again (the next session) shows the choice
+    assert effect.betweenBox.currentText == choice
     point_on_3_box_on_8(effect, geometry)
     fake = effect.logic.predictor
     decoded = []
@@ -258,9 +260,27 @@ def test_ticked_registration_fills_between_without_the_model_and_is_remembered(s
                         or predict(image, prompts, key, **k))
     effect.onPropagate()
     settle(effect)
-    assert sent == [{"between": "register"}]
-    assert not set(decoded) & {4, 5, 6, 7}  # the model saw none of the slices between
+    assert sent == [{"between": between}]
+    assert bool(set(decoded) & {4, 5, 6, 7}) == (between == "mix")  # the model sees the slices between only in "mix"
     assert slices_of(effect.preview) == list(range(3, 9))  # ... and they are filled: the whole ellipsoid's extent
     inside = (effect.preview[4:8] & truth[4:8]).sum((1, 2))
     assert (inside > 0).all() and inside.sum() > 0.9 * effect.preview[4:8].sum()  # they follow the bright ellipsoid
-    Settings().register_between = Settings.defaults["register_between"]
+    effect.betweenBox.setCurrentText("model")
+    assert Settings().between_fill == "model" and effect._propagation_options() == {}
+    qt.QSettings.store.pop(PREFIX + "between_fill", None)
+
+
+def test_the_earlier_registration_check_box_is_kept_as_the_choice(scene):
+    """A user who ticked the release before's 'Fill between prompted slices by image registration'
+    (SynthFM/register_between) finds 'registration' chosen; a choice made since wins."""
+    from SynthFMSegmentLib.settings import PREFIX, Settings
+
+    effect = scene[0]
+    qt.QSettings().setValue(PREFIX + "register_between", "true")
+    effect.setupOptionsFrame()
+    assert effect.betweenBox.currentText == "registration" and effect._propagation_options() == {"between": "register"}
+    effect.betweenBox.setCurrentText("half-way")
+    effect.setupOptionsFrame()
+    assert effect.betweenBox.currentText == "half-way" and Settings().between_fill == "half-way"
+    for name in ("register_between", "between_fill"):
+        qt.QSettings.store.pop(PREFIX + name, None)
