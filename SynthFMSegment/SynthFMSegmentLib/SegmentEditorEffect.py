@@ -257,7 +257,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "each prompted mask is carried from slice to slice by a deformable registration of the two slices' "
             "images and the two are mixed by distance; the model neither encodes nor segments those slices, so it "
             "is faster where most slices lie between prompted slices. 'half-way': both, each slice's outline half-way "
-            "between theirs. With three prompted boxes on the README's real volumes (fp32) the 3D Dice went from "
+            "between theirs (a little slower than 'model'). With three prompted boxes on the README's real volumes (fp32) the 3D Dice went from "
             "0.712 to 0.744 (registration) and 0.731 (half-way); on the second real set from 0.660 to 0.677 and "
             "0.676; on synthetic volumes both are level, so neither is the default. Beyond the outermost prompted "
             "slices the model always propagates.")
