@@ -224,8 +224,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _setup_advanced(self) -> None:
         """The collapsed 'Advanced' section: every slice encoded when propagating (setting
-        SynthFM/encode_every_slice), the decoder adapted to the volume first (SynthFM/adapt_decoder), the slices
-        how the slices between prompted slices are filled (SynthFM/between_fill), and the local
+        SynthFM/encode_every_slice), the decoder adapted to the volume first (SynthFM/adapt_decoder), how the
+        slices between prompted slices are filled (SynthFM/between_fill), and the local
         worker's disk cache of slice embeddings (settings SynthFM/embedding_cache and SynthFM/embedding_cache_gb),
         what it holds and a button to clear it."""
         self.advancedButton = ctk.ctkCollapsibleButton()
@@ -257,10 +257,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "each prompted mask is carried from slice to slice by a deformable registration of the two slices' "
             "images and the two are mixed by distance; the model neither encodes nor segments those slices, so it "
             "is faster where most slices lie between prompted slices. 'half-way': both, each slice's outline half-way "
-            "between theirs (a little slower than 'model'). With three prompted boxes on the README's real volumes (fp32) the 3D Dice went from "
-            "0.712 to 0.744 (registration) and 0.731 (half-way); on the second real set from 0.660 to 0.677 and "
-            "0.676; on synthetic volumes both are level, so neither is the default. Beyond the outermost prompted "
-            "slices the model always propagates.")
+            "between theirs (a little slower than 'model'). With three prompted boxes on the README's real volumes "
+            "(fp32) the 3D Dice went from 0.712 to 0.744 (registration) and 0.731 (half-way); on the second real set "
+            "from 0.660 to 0.677 and 0.676; on synthetic volumes both are level, so neither is the default. Beyond "
+            "the outermost prompted slices the model always propagates.")
         self.betweenBox.currentTextChanged.connect(lambda text: setattr(self.settings, "between_fill", text))
         self.cacheBox = qt.QCheckBox("Keep slice embeddings on disk")
         self.cacheBox.setToolTip("Ticked: the worker keeps each encoded slice's embedding in the folder below, so a "
